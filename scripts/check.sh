@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# make check: the whole test suite. Steps (all by default, or the ones named):
+#   unit         cmocka unit tests (build/)
+#   asan         the same unit tests built with ASan+UBSan (build/asan/)
+#   integration  tests/integration/test_*.sh against real processes on loopback
+#   fuzz         every tests/fuzz/fuzz_*.c under libFuzzer for FUZZ_SECONDS each
+#   browser      tests/browser (playwright-core + Debian chromium)
+# Each test script or program counts; the last line is "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(unit asan integration fuzz browser)
+JOBS=${JOBS:-2}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+passed=0
+failed=0
+skipped=0
+failures=()
+logdir=build/check-logs
+mkdir -p "$logdir"
+
+note() { printf '== %s\n' "$*"; }
+
+# Run one cmocka program, add its counts.
+run_cmocka() {
+    local bin=$1 tag=$2 log
+    log="$logdir/$tag-$(basename "$bin").log"
+    "$bin" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    p=${p:-0}
+    f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then
+        failures+=("$tag $(basename "$bin") (log: $log)")
+        tail -30 "$log"
+    fi
+    printf '%-8s %-40s %s passed, %s failed\n' "$tag" "$(basename "$bin")" "$p" "$f"
+}
+
+build_variant() {
+    local b=$1
+    shift
+    if ! make --no-print-directory -j"$JOBS" B="$b" "$@" all tests-bin >"$logdir/build-$(basename "$b").log" 2>&1; then
+        tail -40 "$logdir/build-$(basename "$b").log"
+        failed=$((failed + 1))
+        failures+=("build $b")
+        return 1
+    fi
+}
+
+for step in "${steps[@]}"; do
+    case $step in
+    unit)
+        note "unit tests"
+        if build_variant build; then
+            for t in build/tests/test_*; do [ -x "$t" ] && run_cmocka "$t" unit; done
+        fi
+        ;;
+    asan)
+        note "unit tests under ASan+UBSan"
+        if build_variant build/asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"; then
+            export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+            for t in build/asan/tests/test_*; do [ -x "$t" ] && run_cmocka "$t" asan; done
+        fi
+        ;;
+    integration)
+        note "integration tests"
+        build_variant build || true
+        export KILN_BIN=$PWD/build/kiln KILN_SRC=$PWD
+        for t in tests/integration/test_*.sh; do
+            [ -f "$t" ] || continue
+            log="$logdir/integration-$(basename "$t" .sh).log"
+            start=$(date +%s)
+            timeout "${INTEGRATION_TIMEOUT:-900}" bash "$t" >"$log" 2>&1
+            rc=$?
+            secs=$(($(date +%s) - start))
+            if [ $rc -eq 0 ]; then
+                passed=$((passed + 1)); r=passed
+            elif [ $rc -eq 77 ]; then
+                skipped=$((skipped + 1)); r="skipped: $(grep -m1 '^SKIP' "$log" || true)"
+            else
+                failed=$((failed + 1)); r="FAILED (rc $rc)"
+                failures+=("integration $(basename "$t") (log: $log)")
+                tail -40 "$log"
+            fi
+            printf '%-8s %-40s %s (%ss)\n' integ "$(basename "$t")" "$r" "$secs"
+        done
+        ;;
+    fuzz)
+        note "fuzzers ($FUZZ_SECONDS s each)"
+        if ! make --no-print-directory -j"$JOBS" -f scripts/fuzz.mk >"$logdir/build-fuzz.log" 2>&1; then
+            tail -40 "$logdir/build-fuzz.log"
+            failed=$((failed + 1)); failures+=("build fuzzers")
+        else
+            for f in build/fuzz/fuzz_*; do
+                [ -x "$f" ] || continue
+                name=$(basename "$f")
+                corpus=tests/fuzz/corpus/${name#fuzz_}
+                work=build/fuzz/work-$name
+                mkdir -p "$work"
+                log="$logdir/fuzz-$name.log"
+                dirs=("$work")
+                [ -d "$corpus" ] && dirs+=("$corpus")
+                "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 -timeout=5 \
+                    -artifact_prefix=build/fuzz/ "${dirs[@]}" >"$log" 2>&1
+                rc=$?
+                if [ $rc -eq 0 ]; then
+                    passed=$((passed + 1)); r="passed ($(grep -o 'Done [0-9]* runs' "$log" | tail -1))"
+                else
+                    failed=$((failed + 1)); r="FAILED (rc $rc)"
+                    failures+=("fuzz $name (log: $log)")
+                    tail -30 "$log"
+                fi
+                printf '%-8s %-40s %s\n' fuzz "$name" "$r"
+            done
+        fi
+        ;;
+    browser)
+        if [ -x tests/browser/run.sh ]; then
+            note "browser tests"
+            log="$logdir/browser.log"
+            bash tests/browser/run.sh >"$log" 2>&1
+            rc=$?
+            if [ $rc -eq 0 ]; then passed=$((passed + 1)); r=passed
+            elif [ $rc -eq 77 ]; then skipped=$((skipped + 1)); r=skipped
+            else failed=$((failed + 1)); r="FAILED (rc $rc)"; failures+=("browser (log: $log)"); tail -40 "$log"; fi
+            printf '%-8s %-40s %s\n' browser run.sh "$r"
+        fi
+        ;;
+    *)
+        echo "check.sh: unknown step '$step'" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failures:"
+    printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,113 @@
+/* Unit tests for common/: buffers, hashing, tokens, files, errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/hash.h"
+#include "common/token.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_buf_append_and_limit(void **state)
+{
+    (void)state;
+    struct kiln_buf b = {0};
+    b.max = 8;
+    assert_int_equal(kiln_buf_puts(&b, "abcd"), KILN_OK);
+    assert_int_equal(kiln_buf_printf(&b, "%d", 123), KILN_OK);
+    assert_string_equal(b.data, "abcd123");
+    assert_int_equal(kiln_buf_puts(&b, "xy"), KILN_ELIMIT);
+    assert_int_equal(b.len, 7);
+    kiln_buf_consume(&b, 4);
+    assert_string_equal(b.data, "123");
+    kiln_buf_free(&b);
+}
+
+static void test_sha256_known_vector(void **state)
+{
+    (void)state;
+    char hex[KILN_SHA256_HEX];
+    assert_int_equal(kiln_sha256_hex("abc", 3, hex), KILN_OK);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_hmac_rfc4231_case2(void **state)
+{
+    (void)state;
+    unsigned char out[KILN_SHA256_LEN];
+    char hex[KILN_SHA256_HEX];
+    const char *msg = "what do ya want for nothing?";
+    assert_int_equal(kiln_hmac_sha256("Jefe", 4, msg, strlen(msg), out), KILN_OK);
+    kiln_hex(out, sizeof out, hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+static void test_tokens_and_roles(void **state)
+{
+    (void)state;
+    char t1[KILN_TOKEN_LEN], t2[KILN_TOKEN_LEN];
+    assert_int_equal(kiln_token_generate(t1), KILN_OK);
+    assert_int_equal(kiln_token_generate(t2), KILN_OK);
+    assert_int_equal(strlen(t1), KILN_TOKEN_LEN - 1);
+    assert_string_not_equal(t1, t2);
+    enum kiln_role r;
+    assert_int_equal(kiln_role_parse("worker", &r), KILN_OK);
+    assert_int_equal(r, KILN_ROLE_WORKER);
+    assert_int_equal(kiln_role_parse("root", &r), KILN_EINVAL);
+    assert_true(kiln_role_allows(KILN_ROLE_ADMIN, KILN_ROLE_WORKER));
+    assert_true(kiln_role_allows(KILN_ROLE_SUBMIT, KILN_ROLE_READ));
+    assert_false(kiln_role_allows(KILN_ROLE_READ, KILN_ROLE_SUBMIT));
+    assert_false(kiln_role_allows(KILN_ROLE_WORKER, KILN_ROLE_SUBMIT));
+    assert_true(kiln_ct_streq("abc", "abc"));
+    assert_false(kiln_ct_streq("abc", "abd"));
+}
+
+static void test_atomic_write_and_read_limit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    assert_int_equal(kiln_path_join(path, sizeof path, dir, "f.txt"), KILN_OK);
+    assert_int_equal(kiln_write_file_atomic(path, "hello", 5, 0644), KILN_OK);
+    struct kiln_buf b = {0};
+    assert_int_equal(kiln_read_file(path, 0, &b), KILN_OK);
+    assert_string_equal(b.data, "hello");
+    kiln_buf_free(&b);
+    assert_int_equal(kiln_read_file(path, 3, &b), KILN_ELIMIT);
+    kiln_buf_free(&b);
+    assert_int_equal(kiln_read_file("/nonexistent/x", 0, &b), KILN_ENOTFOUND);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_error_codes(void **state)
+{
+    (void)state;
+    struct kiln_error e;
+    assert_int_equal(kiln_fail(&e, KILN_ENOTFOUND, "job %d", 7), KILN_ENOTFOUND);
+    assert_string_equal(e.msg, "job 7");
+    assert_int_equal(kiln_err_http_status(KILN_ENOTFOUND), 404);
+    assert_int_equal(kiln_err_http_status(KILN_EAUTH), 401);
+    assert_string_equal(kiln_code_name(KILN_EPERM), "forbidden");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_append_and_limit),
+        cmocka_unit_test(test_sha256_known_vector),
+        cmocka_unit_test(test_hmac_rfc4231_case2),
+        cmocka_unit_test(test_tokens_and_roles),
+        cmocka_unit_test(test_atomic_write_and_read_limit),
+        cmocka_unit_test(test_error_codes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
