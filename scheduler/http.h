@@ -14,6 +14,8 @@
  *   bytes, body bytes, header timeout (slow clients), idle keep-alive timeout.
  *   Malformed requests get 400 with a JSON error and the connection closes.
  * - Everything runs on the loop thread; nothing here blocks.
+ * - The process must ignore SIGPIPE (main() does signal(SIGPIPE, SIG_IGN)):
+ *   libuv writes with write(2), and a client that left would kill us.
  *
  * Details (refinements of the first contract; names and semantics unchanged):
  * - Requests on one connection are answered strictly in order: a pipelined

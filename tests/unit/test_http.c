@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -778,8 +779,164 @@ static void test_query_params(void **state)
     assert_int_equal(kiln_http_query_param("", "a", out, sizeof out), 0);
 }
 
+/* ---------------- TLS ---------------- */
+
+struct curl_sink {
+    size_t bytes;
+    char head[256];
+};
+
+static size_t sink_write(char *p, size_t sz, size_t n, void *arg)
+{
+    struct curl_sink *k = arg;
+    size_t len = sz * n;
+    if (k->bytes < sizeof k->head - 1) {
+        size_t room = sizeof k->head - 1 - k->bytes;
+        memcpy(k->head + k->bytes, p, len < room ? len : room);
+    }
+    k->bytes += len;
+    return len;
+}
+
+struct curl_src {
+    size_t left;
+};
+
+static size_t src_read(char *p, size_t sz, size_t n, void *arg)
+{
+    struct curl_src *s = arg;
+    size_t len = sz * n;
+    if (len > s->left) len = s->left;
+    memset(p, 'q', len);
+    s->left -= len;
+    return len;
+}
+
+static void test_tls_with_curl(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-http-tls-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[1024], cert[256], key[256];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout %s -out %s -days 1 -subj /CN=localhost "
+             "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd)) {
+        }
+        skip();
+    }
+    /* A missing key file is a clear error, not a crash. */
+    struct kiln_http_server *bad = NULL;
+    uv_loop_t l2;
+    assert_int_equal(uv_loop_init(&l2), 0);
+    struct kiln_http_tls badtls = {cert, "/nonexistent/key.pem"};
+    struct kiln_http_callbacks nocb = {0};
+    assert_int_not_equal(kiln_http_server_start(&l2, "127.0.0.1", 0, NULL, &badtls, nocb, &bad), 0);
+    assert_null(bad);
+    uv_run(&l2, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&l2), 0);
+
+    struct kiln_http_tls tls = {cert, key};
+    struct tsrv *ts = start(NULL, &tls);
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    char url[128];
+    struct curl_sink sink;
+    long code = 0;
+    for (int i = 0; i < 2; i++) { /* keep-alive over TLS */
+        memset(&sink, 0, sizeof sink);
+        snprintf(url, sizeof url, "https://127.0.0.1:%d/hello?a=%d", ts->port, i);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_CAINFO, cert);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
+        assert_int_equal(curl_easy_perform(h), CURLE_OK);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        assert_int_equal(code, 200);
+    }
+    assert_non_null(strstr(sink.head, "a=1(1)"));
+    long conns = -1;
+    curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &conns);
+    assert_int_equal(conns, 0); /* second request reused the connection */
+
+    /* streamed download and upload through TLS */
+    memset(&sink, 0, sizeof sink);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/stream", ts->port);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    assert_int_equal(curl_easy_perform(h), CURLE_OK);
+    assert_int_equal(sink.bytes, ts->stream_total);
+
+    memset(&sink, 0, sizeof sink);
+    struct curl_src src = {5 * 1000 * 1000};
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/upload", ts->port);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, src_read);
+    curl_easy_setopt(h, CURLOPT_READDATA, &src);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)src.left);
+    assert_int_equal(curl_easy_perform(h), CURLE_OK);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    assert_int_equal(code, 200);
+    assert_string_equal(sink.head, "5000000");
+    curl_easy_cleanup(h);
+
+    /* Verification against the wrong CA fails (the cert is really checked). */
+    h = curl_easy_init();
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/hello", ts->port);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CAINFO, "/nonexistent-ca.pem");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+    assert_int_not_equal(curl_easy_perform(h), CURLE_OK);
+    curl_easy_cleanup(h);
+
+    /* Plain HTTP on the TLS port: closed, server still fine. */
+    struct client c;
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_true(wait_eof(c.fd, 3000));
+    close(c.fd);
+    stop(ts);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_stream_client_gone(void **state)
+{
+    (void)state;
+    struct tsrv *ts = start(NULL, NULL);
+    ts->stream_total = (size_t)1 << 40; /* endless */
+    struct client c;
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    char b[65536];
+    size_t got = 0;
+    while (got < 1000000) {
+        ssize_t n = recv(c.fd, b, sizeof b, 0);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    close(c.fd);
+    wait_counter(&ts->closed_calls, 1, 3000);
+    assert_int_equal(atomic_load(&ts->closed_calls), 1);
+    stop(ts);
+}
+
 int main(void)
 {
+    /* libuv writes with write(2): a peer that left would raise SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keepalive_two_requests),
         cmocka_unit_test(test_pipelined_in_order),
@@ -796,6 +953,10 @@ int main(void)
         cmocka_unit_test(test_upload_abort_and_early_answer),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
+        cmocka_unit_test(test_stream_client_gone),
+        cmocka_unit_test(test_tls_with_curl),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
 }
