@@ -42,6 +42,10 @@ struct kiln_http_server {
     int listener_closed;
     time_t date_t;
     char date[64];
+    struct kiln_http_stats stats;
+    /* One read buffer for all connections: reads are handled one at a time
+     * on the loop thread and copied out before the next. */
+    char rbuf[READ_BUF];
 };
 
 struct kiln_http_req {
@@ -85,12 +89,12 @@ struct conn {
     int close_after;
     int reading;
     int in_process;
+    int body_paused; /* the handler asked to stop reading */
     int timer_kind;
     size_t pending;
     char peer[64];
     SSL *ssl;
     BIO *rbio, *wbio;
-    char rbuf[READ_BUF];
 };
 
 struct wreq {
@@ -205,6 +209,7 @@ static int write_raw_owned(struct conn *c, char *data, size_t len)
         return KILN_ENET;
     }
     c->pending += len;
+    c->srv->stats.bytes_out += len;
     return KILN_OK;
 }
 
@@ -339,6 +344,7 @@ static void send_server_error(struct conn *c, int status, const char *code, cons
 {
     if (c->closing || c->shutting) return;
     if (c->req) c->req->responded = 1;
+    c->srv->stats.server_errors++;
     json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -365,7 +371,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
     (void)suggested;
-    *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+    *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
 }
 
 static void conn_input(struct conn *c, const char *data, size_t n);
@@ -373,7 +379,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 static void resume_reading(struct conn *c)
 {
-    if (!c->reading && !c->closing) {
+    if (!c->reading && !c->closing && !c->body_paused) {
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = 1;
     }
 }
@@ -386,7 +392,7 @@ static void pause_reading(struct conn *c)
     }
 }
 
-/* Ciphertext in; the mem BIO copies it, so data may be c->rbuf, which
+/* Ciphertext in; the mem BIO copies it, so data may be srv->rbuf, which
  * SSL_read then reuses for plaintext. */
 static void tls_input(struct conn *c, const char *data, size_t n)
 {
@@ -396,9 +402,9 @@ static void tls_input(struct conn *c, const char *data, size_t n)
     }
     for (;;) {
         if (c->closing || c->shutting) return;
-        int r = SSL_read(c->ssl, c->rbuf, sizeof c->rbuf);
+        int r = SSL_read(c->ssl, c->srv->rbuf, sizeof c->srv->rbuf);
         if (r > 0) {
-            conn_input(c, c->rbuf, (size_t)r);
+            conn_input(c, c->srv->rbuf, (size_t)r);
             continue;
         }
         int e = SSL_get_error(c->ssl, r);
@@ -425,12 +431,13 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread == 0) return;
+    c->srv->stats.bytes_in += (uint64_t)nread;
     if (c->shutting) return; /* lingering: discard */
     if (c->ssl) {
-        tls_input(c, c->rbuf, (size_t)nread);
+        tls_input(c, c->srv->rbuf, (size_t)nread);
         return;
     }
-    conn_input(c, c->rbuf, (size_t)nread);
+    conn_input(c, c->srv->rbuf, (size_t)nread);
 }
 
 static size_t pipeline_cap(const struct conn *c)
@@ -475,6 +482,7 @@ static int ps_on_head(void *ctx, const struct kiln_http_head *h)
     r->is_head = strcmp(h->method, "HEAD") == 0;
     r->mode = KILN_HTTP_BODY_BUFFER;
     c->req = r;
+    s->stats.requests++;
     if (body_expected(h))
         timer_set(c, T_BODY, s->lim.idle_timeout_ms);
     else
@@ -525,6 +533,8 @@ static void finish_request(struct conn *c)
     int keep = r->keep_alive && !c->close_after && !c->srv->stopping;
     c->req = NULL;
     free_req(r);
+    kiln_http_parse_trim(c->ps);
+    c->body_paused = 0;
     if (!keep) {
         begin_shutdown(c);
         return;
@@ -626,6 +636,7 @@ static void on_connection(uv_stream_t *ls, int status)
     c->timer.data = c;
     c->kick.data = c;
     c->open_handles = 1;
+    s->stats.connections++;
     /* Linked in before anything can fail so conn_closed_cb can unlink. */
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
@@ -965,8 +976,7 @@ int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *cont
     int keep = chunked && response_keeps(r);
     struct kiln_buf b = {0};
     rc = head_start(r, &b, status, content_type, extra_headers, keep);
-    if (!rc && chunked && !r->is_head) rc = kiln_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
-    if (!rc && r->is_head) rc = kiln_buf_puts(&b, "Content-Length: 0\r\n");
+    if (!rc && chunked) rc = kiln_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
     if (!rc) rc = kiln_buf_puts(&b, "\r\n");
     if (rc) {
         kiln_buf_free(&b);
@@ -1021,4 +1031,27 @@ int kiln_http_stream_end(struct kiln_http_req *r)
     r->resp_done = 1;
     response_finished(c);
     return rc;
+}
+
+void kiln_http_req_pause_body(struct kiln_http_req *r, int pause)
+{
+    struct conn *c = r->c;
+    if (r->gone || c->closing) return;
+    if (pause) {
+        c->body_paused = 1;
+        pause_reading(c);
+        /* A paused upload is not a stalled one. */
+        if (c->timer_kind == T_BODY) timer_set(c, T_NONE, 0);
+    } else if (c->body_paused) {
+        c->body_paused = 0;
+        resume_reading(c);
+        if (!r->msg_done && c->timer_kind == T_NONE)
+            timer_set(c, T_BODY, c->srv->lim.idle_timeout_ms);
+    }
+}
+
+void kiln_http_server_stats(const struct kiln_http_server *s, struct kiln_http_stats *out)
+{
+    *out = s->stats;
+    out->open_connections = s->nconns;
 }

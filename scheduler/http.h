@@ -77,7 +77,18 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            struct kiln_http_callbacks cb, struct kiln_http_server **out);
 /* Bound port (useful when started with port 0). */
 int kiln_http_server_port(const struct kiln_http_server *s);
-/* Stop listening, close all connections; frees when the handles are closed. */
+/* Counters for /metrics. */
+struct kiln_http_stats {
+    uint64_t connections;   /* accepted since start */
+    uint64_t requests;      /* request heads parsed */
+    uint64_t server_errors; /* answered by the server itself (400/408/413/431/503) */
+    uint64_t bytes_in, bytes_out;
+    unsigned open_connections;
+};
+void kiln_http_server_stats(const struct kiln_http_server *s, struct kiln_http_stats *out);
+
+/* Stop listening, close all connections (pending requests get their
+ * on_close); frees when the handles are closed, so run the loop afterwards. */
 void kiln_http_server_stop(struct kiln_http_server *s);
 
 /* --- request accessors --- */
@@ -107,6 +118,11 @@ void kiln_http_req_on_close(struct kiln_http_req *r, void (*cb)(struct kiln_http
 int kiln_http_req_stream_body(struct kiln_http_req *r,
                               int (*on_data)(struct kiln_http_req *, const char *, size_t, void *),
                               void (*on_end)(struct kiln_http_req *, void *), void *arg);
+
+/* Flow control for streamed bodies: pause=1 stops reading the socket (the
+ * bytes already read are still delivered to on_data), pause=0 resumes. For
+ * handlers that write uploads asynchronously. Cleared with the request. */
+void kiln_http_req_pause_body(struct kiln_http_req *r, int pause);
 
 /* --- responses (exactly one per request) --- */
 /* extra_headers: NULL or "Name: value\r\n..." lines. */

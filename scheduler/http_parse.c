@@ -416,6 +416,12 @@ int kiln_http_parse_head_done(const struct kiln_http_parse *p)
     return p->head_done;
 }
 
+void kiln_http_parse_trim(struct kiln_http_parse *p)
+{
+    if (p->in_msg) return;
+    if (p->body.cap > KEEP_BODY_CAP) kiln_buf_free(&p->body);
+}
+
 const char *kiln_http_head_header(const struct kiln_http_head *h, const char *name)
 {
     for (size_t i = 0; i < h->nheaders; i++)
