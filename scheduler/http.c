@@ -15,6 +15,7 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,7 +520,9 @@ static int ps_on_body(void *ctx, const char *p, size_t n)
     struct conn *c = ctx;
     struct kiln_http_req *r = c->req;
     if (c->closing || !r || r->gone) return 1;
-    if (!r->on_data) return 0;
+    /* After the handler answered, the rest of the body is dropped: its
+     * upload state may be gone already. */
+    if (!r->on_data || r->responded) return 0;
     int rc = r->on_data(r, p, n, r->stream_arg);
     if (c->closing || r->gone) return 1;
     return rc;
@@ -733,6 +736,17 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
 {
     *out = NULL;
     if (!loop || !addr || port < 0 || port > 65535) return KILN_EINVAL;
+    /* libuv writes with write(2): a client that went away would raise
+     * SIGPIPE and kill the process. main() should ignore it; if nobody
+     * decided, do it here (only when the disposition is still the default). */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, NULL);
+    }
     struct kiln_http_server *s = calloc(1, sizeof *s);
     if (!s) return KILN_ENOMEM;
     s->loop = loop;

@@ -14,8 +14,10 @@
  *   bytes, body bytes, header timeout (slow clients), idle keep-alive timeout.
  *   Malformed requests get 400 with a JSON error and the connection closes.
  * - Everything runs on the loop thread; nothing here blocks.
- * - The process must ignore SIGPIPE (main() does signal(SIGPIPE, SIG_IGN)):
- *   libuv writes with write(2), and a client that left would kill us.
+ * - The process must ignore SIGPIPE: libuv writes with write(2), and a
+ *   client that left would kill us. main() should do signal(SIGPIPE,
+ *   SIG_IGN); kiln_http_server_start() does it itself when the disposition
+ *   is still the default (a handler someone installed is left alone).
  *
  * Details (refinements of the first contract; names and semantics unchanged):
  * - Requests on one connection are answered strictly in order: a pipelined

@@ -833,6 +833,55 @@ static void test_paused_upload_and_stats(void **state)
     stop(ts);
 }
 
+static void test_edges(void **state)
+{
+    (void)state;
+    struct kiln_http_limits lim = {.header_timeout_ms = 150};
+    struct tsrv *ts = start(&lim, NULL);
+    struct client c;
+    /* A connection that sends nothing gets 408 after the header timeout. */
+    client_init(&c, ts->port);
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 408);
+    assert_true(wait_eof(c.fd, 2000));
+    close(c.fd);
+    /* HTTP/1.0 streaming: close-delimited body. */
+    ts->stream_total = 100000;
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /stream HTTP/1.0\r\n\r\n");
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 200);
+    assert_false(c.r.chunked);
+    assert_int_equal(c.r.body_total, 100000);
+    close(c.fd);
+    /* Early answer to an Expect: 100-continue request: no 100, then close. */
+    client_init(&c, ts->port);
+    send_str(c.fd, "POST /deny HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+                   "Expect: 100-continue\r\n\r\n");
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 401);
+    assert_string_equal(c.r.connection, "close");
+    assert_true(wait_eof(c.fd, 3000));
+    close(c.fd);
+    /* A good request, then a bad one pipelined: the first is answered. */
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nBad\r\n\r\n");
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 200);
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 400);
+    assert_true(wait_eof(c.fd, 3000));
+    close(c.fd);
+    /* Stop with a streaming response in flight and unsent data queued. */
+    ts->stream_total = (size_t)1 << 40;
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    char b[1024];
+    assert_true(recv(c.fd, b, sizeof b, 0) > 0);
+    stop(ts);
+    close(c.fd);
+}
+
 static void test_max_connections(void **state)
 {
     (void)state;
@@ -1028,8 +1077,8 @@ static void test_stream_client_gone(void **state)
 
 int main(void)
 {
-    /* libuv writes with write(2): a peer that left would raise SIGPIPE. */
-    signal(SIGPIPE, SIG_IGN);
+    /* No signal(SIGPIPE, SIG_IGN) here on purpose: the server start does it
+     * when nobody did, and test_stream_client_gone proves it. */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keepalive_two_requests),
@@ -1046,6 +1095,7 @@ int main(void)
         cmocka_unit_test(test_streamed_upload_50mb),
         cmocka_unit_test(test_upload_abort_and_early_answer),
         cmocka_unit_test(test_paused_upload_and_stats),
+        cmocka_unit_test(test_edges),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_stream_client_gone),
