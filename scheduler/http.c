@@ -15,6 +15,7 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -199,6 +200,11 @@ static int write_raw_owned(struct conn *c, char *data, size_t len)
         free(data);
         return KILN_ENOMEM;
     }
+    if (len > UINT_MAX) { /* uv_buf_t lengths are unsigned int */
+        free(data);
+        free(wr);
+        return KILN_ELIMIT;
+    }
     wr->c = c;
     wr->len = len;
     wr->data = data;
@@ -247,8 +253,12 @@ static int conn_write_owned(struct conn *c, char *data, size_t len)
     while (off < len) {
         size_t n = len - off;
         if (n > 1 << 30) n = 1 << 30;
+        /* OpenSSL's error queue is per thread, shared by all connections:
+         * clear it so a stale entry is not read as this call's failure. */
+        ERR_clear_error();
         int r = SSL_write(c->ssl, data + off, (int)n);
         if (r <= 0) {
+            ERR_clear_error();
             free(data);
             return KILN_EIO;
         }
@@ -326,10 +336,13 @@ static void begin_shutdown(struct conn *c)
 {
     if (c->closing || c->shutting) return;
     if (c->ssl) {
+        ERR_clear_error();
         SSL_shutdown(c->ssl);
+        ERR_clear_error();
         tls_flush(c);
     }
     c->shutting = 1;
+    c->body_paused = 0;
     uv_idle_stop(&c->kick);
     c->shut.data = c;
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
@@ -403,6 +416,7 @@ static void tls_input(struct conn *c, const char *data, size_t n)
     }
     for (;;) {
         if (c->closing || c->shutting) return;
+        ERR_clear_error();
         int r = SSL_read(c->ssl, c->srv->rbuf, sizeof c->srv->rbuf);
         if (r > 0) {
             conn_input(c, c->srv->rbuf, (size_t)r);
@@ -558,7 +572,10 @@ static void dispatch(struct conn *c)
     if (r->responded) return; /* answered early; finished by process() */
     r->seen = 1;
     if (r->mode == KILN_HTTP_BODY_STREAM) {
-        if (r->on_end) r->on_end(r, r->stream_arg);
+        if (r->on_end)
+            r->on_end(r, r->stream_arg);
+        else
+            kiln_http_respond_error(r, 500, "internal", "the upload has no end handler");
     } else if (s->cb.on_request) {
         s->cb.on_request(r, s->cb.ctx);
     } else {

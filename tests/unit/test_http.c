@@ -986,7 +986,8 @@ static void test_tls_with_curl(void **state)
     assert_int_equal(uv_loop_close(&l2), 0);
 
     struct kiln_http_tls tls = {cert, key};
-    struct tsrv *ts = start(NULL, &tls);
+    struct kiln_http_limits lim = {.header_timeout_ms = 2000};
+    struct tsrv *ts = start(&lim, &tls);
     CURL *h = curl_easy_init();
     assert_non_null(h);
     char url[128];
@@ -1043,6 +1044,12 @@ static void test_tls_with_curl(void **state)
     assert_int_not_equal(curl_easy_perform(h), CURLE_OK);
     curl_easy_cleanup(h);
 
+    /* A TLS client that never finishes its handshake is dropped. */
+    struct client idle;
+    client_init(&idle, ts->port);
+    send_all(idle.fd, "\x16\x03\x01", 3);
+    assert_true(wait_eof(idle.fd, 6000));
+    close(idle.fd);
     /* Plain HTTP on the TLS port: closed, server still fine. */
     struct client c;
     client_init(&c, ts->port);
