@@ -135,8 +135,7 @@ static void fmt_ram(char *out, size_t n, int64_t mb)
 
 void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
 {
-    struct kiln_dispatch *d = ctx;
-    struct kiln_jobs *j = d->j;
+    struct kiln_jobs *j = ctx;
     struct kiln_stage_needs nd;
     int64_t id = json_integer_value(json_object_get(job, "id"));
     if (kiln_jobs_needs(j, id, &nd, NULL)) {

@@ -70,6 +70,7 @@ void kiln_dispatch_wake_cancel(struct kiln_dispatch *d, int64_t worker_id, int64
 void kiln_dispatch_flush(struct kiln_dispatch *d);
 int kiln_dispatch_waiting(const struct kiln_dispatch *d);
 
-void kiln_dispatch_wait_reason(void *dispatch_or_jobs, json_t *job, char *out, size_t outlen);
+/* ctx is the struct kiln_jobs. */
+void kiln_dispatch_wait_reason(void *jobs, json_t *job, char *out, size_t outlen);
 
 #endif

@@ -298,7 +298,7 @@ static int reconcile(struct kiln_jobs *j, int64_t wid, const char *wname, json_t
                               &s, err)))
         return rc;
     sqlite3_bind_int64(s, 1, wid);
-    sqlite3_bind_double(s, 2, now - min_age);
+    sqlite3_bind_double(s, 2, min_age > 0 ? now - min_age : 1e300);
     int64_t ids[512];
     int n = 0;
     while (sqlite3_step(s) == SQLITE_ROW && n < 512) {
