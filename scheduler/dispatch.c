@@ -450,3 +450,19 @@ void kiln_dispatch_wake_cancel(struct kiln_dispatch *d, int64_t worker_id, int64
         }
     }
 }
+
+void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now)
+{
+    for (struct kiln_waiter *w = d->head; w; w = w->next) {
+        sqlite3_stmt *s;
+        if (kiln_store_stmt(d->j->st,
+                            "UPDATE workers SET last_seen = MAX(last_seen, ?) WHERE id = ? AND "
+                            "state IN ('online','draining')",
+                            &s, NULL))
+            return;
+        sqlite3_bind_double(s, 1, now);
+        sqlite3_bind_int64(s, 2, w->worker_id);
+        sqlite3_step(s);
+        sqlite3_reset(s);
+    }
+}

@@ -66,6 +66,8 @@ void kiln_dispatch_unwait(struct kiln_dispatch *d, struct kiln_waiter *w);
 void kiln_dispatch_kick(struct kiln_dispatch *d);
 /* Answer the worker's pending lease (if any) with {"cancel":[job]}. */
 void kiln_dispatch_wake_cancel(struct kiln_dispatch *d, int64_t worker_id, int64_t job_id);
+/* Mark workers with a pending lease as seen now (they are alive). */
+void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now);
 /* Answer every waiter with 204 (shutdown). */
 void kiln_dispatch_flush(struct kiln_dispatch *d);
 int kiln_dispatch_waiting(const struct kiln_dispatch *d);

@@ -1291,3 +1291,24 @@ int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int
         return kiln_store_fail(j->st, rc, err, "listing jobs by state");
     return KILN_OK;
 }
+
+int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err)
+{
+    int64_t ids[256];
+    int n = 0;
+    int rc = kiln_jobs_in_state(j, "publishing", ids, 256, &n, err);
+    if (rc || n == 0) return rc;
+    if ((rc = kiln_store_begin(j->st, err))) return rc;
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *s;
+        if ((rc = kiln_store_stmt(j->st, "UPDATE jobs SET state = 'tested' WHERE id = ?", &s, err)))
+            goto fail;
+        sqlite3_bind_int64(s, 1, ids[i]);
+        if ((rc = step_done(j->st, s, err, "recovering a publish"))) goto fail;
+        if ((rc = kiln_jobs_emit(j, ids[i], now, err))) goto fail;
+    }
+    return kiln_store_commit(j->st, err);
+fail:
+    kiln_store_rollback(j->st);
+    return rc;
+}

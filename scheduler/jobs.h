@@ -148,6 +148,9 @@ int kiln_jobs_publish_done(struct kiln_jobs *j, int64_t id, int ok, const char *
 int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int max, int *n,
                        struct kiln_error *err);
 
+/* After a restart: interrupted publishes go back to tested. */
+int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err);
+
 /* 1 if state is final (succeeded, failed, cancelled, superseded). */
 int kiln_job_state_final(const char *state);
 /* Append a "job" event with the job's current object (inside a tx). */
