@@ -152,8 +152,8 @@ int kiln_farm_from_json(const char *name, const json_t *root, struct kiln_farm *
                         struct kiln_error *err)
 {
     static const char *const top_keys[] = {"hosts", "farm", "description", NULL};
-    static const char *const keys[] = {"name",   "count", "platform", "cores", "ram",
-                                       "ram_mb", "isa",   "speed",    "gpus",  NULL};
+    static const char *const keys[] = {"name", "count", "platform", "cores",  "ram", "ram_mb",
+                                       "isa",  "speed", "gpus",     "builds", NULL};
     memset(out, 0, sizeof *out);
     const char *bad = NULL;
     if (!json_is_object(root))
@@ -255,6 +255,14 @@ int kiln_farm_from_json(const char *name, const json_t *root, struct kiln_farm *
             }
             h.speed = json_number_value(v);
         }
+        if ((v = json_object_get(o, "builds"))) {
+            if (!json_is_boolean(v)) {
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "%s: hosts[%zu] (%s): builds must be true or false", name, hi, hn);
+                break;
+            }
+            h.no_builds = json_is_false(v);
+        }
         if ((v = json_object_get(o, "gpus")) && !json_is_null(v) &&
             (rc = parse_gpus(name, hi, hn, v, &h, err)))
             break;
@@ -353,4 +361,5 @@ void kiln_farm_worker(const struct kiln_farm *f, size_t i, struct kiln_pworker *
     memcpy(w->gpus, h->gpus, sizeof w->gpus);
     w->state = KILN_PW_ONLINE;
     w->healthy = 1;
+    w->no_builds = h->no_builds;
 }

@@ -13,6 +13,7 @@
  *       isa: avx512bf16        # a recipe ISA level, or a list of levels and
  *                              # feature names ([avx512bf16, avx512_vnni])
  *       speed: 1.0             # relative speed (durations are divided by it)
+ *       builds: false          # a test host: takes only test stages
  *       gpus:                  # optional
  *         - {model: H100, sm: "90", driver: 580, count: 8}
  *
@@ -40,6 +41,7 @@ struct kiln_farm_host {
     int64_t ram_mb;
     uint32_t isa;
     double speed;
+    int no_builds; /* builds: false - a test host */
     int ngpus;
     struct kiln_pgpu gpus[KILN_PLACE_MAX_GPUS];
     char gpu_model[KILN_PLACE_MAX_GPUS][24];

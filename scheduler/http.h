@@ -27,8 +27,8 @@ struct kiln_http_server;
 struct kiln_http_req;
 
 struct kiln_http_limits {
-    size_t max_header_bytes; /* default 16 KiB */
-    size_t max_body_bytes;   /* default 8 MiB (streamed bodies are not capped here) */
+    size_t max_header_bytes;    /* default 16 KiB */
+    size_t max_body_bytes;      /* default 8 MiB (streamed bodies are not capped here) */
     unsigned header_timeout_ms; /* default 10 s: whole header must arrive in time */
     unsigned idle_timeout_ms;   /* default 60 s between keep-alive requests */
     unsigned max_connections;   /* default 1024 */
@@ -88,8 +88,8 @@ int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_t
 /* Serializes and decrefs obj. */
 int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj);
 /* {"error":{"code":code,"message":...}} with the given status. */
-int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *code,
-                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
 
 /* Streaming (chunked) response: SSE, log follow, large files. */
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,

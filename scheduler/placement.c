@@ -353,6 +353,7 @@ static int gpu_ok(const struct pclass *c, const struct kiln_pgpu *g)
 static int compat_static(const struct pclass *c, const struct kiln_pworker *w)
 {
     if (c->platform[0] && strcmp(c->platform, w->platform)) return 0;
+    if (c->stage == KILN_PSTAGE_BUILD && w->no_builds) return 0;
     if (!kiln_isa_satisfies(w->isa, c->isa)) return 0;
     if (w->cores_total < c->cores || w->ram_total_mb < c->ram_mb) return 0;
     if (needs_gpu(c)) {
@@ -1127,6 +1128,7 @@ static void static_reason(const struct kiln_placer *p, const struct pclass *c, c
         const struct kiln_pworker *w = &p->ws[s].w;
         if (!p->ws[s].present) continue;
         if (c->platform[0] && strcmp(c->platform, w->platform)) continue;
+        if (c->stage == KILN_PSTAGE_BUILD && w->no_builds) continue;
         n_plat++;
         if (needs_gpu(c)) {
             int sm = 0, drv = 0;
@@ -1157,7 +1159,8 @@ static void static_reason(const struct kiln_placer *p, const struct pclass *c, c
     }
     char gib[32], gib2[32];
     if (!n_plat) {
-        snprintf(buf, len, "no worker for %s", plat);
+        snprintf(buf, len, "no worker for %s%s", c->stage == KILN_PSTAGE_BUILD ? "builds on " : "",
+                 plat);
     } else if (needs_gpu(c) && !n_sm) {
         snprintf(buf, len, "no online worker with sm_%s%s", c->sm,
                  c->sm_compat ? " or a compatible newer GPU" : "");

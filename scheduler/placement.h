@@ -16,7 +16,8 @@
  * test needs, in addition, a free GPU whose SM matches (exact, or with
  * sm_compat the same major and an equal or newer minor; never for arch-
  * specific targets such as "90a" or "100f"), a driver >= driver_min; one test
- * per GPU. Workers that are not online+healthy take nothing new.
+ * per GPU. Workers that are not online+healthy take nothing new; a worker
+ * with no_builds takes only tests.
  *
  * Order (policy KILN_POLICY_KILN): effective priority = priority +
  * aging_per_hour * hours waited (so nothing starves; the order is time
@@ -119,6 +120,7 @@ struct kiln_pworker {
        during the call that receives it; the placer copies it) */
     const struct kiln_prun *running;
     size_t nrunning;
+    int no_builds; /* 1 = a test host: takes only test stages */
 };
 
 enum kiln_policy_mode {

@@ -398,7 +398,8 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
                 wr += (double)c->tasks[j].ram_mb * c->tasks[j].est_s;
             }
         for (size_t h = 0; h < f->nhosts; h++)
-            if (!c->plat[i][0] || !strcmp(f->hosts[h].platform, c->plat[i])) {
+            if (!f->hosts[h].no_builds &&
+                (!c->plat[i][0] || !strcmp(f->hosts[h].platform, c->plat[i]))) {
                 cc += f->hosts[h].cores * f->hosts[h].speed;
                 cr += (double)f->hosts[h].ram_mb * f->hosts[h].speed;
             }
