@@ -172,6 +172,8 @@ int cmd_sim(int argc, char **argv)
                 deps[ndep++] = val;
             else
                 vfiles[nvf++] = val;
+        } else if (!strcmp(a, "--no-backfill")) {
+            opts.policy.backfill = 0;
         } else if (!strcmp(a, "--deps-wait-test")) {
             opts.deps_wait_test = 1;
         } else if (!strcmp(a, "--json")) {
