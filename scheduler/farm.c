@@ -137,7 +137,8 @@ static int parse_gpus(const char *name, size_t hi, const char *hname, const json
                                  hi, hname, KILN_PLACE_MAX_GPUS);
             struct kiln_pgpu *gp = &h->gpus[h->ngpus];
             gp->index = h->ngpus;
-            snprintf(gp->sm, sizeof gp->sm, "%s", smbuf);
+            memcpy(gp->sm, smbuf, sizeof gp->sm);
+            gp->sm[sizeof gp->sm - 1] = 0;
             gp->driver = (int)drv;
             gp->busy = 0;
             snprintf(h->gpu_model[h->ngpus], sizeof h->gpu_model[0], "%s",
@@ -286,7 +287,7 @@ int kiln_farm_from_json(const char *name, const json_t *root, struct kiln_farm *
             struct kiln_farm_host *d = &out->hosts[out->nhosts++];
             *d = h;
             if (count > 1)
-                snprintf(d->name, sizeof d->name, "%s-%lld", h.kind, k + 1);
+                snprintf(d->name, sizeof d->name, "%.48s-%d", h.kind, (int)(k + 1) % 10000);
             else
                 snprintf(d->name, sizeof d->name, "%s", h.kind);
         }

@@ -147,7 +147,8 @@ static int load_variant(const json_t *v, size_t vi, const struct kiln_sim_opts *
     if (smbuf[0] && (strlen(smbuf) >= KILN_PLACE_SM_MAX || !kiln_sm_matches(smbuf, smbuf, 0)))
         return kiln_fail(err, KILN_EINVAL, "%s: selftest.sm \"%s\" is not like \"90\" or \"100a\"",
                          name, smbuf);
-    snprintf(sm[*nt], KILN_PLACE_SM_MAX, "%s", smbuf);
+    memcpy(sm[*nt], smbuf, KILN_PLACE_SM_MAX);
+    sm[*nt][KILN_PLACE_SM_MAX - 1] = 0;
     sm_compat[*nt] = json_is_true(json_object_get(st, "sm_compat"));
     const json_t *dm = json_object_get(st, "driver_min");
     driver_min[*nt] = json_is_integer(dm)  ? (int)json_integer_value(dm)
