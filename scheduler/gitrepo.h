@@ -19,10 +19,10 @@
 #define KILN_OID_HEX 41
 
 struct kiln_git_cred {
-    const char *token;       /* https: sent as password (user "x-access-token") */
-    const char *ssh_key;     /* path to a private key for ssh:// URLs */
-    const char *ssh_pubkey;  /* optional */
-    const char *passphrase;  /* optional */
+    const char *token;      /* https: sent as password (user "x-access-token") */
+    const char *ssh_key;    /* path to a private key for ssh:// URLs */
+    const char *ssh_pubkey; /* optional */
+    const char *passphrase; /* optional */
 };
 
 /* libgit2 global init/shutdown (reference counted by libgit2 itself). */
