@@ -26,6 +26,9 @@ STATE = os.path.join(DIR, "state.json")
 if os.path.exists(STATE):
     with open(STATE) as f:
         st = json.load(f)
+    # like the real server: workers get a fresh grace period after a restart
+    for w in st["workers"].values():
+        w["last_seen"] = time.time()
 else:
     st = {"jobs": {}, "workers": {}, "next_job": 1, "next_worker": 1}
 
