@@ -667,7 +667,7 @@ static void lease_done(struct req *r)
     if (now_ns() - a->lease_sent_ns < 1000000000ull) a->next_lease_ns = now_ns() + 1000000000ull;
     if (common_status(a, r)) return;
     if (r->status == 204) return;
-    if (r->status == 404) {
+    if (r->status == 404 || r->status == 409) {
         lost_connection(a, "the server does not know this worker any more");
         return;
     }

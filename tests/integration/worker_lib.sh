@@ -36,3 +36,30 @@ wait_for() {
 jget() {
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
+
+# A real `kiln serve` on loopback (or ADDR) with a worker and an admin token.
+# start_serve DATA_DIR PORT [ADDR] [extra config lines]
+start_serve() {
+    local data=$1 port=$2 addr=${3:-127.0.0.1}
+    mkdir -p "$data"
+    if [ ! -f "$data/worker.token" ]; then
+        "$KILN_BIN" token create --role worker --name test-workers --data "$data/var" >"$data/worker.token" 2>/dev/null || fail "token create"
+        "$KILN_BIN" token create --role admin --name test-admin --data "$data/var" >"$data/admin.token" 2>/dev/null || fail "token create"
+        printf 'heartbeat_s: %s\nlost_after_s: %s\n%s\n' "${HB_S:-1}" "${LOST_S:-4}" "${SERVE_EXTRA:-}" >"$data/serve.yaml"
+    fi
+    ${SERVE_PREFIX:-} "$KILN_BIN" serve --listen "$addr:$port" --data "$data/var" --config "$data/serve.yaml" \
+        >>"$TMP/serve.log" 2>&1 &
+    SERVE_PID=$!
+    PIDS+=("$SERVE_PID")
+    SERVE_URL=http://$addr:$port
+    ADMIN=$(cat "$data/admin.token")
+    WTOKEN=$(cat "$data/worker.token")
+    wait_for 15 ${SERVE_PREFIX:-} curl -sf "$SERVE_URL/healthz" || fail "kiln serve did not start"
+}
+
+api() { # api METHOD PATH [BODY]
+    ${SERVE_PREFIX:-} curl -s -X "$1" -H "Authorization: Bearer $ADMIN" "$SERVE_URL/api/v1$2" ${3:+-d "$3"}
+}
+sjob() { api GET "/jobs/$1"; }
+sstate_is() { [ "$(jget "$(sjob "$1")" 'd["state"]')" = "$2" ]; }
+ssubmit() { jget "$(api POST /jobs "$1")" 'd["jobs"][0]["id"]'; }
