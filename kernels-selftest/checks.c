@@ -75,8 +75,8 @@ int kiln_check_classify(const char *output, size_t len, char *reason, size_t rea
     return 1;
 }
 
-int kiln_check_read_tail(const char *path, size_t max, char **out, size_t *outlen,
-                         struct kiln_error *err)
+int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out,
+                         size_t *outlen, struct kiln_error *err)
 {
     *out = NULL;
     *outlen = 0;
@@ -90,7 +90,8 @@ int kiln_check_read_tail(const char *path, size_t max, char **out, size_t *outle
         return kiln_fail(err, KILN_EIO, "cannot stat %s: %s", path, strerror(e));
     }
     size_t size = st.st_size > 0 ? (size_t)st.st_size : 0;
-    size_t n = size < max ? size : max;
+    size_t avail = from < size ? size - (size_t)from : 0;
+    size_t n = avail < max ? avail : max;
     char *buf = malloc(n + 1);
     if (!buf) {
         close(fd);
@@ -202,6 +203,13 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
             return kiln_fail(err, KILN_EIO, "cannot open log %s: %s", spec->log_path,
                              strerror(errno));
     }
+    /* Earlier output in a shared log must not be blamed on this command. */
+    uint64_t log_start = 0;
+    if (logfd >= 0) {
+        struct stat st;
+        if (fstat(logfd, &st) == 0 && st.st_size > 0)
+            log_start = (uint64_t)st.st_size;
+    }
     double t0 = now_s();
     pid_t pid = fork();
     if (pid < 0) {
@@ -255,7 +263,7 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
     if (spec->log_path) {
         char *tail = NULL;
         size_t n = 0;
-        if (kiln_check_read_tail(spec->log_path, 256 * 1024, &tail, &n, NULL) == KILN_OK) {
+        if (kiln_check_read_tail(spec->log_path, log_start, 256 * 1024, &tail, &n, NULL) == KILN_OK) {
             kiln_check_classify(tail, n, cuda, sizeof cuda);
             free(tail);
         }

@@ -5,7 +5,8 @@
  * appended to log_path (or discarded when NULL). When timeout_ms passes,
  * the whole group gets SIGTERM, then SIGKILL 2 s later, so a hung check
  * (a kernel spinning forever, a child that ignores SIGTERM) never hangs
- * the worker. It returns KILN_OK when it could run the command at all,
+ * the worker. Only what this command appended to the log is classified.
+ * It returns KILN_OK when it could run the command at all,
  * whatever the command's outcome; the outcome is in the result: passed is
  * 1 only for exit status 0 without timeout. On failure, reason holds one
  * plain sentence: the first known CUDA error found in the captured output
@@ -24,6 +25,7 @@
 #include "common/err.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct kiln_check_spec {
     const char *name;
@@ -52,9 +54,10 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
 /* Scan output for known CUDA failure text; see above. */
 int kiln_check_classify(const char *output, size_t len, char *reason, size_t reasonlen);
 
-/* The last max bytes of a file (to classify a long log cheaply), NUL
- * terminated, malloc'ed into *out. */
-int kiln_check_read_tail(const char *path, size_t max, char **out, size_t *outlen,
-                         struct kiln_error *err);
+/* The last max bytes at or after offset from of a file (to classify a long
+ * log cheaply, and only the part one command wrote), NUL terminated,
+ * malloc'ed into *out. */
+int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out,
+                         size_t *outlen, struct kiln_error *err);
 
 #endif

@@ -178,6 +178,25 @@ unsigned kiln_elf_cubin_sm(const struct kiln_elf *e)
     return e->flags & 0xff;
 }
 
+/* ptxas records its command line ("-arch sm_90a -m 64") in the
+ * .note.nv.tkinfo note; e_flags do not tell sm_90 from sm_90a. */
+static char cubin_suffix(const struct kiln_elf *e)
+{
+    struct kiln_elf_section s;
+    if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == 8)
+        return 0;
+    const char *p = (const char *)e->data + s.offset, *end = p + s.size;
+    const char *at = memmem(p, s.size, "-arch sm_", 9);
+    if (!at)
+        return 0;
+    at += 9;
+    while (at < end && *at >= '0' && *at <= '9')
+        at++;
+    if (at < end && (*at == 'a' || *at == 'f'))
+        return *at;
+    return 0;
+}
+
 /* ---- fatbin ---- */
 
 static int list_push(struct kiln_fatbin_list *l, const struct kiln_fatbin_entry *ent,
@@ -388,6 +407,7 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
         memset(&ent, 0, sizeof ent);
         ent.kind = KILN_FB_CUBIN;
         ent.sm = kiln_elf_cubin_sm(&e);
+        ent.suffix = cubin_suffix(&e);
         ent.size = ent.uncompressed_size = len;
         ent.relocatable = e.type == 1;
         snprintf(ent.where, sizeof ent.where, "cubin file");
