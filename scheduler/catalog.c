@@ -33,7 +33,18 @@ struct kiln_catalog {
     int have_nix_key;
     struct kiln_nixkey nix_key;
     int crash_at; /* fault injection (tests only; 0 = off) */
+    uv_loop_t *loop;
 };
+
+void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop)
+{
+    c->loop = loop;
+}
+
+uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c)
+{
+    return c->loop ? c->loop : uv_default_loop();
+}
 
 struct kiln_catalog_upload {
     struct kiln_catalog *c;

@@ -39,6 +39,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct kiln_catalog;
 struct kiln_catalog_upload;
@@ -118,6 +119,9 @@ int kiln_catalog_gc(struct kiln_catalog *c, double grace_s, uint64_t *removed_fi
  * over) the request, 0 when the path is not the catalog's. role is what the
  * caller's token allows (the router authenticates). Call it from on_headers
  * (so uploads stream) and, for a request it declined there, not again. */
+/* The loop downloads read files on (default: uv_default_loop()). */
+void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop);
+uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c);
 int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role);
 
 #endif
