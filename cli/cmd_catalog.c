@@ -97,7 +97,7 @@ static int parse(int argc, char **argv, struct opts *o)
     o->grace = 3600;
     optind = 1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "+hj", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "hj", lo, NULL)) != -1) {
         switch (ch) {
         case 'd': o->data = optarg; break;
         case 'n': o->name = optarg; break;

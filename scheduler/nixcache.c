@@ -319,11 +319,11 @@ int kiln_narinfo_format(const struct kiln_narinfo *ni, struct kiln_buf *out)
     int rc = kiln_buf_printf(out,
                              "StorePath: %s\nURL: nar/%s.nar\nCompression: none\n"
                              "FileHash: sha256:%s\nFileSize: %llu\nNarHash: sha256:%s\n"
-                             "NarSize: %llu\nReferences:",
+                             "NarSize: %llu\nReferences: ",
                              ni->store_path, fh, fh, (unsigned long long)ni->file_size, nh,
                              (unsigned long long)ni->nar_size);
     for (size_t i = 0; rc == KILN_OK && i < ni->nrefs; i++)
-        rc = kiln_buf_printf(out, " %s", ni->refs[i]);
+        rc = kiln_buf_printf(out, "%s%s", i ? " " : "", ni->refs[i]);
     if (rc == KILN_OK) rc = kiln_buf_puts(out, "\n");
     if (rc == KILN_OK && ni->deriver[0]) rc = kiln_buf_printf(out, "Deriver: %s\n", ni->deriver);
     if (rc == KILN_OK && ni->sig[0]) rc = kiln_buf_printf(out, "Sig: %s\n", ni->sig);
@@ -361,7 +361,7 @@ int kiln_narinfo_parse(const char *text, size_t len, struct kiln_narinfo *ni,
         lineno++;
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
-        if (n >= sizeof line) {
+        if (n + 2 >= sizeof line) {
             rc = kiln_fail(err, KILN_ELIMIT, "narinfo line %zu is too long", lineno);
             break;
         }
@@ -374,6 +374,12 @@ int kiln_narinfo_parse(const char *text, size_t len, struct kiln_narinfo *ni,
         }
         if (n == 0) continue;
         char *sep = strstr(line, ": ");
+        if (!sep && n > 0 && line[n - 1] == ':') {
+            /* "Key:" with an empty value: make it "Key: " */
+            line[n] = ' ';
+            line[n + 1] = 0;
+            sep = line + n - 1;
+        }
         if (!sep) {
             rc = kiln_fail(err, KILN_EPARSE, "narinfo line %zu has no 'Key: value'", lineno);
             break;
