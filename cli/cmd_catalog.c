@@ -22,8 +22,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kiln catalog <command> [options]\n"
-            "  ls      [--data DIR] [--json] [--name N] [--sm S] [--isa I] [--cuda C]\n"
-            "          [--platform P] [--branch B]       list entries\n"
+            "  ls      [--data DIR] [--json] [--name N] [--version V] [--sm S] [--isa I]\n"
+            "          [--cuda C] [--platform P] [--branch B]  list entries\n"
             "  show    ID [--data DIR]                   one entry as JSON\n"
             "  verify  [--data DIR] [--json]             rehash blobs, check signatures\n"
             "  gc      [--data DIR] [--grace SECONDS]    remove unfinished uploads and\n"
@@ -166,9 +166,10 @@ static int do_ls(struct opts *o)
     struct kiln_catalog *c;
     if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
     json_t *f = json_object();
-    const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch"};
-    const char *vals[] = {o->name, o->f_sm, o->f_isa, o->f_cuda, o->f_platform, o->f_branch};
-    for (int i = 0; i < 6; i++)
+    const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch", "version"};
+    const char *vals[] = {o->name,       o->f_sm,     o->f_isa, o->f_cuda,
+                          o->f_platform, o->f_branch, o->version};
+    for (int i = 0; i < 7; i++)
         if (vals[i]) json_object_set_new(f, keys[i], json_string(vals[i]));
     json_t *arr;
     struct kiln_error err = {0};
@@ -304,8 +305,15 @@ static int do_publish(struct opts *o)
     uint64_t size = 0;
     int64_t id = 0;
     int created = 0;
+    int had = o->digest && kiln_catalog_blob_have(c, o->digest, NULL);
     int rc = kiln_catalog_add_file(c, o->args[0], o->digest, digest, &size, &err);
-    if (rc == KILN_OK) rc = kiln_catalog_publish(c, meta, digest, &id, &created, &err);
+    if (rc == KILN_OK) {
+        if (!o->digest) had = -1; /* unknown before hashing; decide below */
+        rc = kiln_catalog_publish(c, meta, digest, &id, &created, &err);
+        /* A refused publish leaves the catalog as it was: drop the bytes we
+         * just added unless some entry uses them. */
+        if (rc != KILN_OK && had != 1) kiln_catalog_blob_drop_unreferenced(c, digest);
+    }
     if (rc == KILN_OK)
         printf("%s %lld %s %s %s\n", created ? "published" : "unchanged", (long long)id,
                json_string_value(json_object_get(meta, "name")),

@@ -494,6 +494,18 @@ int kiln_catalog_blob_have(struct kiln_catalog *c, const char *digest, uint64_t 
     return 1;
 }
 
+int kiln_catalog_blob_drop_unreferenced(struct kiln_catalog *c, const char *digest)
+{
+    char p[PATH_MAX], hex[65], d[KILN_DIGEST_STR];
+    if (kiln_catalog_parse_digest(digest, hex) != KILN_OK) return KILN_EINVAL;
+    snprintf(d, sizeof d, "sha256:%s", hex);
+    if (digest_referenced(c, d)) return KILN_ESTATE;
+    blob_path_hex(c, hex, p, sizeof p);
+    if (unlink(p) != 0) return errno == ENOENT ? KILN_ENOTFOUND : KILN_EIO;
+    kiln_fsync_dir_of(p);
+    return KILN_OK;
+}
+
 /* --- entries --- */
 
 static const char *str_fields[] = {"recipe", "branch", "commit", "platform", "sm", "capability",

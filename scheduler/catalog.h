@@ -75,6 +75,9 @@ int kiln_catalog_add_file(struct kiln_catalog *c, const char *path, const char *
 int kiln_catalog_blob_have(struct kiln_catalog *c, const char *digest, uint64_t *size);
 int kiln_catalog_blob_path(struct kiln_catalog *c, const char *digest, char *out, size_t outlen);
 
+/* Remove a blob no entry references (undo of a refused publish). */
+int kiln_catalog_blob_drop_unreferenced(struct kiln_catalog *c, const char *digest);
+
 /* --- entries --- */
 int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *digest, int64_t *id,
                          int *created, struct kiln_error *err);
