@@ -214,22 +214,35 @@ function seed() {
   const vars = expand('vllm', 'main', {});
   const branches = ['main', 'main', 'main', 'release-0.14', 'dev'];
   for (let i = 0; i < SEED_JOBS; i++) {
-    const v = { ...vars[i % vars.length], branch: branches[Math.floor(i / vars.length) % branches.length] };
-    const created = t0 - (SEED_JOBS - i) * 3;
+    // The newest (still running or waiting) jobs are on "dev", so "main"
+    // shows a finished matrix with greens and reds.
+    const v = { ...vars[i % vars.length], branch: SEED_JOBS - i <= 400 ? 'dev' : branches[Math.floor(i / vars.length) % branches.length] };
+    const span = 6 * 3600;
+    const created = t0 - span + (i * span) / SEED_JOBS;
     const j = newJob(v, i % 7 === 0 ? 5 : 0, created);
     const left = SEED_JOBS - i;
     if (left > 400) {
       const r = i % 13;
       j.started_at = created + 60;
-      j.finished_at = j.started_at + 1800 + (i % 17) * 300;
+      j.finished_at = Math.min(t0 - 60, j.started_at + 900 + (i % 17) * 120);
       if (r === 3) setQuiet(j, 'failed', { failed_stage: 'build', reason: 'exit code 2', exit_code: 2 });
       else if (r === 7) setQuiet(j, 'failed', { failed_stage: 'test', reason: 'selftest gemm_fp16: kernel not found for sm_90', exit_code: 1, selftest: { passed: false, checks: [{ name: 'import', ok: true, duration_s: 3.1 }, { name: 'gemm_fp16', ok: false, duration_s: 0.4, message: 'no kernel image for sm_90' }] } });
       else if (r === 11) setQuiet(j, 'cancelled', {});
-      else setQuiet(j, 'succeeded', { exit_code: 0, selftest: { passed: true, checks: [{ name: 'import', ok: true, duration_s: 3.0 }, { name: 'gemm_fp16', ok: true, duration_s: 1.2 }] } });
+      else {
+        setQuiet(j, 'succeeded', { exit_code: 0, selftest: { passed: true, checks: [{ name: 'import', ok: true, duration_s: 3.0 }, { name: 'gemm_fp16', ok: true, duration_s: 1.2 }] } });
+        j.artifact = { digest: 'sha256:' + (j.id.toString(16).padStart(8, '0')).repeat(8), size: 2.1e9 + j.id * 1e6 };
+        if (left < 1200) {
+          catalog.push({
+            id: catalog.length + 1, name: j.name, recipe: j.recipe, branch: j.branch, commit: j.commit, job: j.id,
+            attrs: j.attrs, digest: j.artifact.digest, size: j.artifact.size, selftest: j.selftest,
+            signature: { algorithm: 'ed25519', key: 'kiln-1', valid: j.id % 29 !== 0 }, published_at: j.finished_at,
+          });
+        }
+      }
     } else if (left > 396) {
       j.state = 'building';
       j.worker = 'build-1';
-      j.started_at = t0 - 600 * (left - 396);
+      j.started_at = Math.max(created + 30, t0 - 600 * (left - 396));
       j.wait_reason = null;
     }
   }
@@ -322,6 +335,17 @@ async function handle(req, res) {
   if (m === 'GET' && (p === '/' || p === '/index.html')) return serveStatic(res, 'index.html');
   if (m === 'GET' && p.startsWith('/web/')) return serveStatic(res, decodeURIComponent(p.slice(5)));
   if (p === '/healthz') return send(res, 200, { status: 'ok', version: 'mock' });
+  // Test hook: re-emit N job events at once (an SSE burst).
+  if (p === '/mock/burst' && m === 'POST') {
+    const n = Number(u.searchParams.get('n') || 1000);
+    const all = [...jobs.values()];
+    for (let i = 0; i < n && all.length; i++) {
+      const j = all[all.length - 1 - (i % all.length)];
+      if (j.state === 'queued') j.priority = (j.priority || 0) + 0; // unchanged data, new event
+      changed(j);
+    }
+    return send(res, 200, { emitted: n, last_event_id: nextEventId - 1 });
+  }
   if (!p.startsWith('/api/v1/')) return fail(res, 404, 'not_found', `no route ${p}`);
   const parts = p.slice(8).split('/').filter(Boolean);
   if (m !== 'GET' && !authed(req)) return fail(res, 401, 'unauthorized', 'this action needs a token');

@@ -27,10 +27,12 @@ function axisY(g, max, y, fmt = String) {
     g.append(s('text', { x: M.l - 6, y: Y + 4, class: 'axis', 'text-anchor': 'end' }, fmt(Math.round(v))));
   }
 }
+// An axis maximum of 4 round steps (1, 2 or 5 x 10^k each) covering v.
 function niceMax(v) {
   if (v <= 4) return 4;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  const raw = v / 4;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return 4 * m * p;
   return v;
 }
 function svgBox(label) {

@@ -37,6 +37,7 @@ export function mount(root, ctx, arg, params) {
   let finished = [];
   let nextBefore = null;
   let counts = {};
+  let countsKnown = false;
   let shownWaiting = WINDOW;
   let loadSeq = 0;
   let countsTimer = 0;
@@ -145,6 +146,8 @@ export function mount(root, ctx, arg, params) {
         if (sel) sel.value = f.state;
         before = '';
         persist();
+        renderCounts(); // show the choice now; rows follow when loaded
+        countsBar.querySelector(`button[data-state="${f.state}"]`)?.focus();
         load();
       });
       return h('li', {}, b);
@@ -192,20 +195,30 @@ export function mount(root, ctx, arg, params) {
     renderEta(now);
   }
 
+  // Finished = the final states, newest first. One request per state (any
+  // server can answer those), merged; the page cursor is the last id shown.
   async function loadFinished(seq) {
     if (f.state && !FINAL.has(f.state)) {
       finished = [];
       nextBefore = null;
       return render();
     }
+    const states = (f.state ? [f.state] : ['succeeded', 'failed', 'cancelled', 'superseded']).filter(hasJobs);
     try {
-      const r = await api.get('/jobs', { ...apiParams(f), limit: f.state ? PAGE : PAGE * 2, before_id: before || undefined });
+      const rs = await Promise.all(states.map((st) => api.get('/jobs', { ...apiParams(f), state: st, limit: PAGE, before_id: before || undefined })));
       if (seq !== loadSeq) return;
-      const list = api.listOf(r, 'jobs').filter((j) => FINAL.has(j.state) && matches(j, f));
+      const byId = new Map();
+      let more = false;
+      for (const r of rs) {
+        const list = api.listOf(r, 'jobs');
+        if (r.next_before_id || list.length >= PAGE) more = true;
+        for (const j of list) if (FINAL.has(j.state) && matches(j, f)) byId.set(j.id, j);
+      }
+      const list = [...byId.values()].sort((a, b) => b.id - a.id);
       list.forEach((j) => hist.add(j));
+      if (list.length > PAGE) more = true;
       finished = list.slice(0, PAGE);
-      nextBefore = r.next_before_id ?? (list.length ? list[list.length - 1].id : null);
-      if (finished.length === PAGE) nextBefore = finished[PAGE - 1].id;
+      nextBefore = more && finished.length ? finished[finished.length - 1].id : null;
       render();
     } catch (e) {
       showErr(e);
@@ -222,15 +235,19 @@ export function mount(root, ctx, arg, params) {
     try {
       const r = await api.get('/jobs', { ...apiParams(nf), limit: 1 });
       if (seq !== loadSeq) return;
-      if (r && r.counts) counts = { ...r.counts };
+      if (r && r.counts) {
+        counts = { ...r.counts };
+        countsKnown = true;
+      }
       render();
     } catch (e) {
       showErr(e);
     }
   }
 
+  const hasJobs = (st) => !countsKnown || (counts[st] || 0) > 0;
   async function loadStates(states, limit) {
-    const want = states.filter((s) => !f.state || f.state === s);
+    const want = states.filter((s) => (!f.state || f.state === s) && hasJobs(s));
     const res = await Promise.all(want.map((s) => api.get('/jobs', { ...apiParams(f), state: s, limit })));
     const m = new Map();
     for (const r of res) for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
@@ -240,8 +257,14 @@ export function mount(root, ctx, arg, params) {
   async function load() {
     const seq = ++loadSeq;
     errBox.hidden = true;
+    // Everything in parallel; history (for ETAs) is not waited for.
+    // Counts first (one small answer), then only the states that have jobs:
+    // fewer requests than there are connections, so nothing queues.
+    await loadCounts(seq);
+    if (seq !== loadSeq) return;
+    const fin = loadFinished(seq);
     try {
-      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], 1000), hist.loaded ? null : hist.load(apiParams({ recipe: f.recipe }))]);
+      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], 500)]);
       if (seq !== loadSeq) return;
       running = run;
       waiting = wait;
@@ -250,8 +273,8 @@ export function mount(root, ctx, arg, params) {
     } catch (e) {
       showErr(e);
     }
-    loadCounts(seq);
-    loadFinished(seq);
+    await fin;
+    if (!hist.loaded && seq === loadSeq) hist.load(apiParams({ recipe: f.recipe })).then(() => seq === loadSeq && render());
   }
 
   function scheduleCounts() {
