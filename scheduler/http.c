@@ -27,7 +27,14 @@
 #define READ_BUF 65536
 #define LINGER_MS 2000
 
-enum timer_kind { T_NONE = 0, T_HEADER, T_IDLE, T_BODY, T_LINGER };
+/* One timer per connection, in one of these roles:
+ * T_HEADER  the next request head must arrive in time (408)
+ * T_IDLE    keep-alive wait between requests (quiet close)
+ * T_BODY    the request body must keep moving (408)
+ * T_WRITE   queued response bytes must keep moving (a client that stopped
+ *           reading is dropped; on_close runs)
+ * T_LINGER  after our FIN, wait a moment for the client's. */
+enum timer_kind { T_NONE = 0, T_HEADER, T_IDLE, T_BODY, T_WRITE, T_LINGER };
 
 struct conn;
 
@@ -94,6 +101,8 @@ struct conn {
     int body_paused; /* the handler asked to stop reading */
     int timer_kind;
     size_t pending;
+    uint64_t written; /* bytes the socket took, for progress checks */
+    uint64_t mark;    /* written when the timer was armed */
     char peer[64];
     SSL *ssl;
     BIO *rbio, *wbio;
@@ -144,6 +153,15 @@ static void timer_cb(uv_timer_t *t)
     c->timer_kind = T_NONE;
     switch (kind) {
     case T_IDLE:
+    case T_WRITE:
+        /* Still sending the last response and the client is reading it:
+         * not idle, not stuck. */
+        if (c->pending > 0 && c->written != c->mark) {
+            timer_set(c, kind, c->srv->lim.idle_timeout_ms);
+            break;
+        }
+        teardown(c);
+        break;
     case T_LINGER:
         teardown(c);
         break;
@@ -167,6 +185,7 @@ static void timer_set(struct conn *c, int kind, unsigned ms)
     if (c->closing) return;
     uv_timer_stop(&c->timer);
     c->timer_kind = kind;
+    c->mark = c->written;
     if (kind != T_NONE) uv_timer_start(&c->timer, timer_cb, ms ? ms : 1, 0);
 }
 
@@ -177,6 +196,7 @@ static void write_cb(uv_write_t *w, int status)
     struct wreq *wr = (struct wreq *)w;
     struct conn *c = wr->c;
     c->pending -= wr->len;
+    if (status >= 0) c->written += wr->len;
     free(wr->data);
     free(wr);
     if (c->closing) return;
@@ -184,6 +204,7 @@ static void write_cb(uv_write_t *w, int status)
         teardown(c);
         return;
     }
+    if (c->pending == 0 && c->timer_kind == T_WRITE) timer_set(c, T_NONE, 0);
     if (c->pending == 0 && c->req && c->req->streaming && c->req->on_drain && !c->req->gone)
         c->req->on_drain(c->req, c->req->drain_arg);
 }
@@ -217,6 +238,10 @@ static int write_raw_owned(struct conn *c, char *data, size_t len)
     }
     c->pending += len;
     c->srv->stats.bytes_out += len;
+    /* While the handler is answering, a stalled reader is the only thing
+     * that can hold the connection: watch for write progress. */
+    if (c->timer_kind == T_NONE && c->req && c->req->msg_done)
+        timer_set(c, T_WRITE, c->srv->lim.idle_timeout_ms);
     return KILN_OK;
 }
 

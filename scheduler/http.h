@@ -26,6 +26,9 @@
  *   parse_error (malformed, bad version), 408 timeout (header not complete
  *   within header_timeout_ms, or body stalled for idle_timeout_ms), 413
  *   too_large, 431 header_too_large, 503 when max_connections is exceeded.
+ * - A client that stops reading is dropped once queued response bytes made
+ *   no progress for idle_timeout_ms (streams included; on_close runs). A slow
+ *   but moving reader is kept.
  * - The path is not percent-decoded (the router matches raw segments); query
  *   values are (kiln_http_req_param).
  * - A response started while the request body is still arriving (answer in

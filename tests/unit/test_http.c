@@ -882,6 +882,42 @@ static void test_edges(void **state)
     close(c.fd);
 }
 
+static void test_stalled_reader_dropped(void **state)
+{
+    (void)state;
+    struct kiln_http_limits lim = {.idle_timeout_ms = 300};
+    struct tsrv *ts = start(&lim, NULL);
+    ts->stream_total = (size_t)1 << 40; /* endless */
+    struct client c;
+    client_init(&c, ts->port);
+    int small = 4096;
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    send_str(c.fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    /* never read: once the socket buffers are full, no progress for 300 ms */
+    wait_counter(&ts->closed_calls, 1, 8000);
+    assert_int_equal(atomic_load(&ts->closed_calls), 1);
+    close(c.fd);
+    /* A slow but steady reader of a big plain response is not dropped. */
+    ts->stream_total = 3u * 1000 * 1000;
+    client_init(&c, ts->port);
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    send_str(c.fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    char b[65536];
+    size_t got = 0;
+    for (int i = 0; i < 6; i++) { /* 6 x 100 ms pauses, each under the timeout */
+        usleep(100000);
+        ssize_t n = recv(c.fd, b, sizeof b, 0);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    assert_true(got > 0);
+    /* still alive after 600 ms: each pause is under the limit and the
+     * socket made progress in between */
+    assert_int_equal(atomic_load(&ts->closed_calls), 1);
+    close(c.fd);
+    stop(ts);
+}
+
 static void test_max_connections(void **state)
 {
     (void)state;
@@ -1103,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_upload_abort_and_early_answer),
         cmocka_unit_test(test_paused_upload_and_stats),
         cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_stalled_reader_dropped),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_stream_client_gone),
