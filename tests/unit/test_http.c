@@ -918,6 +918,28 @@ static void test_stalled_reader_dropped(void **state)
     stop(ts);
 }
 
+static void test_start_errors(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct kiln_http_callbacks cb = {NULL, on_request, NULL};
+    struct kiln_http_server *a = NULL, *b = NULL;
+    assert_int_equal(kiln_http_server_start(&loop, "127.0.0.1", 0, NULL, NULL, cb, &a), 0);
+    int port = kiln_http_server_port(a);
+    assert_int_equal(kiln_http_server_start(&loop, "127.0.0.1", port, NULL, NULL, cb, &b),
+                     KILN_EEXIST);
+    assert_null(b);
+    assert_int_equal(kiln_http_server_start(&loop, "not-an-ip", 0, NULL, NULL, cb, &b),
+                     KILN_EINVAL);
+    assert_int_equal(kiln_http_server_start(&loop, "127.0.0.1", 70000, NULL, NULL, cb, &b),
+                     KILN_EINVAL);
+    kiln_http_server_stop(a);
+    kiln_http_server_stop(NULL); /* a no-op */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0); /* every handle closed */
+}
+
 static void test_max_connections(void **state)
 {
     (void)state;
@@ -1140,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_paused_upload_and_stats),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_stalled_reader_dropped),
+        cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_stream_client_gone),
