@@ -15,6 +15,7 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -78,6 +79,9 @@ struct kiln_http_req {
     int resp_done; /* the handler's response is complete */
     int streaming; /* chunked (or close-delimited) response in progress */
     int chunked;
+    int fixed;          /* stream with a Content-Length the handler gave */
+    uint64_t fixed_len; /* ... that many bytes */
+    uint64_t sent;
     int gone;
 };
 
@@ -1020,6 +1024,33 @@ int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *cod
     return kiln_http_respond_json(r, status, o);
 }
 
+/* 1 and *len if extra has a Content-Length line, 0 if none, -1 if it is
+ * malformed. */
+static int find_content_length(const char *extra, uint64_t *len)
+{
+    static const char name[] = "content-length:";
+    for (const char *l = extra; l && *l;) {
+        if (strncasecmp(l, name, sizeof name - 1) == 0) {
+            const char *v = l + sizeof name - 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (*v < '0' || *v > '9') return -1;
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (errno) return -1;
+            while (*end == ' ' || *end == '\t')
+                end++;
+            if (*end != '\r' && *end != '\n' && *end != '\0') return -1;
+            *len = n;
+            return 1;
+        }
+        const char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,
                            const char *extra_headers)
 {
@@ -1027,9 +1058,13 @@ int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *cont
     if (rc) return rc;
     if (status < 200 || status > 999 || status == 204 || status == 304) return KILN_EINVAL;
     struct conn *c = r->c;
-    int chunked = r->head->http_major == 1 && r->head->http_minor >= 1;
-    /* HTTP/1.0 clients get a close-delimited body. */
-    int keep = chunked && response_keeps(r);
+    uint64_t flen = 0;
+    int fixed = find_content_length(extra_headers, &flen);
+    if (fixed < 0) return KILN_EINVAL;
+    int chunked = !fixed && r->head->http_major == 1 && r->head->http_minor >= 1;
+    /* A length given by the handler frames the body; otherwise chunked, and
+     * HTTP/1.0 clients get a close-delimited body. */
+    int keep = (fixed || chunked) && response_keeps(r);
     struct kiln_buf b = {0};
     rc = head_start(r, &b, status, content_type, extra_headers, keep);
     if (!rc && chunked) rc = kiln_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
@@ -1041,6 +1076,8 @@ int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *cont
     r->responded = 1;
     r->streaming = 1;
     r->chunked = chunked;
+    r->fixed = fixed;
+    r->fixed_len = flen;
     r->keep_alive = keep;
     if (!keep) c->close_after = 1;
     size_t blen = b.len;
@@ -1052,6 +1089,8 @@ int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len
     if (!r || r->gone || r->c->closing || !r->streaming) return KILN_ESTATE;
     if (len == 0 || r->is_head) return KILN_OK;
     struct conn *c = r->c;
+    if (r->fixed && len > r->fixed_len - r->sent) return KILN_EINVAL;
+    r->sent += len;
     if (!r->chunked) return conn_write(c, data, len);
     struct kiln_buf b = {0};
     int rc = kiln_buf_printf(&b, "%zx\r\n", len);
@@ -1083,6 +1122,9 @@ int kiln_http_stream_end(struct kiln_http_req *r)
     struct conn *c = r->c;
     int rc = KILN_OK;
     if (r->chunked && !r->is_head) rc = conn_write(c, "0\r\n\r\n", 5);
+    /* Fewer bytes than announced: the client cannot tell where this
+     * response ends, so the connection cannot carry another. */
+    if (r->fixed && !r->is_head && r->sent != r->fixed_len) c->close_after = 1;
     r->streaming = 0;
     r->resp_done = 1;
     response_finished(c);

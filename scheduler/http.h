@@ -139,7 +139,10 @@ int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj);
 int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *code, const char *fmt,
                             ...) __attribute__((format(printf, 4, 5)));
 
-/* Streaming (chunked) response: SSE, log follow, large files. */
+/* Streaming response: SSE, log follow, large files. Chunked, unless
+ * extra_headers carries "Content-Length: N": then the body goes as is, writes
+ * past N get KILN_EINVAL, and ending short of N closes the connection (a
+ * malformed Content-Length line gets KILN_EINVAL from begin). */
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,
                            const char *extra_headers);
 int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len);

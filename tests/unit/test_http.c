@@ -240,6 +240,19 @@ static void on_request(struct kiln_http_req *r, void *ctx)
         uv_timer_start(&l->t, later_fire, 100, 0);
     } else if (strcmp(p, "/hang") == 0) {
         kiln_http_req_on_close(r, hang_gone, ts);
+    } else if (strcmp(p, "/fixed") == 0) {
+        /* 10 bytes announced; ?short=1 sends only 4 */
+        char v[8];
+        int short_body = kiln_http_req_param(r, "short", v, sizeof v) == 1;
+        assert_int_equal(kiln_http_stream_begin(r, 200, "text/plain", "Content-Length: x\r\n"),
+                         KILN_EINVAL);
+        assert_int_equal(kiln_http_stream_begin(r, 200, "text/plain", "content-length: 10\r\n"), 0);
+        assert_int_equal(kiln_http_stream_write(r, "0123", 4), 0);
+        if (!short_body) {
+            assert_int_equal(kiln_http_stream_write(r, "4567890", 7), KILN_EINVAL);
+            assert_int_equal(kiln_http_stream_write(r, "456789", 6), 0);
+        }
+        kiln_http_stream_end(r);
     } else if (strcmp(p, "/stream") == 0) {
         struct producer *pr = calloc(1, sizeof *pr);
         assert_non_null(pr);
@@ -918,6 +931,26 @@ static void test_stalled_reader_dropped(void **state)
     stop(ts);
 }
 
+static void test_fixed_length_stream(void **state)
+{
+    (void)state;
+    struct tsrv *ts = start(NULL, NULL);
+    struct client c;
+    client_init(&c, ts->port);
+    send_str(c.fd, "GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 200);
+    assert_false(c.r.chunked);
+    assert_string_equal(c.r.body, "0123456789");
+    assert_string_equal(c.r.connection, "keep-alive");
+    /* reusable */
+    send_str(c.fd, "GET /fixed?short=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(read_resp(&c), -1); /* 4 of 10 bytes, then the server closes */
+    assert_string_equal(c.r.body, "0123");
+    close(c.fd);
+    stop(ts);
+}
+
 static void test_start_errors(void **state)
 {
     (void)state;
@@ -1162,6 +1195,7 @@ int main(void)
         cmocka_unit_test(test_paused_upload_and_stats),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_stalled_reader_dropped),
+        cmocka_unit_test(test_fixed_length_stream),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
