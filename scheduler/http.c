@@ -969,6 +969,33 @@ static int check_req(struct kiln_http_req *r)
     return KILN_OK;
 }
 
+/* 1 and *len if extra has a Content-Length line, 0 if none, -1 if it is
+ * malformed. */
+static int find_content_length(const char *extra, uint64_t *len)
+{
+    static const char name[] = "content-length:";
+    for (const char *l = extra; l && *l;) {
+        if (strncasecmp(l, name, sizeof name - 1) == 0) {
+            const char *v = l + sizeof name - 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (*v < '0' || *v > '9') return -1;
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (errno) return -1;
+            while (*end == ' ' || *end == '\t')
+                end++;
+            if (*end != '\r' && *end != '\n' && *end != '\0') return -1;
+            *len = n;
+            return 1;
+        }
+        const char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
 int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t len)
 {
@@ -976,11 +1003,16 @@ int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_t
     if (rc) return rc;
     if (status < 200 || status > 999) return KILN_EINVAL;
     struct conn *c = r->c;
+    /* A handler's own Content-Length is for HEAD (the size of what GET
+     * would send); otherwise it must match. */
+    uint64_t given = 0;
+    int has_len = find_content_length(extra_headers, &given);
+    if (has_len < 0 || (has_len && !r->is_head && given != len)) return KILN_EINVAL;
     int keep = response_keeps(r);
     int nobody = status == 204 || status == 304;
     struct kiln_buf b = {0};
     rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
-    if (!rc && !nobody) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
+    if (!rc && !nobody && !has_len) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
     if (!rc) rc = kiln_buf_puts(&b, "\r\n");
     if (!rc && !nobody && !r->is_head && len) rc = kiln_buf_append(&b, body, len);
     if (rc) {
@@ -1022,33 +1054,6 @@ int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *cod
         return kiln_http_respond(r, status, "application/json", NULL, fb, sizeof fb - 1);
     }
     return kiln_http_respond_json(r, status, o);
-}
-
-/* 1 and *len if extra has a Content-Length line, 0 if none, -1 if it is
- * malformed. */
-static int find_content_length(const char *extra, uint64_t *len)
-{
-    static const char name[] = "content-length:";
-    for (const char *l = extra; l && *l;) {
-        if (strncasecmp(l, name, sizeof name - 1) == 0) {
-            const char *v = l + sizeof name - 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            if (*v < '0' || *v > '9') return -1;
-            char *end;
-            errno = 0;
-            unsigned long long n = strtoull(v, &end, 10);
-            if (errno) return -1;
-            while (*end == ' ' || *end == '\t')
-                end++;
-            if (*end != '\r' && *end != '\n' && *end != '\0') return -1;
-            *len = n;
-            return 1;
-        }
-        const char *nl = strchr(l, '\n');
-        l = nl ? nl + 1 : NULL;
-    }
-    return 0;
 }
 
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,

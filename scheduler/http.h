@@ -130,7 +130,8 @@ int kiln_http_req_stream_body(struct kiln_http_req *r,
 void kiln_http_req_pause_body(struct kiln_http_req *r, int pause);
 
 /* --- responses (exactly one per request) --- */
-/* extra_headers: NULL or "Name: value\r\n..." lines. */
+/* extra_headers: NULL or "Name: value\r\n..." lines. A Content-Length among
+ * them is used as is for HEAD, must equal len otherwise (else KILN_EINVAL). */
 int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t len);
 /* Serializes and decrefs obj. */

@@ -240,6 +240,16 @@ static void on_request(struct kiln_http_req *r, void *ctx)
         uv_timer_start(&l->t, later_fire, 100, 0);
     } else if (strcmp(p, "/hang") == 0) {
         kiln_http_req_on_close(r, hang_gone, ts);
+    } else if (strcmp(p, "/size") == 0) {
+        /* HEAD tells the size GET would send */
+        if (strcmp(kiln_http_req_method(r), "HEAD") == 0) {
+            kiln_http_respond(r, 200, "application/octet-stream", "Content-Length: 12345\r\n", NULL,
+                              0);
+        } else {
+            assert_int_equal(kiln_http_respond(r, 200, NULL, "Content-Length: 3\r\n", "ab", 2),
+                             KILN_EINVAL);
+            kiln_http_respond(r, 200, NULL, "Content-Length: 2\r\n", "ab", 2);
+        }
     } else if (strcmp(p, "/fixed") == 0) {
         /* 10 bytes announced; ?short=1 sends only 4 */
         char v[8];
@@ -943,7 +953,18 @@ static void test_fixed_length_stream(void **state)
     assert_false(c.r.chunked);
     assert_string_equal(c.r.body, "0123456789");
     assert_string_equal(c.r.connection, "keep-alive");
-    /* reusable */
+    send_str(c.fd, "GET /size HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(read_resp(&c), 0);
+    assert_string_equal(c.r.body, "ab");
+    send_str(c.fd, "HEAD /size HTTP/1.1\r\nHost: t\r\n\r\n");
+    char hb[512];
+    ssize_t hn = recv(c.fd, hb, sizeof hb - 1, 0);
+    assert_true(hn > 0);
+    hb[hn] = '\0';
+    assert_non_null(strstr(hb, "Content-Length: 12345\r\n"));
+    assert_null(strstr(strstr(hb, "12345"), "Content-Length"));
+    assert_string_equal(strstr(hb, "\r\n\r\n"), "\r\n\r\n");
+    /* still reusable after all that */
     send_str(c.fd, "GET /fixed?short=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(read_resp(&c), -1); /* 4 of 10 bytes, then the server closes */
     assert_string_equal(c.r.body, "0123");
