@@ -972,6 +972,46 @@ static void test_fixed_length_stream(void **state)
     stop(ts);
 }
 
+static void test_many_clients(void **state)
+{
+    (void)state;
+    struct tsrv *ts = start(NULL, NULL);
+    enum { N = 64, ROUNDS = 10 };
+    struct client *cs = calloc(N, sizeof *cs);
+    assert_non_null(cs);
+    for (int i = 0; i < N; i++)
+        client_init(&cs[i], ts->port);
+    static const char *reqs[] = {
+        "GET /hello?a=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /later HTTP/1.1\r\nHost: t\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+        "GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /json HTTP/1.1\r\nHost: t\r\n\r\n",
+    };
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++)
+            send_str(cs[i].fd, reqs[(i + round) % 4]);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(read_resp(&cs[i]), 0);
+            assert_true(cs[i].r.status == 200 || cs[i].r.status == 201);
+            if ((i + round) % 4 == 3) {
+                assert_int_equal(read_resp(&cs[i]), 0);
+                assert_int_equal(cs[i].r.status, 201);
+            }
+        }
+    }
+    /* Leave some mid-request (partial heads, pending long-polls) at stop. */
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) send_str(cs[i].fd, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n");
+        if (i % 3 == 1) send_str(cs[i].fd, "POST /echo HTTP/1.1\r\nContent-Le");
+        if (i % 5 == 0) close(cs[i].fd), cs[i].fd = -1;
+    }
+    usleep(100000);
+    stop(ts);
+    for (int i = 0; i < N; i++)
+        if (cs[i].fd >= 0) close(cs[i].fd);
+    free(cs);
+}
+
 static void test_start_errors(void **state)
 {
     (void)state;
@@ -1217,6 +1257,7 @@ int main(void)
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_stalled_reader_dropped),
         cmocka_unit_test(test_fixed_length_stream),
+        cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),
