@@ -36,7 +36,8 @@
  *   afterwards unless the rest is a small Content-Length body that is drained.
  *   Expect: 100-continue is answered when the body is actually wanted.
  * - HEAD gets headers only. Streaming responses use chunked encoding for
- *   HTTP/1.1, a close-delimited body for HTTP/1.0.
+ *   HTTP/1.1 (a close-delimited body for HTTP/1.0) unless the handler gives a
+ *   Content-Length.
  * - Respond functions return KILN_ESTATE when a response was already started
  *   or the client is gone. After on_close ran, or after the response is
  *   finished and the handler returned, the req pointer is invalid.
@@ -52,6 +53,7 @@
 struct kiln_http_server;
 struct kiln_http_req;
 
+/* A zero field means its default. */
 struct kiln_http_limits {
     size_t max_header_bytes;    /* default 16 KiB */
     size_t max_body_bytes;      /* default 8 MiB (streamed bodies are not capped here) */
@@ -76,6 +78,9 @@ struct kiln_http_tls {
     const char *key_file;  /* PEM private key */
 };
 
+/* Returns 0, KILN_EINVAL (bad address or port, unreadable or mismatched
+ * TLS cert/key), KILN_EEXIST (address in use) or KILN_ENET. On failure
+ * after the socket was made, run the loop once to release it. */
 int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            const struct kiln_http_limits *limits, /* NULL = defaults */
                            const struct kiln_http_tls *tls,       /* NULL = plain */
