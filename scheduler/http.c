@@ -1011,7 +1011,9 @@ int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_t
     int keep = response_keeps(r);
     int nobody = status == 204 || status == 304;
     struct kiln_buf b = {0};
-    rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
+    /* one allocation for head and body in the common case */
+    rc = kiln_buf_reserve(&b, 256 + (extra_headers ? strlen(extra_headers) : 0) + len);
+    if (!rc) rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
     if (!rc && !nobody && !has_len) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
     if (!rc) rc = kiln_buf_puts(&b, "\r\n");
     if (!rc && !nobody && !r->is_head && len) rc = kiln_buf_append(&b, body, len);
