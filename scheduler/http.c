@@ -776,6 +776,38 @@ static void listener_closed_cb(uv_handle_t *h)
     }
 }
 
+/* Numeric address, else a name looked up once (synchronously: this runs at
+ * start-up, before the loop serves anyone). */
+static int resolve(uv_loop_t *loop, const char *addr, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(addr, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+    uv_getaddrinfo_t req;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (uv_getaddrinfo(loop, &req, NULL, addr, NULL, &hints) != 0 || !req.addrinfo) return -1;
+    int rc = -1;
+    for (struct addrinfo *ai = req.addrinfo; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET && ai->ai_addrlen <= sizeof *ss) {
+            memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+            ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+            rc = 0;
+            break;
+        }
+        if (ai->ai_family == AF_INET6 && ai->ai_addrlen <= sizeof *ss) {
+            memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+            ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+            rc = 0;
+            break;
+        }
+    }
+    uv_freeaddrinfo(req.addrinfo);
+    return rc;
+}
+
 int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            const struct kiln_http_limits *limits, const struct kiln_http_tls *tls,
                            struct kiln_http_callbacks cb, struct kiln_http_server **out)
@@ -815,8 +847,7 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
         }
     }
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss) != 0) {
+    if (resolve(loop, addr, port, &ss) != 0) {
         if (s->ssl_ctx) SSL_CTX_free(s->ssl_ctx);
         free(s);
         return KILN_EINVAL;

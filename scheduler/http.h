@@ -78,7 +78,8 @@ struct kiln_http_tls {
     const char *key_file;  /* PEM private key */
 };
 
-/* Returns 0, KILN_EINVAL (bad address or port, unreadable or mismatched
+/* addr: numeric IPv4/IPv6 ("0.0.0.0", "::") or a name resolved once at start.
+ * Returns 0, KILN_EINVAL (bad address or port, unreadable or mismatched
  * TLS cert/key), KILN_EEXIST (address in use) or KILN_ENET. On failure
  * after the socket was made, run the loop once to release it. */
 int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,

@@ -1121,8 +1121,12 @@ static void test_start_errors(void **state)
     assert_int_equal(kiln_http_server_start(&loop, "127.0.0.1", port, NULL, NULL, cb, &b),
                      KILN_EEXIST);
     assert_null(b);
-    assert_int_equal(kiln_http_server_start(&loop, "not-an-ip", 0, NULL, NULL, cb, &b),
-                     KILN_EINVAL);
+    assert_int_equal(kiln_http_server_start(&loop, "", 0, NULL, NULL, cb, &b), KILN_EINVAL);
+    /* names are looked up */
+    assert_int_equal(kiln_http_server_start(&loop, "localhost", 0, NULL, NULL, cb, &b), 0);
+    assert_true(kiln_http_server_port(b) > 0);
+    kiln_http_server_stop(b);
+    b = NULL;
     assert_int_equal(kiln_http_server_start(&loop, "127.0.0.1", 70000, NULL, NULL, cb, &b),
                      KILN_EINVAL);
     kiln_http_server_stop(a);
