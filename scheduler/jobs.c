@@ -355,7 +355,8 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(j->st,
                              "SELECT id FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) "
-                             "AND state NOT IN ('cancelled','superseded') ORDER BY id DESC LIMIT 1",
+                             "AND state NOT IN ('failed','cancelled','superseded') ORDER BY id DESC "
+                             "LIMIT 1",
                              &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, json_string_value(d));
