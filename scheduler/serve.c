@@ -4,6 +4,7 @@
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
 #include "scheduler/api.h"
+#include "scheduler/catalog.h"
 #include "scheduler/registry.h"
 
 #include <errno.h>
@@ -309,7 +310,15 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
                                    .max_body_bytes = c->max_body_bytes};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
-    struct kiln_http_callbacks cb = {.on_request = kiln_api_on_request, .ctx = s};
+    if (kiln_catalog_open(c->data_dir, &s->catalog, err)) {
+        kiln_log(&s->log, KILN_LOG_WARN, "catalog unavailable: %s", err->msg);
+        s->catalog = NULL;
+        kiln_error_clear(err);
+    } else {
+        kiln_catalog_set_loop(s->catalog, loop);
+    }
+    struct kiln_http_callbacks cb = {
+        .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};
     if ((rc = kiln_http_server_start(loop, addr, port, &lim, c->tls_cert[0] ? &tls : NULL, cb,
                                      &s->http))) {
         rc = kiln_fail(err, rc, "cannot listen on %s (%s)", c->listen, kiln_strerror(rc));
@@ -349,6 +358,8 @@ void kiln_server_shutdown(struct kiln_server *s)
 
 void kiln_server_cleanup(struct kiln_server *s)
 {
+    kiln_catalog_close(s->catalog);
+    s->catalog = NULL;
     kiln_store_close(s->st);
     s->st = NULL;
 }

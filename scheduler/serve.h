@@ -28,6 +28,8 @@
 #include "scheduler/logs.h"
 #include "scheduler/store.h"
 
+struct kiln_catalog;
+
 #include <limits.h>
 #include <stdint.h>
 #include <uv.h>
@@ -102,6 +104,7 @@ struct kiln_server {
     double started_at;
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
+    struct kiln_catalog *catalog; /* NULL if it could not be opened */
     kiln_publish_fn publish;
     void *publish_ctx;
 };
