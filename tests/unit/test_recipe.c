@@ -74,8 +74,8 @@ static void test_vllm_matches_seed_table(void **state)
         line[strcspn(line, "\n")] = '\0';
         char name[128], plat[32], sm[8], cap[8], isa[16], cuda[8], drv[8], cudnn[4];
         int off = 0;
-        assert_int_equal(sscanf(line, "%127s %31s %7s %7s %15s %7s %7s %3s %n", name, plat, sm,
-                                cap, isa, cuda, drv, cudnn, &off),
+        assert_int_equal(sscanf(line, "%127s %31s %7s %7s %15s %7s %7s %3s %n", name, plat, sm, cap,
+                                isa, cuda, drv, cudnn, &off),
                          8);
         const char *gpus = line + off;
         json_t *v = json_array_get(arr, i++);
@@ -224,7 +224,8 @@ static void test_pytorch_recipe(void **state)
     assert_int_equal(json_array_size(arr), 52 + 7);
     size_t i, cpu = 0;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         const char *name = json_string_value(json_object_get(v, "name"));
         assert_int_equal(strncmp(name, "pytorch-python313-", 18), 0);
         assert_string_equal(attr(v, "nixpkgs_pin"), "0182a361324364ae3f436a63005877674cf45efb");
@@ -283,7 +284,8 @@ static json_t *find(json_t *arr, const char *name)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!strcmp(json_string_value(json_object_get(v, "name")), name)) return v;
     }
     return NULL;
@@ -321,14 +323,12 @@ static void test_features(void **state)
                         "feat-sm75-avx512");
     json_t *st = json_object_get(v, "selftest");
     assert_true(json_is_true(json_object_get(st, "sm_compat")));
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(st, "checks"), 0),
-                                          "command")),
-        "run feat-sm90-avx512");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(st, "checks"), 0), "command")),
+                        "run feat-sm90-avx512");
     json_t *pub = json_object_get(v, "publish");
     assert_string_equal(json_string_value(json_object_get(pub, "target")), "catalog");
-    assert_string_equal(json_string_value(json_array_get(json_object_get(pub, "tags"), 0)),
-                        "SM90");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(pub, "tags"), 0)), "SM90");
     assert_int_equal(json_integer_value(json_array_get(json_object_get(pub, "tags"), 1)), 7);
     assert_true(json_is_true(json_object_get(pub, "signed")));
     v = find(arr, "feat-sm120-avx2");
@@ -399,10 +399,9 @@ static void test_name_file(void **state)
     (void)state;
     char p[4096], name[64];
     struct kiln_error err = {0};
-    assert_int_equal(
-        kiln_recipe_name_file(src_path("recipes/pytorch.yaml", p, sizeof(p)), name, sizeof(name),
-                              &err),
-        0);
+    assert_int_equal(kiln_recipe_name_file(src_path("recipes/pytorch.yaml", p, sizeof(p)), name,
+                                           sizeof(name), &err),
+                     0);
     assert_string_equal(name, "pytorch");
     assert_int_equal(kiln_recipe_name_file("/nonexistent/x.yaml", name, sizeof(name), &err),
                      KILN_ENOTFOUND);
