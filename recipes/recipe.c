@@ -19,9 +19,10 @@
 /* ---------- compiled recipe ---------- */
 
 enum { SYM_NAME = 0, SYM_RECIPE = 1, SYM_BRANCH = 2 };
-enum { RES_CORES, RES_RAM, RES_DUR, RES_N };
-static const char *const res_keys[RES_N] = {"cores", "ram_mb", "est_duration_s"};
-static const long long res_default[RES_N] = {1, 2048, 600};
+enum { RES_CORES, RES_RAM, RES_DUR, RES_TIMEOUT, RES_N };
+static const char *const res_keys[RES_N] = {"cores", "ram_mb", "est_duration_s", "timeout_s"};
+/* timeout_s has no default: without it the scheduler's applies. */
+static const long long res_default[RES_N] = {1, 2048, 600, -1};
 
 struct symtab {
     const char **name;
@@ -71,6 +72,7 @@ struct condset {
 
 struct rule {
     struct condset when;
+    struct condset unset; /* attributes this rule removes (only symbols used) */
     struct kv *attrs;
     size_t nattrs;
     struct kv *env;
@@ -792,8 +794,8 @@ static void parse_include(struct comp *C, const struct node *n)
 
 static void parse_rules(struct comp *C, const struct node *n)
 {
-    static const char *const keys[] = {"when",     "attrs",   "env", "resources",
-                                       "selftest", "publish", "note"};
+    static const char *const keys[] = {"when",     "attrs",   "env",   "resources",
+                                       "selftest", "publish", "unset", "note"};
     struct recipe *r = C->r;
     if (is_null(n)) return;
     if (!want(C, n, N_SEQ, "rules")) return;
@@ -815,6 +817,33 @@ static void parse_rules(struct comp *C, const struct node *n)
         parse_kvs(C, map_get(it, "attrs"), &ru->attrs, &ru->nattrs, 0, "rule attrs");
         parse_kvs(C, map_get(it, "env"), &ru->env, &ru->nenv, 1, "rule env");
         parse_resources(C, map_get(it, "resources"), ru->res, "rule resources");
+        const struct node *un = map_get(it, "unset");
+        if (un && !is_null(un)) {
+            if (un->kind == N_SCALAR) {
+                ru->unset.c = ar_alloc(C->a, sizeof(*ru->unset.c));
+                if (!ru->unset.c) return;
+                ru->unset.c[0].symname = un->s;
+                ru->unset.c[0].line = un->line;
+                ru->unset.c[0].col = un->col;
+                ru->unset.n = 1;
+            } else if (want(C, un, N_SEQ, "rule unset")) {
+                ru->unset.c = ar_alloc(C->a, (un->n ? un->n : 1) * sizeof(*ru->unset.c));
+                if (!ru->unset.c) return;
+                for (size_t j = 0; j < un->n; j++) {
+                    const struct node *x = un->kids[j];
+                    if (!want(C, x, N_SCALAR, "rule unset")) continue;
+                    struct cond *c = &ru->unset.c[ru->unset.n++];
+                    c->symname = x->s;
+                    c->line = x->line;
+                    c->col = x->col;
+                }
+            }
+            for (size_t j = 0; j < ru->unset.n; j++) {
+                ru->unset.c[j].sym = -1;
+                ru->unset.c[j].ctx = "rule unset";
+                if (reg_cond(C, &ru->unset.c[j])) return;
+            }
+        }
         const struct node *s = map_get(it, "selftest");
         if (s) parse_bool(C, s, "rule selftest", &ru->selftest);
         s = map_get(it, "publish");
@@ -1591,7 +1620,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
         if (E->res[i]) {
             if (!(s = render_jint(E, E->res[i], res_keys[i], &rc))) goto fail;
             JSET(res, res_keys[i], s);
-        } else {
+        } else if (res_default[i] >= 0) {
             JSET(res, res_keys[i], json_integer(res_default[i]));
         }
     }
@@ -1773,6 +1802,13 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         const struct rule *ru = &r->rules[k];
         if (!set_match(E, &ru->when)) continue;
         if ((rc = apply_kvs(E, ru->attrs, ru->nattrs))) return rc;
+        for (size_t i = 0; i < ru->unset.n; i++) {
+            int id = ru->unset.c[i].sym;
+            if (id > SYM_BRANCH) {
+                E->val[id] = NULL;
+                E->valj[id] = NULL;
+            }
+        }
         for (size_t i = 0; i < ru->nenv; i++)
             E->env[ru->env[i].id] = ru->env[i].t;
         for (int i = 0; i < RES_N; i++)

@@ -408,6 +408,46 @@ static void test_name_file(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/x.yaml:1:1: error: no such recipe file"));
 }
 
+static void test_where_from_json(void **state)
+{
+    (void)state;
+    char out[256];
+    struct kiln_error err = {0};
+    json_t *w = json_loads("{\"sm\":\"90\",\"isa\":[\"avx2\",\"avx512\"],\"n\":7}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), 0);
+    assert_string_equal(out, "sm=90,isa=avx2|avx512,n=7");
+    json_decref(w);
+    assert_int_equal(kiln_recipe_where_from_json(NULL, out, sizeof(out), &err), 0);
+    assert_string_equal(out, "");
+    w = json_loads("{\"sm\":{\"x\":1}}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "must be a string"));
+    json_decref(w);
+    w = json_loads("{\"s=m\":\"1\"}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), KILN_EINVAL);
+    json_decref(w);
+    /* and it feeds expand */
+    w = json_loads("{\"sm\":[\"90\",\"100\"],\"platform\":\"aarch64-linux\"}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), 0);
+    json_decref(w);
+    json_t *arr = expand_file("recipes/vllm.yaml", NULL, out);
+    assert_int_equal(json_array_size(arr), 6);
+    json_decref(arr);
+}
+
+static void test_pytorch_cpu_has_no_gpu_attrs(void **state)
+{
+    (void)state;
+    json_t *arr = expand_file("recipes/pytorch.yaml", NULL, "flavor=cpu");
+    assert_int_equal(json_array_size(arr), 7);
+    json_t *v = json_array_get(arr, 0);
+    assert_null(attr(v, "sm"));
+    assert_null(attr(v, "cuda"));
+    assert_string_equal(json_string_value(json_object_get(v, "name")), "pytorch-python313-cpu-avx");
+    assert_int_equal(res(v, "timeout_s"), 43200);
+    json_decref(arr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +460,8 @@ int main(void)
         cmocka_unit_test(test_runtime_undefined_variable),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_name_file),
+        cmocka_unit_test(test_where_from_json),
+        cmocka_unit_test(test_pytorch_cpu_has_no_gpu_attrs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
