@@ -96,6 +96,8 @@ struct kiln_placer {
     size_t nws, capws;
     struct pclass *cls;
     size_t ncls, capcls;
+    int *ctab; /* class hash -> class index (open addressing), -1 empty */
+    size_t ctcap;
     int *cheap; /* class heap scratch */
     size_t capcheap;
 };
@@ -395,13 +397,42 @@ static void compat_del(struct pclass *c, int slot)
         }
 }
 
+static int ctab_insert(struct kiln_placer *p, int ci)
+{
+    if ((p->ncls + 1) * 2 > p->ctcap) {
+        size_t nc = p->ctcap ? p->ctcap * 2 : 64;
+        int *n = malloc(nc * sizeof *n);
+        if (!n) return KILN_ENOMEM;
+        for (size_t i = 0; i < nc; i++)
+            n[i] = -1;
+        for (size_t k = 0; k < p->ctcap; k++) {
+            if (p->ctab[k] < 0) continue;
+            size_t j = p->cls[p->ctab[k]].hash & (nc - 1);
+            while (n[j] >= 0)
+                j = (j + 1) & (nc - 1);
+            n[j] = p->ctab[k];
+        }
+        free(p->ctab);
+        p->ctab = n;
+        p->ctcap = nc;
+    }
+    size_t j = p->cls[ci].hash & (p->ctcap - 1);
+    while (p->ctab[j] >= 0)
+        j = (j + 1) & (p->ctcap - 1);
+    p->ctab[j] = ci;
+    return KILN_OK;
+}
+
 static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *out)
 {
     unsigned h = class_hash(it, it->stage);
-    for (size_t i = 0; i < p->ncls; i++)
-        if (p->cls[i].hash == h && class_same(&p->cls[i], it)) {
-            *out = (int)i;
-            return KILN_OK;
+    if (p->ctcap)
+        for (size_t j = h & (p->ctcap - 1); p->ctab[j] >= 0; j = (j + 1) & (p->ctcap - 1)) {
+            const struct pclass *c = &p->cls[p->ctab[j]];
+            if (c->hash == h && class_same(c, it)) {
+                *out = p->ctab[j];
+                return KILN_OK;
+            }
         }
     if (p->ncls == p->capcls) {
         size_t nc = p->capcls ? p->capcls * 2 : 16;
@@ -430,6 +461,10 @@ static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *ou
                 return KILN_ENOMEM;
             }
         }
+    if (ctab_insert(p, (int)p->ncls)) {
+        free(c->compat);
+        return KILN_ENOMEM;
+    }
     *out = (int)p->ncls++;
     return KILN_OK;
 }
@@ -473,6 +508,7 @@ void kiln_placer_free(struct kiln_placer *p)
     free(p->mkeys);
     free(p->mvals);
     free(p->cheap);
+    free(p->ctab);
     free(p);
 }
 
@@ -970,7 +1006,10 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
     for (size_t i = 0; i < p->ncls; i++) {
         struct pclass *c = &p->cls[i];
         c->pass_done = 0;
-        if (c->n) {
+        if (c->n && !c->ncompat) {
+            /* nothing could ever run it: no need to look each pass */
+            c->why.code = W_STATIC;
+        } else if (c->n) {
             p->cheap[hn++] = (int)i;
             c->why.code = W_BEHIND;
         }
