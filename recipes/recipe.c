@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---------- compiled recipe ---------- */
 
@@ -1032,6 +1033,24 @@ static void resolve_all(struct comp *C)
     }
 }
 
+/* 1 when map has an unknown key that did-you-mean turns into want; its
+ * "unknown key" report already says what is wrong. */
+static int misspelled(const struct node *map, const char *want_key, const char *const *allowed,
+                      size_t nallowed)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        const struct node *k = map->kids[2 * i];
+        if (k->kind != N_SCALAR) continue;
+        int known = 0;
+        for (size_t j = 0; j < nallowed; j++)
+            if (!strcmp(k->s, allowed[j])) known = 1;
+        if (known) continue;
+        const char *m = did_you_mean(k->s, allowed, nallowed);
+        if (m && !strcmp(m, want_key)) return 1;
+    }
+    return 0;
+}
+
 static int compile(struct comp *C, const struct node *root)
 {
     static const char *const top[] = {"recipe",    "description", "default_branch", "axes",
@@ -1047,10 +1066,10 @@ static int compile(struct comp *C, const struct node *root)
     }
     check_keys(C, root, top, sizeof(top) / sizeof(top[0]), "the recipe");
     const struct node *n = map_get(root, "recipe");
-    if (!n) {
+    if (!n && !misspelled(root, "recipe", top, sizeof(top) / sizeof(top[0]))) {
         dg_add(C->d, KILN_EINVAL, root->line, root->col,
                "the recipe has no 'recipe:' key naming it");
-    } else if (want(C, n, N_SCALAR, "recipe")) {
+    } else if (n && want(C, n, N_SCALAR, "recipe")) {
         if (strspn(n->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
                 n->len ||
             n->len == 0 || n->len > 64)
@@ -1070,10 +1089,10 @@ static int compile(struct comp *C, const struct node *root)
     parse_kvs(C, map_get(root, "attrs"), &r->attrs, &r->nattrs, 0, "attrs");
     parse_rules(C, map_get(root, "rules"));
     n = map_get(root, "templates");
-    if (!n) {
+    if (!n && !misspelled(root, "templates", top, sizeof(top) / sizeof(top[0]))) {
         dg_add(C->d, KILN_EINVAL, root->line, root->col,
                "the recipe has no 'templates:' (at least 'name:', the variant name template)");
-    } else if (want(C, n, N_MAP, "templates")) {
+    } else if (n && want(C, n, N_MAP, "templates")) {
         check_keys(C, n, tkeys, 4, "templates");
         const struct node *v;
         if ((v = map_get(n, "name")))
@@ -1188,7 +1207,15 @@ static int load_text(struct loaded *L, const char *file, const char *text, size_
 static int load_file(struct loaded *L, const char *path)
 {
     struct kiln_buf b = {0};
-    int rc = kiln_read_file(path, KILN_RECIPE_MAX_BYTES, &b);
+    struct stat st;
+    int rc = 0;
+    /* Refuse an oversized file before reading any of it. */
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > (off_t)KILN_RECIPE_MAX_BYTES)
+        rc = KILN_ELIMIT;
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        rc = KILN_EINVAL;
+    else
+        rc = kiln_read_file(path, KILN_RECIPE_MAX_BYTES, &b);
     if (rc) {
         memset(L, 0, sizeof(*L));
         L->file = strdup(path);
@@ -1198,8 +1225,13 @@ static int load_file(struct loaded *L, const char *path)
         }
         L->d.file = L->file;
         if (rc == KILN_ELIMIT)
-            dg_add(&L->d, rc, 1, 1, "the file is larger than the recipe limit of %u bytes",
+            dg_add(&L->d, rc, 1, 1,
+                   "the file is larger than the recipe limit of %u bytes; refused unread",
                    KILN_RECIPE_MAX_BYTES);
+        else if (rc == KILN_ENOTFOUND)
+            dg_add(&L->d, rc, 1, 1, "no such recipe file");
+        else if (rc == KILN_EINVAL)
+            dg_add(&L->d, rc, 1, 1, "this is a directory, not a recipe file");
         else
             dg_add(&L->d, rc, 1, 1, "cannot read the recipe file: %s", strerror(errno));
         kiln_buf_free(&b);

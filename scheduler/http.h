@@ -14,6 +14,29 @@
  *   bytes, body bytes, header timeout (slow clients), idle keep-alive timeout.
  *   Malformed requests get 400 with a JSON error and the connection closes.
  * - Everything runs on the loop thread; nothing here blocks.
+ * - The process must ignore SIGPIPE: libuv writes with write(2), and a
+ *   client that left would kill us. main() should do signal(SIGPIPE,
+ *   SIG_IGN); kiln_http_server_start() does it itself when the disposition
+ *   is still the default (a handler someone installed is left alone).
+ *
+ * Details (refinements of the first contract; names and semantics unchanged):
+ * - Requests on one connection are answered strictly in order: a pipelined
+ *   request is not parsed until the previous response is finished.
+ * - Server-made errors, all JSON {"error":{"code","message"}} + close: 400
+ *   parse_error (malformed, bad version), 408 timeout (header not complete
+ *   within header_timeout_ms, or body stalled for idle_timeout_ms), 413
+ *   too_large, 431 header_too_large, 503 when max_connections is exceeded.
+ * - The path is not percent-decoded (the router matches raw segments); query
+ *   values are (kiln_http_req_param).
+ * - A response started while the request body is still arriving (answer in
+ *   on_headers, or from an on_data that then aborts) closes the connection
+ *   afterwards unless the rest is a small Content-Length body that is drained.
+ *   Expect: 100-continue is answered when the body is actually wanted.
+ * - HEAD gets headers only. Streaming responses use chunked encoding for
+ *   HTTP/1.1, a close-delimited body for HTTP/1.0.
+ * - Respond functions return KILN_ESTATE when a response was already started
+ *   or the client is gone. After on_close ran, or after the response is
+ *   finished and the handler returned, the req pointer is invalid.
  */
 #ifndef KILN_HTTP_H
 #define KILN_HTTP_H
@@ -37,7 +60,8 @@ struct kiln_http_limits {
 struct kiln_http_callbacks {
     /* Optional: called when headers are complete. Return 0 to continue
      * (buffered body), or call kiln_http_req_stream_body() and return 0, or
-     * answer right away (e.g. 401) and return 0 - the body is then drained. */
+     * answer right away (e.g. 401) and return 0 - the body is then drained.
+     * Non-zero without an answer gets 500. */
     int (*on_headers)(struct kiln_http_req *req, void *ctx);
     void (*on_request)(struct kiln_http_req *req, void *ctx);
     void *ctx;
@@ -55,14 +79,27 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            struct kiln_http_callbacks cb, struct kiln_http_server **out);
 /* Bound port (useful when started with port 0). */
 int kiln_http_server_port(const struct kiln_http_server *s);
-/* Stop listening, close all connections; frees when the handles are closed. */
+/* Counters for /metrics. */
+struct kiln_http_stats {
+    uint64_t connections;   /* accepted since start */
+    uint64_t requests;      /* request heads parsed */
+    uint64_t server_errors; /* answered by the server itself (400/408/413/431/503) */
+    uint64_t bytes_in, bytes_out;
+    unsigned open_connections;
+};
+void kiln_http_server_stats(const struct kiln_http_server *s, struct kiln_http_stats *out);
+
+/* Stop listening, close all connections (pending requests get their
+ * on_close); frees when the handles are closed, so run the loop afterwards. */
 void kiln_http_server_stop(struct kiln_http_server *s);
 
 /* --- request accessors --- */
 const char *kiln_http_req_method(const struct kiln_http_req *r); /* "GET" */
 const char *kiln_http_req_path(const struct kiln_http_req *r);   /* "/api/v1/jobs" (no query) */
 const char *kiln_http_req_query(const struct kiln_http_req *r);  /* "a=1&b=2" or "" */
-/* Query parameter value (percent-decoded) into out; returns 1 if present. */
+/* Query parameter value (percent-decoded, '+' = space) into out; returns 1 if
+ * present, 0 if absent, KILN_ELIMIT if it does not fit outlen, KILN_EINVAL on
+ * a bad % escape (out is "" then). "a&b" gives a and b with empty values. */
 int kiln_http_req_param(const struct kiln_http_req *r, const char *name, char *out, size_t outlen);
 /* Header value, case-insensitive name; NULL if absent. */
 const char *kiln_http_req_header(const struct kiln_http_req *r, const char *name);
@@ -74,12 +111,20 @@ void *kiln_http_req_user(const struct kiln_http_req *r);
 void kiln_http_req_on_close(struct kiln_http_req *r, void (*cb)(struct kiln_http_req *, void *),
                             void *arg);
 
-/* Take the request body as a stream (uploads). on_data returning non-zero
- * aborts the request (the handler must have answered). on_end runs once all
- * bytes arrived; the handler answers there. */
+/* Take the request body as a stream (uploads); only from on_headers, else
+ * KILN_ESTATE. Bodies are not capped (max_body_bytes does not apply); bytes
+ * pass through without being collected. on_data returning non-zero aborts the
+ * request (the handler should have answered; otherwise 500) and the connection
+ * closes after the response. on_end runs once all bytes arrived; the handler
+ * answers there (or later). */
 int kiln_http_req_stream_body(struct kiln_http_req *r,
                               int (*on_data)(struct kiln_http_req *, const char *, size_t, void *),
                               void (*on_end)(struct kiln_http_req *, void *), void *arg);
+
+/* Flow control for streamed bodies: pause=1 stops reading the socket (the
+ * bytes already read are still delivered to on_data), pause=0 resumes. For
+ * handlers that write uploads asynchronously. Cleared with the request. */
+void kiln_http_req_pause_body(struct kiln_http_req *r, int pause);
 
 /* --- responses (exactly one per request) --- */
 /* extra_headers: NULL or "Name: value\r\n..." lines. */
@@ -95,7 +140,8 @@ int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *cod
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,
                            const char *extra_headers);
 int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len);
-/* Bytes written but not yet sent: producers pause above a threshold. */
+/* Bytes handed to the socket but not yet written (whole connection, headers
+ * included): producers pause above a threshold and resume in on_drain. */
 size_t kiln_http_stream_pending(const struct kiln_http_req *r);
 /* Called when pending drops to zero after a write (for backpressure). */
 void kiln_http_stream_on_drain(struct kiln_http_req *r, void (*cb)(struct kiln_http_req *, void *),
