@@ -119,9 +119,30 @@ d=$(job "$j")
 [ "$(jget "$d" 'd["attempt"]')" = 2 ] || fail "attempt not bumped: $d"
 echo "ok 8 second signal handed the job back: $(jget "$d" 'd["history"][-1]')"
 
-# 9. a bad token is an auth error (exit 4)
+# 9. GPUs declared in the config: a GPU job sees only its GPU
+cat >"$TMP/gpu.yaml" <<YAML
+name: w3
+cores: 2
+ram: 4G
+gpus:
+  - {index: 0, name: NVIDIA H100 80GB HBM3, sm: "90", memory_mb: 81559, driver: 580.65.06}
+  - {index: 1, name: NVIDIA L40S, sm: "89", memory_mb: 46068, driver: 580.65.06}
+YAML
+"$KILN_BIN" worker --config "$TMP/gpu.yaml" --server "$URL" --token kiln_good --work-dir "$TMP/w3" \
+    >>"$TMP/worker3.log" 2>&1 &
+PIDS+=("$!")
+curl -sf -XPOST "$URL/test/cancel/$j" >/dev/null # the handed-back 300 s job from step 8
+jg=$(submit '{"command":"echo CVD=$CUDA_VISIBLE_DEVICES","resources":{"cores":1,"ram_mb":100,"gpu_sm":"89"}}')
+jn=$(submit '{"command":"echo CVD=[$CUDA_VISIBLE_DEVICES]","resources":{"cores":1,"ram_mb":100}}')
+wait_for 15 state_is "$jg" succeeded || fail "gpu job: $(job "$jg")"
+wait_for 15 state_is "$jn" succeeded || fail "non-gpu job: $(job "$jn")"
+[ "$(curl -sf "$URL/test/log/$jg")" = "CVD=1" ] || fail "gpu job saw $(curl -sf "$URL/test/log/$jg")"
+[ "$(curl -sf "$URL/test/log/$jn")" = "CVD=[]" ] || fail "non-gpu job saw $(curl -sf "$URL/test/log/$jn")"
+echo "ok 9 GPU job got CUDA_VISIBLE_DEVICES=1 (its SM 89 GPU); a build on the GPU host got none"
+
+# 10. a bad token is an auth error (exit 4)
 "$KILN_BIN" worker --server "$URL" --token kiln_bad --work-dir "$TMP/w2" --name w2 >"$TMP/bad.log" 2>&1
 rc=$?
 [ $rc -eq 4 ] || fail "bad token exit status $rc"
-echo "ok 9 bad token -> exit 4"
+echo "ok 10 bad token -> exit 4"
 echo "PASS"
