@@ -368,8 +368,10 @@ static int from_segment_records(const struct kiln_elf *e, const struct kiln_elf_
 static int scan_range(const struct kiln_elf *e, uint64_t off, uint64_t n,
                       struct kiln_fatbin_list *out, struct kiln_error *err)
 {
-    uint64_t start = (off + 7) & ~(uint64_t)7;
-    for (uint64_t p = start; p + 16 <= off + n; p += 8) {
+    if (off >= e->len || n > e->len - off)
+        return KILN_OK; /* callers clamp; never trust a wrapped range */
+    uint64_t start = (off + 7) & ~(uint64_t)7, end = off + n;
+    for (uint64_t p = start; p < end && end - p >= 16; p += 8) {
         const unsigned char *h = e->data + p;
         if (rd32(h) != KILN_FATBIN_MAGIC || rd16(h + 4) != 1 || rd16(h + 6) < 16)
             continue;
@@ -451,8 +453,10 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
             if (rd32(h) != 1)
                 continue;
             uint64_t o = rd64(h + 8), n = rd64(h + 32);
-            if (!in_bounds(o, n, e.len))
-                n = o < e.len ? e.len - o : 0;
+            if (o >= e.len)
+                continue;
+            if (n > e.len - o)
+                n = e.len - o;
             rc = scan_range(&e, o, n, out, err);
             if (rc)
                 goto fail;
