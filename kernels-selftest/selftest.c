@@ -45,8 +45,7 @@ static int map_file(const char *path, struct mapped *m, struct kiln_error *err)
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (p == MAP_FAILED)
-        return kiln_fail(err, KILN_EIO, "cannot map %s: %s", path, strerror(e));
+    if (p == MAP_FAILED) return kiln_fail(err, KILN_EIO, "cannot map %s: %s", path, strerror(e));
     m->data = p;
     m->len = (size_t)st.st_size;
     return KILN_OK;
@@ -54,8 +53,7 @@ static int map_file(const char *path, struct mapped *m, struct kiln_error *err)
 
 static void unmap_file(struct mapped *m)
 {
-    if (m->data)
-        munmap(m->data, m->len);
+    if (m->data) munmap(m->data, m->len);
     m->data = NULL;
 }
 
@@ -67,23 +65,19 @@ struct jctx {
 static json_t *jstr(struct jctx *c, const char *s)
 {
     json_t *v = json_string(s ? s : "");
-    if (!v)
-        v = json_stringn("?", 1); /* invalid UTF-8 from a hostile file */
-    if (!v)
-        c->oom = 1;
+    if (!v) v = json_stringn("?", 1); /* invalid UTF-8 from a hostile file */
+    if (!v) c->oom = 1;
     return v;
 }
 
 static void jset(struct jctx *c, json_t *o, const char *k, json_t *v)
 {
-    if (!v || json_object_set_new(o, k, v) != 0)
-        c->oom = 1;
+    if (!v || json_object_set_new(o, k, v) != 0) c->oom = 1;
 }
 
 static void jpush(struct jctx *c, json_t *a, json_t *v)
 {
-    if (!v || json_array_append_new(a, v) != 0)
-        c->oom = 1;
+    if (!v || json_array_append_new(a, v) != 0) c->oom = 1;
 }
 
 static json_t *entry_json(struct jctx *c, const struct kiln_fatbin_entry *e)
@@ -96,7 +90,9 @@ static json_t *entry_json(struct jctx *c, const struct kiln_fatbin_entry *e)
         return NULL;
     }
     jset(c, o, "kind",
-         jstr(c, e->kind == KILN_FB_CUBIN ? "cubin" : e->kind == KILN_FB_PTX ? "ptx" : "other"));
+         jstr(c, e->kind == KILN_FB_CUBIN ? "cubin"
+                 : e->kind == KILN_FB_PTX ? "ptx"
+                                          : "other"));
     jset(c, o, "target", jstr(c, t));
     jset(c, o, "sm", json_integer(e->sm));
     char sfx[2] = {e->suffix, 0};
@@ -135,18 +131,14 @@ static int symbols_in(const void *data, size_t len, const struct kiln_fatbin_lis
     struct kiln_elf e;
     if (kiln_elf_is_elf(data, len)) {
         int rc = kiln_elf_open(&e, data, len, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         rc = kiln_elfsym_expect(&e, o->symbols, o->nsymbols, found, match, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     for (size_t i = 0; l && i < l->n; i++) {
         const struct kiln_fatbin_entry *en = &l->v[i];
-        if (en->kind != KILN_FB_CUBIN || en->compression || l->is_cubin)
-            continue;
-        if (en->offset > len || en->size > len - en->offset)
-            continue;
+        if (en->kind != KILN_FB_CUBIN || en->compression || l->is_cubin) continue;
+        if (en->offset > len || en->size > len - en->offset) continue;
         struct kiln_elf ce;
         struct kiln_error sub;
         if (kiln_elf_open(&ce, (const unsigned char *)data + en->offset, (size_t)en->size, &sub))
@@ -162,8 +154,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                           struct kiln_error *err)
 {
     *out = NULL;
-    if (npaths == 0)
-        return kiln_fail(err, KILN_EINVAL, "no files to inspect");
+    if (npaths == 0) return kiln_fail(err, KILN_EINVAL, "no files to inspect");
     struct kiln_inspect_opts none = {0, NULL, 0};
     const struct kiln_inspect_opts *o = opts ? opts : &none;
     struct jctx c = {0};
@@ -178,8 +169,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
     for (size_t i = 0; i < npaths; i++) {
         json_t *f = json_object();
         jpush(&c, files, f);
-        if (!f)
-            break;
+        if (!f) break;
         jset(&c, f, "file", jstr(&c, paths[i]));
         struct mapped m;
         struct kiln_error fe;
@@ -187,8 +177,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
         int frc = map_file(paths[i], &m, &fe);
         struct kiln_fatbin_list l;
         memset(&l, 0, sizeof l);
-        if (frc == KILN_OK)
-            frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
+        if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
         if (frc != KILN_OK) {
             ok = 0;
             jset(&c, f, "ok", json_false());
@@ -210,10 +199,9 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
             jpush(&c, entries, entry_json(&c, en));
             int dup = 0;
             for (size_t j = 0; j < k; j++)
-                dup |= l.v[j].kind == en->kind && l.v[j].sm == en->sm &&
-                       l.v[j].suffix == en->suffix;
-            if (dup)
-                continue;
+                dup |=
+                    l.v[j].kind == en->kind && l.v[j].sm == en->sm && l.v[j].suffix == en->suffix;
+            if (dup) continue;
             if (en->kind == KILN_FB_CUBIN) {
                 jpush(&c, cubins, jstr(&c, t));
             } else if (en->kind == KILN_FB_PTX) {
@@ -222,8 +210,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                 jpush(&c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
             }
         }
-        if (l.n)
-            any_device = 1;
+        if (l.n) any_device = 1;
         if (o->expect_sm && l.n) {
             char how[96] = "";
             struct kiln_error se;
@@ -234,7 +221,8 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
             if (x) {
                 jset(&c, x, "sm", json_integer(o->expect_sm));
                 jset(&c, x, "ok", json_boolean(src == KILN_OK));
-                jset(&c, x, src == KILN_OK ? "how" : "reason", jstr(&c, src == KILN_OK ? how : se.msg));
+                jset(&c, x, src == KILN_OK ? "how" : "reason",
+                     jstr(&c, src == KILN_OK ? how : se.msg));
             }
             if (src != KILN_OK) {
                 fok = 0;
@@ -264,7 +252,8 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
     }
     if (o->expect_sm && !any_device) {
         ok = 0;
-        add_reason(&c, reasons, "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
+        add_reason(&c, reasons,
+                   "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
                    o->expect_sm);
     }
     if (o->nsymbols) {
@@ -288,12 +277,11 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                                            ml ? ", " : "", o->symbols[k]);
             }
         }
-        if (sy)
-            jset(&c, sy, "ok", json_boolean(sok));
+        if (sy) jset(&c, sy, "ok", json_boolean(sok));
         if (!sok) {
             ok = 0;
-            add_reason(&c, reasons,
-                       "expected symbols missing (no defined symbol matches): %s", missing);
+            add_reason(&c, reasons, "expected symbols missing (no defined symbol matches): %s",
+                       missing);
         }
     }
     jset(&c, doc, "ok", json_boolean(ok));
@@ -328,12 +316,10 @@ static json_t *check_json(struct jctx *c, const char *name, const char *cmd,
         return NULL;
     }
     jset(c, o, "name", jstr(c, name));
-    if (cmd)
-        jset(c, o, "command", jstr(c, cmd));
+    if (cmd) jset(c, o, "command", jstr(c, cmd));
     jset(c, o, "ok", json_boolean(r->passed));
     jset(c, o, "exit_code", json_integer(r->exit_code));
-    if (r->term_signal)
-        jset(c, o, "signal", json_integer(r->term_signal));
+    if (r->term_signal) jset(c, o, "signal", json_integer(r->term_signal));
     jset(c, o, "timed_out", json_boolean(r->timed_out));
     jset(c, o, "seconds", json_real(r->seconds));
     jset(c, o, "reason", r->passed ? json_null() : jstr(c, r->reason));
@@ -344,7 +330,8 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
 {
     *out = NULL;
     if (!o->binary && o->nchecks == 0 && o->ninspect == 0)
-        return kiln_fail(err, KILN_EINVAL, "nothing to run: give a selftest binary, checks or files");
+        return kiln_fail(err, KILN_EINVAL,
+                         "nothing to run: give a selftest binary, checks or files");
     struct jctx c = {0};
     json_t *doc = json_object(), *reasons = json_array(), *checks = json_array();
     char logtmp[] = "/tmp/kiln-selftest-log-XXXXXX";
@@ -387,13 +374,12 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         argv[2] = jsontmp;
         for (size_t i = 0; i < nextra; i++)
             argv[3 + i] = o->binary_args[i];
-        struct kiln_check_spec spec = {.name = "kiln-selftest", .argv = argv,
-                                       .timeout_ms = timeout, .log_path = log};
+        struct kiln_check_spec spec = {
+            .name = "kiln-selftest", .argv = argv, .timeout_ms = timeout, .log_path = log};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
         free(argv);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         json_t *run = check_json(&c, "kiln-selftest", o->binary, &r);
         jset(&c, doc, "selftest_run", run);
         json_error_t je;
@@ -437,12 +423,11 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     for (size_t i = 0; i < o->nchecks; i++) {
         char name[32];
         snprintf(name, sizeof name, "check-%zu", i + 1);
-        struct kiln_check_spec spec = {.name = name, .command = o->checks[i],
-                                       .timeout_ms = timeout, .log_path = log};
+        struct kiln_check_spec spec = {
+            .name = name, .command = o->checks[i], .timeout_ms = timeout, .log_path = log};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         jpush(&c, carr, check_json(&c, name, o->checks[i], &r));
         if (!r.passed) {
             ok = 0;
@@ -452,8 +437,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     if (o->ninspect) {
         json_t *ins = NULL;
         rc = kiln_selftest_inspect(o->inspect, o->ninspect, &o->inspect_opts, &ins, err);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         if (!json_is_true(json_object_get(ins, "ok"))) {
             ok = 0;
             size_t idx;
@@ -463,8 +447,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         }
         jset(&c, doc, "inspect", ins);
     }
-    if (o->log_path)
-        jset(&c, doc, "log", jstr(&c, o->log_path));
+    if (o->log_path) jset(&c, doc, "log", jstr(&c, o->log_path));
     jset(&c, doc, "ok", json_boolean(ok));
     jset(&c, doc, "reasons", reasons);
     reasons = NULL;
@@ -475,10 +458,8 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     *out = doc;
     doc = NULL;
 out:
-    if (have_logtmp)
-        unlink(logtmp);
-    if (have_jsontmp)
-        unlink(jsontmp);
+    if (have_logtmp) unlink(logtmp);
+    if (have_jsontmp) unlink(jsontmp);
     json_decref(doc);
     json_decref(reasons);
     json_decref(checks);

@@ -34,8 +34,8 @@
 #include <stddef.h>
 
 struct kiln_inspect_opts {
-    unsigned expect_sm;    /* 0: no SM expectation */
-    char *const *symbols;  /* patterns, may be NULL */
+    unsigned expect_sm;   /* 0: no SM expectation */
+    char *const *symbols; /* patterns, may be NULL */
     size_t nsymbols;
 };
 
@@ -44,11 +44,11 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                           struct kiln_error *err);
 
 struct kiln_selftest_opts {
-    const char *binary;         /* kiln-selftest-smXX; NULL: no GPU selftest */
-    char *const *binary_args;   /* extra args (e.g. "--device", "1"), NULL-terminated or NULL */
-    long timeout_ms;            /* per command; <= 0: 120 s */
-    const char *log_path;       /* NULL: a temporary file, removed afterwards */
-    const char *const *checks;  /* shell commands, may be NULL */
+    const char *binary;        /* kiln-selftest-smXX; NULL: no GPU selftest */
+    char *const *binary_args;  /* extra args (e.g. "--device", "1"), NULL-terminated or NULL */
+    long timeout_ms;           /* per command; <= 0: 120 s */
+    const char *log_path;      /* NULL: a temporary file, removed afterwards */
+    const char *const *checks; /* shell commands, may be NULL */
     size_t nchecks;
     const char *const *inspect; /* files to inspect, may be NULL */
     size_t ninspect;

@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* A private copy, so reads past the end are caught exactly. */
     uint8_t *copy = malloc(size ? size : 1);
-    if (!copy)
-        return 0;
+    if (!copy) return 0;
     memcpy(copy, data, size);
     struct kiln_fatbin_list l;
     struct kiln_error err;

@@ -61,8 +61,7 @@ static int setup_log(void **state)
     (void)state;
     snprintf(logpath, sizeof logpath, "/tmp/kiln-test-checks-XXXXXX");
     int fd = mkstemp(logpath);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     close(fd);
     return 0;
 }
@@ -76,8 +75,8 @@ static int teardown_log(void **state)
 
 static void run_sh(const char *cmd, long timeout_ms, struct kiln_check_result *r)
 {
-    struct kiln_check_spec s = {.name = "t", .command = cmd, .timeout_ms = timeout_ms,
-                                .log_path = logpath};
+    struct kiln_check_spec s = {
+        .name = "t", .command = cmd, .timeout_ms = timeout_ms, .log_path = logpath};
     struct kiln_error err;
     assert_int_equal(kiln_check_run(&s, r, &err), KILN_OK);
 }
@@ -171,8 +170,7 @@ static void test_leftover_children_killed(void **state)
             gone = 1;
             break;
         }
-        if (fgets(st, sizeof st, f) && strstr(st, ") Z "))
-            gone = 1;
+        if (fgets(st, sizeof st, f) && strstr(st, ") Z ")) gone = 1;
         fclose(f);
         if (!gone) {
             struct timespec ts = {0, 10000000};
