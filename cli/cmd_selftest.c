@@ -7,6 +7,8 @@
  *   kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...
  *                     [--expect-sm 90] [--expect-symbols a,b] [--timeout SEC]
  *                     [--log FILE] [--out FILE] [-- BINARY-ARGS...]
+ *   kiln selftest run --spec SPEC.json [--output DIR]... [--selftest-dir DIR]
+ *                     [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]
  * Exit: 0 ok, 1 a check failed (or a file is unreadable/malformed), 2 usage,
  * 7 internal error. Details in docs/GPU-SELFTEST.md.
  */
@@ -29,18 +31,22 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kiln selftest inspect FILE... [--expect-sm SM] [--expect-symbols a,b] "
-               "[--json] [-v]\n"
-               "       kiln selftest host --sm SM [--compatible] [--driver-min N] [--isa LEVEL]\n"
-               "                          [--gpu-sm SM[,SM..]] [--driver X.Y] [--cpu-isa f1,f2]"
-               " [--json]\n"
-               "       kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...\n"
-               "                         [--expect-sm SM] [--expect-symbols a,b] [--timeout SEC]\n"
-               "                         [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
-               "inspect lists cubins/PTX in ELF files, cubins and fatbins and checks that the\n"
-               "SM can run them and that expected symbols are defined; host checks a host's\n"
-               "GPU/driver/CPU facts (detected with nvidia-smi and /proc/cpuinfo unless given);\n"
-               "run runs kiln-selftest and check commands and prints one JSON document.\n");
+    fprintf(
+        f,
+        "usage: kiln selftest inspect FILE... [--expect-sm SM] [--expect-symbols a,b] "
+        "[--json] [-v]\n"
+        "       kiln selftest host --sm SM [--compatible] [--driver-min N] [--isa LEVEL]\n"
+        "                          [--gpu-sm SM[,SM..]] [--driver X.Y] [--cpu-isa f1,f2]"
+        " [--json]\n"
+        "       kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...\n"
+        "                         [--expect-sm SM] [--expect-symbols a,b] [--timeout SEC]\n"
+        "                         [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
+        "       kiln selftest run --spec SPEC.json [--output DIR]... [--selftest-dir DIR]\n"
+        "                         [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
+        "inspect lists cubins/PTX in ELF files, cubins and fatbins and checks that the\n"
+        "SM can run them and that expected symbols are defined; host checks a host's\n"
+        "GPU/driver/CPU facts (detected with nvidia-smi and /proc/cpuinfo unless given);\n"
+        "run runs kiln-selftest and check commands and prints one JSON document.\n");
 }
 
 static int print_json(json_t *doc, FILE *f)
@@ -346,6 +352,66 @@ static int cmd_host(int argc, char **argv)
     return rc == KILN_OK ? KILN_EXIT_OK : KILN_EXIT_FAIL;
 }
 
+static int emit_doc(json_t *doc, const char *outp)
+{
+    print_json(doc, stdout);
+    int rc = json_is_true(json_object_get(doc, "ok")) ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+    if (outp) {
+        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (!s || kiln_write_file_atomic(outp, s, strlen(s), 0644) != KILN_OK) {
+            fprintf(stderr, "kiln selftest run: cannot write %s\n", outp);
+            rc = KILN_EXIT_INTERNAL;
+        }
+        free(s);
+    }
+    return rc;
+}
+
+/* --spec: the recipe's selftest object (or a variant holding one under
+ * "selftest"), as the worker gets it in a lease. */
+static int run_spec_mode(const char *specp, const char *stdir, char *const *binary_args,
+                         const char *const *outputs, size_t noutputs, int detect_host,
+                         const char *logp, const char *outp)
+{
+    json_error_t je;
+    json_t *root = json_load_file(specp, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        fprintf(stderr, "kiln selftest run: %s:%d:%d: %s\n", specp, je.line, je.column, je.text);
+        return KILN_EXIT_USAGE;
+    }
+    json_t *sp = json_object_get(root, "selftest");
+    if (!json_is_object(sp)) sp = root;
+    struct kiln_selftest_spec spec;
+    struct kiln_error e;
+    if (kiln_selftest_spec_parse(sp, &spec, &e) != KILN_OK) {
+        fprintf(stderr, "kiln selftest run: %s: %s\n", specp, e.msg);
+        json_decref(root);
+        return KILN_EXIT_USAGE;
+    }
+    json_decref(root);
+    struct kiln_host_facts facts;
+    memset(&facts, 0, sizeof facts);
+    if (detect_host) {
+        detect_gpus(&facts);
+        struct kiln_buf b = {0};
+        if (kiln_read_file("/proc/cpuinfo", 64u << 20, &b) == KILN_OK)
+            facts.cpu_isa = kiln_hostcheck_parse_cpuinfo(b.data, b.len);
+        kiln_buf_free(&b);
+    }
+    json_t *doc = NULL;
+    int rc;
+    if (kiln_selftest_run_spec(&spec, detect_host ? &facts : NULL, stdir, binary_args, outputs,
+                               noutputs, logp, &doc, &e) != KILN_OK) {
+        fprintf(stderr, "kiln selftest run: %s\n", e.msg);
+        rc = KILN_EXIT_INTERNAL;
+    } else {
+        rc = emit_doc(doc, outp);
+        json_decref(doc);
+    }
+    kiln_selftest_spec_free(&spec);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct kiln_selftest_opts o;
@@ -354,9 +420,12 @@ static int cmd_run(int argc, char **argv)
     const char **inspect = calloc((size_t)argc + 1, sizeof *inspect);
     char **syms = NULL;
     size_t nsyms = 0;
-    const char *outp = NULL;
+    const char *outp = NULL, *specp = NULL, *stdir = NULL;
+    int detect_host = 0;
+    const char **outputs = calloc((size_t)argc + 1, sizeof *outputs);
+    size_t noutputs = 0;
     int rc = KILN_EXIT_USAGE;
-    if (!checks || !inspect) {
+    if (!checks || !inspect || !outputs) {
         rc = KILN_EXIT_INTERNAL;
         goto out;
     }
@@ -371,6 +440,17 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--binary") == 0 && v) {
             o.binary = v;
             i++;
+        } else if (strcmp(a, "--spec") == 0 && v) {
+            specp = v;
+            i++;
+        } else if (strcmp(a, "--output") == 0 && v) {
+            outputs[noutputs++] = v;
+            i++;
+        } else if (strcmp(a, "--selftest-dir") == 0 && v) {
+            stdir = v;
+            i++;
+        } else if (strcmp(a, "--detect-host") == 0) {
+            detect_host = 1;
         } else if (strcmp(a, "--check") == 0 && v) {
             checks[o.nchecks++] = v;
             i++;
@@ -412,6 +492,21 @@ static int cmd_run(int argc, char **argv)
             goto out;
         }
     }
+    if (specp) {
+        if (o.binary || o.nchecks || o.ninspect || o.inspect_opts.expect_sm || nsyms) {
+            fprintf(stderr, "kiln selftest run: --spec replaces --binary, --check, --inspect and "
+                            "--expect-*\n");
+            goto out;
+        }
+        rc = run_spec_mode(specp, stdir, o.binary_args, outputs, noutputs, detect_host, o.log_path,
+                           outp);
+        goto out;
+    }
+    if (noutputs || stdir || detect_host) {
+        fprintf(stderr,
+                "kiln selftest run: --output, --selftest-dir and --detect-host need --spec\n");
+        goto out;
+    }
     if ((o.inspect_opts.expect_sm || nsyms) && !o.ninspect) {
         fprintf(stderr, "kiln selftest run: --expect-sm/--expect-symbols need --inspect FILE\n");
         goto out;
@@ -440,6 +535,7 @@ out:
     kiln_elfsym_split_free(syms, nsyms);
     free(checks);
     free(inspect);
+    free(outputs);
     return rc;
 }
 
