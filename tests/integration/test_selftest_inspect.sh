@@ -42,16 +42,16 @@ if [ -n "$NVCC" ]; then
     cp "$FIX/vecadd.cu" "$FIX/fp4lib.cu" "$T/"
     (
         cd "$T" || exit 1
-        set -e
-        "$NVCC" -c vecadd.cu -o sm80_only.o -gencode arch=compute_80,code=sm_80
-        "$NVCC" -c vecadd.cu -o sm90_ptx.o -gencode 'arch=compute_90,code=[sm_90,compute_90]'
-        "$NVCC" -fatbin vecadd.cu -o sm100a.fatbin -gencode 'arch=compute_100a,code=[sm_100a,compute_100a]'
-        "$NVCC" -cubin vecadd.cu -o sm90a.cubin -arch=sm_90a
-        "$NVCC" -fatbin vecadd.cu -o sm120f.fatbin -gencode arch=compute_120f,code=sm_120f
-        "$NVCC" -shared -Xcompiler -fPIC -cudart shared -o libfp4_good.so fp4lib.cu -DENABLE_NVFP4 \
-            -gencode arch=compute_90,code=sm_90 -gencode arch=compute_120f,code=sm_120f
-        "$NVCC" -shared -Xcompiler -fPIC -cudart shared -o libfp4_missing.so fp4lib.cu \
-            -gencode arch=compute_90,code=sm_90 -gencode arch=compute_120,code=sm_120
+        # Two at a time: the machine has two cores.
+        {
+            echo "-c vecadd.cu -o sm80_only.o -gencode arch=compute_80,code=sm_80"
+            echo "-c vecadd.cu -o sm90_ptx.o -gencode arch=compute_90,code=[sm_90,compute_90]"
+            echo "-fatbin vecadd.cu -o sm100a.fatbin -gencode arch=compute_100a,code=[sm_100a,compute_100a]"
+            echo "-cubin vecadd.cu -o sm90a.cubin -arch=sm_90a"
+            echo "-fatbin vecadd.cu -o sm120f.fatbin -gencode arch=compute_120f,code=sm_120f"
+            echo "-shared -Xcompiler -fPIC -cudart shared -o libfp4_good.so fp4lib.cu -DENABLE_NVFP4 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_120f,code=sm_120f"
+            echo "-shared -Xcompiler -fPIC -cudart shared -o libfp4_missing.so fp4lib.cu -gencode arch=compute_90,code=sm_90 -gencode arch=compute_120,code=sm_120"
+        } | xargs -P 2 -L 1 "$NVCC"
     ) || { echo "nvcc failed"; exit 1; }
 else
     echo "nvcc not found: using the checked-in fixtures of $FIX"
