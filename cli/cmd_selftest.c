@@ -7,7 +7,7 @@
  *   kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...
  *                     [--expect-sm 90] [--expect-symbols a,b] [--timeout SEC]
  *                     [--log FILE] [--out FILE] [-- BINARY-ARGS...]
- *   kiln selftest run --spec SPEC.json [--output DIR]... [--selftest-dir DIR]
+ *   kiln selftest run --spec SPEC.json [--workdir DIR] [--selftest-dir DIR]
  *                     [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]
  * Exit: 0 ok, 1 a check failed (or a file is unreadable/malformed), 2 usage,
  * 7 internal error. Details in docs/GPU-SELFTEST.md.
@@ -41,7 +41,7 @@ static void usage(FILE *f)
         "       kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...\n"
         "                         [--expect-sm SM] [--expect-symbols a,b] [--timeout SEC]\n"
         "                         [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
-        "       kiln selftest run --spec SPEC.json [--output DIR]... [--selftest-dir DIR]\n"
+        "       kiln selftest run --spec SPEC.json [--workdir DIR] [--selftest-dir DIR]\n"
         "                         [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
         "inspect lists cubins/PTX in ELF files, cubins and fatbins and checks that the\n"
         "SM can run them and that expected symbols are defined; host checks a host's\n"
@@ -370,8 +370,7 @@ static int emit_doc(json_t *doc, const char *outp)
 /* --spec: the recipe's selftest object (or a variant holding one under
  * "selftest"), as the worker gets it in a lease. */
 static int run_spec_mode(const char *specp, const char *stdir, char *const *binary_args,
-                         const char *const *outputs, size_t noutputs, int detect_host,
-                         const char *logp, const char *outp)
+                         const char *workdir, int detect_host, const char *logp, const char *outp)
 {
     json_error_t je;
     json_t *root = json_load_file(specp, JSON_REJECT_DUPLICATES, &je);
@@ -400,8 +399,8 @@ static int run_spec_mode(const char *specp, const char *stdir, char *const *bina
     }
     json_t *doc = NULL;
     int rc;
-    if (kiln_selftest_run_spec(&spec, detect_host ? &facts : NULL, stdir, binary_args, outputs,
-                               noutputs, logp, &doc, &e) != KILN_OK) {
+    if (kiln_selftest_run_spec(&spec, detect_host ? &facts : NULL, stdir, binary_args, workdir,
+                               logp, &doc, &e) != KILN_OK) {
         fprintf(stderr, "kiln selftest run: %s\n", e.msg);
         rc = KILN_EXIT_INTERNAL;
     } else {
@@ -422,10 +421,9 @@ static int cmd_run(int argc, char **argv)
     size_t nsyms = 0;
     const char *outp = NULL, *specp = NULL, *stdir = NULL;
     int detect_host = 0;
-    const char **outputs = calloc((size_t)argc + 1, sizeof *outputs);
-    size_t noutputs = 0;
+    const char *workdir = NULL;
     int rc = KILN_EXIT_USAGE;
-    if (!checks || !inspect || !outputs) {
+    if (!checks || !inspect) {
         rc = KILN_EXIT_INTERNAL;
         goto out;
     }
@@ -443,8 +441,8 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--spec") == 0 && v) {
             specp = v;
             i++;
-        } else if (strcmp(a, "--output") == 0 && v) {
-            outputs[noutputs++] = v;
+        } else if (strcmp(a, "--workdir") == 0 && v) {
+            workdir = v;
             i++;
         } else if (strcmp(a, "--selftest-dir") == 0 && v) {
             stdir = v;
@@ -498,13 +496,12 @@ static int cmd_run(int argc, char **argv)
                             "--expect-*\n");
             goto out;
         }
-        rc = run_spec_mode(specp, stdir, o.binary_args, outputs, noutputs, detect_host, o.log_path,
-                           outp);
+        rc = run_spec_mode(specp, stdir, o.binary_args, workdir, detect_host, o.log_path, outp);
         goto out;
     }
-    if (noutputs || stdir || detect_host) {
+    if (workdir || stdir || detect_host) {
         fprintf(stderr,
-                "kiln selftest run: --output, --selftest-dir and --detect-host need --spec\n");
+                "kiln selftest run: --workdir, --selftest-dir and --detect-host need --spec\n");
         goto out;
     }
     if ((o.inspect_opts.expect_sm || nsyms) && !o.ninspect) {
@@ -535,7 +532,6 @@ out:
     kiln_elfsym_split_free(syms, nsyms);
     free(checks);
     free(inspect);
-    free(outputs);
     return rc;
 }
 

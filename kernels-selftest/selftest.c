@@ -376,8 +376,11 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         argv[2] = jsontmp;
         for (size_t i = 0; i < nextra; i++)
             argv[3 + i] = o->binary_args[i];
-        struct kiln_check_spec spec = {
-            .name = "kiln-selftest", .argv = argv, .timeout_ms = timeout, .log_path = log};
+        struct kiln_check_spec spec = {.name = "kiln-selftest",
+                                       .argv = argv,
+                                       .timeout_ms = timeout,
+                                       .log_path = log,
+                                       .cwd = o->cwd};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
         free(argv);
@@ -434,8 +437,11 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
             snprintf(name, sizeof name, "check-%zu", i + 1);
         long ct =
             o->check_timeouts_ms && o->check_timeouts_ms[i] > 0 ? o->check_timeouts_ms[i] : timeout;
-        struct kiln_check_spec spec = {
-            .name = name, .command = o->checks[i], .timeout_ms = ct, .log_path = log};
+        struct kiln_check_spec spec = {.name = name,
+                                       .command = o->checks[i],
+                                       .timeout_ms = ct,
+                                       .log_path = log,
+                                       .cwd = o->cwd};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
         if (rc) goto out;
@@ -552,8 +558,9 @@ int kiln_selftest_spec_parse(const json_t *spec, struct kiln_selftest_spec *out,
         else if (json_is_string(v))
             snprintf(buf, sizeof buf, "%s", json_string_value(v));
         else
-            buf[0] = 0;
-        if (kiln_fatbin_parse_sm(buf, &out->sm) != KILN_OK) {
+            snprintf(buf, sizeof buf, "?");
+        /* Templates expand "{sm}" to "" for variants without a GPU. */
+        if (buf[0] && kiln_fatbin_parse_sm(buf, &out->sm) != KILN_OK) {
             rc = kiln_fail(err, KILN_EINVAL, "selftest.sm must name an SM like \"90\" or \"12.1\"");
             goto fail;
         }
@@ -562,23 +569,31 @@ int kiln_selftest_spec_parse(const json_t *spec, struct kiln_selftest_spec *out,
     v = json_object_get(spec, "isa");
     if (v && !json_is_null(v)) {
         const char *isa = json_string_value(v);
-        if (!isa || !kiln_isa_level_features(isa)) {
+        if (isa && !isa[0])
+            isa = NULL; /* "{isa}" expanded to nothing */
+        else if (!isa || !kiln_isa_level_features(isa)) {
             rc = kiln_fail(err, KILN_EINVAL, "selftest.isa is not a known ISA level");
             goto fail;
         }
-        out->isa = strdup(isa);
-        if (!out->isa) {
+        out->isa = isa ? strdup(isa) : NULL;
+        if (isa && !out->isa) {
             rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
             goto fail;
         }
     }
     v = json_object_get(spec, "driver_min");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100000) {
+        /* A number, or a string from a template ("560", "580.65", ""). */
+        unsigned maj = 0, min = 0;
+        const char *ds = json_string_value(v);
+        int okd = json_is_integer(v) ? json_integer_value(v) >= 0 && json_integer_value(v) <= 100000
+                  : ds ? (!ds[0] || kiln_hostcheck_parse_driver(ds, &maj, &min) == KILN_OK)
+                       : 0;
+        if (!okd) {
             rc = kiln_fail(err, KILN_EINVAL, "selftest.driver_min must be a driver major version");
             goto fail;
         }
-        out->driver_min = (unsigned)json_integer_value(v);
+        out->driver_min = json_is_integer(v) ? (unsigned)json_integer_value(v) : maj;
     }
     v = json_object_get(spec, "checks");
     if (v && !json_is_null(v)) {
@@ -667,8 +682,8 @@ static void strvec_free(struct strvec *sv)
 
 int kiln_selftest_run_spec(const struct kiln_selftest_spec *spec,
                            const struct kiln_host_facts *facts, const char *selftest_dir,
-                           char *const *binary_args, const char *const *outputs, size_t noutputs,
-                           const char *log_path, json_t **out, struct kiln_error *err)
+                           char *const *binary_args, const char *workdir, const char *log_path,
+                           json_t **out, struct kiln_error *err)
 {
     *out = NULL;
     struct strvec files = {0};
@@ -690,10 +705,13 @@ int kiln_selftest_run_spec(const struct kiln_selftest_spec *spec,
         snprintf(binary, sizeof binary, "%s/kiln-selftest-sm%u", selftest_dir, spec->sm);
         if (access(binary, X_OK) != 0) missing_binary = 1;
     }
-    for (size_t i = 0; i < noutputs; i++) {
-        for (size_t g = 0; g < spec->nglobs; g++) {
+    for (size_t g = 0; g < spec->nglobs; g++) {
+        {
             char pat[4096];
-            snprintf(pat, sizeof pat, "%s/%s", outputs[i], spec->globs[g]);
+            if (spec->globs[g][0] == '/' || !workdir)
+                snprintf(pat, sizeof pat, "%s", spec->globs[g]);
+            else
+                snprintf(pat, sizeof pat, "%s/%s", workdir, spec->globs[g]);
             glob_t gl;
             memset(&gl, 0, sizeof gl);
             int grc = glob(pat, 0, NULL, &gl);
@@ -711,6 +729,7 @@ int kiln_selftest_run_spec(const struct kiln_selftest_spec *spec,
     o.binary = binary[0] && !missing_binary ? binary : NULL;
     o.binary_args = binary_args;
     o.log_path = log_path;
+    o.cwd = workdir;
     o.checks = (const char *const *)spec->check_commands;
     o.check_names = (const char *const *)spec->check_names;
     o.check_timeouts_ms = spec->check_timeouts_ms;

@@ -156,6 +156,35 @@ else
 fi
 grep -q 'overall: PASS' "$T/run.log" && pass "run log captured" || fail "run log captured"
 
+# --- run --spec: the recipe's selftest object as the worker gets it
+mkdir -p "$T/work/result-demo/lib"
+cp "$T/libfp4_missing.so" "$T/work/result-demo/lib/"
+cat >"$T/spec.json" <<'EOF'
+{"name":"demo-sm121","selftest":{"sm":"121","sm_compat":false,"isa":"","driver_min":"560",
+ "checks":[{"name":"layout","command":"test -d result-demo/lib","timeout_s":5}],
+ "expect_symbols":["cutlass_scaled_fp4_mm"],"artifact_globs":["result-demo/lib/*.so"]}}
+EOF
+"$K" selftest run --spec "$T/spec.json" --workdir "$T/work" --selftest-dir "$T/nobin" \
+    --out "$T/spec-run.json" >/dev/null
+rc=$?
+if [ $rc -eq 1 ] && python3 - "$T/spec-run.json" <<'EOF'; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] is False
+assert d["checks"][0]["name"] == "layout" and d["checks"][0]["ok"] is True, d["checks"]
+r = " | ".join(d["reasons"])
+assert "cutlass_scaled_fp4_mm" in r, r
+assert "kiln-selftest-sm121" in r, r
+EOF
+    pass "selftest run --spec (checks in the workdir, globbed artifacts, missing fp4 symbol)"
+else
+    fail "selftest run --spec (rc $rc)"; cat "$T/spec-run.json" 2>/dev/null | head -40
+fi
+echo '{"selftest":{"sm":"banana"}}' >"$T/bad-spec.json"
+expect 2 'selftest.sm must name an SM' "bad spec is refused" -- "$K" selftest run --spec "$T/bad-spec.json"
+echo '{"selftest":' >"$T/broken.json"
+expect 2 'broken.json:' "unparsable spec names file:line:col" -- "$K" selftest run --spec "$T/broken.json"
+
 # --- the real kiln-selftest binary: builds, reports no GPU plainly, and
 # inspects as what it was built for.
 if [ -n "$NVCC" ]; then

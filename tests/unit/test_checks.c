@@ -350,6 +350,20 @@ static void test_spec_parse(void **state)
         assert_true(strlen(err.msg) > 0);
         json_decref(j);
     }
+    /* Template-expanded values: strings, and empty strings for "none". */
+    j = json_loads("{\"sm\":\"\",\"isa\":\"\",\"driver_min\":\"\"}", 0, &je);
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 0);
+    assert_null(s.isa);
+    assert_int_equal(s.driver_min, 0);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
+    j = json_loads("{\"sm\":\"120a\",\"driver_min\":\"580.65\"}", 0, &je);
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 120);
+    assert_int_equal(s.driver_min, 580);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
     j = json_loads("{\"sm\":90}", 0, &je);
     assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
     assert_int_equal(s.sm, 90);
@@ -373,14 +387,13 @@ static void test_run_spec(void **state)
     char fixdir[4096];
     const char *src = getenv("KILN_SRC");
     snprintf(fixdir, sizeof fixdir, "%s%stests/fixtures/selftest", src ? src : "", src ? "/" : "");
-    const char *outputs[] = {fixdir};
     struct kiln_host_facts h;
     memset(&h, 0, sizeof h);
     h.gpu_sm[h.ngpu++] = 90;
     h.have_driver = 1;
     h.driver_major = 580;
     json_t *doc = NULL;
-    assert_int_equal(kiln_selftest_run_spec(&s, &h, NULL, NULL, outputs, 1, logpath, &doc, &err),
+    assert_int_equal(kiln_selftest_run_spec(&s, &h, NULL, NULL, fixdir, logpath, &doc, &err),
                      KILN_OK);
     /* Both libraries match the glob; the missing one lacks the symbol but
      * the good one has it: symbols are searched across files. */
@@ -393,9 +406,8 @@ static void test_run_spec(void **state)
 
     /* Old driver, missing selftest binary, globs that match nothing. */
     h.driver_major = 550;
-    const char *nowhere[] = {"/nonexistent-kiln-output"};
-    assert_int_equal(kiln_selftest_run_spec(&s, &h, "/nonexistent-kiln-bin", NULL, nowhere, 1,
-                                            logpath, &doc, &err),
+    assert_int_equal(kiln_selftest_run_spec(&s, &h, "/nonexistent-kiln-bin", NULL,
+                                            "/nonexistent-kiln-work", logpath, &doc, &err),
                      KILN_OK);
     assert_false(json_is_true(json_object_get(doc, "ok")));
     char *all = json_dumps(json_object_get(doc, "reasons"), 0);
