@@ -34,7 +34,15 @@ struct kiln_catalog {
     struct kiln_nixkey nix_key;
     int crash_at; /* fault injection (tests only; 0 = off) */
     uv_loop_t *loop;
+    void (*on_publish)(void *, int64_t);
+    void *on_publish_arg;
 };
+
+void kiln_catalog_on_publish(struct kiln_catalog *c, void (*cb)(void *arg, int64_t id), void *arg)
+{
+    c->on_publish = cb;
+    c->on_publish_arg = arg;
+}
 
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop)
 {
@@ -809,6 +817,7 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
     crash_point(c, 10);
     if (id) *id = new_id;
     if (created) *created = 1;
+    if (c->on_publish) c->on_publish(c->on_publish_arg, new_id);
 out_doc:
     if (have_nix) kiln_narinfo_free(&ni);
     json_decref(doc);
