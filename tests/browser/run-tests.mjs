@@ -11,13 +11,30 @@ import {
 
 const SHOTS = path.join(SRC, 'docs/screenshots');
 const figures = [];
+const backends = [];
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
 let browser;
 
+// Does this server expand recipes? (kiln serve answers 501 until the recipes
+// module is merged.)
+async function hasRecipes(srv) {
+  try {
+    const r = await api(srv, 'GET', '/recipes/vllm/expand?branch=main');
+    return Array.isArray(r.variants) && r.variants.length > 0;
+  } catch {
+    return false;
+  }
+}
+
 async function withServer(opts, fn) {
-  const srv = await (opts.needMock ? startMock(opts) : startServer(opts));
+  let srv = await (opts.needMock ? startMock(opts) : startServer(opts));
+  if (opts.needRecipes && srv.kind !== 'mock' && !(await hasRecipes(srv))) {
+    await srv.stop();
+    srv = await startMock(opts);
+    backends.push(`${opts.name || '?'}: mock (kiln serve has no vllm recipe yet)`);
+  } else backends.push(`${opts.name || '?'}: ${srv.kind === 'mock' ? 'mock' : 'kiln serve'}`);
   try {
     return await fn(srv);
   } finally {
@@ -38,41 +55,66 @@ async function submitVariant(srv, where = VARIANT) {
 
 // 1. A job submitted through the form shows up in another open queue page,
 //    without a reload, within 1 s.
-test('submit form: job appears live in the queue within 1 s', async () => {
-  await withServer({}, async (srv) => {
-    const queue = await openPage(browser, srv, '#/queue');
-    const form = await openPage(browser, srv, '#/submit');
-    // The token goes in through the token box, like a person would.
-    await form.click('#token-summary');
-    await form.fill('#token-input', srv.submit);
-    await form.click('#token-save');
-    await form.waitForFunction(() => localStorage.getItem('kiln.token'));
+async function submitThroughForm(srv, useRecipe) {
+  const queue = await openPage(browser, srv, '#/queue');
+  const form = await openPage(browser, srv, useRecipe ? '#/submit' : '#/submit?mode=adhoc');
+  // The token goes in through the token box, like a person would.
+  await form.click('#token-summary');
+  await form.fill('#token-input', srv.submit);
+  await form.click('#token-save');
+  await form.waitForFunction(() => localStorage.getItem('kiln.token'));
+  let button;
+  if (useRecipe) {
     await form.waitForSelector('#sb-count');
     await form.selectOption('#sb-sm', '90');
     await form.selectOption('#sb-isa', 'avx512');
     await form.selectOption('#sb-cuda', '12.9');
     await form.waitForFunction(() => /^1 variant$/.test(document.querySelector('#sb-count')?.textContent || ''));
-    // the preview and the filters are in the URL
+    // the preview's filters are in the URL
     assert(form.url().includes('sm=90') && form.url().includes('isa=avx512'), `submit filters in URL: ${form.url()}`);
-    const t0 = Date.now();
-    await form.click('#sb-submit');
-    const li = await form.waitForSelector('#submitted li', { timeout: 2000 });
-    const id = await li.getAttribute('data-id');
-    await queue.waitForSelector(`.t-waiting tr[data-id="${id}"]`, { timeout: 1000 });
-    const dt = Date.now() - t0;
-    figures.push(`submit -> visible in another queue page: ${dt} ms`);
-    assert(dt < 1000, `job visible after ${dt} ms`);
-    const reason = await queue.textContent(`.t-waiting tr[data-id="${id}"] .c-reason`);
-    assert(reason && reason.trim().length > 3, 'a waiting job says why it waits');
-    const loadsBefore = await queue.evaluate(() => performance.getEntriesByType('navigation').length);
-    assert(loadsBefore === 1, 'no reload happened');
-    noProblems(queue, form);
+    button = '#sb-submit';
+  } else {
+    await form.fill('#ah-name', 'form-submitted-check');
+    await form.fill('#ah-command', 'echo hello');
+    await form.fill('#ah-cores', '2');
+    button = '#ah-submit';
+  }
+  const t0 = Date.now();
+  await form.click(button);
+  const li = await form.waitForSelector('#submitted li', { timeout: 2000 });
+  const id = await li.getAttribute('data-id');
+  await queue.waitForSelector(`.t-waiting tr[data-id="${id}"]`, { timeout: 1000 });
+  const dt = Date.now() - t0;
+  figures.push(`${useRecipe ? 'recipe' : 'ad-hoc'} form submit -> visible in another open queue page: ${dt} ms (${srv.kind})`);
+  assert(dt < 1000, `job visible after ${dt} ms`);
+  const reason = await queue.textContent(`.t-waiting tr[data-id="${id}"] .c-reason`);
+  assert(reason && reason.trim().length > 3, 'a waiting job says why it waits');
+  const navs = await queue.evaluate(() => performance.getEntriesByType('navigation').length);
+  assert(navs === 1, 'no reload happened');
+  noProblems(queue, form);
+}
+
+test('submit form: job appears live in the queue within 1 s', async () => {
+  await withServer({ name: 'submit' }, async (srv) => submitThroughForm(srv, await hasRecipes(srv)));
+});
+
+test('submit form: recipe preview counts variants; job appears live', async () => {
+  await withServer({ name: 'submit-recipe', needRecipes: true }, async (srv) => {
+    const page = await openPage(browser, srv, '#/submit');
+    await page.waitForFunction(() => /^98 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    await page.selectOption('#sb-cuda', '12.8');
+    await page.waitForFunction(() => /^46 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    await page.selectOption('#sb-platform', 'aarch64-linux');
+    await page.waitForFunction(() => /^4 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    figures.push('submit preview: vllm expands to 98 variants, 46 for CUDA 12.8, 4 of those aarch64');
+    await page.close();
+    await submitThroughForm(srv, true);
   });
 });
 
 // 2. A matrix cell changes color (and text) as its job moves.
 test('matrix: cell changes color and text as its job moves', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'matrix', needRecipes: true }, async (srv) => {
     const [job] = await submitVariant(srv);
     const page = await openPage(browser, srv, '#/matrix?recipe=vllm&branch=main');
     const sel = `td.cell[data-variant="${job.name}"]`;
@@ -123,7 +165,7 @@ test('matrix: cell changes color and text as its job moves', async () => {
 
 // 3. The log tail shows lines as they are written; pause, search, cancel.
 test('build: log tail follows, pauses, searches; cancel works', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'log+cancel' }, async (srv) => {
     const job = await submitAdhoc(srv, 'log-tail-check');
     const w = new FakeWorker(srv);
     await w.register();
@@ -169,7 +211,7 @@ test('build: log tail follows, pauses, searches; cancel works', async () => {
 
 // 4. Hostile names and log lines render as text.
 test('xss: job name and log line with markup render as text, no dialog', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'xss' }, async (srv) => {
     const evil = '<script>alert(1)</script><img src=x onerror=alert(1)>';
     let job;
     try {
@@ -211,7 +253,7 @@ test('xss: job name and log line with markup render as text, no dialog', async (
 // 5. 10,000 jobs: the queue is usable within 1 s, and a 1,000-event SSE burst
 //    does not freeze it.
 test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive', async () => {
-  await withServer({ needMock: true, jobs: 10000, workers: 3 }, async (srv) => {
+  await withServer({ name: 'scale', needMock: true, jobs: 10000, workers: 3 }, async (srv) => {
     const page = await browser.ctx.newPage();
     page.problems = [];
     page.on('pageerror', (e) => page.problems.push(e.message));
@@ -220,10 +262,15 @@ test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive'
     const usable = () => page.waitForFunction(() => (document.querySelector('.t-finished tbody tr') && document.querySelector('.t-waiting tbody tr')
       && /10000/.test(document.querySelector('#counts')?.textContent || '') ? performance.now() : 0), null, { timeout: 10000 }).then((h) => h.jsonValue());
     await page.goto(`${srv.base}/#/queue`);
-    const cold = await usable();
-    await page.reload();
-    const dt = Math.round(await usable());
-    figures.push(`queue view with 10,000 jobs usable ${dt} ms after navigation start (first visit, cold cache: ${Math.round(cold)} ms)`);
+    const cold = Math.round(await usable());
+    // This machine is shared (2 cores): take the median of three reloads.
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      await page.reload();
+      runs.push(Math.round(await usable()));
+    }
+    const dt = [...runs].sort((a, b) => a - b)[1];
+    figures.push(`queue view with 10,000 jobs usable ${dt} ms after navigation start (median of ${runs.join(', ')} ms; first visit with a cold cache ${cold} ms)`);
     assert(dt < 1000, `usable after ${dt} ms`);
     const rows = await page.$$eval('#main tr', (x) => x.length);
     figures.push(`rows in the DOM with 10,000 jobs: ${rows}`);
@@ -276,7 +323,7 @@ test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive'
 
 // 6. Keyboard: every action is reachable with Tab, and the skip link works.
 test('keyboard: tab reaches every action in every view', async () => {
-  await withServer({ needMock: true, jobs: 60, workers: 2 }, async (srv) => {
+  await withServer({ name: 'keyboard', needMock: true, jobs: 60, workers: 2 }, async (srv) => {
     const views = ['#/queue', '#/matrix?recipe=vllm&branch=main', '#/build/60', '#/build/3', '#/workers', '#/catalog', '#/submit', '#/submit?mode=adhoc', '#/charts'];
     const page = await openPage(browser, srv, '#/queue', { token: srv.admin });
     let total = 0;
@@ -330,7 +377,7 @@ test('keyboard: tab reaches every action in every view', async () => {
 
 // 7. Screenshots of every view at 1280 px and 390 px.
 test('screenshots: every view at 1280 and 390 px', async () => {
-  await withServer({ needMock: true, jobs: 700, workers: 3 }, async (srv) => {
+  await withServer({ name: 'screenshots', needMock: true, jobs: 700, workers: 3 }, async (srv) => {
     fs.mkdirSync(SHOTS, { recursive: true });
     // one live build with a log for the build view
     const w = new FakeWorker(srv, { name: 'gpu-h100' });
@@ -362,7 +409,7 @@ test('screenshots: every view at 1280 and 390 px', async () => {
 
 // 8. Reconnect: the stream resumes after the connection drops.
 test('live: a dropped event stream reconnects and the page catches up', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'reconnect' }, async (srv) => {
     const page = await openPage(browser, srv, '#/queue');
     // Drop the connection from the page side by going offline briefly.
     await page.context().setOffline(true);
@@ -394,6 +441,8 @@ async function main() {
   }
   await browser.close();
   killAll();
+  console.log('backends:');
+  for (const b of backends) console.log(`  ${b}`);
   console.log('figures:');
   for (const f of figures) console.log(`  ${f}`);
   console.log(`browser: ${passed} passed, ${failed} failed`);

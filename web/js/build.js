@@ -103,9 +103,10 @@ export function mount(root, ctx, arg) {
 
   function stageTimes(st) {
     const t = job.stage_times || job.timings || {};
-    const x = t[st];
-    if (!x) return null;
-    return x;
+    if (t[st]) return t[st];
+    // kiln serve reports when the current stage started.
+    if (st === job.stage && job.stage_started_at && ACTIVE.has(job.state)) return { started_at: job.stage_started_at };
+    return null;
   }
 
   function renderStages() {
