@@ -47,8 +47,8 @@ function noProblems(...pages) {
 }
 
 const VARIANT = { sm: '90', isa: 'avx512', cuda: '12.9' };
-async function submitVariant(srv, where = VARIANT) {
-  const r = await api(srv, 'POST', '/jobs', { recipe: 'vllm', branch: 'main', where, priority: 0 }, srv.submit);
+async function submitVariant(srv, where = VARIANT, priority = 0) {
+  const r = await api(srv, 'POST', '/jobs', { recipe: 'vllm', branch: 'main', where, priority }, srv.submit);
   assert(r.jobs.length >= 1, 'recipe submit made a job');
   return r.jobs;
 }
@@ -382,7 +382,7 @@ test('screenshots: every view at 1280 and 390 px', async () => {
     // one live build with a log for the build view
     const w = new FakeWorker(srv, { name: 'gpu-h100' });
     await w.register();
-    const [job] = await submitVariant(srv, { sm: '90', isa: 'avx512bf16', cuda: '12.9' });
+    const [job] = await submitVariant(srv, { sm: '90', isa: 'avx512bf16', cuda: '12.9' }, 100);
     const leased = await w.leaseJob(job.id, 8000).catch(() => null);
     if (leased) {
       await w.log(leased, Array.from({ length: 40 }, (_, i) => `[${String(i * 7).padStart(4, '0')}s] building ${['torch', 'xformers', 'flashinfer', 'vllm'][i % 4]}: [${i * 12}/480] nvcc -gencode arch=compute_90,code=sm_90 csrc/attention/kernel_${i}.cu`).join('\n') + '\n');

@@ -133,8 +133,7 @@ export function mount(root, ctx, arg) {
         h('span', { class: 'stage-icon', 'aria-hidden': 'true' }, icon),
         h('span', { class: 'stage-name' }, st),
         h('span', { class: 'stage-status' }, status),
-        h('span', { class: 'stage-time' }, timing),
-        t && t.worker ? h('span', { class: 'muted' }, ` on ${t.worker}`) : null));
+        h('span', { class: 'stage-time' }, timing, t && t.worker ? h('span', { class: 'muted' }, ` on ${t.worker}`) : null)));
     });
   }
 
@@ -209,6 +208,7 @@ export function mount(root, ctx, arg) {
     renderSelftest();
     renderMeta();
     updateButtons();
+    renderLogInfo();
     if (firstTime) {
       offset = Math.max(0, (j.log_size || 0) - TAIL_BYTES);
       if (offset > 0) lines = ['', ''];
@@ -280,7 +280,12 @@ export function mount(root, ctx, arg) {
     }
   }
 
+  function renderEmpty() {
+    pre.dataset.empty = offset === 0 ? (job && WAITING.has(job.state) && job.state === 'queued' ? 'Nothing yet: the build has not started.' : 'No output yet.') : '';
+  }
+
   function renderLogInfo() {
+    renderEmpty();
     const n = lines.length - (lines[lines.length - 1] === '' ? 1 : 0);
     let s = `${n} lines, ${fmtBytes(offset)}`;
     if (!follow) s += pendingNew ? ` · paused, ${pendingNew} new lines` : ' · paused';
