@@ -474,10 +474,21 @@ test('screenshots: every view at 1280 and 390 px', async () => {
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert(overflow <= 1, `${name}: no horizontal page scroll at ${wd}px (${overflow})`);
       }
+      if (wd === 1280) {
+        // The dark palette (prefers-color-scheme: dark)
+        await page.emulateMedia({ colorScheme: 'dark' });
+        for (const [name, hash] of [['queue', '#/queue'], ['matrix', '#/matrix?recipe=vllm&branch=main']]) {
+          await page.goto(`${srv.base}/${hash}`);
+          await page.waitForTimeout(700);
+          const file = path.join(SHOTS, `${name}-dark-1280.png`);
+          await page.screenshot({ path: file });
+          bytes += fs.statSync(file).size;
+        }
+      }
       noProblems(page);
       await page.close();
     }
-    figures.push(`screenshots: ${views.length * 2} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
+    figures.push(`screenshots: ${views.length * 2 + 2} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
   });
 });
 
