@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  SRC, sleep, waitFor, startServer, startMock, api, submitAdhoc, FakeWorker, launch, openPage, assert, killAll,
+  SRC, sleep, waitFor, startServer, startMock, startRealWorker, api, submitAdhoc, FakeWorker, launch, openPage, assert, killAll,
 } from './lib.mjs';
 
 const SHOTS = path.join(SRC, 'docs/screenshots');
@@ -503,6 +503,37 @@ test('live: a dropped event stream reconnects and the page catches up', async ()
     await page.context().setOffline(false);
     await page.waitForSelector(`tr[data-id="${job.id}"]`, { timeout: 20000 });
     noProblems(page);
+  });
+});
+
+// 9. End to end with a real `kiln worker` when this build has one: a command
+//    runs, its output streams into the page, the state ends green.
+test('end to end: real kiln worker runs a job, the page streams its log', async () => {
+  await withServer({ name: 'e2e-worker' }, async (srv) => {
+    const wk = await startRealWorker(srv);
+    if (!wk) {
+      figures.push('end to end with kiln worker: skipped (this build has no kiln worker yet)');
+      return;
+    }
+    try {
+      const page = await openPage(browser, srv, '#/queue');
+      const job = await submitAdhoc(srv, 'e2e-hello', { command: 'echo hello-from-kiln-worker; sleep 2; echo second-line', cores: 1, ram_mb: 256 });
+      await page.waitForSelector(`tr[data-id="${job.id}"]`, { timeout: 3000 });
+      await page.click(`tr[data-id="${job.id}"] a.job-link`);
+      await page.waitForFunction(() => document.querySelector('#log')?.textContent.includes('hello-from-kiln-worker'), null, { timeout: 20000 });
+      await page.waitForSelector('.build-state [data-state="succeeded"]', { timeout: 20000 });
+      assert((await page.textContent('#log')).includes('second-line'), 'whole log shown');
+      const done = await page.$$eval('.stage', (x) => x.map((e) => e.dataset.status));
+      assert(done.every((st) => st === 'done'), `stages done: ${done}`);
+      await page.click('#nav a[data-view="workers"]');
+      await page.waitForSelector('[data-name="e2e-worker"]', { timeout: 3000 });
+      figures.push('end to end with kiln worker: job ran, log streamed, state succeeded, worker listed');
+      noProblems(page);
+    } catch (e) {
+      throw new Error(`${e.message}\nworker log:\n${wk.log().slice(-1500)}`);
+    } finally {
+      await wk.stop();
+    }
   });
 });
 

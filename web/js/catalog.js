@@ -44,6 +44,12 @@ export function mount(root, ctx, arg, params) {
         const st = selftestSummary(a.selftest);
         const dl = h('a', { class: 'btn small', href: `/api/v1/catalog/${encodeURIComponent(a.id)}/download`, download: '' }, 'Download');
         dl.setAttribute('aria-label', `Download ${a.name}`);
+        // A plain link cannot carry the token: with one set, fetch instead.
+        dl.addEventListener('click', (e) => {
+          if (!ctx.hasToken()) return;
+          e.preventDefault();
+          api.download(`/catalog/${encodeURIComponent(a.id)}/download`, String(a.name || 'artifact')).catch((err) => ctx.toast(`Download failed: ${err.message}`, 'error'));
+        });
         body.append(h('tr', {},
           h('td', { class: 'c-name' }, h('div', { class: 'job-name' }, String(a.name || a.digest || '?')), h('div', { class: 'mono muted' }, String(a.digest || '').slice(0, 23) + (a.digest ? '…' : ''))),
           h('td', { class: 'c-name' }, h('span', { class: 'tags' }, [at.sm ? `SM${at.sm}` : null, at.isa, at.cuda ? `CUDA ${at.cuda}` : null, at.platform, a.branch].filter(Boolean).map((t) => h('span', { class: 'tag' }, String(t))))),
