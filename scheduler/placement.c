@@ -81,7 +81,6 @@ struct pclass {
     int *compat;
     size_t ncompat, capcompat;
     struct why why;
-    int pass_done; /* blocked in the current pass */
 };
 
 struct kiln_placer {
@@ -1035,7 +1034,6 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
     size_t hn = 0;
     for (size_t i = 0; i < p->ncls; i++) {
         struct pclass *c = &p->cls[i];
-        c->pass_done = 0;
         if (c->n && !c->ncompat) {
             /* nothing could ever run it: no need to look each pass */
             c->why.code = W_STATIC;
@@ -1083,7 +1081,6 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
                 if (reserving) reserve_for(p, c, q, now);
                 c->why.code = W_BLOCKED;
             }
-            c->pass_done = 1;
             p->cheap[0] = p->cheap[--hn];
             cheap_down(p, hn, 0);
             continue;
