@@ -66,8 +66,35 @@ static int safe_relpath(const char *p)
     return 1;
 }
 
+static int write_one(const char *mirror, const char *commit, const char *rel, const char *dir,
+                     struct kiln_error *err)
+{
+    struct kiln_buf text = {0};
+    int rc = kiln_git_read_file(mirror, commit, rel, KILN_RECIPE_MAX_BYTES, &text, err);
+    char path[2048];
+    if (!rc) rc = kiln_path_join(path, sizeof path, dir, rel);
+    if (!rc) {
+        char parent[2048];
+        snprintf(parent, sizeof parent, "%s", path);
+        char *slash = strrchr(parent, '/');
+        if (slash) *slash = '\0';
+        rc = kiln_mkdir_p(parent, 0755);
+        if (!rc) rc = kiln_write_file_atomic(path, text.data ? text.data : "", text.len, 0644);
+        if (rc) kiln_fail(err, rc, "cannot write %s", path);
+    }
+    kiln_buf_free(&text);
+    return rc;
+}
+
+static int is_yaml(const char *n)
+{
+    size_t l = strlen(n);
+    return (l > 5 && !strcmp(n + l - 5, ".yaml")) || (l > 4 && !strcmp(n + l - 4, ".yml"));
+}
+
 /* Write the configured recipe files of one commit into dir, preserving
- * their relative paths, so cross-recipe dependencies resolve there. */
+ * their relative paths, together with the other recipes beside them, so
+ * cross-recipe dependencies ("recipe: pytorch") resolve there. */
 static int materialize(const char *mirror, const char *commit, const char *recipes,
                        const char *dir, struct kiln_error *err)
 {
@@ -76,20 +103,26 @@ static int materialize(const char *mirror, const char *commit, const char *recip
     char *save = NULL;
     for (char *p = strtok_r(list, ", ", &save); p; p = strtok_r(NULL, ", ", &save)) {
         if (!safe_relpath(p)) return kiln_fail(err, KILN_EINVAL, "recipe path '%s' must be relative, without '..'", p);
-        struct kiln_buf text = {0};
-        int rc = kiln_git_read_file(mirror, commit, p, KILN_RECIPE_MAX_BYTES, &text, err);
-        char path[2048];
-        if (!rc) rc = kiln_path_join(path, sizeof path, dir, p);
-        if (!rc) {
-            char parent[2048];
-            snprintf(parent, sizeof parent, "%s", path);
-            char *slash = strrchr(parent, '/');
-            if (slash) *slash = '\0';
-            rc = kiln_mkdir_p(parent, 0755);
-            if (!rc) rc = kiln_write_file_atomic(path, text.data ? text.data : "", text.len, 0644);
-            if (rc) kiln_fail(err, rc, "cannot write %s", path);
+        int rc = write_one(mirror, commit, p, dir, err);
+        if (rc) return rc;
+        char parent[1024];
+        snprintf(parent, sizeof parent, "%s", p);
+        char *slash = strrchr(parent, '/');
+        if (slash) *slash = '\0';
+        else parent[0] = '\0';
+        json_t *names = NULL;
+        if ((rc = kiln_git_list_dir(mirror, commit, parent, &names, err))) return rc;
+        size_t i;
+        json_t *n;
+        json_array_foreach(names, i, n) {
+            const char *name = json_string_value(n);
+            char rel[2048];
+            if (!is_yaml(name)) continue;
+            snprintf(rel, sizeof rel, "%s%s%s", parent, parent[0] ? "/" : "", name);
+            if (!strcmp(rel, p)) continue;
+            if ((rc = write_one(mirror, commit, rel, dir, err))) break;
         }
-        kiln_buf_free(&text);
+        json_decref(names);
         if (rc) return rc;
     }
     return KILN_OK;
