@@ -604,7 +604,7 @@ static int parse_kvs(struct comp *C, const struct node *n, struct kv **out, size
         }
         int id = env ? sym_intern(&C->r->envkeys, C->a, k->s, k->len)
                      : sym_intern(&C->r->syms, C->a, k->s, k->len);
-        if (id < 0) return dg_add(C->d, id, k->line, k->col, "too many names");
+        if (id < 0) return dg_add(C->d, id, k->line, k->col, "too many attribute names (at most 4096)");
         if (!env && (id == SYM_NAME || id == SYM_RECIPE || id == SYM_BRANCH)) {
             dg_add(C->d, KILN_EINVAL, k->line, k->col,
                    "'%s' is set by kiln itself and cannot be an attribute", k->s);
@@ -695,7 +695,10 @@ static void parse_axes(struct comp *C, const struct node *n)
         }
         struct axis *ax = &r->axes[r->naxes];
         int sym = sym_intern(&r->syms, C->a, k->s, k->len);
-        if (sym < 0) return;
+        if (sym < 0) {
+            dg_add(C->d, sym, k->line, k->col, "too many axes and attributes (at most 4096 names)");
+            return;
+        }
         ax->sym = sym;
         ax->name = r->syms.name[sym];
         ax->line = k->line;
