@@ -1,11 +1,119 @@
-/* cmd_token.c - placeholder until the module lands. */
+/* cmd_token.c - `kiln token create|list`: works on the data dir's store
+ * directly (no server needed), so the first admin token can be made. */
 #include "cli/commands.h"
+#include "common/fsutil.h"
+#include "common/token.h"
+#include "scheduler/store.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kiln token create --role read|submit|worker|admin [--name NAME] [--data DIR]\n"
+               "       kiln token list [--data DIR]\n"
+               "  The token is printed once; only its SHA-256 is stored.\n");
+}
+
+static int open_store(const char *data, struct kiln_store **st)
+{
+    char path[PATH_MAX];
+    struct kiln_error err = {0};
+    if (kiln_mkdir_p(data, 0755)) {
+        fprintf(stderr, "kiln token: cannot create %s: %s\n", data, strerror(errno));
+        return KILN_EXIT_FAIL;
+    }
+    if (kiln_path_join(path, sizeof path, data, "kiln.db")) {
+        fprintf(stderr, "kiln token: data path is too long\n");
+        return KILN_EXIT_USAGE;
+    }
+    if (kiln_store_open(path, st, &err)) {
+        fprintf(stderr, "kiln token: %s\n", err.msg);
+        return KILN_EXIT_FAIL;
+    }
+    return KILN_EXIT_OK;
+}
 
 int cmd_token(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "kiln %s: not implemented yet\n", argv[0]);
-    return KILN_EXIT_INTERNAL;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
+    }
+    const char *sub = argv[1], *data = "./var", *role = NULL, *name = "";
+    for (int i = 2; i < argc; i++) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "kiln token: %s needs a value\n", argv[i]);
+            return KILN_EXIT_USAGE;
+        }
+        if (!strcmp(argv[i], "--data"))
+            data = argv[++i];
+        else if (!strcmp(argv[i], "--role"))
+            role = argv[++i];
+        else if (!strcmp(argv[i], "--name"))
+            name = argv[++i];
+        else {
+            fprintf(stderr, "kiln token: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return KILN_EXIT_USAGE;
+        }
+    }
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    int rc;
+    if (!strcmp(sub, "create")) {
+        enum kiln_role r;
+        if (!role || kiln_role_parse(role, &r)) {
+            fprintf(stderr, "kiln token create: --role must be read, submit, worker or admin\n");
+            return KILN_EXIT_USAGE;
+        }
+        if (strlen(name) > 100) {
+            fprintf(stderr, "kiln token create: --name is too long\n");
+            return KILN_EXIT_USAGE;
+        }
+        char tok[KILN_TOKEN_LEN], hash[KILN_SHA256_HEX];
+        if (kiln_token_generate(tok) || kiln_token_hash(tok, hash)) {
+            fprintf(stderr, "kiln token create: no randomness available\n");
+            return KILN_EXIT_INTERNAL;
+        }
+        if ((rc = open_store(data, &st))) return rc;
+        if (kiln_store_token_add(st, r, name, hash, (double)time(NULL), &err)) {
+            fprintf(stderr, "kiln token create: %s\n", err.msg);
+            kiln_store_close(st);
+            return KILN_EXIT_FAIL;
+        }
+        kiln_store_close(st);
+        printf("%s\n", tok);
+        fprintf(stderr, "kiln token: created a %s token%s%s; it is shown only this once\n",
+                kiln_role_name(r), name[0] ? " named " : "", name);
+        return KILN_EXIT_OK;
+    }
+    if (!strcmp(sub, "list")) {
+        if ((rc = open_store(data, &st))) return rc;
+        json_t *list;
+        if (kiln_store_token_list(st, &list, &err)) {
+            fprintf(stderr, "kiln token list: %s\n", err.msg);
+            kiln_store_close(st);
+            return KILN_EXIT_FAIL;
+        }
+        kiln_store_close(st);
+        printf("%-5s %-8s %-14s %s\n", "ID", "ROLE", "HASH", "NAME");
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(list, "tokens"), i, t)
+        {
+            printf("%-5lld %-8s %-14s %s\n", (long long)json_integer_value(json_object_get(t, "id")),
+                   json_string_value(json_object_get(t, "role")),
+                   json_string_value(json_object_get(t, "hash_prefix")),
+                   json_string_value(json_object_get(t, "name")));
+        }
+        json_decref(list);
+        return KILN_EXIT_OK;
+    }
+    fprintf(stderr, "kiln token: unknown subcommand '%s'\n", sub);
+    usage(stderr);
+    return KILN_EXIT_USAGE;
 }

@@ -65,6 +65,7 @@ for step in "${steps[@]}"; do
         note "unit tests under ASan+UBSan"
         if build_variant build/asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"; then
             export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+            export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp:print_suppressions=0
             for t in build/asan/tests/test_*; do [ -x "$t" ] && run_cmocka "$t" asan; done
         fi
         ;;

@@ -10,6 +10,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "common/token.h"
+#include "common/units.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,28 @@ static void test_error_codes(void **state)
     assert_string_equal(kiln_code_name(KILN_EPERM), "forbidden");
 }
 
+static void test_units(void **state)
+{
+    (void)state;
+    uint64_t b;
+    assert_int_equal(kiln_parse_size("1G", &b), KILN_OK);
+    assert_true(b == 1073741824ull);
+    assert_int_equal(kiln_parse_size("512MiB", &b), KILN_OK);
+    assert_true(b == 536870912ull);
+    assert_int_equal(kiln_parse_size("1.5T", &b), KILN_OK);
+    assert_int_equal(kiln_parse_size("12Q", &b), KILN_EINVAL);
+    assert_int_equal(kiln_parse_size("", &b), KILN_EINVAL);
+    char s[32];
+    kiln_format_size(1073741824ull, s, sizeof s);
+    assert_string_equal(s, "1 GiB");
+    kiln_format_size(2040109465ull, s, sizeof s);
+    assert_string_equal(s, "1.9 GiB");
+    kiln_format_duration(7980, s, sizeof s);
+    assert_string_equal(s, "2h13m");
+    kiln_format_duration(65, s, sizeof s);
+    assert_string_equal(s, "1m05s");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -108,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_tokens_and_roles),
         cmocka_unit_test(test_atomic_write_and_read_limit),
         cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_units),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,126 @@
+/* serve.h - `kiln serve`: the scheduler service wired on one libuv loop.
+ *
+ * Contract:
+ * - kiln_serve_run() opens <data>/kiln.db, recovers (workers get a fresh
+ *   grace period to reconnect; interrupted publishes restart), starts the
+ *   HTTP server and runs until SIGINT/SIGTERM, then stops cleanly (pending
+ *   long-polls answered, streams ended, store closed). Returns 0 or KILN_E*.
+ * - Config: defaults < YAML file (--config) < command-line flags; unknown
+ *   keys in the file are errors naming the key.
+ * - One timer (tick_ms) marks silent workers lost, requeues timed-out
+ *   attempts and prunes old events; matching itself is event-driven.
+ * - Every committed change is followed by kiln_serve_changed(): SSE
+ *   subscribers are fed, waiting leases are re-matched, publishes start.
+ * - Other modules plug in with kiln_serve_add_route() (e.g. catalog, hooks)
+ *   and srv->publish (the catalog's publisher: it must finish each job with
+ *   kiln_serve_publish_done()). Without a publisher, publishing succeeds at once.
+ */
+#ifndef KILN_SERVE_H
+#define KILN_SERVE_H
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/token.h"
+#include "scheduler/dispatch.h"
+#include "scheduler/events.h"
+#include "scheduler/http.h"
+#include "scheduler/jobs.h"
+#include "scheduler/logs.h"
+#include "scheduler/store.h"
+
+struct kiln_catalog;
+
+#include <limits.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct kiln_serve_config {
+    char listen[128]; /* "127.0.0.1:8080" */
+    char data_dir[PATH_MAX];
+    char recipes_dir[PATH_MAX];
+    char web_dir[PATH_MAX];
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    int allow_anonymous_read;
+    unsigned heartbeat_s;      /* told to workers (5) */
+    unsigned lost_after_s;     /* silent this long -> lost (20) */
+    unsigned max_lease_wait_s; /* cap on ?wait= (60) */
+    double backoff_base_s;     /* infra retry backoff (5) */
+    double backoff_max_s;      /* (600) */
+    double lease_ack_s;        /* (30) */
+    unsigned tick_ms;          /* housekeeping timer (1000) */
+    unsigned keepalive_ms;     /* SSE keep-alive (15000) */
+    int64_t events_keep;       /* newest events kept for resume (100000) */
+    int64_t max_log_bytes;     /* per job (4 GiB) */
+    size_t max_body_bytes;     /* HTTP request body cap (8 MiB) */
+    size_t max_header_bytes;   /* (16 KiB) */
+    enum kiln_log_level log_level;
+};
+
+void kiln_serve_config_defaults(struct kiln_serve_config *c);
+int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct kiln_error *err);
+int kiln_serve_run(const struct kiln_serve_config *c, struct kiln_error *err);
+
+struct kiln_server;
+typedef void (*kiln_route_fn)(struct kiln_server *srv, struct kiln_http_req *req, void *ctx);
+typedef void (*kiln_publish_fn)(struct kiln_server *srv, int64_t job_id, void *ctx);
+
+struct kiln_route {
+    char method[8];
+    char prefix[96]; /* path prefix, e.g. "/api/v1/catalog" */
+    enum kiln_role role;
+    kiln_route_fn fn;
+    void *ctx;
+};
+
+struct kiln_metrics {
+    uint64_t http_requests;
+    uint64_t auth_failures;
+    uint64_t jobs_submitted;
+    uint64_t leases;
+    uint64_t reports;
+    uint64_t log_bytes;
+    uint64_t workers_lost;
+    uint64_t timeouts;
+};
+
+#define KILN_SERVE_MAX_ROUTES 32
+
+struct kiln_server {
+    uv_loop_t *loop;
+    struct kiln_serve_config cfg;
+    struct kiln_logger log;
+    struct kiln_store *st;
+    struct kiln_jobs jobs;
+    struct kiln_dispatch *dispatch;
+    struct kiln_events *events;
+    struct kiln_logs *logs;
+    struct kiln_http_server *http;
+    struct kiln_metrics m;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+    unsigned ticks;
+    double started_at;
+    int nroutes;
+    struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
+    struct kiln_catalog *catalog; /* NULL if it could not be opened */
+    kiln_publish_fn publish;
+    void *publish_ctx;
+};
+
+double kiln_now(void);
+void kiln_serve_changed(struct kiln_server *srv);
+int kiln_serve_add_route(struct kiln_server *srv, const char *method, const char *prefix,
+                         enum kiln_role role, kiln_route_fn fn, void *ctx);
+int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,
+                            json_t *artifact, struct kiln_error *err);
+/* Set up everything but the signals and run nothing (tests drive the loop). */
+int kiln_server_init(struct kiln_server *srv, uv_loop_t *loop, const struct kiln_serve_config *c,
+                     struct kiln_error *err);
+/* Stop listening, end streams, close handles (run the loop after). */
+void kiln_server_shutdown(struct kiln_server *srv);
+/* Close the store once the loop has finished. */
+void kiln_server_cleanup(struct kiln_server *srv);
+
+#endif

@@ -1,0 +1,75 @@
+/* store.h - kiln's SQLite store (var/kiln.db).
+ *
+ * Contract:
+ * - kiln_store_open() opens (creating if needed) the database in WAL mode
+ *   with foreign keys on and a busy timeout, then applies the ordered
+ *   migrations that schema_version says are missing, each in one
+ *   transaction. Tables: jobs, job_edges (job needs job), workers, tokens
+ *   (SHA-256 hex + role), events (append-only; id = SSE event id).
+ * - Every query goes through kiln_store_stmt(): prepared once, cached for
+ *   the life of the store, handed back reset with bindings cleared.
+ * - Every state change runs inside kiln_store_begin()/commit() (BEGIN
+ *   IMMEDIATE); kiln_store_event() appends the event row inside the caller's
+ *   transaction so the change and its event commit together or not at all.
+ * - Single-threaded: one store belongs to one thread (the serve loop, or a
+ *   CLI command). Other processes may open the same file (WAL + busy timeout).
+ */
+#ifndef KILN_STORE_H
+#define KILN_STORE_H
+
+#include "common/err.h"
+#include "common/token.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+struct kiln_store;
+
+#define KILN_STORE_SCHEMA_VERSION 1
+
+int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
+void kiln_store_close(struct kiln_store *st);
+sqlite3 *kiln_store_db(struct kiln_store *st);
+int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_error *err);
+
+/* Cached prepared statement for sql (a string that lives as long as the
+ * store, normally a literal). */
+int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
+                    struct kiln_error *err);
+/* Map a sqlite result code to KILN_EDB with the database's message. */
+int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what);
+
+int kiln_store_begin(struct kiln_store *st, struct kiln_error *err);
+int kiln_store_commit(struct kiln_store *st, struct kiln_error *err);
+void kiln_store_rollback(struct kiln_store *st);
+int kiln_store_in_tx(struct kiln_store *st);
+
+/* Append an event (type "job", "worker", "log", "catalog"); data is
+ * borrowed and serialized compactly. Must run inside a transaction. */
+int kiln_store_event(struct kiln_store *st, const char *type, json_t *data, double now,
+                     struct kiln_error *err);
+/* Call cb for up to limit events with id > after, in id order. cb returning
+ * non-zero stops early (that value is returned). */
+int kiln_store_events_after(struct kiln_store *st, int64_t after, int limit,
+                            int (*cb)(void *arg, int64_t id, const char *type, const char *data),
+                            void *arg, struct kiln_error *err);
+int64_t kiln_store_last_event_id(struct kiln_store *st);
+/* Keep only the newest `keep` events. */
+int kiln_store_events_prune(struct kiln_store *st, int64_t keep, struct kiln_error *err);
+
+/* Tokens: only the hash is stored. */
+int kiln_store_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
+                         const char *hash_hex, double now, struct kiln_error *err);
+/* KILN_EAUTH when no token has that hash. */
+int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum kiln_role *role,
+                            struct kiln_error *err);
+/* {"tokens":[{"id","name","role","created_at","hash_prefix"}]} (never the hash). */
+int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err);
+
+/* Small helpers for JSON text columns. */
+json_t *kiln_store_col_json(sqlite3_stmt *s, int col); /* new ref or json_null() */
+int kiln_store_bind_json(sqlite3_stmt *s, int idx, json_t *v); /* NULL -> SQL NULL */
+int kiln_store_bind_text(sqlite3_stmt *s, int idx, const char *t); /* NULL -> SQL NULL */
+
+#endif

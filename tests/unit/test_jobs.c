@@ -1,0 +1,536 @@
+/* Unit tests for scheduler/jobs, registry, dispatch matcher and jobspec. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "scheduler/dispatch.h"
+#include "scheduler/jobs.h"
+#include "scheduler/jobspec.h"
+#include "scheduler/registry.h"
+#include "scheduler/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fx {
+    char path[64];
+    struct kiln_store *st;
+    struct kiln_jobs j;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    snprintf(f->path, sizeof f->path, "/tmp/kiln-jobs-XXXXXX");
+    int fd = mkstemp(f->path);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(f->path);
+    struct kiln_error err = {0};
+    if (kiln_store_open(f->path, &f->st, &err)) return -1;
+    kiln_jobs_init(&f->j, f->st);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    kiln_store_close(f->st);
+    char b[80];
+    unlink(f->path);
+    snprintf(b, sizeof b, "%s-wal", f->path);
+    unlink(b);
+    snprintf(b, sizeof b, "%s-shm", f->path);
+    unlink(b);
+    free(f);
+    return 0;
+}
+
+static int64_t submit(struct fx *f, const char *body)
+{
+    struct kiln_jobspec spec;
+    struct kiln_error err = {0};
+    int rc = kiln_jobspec_parse(body, strlen(body), &spec, &err);
+    if (rc) fprintf(stderr, "parse: %s\n", err.msg);
+    assert_int_equal(rc, KILN_OK);
+    json_t *ids;
+    rc = kiln_jobs_submit(&f->j, spec.jobs, 0, 100.0, &ids, &err);
+    if (rc) fprintf(stderr, "submit: %s\n", err.msg);
+    assert_int_equal(rc, KILN_OK);
+    int64_t id = json_integer_value(json_array_get(ids, 0));
+    json_decref(ids);
+    kiln_jobspec_free(&spec);
+    return id;
+}
+
+static json_t *get(struct fx *f, int64_t id)
+{
+    json_t *o;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_get(&f->j, id, &o, &err), KILN_OK);
+    return o;
+}
+
+static void assert_state(struct fx *f, int64_t id, const char *state)
+{
+    json_t *o = get(f, id);
+    const char *s = json_string_value(json_object_get(o, "state"));
+    if (strcmp(s, state)) fprintf(stderr, "job %lld: %s, want %s\n", (long long)id, s, state);
+    assert_string_equal(s, state);
+    json_decref(o);
+}
+
+static int64_t reg(struct fx *f, const char *body, json_t **cancel)
+{
+    json_error_t je;
+    json_t *b = json_loads(body, 0, &je);
+    assert_non_null(b);
+    int64_t id = 0;
+    json_t *c = NULL;
+    struct kiln_error err = {0};
+    int rc = kiln_registry_register(&f->j, b, 100.0, &id, &c, &err);
+    if (rc) fprintf(stderr, "register: %s\n", err.msg);
+    assert_int_equal(rc, KILN_OK);
+    json_decref(b);
+    if (cancel)
+        *cancel = c;
+    else
+        json_decref(c);
+    return id;
+}
+
+static int64_t match(struct fx *f, int64_t wid, int *gpu)
+{
+    struct kiln_worker_info w;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_registry_get(&f->j, wid, &w, &err), KILN_OK);
+    struct kiln_offer o = {.free_cores = -1, .free_ram_mb = -1};
+    int64_t job;
+    int g;
+    assert_int_equal(kiln_dispatch_match(&f->j, &w, &o, 200.0, &job, &g, &err), KILN_OK);
+    if (gpu) *gpu = g;
+    return job;
+}
+
+static json_t *lease(struct fx *f, int64_t job, int64_t wid, int gpu)
+{
+    json_t *l;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_lease(&f->j, job, wid, gpu, 0, 200.0, &l, &err), KILN_OK);
+    return l;
+}
+
+static const char *report(struct fx *f, int64_t job, int64_t wid, int64_t attempt, int code,
+                          int infra, int expect_rc)
+{
+    struct kiln_report r = {.attempt = attempt, .exit_code = code, .infra = infra,
+                            .peak_ram_mb = -1, .cpu_s = -1};
+    const char *st = NULL;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_report(&f->j, job, wid, &r, 210.0, &st, &err);
+    if (rc != expect_rc) fprintf(stderr, "report: %s\n", err.msg);
+    assert_int_equal(rc, expect_rc);
+    return st;
+}
+
+#define W8 "{\"name\":\"b1\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\"}"
+
+static void test_adhoc_end_to_end(void **state)
+{
+    struct fx *f = *state;
+    int64_t id = submit(f, "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2,\"ram_mb\":512}");
+    assert_state(f, id, "queued");
+    int64_t w = reg(f, W8, NULL);
+    assert_int_equal(match(f, w, NULL), id);
+    json_t *l = lease(f, id, w, -1);
+    assert_int_equal(json_integer_value(json_object_get(l, "attempt")), 1);
+    assert_string_equal(json_string_value(json_object_get(l, "command")), "echo hi");
+    json_decref(l);
+    assert_state(f, id, "building");
+    /* Nothing else to match while it runs; resources are accounted. */
+    assert_int_equal(match(f, w, NULL), 0);
+    struct kiln_worker_info wi;
+    assert_int_equal(kiln_registry_get(&f->j, w, &wi, NULL), KILN_OK);
+    assert_int_equal(wi.cores_used, 2);
+    /* Stale attempt refused, right one accepted. */
+    report(f, id, w, 7, 0, 0, KILN_ECONFLICT);
+    assert_string_equal(report(f, id, w, 1, 0, 0, KILN_OK), "succeeded");
+    assert_state(f, id, "succeeded");
+    /* A second report for the same attempt is stale now. */
+    report(f, id, w, 1, 0, 0, KILN_ECONFLICT);
+    /* Events: submit, lease, success (+ worker register). */
+    assert_true(kiln_store_last_event_id(f->st) >= 4);
+}
+
+static void test_build_failure_no_retry_and_retry(void **state)
+{
+    struct fx *f = *state;
+    int64_t id = submit(f, "{\"name\":\"bad\",\"command\":\"false\"}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, id, w, -1));
+    assert_string_equal(report(f, id, w, 1, 2, 0, KILN_OK), "failed");
+    json_t *o = get(f, id);
+    assert_string_equal(json_string_value(json_object_get(o, "failed_stage")), "build");
+    assert_string_equal(json_string_value(json_object_get(o, "reason")), "build exited with code 2");
+    json_decref(o);
+    assert_int_equal(match(f, w, NULL), 0);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_retry(&f->j, id, 300.0, &err), KILN_OK);
+    assert_state(f, id, "queued");
+    assert_int_equal(match(f, w, NULL), id);
+    assert_int_equal(kiln_jobs_retry(&f->j, id, 300.0, &err), KILN_ESTATE);
+}
+
+static void test_infra_backoff_and_give_up(void **state)
+{
+    struct fx *f = *state;
+    int64_t id = submit(f, "{\"name\":\"flaky\",\"command\":\"x\",\"max_attempts\":2}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, id, w, -1));
+    assert_string_equal(report(f, id, w, 1, 1, 1, KILN_OK), "queued");
+    json_t *o = get(f, id);
+    assert_true(json_real_value(json_object_get(o, "not_before")) > 200.0);
+    json_decref(o);
+    /* Backoff: not runnable at t=200, runnable later. */
+    assert_int_equal(match(f, w, NULL), 0);
+    int64_t ids[4];
+    int n;
+    assert_int_equal(kiln_jobs_runnable(&f->j, 10000.0, ids, 4, &n, NULL), KILN_OK);
+    assert_int_equal(n, 1);
+    json_t *l;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_lease(&f->j, id, w, -1, 0, 10000.0, &l, &err), KILN_OK);
+    assert_int_equal(json_integer_value(json_object_get(l, "attempt")), 2);
+    json_decref(l);
+    assert_int_equal(kiln_jobs_infra_fail(&f->j, id, "disk exploded", 10001.0, &err), KILN_OK);
+    o = get(f, id);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(o, "reason")), "disk exploded"));
+    json_decref(o);
+}
+
+static void test_dependencies(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"torch\",\"command\":\"x\"}");
+    char body[200];
+    snprintf(body, sizeof body, "{\"name\":\"vllm\",\"command\":\"y\",\"depends\":[%lld]}",
+             (long long)a);
+    int64_t b = submit(f, body);
+    snprintf(body, sizeof body, "{\"name\":\"app\",\"command\":\"z\",\"depends\":[%lld]}",
+             (long long)b);
+    int64_t c = submit(f, body);
+    json_t *o = get(f, b);
+    assert_string_equal(json_string_value(json_object_get(o, "wait_reason")), "waiting for torch");
+    json_decref(o);
+    int64_t w = reg(f, W8, NULL);
+    assert_int_equal(match(f, w, NULL), a);
+    json_decref(lease(f, a, w, -1));
+    assert_int_equal(match(f, w, NULL), 0); /* b waits for a */
+    report(f, a, w, 1, 0, 0, KILN_OK);
+    assert_int_equal(match(f, w, NULL), b);
+    json_decref(lease(f, b, w, -1));
+    report(f, b, w, 1, 3, 0, KILN_OK);
+    /* c failed because b failed. */
+    o = get(f, c);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "failed");
+    assert_string_equal(json_string_value(json_object_get(o, "failed_stage")), "dependency");
+    assert_string_equal(json_string_value(json_object_get(o, "reason")), "dependency vllm failed");
+    json_decref(o);
+    /* Retrying b requeues c too. */
+    assert_int_equal(kiln_jobs_retry(&f->j, b, 300.0, &err), KILN_OK);
+    assert_state(f, c, "queued");
+    /* Unknown dependency is a clear error. */
+    struct kiln_jobspec spec;
+    const char *bad = "{\"name\":\"q\",\"command\":\"z\",\"depends\":[999]}";
+    assert_int_equal(kiln_jobspec_parse(bad, strlen(bad), &spec, &err), KILN_OK);
+    json_t *ids;
+    assert_int_equal(kiln_jobs_submit(&f->j, spec.jobs, 0, 1.0, &ids, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "999"));
+    kiln_jobspec_free(&spec);
+}
+
+static void test_cancel(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t id = submit(f, "{\"name\":\"long\",\"command\":\"sleep 100\"}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, id, w, -1));
+    int64_t wid = 0;
+    assert_int_equal(kiln_jobs_cancel(&f->j, id, 250.0, &wid, &err), KILN_OK);
+    assert_int_equal(wid, w);
+    assert_state(f, id, "cancelled");
+    assert_int_equal(kiln_jobs_cancel(&f->j, id, 250.0, &wid, &err), KILN_ESTATE);
+    /* The worker's late report is stale; its heartbeat is told to cancel. */
+    report(f, id, w, 1, 0, 0, KILN_ECONFLICT);
+    json_t *hb = json_pack("{s:[{s:I,s:i}]}", "running", "job", (json_int_t)id, "attempt", 1);
+    json_t *cancel;
+    int drain;
+    assert_int_equal(kiln_registry_heartbeat(&f->j, w, hb, 260.0, &cancel, &drain, &err), KILN_OK);
+    assert_int_equal(json_array_size(cancel), 1);
+    assert_int_equal(json_integer_value(json_array_get(cancel, 0)), id);
+    json_decref(cancel);
+    json_decref(hb);
+    assert_int_equal(kiln_jobs_cancel(&f->j, 4242, 250.0, &wid, &err), KILN_ENOTFOUND);
+}
+
+static void test_worker_lost_and_reregister(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
+    int64_t b = submit(f, "{\"name\":\"b\",\"command\":\"x\"}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, a, w, -1));
+    json_decref(lease(f, b, w, -1));
+    /* Restart of the worker: it still runs a (attempt 1) and a stale job 77. */
+    json_t *cancel;
+    char body[300];
+    snprintf(body, sizeof body,
+             "{\"name\":\"b1\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
+             "\"running\":[{\"job\":%lld,\"attempt\":1},{\"job\":77,\"attempt\":1}]}",
+             (long long)a);
+    assert_int_equal(reg(f, body, &cancel), w);
+    assert_int_equal(json_array_size(cancel), 1);
+    assert_int_equal(json_integer_value(json_array_get(cancel, 0)), 77);
+    json_decref(cancel);
+    assert_state(f, a, "building");
+    assert_state(f, b, "queued"); /* lost in the restart: requeued */
+    /* Silence: the worker is lost and a is requeued. */
+    int n;
+    assert_int_equal(kiln_registry_check_lost(&f->j, 1000.0, 20.0, &n, &err), KILN_OK);
+    assert_int_equal(n, 1);
+    assert_state(f, a, "queued");
+    json_t *o = get(f, a);
+    assert_non_null(strstr(json_string_value(json_object_get(o, "reason")), "lost"));
+    json_decref(o);
+    struct kiln_worker_info wi;
+    assert_int_equal(kiln_registry_get(&f->j, w, &wi, &err), KILN_OK);
+    assert_string_equal(wi.state, "lost");
+}
+
+static void test_lease_not_acknowledged(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, a, w, -1)); /* at t=200 */
+    json_t *hb = json_pack("{s:[]}", "running");
+    json_t *cancel;
+    int drain;
+    /* Within the ack window nothing happens... */
+    assert_int_equal(kiln_registry_heartbeat(&f->j, w, hb, 210.0, &cancel, &drain, &err), KILN_OK);
+    json_decref(cancel);
+    assert_state(f, a, "building");
+    /* ...after it, the job comes back. */
+    assert_int_equal(kiln_registry_heartbeat(&f->j, w, hb, 260.0, &cancel, &drain, &err), KILN_OK);
+    json_decref(cancel);
+    json_decref(hb);
+    assert_state(f, a, "queued");
+}
+
+static void test_timeout(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\",\"timeout_s\":10}");
+    int64_t w = reg(f, W8, NULL);
+    json_decref(lease(f, a, w, -1));
+    int n;
+    assert_int_equal(kiln_jobs_check_timeouts(&f->j, 205.0, &n, &err), KILN_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(kiln_jobs_check_timeouts(&f->j, 215.0, &n, &err), KILN_OK);
+    assert_int_equal(n, 1);
+    json_t *o = get(f, a);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "queued");
+    assert_string_equal(json_string_value(json_object_get(o, "reason")), "timed out after 10 s");
+    json_decref(o);
+}
+
+static void test_wait_reasons_and_fit(void **state)
+{
+    struct fx *f = *state;
+    int64_t big = submit(f, "{\"name\":\"big\",\"command\":\"x\",\"cores\":16,\"ram_mb\":131072}");
+    int64_t arm = submit(f, "{\"name\":\"arm\",\"command\":\"x\",\"platform\":\"aarch64-linux\"}");
+    int64_t w = reg(f, W8, NULL);
+    assert_int_equal(match(f, w, NULL), 0);
+    char why[300];
+    json_t *o = get(f, big);
+    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
+    assert_string_equal(why, "needs 16 cores and 128 GiB on x86_64-linux; biggest host has 8 "
+                             "cores and 16 GiB");
+    json_decref(o);
+    o = get(f, arm);
+    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
+    assert_string_equal(why, "no online worker for aarch64-linux");
+    json_decref(o);
+    int64_t small = submit(f, "{\"name\":\"s\",\"command\":\"x\",\"cores\":6}");
+    json_decref(lease(f, small, w, -1));
+    int64_t s2 = submit(f, "{\"name\":\"s2\",\"command\":\"x\",\"cores\":4}");
+    assert_int_equal(match(f, w, NULL), 0); /* only 2 cores free: never overcommit */
+    o = get(f, s2);
+    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
+    assert_non_null(strstr(why, "best host has 2 cores"));
+    json_decref(o);
+}
+
+static void test_gpu_test_stage(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    json_t *variant = json_loads(
+        "{\"name\":\"vllm-sm90-avx512\",\"recipe\":\"vllm\",\"branch\":\"main\","
+        "\"platform\":\"x86_64-linux\",\"attrs\":{\"sm\":\"90\",\"isa\":\"avx512\"},"
+        "\"env\":{\"NIX_BUILD_CORES\":\"4\"},\"resources\":{\"cores\":4,\"ram_mb\":4096},"
+        "\"command\":\"flox build x\",\"depends\":[],\"selftest\":{\"sm\":\"90\","
+        "\"isa\":\"avx512\",\"driver_min\":560,\"checks\":[]},\"publish\":{\"to\":\"catalog\"}}",
+        0, NULL);
+    json_t *job;
+    assert_int_equal(kiln_jobspec_from_variant(variant, 5, "abc", &job, &err), KILN_OK);
+    json_t *arr = json_array();
+    json_array_append_new(arr, job);
+    json_t *ids;
+    assert_int_equal(kiln_jobs_submit(&f->j, arr, 1, 100.0, &ids, &err), KILN_OK);
+    int64_t id = json_integer_value(json_array_get(ids, 0));
+    json_decref(ids);
+    json_decref(arr);
+    json_decref(variant);
+    int64_t builder = reg(f, W8, NULL);
+    int64_t gpu = reg(f, "{\"name\":\"g1\",\"cores\":8,\"ram_mb\":16384,\"platform\":"
+                         "\"x86_64-linux\",\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\","
+                         "\"avx512f\",\"avx512dq\",\"avx512vl\",\"avx512bw\"],\"gpus\":[{\"index\":"
+                         "0,\"sm\":\"89\",\"driver\":\"580.1\"},{\"index\":1,\"sm\":\"90\","
+                         "\"driver\":\"580.65.06\"}]}",
+                      NULL);
+    assert_int_equal(match(f, builder, NULL), id);
+    json_decref(lease(f, id, builder, -1));
+    assert_string_equal(report(f, id, builder, 1, 0, 0, KILN_OK), "built");
+    /* The test needs SM 90 + avx512: the plain builder can't, the GPU host can. */
+    assert_int_equal(match(f, builder, NULL), 0);
+    int g = -1;
+    assert_int_equal(match(f, gpu, &g), id);
+    assert_int_equal(g, 1);
+    json_t *l = lease(f, id, gpu, g);
+    assert_string_equal(json_string_value(json_object_get(l, "stage")), "test");
+    assert_int_equal(json_integer_value(json_object_get(l, "gpu_index")), 1);
+    json_decref(l);
+    assert_string_equal(report(f, id, gpu, 2, 0, 0, KILN_OK), "tested");
+    assert_int_equal(kiln_jobs_publish_start(&f->j, id, 220.0, &err), KILN_OK);
+    json_t *art = json_pack("{s:s,s:i}", "digest", "sha256:00", "size", 1);
+    assert_int_equal(kiln_jobs_publish_done(&f->j, id, 1, NULL, art, 230.0, &err), KILN_OK);
+    json_decref(art);
+    json_t *o = get(f, id);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "succeeded");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "artifact"), "digest")),
+                        "sha256:00");
+    json_decref(o);
+}
+
+static void test_placement_best_fit(void **state)
+{
+    struct fx *f = *state;
+    int64_t id = submit(f, "{\"name\":\"small\",\"command\":\"x\",\"cores\":2,\"ram_mb\":1024}");
+    int64_t big = reg(f, "{\"name\":\"big\",\"cores\":64,\"ram_mb\":262144,\"platform\":"
+                         "\"x86_64-linux\"}",
+                      NULL);
+    int64_t small = reg(f, "{\"name\":\"small\",\"cores\":2,\"ram_mb\":2048,\"platform\":"
+                           "\"x86_64-linux\"}",
+                        NULL);
+    /* placement.h: best fit - the small job belongs on the small host, so
+     * the big host asking first does not take it. */
+    assert_int_equal(match(f, big, NULL), 0);
+    assert_int_equal(match(f, small, NULL), id);
+}
+
+static void test_jobspec_errors(void **state)
+{
+    (void)state;
+    struct {
+        const char *body;
+        const char *needle;
+    } cases[] = {
+        {"", "empty"},
+        {"{", "not valid JSON"},
+        {"[]", "JSON object"},
+        {"{\"command\":\"x\"}", "name: is required"},
+        {"{\"name\":\"a\"}", "command: is required"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"cores\":\"2\"}", "cores: must be an integer"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"cores\":0}", "cores"},
+        {"{\"name\":\"a b\",\"command\":\"x\"}", "name:"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"env\":{\"1X\":\"y\"}}", "not a valid variable"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"env\":{\"X\":1}}", "env.X"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"colour\":1}", "colour: unknown field"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"platform\":\"Linux\"}", "platform"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"depends\":[0]}", "depends[0]"},
+        {"{\"recipe\":\"demo\",\"where\":[1]}", "where"},
+        {"{\"recipe\":\"demo\",\"recipe_yaml\":\"a: 1\"}", "either"},
+        {"{\"name\":\"a\",\"name\":\"b\",\"command\":\"x\"}", "JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct kiln_jobspec spec;
+        struct kiln_error err = {0};
+        int rc = kiln_jobspec_parse(cases[i].body, strlen(cases[i].body), &spec, &err);
+        if (rc == KILN_OK || !strstr(err.msg, cases[i].needle))
+            fprintf(stderr, "case %zu: rc %d msg '%s'\n", i, rc, err.msg);
+        assert_int_not_equal(rc, KILN_OK);
+        assert_non_null(strstr(err.msg, cases[i].needle));
+    }
+    struct kiln_jobspec spec;
+    const char *ok = "{\"recipe\":\"demo\",\"where\":{\"sm\":\"90\"},\"priority\":5}";
+    assert_int_equal(kiln_jobspec_parse(ok, strlen(ok), &spec, NULL), KILN_OK);
+    assert_int_equal(spec.kind, KILN_JOBSPEC_RECIPE);
+    assert_string_equal(spec.recipe, "demo");
+    assert_string_equal(spec.branch, "main");
+    assert_int_equal(spec.priority, 5);
+    kiln_jobspec_free(&spec);
+}
+
+static void test_list_filters_and_paging(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 5; i++) submit(f, "{\"name\":\"p\",\"command\":\"x\"}");
+    submit(f, "{\"name\":\"other\",\"command\":\"x\"}");
+    struct kiln_jobs_filter flt = {.name = "p", .limit = 2};
+    json_t *out;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_list(&f->j, &flt, &out, &err), KILN_OK);
+    assert_int_equal(json_array_size(json_object_get(out, "jobs")), 2);
+    json_int_t next = json_integer_value(json_object_get(out, "next_before_id"));
+    assert_int_equal(next, 4);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "counts"), "queued")), 6);
+    json_decref(out);
+    flt.before_id = next;
+    flt.limit = 10;
+    assert_int_equal(kiln_jobs_list(&f->j, &flt, &out, &err), KILN_OK);
+    assert_int_equal(json_array_size(json_object_get(out, "jobs")), 3);
+    assert_true(json_is_null(json_object_get(out, "next_before_id")));
+    json_decref(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_adhoc_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_build_failure_no_retry_and_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_infra_backoff_and_give_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dependencies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_lost_and_reregister, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_not_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_placement_best_fit, setup, teardown),
+        cmocka_unit_test(test_jobspec_errors),
+        cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,183 @@
+/* Unit tests for scheduler/store: migrations, statement cache, events, tokens. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/token.h"
+#include "scheduler/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *tmpdb(void)
+{
+    static char tmpl[64];
+    snprintf(tmpl, sizeof tmpl, "/tmp/kiln-store-XXXXXX");
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(tmpl);
+    return tmpl;
+}
+
+static void cleanup(const char *p)
+{
+    char b[128];
+    unlink(p);
+    snprintf(b, sizeof b, "%s-wal", p);
+    unlink(b);
+    snprintf(b, sizeof b, "%s-shm", p);
+    unlink(b);
+}
+
+static void test_open_migrate_reopen(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    int v;
+    assert_int_equal(kiln_store_schema_version(st, &v, &err), KILN_OK);
+    assert_int_equal(v, KILN_STORE_SCHEMA_VERSION);
+    kiln_store_close(st);
+    /* Reopening applies nothing and keeps the version. */
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    assert_int_equal(kiln_store_schema_version(st, &v, &err), KILN_OK);
+    assert_int_equal(v, KILN_STORE_SCHEMA_VERSION);
+    /* WAL and foreign keys are on. */
+    sqlite3_stmt *s;
+    assert_int_equal(kiln_store_stmt(st, "PRAGMA journal_mode", &s, &err), KILN_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_reset(s);
+    assert_int_equal(kiln_store_stmt(st, "PRAGMA foreign_keys", &s, &err), KILN_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 1);
+    sqlite3_reset(s);
+    kiln_store_close(st);
+    cleanup(p);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    assert_int_equal(sqlite3_exec(kiln_store_db(st), "UPDATE schema_version SET version = 99",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    kiln_store_close(st);
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "newer"));
+    cleanup(p);
+}
+
+static void test_stmt_cache_reuses(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    sqlite3_stmt *a, *b;
+    assert_int_equal(kiln_store_stmt(st, "SELECT 1", &a, &err), KILN_OK);
+    assert_int_equal(kiln_store_stmt(st, "SELECT 1", &b, &err), KILN_OK);
+    assert_ptr_equal(a, b);
+    assert_int_equal(kiln_store_stmt(st, "SELECT nope FROM nothing", &a, &err), KILN_EDB);
+    assert_non_null(strstr(err.msg, "nothing"));
+    kiln_store_close(st);
+    cleanup(p);
+}
+
+struct collected {
+    int n;
+    int64_t last;
+};
+
+static int collect(void *arg, int64_t id, const char *type, const char *data)
+{
+    struct collected *c = arg;
+    c->n++;
+    c->last = id;
+    assert_string_equal(type, "job");
+    assert_non_null(strstr(data, "\"x\""));
+    return 0;
+}
+
+static void test_events_commit_and_rollback(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    json_t *d = json_pack("{s:i}", "x", 1);
+    /* Outside a transaction: refused. */
+    assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_EDB);
+    assert_int_equal(kiln_store_begin(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
+    assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
+    assert_int_equal(kiln_store_commit(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_begin(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
+    kiln_store_rollback(st);
+    assert_int_equal(kiln_store_last_event_id(st), 2);
+    struct collected c = {0};
+    assert_int_equal(kiln_store_events_after(st, 0, 10, collect, &c, &err), KILN_OK);
+    assert_int_equal(c.n, 2);
+    c.n = 0;
+    assert_int_equal(kiln_store_events_after(st, 1, 10, collect, &c, &err), KILN_OK);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.last, 2);
+    assert_int_equal(kiln_store_events_prune(st, 1, &err), KILN_OK);
+    c.n = 0;
+    assert_int_equal(kiln_store_events_after(st, 0, 10, collect, &c, &err), KILN_OK);
+    assert_int_equal(c.n, 1);
+    json_decref(d);
+    kiln_store_close(st);
+    cleanup(p);
+}
+
+static void test_tokens(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    char tok[KILN_TOKEN_LEN], h[KILN_SHA256_HEX];
+    assert_int_equal(kiln_token_generate(tok), KILN_OK);
+    assert_int_equal(kiln_token_hash(tok, h), KILN_OK);
+    assert_int_equal(kiln_store_token_add(st, KILN_ROLE_SUBMIT, "ci", h, 1.0, &err), KILN_OK);
+    enum kiln_role r = KILN_ROLE_NONE;
+    assert_int_equal(kiln_store_token_lookup(st, h, &r, &err), KILN_OK);
+    assert_int_equal(r, KILN_ROLE_SUBMIT);
+    assert_int_equal(kiln_store_token_lookup(st, "00", &r, &err), KILN_EAUTH);
+    json_t *list;
+    assert_int_equal(kiln_store_token_list(st, &list, &err), KILN_OK);
+    json_t *t0 = json_array_get(json_object_get(list, "tokens"), 0);
+    assert_string_equal(json_string_value(json_object_get(t0, "role")), "submit");
+    char *dump = json_dumps(list, 0);
+    assert_null(strstr(dump, h));
+    free(dump);
+    json_decref(list);
+    kiln_store_close(st);
+    cleanup(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_migrate_reopen), cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_stmt_cache_reuses), cmocka_unit_test(test_events_commit_and_rollback),
+        cmocka_unit_test(test_tokens),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
