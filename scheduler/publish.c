@@ -17,6 +17,7 @@ struct kiln_publisher {
     json_t *targets;
     struct kiln_s3_client *s3;
     struct run *runs;
+    int freeing; /* freed when the last run finishes */
 };
 
 struct run;
@@ -230,7 +231,12 @@ static void run_finish_if_done(struct run *r)
     free(r->jobs);
     json_decref(r->entry);
     json_decref(r->results);
+    struct kiln_publisher *p = r->p;
     free(r);
+    if (p->freeing && !p->runs) {
+        json_decref(p->targets);
+        free(p);
+    }
 }
 
 static void job_result(struct job *j, int rc, const char *msg)
@@ -457,7 +463,12 @@ void kiln_publisher_free(struct kiln_publisher *p)
     for (struct run *r = p->runs; r; r = r->next)
         for (int i = 0; i < r->njobs; i++)
             if (!r->jobs[i].done && r->jobs[i].proc.pid > 0) uv_kill(-r->jobs[i].proc.pid, SIGKILL);
-    kiln_s3_client_free(p->s3);
+    kiln_s3_client_free(p->s3); /* its uploads report KILN_ESTATE now */
+    p->s3 = NULL;
+    if (p->runs) {
+        p->freeing = 1; /* commands still closing: the last run frees p */
+        return;
+    }
     json_decref(p->targets);
     free(p);
 }

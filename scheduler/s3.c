@@ -343,10 +343,11 @@ void kiln_s3_client_free(struct kiln_s3_client *cl)
 {
     if (!cl) return;
     cl->freeing = 1;
-    while (cl->uploads) {
-        struct upload *u = cl->uploads;
+    /* finish() unlinks an upload only once its timer handle is closed, so
+     * walk the list (finish is idempotent) instead of popping from it. */
+    for (struct upload *u = cl->uploads, *next; u; u = next) {
+        next = u->next;
         finish(u, KILN_ESTATE, "the S3 client was shut down");
-        if (cl->uploads == u) break; /* still closing its timer */
     }
     uv_timer_stop(&cl->timer);
     uv_close((uv_handle_t *)&cl->timer, on_handle_closed);

@@ -163,6 +163,43 @@ static void test_command_targets(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Freeing the publisher while a command runs kills it and reports once. */
+static void test_free_while_running(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-pub2-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct kiln_catalog *cat;
+    assert_int_equal(kiln_catalog_open(dir, &cat, NULL), KILN_OK);
+    char f[256], digest[KILN_DIGEST_STR];
+    snprintf(f, sizeof f, "%s/art", dir);
+    assert_int_equal(kiln_write_file_atomic(f, "x", 1, 0644), KILN_OK);
+    assert_int_equal(kiln_catalog_add_file(cat, f, NULL, digest, NULL, NULL), KILN_OK);
+    json_t *meta = json_pack("{s:s,s:s}", "name", "n", "version", "1");
+    int64_t id;
+    assert_int_equal(kiln_catalog_publish(cat, meta, digest, &id, NULL, NULL), KILN_OK);
+    json_decref(meta);
+    json_t *c = json_loads("{\"targets\":[{\"type\":\"command\",\"command\":\"sleep 30\"},"
+                           "{\"type\":\"s3\",\"endpoint\":\"http://127.0.0.1:1\",\"bucket\":\"b\","
+                           "\"max_retries\":3,\"backoff_ms\":5000}]}",
+                           0, NULL);
+    struct kiln_publisher *p;
+    assert_int_equal(kiln_publisher_new(uv_default_loop(), cat, c, &p, NULL), KILN_OK);
+    json_decref(c);
+    struct result r = {0};
+    assert_int_equal(kiln_publisher_run(p, id, on_done, &r, NULL), KILN_OK);
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+    kiln_publisher_free(p);
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+    assert_int_equal(r.called, 1);
+    assert_int_not_equal(r.rc, KILN_OK);
+    json_decref(r.results);
+    kiln_catalog_close(cat);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_match),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_command_targets),
+        cmocka_unit_test(test_free_while_running),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
