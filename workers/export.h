@@ -14,8 +14,11 @@
  *   is already there (*sent = 0), else PUTs it with the digest in the URL so a
  *   corrupt or short transfer is refused; then POSTs the metadata
  *   (publish is idempotent). *entry gets the catalog entry.
- * - kiln_export_store_path() = nar + path info + push, with meta.nix filled,
- *   which makes the path substitutable from <server>/nix-cache.
+ * - kiln_export_store_path() = path info + push, with meta.nix filled, which
+ *   makes the path substitutable from <server>/nix-cache. The digest is the
+ *   NarHash Nix recorded (nix-store -q --hash/--size), so nothing is dumped
+ *   when the server already has it; otherwise `nix-store --dump` is piped
+ *   straight into the upload (no temp file) and the server verifies it.
  */
 #ifndef KILN_EXPORT_H
 #define KILN_EXPORT_H
