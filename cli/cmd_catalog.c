@@ -375,9 +375,6 @@ static int srv_headers(struct kiln_http_req *req, void *ctx)
         role = KILN_ROLE_WORKER;
     else if (a)
         role = KILN_ROLE_NONE; /* a wrong token is refused, not downgraded */
-    const char *m = kiln_http_req_method(req);
-    if (!a && strcmp(m, "GET") && strcmp(m, "HEAD"))
-        role = KILN_ROLE_NONE; /* anonymous may read, never change (401) */
     if (!kiln_catalog_http(s->c, req, role))
         kiln_http_respond_error(req, 404, "not_found", "no such path");
     return 0;

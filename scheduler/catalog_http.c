@@ -353,7 +353,9 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
 
 static int need_writer(struct kiln_http_req *req, enum kiln_role role)
 {
-    if (role == KILN_ROLE_NONE) {
+    /* No token at all is 401 even where anonymous reading made role READ. */
+    if (role == KILN_ROLE_NONE ||
+        (!kiln_role_allows(role, KILN_ROLE_WORKER) && !kiln_http_req_header(req, "Authorization"))) {
         kiln_http_respond_error(req, 401, "unauthorized",
                                 "uploading to the catalog needs a worker or admin token");
         return 0;
