@@ -538,13 +538,14 @@ struct pjob {
 
 static void pjob_finish(struct pjob *pj, int rc, const char *msg, json_t *targets)
 {
-    json_t *out = json_pack("{s:O,s:O,s:s}", "artifacts", pj->artifacts, "targets",
-                            targets ? targets : json_array(), "message", msg ? msg : "");
+    json_t *tg = targets ? targets : json_array();
+    json_t *out = json_pack("{s:O,s:O,s:s}", "artifacts", pj->artifacts, "targets", tg, "message",
+                            msg ? msg : "");
     json_t *first = json_array_get(pj->artifacts, 0);
     if (out && first) json_object_set(out, "artifact", first);
     if (pj->done) pj->done(pj->arg, rc, out);
     json_decref(out);
-    if (targets) json_decref(targets);
+    json_decref(tg);
     json_decref(pj->meta);
     json_decref(pj->outputs);
     json_decref(pj->artifacts);

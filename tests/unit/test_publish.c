@@ -300,7 +300,7 @@ static void test_publish_job(void **state)
                                                             "catalog_id")),
                          id);
         json_decref(r.results);
-        char cmdout[512];
+        char cmdout[1024];
         snprintf(cmdout, sizeof cmdout, "%s/cmd", dir);
         struct kiln_buf b = {0};
         assert_int_equal(kiln_read_file(cmdout, 4096, &b), KILN_OK);
