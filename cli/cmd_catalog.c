@@ -20,24 +20,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kiln catalog <command> [options]\n"
-            "  ls      [--data DIR] [--json] [--name N] [--version V] [--sm S] [--isa I]\n"
-            "          [--cuda C] [--platform P] [--branch B]  list entries\n"
-            "  show    ID [--data DIR]                   one entry as JSON\n"
-            "  verify  [--data DIR] [--json]             rehash blobs, check signatures\n"
-            "  gc      [--data DIR] [--grace SECONDS]    remove unfinished uploads and\n"
-            "                                            unreferenced blobs (grace 3600)\n"
-            "  publish FILE --name N --version V [--meta JSON] [--digest D] [--data DIR]\n"
-            "  push    FILE --server URL --name N --version V [--meta JSON]\n"
-            "  export  STOREPATH --server URL [--name N] [--version V] [--meta JSON]\n"
-            "  serve   [--data DIR] [--addr A] [--port P] [--port-file F]\n"
-            "          (uploads need KILN_CATALOG_TOKEN as bearer token)\n"
-            "  s3-put  FILE KEY --endpoint URL --bucket B [--region R] [--part-size BYTES]\n"
-            "          [--threshold BYTES]  (KILN_S3_ACCESS_KEY, KILN_S3_SECRET_KEY)\n"
-            "  key     [--data DIR]                      print the cache's public key\n"
-            "--data defaults to $KILN_DATA or ./var; --server to $KILN_SERVER;\n"
-            "the token comes from $KILN_TOKEN.\n");
+    fprintf(f, "usage: kiln catalog <command> [options]\n"
+               "  ls      [--data DIR] [--json] [--name N] [--version V] [--sm S] [--isa I]\n"
+               "          [--cuda C] [--platform P] [--branch B]  list entries\n"
+               "  show    ID [--data DIR]                   one entry as JSON\n"
+               "  verify  [--data DIR] [--json]             rehash blobs, check signatures\n"
+               "  gc      [--data DIR] [--grace SECONDS]    remove unfinished uploads and\n"
+               "                                            unreferenced blobs (grace 3600)\n"
+               "  publish FILE --name N --version V [--meta JSON] [--digest D] [--data DIR]\n"
+               "  push    FILE --server URL --name N --version V [--meta JSON]\n"
+               "  export  STOREPATH --server URL [--name N] [--version V] [--meta JSON]\n"
+               "  serve   [--data DIR] [--addr A] [--port P] [--port-file F]\n"
+               "          (uploads need KILN_CATALOG_TOKEN as bearer token)\n"
+               "  s3-put  FILE KEY --endpoint URL --bucket B [--region R] [--part-size BYTES]\n"
+               "          [--threshold BYTES]  (KILN_S3_ACCESS_KEY, KILN_S3_SECRET_KEY)\n"
+               "  key     [--data DIR]                      print the cache's public key\n"
+               "--data defaults to $KILN_DATA or ./var; --server to $KILN_SERVER;\n"
+               "the token comes from $KILN_TOKEN.\n");
 }
 
 struct opts {
@@ -79,14 +78,14 @@ static int exit_for(int code)
 static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = {
-        {"data", 1, 0, 'd'},     {"name", 1, 0, 'n'},     {"version", 1, 0, 'v'},
-        {"meta", 1, 0, 'm'},     {"digest", 1, 0, 'D'},   {"server", 1, 0, 's'},
-        {"addr", 1, 0, 'a'},     {"port", 1, 0, 'p'},     {"port-file", 1, 0, 'P'},
-        {"json", 0, 0, 'j'},     {"grace", 1, 0, 'g'},    {"endpoint", 1, 0, 'e'},
-        {"bucket", 1, 0, 'b'},   {"region", 1, 0, 'r'},   {"part-size", 1, 0, 'S'},
+        {"data", 1, 0, 'd'},      {"name", 1, 0, 'n'},   {"version", 1, 0, 'v'},
+        {"meta", 1, 0, 'm'},      {"digest", 1, 0, 'D'}, {"server", 1, 0, 's'},
+        {"addr", 1, 0, 'a'},      {"port", 1, 0, 'p'},   {"port-file", 1, 0, 'P'},
+        {"json", 0, 0, 'j'},      {"grace", 1, 0, 'g'},  {"endpoint", 1, 0, 'e'},
+        {"bucket", 1, 0, 'b'},    {"region", 1, 0, 'r'}, {"part-size", 1, 0, 'S'},
         {"threshold", 1, 0, 'T'}, {"sm", 1, 0, 1},       {"isa", 1, 0, 2},
-        {"cuda", 1, 0, 3},       {"platform", 1, 0, 4},   {"branch", 1, 0, 5},
-        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"cuda", 1, 0, 3},        {"platform", 1, 0, 4}, {"branch", 1, 0, 5},
+        {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = getenv("KILN_DATA");
     if (!o->data || !*o->data) o->data = "var";
@@ -99,29 +98,75 @@ static int parse(int argc, char **argv, struct opts *o)
     int ch;
     while ((ch = getopt_long(argc, argv, "hj", lo, NULL)) != -1) {
         switch (ch) {
-        case 'd': o->data = optarg; break;
-        case 'n': o->name = optarg; break;
-        case 'v': o->version = optarg; break;
-        case 'm': o->meta = optarg; break;
-        case 'D': o->digest = optarg; break;
-        case 's': o->server = optarg; break;
-        case 'a': o->addr = optarg; break;
-        case 'p': o->port = atoi(optarg); break;
-        case 'P': o->port_file = optarg; break;
-        case 'j': o->json = 1; break;
-        case 'g': o->grace = atof(optarg); break;
-        case 'e': o->endpoint = optarg; break;
-        case 'b': o->bucket = optarg; break;
-        case 'r': o->region = optarg; break;
-        case 'S': o->part_size = strtoull(optarg, NULL, 10); break;
-        case 'T': o->threshold = strtoull(optarg, NULL, 10); break;
-        case 1: o->f_sm = optarg; break;
-        case 2: o->f_isa = optarg; break;
-        case 3: o->f_cuda = optarg; break;
-        case 4: o->f_platform = optarg; break;
-        case 5: o->f_branch = optarg; break;
-        case 'h': usage(stdout); return 1;
-        default: usage(stderr); return -1;
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'v':
+            o->version = optarg;
+            break;
+        case 'm':
+            o->meta = optarg;
+            break;
+        case 'D':
+            o->digest = optarg;
+            break;
+        case 's':
+            o->server = optarg;
+            break;
+        case 'a':
+            o->addr = optarg;
+            break;
+        case 'p':
+            o->port = atoi(optarg);
+            break;
+        case 'P':
+            o->port_file = optarg;
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'g':
+            o->grace = atof(optarg);
+            break;
+        case 'e':
+            o->endpoint = optarg;
+            break;
+        case 'b':
+            o->bucket = optarg;
+            break;
+        case 'r':
+            o->region = optarg;
+            break;
+        case 'S':
+            o->part_size = strtoull(optarg, NULL, 10);
+            break;
+        case 'T':
+            o->threshold = strtoull(optarg, NULL, 10);
+            break;
+        case 1:
+            o->f_sm = optarg;
+            break;
+        case 2:
+            o->f_isa = optarg;
+            break;
+        case 3:
+            o->f_cuda = optarg;
+            break;
+        case 4:
+            o->f_platform = optarg;
+            break;
+        case 5:
+            o->f_branch = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -167,7 +212,7 @@ static int do_ls(struct opts *o)
     if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
     json_t *f = json_object();
     const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch", "version"};
-    const char *vals[] = {o->name,       o->f_sm,     o->f_isa, o->f_cuda,
+    const char *vals[] = {o->name,       o->f_sm,     o->f_isa,  o->f_cuda,
                           o->f_platform, o->f_branch, o->version};
     for (int i = 0; i < 7; i++)
         if (vals[i]) json_object_set_new(f, keys[i], json_string(vals[i]));
@@ -428,7 +473,8 @@ static int do_serve(struct opts *o)
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_http_server_stop(hs);
-    for (int i = 0; i < 2; i++) uv_close((uv_handle_t *)&sigs[i], NULL);
+    for (int i = 0; i < 2; i++)
+        uv_close((uv_handle_t *)&sigs[i], NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_catalog_close(s.c);
     return KILN_EXIT_OK;
@@ -478,8 +524,8 @@ static int do_s3(struct opts *o)
     struct kiln_error err = {0};
     struct s3run r = {.rc = 1};
     if (kiln_s3_client_new(loop, &cl, &err) != KILN_OK ||
-        kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r,
-                         &err) != KILN_OK) {
+        kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r, &err) !=
+            KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", err.msg);
         return exit_for(err.code);
     }

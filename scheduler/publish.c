@@ -77,7 +77,8 @@ int kiln_publish_template(const char *t, json_t *vars, int quote, struct kiln_bu
         }
         const char *end = strchr(t, '}');
         if (!end || end - t - 1 <= 0 || end - t - 1 > 64)
-            return kiln_fail(err, KILN_EINVAL, "template has an unclosed or empty '{' near \"%.20s\"", t);
+            return kiln_fail(err, KILN_EINVAL,
+                             "template has an unclosed or empty '{' near \"%.20s\"", t);
         char name[80];
         memcpy(name, t + 1, (size_t)(end - t - 1));
         name[end - t - 1] = 0;
@@ -95,7 +96,8 @@ int kiln_publish_template(const char *t, json_t *vars, int quote, struct kiln_bu
             if (v && json_is_null(v))
                 s = "";
             else
-                return kiln_fail(err, KILN_EINVAL, "template uses {%s}, which is not a field", name);
+                return kiln_fail(err, KILN_EINVAL, "template uses {%s}, which is not a field",
+                                 name);
         }
         rc = quote ? append_quoted(out, s) : kiln_buf_puts(out, s);
         t = end + 1;
@@ -140,9 +142,8 @@ static json_t *vars_of(struct kiln_catalog *cat, json_t *entry)
     json_t *v = json_object();
     const char *k;
     json_t *x;
-    json_object_foreach(json_object_get(entry, "meta"), k, x) if (json_is_string(x) ||
-                                                                 json_is_number(x))
-        json_object_set(v, k, x);
+    json_object_foreach(json_object_get(entry, "meta"), k,
+                        x) if (json_is_string(x) || json_is_number(x)) json_object_set(v, k, x);
     json_object_foreach(entry, k, x) if (json_is_string(x) || json_is_number(x) || json_is_null(x))
         json_object_set(v, k, x);
     const char *d = json_string_value(json_object_get(entry, "digest"));
@@ -165,11 +166,12 @@ static int check_target(json_t *t, int i, struct kiln_error *err)
         return kiln_fail(err, KILN_EINVAL, "publish target %d: match must be a mapping", i);
     /* Probe templates with every known field set, to catch typos early. */
     json_t *probe = json_object();
-    const char *fields[] = {"id",   "name",   "version",    "recipe", "branch", "commit",
-                            "platform", "sm", "capability", "isa",    "cuda",   "python",
-                            "store_path", "digest", "hex",  "size",   "path",   "driver_min",
-                            NULL};
-    for (int f = 0; fields[f]; f++) json_object_set_new(probe, fields[f], json_string("x"));
+    const char *fields[] = {"id",     "name",     "version",    "recipe",     "branch",
+                            "commit", "platform", "sm",         "capability", "isa",
+                            "cuda",   "python",   "store_path", "digest",     "hex",
+                            "size",   "path",     "driver_min", NULL};
+    for (int f = 0; fields[f]; f++)
+        json_object_set_new(probe, fields[f], json_string("x"));
     struct kiln_buf b = {0};
     int rc = KILN_OK;
     if (!strcmp(type, "command")) {
@@ -226,10 +228,12 @@ static void run_finish_if_done(struct run *r)
     for (int i = 0; i < r->njobs; i++)
         if (r->jobs[i].handles > 0) return; /* wait for handle closes */
     struct run **pp = &r->p->runs;
-    while (*pp && *pp != r) pp = &(*pp)->next;
+    while (*pp && *pp != r)
+        pp = &(*pp)->next;
     if (*pp) *pp = r->next;
     if (r->done) r->done(r->arg, r->rc, r->results);
-    for (int i = 0; i < r->njobs; i++) kiln_buf_free(&r->jobs[i].output);
+    for (int i = 0; i < r->njobs; i++)
+        kiln_buf_free(&r->jobs[i].output);
     free(r->jobs);
     json_decref(r->entry);
     json_decref(r->results);
@@ -246,9 +250,9 @@ static void job_result(struct job *j, int rc, const char *msg)
     if (j->done) return;
     j->done = 1;
     struct run *r = j->run;
-    json_array_append_new(r->results, json_pack("{s:i,s:s,s:b,s:s}", "target", j->index, "type",
-                                                 j->type, "ok", rc == KILN_OK, "message",
-                                                 msg ? msg : ""));
+    json_array_append_new(r->results,
+                          json_pack("{s:i,s:s,s:b,s:s}", "target", j->index, "type", j->type, "ok",
+                                    rc == KILN_OK, "message", msg ? msg : ""));
     if (rc != KILN_OK && r->rc == KILN_OK) r->rc = rc;
     r->pending--;
 }
@@ -284,9 +288,10 @@ static void cmd_report(struct job *j)
                  (long long)j->exit_status, tail);
     else
         snprintf(msg, sizeof msg, "ok; output: %s", tail);
-    job_result(j, j->killed                ? KILN_ETIMEOUT
-                  : j->term_signal || j->exit_status ? KILN_EIO
-                                                      : KILN_OK,
+    job_result(j,
+               j->killed                          ? KILN_ETIMEOUT
+               : j->term_signal || j->exit_status ? KILN_EIO
+                                                  : KILN_OK,
                msg);
 }
 
@@ -328,8 +333,8 @@ static int start_command(struct job *j, json_t *t, json_t *vars, struct kiln_err
 {
     struct run *r = j->run;
     struct kiln_buf cmd = {0};
-    int rc = kiln_publish_template(json_string_value(json_object_get(t, "command")), vars, 1, &cmd,
-                                   err);
+    int rc =
+        kiln_publish_template(json_string_value(json_object_get(t, "command")), vars, 1, &cmd, err);
     if (rc != KILN_OK) {
         kiln_buf_free(&cmd);
         return rc;
@@ -399,13 +404,15 @@ static int start_s3(struct job *j, json_t *t, json_t *vars, struct kiln_error *e
     const char *ak = getenv(ak_env ? ak_env : "KILN_S3_ACCESS_KEY");
     const char *sk = getenv(sk_env ? sk_env : "KILN_S3_SECRET_KEY");
     const char *region = json_string_value(json_object_get(t, "region"));
-    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s", json_string_value(json_object_get(t, "endpoint")));
+    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s",
+             json_string_value(json_object_get(t, "endpoint")));
     snprintf(cfg.bucket, sizeof cfg.bucket, "%s", json_string_value(json_object_get(t, "bucket")));
     snprintf(cfg.region, sizeof cfg.region, "%s", region ? region : "us-east-1");
     snprintf(cfg.access_key, sizeof cfg.access_key, "%s", ak ? ak : "");
     snprintf(cfg.secret_key, sizeof cfg.secret_key, "%s", sk ? sk : "");
     cfg.part_size = (uint64_t)json_integer_value(json_object_get(t, "part_size"));
-    cfg.multipart_threshold = (uint64_t)json_integer_value(json_object_get(t, "multipart_threshold"));
+    cfg.multipart_threshold =
+        (uint64_t)json_integer_value(json_object_get(t, "multipart_threshold"));
     cfg.max_retries = (int)json_integer_value(json_object_get(t, "max_retries"));
     cfg.backoff_ms = (unsigned)json_integer_value(json_object_get(t, "backoff_ms"));
     const char *kt = json_string_value(json_object_get(t, "key"));
@@ -507,7 +514,8 @@ json_t *kiln_publish_job_meta(json_t *job)
     if (json_is_string(json_object_get(res, "platform")))
         json_object_set(m, "platform", json_object_get(res, "platform"));
     json_t *dm = json_object_get(res, "driver_min");
-    if (!json_is_integer(dm)) dm = json_object_get(json_object_get(job, "selftest_spec"), "driver_min");
+    if (!json_is_integer(dm))
+        dm = json_object_get(json_object_get(job, "selftest_spec"), "driver_min");
     if (json_is_integer(dm)) json_object_set(m, "driver_min", dm);
     json_t *st = json_object_get(job, "selftest");
     if (st && !json_is_null(st)) json_object_set(m, "selftest", st);
@@ -576,7 +584,8 @@ static void pjob_next(struct pjob *pj);
 static void pjob_export_work(uv_work_t *w)
 {
     struct pjob *pj = w->data;
-    pj->rc = kiln_export_into_catalog(pj->p->cat, pj->path, pj->digest, &pj->size, &pj->nix, &pj->e);
+    pj->rc =
+        kiln_export_into_catalog(pj->p->cat, pj->path, pj->digest, &pj->size, &pj->nix, &pj->e);
 }
 
 static void pjob_export_done(uv_work_t *w, int status)

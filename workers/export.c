@@ -258,13 +258,18 @@ static int push_impl(const char *server, const char *token, const char *file,
             }
         }
         if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server, curl_easy_strerror(cr));
+            rc = kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server,
+                           curl_easy_strerror(cr));
             goto out;
         }
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         if (status != 200 && status != 201) {
-            rc = kiln_fail(err, status == 401 ? KILN_EAUTH : status == 403 ? KILN_EPERM : KILN_EINVAL,
-                           "upload refused (%ld): %s", status, server_message(&resp, msg, sizeof msg));
+            rc = kiln_fail(err,
+                           status == 401   ? KILN_EAUTH
+                           : status == 403 ? KILN_EPERM
+                                           : KILN_EINVAL,
+                           "upload refused (%ld): %s", status,
+                           server_message(&resp, msg, sizeof msg));
             goto out;
         }
         if (sent) *sent = status == 201;
@@ -291,7 +296,8 @@ static int push_impl(const char *server, const char *token, const char *file,
         cr = curl_easy_perform(c);
         free(js);
         if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server, curl_easy_strerror(cr));
+            rc = kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server,
+                           curl_easy_strerror(cr));
             goto out;
         }
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -301,7 +307,8 @@ static int push_impl(const char *server, const char *token, const char *file,
                            : status == 401 ? KILN_EAUTH
                            : status == 403 ? KILN_EPERM
                                            : KILN_EINVAL,
-                           "publish refused (%ld): %s", status, server_message(&resp, msg, sizeof msg));
+                           "publish refused (%ld): %s", status,
+                           server_message(&resp, msg, sizeof msg));
             goto out;
         }
         if (entry) *entry = resp.data ? json_loads(resp.data, 0, NULL) : NULL;
@@ -346,7 +353,8 @@ static int nar_hash_size(const char *store_path, char digest[72], uint64_t *size
     char hex[65];
     if (rc == KILN_OK) {
         if (!hs || strncmp(hs, "sha256:", 7) ||
-            (strlen(hs + 7) == 64 ? kiln_unhex(hs + 7, raw, 32) : kiln_nix32_decode(hs + 7, raw, 32)) != KILN_OK ||
+            (strlen(hs + 7) == 64 ? kiln_unhex(hs + 7, raw, 32)
+                                  : kiln_nix32_decode(hs + 7, raw, 32)) != KILN_OK ||
             !zs || !*zs)
             rc = kiln_fail(err, KILN_EPARSE, "nix-store -q --hash/--size gave unexpected output");
     }

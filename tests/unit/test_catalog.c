@@ -198,13 +198,15 @@ static void test_verify_detects_tampering(void **state)
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     assert_int_equal(kiln_catalog_verify(f->c, &problems, NULL, &err), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
-                           "signature does not match"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
+               "signature does not match"));
     json_decref(problems);
-    assert_int_equal(sqlite3_exec(db, "UPDATE entries SET signature=''", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE entries SET signature=''", NULL, NULL, NULL),
+                     SQLITE_OK);
     assert_int_equal(kiln_catalog_verify(f->c, &problems, NULL, &err), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
-                           "unsigned"));
+    assert_non_null(strstr(
+        json_string_value(json_object_get(json_array_get(problems, 0), "problem")), "unsigned"));
     json_decref(problems);
     sqlite3_close(db);
 
@@ -235,7 +237,8 @@ static void test_nix_entry_narinfo(void **state)
     struct kiln_buf t = {0};
     assert_int_equal(kiln_catalog_narinfo(f->c, "ak0grpkfjcprma2z0ar21lfyjxbv4xbn", &t, &err),
                      KILN_OK);
-    assert_non_null(strstr(t.data, "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx\n"));
+    assert_non_null(
+        strstr(t.data, "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx\n"));
     assert_non_null(strstr(t.data, "References: h4s6cjyg0f8f3qqj2fqykwwvpq9gpnl1-kiln-fx-dep\n"));
     assert_non_null(strstr(t.data, "Sig: kiln-cache-1:"));
     char *url = strstr(t.data, "URL: nar/");

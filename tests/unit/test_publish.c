@@ -19,8 +19,8 @@
 static void test_template(void **state)
 {
     (void)state;
-    json_t *v = json_pack("{s:s,s:s,s:i,s:n}", "name", "vllm-sm90", "evil", "a'b; rm -rf /",
-                          "size", 42, "commit");
+    json_t *v = json_pack("{s:s,s:s,s:i,s:n}", "name", "vllm-sm90", "evil", "a'b; rm -rf /", "size",
+                          42, "commit");
     struct kiln_buf b = {0};
     assert_int_equal(kiln_publish_template("flox publish {name} {size}", v, 1, &b, NULL), KILN_OK);
     assert_string_equal(b.data, "flox publish 'vllm-sm90' '42'");
@@ -39,8 +39,8 @@ static void test_template(void **state)
 static void test_match(void **state)
 {
     (void)state;
-    json_t *e = json_pack("{s:s,s:s,s:{s:s}}", "recipe", "vllm", "branch", "release-1",
-                          "meta", "flavor", "cu129");
+    json_t *e = json_pack("{s:s,s:s,s:{s:s}}", "recipe", "vllm", "branch", "release-1", "meta",
+                          "flavor", "cu129");
     json_t *m1 = json_pack("{s:s,s:[s,s]}", "recipe", "vllm", "branch", "main", "release-*");
     json_t *m2 = json_pack("{s:s}", "branch", "main");
     json_t *m3 = json_pack("{s:s}", "flavor", "cu12*");
@@ -64,7 +64,8 @@ static void test_config_errors(void **state)
         "{\"targets\":[{\"type\":\"command\"}]}",
         "{\"targets\":[{\"type\":\"command\",\"command\":\"flox publish {nmae}\"}]}",
         "{\"targets\":[{\"type\":\"s3\",\"bucket\":\"b\"}]}",
-        "{\"targets\":[{\"type\":\"s3\",\"endpoint\":\"http://x\",\"bucket\":\"b\",\"key\":\"{x\"}]}",
+        "{\"targets\":[{\"type\":\"s3\",\"endpoint\":\"http://"
+        "x\",\"bucket\":\"b\",\"key\":\"{x\"}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *c = json_loads(bad[i], 0, NULL);
@@ -110,11 +111,13 @@ static void test_command_targets(void **state)
     char cfg[2048];
     snprintf(cfg, sizeof cfg,
              "{\"targets\":["
-             "{\"type\":\"command\",\"command\":\"echo {name} {version} {hex} > %s/out; cat {path} >> %s/out\"},"
+             "{\"type\":\"command\",\"command\":\"echo {name} {version} {hex} > %s/out; cat {path} "
+             ">> %s/out\"},"
              "{\"type\":\"command\",\"match\":{\"branch\":\"dev\"},\"command\":\"touch %s/never\"},"
              "{\"type\":\"command\",\"command\":\"echo boom; exit 3\"},"
              "{\"type\":\"command\",\"command\":\"sleep 30\",\"timeout_s\":1},"
-             "{\"type\":\"s3\",\"endpoint\":\"http://127.0.0.1:1\",\"bucket\":\"b\",\"max_retries\":1,\"backoff_ms\":10}"
+             "{\"type\":\"s3\",\"endpoint\":\"http://"
+             "127.0.0.1:1\",\"bucket\":\"b\",\"max_retries\":1,\"backoff_ms\":10}"
              "]}",
              dir, dir, dir);
     json_t *c = json_loads(cfg, 0, NULL);
@@ -203,12 +206,11 @@ static void test_free_while_running(void **state)
 static void test_job_meta(void **state)
 {
     (void)state;
-    json_t *job = json_pack("{s:I,s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:{s:s,s:I},s:n}", "id",
-                            (json_int_t)12, "name", "vllm-python312-cuda12_9-sm90-avx512", "recipe",
-                            "vllm", "branch", "main", "commit",
-                            "0123456789abcdef0123456789abcdef01234567", "attrs", "sm", "90", "isa",
-                            "avx512", "cuda", "12.9", "resources", "platform", "x86_64-linux",
-                            "driver_min", (json_int_t)560, "selftest");
+    json_t *job = json_pack(
+        "{s:I,s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:{s:s,s:I},s:n}", "id", (json_int_t)12, "name",
+        "vllm-python312-cuda12_9-sm90-avx512", "recipe", "vllm", "branch", "main", "commit",
+        "0123456789abcdef0123456789abcdef01234567", "attrs", "sm", "90", "isa", "avx512", "cuda",
+        "12.9", "resources", "platform", "x86_64-linux", "driver_min", (json_int_t)560, "selftest");
     json_t *m = kiln_publish_job_meta(job);
     assert_string_equal(json_string_value(json_object_get(m, "version")), "0123456789ab");
     assert_string_equal(json_string_value(json_object_get(m, "sm")), "90");
@@ -243,9 +245,10 @@ static void test_publish_job(void **state)
     struct kiln_catalog *cat;
     assert_int_equal(kiln_catalog_open(dir, &cat, NULL), KILN_OK);
     char cfg[512];
-    snprintf(cfg, sizeof cfg,
-             "{\"targets\":[{\"type\":\"command\",\"command\":\"echo {name} {version} >> %s/cmd\"}]}",
-             dir);
+    snprintf(
+        cfg, sizeof cfg,
+        "{\"targets\":[{\"type\":\"command\",\"command\":\"echo {name} {version} >> %s/cmd\"}]}",
+        dir);
     json_t *c = json_loads(cfg, 0, NULL);
     struct kiln_publisher *p;
     assert_int_equal(kiln_publisher_new(uv_default_loop(), cat, c, &p, NULL), KILN_OK);
@@ -296,8 +299,8 @@ static void test_publish_job(void **state)
         kiln_buf_free(&ni);
         run_job(p, job, &r); /* again: the entry exists, nothing exported */
         assert_int_equal(r.rc, KILN_OK);
-        assert_int_equal(json_integer_value(json_object_get(json_object_get(r.results, "artifact"),
-                                                            "catalog_id")),
+        assert_int_equal(json_integer_value(
+                             json_object_get(json_object_get(r.results, "artifact"), "catalog_id")),
                          id);
         json_decref(r.results);
         char cmdout[1024];
@@ -325,12 +328,9 @@ static void test_publish_job(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_template),
-        cmocka_unit_test(test_match),
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_command_targets),
-        cmocka_unit_test(test_free_while_running),
-        cmocka_unit_test(test_job_meta),
+        cmocka_unit_test(test_template),           cmocka_unit_test(test_match),
+        cmocka_unit_test(test_config_errors),      cmocka_unit_test(test_command_targets),
+        cmocka_unit_test(test_free_while_running), cmocka_unit_test(test_job_meta),
         cmocka_unit_test(test_publish_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
