@@ -123,7 +123,7 @@ static void dl_pump(struct dl *d)
 
 /* Parse "bytes=a-b", "bytes=a-", "bytes=-n" against size. Returns 1 for a
  * satisfiable range, 0 for no/ignored range, -1 for unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
+int kiln_catalog_parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
 {
     if (!h || strncmp(h, "bytes=", 6)) return 0;
     h += 6;
@@ -185,7 +185,7 @@ static void send_file(struct kiln_http_req *req, uv_loop_t *loop, const char *pa
     d->fd = fd;
     uint64_t size = (uint64_t)st.st_size, a = 0, b = size ? size - 1 : 0;
     int status = 200;
-    int rr = parse_range(kiln_http_req_header(req, "Range"), size, &a, &b);
+    int rr = kiln_catalog_parse_range(kiln_http_req_header(req, "Range"), size, &a, &b);
     char hdrs[512];
     if (rr < 0) {
         snprintf(hdrs, sizeof hdrs, "Content-Range: bytes */%" PRIu64 "\r\n", size);
