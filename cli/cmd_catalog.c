@@ -7,6 +7,7 @@
 #include "common/hash.h"
 #include "scheduler/catalog.h"
 #include "scheduler/http.h"
+#include "scheduler/publish.h"
 #include "scheduler/s3.h"
 #include "workers/export.h"
 
@@ -35,13 +36,15 @@ static void usage(FILE *f)
                "  s3-put  FILE KEY --endpoint URL --bucket B [--region R] [--part-size BYTES]\n"
                "          [--threshold BYTES]  (KILN_S3_ACCESS_KEY, KILN_S3_SECRET_KEY)\n"
                "  key     [--data DIR]                      print the cache's public key\n"
+               "  targets ID --config FILE [--data DIR]     run the publish targets of FILE\n"
+               "          (JSON {\"targets\":[...]}, see docs/catalog.md) for entry ID\n"
                "--data defaults to $KILN_DATA or ./var; --server to $KILN_SERVER;\n"
                "the token comes from $KILN_TOKEN.\n");
 }
 
 struct opts {
     const char *data, *name, *version, *meta, *digest, *server, *addr, *port_file;
-    const char *endpoint, *bucket, *region;
+    const char *endpoint, *bucket, *region, *config;
     const char *f_sm, *f_isa, *f_cuda, *f_platform, *f_branch;
     int json, port;
     double grace;
@@ -85,7 +88,7 @@ static int parse(int argc, char **argv, struct opts *o)
         {"bucket", 1, 0, 'b'},    {"region", 1, 0, 'r'}, {"part-size", 1, 0, 'S'},
         {"threshold", 1, 0, 'T'}, {"sm", 1, 0, 1},       {"isa", 1, 0, 2},
         {"cuda", 1, 0, 3},        {"platform", 1, 0, 4}, {"branch", 1, 0, 5},
-        {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+        {"config", 1, 0, 'c'},    {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = getenv("KILN_DATA");
     if (!o->data || !*o->data) o->data = "var";
@@ -130,6 +133,9 @@ static int parse(int argc, char **argv, struct opts *o)
             break;
         case 'g':
             o->grace = atof(optarg);
+            break;
+        case 'c':
+            o->config = optarg;
             break;
         case 'e':
             o->endpoint = optarg;
@@ -555,6 +561,66 @@ static int do_key(struct opts *o)
     return exit_for(rc);
 }
 
+struct trun {
+    int called, rc;
+    json_t *results;
+};
+
+static void targets_done(void *arg, int rc, json_t *results)
+{
+    struct trun *t = arg;
+    t->called = 1;
+    t->rc = rc;
+    t->results = json_incref(results);
+}
+
+static int do_targets(struct opts *o)
+{
+    if (o->nargs != 1 || !o->config) {
+        usage(stderr);
+        return KILN_EXIT_USAGE;
+    }
+    json_error_t je;
+    json_t *cfg = json_load_file(o->config, 0, &je);
+    if (!cfg) {
+        fprintf(stderr, "kiln catalog targets: %s:%d:%d: %s\n", o->config, je.line, je.column,
+                je.text);
+        return KILN_EXIT_USAGE;
+    }
+    struct kiln_catalog *c;
+    if (open_cat(o, &c) != KILN_OK) {
+        json_decref(cfg);
+        return KILN_EXIT_INTERNAL;
+    }
+    uv_loop_t *loop = uv_default_loop();
+    struct kiln_publisher *p = NULL;
+    struct kiln_error err = {0};
+    struct trun t = {0};
+    int rc = kiln_publisher_new(loop, c, cfg, &p, &err);
+    json_decref(cfg);
+    if (rc == KILN_OK) rc = kiln_publisher_run(p, atoll(o->args[0]), targets_done, &t, &err);
+    if (rc != KILN_OK) {
+        fprintf(stderr, "kiln catalog targets: %s\n", err.msg);
+        kiln_publisher_free(p);
+        uv_run(loop, UV_RUN_DEFAULT);
+        kiln_catalog_close(c);
+        return exit_for(rc);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    kiln_publisher_free(p);
+    uv_run(loop, UV_RUN_DEFAULT);
+    kiln_catalog_close(c);
+    size_t i;
+    json_t *r;
+    json_array_foreach(t.results, i, r) printf(
+        "target %lld (%s): %s: %s\n", (long long)json_integer_value(json_object_get(r, "target")),
+        json_string_value(json_object_get(r, "type")),
+        json_is_true(json_object_get(r, "ok")) ? "ok" : "FAILED",
+        json_string_value(json_object_get(r, "message")));
+    json_decref(t.results);
+    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : exit_for(t.rc ? t.rc : KILN_EIO);
+}
+
 int cmd_catalog(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -575,6 +641,7 @@ int cmd_catalog(int argc, char **argv)
     if (!strcmp(sub, "serve")) return do_serve(&o);
     if (!strcmp(sub, "s3-put")) return do_s3(&o);
     if (!strcmp(sub, "key")) return do_key(&o);
+    if (!strcmp(sub, "targets")) return do_targets(&o);
     fprintf(stderr, "kiln catalog: unknown command '%s'\n", sub);
     usage(stderr);
     return KILN_EXIT_USAGE;
