@@ -38,6 +38,7 @@ export function mount(root, ctx, arg, params) {
   let nextBefore = null;
   let counts = {};
   let countsKnown = false;
+  let waitPartial = false;
   let shownWaiting = WINDOW;
   let loadSeq = 0;
   let countsTimer = 0;
@@ -132,7 +133,11 @@ export function mount(root, ctx, arg, params) {
     return j.artifact ? 'artifact published' : '';
   }
 
+  let countsKey = '';
   function renderCounts() {
+    const key = JSON.stringify([counts, f.state]);
+    if (key === countsKey) return;
+    countsKey = key;
     clear(countsBar);
     const total = Object.values(counts).reduce((a, b) => a + (b || 0), 0);
     const mk = (state, n, label) => {
@@ -183,9 +188,11 @@ export function mount(root, ctx, arg, params) {
     runTable.set(run, now);
     setText(runHead, `Building (${run.length})`);
     const wait = [...waiting.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || (b.priority || 0) - (a.priority || 0) || a.id - b.id);
-    wait.forEach((j, i) => (j._pos = j.position ?? i + 1));
+    wait.forEach((j, i) => (j._pos = j.position ?? (waitPartial ? `≈${i + 1}` : i + 1)));
     waitTable.set(wait.slice(0, shownWaiting), now);
-    setText(waitHead, `Waiting (${wait.length}${wait.length > shownWaiting ? `, first ${shownWaiting} shown` : ''})`);
+    const nWait = waitPartial ? [...WAITING].reduce((a, st) => a + (counts[st] || 0), 0) : wait.length;
+    setText(waitHead, `Waiting (${nWait}${nWait > shownWaiting ? `, first ${shownWaiting} shown` : ''}${waitPartial ? ' · loading all of them for exact positions…' : ''})`);
+    waitHead.dataset.partial = String(waitPartial);
     moreWaiting.hidden = wait.length <= shownWaiting;
     finTable.set(finished, now);
     setText(finHead, before ? `Finished (older than #${before})` : 'Finished (newest first)');
@@ -249,12 +256,44 @@ export function mount(root, ctx, arg, params) {
   }
 
   const hasJobs = (st) => !countsKnown || (counts[st] || 0) > 0;
-  async function loadStates(states, limit) {
+  async function loadStates(states, limit, cursors) {
     const want = states.filter((s) => (!f.state || f.state === s) && hasJobs(s));
     const res = await Promise.all(want.map((s) => api.get('/jobs', { ...apiParams(f), state: s, limit })));
     const m = new Map();
-    for (const r of res) for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
+    res.forEach((r, i) => {
+      for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
+      if (cursors && r && r.next_before_id) cursors[want[i]] = r.next_before_id;
+    });
     return m;
+  }
+
+  // The list API is newest first, but the front of the queue is the oldest
+  // work: the first page paints at once, then the rest of the waiting jobs
+  // load in the background so positions are exact (up to MAX_WAITING).
+  const MAX_WAITING = 20000;
+  async function completeWaiting(seq, cursors) {
+    for (const [st, cur0] of Object.entries(cursors)) {
+      let cur = cur0;
+      while (cur && seq === loadSeq && waiting.size < MAX_WAITING) {
+        let r;
+        try {
+          r = await api.get('/jobs', { ...apiParams(f), state: st, limit: 1000, before_id: cur });
+        } catch (e) {
+          break;
+        }
+        if (seq !== loadSeq) return;
+        for (const j of api.listOf(r, 'jobs')) {
+          // A live event may already have moved this job on.
+          if (!matches(j, f) || (known.has(j.id) && known.get(j.id) !== j.state)) continue;
+          if (!waiting.has(j.id)) waiting.set(j.id, j);
+          known.set(j.id, j.state);
+        }
+        cur = r && r.next_before_id;
+      }
+    }
+    if (seq !== loadSeq) return;
+    waitPartial = false;
+    render();
   }
 
   async function load() {
@@ -266,17 +305,22 @@ export function mount(root, ctx, arg, params) {
     await loadCounts(seq);
     if (seq !== loadSeq) return;
     const fin = loadFinished(seq);
+    const cursorsBox = { c: {} };
     try {
-      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], 500)]);
+      const cursors = cursorsBox.c;
+      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], WINDOW * 2, cursors)]);
       if (seq !== loadSeq) return;
       running = run;
       waiting = wait;
       for (const j of [...run.values(), ...wait.values()]) known.set(j.id, j.state);
+      waitPartial = Object.keys(cursors).length > 0;
       render();
     } catch (e) {
       showErr(e);
     }
     await fin;
+    // The rest of the waiting list only after the first screen is complete.
+    if (waitPartial && seq === loadSeq) await completeWaiting(seq, cursorsBox.c);
     if (!hist.loaded && seq === loadSeq) hist.load(apiParams({ recipe: f.recipe })).then(() => seq === loadSeq && render());
   }
 
