@@ -39,6 +39,8 @@ export function mount(root, ctx, arg, params) {
   let counts = {};
   let countsKnown = false;
   let waitPartial = false;
+  let waitOrder = null;
+  let waitOrderDirty = true;
   let shownWaiting = WINDOW;
   let loadSeq = 0;
   let countsTimer = 0;
@@ -187,7 +189,21 @@ export function mount(root, ctx, arg, params) {
     const run = [...running.values()].sort((a, b) => (a.started_at || 0) - (b.started_at || 0) || a.id - b.id);
     runTable.set(run, now);
     setText(runHead, `Building (${run.length})`);
-    const wait = [...waiting.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || (b.priority || 0) - (a.priority || 0) || a.id - b.id);
+    // Sorting 10,000 waiting jobs on every live update is the expensive
+    // part of a render: re-sort only when a job joins or changes priority,
+    // otherwise refresh the cached order.
+    let wait;
+    if (waitOrderDirty || !waitOrder) {
+      wait = [...waiting.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || (b.priority || 0) - (a.priority || 0) || a.id - b.id);
+      waitOrderDirty = false;
+    } else {
+      wait = [];
+      for (const j of waitOrder) {
+        const cur = waiting.get(j.id);
+        if (cur) wait.push(cur);
+      }
+    }
+    waitOrder = wait;
     wait.forEach((j, i) => (j._pos = j.position ?? (waitPartial ? `≈${i + 1}` : i + 1)));
     waitTable.set(wait.slice(0, shownWaiting), now);
     const nWait = waitPartial ? [...WAITING].reduce((a, st) => a + (counts[st] || 0), 0) : wait.length;
@@ -204,19 +220,20 @@ export function mount(root, ctx, arg, params) {
 
   // Finished = the final states, newest first. One request per state (any
   // server can answer those), merged; the page cursor is the last id shown.
-  async function loadFinished(seq) {
+  async function loadFinished(seq, countsP) {
     if (f.state && !FINAL.has(f.state)) {
       finished = [];
       nextBefore = null;
       return render();
     }
-    const states = (f.state ? [f.state] : ['succeeded', 'failed', 'cancelled', 'superseded']).filter(hasJobs);
+    const states = f.state ? [f.state] : ['succeeded', 'failed', 'cancelled', 'superseded'];
     try {
-      const rs = await Promise.all(states.map((st) => api.get('/jobs', { ...apiParams(f), state: st, limit: PAGE, before_id: before || undefined })));
+      const rs = await fetchStates(states, { ...apiParams(f), limit: PAGE, before_id: before || undefined }, countsP);
       if (seq !== loadSeq) return;
       const byId = new Map();
       let more = false;
-      for (const r of rs) {
+      for (const [, r] of rs) {
+        if (!r) continue;
         const list = api.listOf(r, 'jobs');
         if (r.next_before_id || list.length >= PAGE) more = true;
         for (const j of list) if (FINAL.has(j.state) && matches(j, f)) byId.set(j.id, j);
@@ -256,14 +273,28 @@ export function mount(root, ctx, arg, params) {
   }
 
   const hasJobs = (st) => !countsKnown || (counts[st] || 0) > 0;
-  async function loadStates(states, limit, cursors) {
-    const want = states.filter((s) => (!f.state || f.state === s) && hasJobs(s));
-    const res = await Promise.all(want.map((s) => api.get('/jobs', { ...apiParams(f), state: s, limit })));
+  // One request per state. The usual states go out at once, with the counts
+  // request; the rare ones (built, tested, ...) wait for the counts and are
+  // asked for only when they have jobs. That keeps a load to about six
+  // parallel requests (a browser's connection limit) and one round trip.
+  const COMMON = new Set(['queued', 'building', 'succeeded', 'failed']);
+  function fetchStates(states, params, countsP) {
+    return Promise.all(states.map(async (st) => {
+      if (countsP && !COMMON.has(st) && f.state !== st) await countsP;
+      if ((!countsP || !COMMON.has(st)) && f.state !== st && !hasJobs(st)) return [st, null];
+      return [st, await api.get('/jobs', { ...params, state: st })];
+    }));
+  }
+
+  async function loadStates(states, limit, cursors, countsP) {
+    const want = states.filter((s) => !f.state || f.state === s);
+    const res = await fetchStates(want, { ...apiParams(f), limit }, countsP);
     const m = new Map();
-    res.forEach((r, i) => {
+    for (const [st, r] of res) {
+      if (!r) continue;
       for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
-      if (cursors && r && r.next_before_id) cursors[want[i]] = r.next_before_id;
-    });
+      if (cursors && r.next_before_id) cursors[st] = r.next_before_id;
+    }
     return m;
   }
 
@@ -287,6 +318,7 @@ export function mount(root, ctx, arg, params) {
           if (!matches(j, f) || (known.has(j.id) && known.get(j.id) !== j.state)) continue;
           if (!waiting.has(j.id)) waiting.set(j.id, j);
           known.set(j.id, j.state);
+          waitOrderDirty = true;
         }
         cur = r && r.next_before_id;
       }
@@ -299,19 +331,17 @@ export function mount(root, ctx, arg, params) {
   async function load() {
     const seq = ++loadSeq;
     errBox.hidden = true;
-    // Everything in parallel; history (for ETAs) is not waited for.
-    // Counts first (one small answer), then only the states that have jobs:
-    // fewer requests than there are connections, so nothing queues.
-    await loadCounts(seq);
-    if (seq !== loadSeq) return;
-    const fin = loadFinished(seq);
+    // History (for ETAs) is loaded last and not waited for.
+    const countsP = loadCounts(seq);
+    const fin = loadFinished(seq, countsP);
     const cursorsBox = { c: {} };
     try {
       const cursors = cursorsBox.c;
-      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], WINDOW * 2, cursors)]);
+      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500, null, countsP), loadStates([...WAITING], WINDOW * 2, cursors, countsP)]);
       if (seq !== loadSeq) return;
       running = run;
       waiting = wait;
+      waitOrderDirty = true;
       for (const j of [...run.values(), ...wait.values()]) known.set(j.id, j.state);
       waitPartial = Object.keys(cursors).length > 0;
       render();
@@ -333,6 +363,7 @@ export function mount(root, ctx, arg, params) {
     if (batch.resync) return load();
     if (!batch.jobs.length) return;
     const noState = { ...f, state: '' };
+    const prevWaiting = new Map();
     for (const j of batch.jobs) {
       hist.add(j);
       const prev = known.get(j.id);
@@ -342,12 +373,17 @@ export function mount(root, ctx, arg, params) {
         known.set(j.id, j.state);
       }
       running.delete(j.id);
+      if (waiting.has(j.id)) prevWaiting.set(j.id, waiting.get(j.id));
       waiting.delete(j.id);
       const fi = finished.findIndex((x) => x.id === j.id);
       if (fi >= 0) finished.splice(fi, 1);
       if (!matches(j, f)) continue;
       if (ACTIVE.has(j.state)) running.set(j.id, j);
-      else if (WAITING.has(j.state)) waiting.set(j.id, j);
+      else if (WAITING.has(j.state)) {
+        const old = prevWaiting.get(j.id);
+        if (!old || old.priority !== j.priority || old.position !== j.position) waitOrderDirty = true;
+        waiting.set(j.id, j);
+      }
       else if (FINAL.has(j.state)) {
         const minId = finished.length ? finished[finished.length - 1].id : 0;
         if (!before || j.id < Number(before)) {
