@@ -296,7 +296,7 @@ function serveStatic(res, rel) {
 function listJobs(u) {
   const p = u.searchParams;
   const f = {
-    recipe: p.get('recipe'), branch: p.get('branch'), name: p.get('name'), q: (p.get('q') || '').toLowerCase(),
+    recipe: p.get('recipe'), branch: p.get('branch'), name: p.get('name'), worker: p.get('worker'), q: (p.get('q') || '').toLowerCase(),
     sm: p.get('sm'), isa: p.get('isa'), cuda: p.get('cuda'), platform: p.get('platform'),
   };
   const states = (p.get('state') || '').split(',').filter(Boolean);
@@ -310,6 +310,7 @@ function listJobs(u) {
     if (f.recipe && j.recipe !== f.recipe) continue;
     if (f.branch && j.branch !== f.branch) continue;
     if (f.name && j.name !== f.name) continue;
+    if (f.worker && j.worker !== f.worker) continue;
     if (f.sm && j.attrs.sm !== f.sm) continue;
     if (f.isa && j.attrs.isa !== f.isa) continue;
     if (f.cuda && j.attrs.cuda !== f.cuda) continue;
@@ -474,8 +475,13 @@ async function handle(req, res) {
     w.last_seen = now();
     if (parts[2] === 'lease' && m === 'POST') {
       if (w.state === 'draining') return send(res, 204);
+      // Never overcommit: the job must fit what this worker has free.
+      const view = workerView(w);
+      const freeCores = w.cores - view.cores_used;
+      const freeRam = w.ram_mb - view.ram_used_mb;
       const cand = [...jobs.values()]
-        .filter((j) => WAITING.has(j.state) && j.resources.platform === w.platform)
+        .filter((j) => WAITING.has(j.state) && j.resources.platform === w.platform
+          && j.resources.cores <= freeCores && j.resources.ram_mb <= freeRam)
         .sort((a, c) => c.priority - a.priority || a.id - c.id)[0];
       if (!cand) return send(res, 204);
       const st = { queued: 'building', built: 'testing', tested: 'publishing' }[cand.state];

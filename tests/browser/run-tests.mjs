@@ -464,7 +464,7 @@ test('screenshots: every view at 1280 and 390 px', async () => {
   await withServer({ name: 'screenshots', needMock: true, jobs: 700, workers: 3 }, async (srv) => {
     fs.mkdirSync(SHOTS, { recursive: true });
     // one live build with a log for the build view
-    const w = new FakeWorker(srv, { name: 'gpu-h100' });
+    const w = new FakeWorker(srv, { name: 'gpu-h200', gpus: [{ index: 0, name: 'NVIDIA H200', sm: '90', memory_mb: 143771, driver: '580.65.06' }] });
     await w.register();
     const [job] = await submitVariant(srv, { sm: '90', isa: 'avx512bf16', cuda: '12.9' }, 100);
     const leased = await w.leaseJob(job.id, 8000).catch(() => null);
