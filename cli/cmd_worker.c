@@ -1,11 +1,267 @@
-/* cmd_worker.c - placeholder until the module lands. */
+/* cmd_worker.c - `kiln worker`: detect this host, or run the worker agent.
+ *
+ *   kiln worker --detect [--json] [--config FILE] [overrides]
+ *   kiln worker --server URL --token T [--config FILE] [--name N] [--cores N]
+ *               [--ram SIZE] [--max-jobs N] [--work-dir DIR]
+ *               [--limit-method auto|cgroup2|cgroup1|poll]
+ * The token may also come from KILN_TOKEN, the server from KILN_SERVER. */
 #include "cli/commands.h"
 
+#include "common/log.h"
+#include "workers/agent.h"
+#include "workers/config.h"
+#include "workers/detect.h"
+
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void worker_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kiln worker --detect [--json] [--config FILE] [--cores N] [--ram SIZE]\n"
+            "       kiln worker --server URL [--token T] [--config FILE] [--name N] [--cores N]\n"
+            "                   [--ram SIZE] [--max-jobs N] [--work-dir DIR]\n"
+            "                   [--limit-method auto|cgroup2|cgroup1|poll] [--ca-file FILE]\n"
+            "                   [--log-level debug|info|warn|error]\n"
+            "The token may come from KILN_TOKEN and the server from KILN_SERVER.\n");
+}
+
+static int set_str(char *dst, size_t n, const char *v, const char *what)
+{
+    if (strlen(v) >= n) {
+        fprintf(stderr, "kiln worker: %s is too long\n", what);
+        return -1;
+    }
+    snprintf(dst, n, "%s", v);
+    return 0;
+}
 
 int cmd_worker(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "kiln %s: not implemented yet\n", argv[0]);
-    return KILN_EXIT_INTERNAL;
+    enum {
+        O_DETECT = 256,
+        O_JSON,
+        O_SERVER,
+        O_TOKEN,
+        O_CONFIG,
+        O_NAME,
+        O_CORES,
+        O_RAM,
+        O_MAXJOBS,
+        O_WORKDIR,
+        O_METHOD,
+        O_CA,
+        O_LOGLEVEL,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"detect", no_argument, NULL, O_DETECT},
+        {"json", no_argument, NULL, O_JSON},
+        {"server", required_argument, NULL, O_SERVER},
+        {"token", required_argument, NULL, O_TOKEN},
+        {"config", required_argument, NULL, O_CONFIG},
+        {"name", required_argument, NULL, O_NAME},
+        {"cores", required_argument, NULL, O_CORES},
+        {"ram", required_argument, NULL, O_RAM},
+        {"max-jobs", required_argument, NULL, O_MAXJOBS},
+        {"work-dir", required_argument, NULL, O_WORKDIR},
+        {"limit-method", required_argument, NULL, O_METHOD},
+        {"ca-file", required_argument, NULL, O_CA},
+        {"log-level", required_argument, NULL, O_LOGLEVEL},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int detect = 0, as_json = 0;
+    const char *config = NULL;
+    /* Flags are collected first and applied after the config file, so that
+     * they win over it. */
+    const char *o_server = NULL, *o_token = NULL, *o_name = NULL, *o_cores = NULL, *o_ram = NULL,
+               *o_maxjobs = NULL, *o_workdir = NULL, *o_method = NULL, *o_ca = NULL,
+               *o_loglevel = NULL;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DETECT:
+            detect = 1;
+            break;
+        case O_JSON:
+            as_json = 1;
+            break;
+        case O_SERVER:
+            o_server = optarg;
+            break;
+        case O_TOKEN:
+            o_token = optarg;
+            break;
+        case O_CONFIG:
+            config = optarg;
+            break;
+        case O_NAME:
+            o_name = optarg;
+            break;
+        case O_CORES:
+            o_cores = optarg;
+            break;
+        case O_RAM:
+            o_ram = optarg;
+            break;
+        case O_MAXJOBS:
+            o_maxjobs = optarg;
+            break;
+        case O_WORKDIR:
+            o_workdir = optarg;
+            break;
+        case O_METHOD:
+            o_method = optarg;
+            break;
+        case O_CA:
+            o_ca = optarg;
+            break;
+        case O_LOGLEVEL:
+            o_loglevel = optarg;
+            break;
+        case O_HELP:
+            worker_usage(stdout);
+            return KILN_EXIT_OK;
+        default:
+            fprintf(stderr, "kiln worker: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            worker_usage(stderr);
+            return KILN_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kiln worker: unexpected argument '%s'\n", argv[optind]);
+        worker_usage(stderr);
+        return KILN_EXIT_USAGE;
+    }
+
+    struct kiln_worker_config cfg;
+    kiln_worker_config_defaults(&cfg);
+    struct kiln_error err = {0};
+    int rc = KILN_EXIT_OK;
+    if (config && kiln_worker_config_load(&cfg, config, &err)) {
+        fprintf(stderr, "kiln worker: %s\n", err.msg);
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+    if (!cfg.server[0] && getenv("KILN_SERVER") && !detect)
+        set_str(cfg.server, sizeof cfg.server, getenv("KILN_SERVER"), "KILN_SERVER");
+    if (!cfg.token[0] && getenv("KILN_TOKEN"))
+        set_str(cfg.token, sizeof cfg.token, getenv("KILN_TOKEN"), "KILN_TOKEN");
+    if ((o_server && set_str(cfg.server, sizeof cfg.server, o_server, "--server")) ||
+        (o_token && set_str(cfg.token, sizeof cfg.token, o_token, "--token")) ||
+        (o_name && set_str(cfg.name, sizeof cfg.name, o_name, "--name")) ||
+        (o_workdir && set_str(cfg.work_dir, sizeof cfg.work_dir, o_workdir, "--work-dir")) ||
+        (o_ca && set_str(cfg.ca_file, sizeof cfg.ca_file, o_ca, "--ca-file")) ||
+        (o_loglevel && set_str(cfg.log_level, sizeof cfg.log_level, o_loglevel, "--log-level"))) {
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+    if (o_cores) {
+        char *e;
+        long v = strtol(o_cores, &e, 10);
+        if (*e || e == o_cores || v < 1 || v > 100000) {
+            fprintf(stderr, "kiln worker: --cores must be a positive whole number\n");
+            rc = KILN_EXIT_USAGE;
+            goto out;
+        }
+        cfg.cores = (int)v;
+    }
+    if (o_maxjobs) {
+        char *e;
+        long v = strtol(o_maxjobs, &e, 10);
+        if (*e || e == o_maxjobs || v < 1 || v > 10000) {
+            fprintf(stderr, "kiln worker: --max-jobs must be a positive whole number\n");
+            rc = KILN_EXIT_USAGE;
+            goto out;
+        }
+        cfg.max_jobs = (int)v;
+    }
+    if (o_ram) {
+        uint64_t bytes;
+        if (kiln_size_parse(o_ram, &bytes, &err) || bytes < (1u << 20)) {
+            fprintf(stderr, "kiln worker: --ram: %s\n",
+                    err.msg[0] ? err.msg : "must be at least 1M");
+            rc = KILN_EXIT_USAGE;
+            goto out;
+        }
+        cfg.ram_mb = (long)(bytes >> 20);
+    }
+    if (o_method && kiln_limit_method_parse(o_method, &cfg.limit_method)) {
+        fprintf(stderr, "kiln worker: --limit-method must be auto, cgroup2, cgroup1 or poll\n");
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+    enum kiln_log_level lvl;
+    if (kiln_log_level_parse(cfg.log_level, &lvl)) {
+        fprintf(stderr, "kiln worker: log level must be debug, info, warn or error\n");
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+
+    struct kiln_host host;
+    struct kiln_detect_opts dopts = {0};
+    dopts.skip_gpus = cfg.gpus_set; /* the config decides: no need to probe */
+    if (kiln_detect_host(&host, &dopts, &err)) {
+        fprintf(stderr, "kiln worker: detection failed: %s\n", err.msg);
+        rc = KILN_EXIT_INTERNAL;
+        goto out;
+    }
+    kiln_worker_config_apply(&cfg, &host);
+
+    if (detect) {
+        if (as_json) {
+            json_t *j = kiln_host_to_json(&host);
+            if (!j || (cfg.labels && json_object_set(j, "labels", cfg.labels))) {
+                json_decref(j);
+                fprintf(stderr, "kiln worker: out of memory\n");
+                rc = KILN_EXIT_INTERNAL;
+                goto out;
+            }
+            char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            json_decref(j);
+            if (!s) {
+                rc = KILN_EXIT_INTERNAL;
+                goto out;
+            }
+            printf("%s\n", s);
+            free(s);
+        } else {
+            char desc[8192];
+            if (kiln_host_describe(&host, desc, sizeof desc)) {
+                rc = KILN_EXIT_INTERNAL;
+                goto out;
+            }
+            fputs(desc, stdout);
+        }
+        goto out;
+    }
+
+    if (!cfg.server[0]) {
+        fprintf(stderr, "kiln worker: no server given (--server URL, KILN_SERVER or the config "
+                        "file), or use --detect\n");
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+    if (!cfg.token[0]) {
+        fprintf(stderr, "kiln worker: no worker token given (--token, KILN_TOKEN or token_file "
+                        "in the config)\n");
+        rc = KILN_EXIT_USAGE;
+        goto out;
+    }
+    struct kiln_logger lg = {.min = lvl, .component = "worker"};
+    rc = kiln_agent_run(&cfg, &host, &lg, &err);
+    if (rc) {
+        fprintf(stderr, "kiln worker: %s\n", err.msg);
+        rc = rc == KILN_EAUTH || rc == KILN_EPERM ? KILN_EXIT_AUTH
+             : rc == KILN_ENET                    ? KILN_EXIT_UNREACHABLE
+                                                  : KILN_EXIT_FAIL;
+    }
+out:
+    kiln_worker_config_free(&cfg);
+    return rc;
 }

@@ -1,0 +1,998 @@
+/* agent.c - the worker agent's protocol loop (docs/API.md, "Workers").
+ *
+ * Shape: one libuv loop owns all state. HTTP calls run in the libuv thread
+ * pool, one libcurl handle per channel (lease, control, log), at most one
+ * call in flight per channel, so a long-poll never delays a heartbeat and a
+ * slow log upload never delays a cancel. pump() decides what to do next and
+ * runs after every event and on a 200 ms tick.
+ *
+ * Logs: the job writes to a file; the uploader reads chunks of it at the
+ * server-confirmed offset. A chunk whose answer is lost is simply resent
+ * from the server's size (the server skips overlap, 409 tells where to
+ * resume), so a reconnect neither loses nor duplicates a byte. */
+#include "workers/agent.h"
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+#include "common/httpc.h"
+#include "workers/limits.h"
+#include "workers/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <uv.h>
+
+extern char **environ;
+
+#define LOG_CHUNK (1u << 20)
+#define TICK_MS 200
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 10000
+#define CANCEL_HB_MS 1500 /* heartbeat at least this often while jobs run */
+#define HARD_EXIT_MS 10000
+
+enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
+
+struct agent;
+
+struct ajob {
+    struct agent *a;
+    struct ajob *next;
+    long id;
+    long attempt;
+    char stage[32];
+    char name[128];
+    int cores;
+    long ram_mb;
+    int gpu_index; /* -1 = none */
+    struct kiln_proc *proc;
+    int finished; /* process over, res valid */
+    struct kiln_proc_result res;
+    int server_cancelled;
+    int log_gone; /* server refuses our log (stale attempt): stop uploading */
+    int reported;
+    uint64_t sent; /* bytes the server confirmed */
+    char log_path[PATH_MAX];
+};
+
+struct req {
+    uv_work_t w;
+    struct agent *a;
+    enum chan_id ch;
+    char method[8];
+    char path[256];
+    json_t *body;
+    /* log upload: read [offset, offset+maxlen) of log_path in the thread */
+    int is_log;
+    char log_path[PATH_MAX];
+    uint64_t offset;
+    size_t maxlen;
+    size_t sent_len;
+    long timeout_ms;
+    long job_id, attempt;
+    int rc;
+    long status;
+    json_t *resp;
+    struct kiln_error err;
+    void (*done)(struct req *);
+};
+
+struct agent {
+    uv_loop_t loop;
+    const struct kiln_worker_config *cfg;
+    const struct kiln_host *host;
+    const struct kiln_logger *lg;
+    struct kiln_limits limits;
+    struct kiln_httpc http[CH_N];
+    int busy[CH_N];
+    uv_timer_t tick, backoff;
+    uv_signal_t sigterm, sigint;
+    long worker_id;
+    int registered;
+    int backoff_ms;
+    int backoff_pending;
+    int heartbeat_s;
+    uint64_t next_hb_ns;
+    uint64_t next_lease_ns; /* a server that answers 204 at once is not hammered */
+    uint64_t lease_sent_ns;
+    int draining;
+    int shutting; /* 1 after the first signal, 2 after the second */
+    uint64_t hard_deadline_ns;
+    int stopping;
+    int fatal;
+    struct kiln_error fatal_err;
+    struct ajob *jobs;
+    unsigned log_rr;
+    char name[128];
+};
+
+static void pump(struct agent *a);
+
+static uint64_t now_ns(void)
+{
+    return uv_hrtime();
+}
+
+/* ---- requests in the thread pool ---- */
+
+static void req_work(uv_work_t *w)
+{
+    struct req *r = w->data;
+    struct kiln_httpc *c = &r->a->http[r->ch];
+    if (!r->is_log) {
+        r->rc = kiln_httpc_json(c, r->method, r->path, r->body, r->timeout_ms, &r->status, &r->resp,
+                                &r->err);
+        return;
+    }
+    int fd = open(r->log_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r->rc = kiln_fail(&r->err, KILN_EIO, "cannot open %s: %s", r->log_path, strerror(errno));
+        return;
+    }
+    char *buf = malloc(r->maxlen ? r->maxlen : 1);
+    if (!buf) {
+        close(fd);
+        r->rc = kiln_fail(&r->err, KILN_ENOMEM, "out of memory");
+        return;
+    }
+    ssize_t n = pread(fd, buf, r->maxlen, (off_t)r->offset);
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        r->rc = kiln_fail(&r->err, KILN_EIO, "cannot read %s: %s", r->log_path, strerror(errno));
+        return;
+    }
+    r->sent_len = (size_t)n;
+    struct kiln_httpc_resp resp = {0};
+    r->rc = kiln_httpc_request(c, "POST", r->path, "application/octet-stream", buf, (size_t)n,
+                               r->timeout_ms, &resp, &r->err);
+    free(buf);
+    if (!r->rc) {
+        r->status = resp.status;
+        if (resp.body.len) r->resp = json_loadb(resp.body.data, resp.body.len, 0, NULL);
+    }
+    kiln_httpc_resp_free(&resp);
+}
+
+static void req_after(uv_work_t *w, int status)
+{
+    struct req *r = w->data;
+    struct agent *a = r->a;
+    a->busy[r->ch] = 0;
+    if (status == UV_ECANCELED) {
+        r->rc = KILN_ENET;
+        snprintf(r->err.msg, sizeof r->err.msg, "request cancelled");
+    }
+    r->done(r);
+    json_decref(r->body);
+    json_decref(r->resp);
+    free(r);
+    pump(a);
+}
+
+static struct req *req_new(struct agent *a, enum chan_id ch, const char *method,
+                           void (*done)(struct req *))
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->a = a;
+    r->ch = ch;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->done = done;
+    r->timeout_ms = 10000;
+    r->w.data = r;
+    return r;
+}
+
+static int req_submit(struct req *r)
+{
+    struct agent *a = r->a;
+    a->busy[r->ch] = 1;
+    int e = uv_queue_work(&a->loop, &r->w, req_work, req_after);
+    if (e) {
+        a->busy[r->ch] = 0;
+        kiln_log(a->lg, KILN_LOG_ERROR, "cannot queue a request: %s", uv_strerror(e));
+        json_decref(r->body);
+        free(r);
+        return KILN_EIO;
+    }
+    return KILN_OK;
+}
+
+/* ---- connection state ---- */
+
+static void on_backoff(uv_timer_t *t)
+{
+    struct agent *a = t->data;
+    a->backoff_pending = 0;
+    pump(a);
+}
+
+/* The server is unreachable or forgot us: register again after a pause that
+ * doubles each time (capped), listing the jobs still running. */
+static void lost_connection(struct agent *a, const char *why)
+{
+    if (a->registered)
+        kiln_log(a->lg, KILN_LOG_WARN, "lost the server (%s); reconnecting with backoff", why);
+    a->registered = 0;
+    if (a->backoff_pending) return;
+    a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (a->backoff_ms > BACKOFF_MAX_MS) a->backoff_ms = BACKOFF_MAX_MS;
+    a->backoff_pending = 1;
+    uv_timer_start(&a->backoff, on_backoff, (uint64_t)a->backoff_ms, 0);
+}
+
+static void fatal(struct agent *a, int code, const char *msg)
+{
+    if (a->fatal) return;
+    a->fatal = code;
+    kiln_fail(&a->fatal_err, code, "%s", msg);
+    kiln_log(a->lg, KILN_LOG_ERROR, "%s", msg);
+    /* A worker the server rejects must not keep building: jobs go back. */
+    for (struct ajob *j = a->jobs; j; j = j->next)
+        if (!j->finished)
+            kiln_proc_kill(j->proc, "worker stopped: the server rejected its token", 1);
+}
+
+/* Handles statuses every endpoint shares. Returns 1 when handled. */
+static int common_status(struct agent *a, struct req *r)
+{
+    if (r->rc) {
+        lost_connection(a, r->err.msg);
+        return 1;
+    }
+    if (r->status == 401 || r->status == 403) {
+        char m[400];
+        snprintf(m, sizeof m, "the server refused the worker token (HTTP %ld: %s)", r->status,
+                 kiln_httpc_error_message(r->resp, r->status));
+        fatal(a, r->status == 401 ? KILN_EAUTH : KILN_EPERM, m);
+        return 1;
+    }
+    if (r->status >= 500 || r->status == 0) {
+        char m[300];
+        snprintf(m, sizeof m, "HTTP %ld from %s: %s", r->status, r->path,
+                 kiln_httpc_error_message(r->resp, r->status));
+        lost_connection(a, m);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- jobs ---- */
+
+static struct ajob *find_job(struct agent *a, long id)
+{
+    for (struct ajob *j = a->jobs; j; j = j->next)
+        if (j->id == id) return j;
+    return NULL;
+}
+
+static void drop_job(struct agent *a, struct ajob *j)
+{
+    for (struct ajob **pp = &a->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    if (j->proc) kiln_proc_free(j->proc);
+    free(j);
+}
+
+static void cancel_jobs(struct agent *a, json_t *list)
+{
+    size_t i;
+    json_t *v;
+    if (!json_is_array(list)) return;
+    json_array_foreach(list, i, v)
+    {
+        if (!json_is_integer(v)) continue;
+        struct ajob *j = find_job(a, (long)json_integer_value(v));
+        if (!j || j->server_cancelled) continue;
+        kiln_log(a->lg, KILN_LOG_INFO, "job %ld: cancelled by the server", j->id);
+        j->server_cancelled = 1;
+        if (!j->finished) kiln_proc_kill(j->proc, "cancelled", 0);
+    }
+}
+
+static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res, void *arg)
+{
+    struct ajob *j = arg;
+    struct agent *a = j->a;
+    (void)p;
+    j->finished = 1;
+    j->res = *res;
+    char peak[32];
+    kiln_size_format(res->peak_ram, peak, sizeof peak);
+    kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
+             j->attempt, res->reason[0] ? res->reason : "succeeded", peak, res->cpu_s);
+    if (res->reason[0] && !j->server_cancelled) {
+        /* Say in the log itself why it ended, where people look first. */
+        FILE *f = fopen(j->log_path, "ae");
+        if (f) {
+            fprintf(f, "\n[kiln worker %s] job %s\n", a->name, res->reason);
+            fclose(f);
+        }
+    }
+    pump(a);
+}
+
+static int env_push(char ***envp, size_t *n, size_t *cap, const char *key, const char *val)
+{
+    size_t kl = strlen(key);
+    char *s = malloc(kl + strlen(val) + 2);
+    if (!s) return KILN_ENOMEM;
+    sprintf(s, "%s=%s", key, val);
+    for (size_t i = 0; i < *n; i++)
+        if (!strncmp((*envp)[i], key, kl) && (*envp)[i][kl] == '=') {
+            free((*envp)[i]);
+            (*envp)[i] = s;
+            return KILN_OK;
+        }
+    if (*n + 2 > *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        char **ne = realloc(*envp, nc * sizeof *ne);
+        if (!ne) {
+            free(s);
+            return KILN_ENOMEM;
+        }
+        *envp = ne;
+        *cap = nc;
+    }
+    (*envp)[(*n)++] = s;
+    (*envp)[*n] = NULL;
+    return KILN_OK;
+}
+
+static void env_free(char **env)
+{
+    if (!env) return;
+    for (char **e = env; *e; e++)
+        free(*e);
+    free(env);
+}
+
+/* The job's environment: the worker's own (PATH, HOME...) without its
+ * credentials, the job's env from the server, then the limits the worker
+ * enforces. NIX_CONFIG carries the core count into nix-build/nix build
+ * (Nix gives the builder NIX_BUILD_CORES from its "cores" setting and
+ * clears the rest of the environment). */
+static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char *workdir)
+{
+    char **env = NULL;
+    size_t n = 0, cap = 0;
+    int rc = KILN_OK;
+    for (char **e = environ; *e && !rc; e++) {
+        if (!strncmp(*e, "KILN_TOKEN=", 11)) continue;
+        char *eq = strchr(*e, '=');
+        if (!eq) continue;
+        char key[256];
+        size_t kl = (size_t)(eq - *e);
+        if (kl >= sizeof key) continue;
+        memcpy(key, *e, kl);
+        key[kl] = '\0';
+        rc = env_push(&env, &n, &cap, key, eq + 1);
+    }
+    const char *k;
+    json_t *v;
+    if (json_is_object(jenv)) json_object_foreach(jenv, k, v)
+        {
+            if (rc) break;
+            if (!*k || strchr(k, '=')) continue;
+            if (json_is_string(v))
+                rc = env_push(&env, &n, &cap, k, json_string_value(v));
+            else if (json_is_integer(v)) {
+                char num[32];
+                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+                rc = env_push(&env, &n, &cap, k, num);
+            }
+        }
+    char num[64];
+    snprintf(num, sizeof num, "%d", j->cores);
+    if (!rc) rc = env_push(&env, &n, &cap, "NIX_BUILD_CORES", num);
+    if (!rc) rc = env_push(&env, &n, &cap, "MAX_JOBS", num);
+    if (!rc) {
+        const char *old = NULL;
+        for (size_t i = 0; env && i < n; i++)
+            if (!strncmp(env[i], "NIX_CONFIG=", 11)) old = env[i] + 11;
+        struct kiln_buf b = {0};
+        rc = kiln_buf_printf(&b, "%s%scores = %d", old ? old : "", old && *old ? "\n" : "",
+                             j->cores);
+        if (!rc) rc = env_push(&env, &n, &cap, "NIX_CONFIG", b.data);
+        kiln_buf_free(&b);
+    }
+    if (!rc && j->gpu_index >= 0) {
+        snprintf(num, sizeof num, "%d", j->gpu_index);
+        rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", num);
+        if (!rc) rc = env_push(&env, &n, &cap, "CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    } else if (!rc && a->host->ngpus > 0) {
+        /* A build does not get the GPUs the tests next to it are using. */
+        rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", "");
+    }
+    snprintf(num, sizeof num, "%ld", j->id);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_JOB_ID", num);
+    snprintf(num, sizeof num, "%ld", j->attempt);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_ATTEMPT", num);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", j->stage);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", workdir);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", a->name);
+    if (rc) {
+        env_free(env);
+        return NULL;
+    }
+    return env;
+}
+
+static void send_report(struct agent *a, struct ajob *j);
+
+static void start_job(struct agent *a, json_t *jo)
+{
+    json_int_t id = json_integer_value(json_object_get(jo, "id"));
+    if (id <= 0) {
+        kiln_log(a->lg, KILN_LOG_WARN, "lease answer without a job id; ignored");
+        return;
+    }
+    if (find_job(a, (long)id)) {
+        kiln_log(a->lg, KILN_LOG_WARN, "job %lld leased again while still here; ignored",
+                 (long long)id);
+        return;
+    }
+    struct ajob *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->a = a;
+    j->id = (long)id;
+    json_t *v = json_object_get(jo, "attempt");
+    j->attempt = json_is_integer(v) ? (long)json_integer_value(v) : 1;
+    snprintf(j->stage, sizeof j->stage, "%s",
+             json_string_value(json_object_get(jo, "stage"))
+                 ? json_string_value(json_object_get(jo, "stage"))
+                 : "build");
+    const char *nm = json_string_value(json_object_get(jo, "name"));
+    snprintf(j->name, sizeof j->name, "%s", nm ? nm : "");
+    v = json_object_get(jo, "cores");
+    j->cores = json_is_integer(v) && json_integer_value(v) > 0 ? (int)json_integer_value(v) : 1;
+    v = json_object_get(jo, "ram_mb");
+    j->ram_mb = json_is_integer(v) && json_integer_value(v) > 0 ? (long)json_integer_value(v) : 0;
+    v = json_object_get(jo, "gpu_index");
+    j->gpu_index = json_is_integer(v) ? (int)json_integer_value(v) : -1;
+    j->next = a->jobs;
+    a->jobs = j;
+
+    const char *cmd = json_string_value(json_object_get(jo, "command"));
+    double timeout = json_number_value(json_object_get(jo, "timeout_s"));
+    char dir[PATH_MAX], logs[PATH_MAX], cg[128];
+    struct kiln_error err = {0};
+    int rc = KILN_OK;
+    int toolong =
+        snprintf(dir, sizeof dir, "%s/jobs/%ld-%ld", a->cfg->work_dir, j->id, j->attempt) >=
+            (int)sizeof dir ||
+        snprintf(logs, sizeof logs, "%s/logs", a->cfg->work_dir) >= (int)sizeof logs ||
+        snprintf(j->log_path, sizeof j->log_path, "%s/%ld-%ld.log", logs, j->id, j->attempt) >=
+            (int)sizeof j->log_path ||
+        snprintf(cg, sizeof cg, "%d-%ld-%ld", (int)getpid(), j->id, j->attempt) >= (int)sizeof cg;
+    if (toolong) {
+        rc = kiln_fail(&err, KILN_ELIMIT, "the work dir path is too long");
+    } else if (a->shutting) {
+        rc = kiln_fail(&err, KILN_ESTATE, "worker is shutting down");
+    } else if (!cmd || !*cmd) {
+        rc = kiln_fail(&err, KILN_EINVAL, "the job has no command");
+    } else if (kiln_mkdir_p(dir, 0755) || kiln_mkdir_p(logs, 0755)) {
+        rc = kiln_fail(&err, KILN_EIO, "cannot create %s: %s", dir, strerror(errno));
+    } else {
+        unlink(j->log_path); /* a fresh attempt starts a fresh log */
+        char **env = job_env(a, j, json_object_get(jo, "env"), dir);
+        if (!env) {
+            rc = kiln_fail(&err, KILN_ENOMEM, "out of memory building the environment");
+        } else {
+            struct kiln_proc_spec s = {.command = cmd,
+                                       .env = env,
+                                       .cwd = dir,
+                                       .log_path = j->log_path,
+                                       .timeout_s = timeout > 0 ? timeout : 0,
+                                       .ram_bytes = (uint64_t)j->ram_mb << 20,
+                                       .name = cg,
+                                       .limits = &a->limits};
+            rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
+            env_free(env);
+        }
+    }
+    if (rc) {
+        kiln_log(a->lg, KILN_LOG_ERROR, "job %ld: cannot start: %s", j->id, err.msg);
+        j->finished = 1;
+        memset(&j->res, 0, sizeof j->res);
+        j->res.exit_code = -1;
+        j->res.infra = 1;
+        if (snprintf(j->res.reason, sizeof j->res.reason, "worker %.60s could not start it: %.150s",
+                     a->name, err.msg) < 0)
+            j->res.reason[0] = '\0';
+        j->log_gone = 1;
+        return;
+    }
+    kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld, %s) started: %d cores, %ld MiB%s", j->id,
+             j->attempt, j->name, j->cores, j->ram_mb, j->gpu_index >= 0 ? ", with a GPU" : "");
+}
+
+/* ---- endpoints ---- */
+
+static json_t *running_list(struct agent *a, int with_offsets)
+{
+    json_t *arr = json_array();
+    if (!arr) return NULL;
+    for (struct ajob *j = a->jobs; j; j = j->next) {
+        if (j->server_cancelled || j->reported) continue;
+        json_t *o = with_offsets
+                        ? json_pack("{s:I,s:I,s:I}", "job", (json_int_t)j->id, "attempt",
+                                    (json_int_t)j->attempt, "log_offset", (json_int_t)j->sent)
+                        : json_pack("{s:I,s:I,s:I}", "job", (json_int_t)j->id, "attempt",
+                                    (json_int_t)j->attempt, "peak_ram_mb",
+                                    (json_int_t)((j->proc && !j->finished ? kiln_proc_peak(j->proc)
+                                                                          : j->res.peak_ram) >>
+                                                 20));
+        if (!o || json_array_append_new(arr, o)) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static void register_done(struct req *r)
+{
+    struct agent *a = r->a;
+    if (common_status(a, r)) return;
+    if (r->status != 200 && r->status != 201) {
+        char m[400];
+        snprintf(m, sizeof m, "registration refused (HTTP %ld): %s", r->status,
+                 kiln_httpc_error_message(r->resp, r->status));
+        if (r->status == 400) {
+            fatal(a, KILN_EINVAL, m);
+            return;
+        }
+        lost_connection(a, m);
+        return;
+    }
+    json_t *id = json_object_get(r->resp, "worker_id");
+    if (!json_is_integer(id)) {
+        lost_connection(a, "registration answer has no worker_id");
+        return;
+    }
+    a->worker_id = (long)json_integer_value(id);
+    json_t *hb = json_object_get(r->resp, "heartbeat_s");
+    a->heartbeat_s = a->cfg->heartbeat_s > 0 ? a->cfg->heartbeat_s
+                     : json_is_integer(hb) && json_integer_value(hb) > 0
+                         ? (int)json_integer_value(hb)
+                         : 5;
+    a->registered = 1;
+    a->backoff_ms = 0;
+    a->next_hb_ns = now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull;
+    int running = 0;
+    for (struct ajob *j = a->jobs; j; j = j->next)
+        running++;
+    kiln_log(a->lg, KILN_LOG_INFO, "registered as worker %ld (%d job%s still here)", a->worker_id,
+             running, running == 1 ? "" : "s");
+    cancel_jobs(a, json_object_get(r->resp, "cancel"));
+}
+
+static void send_register(struct agent *a)
+{
+    struct req *r = req_new(a, CH_CTL, "POST", register_done);
+    if (!r) return;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/register");
+    json_t *h = kiln_host_to_json(a->host);
+    json_t *run = running_list(a, 1);
+    if (!h || !run || json_object_set_new(h, "running", run) ||
+        json_object_set_new(h, "name", json_string(a->name)) ||
+        (a->cfg->labels && json_object_set(h, "labels", a->cfg->labels)) ||
+        (a->cfg->max_jobs > 0 &&
+         json_object_set_new(h, "max_jobs", json_integer(a->cfg->max_jobs)))) {
+        json_decref(h);
+        free(r);
+        return;
+    }
+    json_object_del(h, "detail");
+    r->body = h;
+    req_submit(r);
+}
+
+static void heartbeat_done(struct req *r)
+{
+    struct agent *a = r->a;
+    if (common_status(a, r)) return;
+    if (r->status == 404 || r->status == 409) {
+        lost_connection(a, "the server does not know this worker any more");
+        return;
+    }
+    if (r->status != 200) return;
+    cancel_jobs(a, json_object_get(r->resp, "cancel"));
+    int drain = json_is_true(json_object_get(r->resp, "drain"));
+    if (drain != a->draining)
+        kiln_log(a->lg, KILN_LOG_INFO,
+                 drain ? "draining: finishing current work, taking no more"
+                       : "drain lifted: taking work again");
+    a->draining = drain;
+}
+
+static void send_heartbeat(struct agent *a)
+{
+    struct req *r = req_new(a, CH_CTL, "POST", heartbeat_done);
+    if (!r) return;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/heartbeat", a->worker_id);
+    struct statvfs sv;
+    json_int_t disk = -1;
+    if (statvfs(a->cfg->work_dir, &sv) == 0)
+        disk = (json_int_t)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 20);
+    json_t *run = running_list(a, 0);
+    r->body =
+        run ? json_pack("{s:o,s:I,s:b}", "running", run, "disk_free_mb", disk, "mem_pressure", 0)
+            : NULL;
+    if (!r->body) {
+        free(r);
+        return;
+    }
+    a->next_hb_ns = now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull;
+    req_submit(r);
+}
+
+static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, int *njobs)
+{
+    int c = a->host->cores, n = 0;
+    long ram_mb = a->host->ram_mb;
+    int used[KILN_MAX_GPUS] = {0};
+    for (struct ajob *j = a->jobs; j; j = j->next) {
+        if (j->finished) continue;
+        c -= j->cores;
+        ram_mb -= j->ram_mb;
+        n++;
+        for (int i = 0; i < a->host->ngpus; i++)
+            if (a->host->gpus[i].index == j->gpu_index) used[i] = 1;
+    }
+    *cores = c < 0 ? 0 : c;
+    *ram = ram_mb < 0 ? 0 : ram_mb;
+    *njobs = n;
+    if (gpus)
+        for (int i = 0; i < a->host->ngpus; i++)
+            if (!used[i]) json_array_append_new(gpus, json_integer(a->host->gpus[i].index));
+}
+
+static void lease_done(struct req *r)
+{
+    struct agent *a = r->a;
+    if (r->rc || r->status != 200) {
+        /* Only an answer without work may come back at once: pace those. */
+        if (now_ns() - a->lease_sent_ns < 1000000000ull)
+            a->next_lease_ns = now_ns() + 1000000000ull;
+    }
+    if (common_status(a, r)) return;
+    if (r->status == 204) return;
+    if (r->status == 404 || r->status == 409) {
+        lost_connection(a, "the server does not know this worker any more");
+        return;
+    }
+    if (r->status != 200) {
+        kiln_log(a->lg, KILN_LOG_WARN, "lease: HTTP %ld: %s", r->status,
+                 kiln_httpc_error_message(r->resp, r->status));
+        return;
+    }
+    cancel_jobs(a, json_object_get(r->resp, "cancel"));
+    json_t *jo = json_object_get(r->resp, "job");
+    if (json_is_object(jo)) start_job(a, jo);
+}
+
+static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
+{
+    struct req *r = req_new(a, CH_LEASE, "POST", lease_done);
+    if (!r) {
+        json_decref(gpus);
+        return;
+    }
+    int wait = a->cfg->lease_wait_s;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d", a->worker_id, wait);
+    r->timeout_ms = (long)wait * 1000 + 15000;
+    r->body = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
+                        "free_gpus", gpus);
+    if (!r->body) {
+        free(r);
+        return;
+    }
+    a->lease_sent_ns = now_ns();
+    req_submit(r);
+}
+
+static void log_done(struct req *r)
+{
+    struct agent *a = r->a;
+    struct ajob *j = find_job(a, r->job_id);
+    if (!j || j->attempt != r->attempt) return;
+    if (r->rc) {
+        lost_connection(a, r->err.msg);
+        return;
+    }
+    json_t *sz = json_object_get(r->resp, "size");
+    if ((r->status == 200 || r->status == 201) && json_is_integer(sz)) {
+        j->sent = (uint64_t)json_integer_value(sz);
+        return;
+    }
+    if (r->status == 409 && json_is_integer(sz)) {
+        /* The server has fewer (or more) bytes than we thought: resume there. */
+        kiln_log(a->lg, KILN_LOG_DEBUG, "job %ld: log resumes at %lld (server's size)", j->id,
+                 (long long)json_integer_value(sz));
+        j->sent = (uint64_t)json_integer_value(sz);
+        return;
+    }
+    if (common_status(a, r)) return;
+    kiln_log(a->lg, KILN_LOG_WARN,
+             "job %ld: server refuses its log (HTTP %ld: %s); not sending more", j->id, r->status,
+             kiln_httpc_error_message(r->resp, r->status));
+    j->log_gone = 1;
+}
+
+static int send_log(struct agent *a)
+{
+    int n = 0;
+    for (struct ajob *j = a->jobs; j; j = j->next)
+        n++;
+    if (!n) return 0;
+    /* round robin so one chatty job does not starve the others */
+    unsigned start = a->log_rr++ % (unsigned)n;
+    struct ajob *j = a->jobs;
+    for (unsigned i = 0; i < start; i++)
+        j = j->next;
+    for (int k = 0; k < n; k++, j = j->next ? j->next : a->jobs) {
+        if (j->log_gone || j->server_cancelled || j->reported) continue;
+        struct stat st;
+        if (stat(j->log_path, &st) != 0) continue;
+        if ((uint64_t)st.st_size <= j->sent) continue;
+        struct req *r = req_new(a, CH_LOG, "POST", log_done);
+        if (!r) return 0;
+        r->is_log = 1;
+        r->job_id = j->id;
+        r->attempt = j->attempt;
+        r->offset = j->sent;
+        uint64_t left = (uint64_t)st.st_size - j->sent;
+        r->maxlen = left > LOG_CHUNK ? LOG_CHUNK : (size_t)left;
+        r->timeout_ms = 60000;
+        snprintf(r->log_path, sizeof r->log_path, "%s", j->log_path);
+        snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/log?attempt=%ld&offset=%llu", j->id,
+                 j->attempt, (unsigned long long)j->sent);
+        req_submit(r);
+        return 1;
+    }
+    return 0;
+}
+
+static int log_flushed(struct ajob *j)
+{
+    if (j->log_gone) return 1;
+    struct stat st;
+    if (stat(j->log_path, &st) != 0) return 1;
+    return (uint64_t)st.st_size <= j->sent;
+}
+
+static void report_done(struct req *r)
+{
+    struct agent *a = r->a;
+    struct ajob *j = find_job(a, r->job_id);
+    if (!j || j->attempt != r->attempt) return;
+    if (common_status(a, r)) return;
+    if (r->status == 200 || r->status == 201) {
+        const char *st = json_string_value(json_object_get(r->resp, "state"));
+        kiln_log(a->lg, KILN_LOG_INFO, "job %ld reported; server state %s", j->id, st ? st : "?");
+    } else {
+        kiln_log(a->lg, KILN_LOG_WARN, "job %ld: report answered HTTP %ld (%s); dropping it", j->id,
+                 r->status, kiln_httpc_error_message(r->resp, r->status));
+    }
+    j->reported = 1;
+    drop_job(a, j);
+}
+
+static void send_report(struct agent *a, struct ajob *j)
+{
+    struct req *r = req_new(a, CH_CTL, "POST", report_done);
+    if (!r) return;
+    r->job_id = j->id;
+    r->attempt = j->attempt;
+    snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/report", j->id);
+    const struct kiln_proc_result *s = &j->res;
+    r->body = json_pack(
+        "{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:n,s:[]}", "attempt", (json_int_t)j->attempt, "stage",
+        j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
+        s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra, "peak_ram_mb",
+        (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest", "outputs");
+    if (!r->body) {
+        free(r);
+        return;
+    }
+    req_submit(r);
+}
+
+/* ---- the scheduler of our own work ---- */
+
+static void stop_loop(struct agent *a)
+{
+    if (a->stopping) return;
+    a->stopping = 1;
+    uv_timer_stop(&a->tick);
+    uv_timer_stop(&a->backoff);
+    uv_close((uv_handle_t *)&a->tick, NULL);
+    uv_close((uv_handle_t *)&a->backoff, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+static void pump(struct agent *a)
+{
+    if (a->stopping) return;
+    /* drop jobs the server cancelled once their process is gone */
+    for (struct ajob *j = a->jobs, *nx; j; j = nx) {
+        nx = j->next;
+        if (j->server_cancelled && j->finished) drop_job(a, j);
+    }
+    if (a->fatal) {
+        int alive = 0;
+        for (struct ajob *j = a->jobs; j; j = j->next)
+            alive += !j->finished;
+        if (!alive) stop_loop(a);
+        return;
+    }
+    if (a->shutting) {
+        /* A lease still in flight may hand us a job: wait for it, so that
+         * job goes back to the server instead of being forgotten. */
+        if (!a->jobs && !a->busy[CH_LEASE]) {
+            stop_loop(a);
+            return;
+        }
+        if (a->shutting == 2 && now_ns() > a->hard_deadline_ns) {
+            kiln_log(a->lg, KILN_LOG_WARN,
+                     "could not report every job before the deadline; exiting");
+            for (struct ajob *j = a->jobs; j; j = j->next)
+                if (!j->finished) kiln_proc_kill(j->proc, "worker shut down", 1);
+            int alive = 0;
+            for (struct ajob *j = a->jobs; j; j = j->next)
+                alive += !j->finished;
+            if (!alive) stop_loop(a);
+            return;
+        }
+    }
+    if (!a->registered) {
+        if (!a->backoff_pending && !a->busy[CH_CTL]) send_register(a);
+        return;
+    }
+    if (!a->busy[CH_LOG]) send_log(a);
+    if (!a->busy[CH_CTL]) {
+        struct ajob *rep = NULL;
+        for (struct ajob *j = a->jobs; j; j = j->next)
+            if (j->finished && !j->reported && !j->server_cancelled && log_flushed(j)) rep = j;
+        int running = 0;
+        for (struct ajob *j = a->jobs; j; j = j->next)
+            running += !j->finished;
+        uint64_t hb_ns = (uint64_t)a->heartbeat_s * 1000000000ull;
+        if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
+        if (rep)
+            send_report(a, rep);
+        else if (now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
+            send_heartbeat(a);
+    }
+    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && now_ns() >= a->next_lease_ns) {
+        int cores, njobs;
+        long ram;
+        json_t *gpus = json_array();
+        if (!gpus) return;
+        free_capacity(a, &cores, &ram, gpus, &njobs);
+        int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
+        if (room)
+            send_lease(a, cores, ram, gpus);
+        else
+            json_decref(gpus);
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct agent *a = s->data;
+    a->shutting++;
+    if (a->shutting == 1) {
+        int n = 0;
+        for (struct ajob *j = a->jobs; j; j = j->next)
+            n += !j->finished;
+        kiln_log(a->lg, KILN_LOG_INFO,
+                 "%s: taking no more work; finishing %d running job%s (send it again to stop now)",
+                 strsignal(signum), n, n == 1 ? "" : "s");
+    } else if (a->shutting == 2) {
+        kiln_log(a->lg, KILN_LOG_WARN, "%s again: stopping running jobs and handing them back",
+                 strsignal(signum));
+        a->hard_deadline_ns = now_ns() + HARD_EXIT_MS * 1000000ull;
+        for (struct ajob *j = a->jobs; j; j = j->next)
+            if (!j->finished) kiln_proc_kill(j->proc, "worker shut down while running it", 1);
+    }
+    pump(a);
+}
+
+static void strip_api_suffix(char *url)
+{
+    size_t n = strlen(url);
+    while (n && url[n - 1] == '/')
+        url[--n] = '\0';
+    if (n >= 7 && !strcmp(url + n - 7, "/api/v1")) url[n - 7] = '\0';
+}
+
+int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host *host,
+                   const struct kiln_logger *lg, struct kiln_error *err)
+{
+    struct agent *a = calloc(1, sizeof *a);
+    if (!a) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    a->cfg = cfg;
+    a->host = host;
+    a->lg = lg;
+    if (snprintf(a->name, sizeof a->name, "%s", cfg->name[0] ? cfg->name : host->hostname) >=
+        (int)sizeof a->name)
+        a->name[sizeof a->name - 1] = '\0';
+    a->heartbeat_s = cfg->heartbeat_s > 0 ? cfg->heartbeat_s : 5;
+    int rc = KILN_OK;
+    if (kiln_mkdir_p(cfg->work_dir, 0755)) {
+        rc = kiln_fail(err, KILN_EIO, "cannot create work dir %s: %s", cfg->work_dir,
+                       strerror(errno));
+        free(a);
+        return rc;
+    }
+    char base[512];
+    snprintf(base, sizeof base, "%s", cfg->server);
+    strip_api_suffix(base);
+    int inited = 0;
+    for (; inited < CH_N; inited++) {
+        if ((rc = kiln_httpc_init(&a->http[inited], base, cfg->token)) != KILN_OK) {
+            kiln_fail(err, rc, "cannot set up the HTTP client for %s", base);
+            goto out;
+        }
+        if (cfg->ca_file[0])
+            snprintf(a->http[inited].ca_file, sizeof a->http[inited].ca_file, "%s", cfg->ca_file);
+        a->http[inited].connect_timeout_ms = 5000;
+    }
+    if ((rc = kiln_limits_init(&a->limits, cfg->limit_method, a->name, err)) != KILN_OK) goto out;
+    kiln_log(lg, KILN_LOG_INFO,
+             "worker %s: %d cores, %ld MiB, %d GPU%s; RAM limits by %s; server %s", a->name,
+             host->cores, host->ram_mb, host->ngpus, host->ngpus == 1 ? "" : "s", a->limits.note,
+             base);
+    if (uv_loop_init(&a->loop)) {
+        rc = kiln_fail(err, KILN_EIO, "cannot create the event loop");
+        goto out;
+    }
+    uv_timer_init(&a->loop, &a->tick);
+    uv_timer_init(&a->loop, &a->backoff);
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    a->tick.data = a->backoff.data = a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
+    pump(a);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    /* Everything is closed; handles of finished jobs too. */
+    while (a->jobs)
+        drop_job(a, a->jobs);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&a->loop)) kiln_log(lg, KILN_LOG_WARN, "event loop closed with handles open");
+    kiln_limits_cleanup(&a->limits);
+    if (a->fatal) {
+        rc = a->fatal;
+        if (err) *err = a->fatal_err;
+    } else {
+        kiln_log(lg, KILN_LOG_INFO, "worker %s stopped", a->name);
+    }
+out:
+    for (int i = 0; i < inited; i++)
+        kiln_httpc_cleanup(&a->http[i]);
+    free(a);
+    return rc;
+}
