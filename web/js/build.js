@@ -166,7 +166,7 @@ export function mount(root, ctx, arg) {
       ['Name', job.name],
       ['Recipe', job.recipe ? `${job.recipe} @ ${job.branch || '?'}` : 'ad-hoc'],
       ['Commit', job.commit ? String(job.commit).slice(0, 12) : null],
-      ['Attempt', `${job.attempt ?? 1} of ${job.max_attempts ?? 1}`],
+      ['Attempt', job.attempt === 0 ? `not started (up to ${job.max_attempts ?? 1})` : `${job.attempt ?? 1} of ${job.max_attempts ?? 1}`],
       ['Priority', job.priority],
       ['Worker', job.worker],
       ['Platform', r.platform],
