@@ -70,7 +70,10 @@ static void finish(struct kiln_proc *p)
     r.timed_out = p->timed_out;
     r.ram_exceeded = p->ram_exceeded;
     r.killed = p->killed;
-    r.infra = p->infra;
+    /* A timeout counts as an infrastructure failure (a stuck mount or GPU is
+     * not the build's fault): the server retries it with backoff and fails
+     * the job only after max_attempts. */
+    r.infra = p->infra || p->timed_out;
     r.peak_ram = p->jl.peak;
     r.cpu_s = p->jl.cpu_s;
     r.wall_s = (double)(uv_hrtime() - p->start_ns) / 1e9;
