@@ -316,6 +316,14 @@ int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, st
             n->s = s;
             n->len = ev.data.scalar.length;
             n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+            /* A merge key is a key position in a mapping with "<<". */
+            if (n->plain && n->len == 2 && !memcmp(n->s, "<<", 2) && L.depth > 0 &&
+                L.stack[L.depth - 1].n->kind == N_MAP && L.stack[L.depth - 1].count % 2 == 0) {
+                rc = dg_add(d, KILN_EINVAL, line, col,
+                            "YAML merge keys (<<) are not supported in recipes; put shared "
+                            "values in the recipe's attrs (defaults) or in a rule");
+                break;
+            }
             n->style = (int)ev.data.scalar.style;
             n->weight = 1;
             if (ev.data.scalar.anchor) {
