@@ -2432,3 +2432,37 @@ int kiln_recipe_name_file(const char *path, char *out, size_t outlen, struct kil
     loaded_free(&L);
     return rc;
 }
+
+int kiln_recipe_expand_request(const char *recipes_dir, const char *name, const char *inline_yaml,
+                               const char *branch, const json_t *where, json_t **variants_out,
+                               struct kiln_error *err)
+{
+    if (!variants_out) return kiln_fail(err, KILN_EINVAL, "no output");
+    *variants_out = NULL;
+    const char *dir = recipes_dir && *recipes_dir ? recipes_dir : "recipes";
+    if (!inline_yaml && (!name || !*name))
+        return kiln_fail(err, KILN_EINVAL, "give a recipe name or an inline recipe");
+    if (name && *name &&
+        (strlen(name) > 64 ||
+         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
+             strlen(name) ||
+         name[0] == '.'))
+        return kiln_fail(err, KILN_EINVAL,
+                         "recipe name '%.64s' must be 1-64 letters, digits, '.', '_' or '-' "
+                         "and not start with '.'",
+                         name);
+    char w[4096];
+    int rc = kiln_recipe_where_from_json(where, w, sizeof(w), err);
+    if (rc) return rc;
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s.yaml", dir, name && *name ? name : "inline");
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return kiln_fail(err, KILN_ELIMIT, "recipe directory path too long");
+    if (inline_yaml)
+        return kiln_recipe_expand_text(path, inline_yaml, strlen(inline_yaml), branch, w,
+                                       variants_out, err);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return kiln_fail(err, KILN_ENOTFOUND, "no recipe '%s' in %s", name, dir);
+    return kiln_recipe_expand_file(path, branch, w, variants_out, err);
+}
