@@ -1427,18 +1427,18 @@ static int render(struct exp *E, const struct tmpl *t, struct kiln_buf *out)
         if (p->var < 0) return KILN_EINVAL; /* reported at compile time */
         const char *v = E->val[p->var];
         if (!v) {
-            return dg_add(E->d, KILN_EINVAL, p->line, p->col,
-                          "%s uses {%s}, which has no value for the variant %s (set it in "
-                          "attrs, or only use it where a rule sets it)",
-                          t->what, p->s, combo(E));
+            return dg_once(E->d, KILN_EINVAL, p->line, p->col,
+                           "%s uses {%s}, which has no value for the variant %s (set it in "
+                           "attrs, or only use it where a rule sets it)",
+                           t->what, p->s, combo(E));
         }
         if (kiln_buf_puts(out, v)) goto big;
     }
     return 0;
 big:
-    return dg_add(E->d, KILN_ELIMIT, t->node->line, t->node->col,
-                  "%s renders to more than %u bytes for the variant %s", t->what,
-                  KILN_RECIPE_MAX_STR, combo(E));
+    return dg_once(E->d, KILN_ELIMIT, t->node->line, t->node->col,
+                   "%s renders to more than %u bytes for the variant %s", t->what,
+                   KILN_RECIPE_MAX_STR, combo(E));
 }
 
 /* Render into a string that lives until the next variant. */
@@ -1486,9 +1486,9 @@ static int render_ll(struct exp *E, const struct tmpl *t, long long *out, const 
     int rc = render_str(E, t, &s);
     if (rc) return rc;
     if (!parse_ll(s, out))
-        return dg_add(E->d, KILN_EINVAL, t->node->line, t->node->col,
-                      "%s must be a whole number, but is '%s' for the variant %s", what, s,
-                      combo(E));
+        return dg_once(E->d, KILN_EINVAL, t->node->line, t->node->col,
+                       "%s must be a whole number, but is '%s' for the variant %s", what, s,
+                       combo(E));
     return 0;
 }
 
@@ -1671,11 +1671,11 @@ static json_t *build_variant(struct exp *E, int *rcp)
             else if (parse_ll(v, &x))
                 JSET(t, "driver_min", json_integer(x));
             else {
-                rc =
-                    dg_add(E->d, KILN_EINVAL, st->driver_min->node->line, st->driver_min->node->col,
-                           "selftest.driver_min must be a whole number, but is '%s' for the "
-                           "variant %s",
-                           v, combo(E));
+                rc = dg_once(E->d, KILN_EINVAL, st->driver_min->node->line,
+                             st->driver_min->node->col,
+                             "selftest.driver_min must be a whole number, but is '%s' for the "
+                             "variant %s",
+                             v, combo(E));
                 goto fail;
             }
         } else {
@@ -1838,10 +1838,10 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     const char *name;
     if ((rc = render_str(E, r->t_name, &name))) return rc;
     if (!name_ok(name))
-        return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
-                      "variant name '%.200s' (for %s) must be letters, digits, '.', '_', '+' "
-                      "or '-' and at most 200 characters",
-                      name, combo(E));
+        return dg_once(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
+                       "variant name '%.200s' (for %s) must be letters, digits, '.', '_', '+' "
+                       "or '-' and at most 200 characters",
+                       name, combo(E));
     char *kname = ar_strndup(&E->keep, name, strlen(name));
     const char **kvals = ar_alloc(&E->keep, (r->naxes ? r->naxes : 1) * sizeof(*kvals));
     if (!kname || !kvals) return KILN_ENOMEM;
@@ -1851,10 +1851,10 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     if (rc < 0) return rc;
     char other[512];
     if (rc == 1)
-        return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
-                      "two variants are named '%s' (%s and %s); put the axis that tells them "
-                      "apart into the name template or exclude one",
-                      kname, combo_of(E, E->vr[dup].vals, other, sizeof(other)), combo(E));
+        return dg_once(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
+                       "two variants are named '%s' (%s and %s); put the axis that tells them "
+                       "apart into the name template or exclude one",
+                       kname, combo_of(E, E->vr[dup].vals, other, sizeof(other)), combo(E));
     E->val[SYM_NAME] = kname;
     if (E->nvr == E->capvr) {
         size_t nc = E->capvr ? E->capvr * 2 : 256;
@@ -2069,10 +2069,10 @@ static int resolve_deps(struct exp *E)
         }
         if (hit < 0) {
             if (!dp->optional)
-                rc = dg_add(E->d, KILN_EINVAL, dp->line, dp->col,
-                            "dependency '%s' of variant %s matches no variant of %s; mark it "
-                            "'optional: true' if it applies only where one exists",
-                            p->name, E->names.names[p->vi], where);
+                rc = dg_once(E->d, KILN_EINVAL, dp->line, dp->col,
+                             "dependency '%s' of variant %s matches no variant of %s; mark it "
+                             "'optional: true' if it applies only where one exists",
+                             p->name, E->names.names[p->vi], where);
             continue;
         }
         if (E->vr[p->vi].depends) {
@@ -2382,9 +2382,15 @@ static int check_loaded(struct loaded *L, int rc, json_t **problems_out, struct 
         for (size_t i = 0; arr && i < L->d.n; i++) {
             const struct diag *g = &L->d.v[i];
             char text[1200];
-            snprintf(text, sizeof(text), "%s:%d:%d: error: %s", g->file, g->line, g->col, g->msg);
+            char msg[900];
+            if (g->more)
+                snprintf(msg, sizeof(msg), "%s (and %zu more variant%s like it)", g->msg, g->more,
+                         g->more == 1 ? "" : "s");
+            else
+                snprintf(msg, sizeof(msg), "%s", g->msg);
+            snprintf(text, sizeof(text), "%s:%d:%d: error: %s", g->file, g->line, g->col, msg);
             json_t *o = json_pack("{s:s,s:i,s:i,s:s,s:s}", "file", g->file, "line", g->line, "col",
-                                  g->col, "message", g->msg, "text", text);
+                                  g->col, "message", msg, "text", text);
             if (!o || json_array_append_new(arr, o)) {
                 json_decref(arr);
                 arr = NULL;

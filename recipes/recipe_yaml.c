@@ -118,9 +118,26 @@ int dg_add(struct diags *d, int code, int line, int col, const char *fmt, ...)
     g->col = col;
     g->code = code;
     g->msg = m;
+    g->more = 0;
     g->file = d->file;
     d->n++;
     return code;
+}
+
+int dg_once(struct diags *d, int code, int line, int col, const char *fmt, ...)
+{
+    if (code == 0) code = KILN_EINVAL;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->v[i].line == line && d->v[i].col == col && d->v[i].code == code) {
+            d->v[i].more++;
+            return code;
+        }
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return dg_add(d, code, line, col, "%s", msg);
 }
 
 void dg_free(struct diags *d)
