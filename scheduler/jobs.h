@@ -59,6 +59,9 @@ struct kiln_stage_needs {
     char gpu_sm[16]; /* "" = no GPU */
     int sm_compat;   /* 1: a newer SM of the same major also fits */
     int driver_min;  /* 0 = any */
+    int priority;
+    double created_at;
+    double est_s;    /* <= 0 unknown */
 };
 int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *out,
                     struct kiln_error *err);
@@ -150,6 +153,10 @@ int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int
 
 /* After a restart: interrupted publishes go back to tested. */
 int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err);
+
+/* 1 if a job of that name exists on branch (not cancelled/superseded): the
+ * git watcher keeps such dependencies and drops ones kiln never built. */
+int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch);
 
 /* 1 if state is final (succeeded, failed, cancelled, superseded). */
 int kiln_job_state_final(const char *state);
