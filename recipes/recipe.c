@@ -1398,6 +1398,7 @@ struct exp {
     /* per variant */
     const char **val;
     json_t **valj; /* shared JSON of val[i] when it came from a literal, else NULL */
+    json_t *jrecipe, *jbranch;
     const struct tmpl **env;
     const struct tmpl *res[RES_N];
     int st_on, pub_on;
@@ -1588,11 +1589,6 @@ static json_t *render_gnode(struct exp *E, const struct gnode *g, int *rc)
         if (!v_ || json_object_set_new_nocheck((o), (k), v_)) goto fail;                           \
     } while (0)
 
-static json_t *str_or_null(const char *s)
-{
-    return s && *s ? json_string_nocheck(s) : json_null();
-}
-
 /* Build the Variant JSON of the current variant (name already in val). */
 static json_t *build_variant(struct exp *E, int *rcp)
 {
@@ -1602,14 +1598,20 @@ static json_t *build_variant(struct exp *E, int *rcp)
     if (!o) return NULL;
     const char *name = E->val[SYM_NAME];
     JSET(o, "name", json_string_nocheck(name));
-    JSET(o, "recipe", json_string_nocheck(r->name));
-    JSET(o, "branch", json_string_nocheck(E->branch));
+    /* The same in every variant: one shared value each. */
+    if (!E->jrecipe) E->jrecipe = json_string_nocheck(r->name);
+    if (!E->jbranch) E->jbranch = json_string_nocheck(E->branch);
+    JSET(o, "recipe", shared(E->jrecipe));
+    JSET(o, "branch", shared(E->jbranch));
     /* platform is an attribute; without one, the ISA level implies it. */
     const char *plat = E->sym_platform >= 0 ? E->val[E->sym_platform] : NULL;
     if (!plat && E->sym_isa >= 0 && E->val[E->sym_isa])
         plat = kiln_isa_level_platform(E->val[E->sym_isa]);
     if (!plat) plat = "x86_64-linux";
-    JSET(o, "platform", json_string_nocheck(plat));
+    if (E->sym_platform >= 0 && E->valj[E->sym_platform] && plat == E->val[E->sym_platform])
+        JSET(o, "platform", json_incref(E->valj[E->sym_platform]));
+    else
+        JSET(o, "platform", json_string_nocheck(plat));
     json_t *attrs = json_object();
     JSET(o, "attrs", attrs);
     for (size_t i = 3; i < r->syms.n; i++)
@@ -1653,7 +1655,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
         JSET(o, "selftest", t);
         const char *v = NULL;
         if (st->sm && (rc = render_str(E, st->sm, &v))) goto fail;
-        JSET(t, "sm", str_or_null(v));
+        JSET(t, "sm", v && *v ? render_json_str(E, st->sm, &rc) : json_null());
         int compat = 0;
         if (st->sm_compat) {
             if ((rc = render_str(E, st->sm_compat, &v))) goto fail;
@@ -1662,7 +1664,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
         JSET(t, "sm_compat", json_boolean(compat));
         v = NULL;
         if (st->isa && (rc = render_str(E, st->isa, &v))) goto fail;
-        JSET(t, "isa", str_or_null(v));
+        JSET(t, "isa", v && *v ? render_json_str(E, st->isa, &rc) : json_null());
         if (st->driver_min) {
             long long x;
             if ((rc = render_str(E, st->driver_min, &v))) goto fail;
@@ -2225,6 +2227,8 @@ static void exp_free(struct exp *E)
     free(E->pd);
     free(E->val);
     free(E->valj);
+    json_decref(E->jrecipe);
+    json_decref(E->jbranch);
     free(E->env);
     ns_free(&E->names);
     ar_free(&E->va);
