@@ -1398,6 +1398,7 @@ struct exp {
     /* per variant */
     const char **val;
     json_t **valj; /* shared JSON of val[i] when it came from a literal, else NULL */
+    json_t *jrecipe, *jbranch;
     const struct tmpl **env;
     const struct tmpl *res[RES_N];
     int st_on, pub_on;
@@ -1427,18 +1428,18 @@ static int render(struct exp *E, const struct tmpl *t, struct kiln_buf *out)
         if (p->var < 0) return KILN_EINVAL; /* reported at compile time */
         const char *v = E->val[p->var];
         if (!v) {
-            return dg_add(E->d, KILN_EINVAL, p->line, p->col,
-                          "%s uses {%s}, which has no value for the variant %s (set it in "
-                          "attrs, or only use it where a rule sets it)",
-                          t->what, p->s, combo(E));
+            return dg_once(E->d, KILN_EINVAL, p->line, p->col,
+                           "%s uses {%s}, which has no value for the variant %s (set it in "
+                           "attrs, or only use it where a rule sets it)",
+                           t->what, p->s, combo(E));
         }
         if (kiln_buf_puts(out, v)) goto big;
     }
     return 0;
 big:
-    return dg_add(E->d, KILN_ELIMIT, t->node->line, t->node->col,
-                  "%s renders to more than %u bytes for the variant %s", t->what,
-                  KILN_RECIPE_MAX_STR, combo(E));
+    return dg_once(E->d, KILN_ELIMIT, t->node->line, t->node->col,
+                   "%s renders to more than %u bytes for the variant %s", t->what,
+                   KILN_RECIPE_MAX_STR, combo(E));
 }
 
 /* Render into a string that lives until the next variant. */
@@ -1486,9 +1487,9 @@ static int render_ll(struct exp *E, const struct tmpl *t, long long *out, const 
     int rc = render_str(E, t, &s);
     if (rc) return rc;
     if (!parse_ll(s, out))
-        return dg_add(E->d, KILN_EINVAL, t->node->line, t->node->col,
-                      "%s must be a whole number, but is '%s' for the variant %s", what, s,
-                      combo(E));
+        return dg_once(E->d, KILN_EINVAL, t->node->line, t->node->col,
+                       "%s must be a whole number, but is '%s' for the variant %s", what, s,
+                       combo(E));
     return 0;
 }
 
@@ -1588,11 +1589,6 @@ static json_t *render_gnode(struct exp *E, const struct gnode *g, int *rc)
         if (!v_ || json_object_set_new_nocheck((o), (k), v_)) goto fail;                           \
     } while (0)
 
-static json_t *str_or_null(const char *s)
-{
-    return s && *s ? json_string_nocheck(s) : json_null();
-}
-
 /* Build the Variant JSON of the current variant (name already in val). */
 static json_t *build_variant(struct exp *E, int *rcp)
 {
@@ -1602,14 +1598,20 @@ static json_t *build_variant(struct exp *E, int *rcp)
     if (!o) return NULL;
     const char *name = E->val[SYM_NAME];
     JSET(o, "name", json_string_nocheck(name));
-    JSET(o, "recipe", json_string_nocheck(r->name));
-    JSET(o, "branch", json_string_nocheck(E->branch));
+    /* The same in every variant: one shared value each. */
+    if (!E->jrecipe) E->jrecipe = json_string_nocheck(r->name);
+    if (!E->jbranch) E->jbranch = json_string_nocheck(E->branch);
+    JSET(o, "recipe", shared(E->jrecipe));
+    JSET(o, "branch", shared(E->jbranch));
     /* platform is an attribute; without one, the ISA level implies it. */
     const char *plat = E->sym_platform >= 0 ? E->val[E->sym_platform] : NULL;
     if (!plat && E->sym_isa >= 0 && E->val[E->sym_isa])
         plat = kiln_isa_level_platform(E->val[E->sym_isa]);
     if (!plat) plat = "x86_64-linux";
-    JSET(o, "platform", json_string_nocheck(plat));
+    if (E->sym_platform >= 0 && E->valj[E->sym_platform] && plat == E->val[E->sym_platform])
+        JSET(o, "platform", json_incref(E->valj[E->sym_platform]));
+    else
+        JSET(o, "platform", json_string_nocheck(plat));
     json_t *attrs = json_object();
     JSET(o, "attrs", attrs);
     for (size_t i = 3; i < r->syms.n; i++)
@@ -1653,7 +1655,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
         JSET(o, "selftest", t);
         const char *v = NULL;
         if (st->sm && (rc = render_str(E, st->sm, &v))) goto fail;
-        JSET(t, "sm", str_or_null(v));
+        JSET(t, "sm", v && *v ? render_json_str(E, st->sm, &rc) : json_null());
         int compat = 0;
         if (st->sm_compat) {
             if ((rc = render_str(E, st->sm_compat, &v))) goto fail;
@@ -1662,7 +1664,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
         JSET(t, "sm_compat", json_boolean(compat));
         v = NULL;
         if (st->isa && (rc = render_str(E, st->isa, &v))) goto fail;
-        JSET(t, "isa", str_or_null(v));
+        JSET(t, "isa", v && *v ? render_json_str(E, st->isa, &rc) : json_null());
         if (st->driver_min) {
             long long x;
             if ((rc = render_str(E, st->driver_min, &v))) goto fail;
@@ -1671,11 +1673,11 @@ static json_t *build_variant(struct exp *E, int *rcp)
             else if (parse_ll(v, &x))
                 JSET(t, "driver_min", json_integer(x));
             else {
-                rc =
-                    dg_add(E->d, KILN_EINVAL, st->driver_min->node->line, st->driver_min->node->col,
-                           "selftest.driver_min must be a whole number, but is '%s' for the "
-                           "variant %s",
-                           v, combo(E));
+                rc = dg_once(E->d, KILN_EINVAL, st->driver_min->node->line,
+                             st->driver_min->node->col,
+                             "selftest.driver_min must be a whole number, but is '%s' for the "
+                             "variant %s",
+                             v, combo(E));
                 goto fail;
             }
         } else {
@@ -1838,10 +1840,10 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     const char *name;
     if ((rc = render_str(E, r->t_name, &name))) return rc;
     if (!name_ok(name))
-        return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
-                      "variant name '%.200s' (for %s) must be letters, digits, '.', '_', '+' "
-                      "or '-' and at most 200 characters",
-                      name, combo(E));
+        return dg_once(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
+                       "variant name '%.200s' (for %s) must be letters, digits, '.', '_', '+' "
+                       "or '-' and at most 200 characters",
+                       name, combo(E));
     char *kname = ar_strndup(&E->keep, name, strlen(name));
     const char **kvals = ar_alloc(&E->keep, (r->naxes ? r->naxes : 1) * sizeof(*kvals));
     if (!kname || !kvals) return KILN_ENOMEM;
@@ -1851,10 +1853,10 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     if (rc < 0) return rc;
     char other[512];
     if (rc == 1)
-        return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
-                      "two variants are named '%s' (%s and %s); put the axis that tells them "
-                      "apart into the name template or exclude one",
-                      kname, combo_of(E, E->vr[dup].vals, other, sizeof(other)), combo(E));
+        return dg_once(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
+                       "two variants are named '%s' (%s and %s); put the axis that tells them "
+                       "apart into the name template or exclude one",
+                       kname, combo_of(E, E->vr[dup].vals, other, sizeof(other)), combo(E));
     E->val[SYM_NAME] = kname;
     if (E->nvr == E->capvr) {
         size_t nc = E->capvr ? E->capvr * 2 : 256;
@@ -2069,10 +2071,10 @@ static int resolve_deps(struct exp *E)
         }
         if (hit < 0) {
             if (!dp->optional)
-                rc = dg_add(E->d, KILN_EINVAL, dp->line, dp->col,
-                            "dependency '%s' of variant %s matches no variant of %s; mark it "
-                            "'optional: true' if it applies only where one exists",
-                            p->name, E->names.names[p->vi], where);
+                rc = dg_once(E->d, KILN_EINVAL, dp->line, dp->col,
+                             "dependency '%s' of variant %s matches no variant of %s; mark it "
+                             "'optional: true' if it applies only where one exists",
+                             p->name, E->names.names[p->vi], where);
             continue;
         }
         if (E->vr[p->vi].depends) {
@@ -2225,6 +2227,8 @@ static void exp_free(struct exp *E)
     free(E->pd);
     free(E->val);
     free(E->valj);
+    json_decref(E->jrecipe);
+    json_decref(E->jbranch);
     free(E->env);
     ns_free(&E->names);
     ar_free(&E->va);
@@ -2382,9 +2386,15 @@ static int check_loaded(struct loaded *L, int rc, json_t **problems_out, struct 
         for (size_t i = 0; arr && i < L->d.n; i++) {
             const struct diag *g = &L->d.v[i];
             char text[1200];
-            snprintf(text, sizeof(text), "%s:%d:%d: error: %s", g->file, g->line, g->col, g->msg);
+            char msg[900];
+            if (g->more)
+                snprintf(msg, sizeof(msg), "%s (and %zu more variant%s like it)", g->msg, g->more,
+                         g->more == 1 ? "" : "s");
+            else
+                snprintf(msg, sizeof(msg), "%s", g->msg);
+            snprintf(text, sizeof(text), "%s:%d:%d: error: %s", g->file, g->line, g->col, msg);
             json_t *o = json_pack("{s:s,s:i,s:i,s:s,s:s}", "file", g->file, "line", g->line, "col",
-                                  g->col, "message", g->msg, "text", text);
+                                  g->col, "message", msg, "text", text);
             if (!o || json_array_append_new(arr, o)) {
                 json_decref(arr);
                 arr = NULL;
@@ -2431,4 +2441,38 @@ int kiln_recipe_name_file(const char *path, char *out, size_t outlen, struct kil
     }
     loaded_free(&L);
     return rc;
+}
+
+int kiln_recipe_expand_request(const char *recipes_dir, const char *name, const char *inline_yaml,
+                               const char *branch, const json_t *where, json_t **variants_out,
+                               struct kiln_error *err)
+{
+    if (!variants_out) return kiln_fail(err, KILN_EINVAL, "no output");
+    *variants_out = NULL;
+    const char *dir = recipes_dir && *recipes_dir ? recipes_dir : "recipes";
+    if (!inline_yaml && (!name || !*name))
+        return kiln_fail(err, KILN_EINVAL, "give a recipe name or an inline recipe");
+    if (name && *name &&
+        (strlen(name) > 64 ||
+         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
+             strlen(name) ||
+         name[0] == '.'))
+        return kiln_fail(err, KILN_EINVAL,
+                         "recipe name '%.64s' must be 1-64 letters, digits, '.', '_' or '-' "
+                         "and not start with '.'",
+                         name);
+    char w[4096];
+    int rc = kiln_recipe_where_from_json(where, w, sizeof(w), err);
+    if (rc) return rc;
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s.yaml", dir, name && *name ? name : "inline");
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return kiln_fail(err, KILN_ELIMIT, "recipe directory path too long");
+    if (inline_yaml)
+        return kiln_recipe_expand_text(path, inline_yaml, strlen(inline_yaml), branch, w,
+                                       variants_out, err);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return kiln_fail(err, KILN_ENOTFOUND, "no recipe '%s' in %s", name, dir);
+    return kiln_recipe_expand_file(path, branch, w, variants_out, err);
 }

@@ -18,8 +18,8 @@
  * Errors: every problem is reported as "file:line:col: error: sentence" (line
  * and column 1-based, pointing into the YAML). Expand stops at the first
  * problem (KILN_EPARSE for YAML syntax, KILN_ELIMIT for size/alias/nesting/
- * matrix limits, KILN_EINVAL for everything else) and puts that line in
- * err->msg. kiln_recipe_check_*() collect every problem over every branch.
+ * matrix limits, KILN_ENOTFOUND for a missing file or unknown branch,
+ * KILN_EINVAL for everything else) and puts that line in err->msg. kiln_recipe_check_*() collect every problem over every branch.
  *
  * Limits (hostile input ends in a clear error, fast, in bounded memory):
  * file size KILN_RECIPE_MAX_BYTES, nesting KILN_RECIPE_MAX_DEPTH, expanded
@@ -85,6 +85,18 @@ int kiln_recipe_diff(const json_t *old_variants, const json_t *new_variants, jso
  * ("sm=90,isa=avx2|avx512"). NULL or an empty object gives "". */
 int kiln_recipe_where_from_json(const json_t *where, char *out, size_t outlen,
                                 struct kiln_error *err);
+
+/* What the server's POST /jobs {"recipe"|"recipe_yaml","branch","where"}
+ * and GET /recipes/{name}/expand need in one call: expand
+ * <recipes_dir>/<name>.yaml, or inline_yaml when it is non-NULL (errors then
+ * read "<name or inline>.yaml:line:col", and its dependencies on other
+ * recipes are found in recipes_dir). where is the API's JSON object (or
+ * NULL). name must be a plain recipe name (letters, digits, . _ -, no
+ * slash): anything else is KILN_EINVAL; a missing recipe file is
+ * KILN_ENOTFOUND ("no recipe 'x' in DIR"). */
+int kiln_recipe_expand_request(const char *recipes_dir, const char *name, const char *inline_yaml,
+                               const char *branch, const json_t *where, json_t **variants_out,
+                               struct kiln_error *err);
 
 /* The recipe's name ("recipe:" key) without expanding; for listings. */
 int kiln_recipe_name_file(const char *path, char *out, size_t outlen, struct kiln_error *err);

@@ -40,6 +40,7 @@ struct diag {
     int line, col;
     int code;
     char *msg;
+    size_t more; /* further variants with the same problem here (dg_once) */
 };
 
 struct diags {
@@ -52,6 +53,10 @@ struct diags {
 
 /* Add a problem (deduplicated); returns code (KILN_EINVAL when 0). */
 int dg_add(struct diags *d, int code, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Like dg_add, for problems found per variant: a second problem at the same
+ * line:col only counts in ->more, so check lists each mistake once. */
+int dg_once(struct diags *d, int code, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 void dg_free(struct diags *d);
 

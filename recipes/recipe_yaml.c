@@ -118,9 +118,26 @@ int dg_add(struct diags *d, int code, int line, int col, const char *fmt, ...)
     g->col = col;
     g->code = code;
     g->msg = m;
+    g->more = 0;
     g->file = d->file;
     d->n++;
     return code;
+}
+
+int dg_once(struct diags *d, int code, int line, int col, const char *fmt, ...)
+{
+    if (code == 0) code = KILN_EINVAL;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->v[i].line == line && d->v[i].col == col && d->v[i].code == code) {
+            d->v[i].more++;
+            return code;
+        }
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return dg_add(d, code, line, col, "%s", msg);
 }
 
 void dg_free(struct diags *d)
@@ -316,6 +333,14 @@ int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, st
             n->s = s;
             n->len = ev.data.scalar.length;
             n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+            /* A merge key is a key position in a mapping with "<<". */
+            if (n->plain && n->len == 2 && !memcmp(n->s, "<<", 2) && L.depth > 0 &&
+                L.stack[L.depth - 1].n->kind == N_MAP && L.stack[L.depth - 1].count % 2 == 0) {
+                rc = dg_add(d, KILN_EINVAL, line, col,
+                            "YAML merge keys (<<) are not supported in recipes; put shared "
+                            "values in the recipe's attrs (defaults) or in a rule");
+                break;
+            }
             n->style = (int)ev.data.scalar.style;
             n->weight = 1;
             if (ev.data.scalar.anchor) {

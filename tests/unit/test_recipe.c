@@ -448,6 +448,44 @@ static void test_pytorch_cpu_has_no_gpu_attrs(void **state)
     json_decref(arr);
 }
 
+static void test_expand_request(void **state)
+{
+    (void)state;
+    char dir[4096];
+    const char *root = getenv("KILN_SRC");
+    snprintf(dir, sizeof(dir), "%s/recipes", root && *root ? root : ".");
+    json_t *where = json_loads("{\"sm\":\"90\",\"isa\":\"avx512\"}", 0, NULL);
+    json_t *v = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_recipe_expand_request(dir, "vllm", NULL, NULL, where, &v, &err), 0);
+    assert_int_equal(json_array_size(v), 2);
+    json_decref(v);
+    /* inline recipe: its dependencies on other recipes resolve in dir */
+    const char *y =
+        "recipe: mine\naxes: {sm: [90]}\n"
+        "templates: {name: 'mine-{sm}', command: make}\n"
+        "depends: [{recipe: pytorch, name: 'pytorch-python313-cuda12_9-sm{sm}-avx2'}]\n";
+    assert_int_equal(kiln_recipe_expand_request(dir, NULL, y, NULL, NULL, &v, &err), 0);
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(json_array_get(v, 0), "depends"), 0)),
+        "pytorch-python313-cuda12_9-sm90-avx2");
+    json_decref(v);
+    assert_int_equal(kiln_recipe_expand_request(dir, "nope", NULL, NULL, NULL, &v, &err),
+                     KILN_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "no recipe 'nope'"));
+    assert_int_equal(kiln_recipe_expand_request(dir, "../etc/passwd", NULL, NULL, NULL, &v, &err),
+                     KILN_EINVAL);
+    assert_int_equal(kiln_recipe_expand_request(dir, ".hidden", NULL, NULL, NULL, &v, &err),
+                     KILN_EINVAL);
+    assert_int_equal(kiln_recipe_expand_request(dir, "vllm", NULL, "nobranch", where, &v, &err),
+                     KILN_ENOTFOUND);
+    assert_int_equal(kiln_recipe_expand_request(dir, NULL, "recipe: [", NULL, NULL, &v, &err),
+                     KILN_EPARSE);
+    assert_non_null(strstr(err.msg, "/inline.yaml:"));
+    assert_null(v);
+    json_decref(where);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_name_file),
         cmocka_unit_test(test_where_from_json),
         cmocka_unit_test(test_pytorch_cpu_has_no_gpu_attrs),
+        cmocka_unit_test(test_expand_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

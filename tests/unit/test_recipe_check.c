@@ -169,6 +169,12 @@ static void test_check_text_and_more_kinds(void **state)
         {"", "the file is empty"},
         {"recipe: r\n---\nrecipe: s\n", "one YAML document"},
         {"a: *nothing\n", "alias *nothing names no anchor"},
+        {"base: &b {x: 1}\nrecipe: r\nattrs: {<<: *b}\n", "merge keys (<<) are not supported"},
+        {"recipe: r\naxes: {sm: [1]}\nrules: [{when: {sm: 1}, unset: [smm]}]\ntemplates: "
+         "{name: 'x{sm}'}\n",
+         "rule unset names 'smm'"},
+        {"recipe: r\naxes: {sm: [1]}\ninclude: [{sm: 2, ism: 3}]\ntemplates: {name: 'x{sm}'}\n",
+         "include names 'ism', which is not an axis"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *probs = NULL;
