@@ -177,6 +177,8 @@ static char cubin_suffix(const struct kiln_elf *e)
 {
     struct kiln_elf_section s;
     if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == 8) return 0;
+    /* A truncated or hostile file may claim a note beyond its end. */
+    if (s.offset > e->len || s.size > e->len - s.offset) return 0;
     const char *p = (const char *)e->data + s.offset, *end = p + s.size;
     const char *at = memmem(p, s.size, "-arch sm_", 9);
     if (!at) return 0;
