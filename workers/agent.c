@@ -104,7 +104,8 @@ struct agent {
     uint64_t next_lease_ns; /* a server that answers 204 at once is not hammered */
     uint64_t lease_sent_ns;
     int draining;
-    int shutting; /* 1 after the first signal, 2 after the second */
+    int low_resources, low_logged; /* disk nearly full or memory pressure */
+    int shutting;                  /* 1 after the first signal, 2 after the second */
     uint64_t hard_deadline_ns;
     int stopping;
     int fatal;
@@ -619,19 +620,66 @@ static void heartbeat_done(struct req *r)
     a->draining = drain;
 }
 
+/* Free MiB of the fuller of the work dir and the Nix store (-1 unknown). */
+static long disk_free_mb(const struct agent *a)
+{
+    const char *paths[] = {a->cfg->work_dir, "/nix/store"};
+    long best = -1;
+    for (size_t i = 0; i < 2; i++) {
+        struct statvfs sv;
+        if (statvfs(paths[i], &sv) != 0) continue;
+        long mb = (long)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 20);
+        if (best < 0 || mb < best) best = mb;
+    }
+    return best;
+}
+
+/* Memory pressure: PSI "some avg10" over 10 %, or (without PSI) less than
+ * 5 % of RAM available. */
+static int mem_pressure(void)
+{
+    char t[512];
+    FILE *f = fopen("/proc/pressure/memory", "re");
+    if (f) {
+        size_t n = fread(t, 1, sizeof t - 1, f);
+        fclose(f);
+        t[n] = '\0';
+        const char *p = strstr(t, "some avg10=");
+        if (p) return strtod(p + 11, NULL) > 10.0;
+    }
+    f = fopen("/proc/meminfo", "re");
+    if (!f) return 0;
+    long total = 0, avail = -1, v;
+    char key[64];
+    while (fscanf(f, "%63s %ld kB", key, &v) == 2) {
+        if (!strcmp(key, "MemTotal:")) total = v;
+        if (!strcmp(key, "MemAvailable:")) avail = v;
+    }
+    fclose(f);
+    return total > 0 && avail >= 0 && avail < total / 20;
+}
+
 static void send_heartbeat(struct agent *a)
 {
     struct req *r = req_new(a, CH_CTL, "POST", heartbeat_done);
     if (!r) return;
     snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/heartbeat", a->worker_id);
-    struct statvfs sv;
-    json_int_t disk = -1;
-    if (statvfs(a->cfg->work_dir, &sv) == 0)
-        disk = (json_int_t)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 20);
+    json_int_t disk = disk_free_mb(a);
+    int pressure = mem_pressure();
+    a->low_resources = pressure || (disk >= 0 && disk < a->cfg->min_disk_free_mb);
+    if (a->low_resources != a->low_logged) {
+        a->low_logged = a->low_resources;
+        if (a->low_resources)
+            kiln_log(a->lg, KILN_LOG_WARN, "taking no new job: %s",
+                     pressure ? "the host is under memory pressure"
+                              : "the work dir or /nix/store is nearly full");
+        else
+            kiln_log(a->lg, KILN_LOG_INFO, "resources recovered; taking jobs again");
+    }
     json_t *run = running_list(a, 0);
-    r->body =
-        run ? json_pack("{s:o,s:I,s:b}", "running", run, "disk_free_mb", disk, "mem_pressure", 0)
-            : NULL;
+    r->body = run ? json_pack("{s:o,s:I,s:b}", "running", run, "disk_free_mb", disk, "mem_pressure",
+                              pressure)
+                  : NULL;
     if (!r->body) {
         free(r);
         return;
@@ -879,7 +927,8 @@ static void pump(struct agent *a)
         else if (now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
-    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && now_ns() >= a->next_lease_ns) {
+    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
+        now_ns() >= a->next_lease_ns) {
         int cores, njobs;
         long ram;
         json_t *gpus = json_array();

@@ -9,6 +9,7 @@
  *     isa: [avx, avx2, fma, f16c]   gpus: none | [{index: 0, name: .., sm: "90", memory_mb: ..,
  * driver: ..}] labels: {rack: a1}   limit_method: auto|cgroup2|cgroup1|poll   ca_file: ..
  *     heartbeat_s: 5   lease_wait_s: 10   reserve_ram: 2G   log_level: info
+ *     min_disk_free: 2G   (no new job while work_dir or /nix/store has less)
  *   Unknown keys and bad values are errors naming the key.
  * - Command-line flags are applied after the file, so they win.
  * - kiln_worker_config_apply() lays the overrides over a detected host.
@@ -47,8 +48,9 @@ struct kiln_worker_config {
     struct kiln_gpu gpus[KILN_MAX_GPUS];
     json_t *labels; /* object, owned; NULL = none */
     enum kiln_limit_method limit_method;
-    int heartbeat_s;  /* 0 = server's */
-    int lease_wait_s; /* long-poll length */
+    int heartbeat_s;       /* 0 = server's */
+    int lease_wait_s;      /* long-poll length */
+    long min_disk_free_mb; /* take no job below this free space */
     char log_level[16];
 };
 
