@@ -352,7 +352,7 @@ static int env_push(char ***envp, size_t *n, size_t *cap, const char *key, const
     return KILN_OK;
 }
 
-static void env_free(char **env)
+void kiln_agent_env_free(char **env)
 {
     if (!env) return;
     for (char **e = env; *e; e++)
@@ -365,12 +365,12 @@ static void env_free(char **env)
  * enforces. NIX_CONFIG carries the core count into nix-build/nix build
  * (Nix gives the builder NIX_BUILD_CORES from its "cores" setting and
  * clears the rest of the environment). */
-static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char *workdir)
+char **kiln_agent_job_env(char **base, json_t *jenv, const struct kiln_job_env_info *ji)
 {
     char **env = NULL;
     size_t n = 0, cap = 0;
     int rc = KILN_OK;
-    for (char **e = environ; *e && !rc; e++) {
+    for (char **e = base; e && *e && !rc; e++) {
         if (!strncmp(*e, "KILN_TOKEN=", 11)) continue;
         char *eq = strchr(*e, '=');
         if (!eq) continue;
@@ -396,7 +396,7 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
             }
         }
     char num[64];
-    snprintf(num, sizeof num, "%d", j->cores);
+    snprintf(num, sizeof num, "%d", ji->cores);
     if (!rc) rc = env_push(&env, &n, &cap, "NIX_BUILD_CORES", num);
     if (!rc) rc = env_push(&env, &n, &cap, "MAX_JOBS", num);
     if (!rc) {
@@ -405,30 +405,43 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
             if (!strncmp(env[i], "NIX_CONFIG=", 11)) old = env[i] + 11;
         struct kiln_buf b = {0};
         rc = kiln_buf_printf(&b, "%s%scores = %d", old ? old : "", old && *old ? "\n" : "",
-                             j->cores);
+                             ji->cores);
         if (!rc) rc = env_push(&env, &n, &cap, "NIX_CONFIG", b.data);
         kiln_buf_free(&b);
     }
-    if (!rc && j->gpu_index >= 0) {
-        snprintf(num, sizeof num, "%d", j->gpu_index);
+    if (!rc && ji->gpu_index >= 0) {
+        snprintf(num, sizeof num, "%d", ji->gpu_index);
         rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", num);
         if (!rc) rc = env_push(&env, &n, &cap, "CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-    } else if (!rc && a->host->ngpus > 0) {
+    } else if (!rc && ji->host_has_gpus) {
         /* A build does not get the GPUs the tests next to it are using. */
         rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", "");
     }
-    snprintf(num, sizeof num, "%ld", j->id);
+    snprintf(num, sizeof num, "%ld", ji->job_id);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_JOB_ID", num);
-    snprintf(num, sizeof num, "%ld", j->attempt);
+    snprintf(num, sizeof num, "%ld", ji->attempt);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_ATTEMPT", num);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", j->stage);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", workdir);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", a->name);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", ji->stage);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", ji->work_dir);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", ji->worker);
     if (rc) {
-        env_free(env);
+        kiln_agent_env_free(env);
         return NULL;
     }
     return env;
+}
+
+static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char *workdir)
+{
+    struct kiln_job_env_info ji = {.cores = j->cores,
+                                   .gpu_index = j->gpu_index,
+                                   .host_has_gpus = a->host->ngpus > 0,
+                                   .job_id = j->id,
+                                   .attempt = j->attempt,
+                                   .stage = j->stage,
+                                   .work_dir = workdir,
+                                   .worker = a->name};
+    return kiln_agent_job_env(environ, jenv, &ji);
 }
 
 static void send_report(struct agent *a, struct ajob *j);
@@ -501,7 +514,7 @@ static void start_job(struct agent *a, json_t *jo)
                                        .name = cg,
                                        .limits = &a->limits};
             rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
-            env_free(env);
+            kiln_agent_env_free(env);
         }
     }
     if (rc) {
