@@ -61,6 +61,8 @@ struct ajob {
     int reported;
     uint64_t sent; /* bytes the server confirmed */
     char log_path[PATH_MAX];
+    char report_path[PATH_MAX]; /* $KILN_REPORT_FILE: outputs + selftest from the job */
+    json_t *outputs, *selftest;
 };
 
 struct req {
@@ -284,6 +286,8 @@ static void drop_job(struct agent *a, struct ajob *j)
             break;
         }
     if (j->proc) kiln_proc_free(j->proc);
+    json_decref(j->outputs);
+    json_decref(j->selftest);
     free(j);
 }
 
@@ -303,6 +307,30 @@ static void cancel_jobs(struct agent *a, json_t *list)
     }
 }
 
+/* The job may leave {"outputs":["/nix/store/..."],"selftest":{...}} in
+ * $KILN_REPORT_FILE; it goes into the report (bounded, checked). */
+static void read_job_report(struct agent *a, struct ajob *j)
+{
+    struct stat st;
+    if (!j->report_path[0] || stat(j->report_path, &st) != 0) return;
+    json_error_t je;
+    json_t *doc = st.st_size <= (1 << 20) ? json_load_file(j->report_path, 0, &je) : NULL;
+    if (!json_is_object(doc)) {
+        kiln_log(a->lg, KILN_LOG_WARN, "job %ld: ignoring %s: not a JSON object under 1 MiB", j->id,
+                 j->report_path);
+        json_decref(doc);
+        return;
+    }
+    json_t *o = json_object_get(doc, "outputs"), *t = json_object_get(doc, "selftest");
+    int ok = json_is_array(o) && json_array_size(o) <= 1000;
+    size_t i;
+    json_t *v;
+    if (ok) json_array_foreach(o, i, v) if (!json_is_string(v)) ok = 0;
+    if (ok) j->outputs = json_incref(o);
+    if (json_is_object(t)) j->selftest = json_incref(t);
+    json_decref(doc);
+}
+
 static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res, void *arg)
 {
     struct ajob *j = arg;
@@ -310,6 +338,7 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     (void)p;
     j->finished = 1;
     j->res = *res;
+    read_job_report(a, j);
     char peak[32];
     kiln_size_format(res->peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
@@ -424,6 +453,7 @@ char **kiln_agent_job_env(char **base, json_t *jenv, const struct kiln_job_env_i
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", ji->stage);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", ji->work_dir);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", ji->worker);
+    if (!rc && ji->report_file) rc = env_push(&env, &n, &cap, "KILN_REPORT_FILE", ji->report_file);
     if (rc) {
         kiln_agent_env_free(env);
         return NULL;
@@ -440,7 +470,8 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
                                    .attempt = j->attempt,
                                    .stage = j->stage,
                                    .work_dir = workdir,
-                                   .worker = a->name};
+                                   .worker = a->name,
+                                   .report_file = j->report_path};
     return kiln_agent_job_env(environ, jenv, &ji);
 }
 
@@ -490,7 +521,9 @@ static void start_job(struct agent *a, json_t *jo)
         snprintf(logs, sizeof logs, "%s/logs", a->cfg->work_dir) >= (int)sizeof logs ||
         snprintf(j->log_path, sizeof j->log_path, "%s/%ld-%ld.log", logs, j->id, j->attempt) >=
             (int)sizeof j->log_path ||
-        snprintf(cg, sizeof cg, "%d-%ld-%ld", (int)getpid(), j->id, j->attempt) >= (int)sizeof cg;
+        snprintf(cg, sizeof cg, "%d-%ld-%ld", (int)getpid(), j->id, j->attempt) >= (int)sizeof cg ||
+        snprintf(j->report_path, sizeof j->report_path, "%s/jobs/%ld-%ld.report.json",
+                 a->cfg->work_dir, j->id, j->attempt) >= (int)sizeof j->report_path;
     if (toolong) {
         rc = kiln_fail(&err, KILN_ELIMIT, "the work dir path is too long");
     } else if (a->shutting) {
@@ -501,6 +534,7 @@ static void start_job(struct agent *a, json_t *jo)
         rc = kiln_fail(&err, KILN_EIO, "cannot create %s: %s", dir, strerror(errno));
     } else {
         unlink(j->log_path); /* a fresh attempt starts a fresh log */
+        unlink(j->report_path);
         char **env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!env) {
             rc = kiln_fail(&err, KILN_ENOMEM, "out of memory building the environment");
@@ -861,11 +895,14 @@ static void send_report(struct agent *a, struct ajob *j)
     r->attempt = j->attempt;
     snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/report", j->id);
     const struct kiln_proc_result *s = &j->res;
+    json_t *empty = json_array();
     r->body = json_pack(
-        "{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:n,s:[]}", "attempt", (json_int_t)j->attempt, "stage",
+        "{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O,s:O}", "attempt", (json_int_t)j->attempt, "stage",
         j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
         s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra, "peak_ram_mb",
-        (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest", "outputs");
+        (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest",
+        j->selftest ? j->selftest : json_null(), "outputs", j->outputs ? j->outputs : empty);
+    json_decref(empty);
     if (!r->body) {
         free(r);
         return;
