@@ -7,6 +7,8 @@
 #include "scheduler/jobspec.h"
 #include "scheduler/registry.h"
 #include "scheduler/serve.h"
+#include "scheduler/submit.h"
+#include "scheduler/catalog.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -107,13 +109,12 @@ static void h_jobs_submit(struct ctx *c)
     struct kiln_error err = {0};
     int rc = kiln_jobspec_parse(b, len, &spec, &err);
     if (rc) return fail_err(c, &err, rc);
-    if (spec.kind == KILN_JOBSPEC_RECIPE) {
-        kiln_jobspec_free(&spec);
-        return fail(c, KILN_EUNSUPPORTED,
-                    "recipe submissions are not available in this build yet (recipes module)");
-    }
     json_t *ids;
-    rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_now(), &ids, &err);
+    if (spec.kind == KILN_JOBSPEC_RECIPE)
+        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_now(), &ids,
+                                &err);
+    else
+        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_now(), &ids, &err);
     kiln_jobspec_free(&spec);
     if (rc) return fail_err(c, &err, rc);
     json_t *jobs = json_array();
@@ -578,7 +579,16 @@ static void h_recipes(struct ctx *c)
 
 static void h_recipe_expand(struct ctx *c)
 {
-    fail(c, KILN_EUNSUPPORTED, "recipe expansion is not available in this build yet (recipes module)");
+    char branch[128] = "", where[1024] = "";
+    if (kiln_http_req_param(c->req, "branch", branch, sizeof branch) < 0 ||
+        kiln_http_req_param(c->req, "where", where, sizeof where) < 0)
+        return fail(c, KILN_EINVAL, "branch or where is too long or badly escaped");
+    json_t *variants;
+    struct kiln_error err = {0};
+    int rc = kiln_submit_expand(c->srv->cfg.recipes_dir, c->name, NULL, branch, where, &variants,
+                                &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "variants", variants));
 }
 
 /* --- the page --- */
@@ -817,4 +827,31 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
         return;
     }
     kiln_http_respond_error(req, 404, "not_found", "no such endpoint: %.200s", path);
+}
+
+int kiln_api_on_headers(struct kiln_http_req *req, void *server)
+{
+    struct kiln_server *srv = server;
+    const char *path = kiln_http_req_path(req);
+    if (!srv->catalog || srv->stopping ||
+        (strncmp(path, "/api/v1/catalog", 15) && strncmp(path, "/nix-cache/", 11)))
+        return 0;
+    struct ctx c = {.srv = srv, .req = req};
+    int has_token;
+    if (authenticate(&c, &has_token)) {
+        srv->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "the bearer token is not valid (kiln token create makes one)");
+        return 0;
+    }
+    enum kiln_role role = c.role;
+    if (!has_token) role = srv->cfg.allow_anonymous_read ? KILN_ROLE_READ : KILN_ROLE_NONE;
+    if (!has_token && !srv->cfg.allow_anonymous_read) {
+        srv->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "this needs a token: send Authorization: Bearer kiln_...");
+        return 0;
+    }
+    if (kiln_catalog_http(srv->catalog, req, role) == 1) srv->m.http_requests++;
+    return 0;
 }

@@ -19,5 +19,8 @@
 #include "scheduler/http.h"
 
 void kiln_api_on_request(struct kiln_http_req *req, void *server);
+/* on_headers: hands /api/v1/catalog... and /nix-cache/... to the catalog
+ * (scheduler/catalog.h) with the caller's role, so uploads stream. */
+int kiln_api_on_headers(struct kiln_http_req *req, void *server);
 
 #endif

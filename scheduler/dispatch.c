@@ -2,6 +2,7 @@
 #include "scheduler/dispatch.h"
 
 #include "common/isa.h"
+#include "scheduler/placement.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,9 +85,10 @@ static int host_capable(const struct kiln_worker_info *w, const struct kiln_stag
     return any;
 }
 
-int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
-                        const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
-                        struct kiln_error *err)
+/* First-fit matcher: the fallback if placement itself fails. */
+static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w,
+                           const struct kiln_offer *o, double now, int64_t *job_id,
+                           int *gpu_index, struct kiln_error *err)
 {
     *job_id = 0;
     *gpu_index = -1;
@@ -120,6 +122,118 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
         break;
     }
     free(ids);
+    return rc;
+}
+
+
+static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o,
+                       struct kiln_pworker *pw)
+{
+    memset(pw, 0, sizeof *pw);
+    pw->id = w->id;
+    snprintf(pw->name, sizeof pw->name, "%.*s", (int)sizeof pw->name - 1, w->name);
+    snprintf(pw->platform, sizeof pw->platform, "%.*s", (int)sizeof pw->platform - 1, w->platform);
+    pw->cores_total = w->cores;
+    pw->ram_total_mb = w->ram_mb;
+    int64_t fc = w->cores - w->cores_used, fr = w->ram_mb - w->ram_used_mb;
+    if (o && o->free_cores >= 0 && o->free_cores < fc) fc = o->free_cores;
+    if (o && o->free_ram_mb >= 0 && o->free_ram_mb < fr) fr = o->free_ram_mb;
+    pw->cores_free = fc > 0 ? (int)fc : 0;
+    pw->ram_free_mb = fr > 0 ? fr : 0;
+    pw->isa = w->isa_mask;
+    for (int g = 0; g < w->ngpus && g < KILN_PLACE_MAX_GPUS; g++) {
+        struct kiln_pgpu *pg = &pw->gpus[pw->ngpus++];
+        pg->index = w->gpus[g].index;
+        snprintf(pg->sm, sizeof pg->sm, "%.*s", (int)sizeof pg->sm - 1, w->gpus[g].sm);
+        pg->driver = w->gpus[g].driver_major;
+        pg->busy = !gpu_offered(w, o, w->gpus[g].index);
+    }
+    pw->state = !strcmp(w->state, "online")     ? (w->drain ? KILN_PW_DRAINING : KILN_PW_ONLINE)
+                : !strcmp(w->state, "draining") ? KILN_PW_DRAINING
+                : !strcmp(w->state, "lost")     ? KILN_PW_LOST
+                                                : KILN_PW_OFFLINE;
+    pw->healthy = !w->mem_pressure;
+}
+
+/* The matcher: scheduler/placement.h decides (priority with aging, critical
+ * path, best fit, backfill) among the runnable jobs, for this worker, with
+ * every other worker in view so a job goes where it fits best. */
+int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
+                        const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
+                        struct kiln_error *err)
+{
+    *job_id = 0;
+    *gpu_index = -1;
+    if (strcmp(w->state, "online") || w->drain || w->mem_pressure) return KILN_OK;
+    int64_t *ids = malloc(MAX_CANDIDATES * sizeof *ids);
+    struct kiln_pitem *items = calloc(MAX_CANDIDATES, sizeof *items);
+    struct kiln_worker_info *ws = NULL;
+    struct kiln_placer *pl = NULL;
+    int nw = 0, n = 0, rc;
+    if (!ids || !items) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = kiln_jobs_runnable(j, now, ids, MAX_CANDIDATES, &n, err))) goto out;
+    if (n == 0) goto out;
+    if ((rc = kiln_registry_all(j, &ws, &nw, err))) goto out;
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
+    for (int i = 0; i < nw; i++) {
+        if (strcmp(ws[i].state, "online") && ws[i].id != w->id) continue;
+        struct kiln_pworker pw;
+        to_pworker(ws[i].id == w->id ? w : &ws[i], ws[i].id == w->id ? o : NULL, &pw);
+        if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        struct kiln_stage_needs nd;
+        if ((rc = kiln_jobs_needs(j, ids[i], &nd, err))) goto out;
+        struct kiln_pitem *it = &items[i];
+        it->job_id = ids[i];
+        it->stage = strcmp(nd.stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
+        it->priority = nd.priority;
+        it->enqueued_at = nd.created_at;
+        snprintf(it->platform, sizeof it->platform, "%.*s", (int)sizeof it->platform - 1, nd.platform);
+        it->cores = nd.cores;
+        it->ram_mb = nd.ram_mb;
+        it->isa = nd.isa[0] ? kiln_isa_level_features(nd.isa) : 0;
+        snprintf(it->gpu_sm, sizeof it->gpu_sm, "%.*s", (int)sizeof it->gpu_sm - 1, nd.gpu_sm);
+        it->sm_compat = nd.sm_compat;
+        it->driver_min = nd.driver_min;
+        it->est_s = nd.est_s;
+        if ((rc = kiln_placer_add(pl, it, err))) goto out;
+    }
+    /* Place everything over the whole farm and keep this worker's share:
+     * a job that fits a smaller host better is left for that host. */
+    struct kiln_assignment *as = calloc((size_t)n, sizeof *as);
+    size_t got = 0;
+    if (!as) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = kiln_placer_dispatch(pl, now, as, (size_t)n, &got, err))) {
+        free(as);
+        goto out;
+    }
+    for (size_t k = 0; k < got; k++) {
+        if (as[k].worker_id == w->id) {
+            *job_id = as[k].job_id;
+            *gpu_index = as[k].gpu_index;
+            break;
+        }
+    }
+    free(as);
+out:
+    kiln_placer_free(pl);
+    free(ws);
+    free(items);
+    free(ids);
+    if (rc && rc != KILN_ENOMEM) {
+        /* Placement refused the snapshot (a bad item): keep serving. */
+        struct kiln_error e2 = {0};
+        return match_first_fit(j, w, o, now, job_id, gpu_index, &e2);
+    }
     return rc;
 }
 

@@ -58,7 +58,6 @@ static int cb_begin(http_parser *hp)
     kiln_buf_reset(&p->parts);
     if (p->body.cap > KEEP_BODY_CAP) {
         kiln_buf_free(&p->body);
-        p->body.max = p->lim.max_body_bytes;
     }
     kiln_buf_reset(&p->body);
     p->noffs = 0;
@@ -143,7 +142,7 @@ static int split_target(struct kiln_http_parse *p)
     if (tlen == 1 && t[0] == '*') {
         path_len = 1;
     } else {
-        if (tlen == 0 || http_parser_parse_url(t, tlen, 0, &u) != 0) return -1;
+        if (tlen == 0 || http_parser_parse_url(t, tlen, 0, &u) != 0) return KILN_EPARSE;
         if (u.field_set & (1 << UF_PATH)) {
             path_off = u.field_data[UF_PATH].off;
             path_len = u.field_data[UF_PATH].len;
@@ -261,7 +260,9 @@ static int cb_body(http_parser *hp, const char *at, size_t n)
     struct kiln_http_parse *p = P(hp);
     switch (p->mode) {
     case KILN_HTTP_BODY_BUFFER: {
-        int rc = kiln_buf_append(&p->body, at, n);
+        /* Checked here, not via body.max: for kiln_buf 0 means unlimited. */
+        int rc = n > p->lim.max_body_bytes - p->body.len ? KILN_ELIMIT
+                                                         : kiln_buf_append(&p->body, at, n);
         if (rc == KILN_ELIMIT) {
             char m[160];
             snprintf(m, sizeof m, "request body exceeds the limit of %zu bytes",
@@ -312,7 +313,6 @@ int kiln_http_parse_new(const struct kiln_http_parse_limits *limits, struct kiln
     p->st.on_headers_complete = cb_headers_complete;
     p->st.on_body = cb_body;
     p->st.on_message_complete = cb_complete;
-    p->body.max = p->lim.max_body_bytes;
     *out = p;
     return KILN_OK;
 }
@@ -348,9 +348,9 @@ int kiln_http_parse_feed(struct kiln_http_parse *p, const char *data, size_t len
     while (off < len) {
         size_t chunk = len - off;
         int in_head = !p->head_done;
-        /* Feed the head in slices so the limit is hit within one byte of it. */
+        /* Feed the head in slices so the limit is exact. */
         if (in_head) {
-            size_t room = p->lim.max_header_bytes - p->head_bytes + 1;
+            size_t room = p->lim.max_header_bytes - p->head_bytes;
             if (chunk > room) chunk = room;
         }
         p->msg_complete = 0;
@@ -374,7 +374,8 @@ int kiln_http_parse_feed(struct kiln_http_parse *p, const char *data, size_t len
             }
             return fail(p, err);
         }
-        if (p->head_bytes > p->lim.max_header_bytes) {
+        /* The head did not end within the limit. */
+        if (p->head_bytes >= p->lim.max_header_bytes) {
             char m[160];
             snprintf(m, sizeof m, "request header exceeds the limit of %zu bytes",
                      p->lim.max_header_bytes);
@@ -413,6 +414,12 @@ int kiln_http_parse_in_request(const struct kiln_http_parse *p)
 int kiln_http_parse_head_done(const struct kiln_http_parse *p)
 {
     return p->head_done;
+}
+
+void kiln_http_parse_trim(struct kiln_http_parse *p)
+{
+    if (p->in_msg) return;
+    if (p->body.cap > KEEP_BODY_CAP) kiln_buf_free(&p->body);
 }
 
 const char *kiln_http_head_header(const struct kiln_http_head *h, const char *name)

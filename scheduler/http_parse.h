@@ -100,6 +100,10 @@ int kiln_http_parse_in_request(const struct kiln_http_parse *p);
 /* 1 once the current request's head is complete (until it completes). */
 int kiln_http_parse_head_done(const struct kiln_http_parse *p);
 
+/* Release a large body buffer kept from the last request (idle connections
+ * should not hold megabytes). Only between requests. */
+void kiln_http_parse_trim(struct kiln_http_parse *p);
+
 /* Header lookup on a head, case-insensitive; NULL if absent. */
 const char *kiln_http_head_header(const struct kiln_http_head *h, const char *name);
 

@@ -292,7 +292,8 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
     memset(n, 0, sizeof *n);
     int rc = kiln_store_stmt(j->st,
                              "SELECT stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
-                             "driver_min FROM jobs WHERE id = ?",
+                             "driver_min, priority, created_at, est_duration_s FROM jobs WHERE id "
+                             "= ?",
                              &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, id);
@@ -312,6 +313,9 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
     snprintf(n->gpu_sm, sizeof n->gpu_sm, "%s", col_text(s, 5) ? col_text(s, 5) : "");
     n->sm_compat = sqlite3_column_int(s, 6);
     n->driver_min = sqlite3_column_int(s, 7);
+    n->priority = sqlite3_column_int(s, 8);
+    n->created_at = sqlite3_column_double(s, 9);
+    n->est_s = sqlite3_column_double(s, 10);
     sqlite3_reset(s);
     if (!strcmp(n->stage, "test")) {
         /* A smoke test loads the artifact and runs kernels: it needs the GPU
@@ -355,7 +359,8 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(j->st,
                              "SELECT id FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) "
-                             "AND state NOT IN ('cancelled','superseded') ORDER BY id DESC LIMIT 1",
+                             "AND state NOT IN ('failed','cancelled','superseded') ORDER BY id DESC "
+                             "LIMIT 1",
                              &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, json_string_value(d));
@@ -385,12 +390,15 @@ static const char *jstr(json_t *o, const char *k)
 static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch,
                            int64_t keep, double now, struct kiln_error *err)
 {
+    /* Running attempts are superseded too: the next heartbeat tells the
+     * worker that the job is no longer building and it kills the process
+     * group, so an outdated commit stops using the host at once. */
     sqlite3_stmt *s;
     int64_t ids[256];
     int n = 0;
     int rc = kiln_store_stmt(j->st,
                              "SELECT id FROM jobs WHERE name = ? AND branch IS ? AND id != ? AND "
-                             "state IN ('queued','built','tested') LIMIT 256",
+                             "state IN ('queued','built','tested','building','testing') LIMIT 256",
                              &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, name);

@@ -59,6 +59,9 @@ struct kiln_stage_needs {
     char gpu_sm[16]; /* "" = no GPU */
     int sm_compat;   /* 1: a newer SM of the same major also fits */
     int driver_min;  /* 0 = any */
+    int priority;
+    double created_at;
+    double est_s;    /* <= 0 unknown */
 };
 int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *out,
                     struct kiln_error *err);

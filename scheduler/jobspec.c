@@ -28,7 +28,7 @@ int kiln_jobspec_valid_platform(const char *s)
     /* "<arch>-<os>", as Nix spells systems. */
     size_t n = strlen(s);
     const char *dash = strchr(s, '-');
-    if (n == 0 || n > 64 || !dash || dash == s || !dash[1]) return 0;
+    if (n == 0 || n > 31 || !dash || dash == s || !dash[1]) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (!islower(c) && !isdigit(c) && c != '_' && c != '-') return 0;
@@ -161,7 +161,7 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
         return kiln_fail(err, KILN_EINVAL, "platform: must look like x86_64-linux");
     if (isa && !valid_short(isa, 32))
         return kiln_fail(err, KILN_EINVAL, "isa: must be a short ISA level name like avx2");
-    if (gpu_sm && !valid_short(gpu_sm, 16))
+    if (gpu_sm && !valid_short(gpu_sm, 7))
         return kiln_fail(err, KILN_EINVAL, "gpu_sm: must be a short SM like \"90\"");
     if (branch && !valid_short(branch, 128))
         return kiln_fail(err, KILN_EINVAL, "branch: must be 1-128 visible characters");

@@ -1,9 +1,11 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "scheduler/serve.h"
+#include "scheduler/serve_git.h"
 
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
 #include "scheduler/api.h"
+#include "scheduler/catalog.h"
 #include "scheduler/registry.h"
 
 #include <errno.h>
@@ -128,7 +130,12 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
         }
         if (rc) break;
     }
-    json_decref(root);
+    if (!rc) {
+        json_decref(c->raw);
+        c->raw = root; /* kept for the modules that own the foreign sections */
+    } else {
+        json_decref(root);
+    }
     return rc;
 }
 
@@ -309,7 +316,15 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
                                    .max_body_bytes = c->max_body_bytes};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
-    struct kiln_http_callbacks cb = {.on_request = kiln_api_on_request, .ctx = s};
+    if (kiln_catalog_open(c->data_dir, &s->catalog, err)) {
+        kiln_log(&s->log, KILN_LOG_WARN, "catalog unavailable: %s", err->msg);
+        s->catalog = NULL;
+        kiln_error_clear(err);
+    } else {
+        kiln_catalog_set_loop(s->catalog, loop);
+    }
+    struct kiln_http_callbacks cb = {
+        .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};
     if ((rc = kiln_http_server_start(loop, addr, port, &lim, c->tls_cert[0] ? &tls : NULL, cb,
                                      &s->http))) {
         rc = kiln_fail(err, rc, "cannot listen on %s (%s)", c->listen, kiln_strerror(rc));
@@ -321,6 +336,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     }
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, c->tick_ms, c->tick_ms);
+    if ((rc = kiln_serve_git_init(s, c->raw, &s->git, err))) goto fail;
     return KILN_OK;
 fail:
     kiln_server_shutdown(s);
@@ -332,6 +348,8 @@ void kiln_server_shutdown(struct kiln_server *s)
 {
     if (s->stopping) return;
     s->stopping = 1;
+    kiln_serve_git_stop(s->git);
+    s->git = NULL;
     if (s->dispatch) kiln_dispatch_flush(s->dispatch);
     if (s->events) kiln_events_free(s->events);
     s->events = NULL;
@@ -349,6 +367,8 @@ void kiln_server_shutdown(struct kiln_server *s)
 
 void kiln_server_cleanup(struct kiln_server *s)
 {
+    kiln_catalog_close(s->catalog);
+    s->catalog = NULL;
     kiln_store_close(s->st);
     s->st = NULL;
 }

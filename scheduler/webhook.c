@@ -62,14 +62,15 @@ static const char *jstr(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
-int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn header,
-                       void *harg, const char *body, size_t len, struct kiln_webhook_event *ev,
+int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn header, void *harg,
+                       const char *body, size_t len, struct kiln_webhook_event *ev,
                        struct kiln_error *err)
 {
     memset(ev, 0, sizeof *ev);
     ev->forge = forge;
     if (!secret || !*secret)
-        return kiln_fail(err, KILN_EAUTH, "no webhook secret is configured for %s; refusing unsigned hooks",
+        return kiln_fail(err, KILN_EAUTH,
+                         "no webhook secret is configured for %s; refusing unsigned hooks",
                          kiln_forge_name(forge));
     const char *sig = NULL, *event = NULL, *delivery = NULL;
     switch (forge) {
@@ -95,7 +96,8 @@ int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn
         break;
     }
     if (!sig || !*sig)
-        return kiln_fail(err, KILN_EAUTH, "missing webhook signature header for %s", kiln_forge_name(forge));
+        return kiln_fail(err, KILN_EAUTH, "missing webhook signature header for %s",
+                         kiln_forge_name(forge));
     char want[128];
     int rc = kiln_webhook_sign(forge, secret, body, len, want, sizeof want);
     if (rc) return kiln_fail(err, rc, "cannot compute signature");
@@ -115,7 +117,8 @@ int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn
     }
     const char *ref = jstr(root, "ref");
     json_t *repo = json_object_get(root, forge == KILN_FORGE_GITLAB ? "project" : "repository");
-    if (json_object_get(root, "zen") || (forge == KILN_FORGE_GENERIC && event && !strcmp(event, "ping"))) {
+    if (json_object_get(root, "zen") ||
+        (forge == KILN_FORGE_GENERIC && event && !strcmp(event, "ping"))) {
         ev->is_ping = 1;
     } else if (!ref || strncmp(ref, "refs/heads/", 11) != 0) {
         /* Tag pushes and other events: verified but nothing to do. */
@@ -124,7 +127,8 @@ int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn
         ev->is_push = 1;
         copy(ev->branch, sizeof ev->branch, ref + 11);
     }
-    copy(ev->after, sizeof ev->after, jstr(root, forge == KILN_FORGE_GITLAB ? "checkout_sha" : "after"));
+    copy(ev->after, sizeof ev->after,
+         jstr(root, forge == KILN_FORGE_GITLAB ? "checkout_sha" : "after"));
     if (!ev->after[0]) copy(ev->after, sizeof ev->after, jstr(root, "after"));
     const char *url = NULL;
     if (forge == KILN_FORGE_GITLAB)

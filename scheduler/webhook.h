@@ -26,13 +26,13 @@ enum kiln_forge { KILN_FORGE_GITHUB, KILN_FORGE_GITEA, KILN_FORGE_GITLAB, KILN_F
 
 struct kiln_webhook_event {
     enum kiln_forge forge;
-    int is_ping;           /* ping / test event: verified, nothing to build */
+    int is_ping; /* ping / test event: verified, nothing to build */
     int is_push;
-    char delivery[128];    /* delivery id for deduplication ("" if none) */
-    char repo_url[512];    /* clone URL from the payload (for matching tracked repos) */
-    char repo_name[256];   /* "owner/name" */
-    char branch[256];      /* from "ref": refs/heads/<branch> */
-    char after[64];        /* commit hint (never trusted without a fetch) */
+    char delivery[128];  /* delivery id for deduplication ("" if none) */
+    char repo_url[512];  /* clone URL from the payload (for matching tracked repos) */
+    char repo_name[256]; /* "owner/name" */
+    char branch[256];    /* from "ref": refs/heads/<branch> */
+    char after[64];      /* commit hint (never trusted without a fetch) */
 };
 
 /* Parse "github", "gitea", "forgejo", "gitlab", "generic". */

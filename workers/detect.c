@@ -437,7 +437,7 @@ int kiln_detect_gpus_nvml(struct kiln_gpu *gpus, int max, int *n, struct kiln_er
             snprintf(g->sm, sizeof g->sm, "%d%d", maj, min);
         struct nvml_memory m;
         if (mem(h, &m) == 0) g->memory_mb = (long)(m.total / (1024 * 1024));
-        snprintf(g->driver, sizeof g->driver, "%s", driver);
+        snprintf(g->driver, sizeof g->driver, "%.63s", driver);
         (*n)++;
     }
 out:

@@ -1,0 +1,412 @@
+/* Unit tests for scheduler/api + serve: a real kiln server (in-process, its
+ * loop in a thread) on 127.0.0.1 port 0, driven over HTTP with common/httpc. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/httpc.h"
+#include "common/token.h"
+#include "scheduler/serve.h"
+#include "scheduler/store.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fx {
+    char dir[64];
+    uv_loop_t loop;
+    uv_async_t stop;
+    struct kiln_server srv;
+    pthread_t thread;
+    int port;
+    char url[64];
+    char admin[KILN_TOKEN_LEN], submit[KILN_TOKEN_LEN], worker[KILN_TOKEN_LEN],
+        read[KILN_TOKEN_LEN];
+};
+
+static void on_stop(uv_async_t *a)
+{
+    struct fx *f = a->data;
+    kiln_server_shutdown(&f->srv);
+    uv_close((uv_handle_t *)&f->stop, NULL);
+}
+
+static void *loop_thread(void *arg)
+{
+    struct fx *f = arg;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void add_token(struct kiln_store *st, enum kiln_role r, char *out)
+{
+    char h[KILN_SHA256_HEX];
+    assert_int_equal(kiln_token_generate(out), KILN_OK);
+    assert_int_equal(kiln_token_hash(out, h), KILN_OK);
+    assert_int_equal(kiln_store_token_add(st, r, "t", h, 1.0, NULL), KILN_OK);
+}
+
+static int setup(void **state)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/kiln-api-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    char db[128];
+    snprintf(db, sizeof db, "%s/kiln.db", f->dir);
+    struct kiln_store *st;
+    if (kiln_store_open(db, &st, NULL)) return -1;
+    add_token(st, KILN_ROLE_ADMIN, f->admin);
+    add_token(st, KILN_ROLE_SUBMIT, f->submit);
+    add_token(st, KILN_ROLE_WORKER, f->worker);
+    add_token(st, KILN_ROLE_READ, f->read);
+    kiln_store_close(st);
+    struct kiln_serve_config cfg;
+    kiln_serve_config_defaults(&cfg);
+    snprintf(cfg.listen, sizeof cfg.listen, "127.0.0.1:0");
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", f->dir);
+    cfg.max_body_bytes = 64 * 1024;
+    cfg.log_level = KILN_LOG_WARN;
+    uv_loop_init(&f->loop);
+    struct kiln_error err = {0};
+    if (kiln_server_init(&f->srv, &f->loop, &cfg, &err)) {
+        fprintf(stderr, "init: %s\n", err.msg);
+        return -1;
+    }
+    f->port = kiln_http_server_port(f->srv.http);
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", f->port);
+    uv_async_init(&f->loop, &f->stop, on_stop);
+    f->stop.data = f;
+    pthread_create(&f->thread, NULL, loop_thread, f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    uv_async_send(&f->stop);
+    pthread_join(f->thread, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    kiln_server_cleanup(&f->srv);
+    uv_loop_close(&f->loop);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd)) { /* best effort */
+    }
+    free(f);
+    return 0;
+}
+
+/* One call; returns status, *out (may be NULL). */
+static long call(struct fx *f, const char *token, const char *method, const char *path,
+                 const char *body, json_t **out)
+{
+    struct kiln_httpc c;
+    assert_int_equal(kiln_httpc_init(&c, f->url, token), KILN_OK);
+    struct kiln_httpc_resp r = {0};
+    struct kiln_error err = {0};
+    int rc = kiln_httpc_request(&c, method, path, body ? "application/json" : NULL, body,
+                                body ? strlen(body) : 0, 0, &r, &err);
+    if (rc) fprintf(stderr, "request: %s\n", err.msg);
+    assert_int_equal(rc, KILN_OK);
+    long st = r.status;
+    if (out) *out = r.body.len ? json_loadb(r.body.data, r.body.len, 0, NULL) : NULL;
+    if (st >= 400 && out && *out) {
+        /* Every error is {"error":{"code","message"}}. */
+        json_t *e = json_object_get(*out, "error");
+        assert_non_null(json_string_value(json_object_get(e, "code")));
+        assert_non_null(json_string_value(json_object_get(e, "message")));
+    }
+    kiln_httpc_resp_free(&r);
+    kiln_httpc_cleanup(&c);
+    return st;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+#define REG "{\"name\":\"w1\",\"cores\":4,\"ram_mb\":8192,\"platform\":\"x86_64-linux\"}"
+
+static void test_end_to_end(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2}", &o),
+                     201);
+    json_int_t id = json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
+    assert_int_equal(json_integer_value(json_object_get(o, "heartbeat_s")), 5);
+    json_decref(o);
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=1", (long long)wid);
+    assert_int_equal(call(f, f->worker, "POST", path, "{\"free_cores\":4}", &o), 200);
+    json_t *job = json_object_get(o, "job");
+    assert_int_equal(json_integer_value(json_object_get(job, "id")), id);
+    assert_int_equal(json_integer_value(json_object_get(job, "attempt")), 1);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=0", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "hello\n", &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "size")), 6);
+    json_decref(o);
+    /* Resend of an overlapping chunk is idempotent. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=3", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "lo\nworld\n", &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "size")), 12);
+    json_decref(o);
+    /* A gap is refused with the size to resend from. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=50", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "x", &o), 409);
+    assert_int_equal(json_integer_value(json_object_get(o, "size")), 12);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "{\"attempt\":2,\"exit_code\":0}", &o), 409);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", path,
+                          "{\"attempt\":1,\"stage\":\"build\",\"exit_code\":0,\"peak_ram_mb\":12}",
+                          &o),
+                     200);
+    assert_string_equal(jstr(o, "state"), "succeeded");
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)id);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "succeeded");
+    assert_string_equal(jstr(o, "worker"), "w1");
+    assert_int_equal(json_integer_value(json_object_get(o, "peak_ram_mb")), 12);
+    json_decref(o);
+    /* The log: attempt marker + the bytes, once. */
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, f->url, f->read);
+    struct kiln_httpc_resp r = {0};
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log", (long long)id);
+    assert_int_equal(kiln_httpc_request(&c, "GET", path, NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "attempt 1 (build) on worker w1"));
+    assert_non_null(strstr(r.body.data, "---\nhello\nworld\n"));
+    kiln_httpc_resp_free(&r);
+    kiln_httpc_cleanup(&c);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs?state=succeeded", NULL, &o), 200);
+    assert_int_equal(json_array_size(json_object_get(o, "jobs")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "counts"), "succeeded")), 1);
+    json_decref(o);
+}
+
+static void test_auth(void **state)
+{
+    struct fx *f = *state;
+    json_t *o = NULL;
+    const char *body = "{\"name\":\"a\",\"command\":\"x\"}";
+    assert_int_equal(call(f, NULL, "POST", "/api/v1/jobs", body, &o), 401);
+    json_decref(o);
+    assert_int_equal(call(f, "kiln_000000000000000000000000000000000000000000000000", "POST",
+                          "/api/v1/jobs", body, &o),
+                     401);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "POST", "/api/v1/jobs", body, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/jobs", body, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/workers/register", REG, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/drain", "{}", &o), 403);
+    json_decref(o);
+    /* GETs need a token unless anonymous reads are allowed (they are not here). */
+    assert_int_equal(call(f, NULL, "GET", "/api/v1/jobs", NULL, &o), 401);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs", NULL, &o), 200);
+    json_decref(o);
+    assert_int_equal(call(f, NULL, "GET", "/healthz", NULL, &o), 200);
+    assert_string_equal(jstr(o, "status"), "ok");
+    json_decref(o);
+    assert_int_equal(call(f, f->admin, "POST", "/api/v1/jobs", body, &o), 201);
+    json_decref(o);
+}
+
+static void test_errors(void **state)
+{
+    struct fx *f = *state;
+    json_t *o = NULL;
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/nope", NULL, &o), 404);
+    json_decref(o);
+    assert_int_equal(call(f, f->admin, "DELETE", "/api/v1/jobs", NULL, &o), 405);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{nope", &o), 400);
+    assert_string_equal(jstr(json_object_get(o, "error"), "code"), "parse_error");
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"a\",\"command\":\"x\",\"cores\":\"many\"}", &o),
+                     400);
+    assert_non_null(strstr(jstr(json_object_get(o, "error"), "message"), "cores"));
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs/999", NULL, &o), 404);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs/abc", NULL, &o), 404);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs?limit=0", NULL, &o), 400);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs/999/cancel", NULL, &o), 404);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/77/heartbeat", "{}", &o), 404);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register",
+                          "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}",
+                          &o),
+                     400);
+    json_decref(o);
+    /* Too big a body: 413 (limit is 64 KiB here). */
+    char *big = malloc(100000);
+    memset(big, 'a', 99999);
+    big[99999] = 0;
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", big, &o), 413);
+    json_decref(o);
+    free(big);
+    /* Still serving. */
+    assert_int_equal(call(f, NULL, "GET", "/healthz", NULL, &o), 200);
+    json_decref(o);
+}
+
+struct delayed {
+    struct fx *f;
+    int ms;
+    const char *token, *method, *path, *body;
+};
+
+static void *delayed_call(void *arg)
+{
+    struct delayed *d = arg;
+    usleep((useconds_t)d->ms * 1000);
+    json_t *o = NULL;
+    call(d->f, d->token, d->method, d->path, d->body, &o);
+    json_decref(o);
+    return NULL;
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_long_poll_wakes(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    json_decref(o);
+    /* Nothing queued: 204 after the wait. */
+    double t0 = mono();
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 204);
+    json_decref(o);
+    assert_true(mono() - t0 >= 0.9);
+    /* A submit during the wait answers it at once. */
+    struct delayed d = {f, 200, f->submit, "POST", "/api/v1/jobs",
+                        "{\"name\":\"late\",\"command\":\"x\"}"};
+    pthread_t th;
+    pthread_create(&th, NULL, delayed_call, &d);
+    t0 = mono();
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=10", "{}", &o), 200);
+    double dt = mono() - t0;
+    pthread_join(th, NULL);
+    assert_true(dt < 2.0);
+    json_int_t id = json_integer_value(json_object_get(json_object_get(o, "job"), "id"));
+    json_decref(o);
+    /* A cancel wakes the next pending lease with {"cancel":[id]}. */
+    char cpath[64];
+    snprintf(cpath, sizeof cpath, "/api/v1/jobs/%lld/cancel", (long long)id);
+    struct delayed d2 = {f, 200, f->submit, "POST", cpath, NULL};
+    pthread_create(&th, NULL, delayed_call, &d2);
+    t0 = mono();
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=10", "{}", &o), 200);
+    dt = mono() - t0;
+    pthread_join(th, NULL);
+    assert_true(dt < 2.0);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "cancel"), 0)), id);
+    json_decref(o);
+    /* The heartbeat says so too. */
+    char hb[128];
+    snprintf(hb, sizeof hb, "{\"running\":[{\"job\":%lld,\"attempt\":1}]}", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/heartbeat", hb, &o), 200);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "cancel"), 0)), id);
+    json_decref(o);
+}
+
+struct sse {
+    struct kiln_buf got;
+};
+
+static int on_sse(const char *p, size_t n, void *arg)
+{
+    struct sse *s = arg;
+    kiln_buf_append(&s->got, p, n);
+    /* Stop once both events arrived. */
+    return strstr(s->got.data, "\"name\":\"e2\"") != NULL;
+}
+
+static void test_events_resume(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e1\",\"command\":\"x\"}", &o), 201);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e2\",\"command\":\"x\"}", &o), 201);
+    json_decref(o);
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, f->url, f->read);
+    struct sse s = {0};
+    long status = 0;
+    kiln_httpc_stream(&c, "/api/v1/events?last_event_id=0", on_sse, &s, &status, NULL);
+    kiln_httpc_cleanup(&c);
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(s.got.data, "id: 1\nevent: job\ndata: {"));
+    assert_non_null(strstr(s.got.data, "\"name\":\"e1\""));
+    kiln_buf_free(&s.got);
+    /* Resuming after event 1 skips it. */
+    kiln_httpc_init(&c, f->url, f->read);
+    struct sse s2 = {0};
+    kiln_httpc_stream(&c, "/api/v1/events?last_event_id=1", on_sse, &s2, &status, NULL);
+    kiln_httpc_cleanup(&c);
+    assert_null(strstr(s2.got.data, "\"name\":\"e1\""));
+    kiln_buf_free(&s2.got);
+}
+
+static void test_metrics(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, f->url, f->read);
+    struct kiln_httpc_resp r = {0};
+    assert_int_equal(kiln_httpc_request(&c, "GET", "/metrics", NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "kiln_jobs{state=\"queued\"} 0"));
+    assert_non_null(strstr(r.body.data, "kiln_workers{state=\"online\"}"));
+    assert_non_null(strstr(r.body.data, "kiln_http_requests_total"));
+    kiln_httpc_resp_free(&r);
+    kiln_httpc_cleanup(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
