@@ -518,6 +518,41 @@ static void test_metrics(void **state)
     kiln_httpc_cleanup(&c);
 }
 
+static void test_config_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kiln-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *good = "listen: 0.0.0.0:9000\nallow_anonymous_read: true\nlost_after_s: 7\n"
+                       "catalog: {s3: {bucket: x}}\n";
+    assert_int_equal(write(fd, good, strlen(good)), (ssize_t)strlen(good));
+    close(fd);
+    struct kiln_serve_config c;
+    kiln_serve_config_defaults(&c);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
+    assert_string_equal(c.listen, "0.0.0.0:9000");
+    assert_int_equal(c.allow_anonymous_read, 1);
+    assert_int_equal(c.lost_after_s, 7);
+    FILE *fp = fopen(path, "w");
+    fputs("lost_after_s: soon\n", fp);
+    fclose(fp);
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "lost_after_s"));
+    fp = fopen(path, "w");
+    fputs("listne: 1\n", fp);
+    fclose(fp);
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "unknown setting 'listne'"));
+    fp = fopen(path, "w");
+    fputs("a: [1,\n", fp);
+    fclose(fp);
+    assert_int_not_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
+    assert_non_null(strstr(err.msg, path));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +564,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_follow_and_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recipe_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
