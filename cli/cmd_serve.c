@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 #include "scheduler/serve.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -92,7 +93,24 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "kiln serve: --tls-cert and --tls-key go together\n");
         return KILN_EXIT_USAGE;
     }
-    if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
+    if (!cfg.web_dir[0]) {
+        /* The page lives in web/ of the source tree the binary was built in
+         * (build/kiln -> ../web), else ./web. */
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            char web[PATH_MAX + 8];
+            snprintf(web, sizeof web, "%s/web", exe);
+            if (is_dir(web) && strlen(web) < sizeof cfg.web_dir)
+                snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", web);
+        }
+        if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
+    }
     if (!cfg.recipes_dir[0] && is_dir("recipes"))
         snprintf(cfg.recipes_dir, sizeof cfg.recipes_dir, "recipes");
     /* A client that disconnects mid-write must not kill the service. */

@@ -429,6 +429,8 @@ static void h_lease(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
+    /* Asking for work is a sign of life, like a heartbeat. */
+    kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;

@@ -285,26 +285,14 @@ int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_erro
     return rc;
 }
 
-int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
-                    struct kiln_error *err)
+#define NEEDS_COLS                                                                                 \
+    "stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, driver_min, priority, created_at, "  \
+    "est_duration_s, id"
+
+static void needs_from_row(sqlite3_stmt *s, struct kiln_stage_needs *n)
 {
-    sqlite3_stmt *s;
     memset(n, 0, sizeof *n);
-    int rc = kiln_store_stmt(j->st,
-                             "SELECT stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
-                             "driver_min, priority, created_at, est_duration_s FROM jobs WHERE id "
-                             "= ?",
-                             &s, err);
-    if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a job");
-    }
-    n->job = id;
+    n->job = sqlite3_column_int64(s, 11);
     snprintf(n->stage, sizeof n->stage, "%s", col_text(s, 0) ? col_text(s, 0) : "build");
     n->cores = sqlite3_column_int(s, 1);
     n->ram_mb = sqlite3_column_int64(s, 2);
@@ -316,7 +304,6 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
     n->priority = sqlite3_column_int(s, 8);
     n->created_at = sqlite3_column_double(s, 9);
     n->est_s = sqlite3_column_double(s, 10);
-    sqlite3_reset(s);
     if (!strcmp(n->stage, "test")) {
         /* A smoke test loads the artifact and runs kernels: it needs the GPU
          * and the CPU ISA, not the build's parallelism. */
@@ -327,6 +314,72 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
         n->gpu_sm[0] = '\0';
         n->isa[0] = '\0';
         n->driver_min = 0;
+    }
+}
+
+int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
+                    struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    memset(n, 0, sizeof *n);
+    int rc = kiln_store_stmt(j->st, "SELECT " NEEDS_COLS " FROM jobs WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
+        return kiln_store_fail(j->st, rc, err, "reading a job");
+    }
+    needs_from_row(s, n);
+    sqlite3_reset(s);
+    return KILN_OK;
+}
+
+static int same_class(const struct kiln_stage_needs *a, const struct kiln_stage_needs *b)
+{
+    return a->cores == b->cores && a->ram_mb == b->ram_mb && a->sm_compat == b->sm_compat &&
+           a->driver_min == b->driver_min && !strcmp(a->stage, b->stage) &&
+           !strcmp(a->platform, b->platform) && !strcmp(a->isa, b->isa) &&
+           !strcmp(a->gpu_sm, b->gpu_sm);
+}
+
+#define PER_CLASS 8
+#define MAX_SCAN 5000
+
+int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out,
+                             int max, int *n, struct kiln_error *err)
+{
+    *n = 0;
+    /* Walk the (state, priority DESC, id) index in order and stop early:
+     * the best few of each resource class are all placement needs (the rest
+     * of a class waits behind its head), so a pass costs the same however
+     * long the queue is. */
+    static const char *states[] = {"built", "queued"};
+    for (int si = 0; si < 2 && *n < max; si++) {
+        sqlite3_stmt *s;
+        int rc = kiln_store_stmt(
+            j->st,
+            "SELECT " NEEDS_COLS " FROM jobs j WHERE state = ? AND not_before <= ? AND NOT "
+            "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE e.job = j.id "
+            "AND d.state != 'succeeded') ORDER BY priority DESC, id",
+            &s, err);
+        if (rc) return rc;
+        sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        int scanned = 0;
+        while (*n < max && scanned < MAX_SCAN && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+            scanned++;
+            needs_from_row(s, &out[*n]);
+            int same = 0;
+            for (int k = 0; k < *n && same < PER_CLASS; k++)
+                if (same_class(&out[k], &out[*n])) same++;
+            if (same < PER_CLASS) (*n)++;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+            return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
     }
     return KILN_OK;
 }

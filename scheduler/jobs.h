@@ -100,6 +100,9 @@ int kiln_jobs_retry(struct kiln_jobs *j, int64_t id, double now, struct kiln_err
  * succeeded, backoff over), best first; up to max. */
 int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, int *n,
                        struct kiln_error *err);
+/* Same, with each job's stage needs in one query (for placement). */
+int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out,
+                             int max, int *n, struct kiln_error *err);
 /* Earliest not_before in the future among waiting jobs (0 if none). */
 double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now);
 

@@ -283,6 +283,19 @@ void kiln_logs_finish(struct kiln_logs *l, int64_t job)
     }
 }
 
+void kiln_logs_finish_if(struct kiln_logs *l, int (*is_final)(void *ctx, int64_t job), void *ctx)
+{
+    struct stream *s = l->streams;
+    while (s) {
+        struct stream *next = s->next;
+        if (s->follow && is_final(ctx, s->job)) {
+            s->follow = 0;
+            pump(l, s);
+        }
+        s = next;
+    }
+}
+
 int kiln_logs_streams(const struct kiln_logs *l)
 {
     return l->nstreams;

@@ -76,26 +76,24 @@ static void row_to_info(sqlite3_stmt *s, struct kiln_worker_info *w)
     w->last_seen = sqlite3_column_double(s, 11);
 }
 
-/* Resources the store has committed to running jobs on each worker. */
+/* Resources the store has committed to running jobs on each worker (a test
+ * stage counts as 1 core and at most 4 GiB, as in kiln_jobs_needs). */
 static int add_usage(struct kiln_jobs *j, struct kiln_worker_info *w, struct kiln_error *err)
 {
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(j->st,
-                             "SELECT id FROM jobs WHERE worker_id = ? AND state IN "
+                             "SELECT COALESCE(SUM(CASE WHEN stage = 'test' THEN 1 ELSE cores END), "
+                             "0), COALESCE(SUM(CASE WHEN stage = 'test' THEN MIN(ram_mb, 4096) "
+                             "ELSE ram_mb END), 0) FROM jobs WHERE worker_id = ? AND state IN "
                              "('building','testing')",
                              &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, w->id);
-    int64_t ids[512];
-    int n = 0;
-    while (sqlite3_step(s) == SQLITE_ROW && n < 512) ids[n++] = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-    for (int i = 0; i < n; i++) {
-        struct kiln_stage_needs nd;
-        if ((rc = kiln_jobs_needs(j, ids[i], &nd, err))) return rc;
-        w->cores_used += nd.cores;
-        w->ram_used_mb += nd.ram_mb;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        w->cores_used = sqlite3_column_int(s, 0);
+        w->ram_used_mb = sqlite3_column_int64(s, 1);
     }
+    sqlite3_reset(s);
     if ((rc = kiln_store_stmt(j->st,
                               "SELECT gpu_index FROM jobs WHERE worker_id = ? AND state = "
                               "'testing' AND gpu_index IS NOT NULL",
@@ -623,4 +621,18 @@ int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
 fail:
     kiln_store_rollback(j->st);
     return rc;
+}
+
+void kiln_registry_touch(struct kiln_jobs *j, int64_t id, double now)
+{
+    sqlite3_stmt *s;
+    if (kiln_store_stmt(j->st,
+                        "UPDATE workers SET last_seen = MAX(last_seen, ?) WHERE id = ? AND state IN "
+                        "('online','draining')",
+                        &s, NULL))
+        return;
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int64(s, 2, id);
+    sqlite3_step(s);
+    sqlite3_reset(s);
 }

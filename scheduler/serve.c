@@ -225,6 +225,14 @@ int kiln_serve_add_route(struct kiln_server *s, const char *method, const char *
     return KILN_OK;
 }
 
+static int job_is_final(void *ctx, int64_t job)
+{
+    struct kiln_server *s = ctx;
+    const char *state;
+    if (kiln_jobs_log_state(&s->jobs, job, NULL, NULL, &state, NULL)) return 1;
+    return kiln_job_state_final(state);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
@@ -249,7 +257,10 @@ static void on_tick(uv_timer_t *t)
     }
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
-    if (changed) kiln_serve_changed(s);
+    if (changed) {
+        kiln_logs_finish_if(s->logs, job_is_final, s);
+        kiln_serve_changed(s);
+    }
 }
 
 static int parse_listen(const char *listen, char *addr, size_t n, int *port,
