@@ -63,6 +63,8 @@ struct ajob {
     char log_path[PATH_MAX];
     char report_path[PATH_MAX]; /* $KILN_REPORT_FILE: outputs + selftest from the job */
     json_t *outputs, *selftest;
+    char selftest_doc[PATH_MAX]; /* test stage: where `kiln selftest run` writes its verdict */
+    char cwd[PATH_MAX];          /* where the command ran */
 };
 
 struct req {
@@ -115,6 +117,8 @@ struct agent {
     struct ajob *jobs;
     unsigned log_rr;
     char name[128];
+    char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
+    char selftest_dir[PATH_MAX]; /* "" = none found */
 };
 
 static void pump(struct agent *a);
@@ -309,10 +313,60 @@ static void cancel_jobs(struct agent *a, json_t *list)
 
 /* The job may leave {"outputs":["/nix/store/..."],"selftest":{...}} in
  * $KILN_REPORT_FILE; it goes into the report (bounded, checked). */
+static void read_selftest_doc(struct agent *a, struct ajob *j)
+{
+    struct stat st;
+    if (!j->selftest_doc[0] || stat(j->selftest_doc, &st) != 0 || st.st_size > (4 << 20)) return;
+    json_error_t je;
+    json_t *doc = json_load_file(j->selftest_doc, 0, &je);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return;
+    }
+    json_decref(j->selftest);
+    j->selftest = doc;
+    if (json_is_true(json_object_get(doc, "ok")) || j->res.killed || j->res.timed_out ||
+        j->res.ram_exceeded)
+        return;
+    /* Say why in the selftest's own words, not "exited with status 1". */
+    struct kiln_buf b = {0};
+    size_t i;
+    json_t *v;
+    int rc = kiln_buf_puts(&b, "selftest failed: ");
+    json_array_foreach(json_object_get(doc, "reasons"), i, v)
+    {
+        if (!rc && json_is_string(v))
+            rc = kiln_buf_printf(&b, "%s%s", i ? "; " : "", json_string_value(v));
+    }
+    if (!rc && b.data) snprintf(j->res.reason, sizeof j->res.reason, "%s", b.data);
+    kiln_buf_free(&b);
+    if (j->res.exit_code == 0 && !j->res.term_signal) j->res.exit_code = 1;
+    (void)a;
+}
+
+/* Recipes build with `nix-build ... -o result-NAME`: without an explicit
+ * report, a successful build's output is where that link points. */
+static void outputs_from_result_link(struct ajob *j)
+{
+    char link[PATH_MAX], target[PATH_MAX];
+    if (j->outputs || strcmp(j->stage, "build") || j->res.exit_code != 0 || j->res.term_signal ||
+        !j->name[0] || strchr(j->name, '/') ||
+        snprintf(link, sizeof link, "%s/result-%s", j->cwd, j->name) >= (int)sizeof link)
+        return;
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0) return;
+    target[n] = '\0';
+    if (strncmp(target, "/nix/store/", 11)) return;
+    j->outputs = json_pack("[s]", target);
+}
+
 static void read_job_report(struct agent *a, struct ajob *j)
 {
     struct stat st;
-    if (!j->report_path[0] || stat(j->report_path, &st) != 0) return;
+    if (!j->report_path[0] || stat(j->report_path, &st) != 0) {
+        outputs_from_result_link(j);
+        return;
+    }
     json_error_t je;
     json_t *doc = st.st_size <= (1 << 20) ? json_load_file(j->report_path, 0, &je) : NULL;
     if (!json_is_object(doc)) {
@@ -329,6 +383,7 @@ static void read_job_report(struct agent *a, struct ajob *j)
     if (ok) j->outputs = json_incref(o);
     if (json_is_object(t)) j->selftest = json_incref(t);
     json_decref(doc);
+    outputs_from_result_link(j);
 }
 
 static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res, void *arg)
@@ -339,15 +394,16 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     j->finished = 1;
     j->res = *res;
     read_job_report(a, j);
+    read_selftest_doc(a, j);
     char peak[32];
-    kiln_size_format(res->peak_ram, peak, sizeof peak);
+    kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
-             j->attempt, res->reason[0] ? res->reason : "succeeded", peak, res->cpu_s);
-    if (res->reason[0] && !j->server_cancelled) {
+             j->attempt, j->res.reason[0] ? j->res.reason : "succeeded", peak, j->res.cpu_s);
+    if (j->res.reason[0] && !j->server_cancelled) {
         /* Say in the log itself why it ended, where people look first. */
         FILE *f = fopen(j->log_path, "ae");
         if (f) {
-            fprintf(f, "\n[kiln worker %s] job %s\n", a->name, res->reason);
+            fprintf(f, "\n[kiln worker %s] job %s\n", a->name, j->res.reason);
             fclose(f);
         }
     }
@@ -477,6 +533,60 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
 
 static void send_report(struct agent *a, struct ajob *j);
 
+/* 'text' for /bin/sh, with embedded single quotes escaped. */
+static int sh_quote(struct kiln_buf *b, const char *text)
+{
+    int rc = kiln_buf_puts(b, "'");
+    for (const char *p = text; !rc && *p; p++)
+        rc = *p == '\'' ? kiln_buf_puts(b, "'\\''") : kiln_buf_append(b, p, 1);
+    if (!rc) rc = kiln_buf_puts(b, "'");
+    return rc;
+}
+
+/* A test stage runs `kiln selftest run` on the build's output: the output
+ * is linked as result-NAME where the recipe's checks and artifact_globs look
+ * for it, and the lease's selftest spec is handed over in a file. */
+static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const char *dir,
+                              const char *cwd, struct kiln_buf *cmd, struct kiln_error *err)
+{
+    json_t *outs = json_object_get(jo, "outputs");
+    const char *out0 = json_string_value(json_array_get(outs, 0));
+    if (out0 && j->name[0] && !strchr(j->name, '/') && strcmp(j->name, "..")) {
+        char link[PATH_MAX];
+        struct stat st;
+        if (snprintf(link, sizeof link, "%s/result-%s", cwd, j->name) < (int)sizeof link &&
+            (lstat(link, &st) != 0 || S_ISLNK(st.st_mode))) {
+            unlink(link);
+            if (symlink(out0, link) != 0)
+                return kiln_fail(err, KILN_EIO, "cannot link %s to %s: %s", link, out0,
+                                 strerror(errno));
+        }
+    }
+    json_t *spec = json_object_get(jo, "selftest");
+    if (!json_is_object(spec))
+        return kiln_buf_puts(cmd, "echo 'kiln: this job has no selftest spec; nothing to test'");
+    char specp[PATH_MAX];
+    if (snprintf(specp, sizeof specp, "%s/selftest-spec.json", dir) >= (int)sizeof specp ||
+        snprintf(j->selftest_doc, sizeof j->selftest_doc, "%s/selftest-result.json", dir) >=
+            (int)sizeof j->selftest_doc)
+        return kiln_fail(err, KILN_ELIMIT, "the work dir path is too long");
+    unlink(j->selftest_doc);
+    if (json_dump_file(spec, specp, JSON_COMPACT) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot write %s", specp);
+    int rc = sh_quote(cmd, a->exe);
+    if (!rc) rc = kiln_buf_puts(cmd, " selftest run --detect-host --spec ");
+    if (!rc) rc = sh_quote(cmd, specp);
+    if (!rc) rc = kiln_buf_puts(cmd, " --workdir ");
+    if (!rc) rc = sh_quote(cmd, cwd);
+    if (!rc) rc = kiln_buf_puts(cmd, " --out ");
+    if (!rc) rc = sh_quote(cmd, j->selftest_doc);
+    if (!rc && a->selftest_dir[0]) {
+        rc = kiln_buf_puts(cmd, " --selftest-dir ");
+        if (!rc) rc = sh_quote(cmd, a->selftest_dir);
+    }
+    return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
+}
+
 static void start_job(struct agent *a, json_t *jo)
 {
     json_int_t id = json_integer_value(json_object_get(jo, "id"));
@@ -535,21 +645,30 @@ static void start_job(struct agent *a, json_t *jo)
     } else {
         unlink(j->log_path); /* a fresh attempt starts a fresh log */
         unlink(j->report_path);
-        char **env = job_env(a, j, json_object_get(jo, "env"), dir);
-        if (!env) {
+        const char *cwd = a->cfg->source_dir[0] ? a->cfg->source_dir : dir;
+        snprintf(j->cwd, sizeof j->cwd, "%s", cwd);
+        struct kiln_buf tcmd = {0};
+        char **env = NULL;
+        if (!strcmp(j->stage, "test")) {
+            rc = prepare_test_stage(a, j, jo, dir, cwd, &tcmd, &err);
+            if (!rc) cmd = tcmd.data;
+        }
+        if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
+        if (!rc && !env) {
             rc = kiln_fail(&err, KILN_ENOMEM, "out of memory building the environment");
-        } else {
+        } else if (!rc) {
             struct kiln_proc_spec s = {.command = cmd,
                                        .env = env,
-                                       .cwd = dir,
+                                       .cwd = cwd,
                                        .log_path = j->log_path,
                                        .timeout_s = timeout > 0 ? timeout : 0,
                                        .ram_bytes = (uint64_t)j->ram_mb << 20,
                                        .name = cg,
                                        .limits = &a->limits};
             rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
-            kiln_agent_env_free(env);
         }
+        kiln_agent_env_free(env);
+        kiln_buf_free(&tcmd);
     }
     if (rc) {
         kiln_log(a->lg, KILN_LOG_ERROR, "job %ld: cannot start: %s", j->id, err.msg);
@@ -895,14 +1014,17 @@ static void send_report(struct agent *a, struct ajob *j)
     r->attempt = j->attempt;
     snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/report", j->id);
     const struct kiln_proc_result *s = &j->res;
-    json_t *empty = json_array();
-    r->body = json_pack(
-        "{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O,s:O}", "attempt", (json_int_t)j->attempt, "stage",
-        j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
-        s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra, "peak_ram_mb",
-        (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest",
-        j->selftest ? j->selftest : json_null(), "outputs", j->outputs ? j->outputs : empty);
-    json_decref(empty);
+    /* outputs only when this stage has some: the server keeps the build's
+     * outputs when a test report leaves them out. */
+    r->body = json_pack("{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O}", "attempt", (json_int_t)j->attempt,
+                        "stage", j->stage, "exit_code", s->exit_code, "signal", s->term_signal,
+                        "reason", s->reason[0] ? json_string(s->reason) : json_null(), "infra",
+                        s->infra, "peak_ram_mb", (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s,
+                        "selftest", j->selftest ? j->selftest : json_null());
+    if (r->body && j->outputs && json_object_set(r->body, "outputs", j->outputs)) {
+        json_decref(r->body);
+        r->body = NULL;
+    }
     if (!r->body) {
         free(r);
         return;
@@ -1044,6 +1166,28 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
                        strerror(errno));
         free(a);
         return rc;
+    }
+    ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
+    a->exe[n > 0 ? n : 0] = '\0';
+    if (cfg->selftest_dir[0]) {
+        snprintf(a->selftest_dir, sizeof a->selftest_dir, "%s", cfg->selftest_dir);
+    } else if (a->exe[0]) {
+        /* make selftest puts kiln-selftest-smNN in build/selftest/ beside build/kiln */
+        char *slash = strrchr(a->exe, '/');
+        struct stat st;
+        if (slash &&
+            snprintf(a->selftest_dir, sizeof a->selftest_dir, "%.*s/selftest",
+                     (int)(slash - a->exe), a->exe) < (int)sizeof a->selftest_dir &&
+            (stat(a->selftest_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+            a->selftest_dir[0] = '\0';
+    }
+    if (cfg->source_dir[0]) {
+        struct stat st;
+        if (stat(cfg->source_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = kiln_fail(err, KILN_EINVAL, "source dir %s is not a directory", cfg->source_dir);
+            free(a);
+            return rc;
+        }
     }
     char base[512];
     snprintf(base, sizeof base, "%s", cfg->server);

@@ -315,6 +315,10 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
             rc = get_str(v, k, c->ca_file, sizeof c->ca_file, err);
         else if (!strcmp(k, "name"))
             rc = get_str(v, k, c->name, sizeof c->name, err);
+        else if (!strcmp(k, "source_dir"))
+            rc = get_str(v, k, c->source_dir, sizeof c->source_dir, err);
+        else if (!strcmp(k, "selftest_dir"))
+            rc = get_str(v, k, c->selftest_dir, sizeof c->selftest_dir, err);
         else if (!strcmp(k, "work_dir"))
             rc = get_str(v, k, c->work_dir, sizeof c->work_dir, err);
         else if (!strcmp(k, "log_level"))

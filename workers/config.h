@@ -10,6 +10,9 @@
  * driver: ..}] labels: {rack: a1}   limit_method: auto|cgroup2|cgroup1|poll   ca_file: ..
  *     heartbeat_s: 5   lease_wait_s: 10   reserve_ram: 2G   log_level: info
  *     min_disk_free: 2G   (no new job while work_dir or /nix/store has less)
+ *     source_dir: /srv/recipes-checkout  (commands run from here: recipe
+ *       commands are relative to their repository root)
+ *     selftest_dir: /usr/local/lib/kiln/selftest  (kiln-selftest-smNN)
  *   Unknown keys and bad values are errors naming the key.
  * - Command-line flags are applied after the file, so they win.
  * - kiln_worker_config_apply() lays the overrides over a detected host.
@@ -37,6 +40,8 @@ struct kiln_worker_config {
     char ca_file[512];
     char name[128];
     char work_dir[512];
+    char source_dir[512];   /* "" = each job runs in its own dir under work_dir */
+    char selftest_dir[512]; /* kiln-selftest-smNN binaries; "" = <kiln dir>/selftest */
     int cores;           /* 0 = detected */
     long ram_mb;         /* 0 = detected */
     long reserve_ram_mb; /* kept back for the OS and the worker itself */
