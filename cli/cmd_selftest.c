@@ -7,6 +7,8 @@
  *   kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...
  *                     [--expect-sm 90] [--expect-symbols a,b] [--timeout SEC]
  *                     [--log FILE] [--out FILE] [-- BINARY-ARGS...]
+ *   kiln selftest run --spec SPEC.json [--workdir DIR] [--selftest-dir DIR]
+ *                     [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]
  * Exit: 0 ok, 1 a check failed (or a file is unreadable/malformed), 2 usage,
  * 7 internal error. Details in docs/GPU-SELFTEST.md.
  */
@@ -29,25 +31,28 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kiln selftest inspect FILE... [--expect-sm SM] [--expect-symbols a,b] [--json] [-v]\n"
-            "       kiln selftest host --sm SM [--compatible] [--driver-min N] [--isa LEVEL]\n"
-            "                          [--gpu-sm SM[,SM..]] [--driver X.Y] [--cpu-isa f1,f2]"
-            " [--json]\n"
-            "       kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...\n"
-            "                         [--expect-sm SM] [--expect-symbols a,b] [--timeout SEC]\n"
-            "                         [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
-            "inspect lists cubins/PTX in ELF files, cubins and fatbins and checks that the\n"
-            "SM can run them and that expected symbols are defined; host checks a host's\n"
-            "GPU/driver/CPU facts (detected with nvidia-smi and /proc/cpuinfo unless given);\n"
-            "run runs kiln-selftest and check commands and prints one JSON document.\n");
+    fprintf(
+        f,
+        "usage: kiln selftest inspect FILE... [--expect-sm SM] [--expect-symbols a,b] "
+        "[--json] [-v]\n"
+        "       kiln selftest host --sm SM [--compatible] [--driver-min N] [--isa LEVEL]\n"
+        "                          [--gpu-sm SM[,SM..]] [--driver X.Y] [--cpu-isa f1,f2]"
+        " [--json]\n"
+        "       kiln selftest run [--binary PATH] [--check CMD]... [--inspect FILE]...\n"
+        "                         [--expect-sm SM] [--expect-symbols a,b] [--timeout SEC]\n"
+        "                         [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
+        "       kiln selftest run --spec SPEC.json [--workdir DIR] [--selftest-dir DIR]\n"
+        "                         [--detect-host] [--log FILE] [--out FILE] [-- BINARY-ARGS...]\n"
+        "inspect lists cubins/PTX in ELF files, cubins and fatbins and checks that the\n"
+        "SM can run them and that expected symbols are defined; host checks a host's\n"
+        "GPU/driver/CPU facts (detected with nvidia-smi and /proc/cpuinfo unless given);\n"
+        "run runs kiln-selftest and check commands and prints one JSON document.\n");
 }
 
 static int print_json(json_t *doc, FILE *f)
 {
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-    if (!s)
-        return KILN_ENOMEM;
+    if (!s) return KILN_ENOMEM;
     int rc = fputs(s, f) < 0 || fputc('\n', f) == EOF ? KILN_EIO : KILN_OK;
     free(s);
     return rc;
@@ -69,27 +74,24 @@ static void print_inspect_table(json_t *doc, const struct kiln_inspect_opts *o, 
         size_t k;
         json_t *v;
         printf("  cubins: ");
-        if (json_array_size(cubins) == 0)
-            printf(" (none)");
+        if (json_array_size(cubins) == 0) printf(" (none)");
         json_array_foreach(cubins, k, v) printf(" %s", json_string_value(v));
         printf("\n  ptx:    ");
-        if (json_array_size(json_object_get(f, "ptx")) == 0)
-            printf(" (none)");
+        if (json_array_size(json_object_get(f, "ptx")) == 0) printf(" (none)");
         json_array_foreach(json_object_get(f, "ptx"), k, v)
             printf(" %s (PTX ISA %s)", json_string_value(json_object_get(v, "target")),
                    json_string_value(json_object_get(v, "isa")));
-        printf("\n  entries: %zu in %lld container(s)", json_array_size(json_object_get(f, "entries")),
+        printf("\n  entries: %zu in %lld container(s)",
+               json_array_size(json_object_get(f, "entries")),
                (long long)json_integer_value(json_object_get(f, "containers")));
         int compressed = 0;
-        json_array_foreach(json_object_get(f, "entries"), k, v)
-            compressed += json_is_string(json_object_get(v, "compression"));
-        if (compressed)
-            printf(", %d compressed", compressed);
+        json_array_foreach(json_object_get(f, "entries"), k, v) compressed +=
+            json_is_string(json_object_get(v, "compression"));
+        if (compressed) printf(", %d compressed", compressed);
         printf("\n");
         json_array_foreach(json_object_get(f, "entries"), k, v)
         {
-            if (!verbose)
-                break;
+            if (!verbose) break;
             const char *comp = json_string_value(json_object_get(v, "compression"));
             printf("    %-5s %-14s %8lld bytes%s%s%s in %s\n",
                    json_string_value(json_object_get(v, "kind")),
@@ -108,8 +110,7 @@ static void print_inspect_table(json_t *doc, const struct kiln_inspect_opts *o, 
                 printf("  sm_%u:    FAIL: %s\n", o->expect_sm,
                        json_string_value(json_object_get(x, "reason")));
         }
-        if (error)
-            printf("  error:   %s\n", error);
+        if (error) printf("  error:   %s\n", error);
     }
     json_t *sy = json_object_get(doc, "symbols");
     if (sy) {
@@ -159,8 +160,7 @@ static int cmd_inspect(int argc, char **argv)
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
             verbose = 1;
         } else if (strcmp(argv[i], "--expect-sm") == 0 && i + 1 < argc) {
-            if (parse_sm_arg("--expect-sm", argv[++i], &o.expect_sm))
-                goto out;
+            if (parse_sm_arg("--expect-sm", argv[++i], &o.expect_sm)) goto out;
         } else if (strcmp(argv[i], "--expect-symbols") == 0 && i + 1 < argc) {
             struct kiln_error e;
             kiln_elfsym_split_free(syms, nsyms);
@@ -210,13 +210,12 @@ static void detect_gpus(struct kiln_host_facts *h)
 {
     char logp[] = "/tmp/kiln-smi-XXXXXX";
     int fd = mkstemp(logp);
-    if (fd < 0)
-        return;
+    if (fd < 0) return;
     close(fd);
-    char *argv[] = {"nvidia-smi", "--query-gpu=compute_cap,driver_version",
-                    "--format=csv,noheader", NULL};
-    struct kiln_check_spec spec = {.name = "nvidia-smi", .argv = argv, .timeout_ms = 15000,
-                                   .log_path = logp};
+    char *argv[] = {"nvidia-smi", "--query-gpu=compute_cap,driver_version", "--format=csv,noheader",
+                    NULL};
+    struct kiln_check_spec spec = {
+        .name = "nvidia-smi", .argv = argv, .timeout_ms = 15000, .log_path = logp};
     struct kiln_check_result r;
     if (kiln_check_run(&spec, &r, NULL) == KILN_OK && r.passed) {
         struct kiln_buf b = {0};
@@ -244,8 +243,7 @@ static int cmd_host(int argc, char **argv)
         } else if (strcmp(a, "--compatible") == 0) {
             need.allow_compatible = 1;
         } else if (strcmp(a, "--sm") == 0 && v) {
-            if (parse_sm_arg(a, v, &need.sm))
-                return KILN_EXIT_USAGE;
+            if (parse_sm_arg(a, v, &need.sm)) return KILN_EXIT_USAGE;
             i++;
         } else if (strcmp(a, "--driver-min") == 0 && v) {
             unsigned minor;
@@ -266,8 +264,7 @@ static int cmd_host(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--gpu-sm") == 0 && v) {
             char *copy = strdup(v), *save = NULL;
-            if (!copy)
-                return KILN_EXIT_INTERNAL;
+            if (!copy) return KILN_EXIT_INTERNAL;
             for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
                 unsigned sm;
                 if (parse_sm_arg(a, t, &sm) || h.ngpu >= KILN_HOST_MAX_GPUS) {
@@ -336,11 +333,11 @@ static int cmd_host(int argc, char **argv)
         for (size_t i = 0; sms && i < h.ngpu; i++)
             json_array_append_new(sms, json_integer(h.gpu_sm[i]));
         char drv[32] = "";
-        if (h.have_driver)
-            snprintf(drv, sizeof drv, "%u.%02u", h.driver_major, h.driver_minor);
-        json_t *doc = json_pack("{s:b,s:s?,s:{s:o,s:s?,s:s}}", "ok", rc == KILN_OK, "reason",
-                                rc == KILN_OK ? NULL : e.msg, "host", "gpu_sm", sms ? sms : json_array(),
-                                "driver", h.have_driver ? drv : NULL, "cpu_features", isa);
+        if (h.have_driver) snprintf(drv, sizeof drv, "%u.%02u", h.driver_major, h.driver_minor);
+        json_t *doc =
+            json_pack("{s:b,s:s?,s:{s:o,s:s?,s:s}}", "ok", rc == KILN_OK, "reason",
+                      rc == KILN_OK ? NULL : e.msg, "host", "gpu_sm", sms ? sms : json_array(),
+                      "driver", h.have_driver ? drv : NULL, "cpu_features", isa);
         if (!doc) {
             fprintf(stderr, "kiln selftest host: out of memory\n");
             return KILN_EXIT_INTERNAL;
@@ -355,6 +352,65 @@ static int cmd_host(int argc, char **argv)
     return rc == KILN_OK ? KILN_EXIT_OK : KILN_EXIT_FAIL;
 }
 
+static int emit_doc(json_t *doc, const char *outp)
+{
+    print_json(doc, stdout);
+    int rc = json_is_true(json_object_get(doc, "ok")) ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+    if (outp) {
+        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (!s || kiln_write_file_atomic(outp, s, strlen(s), 0644) != KILN_OK) {
+            fprintf(stderr, "kiln selftest run: cannot write %s\n", outp);
+            rc = KILN_EXIT_INTERNAL;
+        }
+        free(s);
+    }
+    return rc;
+}
+
+/* --spec: the recipe's selftest object (or a variant holding one under
+ * "selftest"), as the worker gets it in a lease. */
+static int run_spec_mode(const char *specp, const char *stdir, char *const *binary_args,
+                         const char *workdir, int detect_host, const char *logp, const char *outp)
+{
+    json_error_t je;
+    json_t *root = json_load_file(specp, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        fprintf(stderr, "kiln selftest run: %s:%d:%d: %s\n", specp, je.line, je.column, je.text);
+        return KILN_EXIT_USAGE;
+    }
+    json_t *sp = json_object_get(root, "selftest");
+    if (!json_is_object(sp)) sp = root;
+    struct kiln_selftest_spec spec;
+    struct kiln_error e;
+    if (kiln_selftest_spec_parse(sp, &spec, &e) != KILN_OK) {
+        fprintf(stderr, "kiln selftest run: %s: %s\n", specp, e.msg);
+        json_decref(root);
+        return KILN_EXIT_USAGE;
+    }
+    json_decref(root);
+    struct kiln_host_facts facts;
+    memset(&facts, 0, sizeof facts);
+    if (detect_host) {
+        detect_gpus(&facts);
+        struct kiln_buf b = {0};
+        if (kiln_read_file("/proc/cpuinfo", 64u << 20, &b) == KILN_OK)
+            facts.cpu_isa = kiln_hostcheck_parse_cpuinfo(b.data, b.len);
+        kiln_buf_free(&b);
+    }
+    json_t *doc = NULL;
+    int rc;
+    if (kiln_selftest_run_spec(&spec, detect_host ? &facts : NULL, stdir, binary_args, workdir,
+                               logp, &doc, &e) != KILN_OK) {
+        fprintf(stderr, "kiln selftest run: %s\n", e.msg);
+        rc = KILN_EXIT_INTERNAL;
+    } else {
+        rc = emit_doc(doc, outp);
+        json_decref(doc);
+    }
+    kiln_selftest_spec_free(&spec);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct kiln_selftest_opts o;
@@ -363,7 +419,9 @@ static int cmd_run(int argc, char **argv)
     const char **inspect = calloc((size_t)argc + 1, sizeof *inspect);
     char **syms = NULL;
     size_t nsyms = 0;
-    const char *outp = NULL;
+    const char *outp = NULL, *specp = NULL, *stdir = NULL;
+    int detect_host = 0;
+    const char *workdir = NULL;
     int rc = KILN_EXIT_USAGE;
     if (!checks || !inspect) {
         rc = KILN_EXIT_INTERNAL;
@@ -380,6 +438,17 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--binary") == 0 && v) {
             o.binary = v;
             i++;
+        } else if (strcmp(a, "--spec") == 0 && v) {
+            specp = v;
+            i++;
+        } else if (strcmp(a, "--workdir") == 0 && v) {
+            workdir = v;
+            i++;
+        } else if (strcmp(a, "--selftest-dir") == 0 && v) {
+            stdir = v;
+            i++;
+        } else if (strcmp(a, "--detect-host") == 0) {
+            detect_host = 1;
         } else if (strcmp(a, "--check") == 0 && v) {
             checks[o.nchecks++] = v;
             i++;
@@ -387,8 +456,7 @@ static int cmd_run(int argc, char **argv)
             inspect[o.ninspect++] = v;
             i++;
         } else if (strcmp(a, "--expect-sm") == 0 && v) {
-            if (parse_sm_arg(a, v, &o.inspect_opts.expect_sm))
-                goto out;
+            if (parse_sm_arg(a, v, &o.inspect_opts.expect_sm)) goto out;
             i++;
         } else if (strcmp(a, "--expect-symbols") == 0 && v) {
             struct kiln_error e;
@@ -421,6 +489,20 @@ static int cmd_run(int argc, char **argv)
             fprintf(stderr, "kiln selftest run: unknown or incomplete option \"%s\"\n", a);
             goto out;
         }
+    }
+    if (specp) {
+        if (o.binary || o.nchecks || o.ninspect || o.inspect_opts.expect_sm || nsyms) {
+            fprintf(stderr, "kiln selftest run: --spec replaces --binary, --check, --inspect and "
+                            "--expect-*\n");
+            goto out;
+        }
+        rc = run_spec_mode(specp, stdir, o.binary_args, workdir, detect_host, o.log_path, outp);
+        goto out;
+    }
+    if (workdir || stdir || detect_host) {
+        fprintf(stderr,
+                "kiln selftest run: --workdir, --selftest-dir and --detect-host need --spec\n");
+        goto out;
     }
     if ((o.inspect_opts.expect_sm || nsyms) && !o.ninspect) {
         fprintf(stderr, "kiln selftest run: --expect-sm/--expect-symbols need --inspect FILE\n");
@@ -459,12 +541,9 @@ int cmd_selftest(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
     }
-    if (strcmp(argv[1], "inspect") == 0)
-        return cmd_inspect(argc - 1, argv + 1);
-    if (strcmp(argv[1], "host") == 0)
-        return cmd_host(argc - 1, argv + 1);
-    if (strcmp(argv[1], "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(argv[1], "host") == 0) return cmd_host(argc - 1, argv + 1);
+    if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 1, argv + 1);
     fprintf(stderr, "kiln selftest: unknown subcommand \"%s\" (inspect, host, run)\n", argv[1]);
     return KILN_EXIT_USAGE;
 }

@@ -2,14 +2,16 @@
  *
  *   kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... [--variants FILE.json]...
  *            [--branch B] [--where sm=90] [--svg OUT.svg] [--policy kiln|fifo]
- *            [--add HOST[:N]] [--deps-wait-test] [--json]
+ *            [--add HOST[:N]] [--deps-build-only] [--no-backfill] [--json]
  *
  * Runs the placement code (scheduler/placement.h) on a virtual clock
  * (scheduler/sim.h) once with the chosen policy and once with the other,
  * so the kiln policy is always printed beside the FIFO first-fit baseline.
  * --deps RECIPE adds only the variants of RECIPE that the others depend on
  * (e.g. the custom PyTorch builds of the vLLM variants). --add HOST:N
- * answers "what if I add N more hosts like HOST?".
+ * answers "what if I add N more hosts like HOST?". A dependent build waits
+ * for its dependency's build and test; --deps-build-only waits for the build
+ * alone.
  * Exit: 0 done, 1 some tasks can never run on this farm, 2 usage, 7 error.
  */
 #include "cli/commands.h"
@@ -34,7 +36,8 @@ static void usage(void)
             "usage: kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... "
             "[--variants FILE.json]...\n"
             "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
-            "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-wait-test] [--json]\n");
+            "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
+            "                [--no-backfill] [--json]\n");
 }
 
 static void hm(double s, char *out, size_t n)
@@ -174,8 +177,8 @@ int cmd_sim(int argc, char **argv)
                 vfiles[nvf++] = val;
         } else if (!strcmp(a, "--no-backfill")) {
             opts.policy.backfill = 0;
-        } else if (!strcmp(a, "--deps-wait-test")) {
-            opts.deps_wait_test = 1;
+        } else if (!strcmp(a, "--deps-build-only")) {
+            opts.deps_wait_test = 0;
         } else if (!strcmp(a, "--json")) {
             json_out = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

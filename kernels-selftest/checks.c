@@ -26,8 +26,8 @@ static const struct pattern patterns[] = {
      "no kernel image is available for execution on the device: the build has no cubin or PTX "
      "usable on this GPU's SM",
      0},
-    {"invalid device function",
-     "invalid device function: the build has no code for this GPU's SM", 0},
+    {"invalid device function", "invalid device function: the build has no code for this GPU's SM",
+     0},
     {"No supported CUDA architectures found for major versions",
      "a kernel exists only for other GPU architectures", 1},
     {"an illegal memory access was encountered", "a kernel made an illegal memory access", 0},
@@ -43,8 +43,9 @@ static const struct pattern patterns[] = {
     {"no CUDA-capable device is detected", "no GPU is visible to the check", 0},
     {"CUDA out of memory", "the GPU ran out of memory", 0},
     {"out of memory", "out of memory", 0},
-    {"Error Internal", "a CUTLASS kernel returned Error Internal (often: kernels for this SM were "
-                       "not compiled)",
+    {"Error Internal",
+     "a CUTLASS kernel returned Error Internal (often: kernels for this SM were "
+     "not compiled)",
      1},
 };
 
@@ -59,8 +60,7 @@ int kiln_check_classify(const char *output, size_t len, char *reason, size_t rea
             best_at = at;
         }
     }
-    if (!best)
-        return 0;
+    if (!best) return 0;
     if (!best->quote) {
         snprintf(reason, reasonlen, "%s", best->reason);
         return 1;
@@ -75,14 +75,13 @@ int kiln_check_classify(const char *output, size_t len, char *reason, size_t rea
     return 1;
 }
 
-int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out,
-                         size_t *outlen, struct kiln_error *err)
+int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out, size_t *outlen,
+                         struct kiln_error *err)
 {
     *out = NULL;
     *outlen = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return kiln_fail(err, KILN_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (fd < 0) return kiln_fail(err, KILN_EIO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
@@ -100,16 +99,14 @@ int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out
     size_t got = 0;
     while (got < n) {
         ssize_t r = pread(fd, buf + got, n - got, (off_t)(size - n + got));
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             int e = errno;
             free(buf);
             close(fd);
             return kiln_fail(err, KILN_EIO, "cannot read %s: %s", path, strerror(e));
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         got += (size_t)r;
     }
     close(fd);
@@ -138,8 +135,7 @@ static void child_exec(const struct kiln_check_spec *spec, int logfd)
 {
     setpgid(0, 0);
     int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0)
-        dup2(devnull, 0);
+    if (devnull >= 0) dup2(devnull, 0);
     int outfd = logfd >= 0 ? logfd : devnull;
     if (outfd >= 0) {
         dup2(outfd, 1);
@@ -172,17 +168,12 @@ static int wait_exit(pid_t pid, long ms)
         siginfo_t si;
         memset(&si, 0, sizeof si);
         int r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (si.si_pid == pid)
-            return 1;
-        if (now_s() >= end)
-            return 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
+        if (si.si_pid == pid) return 1;
+        if (now_s() >= end) return 0;
         sleep_ms(step);
-        if (step < 20)
-            step *= 2;
+        if (step < 20) step *= 2;
     }
 }
 
@@ -191,7 +182,8 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
 {
     memset(res, 0, sizeof *res);
     if (!spec->argv && !spec->command)
-        return kiln_fail(err, KILN_EINVAL, "check %s has no command", spec->name ? spec->name : "?");
+        return kiln_fail(err, KILN_EINVAL, "check %s has no command",
+                         spec->name ? spec->name : "?");
     if (spec->argv && !spec->argv[0])
         return kiln_fail(err, KILN_EINVAL, "check %s has an empty argv",
                          spec->name ? spec->name : "?");
@@ -207,29 +199,25 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
     uint64_t log_start = 0;
     if (logfd >= 0) {
         struct stat st;
-        if (fstat(logfd, &st) == 0 && st.st_size > 0)
-            log_start = (uint64_t)st.st_size;
+        if (fstat(logfd, &st) == 0 && st.st_size > 0) log_start = (uint64_t)st.st_size;
     }
     double t0 = now_s();
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        if (logfd >= 0)
-            close(logfd);
+        if (logfd >= 0) close(logfd);
         return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
     }
     if (pid == 0) {
         if (logfd >= 0) {
             /* O_CLOEXEC must not close our own stdout copy: dup2 clears it. */
             int fl = fcntl(logfd, F_GETFD);
-            if (fl >= 0)
-                fcntl(logfd, F_SETFD, fl & ~FD_CLOEXEC);
+            if (fl >= 0) fcntl(logfd, F_SETFD, fl & ~FD_CLOEXEC);
         }
         child_exec(spec, logfd);
     }
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
-    if (logfd >= 0)
-        close(logfd);
+    if (logfd >= 0) close(logfd);
     int r = wait_exit(pid, timeout);
     if (r == 0) {
         res->timed_out = 1;
@@ -245,8 +233,7 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
     kill(-pid, SIGKILL);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR)
-            return kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
+        if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
     }
     res->seconds = now_s() - t0;
     if (WIFEXITED(status)) {
@@ -256,14 +243,14 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
         res->term_signal = WTERMSIG(status);
     }
     res->passed = !res->timed_out && res->exit_code == 0 && !res->term_signal;
-    if (res->passed)
-        return KILN_OK;
+    if (res->passed) return KILN_OK;
 
     char cuda[KILN_CHECK_REASON_MAX] = "";
     if (spec->log_path) {
         char *tail = NULL;
         size_t n = 0;
-        if (kiln_check_read_tail(spec->log_path, log_start, 256 * 1024, &tail, &n, NULL) == KILN_OK) {
+        if (kiln_check_read_tail(spec->log_path, log_start, 256 * 1024, &tail, &n, NULL) ==
+            KILN_OK) {
             kiln_check_classify(tail, n, cuda, sizeof cuda);
             free(tail);
         }

@@ -29,12 +29,12 @@
 
 struct kiln_check_spec {
     const char *name;
-    const char *command;      /* run with /bin/sh -c when argv is NULL */
-    char *const *argv;        /* argv[0] is looked up in PATH */
-    long timeout_ms;          /* <= 0: 10 minutes */
-    const char *log_path;     /* stdout+stderr appended here; NULL: discarded */
-    const char *cwd;          /* NULL: inherit */
-    char *const *env_add;     /* extra "K=V" entries, NULL-terminated, may be NULL */
+    const char *command;  /* run with /bin/sh -c when argv is NULL */
+    char *const *argv;    /* argv[0] is looked up in PATH */
+    long timeout_ms;      /* <= 0: 10 minutes */
+    const char *log_path; /* stdout+stderr appended here; NULL: discarded */
+    const char *cwd;      /* NULL: inherit */
+    char *const *env_add; /* extra "K=V" entries, NULL-terminated, may be NULL */
 };
 
 #define KILN_CHECK_REASON_MAX 400
@@ -57,7 +57,7 @@ int kiln_check_classify(const char *output, size_t len, char *reason, size_t rea
 /* The last max bytes at or after offset from of a file (to classify a long
  * log cheaply, and only the part one command wrote), NUL terminated,
  * malloc'ed into *out. */
-int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out,
-                         size_t *outlen, struct kiln_error *err);
+int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out, size_t *outlen,
+                         struct kiln_error *err);
 
 #endif

@@ -6,8 +6,7 @@
 
 static uint32_t rd32(const unsigned char *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static uint64_t rd64(const unsigned char *p)
@@ -21,10 +20,8 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
     for (unsigned i = 1; i < e->shnum; i++) {
         struct kiln_elf_section s, str;
         int rc = kiln_elf_section(e, i, &s, err);
-        if (rc)
-            return rc;
-        if (s.type != 2 /* SHT_SYMTAB */ && s.type != 11 /* SHT_DYNSYM */)
-            continue;
+        if (rc) return rc;
+        if (s.type != 2 /* SHT_SYMTAB */ && s.type != 11 /* SHT_DYNSYM */) continue;
         const char *table = s.type == 2 ? ".symtab" : ".dynsym";
         if (s.entsize != 24)
             return kiln_fail(err, KILN_EPARSE, "%s (section %u) has entry size %llu, expected 24",
@@ -33,8 +30,7 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
             return kiln_fail(err, KILN_EPARSE, "%s (section %u) links to no string table", table,
                              i);
         rc = kiln_elf_section(e, s.link, &str, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         if (str.type != 3 /* SHT_STRTAB */)
             return kiln_fail(err, KILN_EPARSE,
                              "%s (section %u) links to section %u, which is not a string table",
@@ -47,8 +43,7 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
         for (uint64_t k = 1; k < count; k++) {
             const unsigned char *p = e->data + s.offset + k * 24;
             uint32_t name = rd32(p);
-            if (name == 0)
-                continue;
+            if (name == 0) continue;
             if (name >= str.size)
                 return kiln_fail(err, KILN_EPARSE,
                                  "%s symbol %llu has a name offset %u outside its string table",
@@ -67,8 +62,7 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
                 .size = rd64(p + 16),
             };
             rc = cb(ctx, &sym);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     }
     return KILN_OK;
@@ -82,26 +76,19 @@ int kiln_elfsym_match(const char *pattern, const char *sym)
         star = 1;
         plen--;
     }
-    if (plen == 0)
-        return 0;
-    if (!star && strcmp(pattern, sym) == 0)
-        return 1;
-    if (star && strncmp(pattern, sym, plen) == 0)
-        return 1;
-    if (strncmp(sym, "_Z", 2) != 0)
-        return 0;
+    if (plen == 0) return 0;
+    if (!star && strcmp(pattern, sym) == 0) return 1;
+    if (star && strncmp(pattern, sym, plen) == 0) return 1;
+    if (strncmp(sym, "_Z", 2) != 0) return 0;
     /* Walk every "<decimal length><name>" in the mangled name. */
     for (const char *p = sym + 2; *p; p++) {
-        if (*p < '1' || *p > '9' || (p[-1] >= '0' && p[-1] <= '9'))
-            continue;
+        if (*p < '1' || *p > '9' || (p[-1] >= '0' && p[-1] <= '9')) continue;
         size_t n = 0;
         const char *q = p;
         while (*q >= '0' && *q <= '9' && n < 100000)
             n = n * 10 + (size_t)(*q++ - '0');
-        if (strnlen(q, n) < n)
-            continue;
-        if ((star ? n >= plen : n == plen) && strncmp(q, pattern, plen) == 0)
-            return 1;
+        if (strnlen(q, n) < n) continue;
+        if ((star ? n >= plen : n == plen) && strncmp(q, pattern, plen) == 0) return 1;
     }
     return 0;
 }
@@ -110,14 +97,12 @@ int kiln_elfsym_split(const char *list, char ***out, size_t *n, struct kiln_erro
 {
     *out = NULL;
     *n = 0;
-    if (!list || !*list)
-        return kiln_fail(err, KILN_EINVAL, "empty symbol list");
+    if (!list || !*list) return kiln_fail(err, KILN_EINVAL, "empty symbol list");
     size_t cap = 1;
     for (const char *p = list; *p; p++)
         cap += *p == ',';
     char **v = calloc(cap, sizeof *v);
-    if (!v)
-        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (!v) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     size_t k = 0;
     const char *p = list;
     for (;;) {
@@ -139,8 +124,7 @@ int kiln_elfsym_split(const char *list, char ***out, size_t *n, struct kiln_erro
             return kiln_fail(err, KILN_ENOMEM, "out of memory");
         }
         k++;
-        if (!c)
-            break;
+        if (!c) break;
         p = c + 1;
     }
     *out = v;
@@ -150,8 +134,7 @@ int kiln_elfsym_split(const char *list, char ***out, size_t *n, struct kiln_erro
 
 void kiln_elfsym_split_free(char **v, size_t n)
 {
-    if (!v)
-        return;
+    if (!v) return;
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
@@ -169,11 +152,9 @@ struct expect_ctx {
 static int expect_cb(void *vctx, const struct kiln_elfsym *sym)
 {
     struct expect_ctx *c = vctx;
-    if (!sym->defined)
-        return 0;
+    if (!sym->defined) return 0;
     for (size_t i = 0; i < c->n; i++) {
-        if (c->found[i] || !kiln_elfsym_match(c->patterns[i], sym->name))
-            continue;
+        if (c->found[i] || !kiln_elfsym_match(c->patterns[i], sym->name)) continue;
         c->found[i] = 1;
         c->left--;
         if (c->match) {
@@ -193,12 +174,9 @@ int kiln_elfsym_expect(const struct kiln_elf *e, char *const *patterns, size_t n
     struct expect_ctx c = {patterns, n, found, match, 0, 0};
     for (size_t i = 0; i < n; i++)
         c.left += !found[i];
-    if (c.left == 0)
-        return KILN_OK;
+    if (c.left == 0) return KILN_OK;
     int rc = kiln_elfsym_foreach(e, expect_cb, &c, err);
-    if (c.oom)
-        return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    if (rc < 0)
-        return rc;
+    if (c.oom) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (rc < 0) return rc;
     return KILN_OK;
 }

@@ -12,8 +12,7 @@ static uint16_t rd16(const unsigned char *p)
 
 static uint32_t rd32(const unsigned char *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static uint64_t rd64(const unsigned char *p)
@@ -29,9 +28,11 @@ static int in_bounds(uint64_t off, uint64_t n, size_t len)
 
 int kiln_elf_is_elf(const void *data, size_t len)
 {
-    return data && len >= 4 && memcmp(data, "\x7f"
-                                            "ELF",
-                                      4) == 0;
+    return data && len >= 4 &&
+           memcmp(data,
+                  "\x7f"
+                  "ELF",
+                  4) == 0;
 }
 
 int kiln_elf_open(struct kiln_elf *e, const void *data, size_t len, struct kiln_error *err)
@@ -44,8 +45,7 @@ int kiln_elf_open(struct kiln_elf *e, const void *data, size_t len, struct kiln_
         return kiln_fail(err, KILN_EPARSE, "truncated ELF header (%zu bytes, need 64)", len);
     if (p[4] != 2)
         return kiln_fail(err, KILN_EUNSUPPORTED, "only 64-bit ELF is supported (class %u)", p[4]);
-    if (p[5] != 1)
-        return kiln_fail(err, KILN_EUNSUPPORTED, "only little-endian ELF is supported");
+    if (p[5] != 1) return kiln_fail(err, KILN_EUNSUPPORTED, "only little-endian ELF is supported");
     e->data = p;
     e->len = len;
     e->osabi = p[7];
@@ -117,8 +117,7 @@ int kiln_elf_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_sec
                 out->name = base + name_off;
             else
                 return kiln_fail(err, KILN_EPARSE,
-                                 "ELF section %u name is not NUL-terminated inside .shstrtab",
-                                 idx);
+                                 "ELF section %u name is not NUL-terminated inside .shstrtab", idx);
         }
     }
     if (out->type != 8 /* SHT_NOBITS */ && out->type != 0 &&
@@ -131,14 +130,13 @@ int kiln_elf_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_sec
     return KILN_OK;
 }
 
-int kiln_elf_find_section(const struct kiln_elf *e, const char *name,
-                          struct kiln_elf_section *out, struct kiln_error *err)
+int kiln_elf_find_section(const struct kiln_elf *e, const char *name, struct kiln_elf_section *out,
+                          struct kiln_error *err)
 {
     for (unsigned i = 1; i < e->shnum; i++) {
         struct kiln_elf_section s;
         int rc = kiln_elf_section(e, i, &s, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         if (strcmp(s.name, name) == 0) {
             *out = s;
             return KILN_OK;
@@ -147,19 +145,16 @@ int kiln_elf_find_section(const struct kiln_elf *e, const char *name,
     return KILN_ENOTFOUND;
 }
 
-int kiln_elf_vaddr_to_offset(const struct kiln_elf *e, uint64_t vaddr, uint64_t size,
-                             uint64_t *off)
+int kiln_elf_vaddr_to_offset(const struct kiln_elf *e, uint64_t vaddr, uint64_t size, uint64_t *off)
 {
     for (unsigned i = 0; i < e->phnum; i++) {
         const unsigned char *h = e->data + e->phoff + (uint64_t)i * e->phentsize;
-        if (rd32(h) != 1 /* PT_LOAD */)
-            continue;
+        if (rd32(h) != 1 /* PT_LOAD */) continue;
         uint64_t p_offset = rd64(h + 8), p_vaddr = rd64(h + 16), p_filesz = rd64(h + 32);
         if (vaddr >= p_vaddr && vaddr - p_vaddr <= p_filesz &&
             size <= p_filesz - (vaddr - p_vaddr)) {
             uint64_t o = p_offset + (vaddr - p_vaddr);
-            if (!in_bounds(o, size, e->len))
-                return KILN_EPARSE;
+            if (!in_bounds(o, size, e->len)) return KILN_EPARSE;
             *off = o;
             return KILN_OK;
         }
@@ -169,12 +164,10 @@ int kiln_elf_vaddr_to_offset(const struct kiln_elf *e, uint64_t vaddr, uint64_t 
 
 unsigned kiln_elf_cubin_sm(const struct kiln_elf *e)
 {
-    if (e->machine != KILN_EM_CUDA)
-        return 0;
+    if (e->machine != KILN_EM_CUDA) return 0;
     /* ABI version 8+ (CUDA 12.x+) keeps the SM in bits 8..15; older
      * toolkits stored it in the low byte. */
-    if (e->abiversion >= 8)
-        return (e->flags >> 8) & 0xff;
+    if (e->abiversion >= 8) return (e->flags >> 8) & 0xff;
     return e->flags & 0xff;
 }
 
@@ -183,17 +176,14 @@ unsigned kiln_elf_cubin_sm(const struct kiln_elf *e)
 static char cubin_suffix(const struct kiln_elf *e)
 {
     struct kiln_elf_section s;
-    if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == 8)
-        return 0;
+    if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == 8) return 0;
     const char *p = (const char *)e->data + s.offset, *end = p + s.size;
     const char *at = memmem(p, s.size, "-arch sm_", 9);
-    if (!at)
-        return 0;
+    if (!at) return 0;
     at += 9;
     while (at < end && *at >= '0' && *at <= '9')
         at++;
-    if (at < end && (*at == 'a' || *at == 'f'))
-        return *at;
+    if (at < end && (*at == 'a' || *at == 'f')) return *at;
     return 0;
 }
 
@@ -207,8 +197,7 @@ static int list_push(struct kiln_fatbin_list *l, const struct kiln_fatbin_entry 
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 16;
         struct kiln_fatbin_entry *nv = realloc(l->v, nc * sizeof *nv);
-        if (!nv)
-            return kiln_fail(err, KILN_ENOMEM, "out of memory listing fatbin entries");
+        if (!nv) return kiln_fail(err, KILN_ENOMEM, "out of memory listing fatbin entries");
         l->v = nv;
         l->cap = nc;
     }
@@ -260,8 +249,9 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
         uint16_t hsize = rd16(d + pos + 6);
         uint64_t fsize = rd64(d + pos + 8);
         if (hsize < 16)
-            return kiln_fail(err, KILN_EPARSE, "%s: fatbin header size %u at offset %llu is too small",
-                             where, hsize, (unsigned long long)(base_off + pos));
+            return kiln_fail(err, KILN_EPARSE,
+                             "%s: fatbin header size %u at offset %llu is too small", where, hsize,
+                             (unsigned long long)(base_off + pos));
         if (!in_bounds(pos + hsize, fsize, len))
             return kiln_fail(err, KILN_EPARSE,
                              "%s: fatbin container at offset %llu claims %llu bytes but only %zu "
@@ -273,10 +263,11 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
         size_t p = pos + hsize, end = pos + hsize + (size_t)fsize;
         while (p < end) {
             if (end - p < 64)
-                return kiln_fail(err, KILN_EPARSE,
-                                 "%s: truncated fatbin entry header at offset %llu (%zu bytes left, "
-                                 "need 64)",
-                                 where, (unsigned long long)(base_off + p), end - p);
+                return kiln_fail(
+                    err, KILN_EPARSE,
+                    "%s: truncated fatbin entry header at offset %llu (%zu bytes left, "
+                    "need 64)",
+                    where, (unsigned long long)(base_off + p), end - p);
             const unsigned char *h = d + p;
             uint32_t ehsize = rd32(h + 4);
             uint64_t psize = rd64(h + 8);
@@ -321,14 +312,12 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
             if (ent.kind == KILN_FB_CUBIN && !ent.compression)
                 inspect_cubin_payload(h + ehsize, psize, &ent);
             int rc = list_push(out, &ent, err);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             p += ehsize + (size_t)psize;
         }
         pos = end;
     }
-    if (!seen)
-        return kiln_fail(err, KILN_EPARSE, "%s: no fatbin container found", where);
+    if (!seen) return kiln_fail(err, KILN_EPARSE, "%s: no fatbin container found", where);
     return KILN_OK;
 }
 
@@ -342,22 +331,18 @@ static int from_segment_records(const struct kiln_elf *e, const struct kiln_elf_
 {
     for (uint64_t off = 0; off + 24 <= seg->size; off += 24) {
         const unsigned char *r = e->data + seg->offset + off;
-        if (rd32(r) != 0x466243b1u)
-            continue;
+        if (rd32(r) != 0x466243b1u) continue;
         uint64_t addr = rd64(r + 8), foff;
-        if (!addr || kiln_elf_vaddr_to_offset(e, addr, 16, &foff) != KILN_OK)
-            continue;
+        if (!addr || kiln_elf_vaddr_to_offset(e, addr, 16, &foff) != KILN_OK) continue;
         const unsigned char *fb = e->data + foff;
-        if (rd32(fb) != KILN_FATBIN_MAGIC)
-            continue;
+        if (rd32(fb) != KILN_FATBIN_MAGIC) continue;
         uint64_t total = rd16(fb + 6) + rd64(fb + 8);
         if (!in_bounds(foff, total, e->len))
             return kiln_fail(err, KILN_EPARSE,
                              ".nvFatBinSegment points at a fatbin that runs past the end of the "
                              "file");
         int rc = kiln_fatbin_parse(fb, (size_t)total, foff, ".nvFatBinSegment", out, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         *found = 1;
     }
     return KILN_OK;
@@ -368,14 +353,14 @@ static int from_segment_records(const struct kiln_elf *e, const struct kiln_elf_
 static int scan_range(const struct kiln_elf *e, uint64_t off, uint64_t n,
                       struct kiln_fatbin_list *out, struct kiln_error *err)
 {
-    uint64_t start = (off + 7) & ~(uint64_t)7;
-    for (uint64_t p = start; p + 16 <= off + n; p += 8) {
+    if (off >= e->len || n > e->len - off)
+        return KILN_OK; /* callers clamp; never trust a wrapped range */
+    uint64_t start = (off + 7) & ~(uint64_t)7, end = off + n;
+    for (uint64_t p = start; p < end && end - p >= 16; p += 8) {
         const unsigned char *h = e->data + p;
-        if (rd32(h) != KILN_FATBIN_MAGIC || rd16(h + 4) != 1 || rd16(h + 6) < 16)
-            continue;
+        if (rd32(h) != KILN_FATBIN_MAGIC || rd16(h + 4) != 1 || rd16(h + 6) < 16) continue;
         uint64_t total = (uint64_t)rd16(h + 6) + rd64(h + 8);
-        if (rd64(h + 8) > e->len || !in_bounds(p, total, e->len))
-            continue;
+        if (rd64(h + 8) > e->len || !in_bounds(p, total, e->len)) continue;
         struct kiln_error sub;
         size_t before = out->n;
         if (kiln_fatbin_parse(h, (size_t)total, p, "segment scan", out, &sub) != KILN_OK) {
@@ -394,14 +379,12 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
     memset(out, 0, sizeof *out);
     if (len >= 4 && rd32(data) == KILN_FATBIN_MAGIC) {
         int rc = kiln_fatbin_parse(data, len, 0, "fatbin file", out, err);
-        if (rc)
-            kiln_fatbin_list_free(out);
+        if (rc) kiln_fatbin_list_free(out);
         return rc;
     }
     struct kiln_elf e;
     int rc = kiln_elf_open(&e, data, len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (e.machine == KILN_EM_CUDA) {
         struct kiln_fatbin_entry ent;
         memset(&ent, 0, sizeof ent);
@@ -413,8 +396,7 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
         snprintf(ent.where, sizeof ent.where, "cubin file");
         out->is_cubin = 1;
         rc = list_push(out, &ent, err);
-        if (rc)
-            kiln_fatbin_list_free(out);
+        if (rc) kiln_fatbin_list_free(out);
         return rc;
     }
     int found = 0;
@@ -424,16 +406,12 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
     for (unsigned i = 1; i < e.shnum; i++) {
         struct kiln_elf_section s;
         rc = kiln_elf_section(&e, i, &s, err);
-        if (rc)
-            goto fail;
-        if (s.type == 8 /* SHT_NOBITS */)
-            continue;
+        if (rc) goto fail;
+        if (s.type == 8 /* SHT_NOBITS */) continue;
         if (strcmp(s.name, ".nv_fatbin") == 0 || strcmp(s.name, "__nv_relfatbin") == 0) {
-            if (s.size == 0)
-                continue;
+            if (s.size == 0) continue;
             rc = kiln_fatbin_parse(e.data + s.offset, (size_t)s.size, s.offset, s.name, out, err);
-            if (rc)
-                goto fail;
+            if (rc) goto fail;
             found = 1;
         } else if (strcmp(s.name, ".nvFatBinSegment") == 0) {
             segrec = s;
@@ -442,20 +420,17 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
     }
     if (!found && have_seg) {
         rc = from_segment_records(&e, &segrec, out, &found, err);
-        if (rc)
-            goto fail;
+        if (rc) goto fail;
     }
     if (!found && e.shnum == 0) {
         for (unsigned i = 0; i < e.phnum; i++) {
             const unsigned char *h = e.data + e.phoff + (uint64_t)i * e.phentsize;
-            if (rd32(h) != 1)
-                continue;
+            if (rd32(h) != 1) continue;
             uint64_t o = rd64(h + 8), n = rd64(h + 32);
-            if (!in_bounds(o, n, e.len))
-                n = o < e.len ? e.len - o : 0;
+            if (o >= e.len) continue;
+            if (n > e.len - o) n = e.len - o;
             rc = scan_range(&e, o, n, out, err);
-            if (rc)
-                goto fail;
+            if (rc) goto fail;
         }
     }
     return KILN_OK;
@@ -466,8 +441,8 @@ fail:
 
 void kiln_fatbin_entry_target(const struct kiln_fatbin_entry *e, char *out, size_t outlen)
 {
-    const char *pfx = e->kind == KILN_FB_CUBIN  ? "sm_"
-                      : e->kind == KILN_FB_PTX  ? "compute_"
+    const char *pfx = e->kind == KILN_FB_CUBIN   ? "sm_"
+                      : e->kind == KILN_FB_PTX   ? "compute_"
                       : e->kind == KILN_FB_LTOIR ? "lto_"
                                                  : "kind?_";
     char sfx[2] = {e->suffix, 0};
@@ -478,15 +453,12 @@ int kiln_fatbin_runs_on(const struct kiln_fatbin_entry *e, unsigned sm)
 {
     unsigned emaj = e->sm / 10, smaj = sm / 10;
     if (e->kind == KILN_FB_CUBIN) {
-        if (e->suffix == 'a')
-            return sm == e->sm;
+        if (e->suffix == 'a') return sm == e->sm;
         return smaj == emaj && sm >= e->sm;
     }
     if (e->kind == KILN_FB_PTX) {
-        if (e->suffix == 'a')
-            return sm == e->sm;
-        if (e->suffix == 'f')
-            return smaj == emaj && sm >= e->sm;
+        if (e->suffix == 'a') return sm == e->sm;
+        if (e->suffix == 'f') return smaj == emaj && sm >= e->sm;
         return sm >= e->sm;
     }
     return 0; /* LTO-IR needs a link step; it never runs as is */
@@ -494,8 +466,7 @@ int kiln_fatbin_runs_on(const struct kiln_fatbin_entry *e, unsigned sm)
 
 int kiln_fatbin_parse_sm(const char *s, unsigned *sm)
 {
-    if (!s)
-        return KILN_EINVAL;
+    if (!s) return KILN_EINVAL;
     if (strncmp(s, "sm_", 3) == 0)
         s += 3;
     else if (strncmp(s, "compute_", 8) == 0)
@@ -505,22 +476,17 @@ int kiln_fatbin_parse_sm(const char *s, unsigned *sm)
     const char *p = s;
     for (; *p >= '0' && *p <= '9'; p++) {
         v = v * 10 + (unsigned)(*p - '0');
-        if (++digits > 4)
-            return KILN_EINVAL;
+        if (++digits > 4) return KILN_EINVAL;
     }
-    if (!digits)
-        return KILN_EINVAL;
+    if (!digits) return KILN_EINVAL;
     if (*p == '.') { /* "9.0" */
         p++;
-        if (*p < '0' || *p > '9')
-            return KILN_EINVAL;
+        if (*p < '0' || *p > '9') return KILN_EINVAL;
         v = v * 10 + (unsigned)(*p - '0');
         p++;
     }
-    if (*p == 'a' || *p == 'f')
-        p++;
-    if (*p || v < 10 || v > 999)
-        return KILN_EINVAL;
+    if (*p == 'a' || *p == 'f') p++;
+    if (*p || v < 10 || v > 999) return KILN_EINVAL;
     *sm = v;
     return KILN_OK;
 }
@@ -530,18 +496,16 @@ static const char *kind_word(int kind)
     return kind == KILN_FB_CUBIN ? "cubin" : kind == KILN_FB_PTX ? "PTX" : "LTO-IR";
 }
 
-int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *how,
-                         size_t howlen, struct kiln_error *err)
+int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *how, size_t howlen,
+                         struct kiln_error *err)
 {
     char t[32];
     /* Prefer a cubin: PTX only helps after a JIT step at load time. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < l->n; i++) {
             const struct kiln_fatbin_entry *e = &l->v[i];
-            if (e->kind != (pass == 0 ? KILN_FB_CUBIN : KILN_FB_PTX))
-                continue;
-            if (!kiln_fatbin_runs_on(e, sm))
-                continue;
+            if (e->kind != (pass == 0 ? KILN_FB_CUBIN : KILN_FB_PTX)) continue;
+            if (!kiln_fatbin_runs_on(e, sm)) continue;
             if (how) {
                 kiln_fatbin_entry_target(e, t, sizeof t);
                 snprintf(how, howlen, "%s %s%s", kind_word(e->kind), t,
@@ -552,7 +516,8 @@ int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *ho
     }
     if (l->n == 0)
         return kiln_fail(err, KILN_ENOTFOUND,
-                         "no cubin or PTX for sm_%u: the file holds no CUDA device code at all", sm);
+                         "no cubin or PTX for sm_%u: the file holds no CUDA device code at all",
+                         sm);
     struct kiln_buf b = {0};
     b.max = KILN_ERR_MSG_MAX;
     int rc = kiln_buf_printf(&b, "no cubin or PTX usable on sm_%u: found", sm);
@@ -562,8 +527,7 @@ int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *ho
         for (size_t j = 0; j < i; j++)
             if (l->v[j].kind == e->kind && l->v[j].sm == e->sm && l->v[j].suffix == e->suffix)
                 dup = 1;
-        if (dup)
-            continue;
+        if (dup) continue;
         kiln_fatbin_entry_target(e, t, sizeof t);
         const char *note = "";
         if (e->suffix == 'a')
@@ -586,25 +550,21 @@ int kiln_fatbin_summary(const struct kiln_fatbin_list *l, struct kiln_buf *out)
     for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; i < l->n; i++) {
             const struct kiln_fatbin_entry *e = &l->v[i];
-            int want = pass == 0 ? e->kind == KILN_FB_CUBIN
+            int want = pass == 0   ? e->kind == KILN_FB_CUBIN
                        : pass == 1 ? e->kind == KILN_FB_PTX
                                    : (e->kind != KILN_FB_CUBIN && e->kind != KILN_FB_PTX);
-            if (!want)
-                continue;
+            if (!want) continue;
             int dup = 0;
             for (size_t j = 0; j < i; j++)
                 if (l->v[j].kind == e->kind && l->v[j].sm == e->sm && l->v[j].suffix == e->suffix)
                     dup = 1;
-            if (dup)
-                continue;
+            if (dup) continue;
             kiln_fatbin_entry_target(e, t, sizeof t);
             int rc = kiln_buf_printf(out, "%s%s", first ? "" : " ", t);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             first = 0;
         }
     }
-    if (first)
-        return kiln_buf_puts(out, "");
+    if (first) return kiln_buf_puts(out, "");
     return KILN_OK;
 }

@@ -70,8 +70,8 @@ int kiln_elf_open(struct kiln_elf *e, const void *data, size_t len, struct kiln_
 int kiln_elf_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_section *out,
                      struct kiln_error *err);
 /* First section with this name: KILN_OK, KILN_ENOTFOUND, or a parse error. */
-int kiln_elf_find_section(const struct kiln_elf *e, const char *name,
-                          struct kiln_elf_section *out, struct kiln_error *err);
+int kiln_elf_find_section(const struct kiln_elf *e, const char *name, struct kiln_elf_section *out,
+                          struct kiln_error *err);
 /* File offset of virtual address [vaddr, vaddr+size) via PT_LOAD headers. */
 int kiln_elf_vaddr_to_offset(const struct kiln_elf *e, uint64_t vaddr, uint64_t size,
                              uint64_t *off);
@@ -99,17 +99,17 @@ enum {
 };
 
 struct kiln_fatbin_entry {
-    int kind;             /* enum kiln_fatbin_kind or another raw kind */
-    unsigned sm;          /* 90 for sm_90 / compute_90 */
-    char suffix;          /* 0, 'a' (arch-specific) or 'f' (family) */
-    unsigned major, minor; /* PTX ISA version for PTX entries */
+    int kind;                /* enum kiln_fatbin_kind or another raw kind */
+    unsigned sm;             /* 90 for sm_90 / compute_90 */
+    char suffix;             /* 0, 'a' (arch-specific) or 'f' (family) */
+    unsigned major, minor;   /* PTX ISA version for PTX entries */
     const char *compression; /* NULL, "lz4" or "zstd" */
     uint64_t flags;
-    uint64_t offset;      /* payload offset in the inspected buffer */
-    uint64_t size;        /* payload bytes as stored */
+    uint64_t offset; /* payload offset in the inspected buffer */
+    uint64_t size;   /* payload bytes as stored */
     uint64_t uncompressed_size;
-    int relocatable;      /* cubin is ET_REL (-rdc, needs a device link) */
-    char where[32];       /* section or source it came from */
+    int relocatable; /* cubin is ET_REL (-rdc, needs a device link) */
+    char where[32];  /* section or source it came from */
 };
 
 struct kiln_fatbin_list {
@@ -143,8 +143,8 @@ int kiln_fatbin_parse_sm(const char *s, unsigned *sm);
  * what was found instead ("no cubin or PTX for sm_90: found sm_80 (cubin),
  * sm_100a (cubin), compute_100a (PTX, arch-specific: JITs only for
  * sm_100)"). how (may be NULL) receives "cubin sm_90" or "PTX compute_80 (JIT)". */
-int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *how,
-                         size_t howlen, struct kiln_error *err);
+int kiln_fatbin_check_sm(const struct kiln_fatbin_list *l, unsigned sm, char *how, size_t howlen,
+                         struct kiln_error *err);
 /* Space-separated targets, cubins first then PTX: "sm_80 sm_90a compute_90a". */
 int kiln_fatbin_summary(const struct kiln_fatbin_list *l, struct kiln_buf *out);
 

@@ -11,8 +11,7 @@
 
 static int sm_ok(unsigned have, unsigned want, int compat)
 {
-    if (have == want)
-        return 1;
+    if (have == want) return 1;
     return compat && have / 10 == want / 10 && have > want;
 }
 
@@ -43,9 +42,9 @@ int kiln_hostcheck(const struct kiln_host_facts *h, const struct kiln_host_need 
             rc = kiln_buf_printf(&b, "%sneeds NVIDIA driver >= %u but no driver was found",
                                  bad++ ? "; " : "", n->driver_min);
         } else if (h->driver_major < n->driver_min) {
-            rc = kiln_buf_printf(&b, "%sneeds NVIDIA driver >= %u but this host has %u.%02u",
-                                 bad++ ? "; " : "", n->driver_min, h->driver_major,
-                                 h->driver_minor);
+            rc =
+                kiln_buf_printf(&b, "%sneeds NVIDIA driver >= %u but this host has %u.%02u",
+                                bad++ ? "; " : "", n->driver_min, h->driver_major, h->driver_minor);
         }
     }
     if (n->isa_level && rc == KILN_OK) {
@@ -82,10 +81,8 @@ int kiln_hostcheck_parse_driver(const char *s, unsigned *major, unsigned *minor)
         s++;
     for (; *s; s++) {
         if (*s >= '0' && *s <= '9') {
-            if (++digits > 6)
-                return KILN_EINVAL;
-            if (k < 2)
-                v[k] = v[k] * 10 + (unsigned)(*s - '0');
+            if (++digits > 6) return KILN_EINVAL;
+            if (k < 2) v[k] = v[k] * 10 + (unsigned)(*s - '0');
         } else if (*s == '.' && digits) {
             k++;
             digits = 0;
@@ -95,10 +92,8 @@ int kiln_hostcheck_parse_driver(const char *s, unsigned *major, unsigned *minor)
             return KILN_EINVAL;
         }
     }
-    if (k == 0 && digits == 0)
-        return KILN_EINVAL;
-    if (v[0] == 0)
-        return KILN_EINVAL;
+    if (k == 0 && digits == 0) return KILN_EINVAL;
+    if (v[0] == 0) return KILN_EINVAL;
     *major = v[0];
     *minor = v[1];
     return KILN_OK;
@@ -116,8 +111,7 @@ int kiln_hostcheck_parse_smi_csv(const char *text, size_t len, struct kiln_host_
         pos += ll + (nl ? 1 : 0);
         lineno++;
         char buf[128];
-        if (ll == 0 || (ll == 1 && line[0] == '\r'))
-            continue;
+        if (ll == 0 || (ll == 1 && line[0] == '\r')) continue;
         if (ll >= sizeof buf)
             return kiln_fail(err, KILN_EPARSE, "nvidia-smi line %u is too long", lineno);
         memcpy(buf, line, ll);
@@ -160,8 +154,7 @@ uint32_t kiln_hostcheck_parse_cpuinfo(const char *text, size_t len)
               (ll > 8 && strncmp(line, "Features", 8) == 0)))
             continue;
         const char *colon = memchr(line, ':', ll);
-        if (!colon)
-            continue;
+        if (!colon) continue;
         const char *p = colon + 1, *end = line + ll;
         while (p < end) {
             while (p < end && (*p == ' ' || *p == '\t'))
@@ -171,14 +164,12 @@ uint32_t kiln_hostcheck_parse_cpuinfo(const char *text, size_t len)
                 p++;
             char name[64];
             size_t wl = (size_t)(p - w);
-            if (wl == 0 || wl >= sizeof name)
-                continue;
+            if (wl == 0 || wl >= sizeof name) continue;
             memcpy(name, w, wl);
             name[wl] = 0;
             bits |= kiln_isa_feature(name);
         }
-        if (bits)
-            break; /* every CPU lists the same flags; the first line is enough */
+        if (bits) break; /* every CPU lists the same flags; the first line is enough */
     }
     return bits;
 }

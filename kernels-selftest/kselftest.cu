@@ -47,8 +47,7 @@ __global__ void vadd_kernel(const float *a, const float *b, float *c, int n)
         float v = a[i] + b[i];
 #if KILN_SELFTEST_PLANT_WRONG
         /* Deliberately wrong: one element in 4099 is off by 0.1%. */
-        if (i % 4099 == 7)
-            v = v * 1.001f + 1e-3f;
+        if (i % 4099 == 7) v = v * 1.001f + 1e-3f;
 #endif
         c[i] = v;
     }
@@ -64,12 +63,10 @@ __global__ void reduce_kernel(const float *x, int n, float *partial)
     s[threadIdx.x] = acc;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if ((int)threadIdx.x < w)
-            s[threadIdx.x] += s[threadIdx.x + w];
+        if ((int)threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0)
-        partial[blockIdx.x] = s[0];
+    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
 }
 
 template <typename T> __device__ float to_f(T v);
@@ -100,8 +97,7 @@ __global__ void gemm16_kernel(const T *A, const T *B, float *C, int M, int N, in
         wmma::mma_sync(fc, fa, fb, fc);
     }
     wmma::store_matrix_sync(C + (size_t)tile_m * N + tile_n, fc, N, wmma::mem_row_major);
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
-        *path = PATH_WMMA;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *path = PATH_WMMA;
 #else
     for (int e = threadIdx.x; e < 256; e += 32) {
         int r = tile_m + e / 16, c = tile_n + e % 16;
@@ -110,8 +106,7 @@ __global__ void gemm16_kernel(const T *A, const T *B, float *C, int M, int N, in
             acc += to_f(A[(size_t)r * K + k]) * to_f(B[(size_t)c * K + k]);
         C[(size_t)r * N + c] = acc;
     }
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
-        *path = PATH_SIMT;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *path = PATH_SIMT;
 #endif
 }
 
@@ -120,8 +115,7 @@ __host__ __device__ static float e4m3_to_float(uint8_t v)
 {
     int s = v >> 7, e = (v >> 3) & 0xf, m = v & 7;
     float f;
-    if (e == 0xf && m == 7)
-        return NAN;
+    if (e == 0xf && m == 7) return NAN;
     if (e == 0)
         f = ldexpf((float)m / 8.0f, -6);
     else
@@ -156,8 +150,7 @@ __global__ void gemm_fp8_kernel(const uint8_t *A, const uint8_t *B, float *C, in
     C[(size_t)(tile_m + g) * N + tile_n + t * 2 + 1] = d1;
     C[(size_t)(tile_m + g + 8) * N + tile_n + t * 2] = d2;
     C[(size_t)(tile_m + g + 8) * N + tile_n + t * 2 + 1] = d3;
-    if (blockIdx.x == 0 && blockIdx.y == 0 && lane == 0)
-        *path = PATH_MMA_FP8;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && lane == 0) *path = PATH_MMA_FP8;
 #else
     for (int e = lane; e < 128; e += 32) {
         int r = tile_m + e / 8, c = tile_n + e % 8;
@@ -166,8 +159,7 @@ __global__ void gemm_fp8_kernel(const uint8_t *A, const uint8_t *B, float *C, in
             acc += e4m3_to_float(A[(size_t)r * K + k]) * e4m3_to_float(B[(size_t)c * K + k]);
         C[(size_t)r * N + c] = acc;
     }
-    if (blockIdx.x == 0 && blockIdx.y == 0 && lane == 0)
-        *path = PATH_SIMT;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && lane == 0) *path = PATH_SIMT;
 #endif
 }
 
@@ -221,19 +213,20 @@ static int is_sticky(cudaError_t e)
 static void cuda_reason(struct run *rn, cudaError_t e, const char *what, char *out, size_t n)
 {
     if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction)
-        snprintf(out, n, "no kernel image is available for execution on the device: built for %s, "
-                         "this GPU is sm_%d",
+        snprintf(out, n,
+                 "no kernel image is available for execution on the device: built for %s, "
+                 "this GPU is sm_%d",
                  KILN_SELFTEST_BUILT_FOR, rn->sm);
     else if (e == cudaErrorUnsupportedPtxVersion)
-        snprintf(out, n, "the provided PTX was compiled with an unsupported toolchain: the driver "
-                         "(CUDA %d.%d) is older than the compiler that built it",
+        snprintf(out, n,
+                 "the provided PTX was compiled with an unsupported toolchain: the driver "
+                 "(CUDA %d.%d) is older than the compiler that built it",
                  rn->driver_ver / 1000, (rn->driver_ver % 1000) / 10);
     else if (e == cudaErrorIllegalAddress)
         snprintf(out, n, "an illegal memory access was encountered (%s)", what);
     else
         snprintf(out, n, "%s (%s, in %s)", cudaGetErrorString(e), cudaGetErrorName(e), what);
-    if (is_sticky(e))
-        rn->lost = 1;
+    if (is_sticky(e)) rn->lost = 1;
 }
 
 #define CK(call)                                                                                   \
@@ -289,16 +282,14 @@ static struct result *new_result(struct run *rn, const char *name)
 static float event_ms(cudaEvent_t a, cudaEvent_t b)
 {
     float ms = 0.f;
-    if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
-        return -1.f;
+    if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess) return -1.f;
     return ms;
 }
 
 static void test_vadd(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
 {
     struct result *r = new_result(rn, "vector_add");
-    if (rn->lost)
-        return;
+    if (rn->lost) return;
     const int n = 1 << 22;
     size_t bytes = (size_t)n * sizeof(float);
     float *ha = (float *)malloc(bytes), *hb = (float *)malloc(bytes), *hc = (float *)malloc(bytes);
@@ -333,10 +324,8 @@ static void test_vadd(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
         for (int i = 0; i < n; i++) {
             float want = ha[i] + hb[i];
             double err = fabs((double)hc[i] - (double)want);
-            if (err > r->max_err || isnan(hc[i]))
-                r->max_err = isnan(hc[i]) ? INFINITY : err;
-            if (hc[i] != want)
-                bad++;
+            if (err > r->max_err || isnan(hc[i])) r->max_err = isnan(hc[i]) ? INFINITY : err;
+            if (hc[i] != want) bad++;
         }
         if (bad) {
             r->status = "fail";
@@ -357,8 +346,7 @@ done:
 static void test_reduce(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
 {
     struct result *r = new_result(rn, "reduce_fp32");
-    if (rn->lost)
-        return;
+    if (rn->lost) return;
     const int n = 1 << 24, blocks = 1024;
     size_t bytes = (size_t)n * sizeof(float);
     float *hx = (float *)malloc(bytes), hp[1024];
@@ -392,8 +380,10 @@ static void test_reduce(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
     r->max_err = fabs(got - want) / want;
     if (!(r->max_err <= 1e-5)) {
         r->status = "fail";
-        snprintf(r->reason, sizeof r->reason, "sum %.9g differs from the CPU's %.9g (relative %.3g "
-                 "> 1e-5)", got, want, r->max_err);
+        snprintf(r->reason, sizeof r->reason,
+                 "sum %.9g differs from the CPU's %.9g (relative %.3g "
+                 "> 1e-5)",
+                 got, want, r->max_err);
     }
 done:
     cudaFree(dx);
@@ -424,12 +414,12 @@ template <typename T>
 static void test_gemm16(struct run *rn, const char *name, cudaEvent_t e0, cudaEvent_t e1)
 {
     struct result *r = new_result(rn, name);
-    if (rn->lost)
-        return;
+    if (rn->lost) return;
     const int M = 256, N = 256, K = 512;
     T *hA = (T *)malloc(sizeof(T) * M * K), *hB = (T *)malloc(sizeof(T) * N * K);
     float *hC = (float *)malloc(sizeof(float) * M * N);
-    float *fA = (float *)malloc(sizeof(float) * M * K), *fB = (float *)malloc(sizeof(float) * N * K);
+    float *fA = (float *)malloc(sizeof(float) * M * K),
+          *fB = (float *)malloc(sizeof(float) * N * K);
     T *dA = NULL, *dB = NULL;
     float *dC = NULL;
     int *dpath = NULL, hpath = 0;
@@ -473,12 +463,9 @@ static void test_gemm16(struct run *rn, const char *name, cudaEvent_t e0, cudaEv
                 for (int k = 0; k < K; k++)
                     want += (double)fA[(size_t)i * K + k] * (double)fB[(size_t)j * K + k];
                 double err = fabs((double)hC[(size_t)i * N + j] - want);
-                if (isnan(hC[(size_t)i * N + j]))
-                    err = INFINITY;
-                if (err > r->max_err)
-                    r->max_err = err;
-                if (!(err <= 2e-3))
-                    bad++;
+                if (isnan(hC[(size_t)i * N + j])) err = INFINITY;
+                if (err > r->max_err) r->max_err = err;
+                if (!(err <= 2e-3)) bad++;
             }
         if (bad) {
             r->status = "fail";
@@ -506,8 +493,7 @@ static uint8_t e4m3_encode(float f)
     float bd = INFINITY;
     for (int c = 0; c < 256; c++) {
         float v = e4m3_to_float((uint8_t)c);
-        if (isnan(v))
-            continue;
+        if (isnan(v)) continue;
         float d = fabsf(v - f);
         if (d < bd) {
             bd = d;
@@ -520,8 +506,7 @@ static uint8_t e4m3_encode(float f)
 static void test_gemm_fp8(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
 {
     struct result *r = new_result(rn, "gemm_fp8_e4m3");
-    if (rn->lost)
-        return;
+    if (rn->lost) return;
     if (rn->sm < 89) {
         r->status = "skip";
         snprintf(r->reason, sizeof r->reason, "fp8 tensor cores need sm_89 or newer");
@@ -575,12 +560,9 @@ static void test_gemm_fp8(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
                     mag += fabs(p);
                 }
                 double err = fabs((double)hC[(size_t)i * N + j] - want);
-                if (isnan(hC[(size_t)i * N + j]))
-                    err = INFINITY;
-                if (err > r->max_err)
-                    r->max_err = err;
-                if (!(err <= 0.02 * mag + 1e-6))
-                    bad++;
+                if (isnan(hC[(size_t)i * N + j])) err = INFINITY;
+                if (err > r->max_err) r->max_err = err;
+                if (!(err <= 0.02 * mag + 1e-6)) bad++;
             }
         if (bad) {
             r->status = "fail";
@@ -602,8 +584,7 @@ done:
 static void test_bandwidth(struct run *rn, cudaEvent_t e0, cudaEvent_t e1)
 {
     struct result *r = new_result(rn, "d2d_bandwidth");
-    if (rn->lost)
-        return;
+    if (rn->lost) return;
     const size_t bytes = (size_t)256 << 20;
     const int iters = 10;
     unsigned char *src = NULL, *dst = NULL, probe[4096];
@@ -669,8 +650,8 @@ static void write_json(FILE *f, const struct run *rn, int ok, double secs, const
 {
     fputs("{\"tool\":\"kiln-selftest\",\"version\":1,\"built_for\":", f);
     json_str(f, KILN_SELFTEST_BUILT_FOR);
-    fprintf(f, ",\"planted_wrong\":%s,\"ok\":%s,\"seconds\":", KILN_SELFTEST_PLANT_WRONG ? "true" : "false",
-            ok ? "true" : "false");
+    fprintf(f, ",\"planted_wrong\":%s,\"ok\":%s,\"seconds\":",
+            KILN_SELFTEST_PLANT_WRONG ? "true" : "false", ok ? "true" : "false");
     json_num(f, secs);
     if (fatal) {
         fputs(",\"error\":", f);
@@ -750,9 +731,10 @@ static double wall_s(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kiln-selftest [--json] [--json-file PATH] [--device N] [--min-bw GBPS]\n"
-               "Runs GPU smoke kernels against CPU references (built for %s).\n"
-               "Exit: 0 all passed, 1 a kernel failed, 2 usage, 3 no usable GPU.\n",
+    fprintf(f,
+            "usage: kiln-selftest [--json] [--json-file PATH] [--device N] [--min-bw GBPS]\n"
+            "Runs GPU smoke kernels against CPU references (built for %s).\n"
+            "Exit: 0 all passed, 1 a kernel failed, 2 usage, 3 no usable GPU.\n",
             KILN_SELFTEST_BUILT_FOR);
 }
 
@@ -808,8 +790,7 @@ int main(int argc, char **argv)
     cudaDeviceProp prop;
     if (!fatal[0]) {
         e = cudaSetDevice(rn->dev);
-        if (e == cudaSuccess)
-            e = cudaGetDeviceProperties(&prop, rn->dev);
+        if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, rn->dev);
         if (e != cudaSuccess)
             snprintf(fatal, sizeof fatal, "cannot open CUDA GPU %d: %s", rn->dev,
                      cudaGetErrorString(e));
@@ -843,8 +824,7 @@ int main(int argc, char **argv)
     test_bandwidth(rn, e0, e1);
     int ok = 1;
     for (int i = 0; i < rn->nres; i++)
-        if (strcmp(rn->res[i].status, "fail") == 0)
-            ok = 0;
+        if (strcmp(rn->res[i].status, "fail") == 0) ok = 0;
     double secs = wall_s() - t0;
     if (json)
         write_json(stdout, rn, ok, secs, NULL);

@@ -4,10 +4,12 @@
 #include "kernels-selftest/checks.h"
 #include "kernels-selftest/elfsym.h"
 #include "kernels-selftest/fatbin.h"
+#include "common/isa.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +47,7 @@ static int map_file(const char *path, struct mapped *m, struct kiln_error *err)
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (p == MAP_FAILED)
-        return kiln_fail(err, KILN_EIO, "cannot map %s: %s", path, strerror(e));
+    if (p == MAP_FAILED) return kiln_fail(err, KILN_EIO, "cannot map %s: %s", path, strerror(e));
     m->data = p;
     m->len = (size_t)st.st_size;
     return KILN_OK;
@@ -54,8 +55,7 @@ static int map_file(const char *path, struct mapped *m, struct kiln_error *err)
 
 static void unmap_file(struct mapped *m)
 {
-    if (m->data)
-        munmap(m->data, m->len);
+    if (m->data) munmap(m->data, m->len);
     m->data = NULL;
 }
 
@@ -67,23 +67,19 @@ struct jctx {
 static json_t *jstr(struct jctx *c, const char *s)
 {
     json_t *v = json_string(s ? s : "");
-    if (!v)
-        v = json_stringn("?", 1); /* invalid UTF-8 from a hostile file */
-    if (!v)
-        c->oom = 1;
+    if (!v) v = json_stringn("?", 1); /* invalid UTF-8 from a hostile file */
+    if (!v) c->oom = 1;
     return v;
 }
 
 static void jset(struct jctx *c, json_t *o, const char *k, json_t *v)
 {
-    if (!v || json_object_set_new(o, k, v) != 0)
-        c->oom = 1;
+    if (!v || json_object_set_new(o, k, v) != 0) c->oom = 1;
 }
 
 static void jpush(struct jctx *c, json_t *a, json_t *v)
 {
-    if (!v || json_array_append_new(a, v) != 0)
-        c->oom = 1;
+    if (!v || json_array_append_new(a, v) != 0) c->oom = 1;
 }
 
 static json_t *entry_json(struct jctx *c, const struct kiln_fatbin_entry *e)
@@ -96,7 +92,9 @@ static json_t *entry_json(struct jctx *c, const struct kiln_fatbin_entry *e)
         return NULL;
     }
     jset(c, o, "kind",
-         jstr(c, e->kind == KILN_FB_CUBIN ? "cubin" : e->kind == KILN_FB_PTX ? "ptx" : "other"));
+         jstr(c, e->kind == KILN_FB_CUBIN ? "cubin"
+                 : e->kind == KILN_FB_PTX ? "ptx"
+                                          : "other"));
     jset(c, o, "target", jstr(c, t));
     jset(c, o, "sm", json_integer(e->sm));
     char sfx[2] = {e->suffix, 0};
@@ -135,18 +133,14 @@ static int symbols_in(const void *data, size_t len, const struct kiln_fatbin_lis
     struct kiln_elf e;
     if (kiln_elf_is_elf(data, len)) {
         int rc = kiln_elf_open(&e, data, len, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         rc = kiln_elfsym_expect(&e, o->symbols, o->nsymbols, found, match, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     for (size_t i = 0; l && i < l->n; i++) {
         const struct kiln_fatbin_entry *en = &l->v[i];
-        if (en->kind != KILN_FB_CUBIN || en->compression || l->is_cubin)
-            continue;
-        if (en->offset > len || en->size > len - en->offset)
-            continue;
+        if (en->kind != KILN_FB_CUBIN || en->compression || l->is_cubin) continue;
+        if (en->offset > len || en->size > len - en->offset) continue;
         struct kiln_elf ce;
         struct kiln_error sub;
         if (kiln_elf_open(&ce, (const unsigned char *)data + en->offset, (size_t)en->size, &sub))
@@ -162,8 +156,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                           struct kiln_error *err)
 {
     *out = NULL;
-    if (npaths == 0)
-        return kiln_fail(err, KILN_EINVAL, "no files to inspect");
+    if (npaths == 0) return kiln_fail(err, KILN_EINVAL, "no files to inspect");
     struct kiln_inspect_opts none = {0, NULL, 0};
     const struct kiln_inspect_opts *o = opts ? opts : &none;
     struct jctx c = {0};
@@ -178,8 +171,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
     for (size_t i = 0; i < npaths; i++) {
         json_t *f = json_object();
         jpush(&c, files, f);
-        if (!f)
-            break;
+        if (!f) break;
         jset(&c, f, "file", jstr(&c, paths[i]));
         struct mapped m;
         struct kiln_error fe;
@@ -187,8 +179,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
         int frc = map_file(paths[i], &m, &fe);
         struct kiln_fatbin_list l;
         memset(&l, 0, sizeof l);
-        if (frc == KILN_OK)
-            frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
+        if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
         if (frc != KILN_OK) {
             ok = 0;
             jset(&c, f, "ok", json_false());
@@ -210,10 +201,9 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
             jpush(&c, entries, entry_json(&c, en));
             int dup = 0;
             for (size_t j = 0; j < k; j++)
-                dup |= l.v[j].kind == en->kind && l.v[j].sm == en->sm &&
-                       l.v[j].suffix == en->suffix;
-            if (dup)
-                continue;
+                dup |=
+                    l.v[j].kind == en->kind && l.v[j].sm == en->sm && l.v[j].suffix == en->suffix;
+            if (dup) continue;
             if (en->kind == KILN_FB_CUBIN) {
                 jpush(&c, cubins, jstr(&c, t));
             } else if (en->kind == KILN_FB_PTX) {
@@ -222,8 +212,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                 jpush(&c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
             }
         }
-        if (l.n)
-            any_device = 1;
+        if (l.n) any_device = 1;
         if (o->expect_sm && l.n) {
             char how[96] = "";
             struct kiln_error se;
@@ -234,7 +223,8 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
             if (x) {
                 jset(&c, x, "sm", json_integer(o->expect_sm));
                 jset(&c, x, "ok", json_boolean(src == KILN_OK));
-                jset(&c, x, src == KILN_OK ? "how" : "reason", jstr(&c, src == KILN_OK ? how : se.msg));
+                jset(&c, x, src == KILN_OK ? "how" : "reason",
+                     jstr(&c, src == KILN_OK ? how : se.msg));
             }
             if (src != KILN_OK) {
                 fok = 0;
@@ -264,7 +254,8 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
     }
     if (o->expect_sm && !any_device) {
         ok = 0;
-        add_reason(&c, reasons, "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
+        add_reason(&c, reasons,
+                   "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
                    o->expect_sm);
     }
     if (o->nsymbols) {
@@ -288,12 +279,11 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                                            ml ? ", " : "", o->symbols[k]);
             }
         }
-        if (sy)
-            jset(&c, sy, "ok", json_boolean(sok));
+        if (sy) jset(&c, sy, "ok", json_boolean(sok));
         if (!sok) {
             ok = 0;
-            add_reason(&c, reasons,
-                       "expected symbols missing (no defined symbol matches): %s", missing);
+            add_reason(&c, reasons, "expected symbols missing (no defined symbol matches): %s",
+                       missing);
         }
     }
     jset(&c, doc, "ok", json_boolean(ok));
@@ -328,12 +318,10 @@ static json_t *check_json(struct jctx *c, const char *name, const char *cmd,
         return NULL;
     }
     jset(c, o, "name", jstr(c, name));
-    if (cmd)
-        jset(c, o, "command", jstr(c, cmd));
+    if (cmd) jset(c, o, "command", jstr(c, cmd));
     jset(c, o, "ok", json_boolean(r->passed));
     jset(c, o, "exit_code", json_integer(r->exit_code));
-    if (r->term_signal)
-        jset(c, o, "signal", json_integer(r->term_signal));
+    if (r->term_signal) jset(c, o, "signal", json_integer(r->term_signal));
     jset(c, o, "timed_out", json_boolean(r->timed_out));
     jset(c, o, "seconds", json_real(r->seconds));
     jset(c, o, "reason", r->passed ? json_null() : jstr(c, r->reason));
@@ -344,7 +332,8 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
 {
     *out = NULL;
     if (!o->binary && o->nchecks == 0 && o->ninspect == 0)
-        return kiln_fail(err, KILN_EINVAL, "nothing to run: give a selftest binary, checks or files");
+        return kiln_fail(err, KILN_EINVAL,
+                         "nothing to run: give a selftest binary, checks or files");
     struct jctx c = {0};
     json_t *doc = json_object(), *reasons = json_array(), *checks = json_array();
     char logtmp[] = "/tmp/kiln-selftest-log-XXXXXX";
@@ -387,13 +376,15 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         argv[2] = jsontmp;
         for (size_t i = 0; i < nextra; i++)
             argv[3 + i] = o->binary_args[i];
-        struct kiln_check_spec spec = {.name = "kiln-selftest", .argv = argv,
-                                       .timeout_ms = timeout, .log_path = log};
+        struct kiln_check_spec spec = {.name = "kiln-selftest",
+                                       .argv = argv,
+                                       .timeout_ms = timeout,
+                                       .log_path = log,
+                                       .cwd = o->cwd};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
         free(argv);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         json_t *run = check_json(&c, "kiln-selftest", o->binary, &r);
         jset(&c, doc, "selftest_run", run);
         json_error_t je;
@@ -434,15 +425,26 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     json_t *carr = checks;
     jset(&c, doc, "checks", checks);
     checks = NULL; /* owned by doc now */
+    if (c.oom) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < o->nchecks; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "check-%zu", i + 1);
-        struct kiln_check_spec spec = {.name = name, .command = o->checks[i],
-                                       .timeout_ms = timeout, .log_path = log};
+        char name[64];
+        if (o->check_names && o->check_names[i] && o->check_names[i][0])
+            snprintf(name, sizeof name, "%s", o->check_names[i]);
+        else
+            snprintf(name, sizeof name, "check-%zu", i + 1);
+        long ct =
+            o->check_timeouts_ms && o->check_timeouts_ms[i] > 0 ? o->check_timeouts_ms[i] : timeout;
+        struct kiln_check_spec spec = {.name = name,
+                                       .command = o->checks[i],
+                                       .timeout_ms = ct,
+                                       .log_path = log,
+                                       .cwd = o->cwd};
         struct kiln_check_result r;
         rc = kiln_check_run(&spec, &r, err);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         jpush(&c, carr, check_json(&c, name, o->checks[i], &r));
         if (!r.passed) {
             ok = 0;
@@ -452,8 +454,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     if (o->ninspect) {
         json_t *ins = NULL;
         rc = kiln_selftest_inspect(o->inspect, o->ninspect, &o->inspect_opts, &ins, err);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         if (!json_is_true(json_object_get(ins, "ok"))) {
             ok = 0;
             size_t idx;
@@ -463,8 +464,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         }
         jset(&c, doc, "inspect", ins);
     }
-    if (o->log_path)
-        jset(&c, doc, "log", jstr(&c, o->log_path));
+    if (o->log_path) jset(&c, doc, "log", jstr(&c, o->log_path));
     jset(&c, doc, "ok", json_boolean(ok));
     jset(&c, doc, "reasons", reasons);
     reasons = NULL;
@@ -475,12 +475,311 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     *out = doc;
     doc = NULL;
 out:
-    if (have_logtmp)
-        unlink(logtmp);
-    if (have_jsontmp)
-        unlink(jsontmp);
+    if (have_logtmp) unlink(logtmp);
+    if (have_jsontmp) unlink(jsontmp);
     json_decref(doc);
     json_decref(reasons);
     json_decref(checks);
+    return rc;
+}
+
+/* ---- the recipe's selftest spec ---- */
+
+void kiln_selftest_spec_free(struct kiln_selftest_spec *s)
+{
+    for (size_t i = 0; i < s->nchecks; i++) {
+        if (s->check_names) free(s->check_names[i]);
+        if (s->check_commands) free(s->check_commands[i]);
+    }
+    free(s->check_names);
+    free(s->check_commands);
+    free(s->check_timeouts_ms);
+    for (size_t i = 0; i < s->nsymbols; i++)
+        free(s->symbols[i]);
+    free(s->symbols);
+    for (size_t i = 0; i < s->nglobs; i++)
+        free(s->globs[i]);
+    free(s->globs);
+    free(s->isa);
+    memset(s, 0, sizeof *s);
+}
+
+/* An array of non-empty strings (key may be absent). */
+static int string_list(const json_t *spec, const char *key, char ***out, size_t *n,
+                       struct kiln_error *err)
+{
+    const json_t *a = json_object_get(spec, key);
+    *out = NULL;
+    *n = 0;
+    if (!a || json_is_null(a)) return KILN_OK;
+    if (!json_is_array(a))
+        return kiln_fail(err, KILN_EINVAL, "selftest.%s must be a list of strings", key);
+    size_t len = json_array_size(a);
+    if (len > KILN_SELFTEST_SPEC_MAX_ITEMS)
+        return kiln_fail(err, KILN_ELIMIT, "selftest.%s has %zu items (limit %d)", key, len,
+                         KILN_SELFTEST_SPEC_MAX_ITEMS);
+    if (len == 0) return KILN_OK;
+    char **v = calloc(len, sizeof *v);
+    if (!v) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        const char *str = json_string_value(json_array_get(a, i));
+        if (!str || !str[0]) {
+            for (size_t j = 0; j < i; j++)
+                free(v[j]);
+            free(v);
+            return kiln_fail(err, KILN_EINVAL, "selftest.%s[%zu] must be a non-empty string", key,
+                             i);
+        }
+        v[i] = strdup(str);
+        if (!v[i]) {
+            for (size_t j = 0; j < i; j++)
+                free(v[j]);
+            free(v);
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
+        }
+    }
+    *out = v;
+    *n = len;
+    return KILN_OK;
+}
+
+int kiln_selftest_spec_parse(const json_t *spec, struct kiln_selftest_spec *out,
+                             struct kiln_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(spec))
+        return kiln_fail(err, KILN_EINVAL, "the selftest spec must be a JSON object");
+    int rc = KILN_OK;
+    const json_t *v = json_object_get(spec, "sm");
+    if (v && !json_is_null(v)) {
+        char buf[32];
+        if (json_is_integer(v))
+            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        else if (json_is_string(v))
+            snprintf(buf, sizeof buf, "%s", json_string_value(v));
+        else
+            snprintf(buf, sizeof buf, "?");
+        /* Templates expand "{sm}" to "" for variants without a GPU. */
+        if (buf[0] && kiln_fatbin_parse_sm(buf, &out->sm) != KILN_OK) {
+            rc = kiln_fail(err, KILN_EINVAL, "selftest.sm must name an SM like \"90\" or \"12.1\"");
+            goto fail;
+        }
+    }
+    out->sm_compat = json_is_true(json_object_get(spec, "sm_compat"));
+    v = json_object_get(spec, "isa");
+    if (v && !json_is_null(v)) {
+        const char *isa = json_string_value(v);
+        if (isa && !isa[0])
+            isa = NULL; /* "{isa}" expanded to nothing */
+        else if (!isa || !kiln_isa_level_features(isa)) {
+            rc = kiln_fail(err, KILN_EINVAL, "selftest.isa is not a known ISA level");
+            goto fail;
+        }
+        out->isa = isa ? strdup(isa) : NULL;
+        if (isa && !out->isa) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    v = json_object_get(spec, "driver_min");
+    if (v && !json_is_null(v)) {
+        /* A number, or a string from a template ("560", "580.65", ""). */
+        unsigned maj = 0, min = 0;
+        const char *ds = json_string_value(v);
+        int okd = json_is_integer(v) ? json_integer_value(v) >= 0 && json_integer_value(v) <= 100000
+                  : ds ? (!ds[0] || kiln_hostcheck_parse_driver(ds, &maj, &min) == KILN_OK)
+                       : 0;
+        if (!okd) {
+            rc = kiln_fail(err, KILN_EINVAL, "selftest.driver_min must be a driver major version");
+            goto fail;
+        }
+        out->driver_min = json_is_integer(v) ? (unsigned)json_integer_value(v) : maj;
+    }
+    v = json_object_get(spec, "checks");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v)) {
+            rc = kiln_fail(err, KILN_EINVAL, "selftest.checks must be a list");
+            goto fail;
+        }
+        size_t n = json_array_size(v);
+        if (n > KILN_SELFTEST_SPEC_MAX_ITEMS) {
+            rc = kiln_fail(err, KILN_ELIMIT, "selftest.checks has %zu items", n);
+            goto fail;
+        }
+        if (n) {
+            out->check_names = calloc(n, sizeof *out->check_names);
+            out->check_commands = calloc(n, sizeof *out->check_commands);
+            out->check_timeouts_ms = calloc(n, sizeof *out->check_timeouts_ms);
+            if (!out->check_names || !out->check_commands || !out->check_timeouts_ms) {
+                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+                goto fail;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            const json_t *c = json_array_get(v, i);
+            const char *cmd = json_string_value(json_object_get(c, "command"));
+            const char *name = json_string_value(json_object_get(c, "name"));
+            const json_t *to = json_object_get(c, "timeout_s");
+            if (!json_is_object(c) || !cmd || !cmd[0]) {
+                rc = kiln_fail(err, KILN_EINVAL, "selftest.checks[%zu] needs a \"command\"", i);
+                goto fail;
+            }
+            if (to && !json_is_null(to) &&
+                (!json_is_number(to) || !(json_number_value(to) > 0) ||
+                 json_number_value(to) > 86400)) {
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "selftest.checks[%zu].timeout_s must be between 0 and 86400", i);
+                goto fail;
+            }
+            out->nchecks = i + 1;
+            out->check_commands[i] = strdup(cmd);
+            if (name) out->check_names[i] = strdup(name);
+            if (!out->check_commands[i] || (name && !out->check_names[i])) {
+                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+                goto fail;
+            }
+            out->check_timeouts_ms[i] =
+                to && json_is_number(to) ? (long)(json_number_value(to) * 1000.0) : 0;
+        }
+    }
+    rc = string_list(spec, "expect_symbols", &out->symbols, &out->nsymbols, err);
+    if (rc) goto fail;
+    rc = string_list(spec, "artifact_globs", &out->globs, &out->nglobs, err);
+    if (rc) goto fail;
+    return KILN_OK;
+fail:
+    kiln_selftest_spec_free(out);
+    return rc;
+}
+
+struct strvec {
+    char **v;
+    size_t n, cap;
+};
+
+static int strvec_push(struct strvec *sv, const char *s)
+{
+    if (sv->n == sv->cap) {
+        size_t nc = sv->cap ? sv->cap * 2 : 16;
+        char **nv = realloc(sv->v, nc * sizeof *nv);
+        if (!nv) return KILN_ENOMEM;
+        sv->v = nv;
+        sv->cap = nc;
+    }
+    sv->v[sv->n] = strdup(s);
+    if (!sv->v[sv->n]) return KILN_ENOMEM;
+    sv->n++;
+    return KILN_OK;
+}
+
+static void strvec_free(struct strvec *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    memset(sv, 0, sizeof *sv);
+}
+
+int kiln_selftest_run_spec(const struct kiln_selftest_spec *spec,
+                           const struct kiln_host_facts *facts, const char *selftest_dir,
+                           char *const *binary_args, const char *workdir, const char *log_path,
+                           json_t **out, struct kiln_error *err)
+{
+    *out = NULL;
+    struct strvec files = {0};
+    char binary[4096] = "";
+    int rc = KILN_OK, missing_binary = 0;
+    struct jctx c = {0};
+    json_t *host = NULL, *doc = NULL;
+    if (facts) {
+        struct kiln_host_need need = {spec->sm, spec->sm_compat, spec->driver_min, spec->isa};
+        struct kiln_error he;
+        kiln_error_clear(&he);
+        int hrc = kiln_hostcheck(facts, &need, &he);
+        if (hrc != KILN_OK && hrc != KILN_ECONFLICT) return kiln_fail(err, hrc, "%s", he.msg);
+        host =
+            json_pack("{s:b,s:s?}", "ok", hrc == KILN_OK, "reason", hrc == KILN_OK ? NULL : he.msg);
+        if (!host) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    if (selftest_dir && spec->sm) {
+        snprintf(binary, sizeof binary, "%s/kiln-selftest-sm%u", selftest_dir, spec->sm);
+        if (access(binary, X_OK) != 0) missing_binary = 1;
+    }
+    for (size_t g = 0; g < spec->nglobs; g++) {
+        {
+            char pat[4096];
+            if (spec->globs[g][0] == '/' || !workdir)
+                snprintf(pat, sizeof pat, "%s", spec->globs[g]);
+            else
+                snprintf(pat, sizeof pat, "%s/%s", workdir, spec->globs[g]);
+            glob_t gl;
+            memset(&gl, 0, sizeof gl);
+            int grc = glob(pat, 0, NULL, &gl);
+            for (size_t k = 0; grc == 0 && k < gl.gl_pathc && rc == KILN_OK; k++) {
+                if (files.n >= KILN_SELFTEST_SPEC_MAX_ITEMS * 10) break;
+                if (strvec_push(&files, gl.gl_pathv[k]) != KILN_OK)
+                    rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            }
+            globfree(&gl);
+            if (rc) goto out;
+        }
+    }
+    struct kiln_selftest_opts o;
+    memset(&o, 0, sizeof o);
+    o.binary = binary[0] && !missing_binary ? binary : NULL;
+    o.binary_args = binary_args;
+    o.log_path = log_path;
+    o.cwd = workdir;
+    o.checks = (const char *const *)spec->check_commands;
+    o.check_names = (const char *const *)spec->check_names;
+    o.check_timeouts_ms = spec->check_timeouts_ms;
+    o.nchecks = spec->nchecks;
+    o.inspect = (const char *const *)files.v;
+    o.ninspect = files.n;
+    o.inspect_opts.expect_sm = spec->sm;
+    o.inspect_opts.symbols = spec->symbols;
+    o.inspect_opts.nsymbols = spec->nsymbols;
+    if (o.binary || o.nchecks || o.ninspect) {
+        rc = kiln_selftest_run(&o, &doc, err);
+        if (rc) goto out;
+    } else {
+        doc = json_pack("{s:b,s:[],s:[]}", "ok", 1, "reasons", "checks");
+        if (!doc) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    json_t *reasons = json_object_get(doc, "reasons");
+    int ok = json_is_true(json_object_get(doc, "ok"));
+    if (host) {
+        if (!json_is_true(json_object_get(host, "ok"))) {
+            ok = 0;
+            add_reason(&c, reasons, "host: %s", json_string_value(json_object_get(host, "reason")));
+        }
+        jset(&c, doc, "host", host);
+        host = NULL;
+    }
+    if (missing_binary) {
+        ok = 0;
+        add_reason(&c, reasons, "no GPU selftest binary %s (build it with make selftest SM=%u)",
+                   binary, spec->sm);
+    }
+    if ((spec->nglobs || spec->nsymbols) && files.n == 0) {
+        ok = 0;
+        add_reason(&c, reasons,
+                   "no artifact file matches the selftest's artifact_globs, so "
+                   "nothing could be inspected");
+    }
+    jset(&c, doc, "ok", json_boolean(ok));
+    if (c.oom) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    *out = doc;
+    doc = NULL;
+out:
+    json_decref(doc);
+    json_decref(host);
+    strvec_free(&files);
     return rc;
 }

@@ -29,13 +29,14 @@
 #define KILN_SELFTEST_H
 
 #include "common/err.h"
+#include "kernels-selftest/hostcheck.h"
 
 #include <jansson.h>
 #include <stddef.h>
 
 struct kiln_inspect_opts {
-    unsigned expect_sm;    /* 0: no SM expectation */
-    char *const *symbols;  /* patterns, may be NULL */
+    unsigned expect_sm;   /* 0: no SM expectation */
+    char *const *symbols; /* patterns, may be NULL */
     size_t nsymbols;
 };
 
@@ -44,11 +45,14 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                           struct kiln_error *err);
 
 struct kiln_selftest_opts {
-    const char *binary;         /* kiln-selftest-smXX; NULL: no GPU selftest */
-    char *const *binary_args;   /* extra args (e.g. "--device", "1"), NULL-terminated or NULL */
-    long timeout_ms;            /* per command; <= 0: 120 s */
-    const char *log_path;       /* NULL: a temporary file, removed afterwards */
-    const char *const *checks;  /* shell commands, may be NULL */
+    const char *binary;             /* kiln-selftest-smXX; NULL: no GPU selftest */
+    char *const *binary_args;       /* extra args (e.g. "--device", "1"), NULL-terminated or NULL */
+    long timeout_ms;                /* per command; <= 0: 120 s */
+    const char *log_path;           /* NULL: a temporary file, removed afterwards */
+    const char *cwd;                /* where the binary and checks run; NULL: inherit */
+    const char *const *checks;      /* shell commands, may be NULL */
+    const char *const *check_names; /* names for the document, may be NULL */
+    const long *check_timeouts_ms;  /* per check (<= 0: timeout_ms), may be NULL */
     size_t nchecks;
     const char *const *inspect; /* files to inspect, may be NULL */
     size_t ninspect;
@@ -56,5 +60,47 @@ struct kiln_selftest_opts {
 };
 
 int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct kiln_error *err);
+
+/* The recipe's selftest spec as the lease carries it (docs/API.md):
+ *   {"sm":"90","sm_compat":false,"isa":"avx512","driver_min":560,
+ *    "checks":[{"name":"import","command":"...","timeout_s":120}],
+ *    "expect_symbols":["scaled_fp4_quant"],"artifact_globs":["lib/python3.12/site-packages/vllm/_C*.so"]}
+ * (sm and driver_min may be strings or numbers; every key is optional
+ * except that a non-object is an error). Unknown keys are ignored. */
+struct kiln_selftest_spec {
+    unsigned sm; /* 0: none */
+    int sm_compat;
+    char *isa; /* NULL: none */
+    unsigned driver_min;
+    size_t nchecks;
+    char **check_names, **check_commands;
+    long *check_timeouts_ms;
+    char **symbols;
+    size_t nsymbols;
+    char **globs;
+    size_t nglobs;
+};
+
+#define KILN_SELFTEST_SPEC_MAX_ITEMS 1000
+
+int kiln_selftest_spec_parse(const json_t *spec, struct kiln_selftest_spec *out,
+                             struct kiln_error *err);
+void kiln_selftest_spec_free(struct kiln_selftest_spec *s);
+
+/* What the worker calls for a test-stage job: check the host facts against
+ * the spec (facts may be NULL to skip), run `selftest_dir/kiln-selftest-smNN`
+ * for the spec's SM (when selftest_dir is given; a missing binary is a
+ * failure naming it) with binary_args (e.g. --device N), run the checks in
+ * workdir, and inspect the files matching artifact_globs (relative to
+ * workdir unless absolute, e.g. "result-NAME/lib/python3.12/site-packages/
+ * vllm/_C.abi3.so": the worker makes the result-NAME link to the build's
+ * output first) with the spec's SM and expected symbols; no match while
+ * globs or symbols are given is a failure. Document as kiln_selftest_run()
+ * plus "host": {"ok","reason"}. Template-expanded empty strings ("sm": "",
+ * "isa": "", "driver_min": "") mean "none". */
+int kiln_selftest_run_spec(const struct kiln_selftest_spec *spec,
+                           const struct kiln_host_facts *facts, const char *selftest_dir,
+                           char *const *binary_args, const char *workdir, const char *log_path,
+                           json_t **out, struct kiln_error *err);
 
 #endif

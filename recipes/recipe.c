@@ -19,9 +19,10 @@
 /* ---------- compiled recipe ---------- */
 
 enum { SYM_NAME = 0, SYM_RECIPE = 1, SYM_BRANCH = 2 };
-enum { RES_CORES, RES_RAM, RES_DUR, RES_N };
-static const char *const res_keys[RES_N] = {"cores", "ram_mb", "est_duration_s"};
-static const long long res_default[RES_N] = {1, 2048, 600};
+enum { RES_CORES, RES_RAM, RES_DUR, RES_TIMEOUT, RES_N };
+static const char *const res_keys[RES_N] = {"cores", "ram_mb", "est_duration_s", "timeout_s"};
+/* timeout_s has no default: without it the scheduler's applies. */
+static const long long res_default[RES_N] = {1, 2048, 600, -1};
 
 struct symtab {
     const char **name;
@@ -40,6 +41,9 @@ struct tmpl {
     size_t n;
     const struct node *node;
     const char *what;
+    /* Literal templates render to the same JSON in every variant: one
+     * shared (reference-counted) value instead of one per variant. */
+    json_t *jstr, *jint;
 };
 
 struct kv {
@@ -68,6 +72,7 @@ struct condset {
 
 struct rule {
     struct condset when;
+    struct condset unset; /* attributes this rule removes (only symbols used) */
     struct kv *attrs;
     size_t nattrs;
     struct kv *env;
@@ -78,6 +83,7 @@ struct rule {
 
 struct axval {
     const char *val;
+    json_t *jval; /* shared JSON string of val */
     struct kv *attrs;
     size_t nattrs;
 };
@@ -168,6 +174,8 @@ struct recipe {
     size_t nbr;
     struct symtab syms;
     struct symtab envkeys;
+    struct tmpl **tmpls; /* every template, for the shared JSON values */
+    size_t ntmpls;
 };
 
 struct comp {
@@ -786,8 +794,8 @@ static void parse_include(struct comp *C, const struct node *n)
 
 static void parse_rules(struct comp *C, const struct node *n)
 {
-    static const char *const keys[] = {"when",     "attrs",   "env", "resources",
-                                       "selftest", "publish", "note"};
+    static const char *const keys[] = {"when",     "attrs",   "env",   "resources",
+                                       "selftest", "publish", "unset", "note"};
     struct recipe *r = C->r;
     if (is_null(n)) return;
     if (!want(C, n, N_SEQ, "rules")) return;
@@ -809,6 +817,33 @@ static void parse_rules(struct comp *C, const struct node *n)
         parse_kvs(C, map_get(it, "attrs"), &ru->attrs, &ru->nattrs, 0, "rule attrs");
         parse_kvs(C, map_get(it, "env"), &ru->env, &ru->nenv, 1, "rule env");
         parse_resources(C, map_get(it, "resources"), ru->res, "rule resources");
+        const struct node *un = map_get(it, "unset");
+        if (un && !is_null(un)) {
+            if (un->kind == N_SCALAR) {
+                ru->unset.c = ar_alloc(C->a, sizeof(*ru->unset.c));
+                if (!ru->unset.c) return;
+                ru->unset.c[0].symname = un->s;
+                ru->unset.c[0].line = un->line;
+                ru->unset.c[0].col = un->col;
+                ru->unset.n = 1;
+            } else if (want(C, un, N_SEQ, "rule unset")) {
+                ru->unset.c = ar_alloc(C->a, (un->n ? un->n : 1) * sizeof(*ru->unset.c));
+                if (!ru->unset.c) return;
+                for (size_t j = 0; j < un->n; j++) {
+                    const struct node *x = un->kids[j];
+                    if (!want(C, x, N_SCALAR, "rule unset")) continue;
+                    struct cond *c = &ru->unset.c[ru->unset.n++];
+                    c->symname = x->s;
+                    c->line = x->line;
+                    c->col = x->col;
+                }
+            }
+            for (size_t j = 0; j < ru->unset.n; j++) {
+                ru->unset.c[j].sym = -1;
+                ru->unset.c[j].ctx = "rule unset";
+                if (reg_cond(C, &ru->unset.c[j])) return;
+            }
+        }
         const struct node *s = map_get(it, "selftest");
         if (s) parse_bool(C, s, "rule selftest", &ru->selftest);
         s = map_get(it, "publish");
@@ -1160,6 +1195,14 @@ struct loaded {
 
 static void loaded_free(struct loaded *L)
 {
+    for (size_t i = 0; i < L->r.ntmpls; i++) {
+        json_decref(L->r.tmpls[i]->jstr);
+        json_decref(L->r.tmpls[i]->jint);
+    }
+    free(L->r.tmpls);
+    for (size_t a = 0; a < L->r.naxes; a++)
+        for (size_t j = 0; j < L->r.axes[a].n; j++)
+            json_decref(L->r.axes[a].v[j].jval);
     ar_free(&L->a);
     dg_free(&L->d);
     free(L->r.syms.name);
@@ -1197,7 +1240,8 @@ static int load_text(struct loaded *L, const char *file, const char *text, size_
     C.srclen = len;
     C.r = &L->r;
     rc = compile(&C, root);
-    free(C.reg);
+    L->r.tmpls = C.reg;
+    L->r.ntmpls = C.nreg;
     free(C.creg);
     if (rc == 0 && L->d.oom) rc = KILN_ENOMEM;
     L->ok = rc == 0;
@@ -1324,7 +1368,7 @@ struct pend {
 };
 
 struct vrec {
-    const char *combo;
+    const char *const *vals;
     json_t *obj;     /* NULL when filtered out by where */
     json_t *depends; /* borrowed from obj */
 };
@@ -1343,12 +1387,14 @@ struct exp {
     struct condset where;
     /* per variant */
     const char **val;
+    json_t **valj; /* shared JSON of val[i] when it came from a literal, else NULL */
     const struct tmpl **env;
     const struct tmpl *res[RES_N];
     int st_on, pub_on;
     struct arena va;
     struct kiln_buf buf;
     char combo[512];
+    const char *const *cur_vals;
     /* all variants */
     struct arena keep; /* names, combos, pending names */
     struct nameset names;
@@ -1357,6 +1403,8 @@ struct exp {
     struct pend *pd;
     size_t npd, cappd;
 };
+
+static const char *combo(struct exp *E);
 
 static int render(struct exp *E, const struct tmpl *t, struct kiln_buf *out)
 {
@@ -1372,7 +1420,7 @@ static int render(struct exp *E, const struct tmpl *t, struct kiln_buf *out)
             return dg_add(E->d, KILN_EINVAL, p->line, p->col,
                           "%s uses {%s}, which has no value for the variant %s (set it in "
                           "attrs, or only use it where a rule sets it)",
-                          t->what, p->s, E->combo);
+                          t->what, p->s, combo(E));
         }
         if (kiln_buf_puts(out, v)) goto big;
     }
@@ -1380,7 +1428,7 @@ static int render(struct exp *E, const struct tmpl *t, struct kiln_buf *out)
 big:
     return dg_add(E->d, KILN_ELIMIT, t->node->line, t->node->col,
                   "%s renders to more than %u bytes for the variant %s", t->what,
-                  KILN_RECIPE_MAX_STR, E->combo);
+                  KILN_RECIPE_MAX_STR, combo(E));
 }
 
 /* Render into a string that lives until the next variant. */
@@ -1399,10 +1447,23 @@ static int render_str(struct exp *E, const struct tmpl *t, const char **out)
     return 0;
 }
 
+static json_t *tmpl_jstr(const struct tmpl *t)
+{
+    struct tmpl *m = (struct tmpl *)t; /* the cache is not part of the template's value */
+    if (!m->jstr) m->jstr = json_stringn_nocheck(tmpl_literal(t), t->n ? t->p[0].len : 0);
+    return m->jstr;
+}
+
+static json_t *shared(json_t *j)
+{
+    return j ? json_incref(j) : NULL;
+}
+
 static json_t *render_json_str(struct exp *E, const struct tmpl *t, int *rc)
 {
     if (!t) return json_string("");
-    if (tmpl_is_literal(t)) return json_string_nocheck(tmpl_literal(t));
+    if (tmpl_is_literal(t)) return shared(tmpl_jstr(t));
+    if (t->n == 1 && t->p[0].var >= 0 && E->valj[t->p[0].var]) return shared(E->valj[t->p[0].var]);
     E->buf.len = 0;
     *rc = render(E, t, &E->buf);
     if (*rc) return NULL;
@@ -1417,7 +1478,7 @@ static int render_ll(struct exp *E, const struct tmpl *t, long long *out, const 
     if (!parse_ll(s, out))
         return dg_add(E->d, KILN_EINVAL, t->node->line, t->node->col,
                       "%s must be a whole number, but is '%s' for the variant %s", what, s,
-                      E->combo);
+                      combo(E));
     return 0;
 }
 
@@ -1428,8 +1489,22 @@ static int apply_kvs(struct exp *E, const struct kv *kv, size_t n)
         int rc = render_str(E, kv[i].t, &s);
         if (rc) return rc;
         E->val[kv[i].id] = s;
+        E->valj[kv[i].id] = tmpl_is_literal(kv[i].t) ? tmpl_jstr(kv[i].t) : NULL;
     }
     return 0;
+}
+
+/* A whole number from a template, as shared JSON when the template is
+ * literal. */
+static json_t *render_jint(struct exp *E, const struct tmpl *t, const char *what, int *rc)
+{
+    struct tmpl *m = (struct tmpl *)t;
+    if (tmpl_is_literal(t) && m->jint) return json_incref(m->jint);
+    long long x;
+    if ((*rc = render_ll(E, t, &x, what))) return NULL;
+    json_t *j = json_integer(x);
+    if (j && tmpl_is_literal(t)) m->jint = json_incref(j);
+    return j;
 }
 
 static int cond_match(struct exp *E, const struct cond *c)
@@ -1528,7 +1603,9 @@ static json_t *build_variant(struct exp *E, int *rcp)
     json_t *attrs = json_object();
     JSET(o, "attrs", attrs);
     for (size_t i = 3; i < r->syms.n; i++)
-        if (E->val[i]) JSET(attrs, r->syms.name[i], json_string_nocheck(E->val[i]));
+        if (E->val[i])
+            JSET(attrs, r->syms.name[i],
+                 E->valj[i] ? json_incref(E->valj[i]) : json_string_nocheck(E->val[i]));
     json_t *env = json_object();
     JSET(o, "env", env);
     for (size_t i = 0; i < r->envkeys.n; i++)
@@ -1537,14 +1614,16 @@ static json_t *build_variant(struct exp *E, int *rcp)
             if (!s) goto fail;
             JSET(env, r->envkeys.name[i], s);
         }
-    json_t *res = json_object();
+    json_t *res = json_object(), *s;
     JSET(o, "resources", res);
     for (int i = 0; i < RES_N; i++) {
-        long long x = res_default[i];
-        if (E->res[i] && (rc = render_ll(E, E->res[i], &x, res_keys[i]))) goto fail;
-        JSET(res, res_keys[i], json_integer(x));
+        if (E->res[i]) {
+            if (!(s = render_jint(E, E->res[i], res_keys[i], &rc))) goto fail;
+            JSET(res, res_keys[i], s);
+        } else if (res_default[i] >= 0) {
+            JSET(res, res_keys[i], json_integer(res_default[i]));
+        }
     }
-    json_t *s;
     if (!(s = r->t_cmd ? render_json_str(E, r->t_cmd, &rc) : json_string(""))) goto fail;
     JSET(o, "command", s);
     if (!(s = render_json_str(E, r->t_desc, &rc))) goto fail;
@@ -1586,7 +1665,7 @@ static json_t *build_variant(struct exp *E, int *rcp)
                     dg_add(E->d, KILN_EINVAL, st->driver_min->node->line, st->driver_min->node->col,
                            "selftest.driver_min must be a whole number, but is '%s' for the "
                            "variant %s",
-                           v, E->combo);
+                           v, combo(E));
                 goto fail;
             }
         } else {
@@ -1608,9 +1687,12 @@ static json_t *build_variant(struct exp *E, int *rcp)
             JSET(c, "name", s);
             if (!(s = render_json_str(E, ck->command, &rc))) goto fail;
             JSET(c, "command", s);
-            long long x = 120;
-            if (ck->timeout && (rc = render_ll(E, ck->timeout, &x, "timeout_s"))) goto fail;
-            JSET(c, "timeout_s", json_integer(x));
+            if (ck->timeout) {
+                if (!(s = render_jint(E, ck->timeout, "timeout_s", &rc))) goto fail;
+                JSET(c, "timeout_s", s);
+            } else {
+                JSET(c, "timeout_s", json_integer(120));
+            }
         }
         json_t *a = json_array();
         JSET(t, "expect_symbols", a);
@@ -1649,17 +1731,24 @@ static int name_ok(const char *s)
     return 1;
 }
 
-static void make_combo(struct exp *E, const char **vals)
+/* "sm=90 isa=avx2" for messages; computed only when one is needed. */
+static const char *combo_of(struct exp *E, const char *const *vals, char *out, size_t outlen)
 {
     size_t off = 0;
-    E->combo[0] = '\0';
-    for (size_t a = 0; a < E->r->naxes && off < sizeof(E->combo) - 1; a++) {
-        int w = snprintf(E->combo + off, sizeof(E->combo) - off, "%s%s=%s", a ? " " : "",
-                         E->r->axes[a].name, vals[a]);
+    out[0] = '\0';
+    for (size_t a = 0; vals && a < E->r->naxes && off < outlen - 1; a++) {
+        int w =
+            snprintf(out + off, outlen - off, "%s%s=%s", a ? " " : "", E->r->axes[a].name, vals[a]);
         if (w < 0) break;
         off += (size_t)w;
     }
-    if (E->r->naxes == 0) snprintf(E->combo, sizeof(E->combo), "(no axes)");
+    if (E->r->naxes == 0) snprintf(out, outlen, "(no axes)");
+    return out;
+}
+
+static const char *combo(struct exp *E)
+{
+    return combo_of(E, E->cur_vals, E->combo, sizeof(E->combo));
 }
 
 /* One combination: vals per axis, axv per axis (attributes; may be NULL),
@@ -1670,9 +1759,10 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     const struct recipe *r = E->r;
     ar_reset(&E->va);
     memset(E->val, 0, r->syms.n * sizeof(*E->val));
+    memset(E->valj, 0, r->syms.n * sizeof(*E->valj));
     E->val[SYM_RECIPE] = r->name;
     E->val[SYM_BRANCH] = E->branch;
-    make_combo(E, vals);
+    E->cur_vals = vals;
     for (size_t a = 0; a < r->naxes; a++)
         E->val[r->axes[a].sym] = vals[a];
     /* Excludes on axes alone come first, so attributes of combinations
@@ -1680,15 +1770,21 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     for (size_t k = 0; k < r->nexc; k++)
         if (r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
     int rc;
+    for (size_t a = 0; a < r->naxes; a++) {
+        if (!axv[a]) continue;
+        if (!axv[a]->jval) {
+            struct axval *m = (struct axval *)axv[a];
+            m->jval = json_string_nocheck(m->val);
+        }
+        E->valj[r->axes[a].sym] = axv[a]->jval;
+    }
     for (size_t a = 0; a < r->naxes; a++)
         if (axv[a] && (rc = apply_kvs(E, axv[a]->attrs, axv[a]->nattrs))) return rc;
     if (inc && (rc = apply_kvs(E, inc->attrs, inc->nattrs))) return rc;
     /* Recipe-level attrs are defaults: axis values' attributes win. */
     for (size_t i = 0; i < r->nattrs; i++) {
         if (E->val[r->attrs[i].id]) continue;
-        const char *sv;
-        if ((rc = render_str(E, r->attrs[i].t, &sv))) return rc;
-        E->val[r->attrs[i].id] = sv;
+        if ((rc = apply_kvs(E, &r->attrs[i], 1))) return rc;
     }
     memset(E->env, 0, r->envkeys.n * sizeof(*E->env));
     for (size_t i = 0; i < r->nenv; i++)
@@ -1706,6 +1802,13 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         const struct rule *ru = &r->rules[k];
         if (!set_match(E, &ru->when)) continue;
         if ((rc = apply_kvs(E, ru->attrs, ru->nattrs))) return rc;
+        for (size_t i = 0; i < ru->unset.n; i++) {
+            int id = ru->unset.c[i].sym;
+            if (id > SYM_BRANCH) {
+                E->val[id] = NULL;
+                E->valj[id] = NULL;
+            }
+        }
         for (size_t i = 0; i < ru->nenv; i++)
             E->env[ru->env[i].id] = ru->env[i].t;
         for (int i = 0; i < RES_N; i++)
@@ -1728,18 +1831,20 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
                       "variant name '%.200s' (for %s) must be letters, digits, '.', '_', '+' "
                       "or '-' and at most 200 characters",
-                      name, E->combo);
+                      name, combo(E));
     char *kname = ar_strndup(&E->keep, name, strlen(name));
-    char *kcombo = ar_strndup(&E->keep, E->combo, strlen(E->combo));
-    if (!kname || !kcombo) return KILN_ENOMEM;
+    const char **kvals = ar_alloc(&E->keep, (r->naxes ? r->naxes : 1) * sizeof(*kvals));
+    if (!kname || !kvals) return KILN_ENOMEM;
+    if (r->naxes) memcpy(kvals, vals, r->naxes * sizeof(*kvals));
     long dup = -1;
     rc = ns_add(&E->names, kname, &dup);
     if (rc < 0) return rc;
+    char other[512];
     if (rc == 1)
         return dg_add(E->d, KILN_EINVAL, r->t_name->node->line, r->t_name->node->col,
                       "two variants are named '%s' (%s and %s); put the axis that tells them "
                       "apart into the name template or exclude one",
-                      kname, E->vr[dup].combo, kcombo);
+                      kname, combo_of(E, E->vr[dup].vals, other, sizeof(other)), combo(E));
     E->val[SYM_NAME] = kname;
     if (E->nvr == E->capvr) {
         size_t nc = E->capvr ? E->capvr * 2 : 256;
@@ -1749,7 +1854,7 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         E->capvr = nc;
     }
     struct vrec *vr = &E->vr[E->nvr++];
-    vr->combo = kcombo;
+    vr->vals = kvals;
     vr->obj = NULL;
     vr->depends = NULL;
     int keep = set_match(E, &E->where);
@@ -2068,6 +2173,8 @@ static int exp_init(struct exp *E, struct loaded *L, const char *branch, int mod
     E->sym_platform = sym_find(&r->syms, "platform", 8);
     E->sym_isa = sym_find(&r->syms, "isa", 3);
     E->val = calloc(r->syms.n + 1, sizeof(*E->val));
+    E->valj = calloc(r->syms.n + 1, sizeof(*E->valj));
+    if (!E->valj) return KILN_ENOMEM;
     E->env = calloc(r->envkeys.n + 1, sizeof(*E->env));
     if (!E->val || !E->env) return KILN_ENOMEM;
     return 0;
@@ -2080,6 +2187,7 @@ static void exp_free(struct exp *E)
     free(E->vr);
     free(E->pd);
     free(E->val);
+    free(E->valj);
     free(E->env);
     ns_free(&E->names);
     ar_free(&E->va);
@@ -2231,7 +2339,7 @@ static int check_loaded(struct loaded *L, int rc, json_t **problems_out, struct 
     }
     int first = L->d.n ? L->d.v[0].code : rc;
     if (L->d.n) rc = first_error(&L->d, first, err);
-    qsort(L->d.v, L->d.n, sizeof(*L->d.v), cmp_diag);
+    if (L->d.n > 1) qsort(L->d.v, L->d.n, sizeof(*L->d.v), cmp_diag);
     if (problems_out) {
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < L->d.n; i++) {

@@ -27,6 +27,12 @@
  * combinations KILN_RECIPE_MAX_COMBOS, variants produced
  * KILN_RECIPE_MAX_VARIANTS, one rendered template KILN_RECIPE_MAX_STR.
  *
+ * Sharing: string and integer leaves that are the same in every variant
+ * (literal attributes, axis values, resources) are one reference-counted
+ * jansson value shared by all variants of an expansion. Replace values with
+ * json_object_set*() freely; do not modify a leaf in place (json_string_set,
+ * json_integer_set).
+ *
  * No global state; all functions are reentrant.
  */
 #ifndef KILN_RECIPE_H
@@ -72,6 +78,12 @@ int kiln_recipe_check_text(const char *name_for_errors, const char *text, size_t
  *  "unchanged":N}. Field paths are dotted one level into objects. */
 int kiln_recipe_diff(const json_t *old_variants, const json_t *new_variants, json_t **diff_out,
                      struct kiln_error *err);
+
+/* The API's "where" object ({"sm":"90","isa":["avx2","avx512"]}, values
+ * strings, numbers or lists of them) as the where string expand takes
+ * ("sm=90,isa=avx2|avx512"). NULL or an empty object gives "". */
+int kiln_recipe_where_from_json(const json_t *where, char *out, size_t outlen,
+                                struct kiln_error *err);
 
 /* The recipe's name ("recipe:" key) without expanding; for listings. */
 int kiln_recipe_name_file(const char *path, char *out, size_t outlen, struct kiln_error *err);

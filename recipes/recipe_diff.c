@@ -2,6 +2,8 @@
  * variant name: what a change to a recipe file adds, removes and changes. */
 #include "recipes/recipe.h"
 
+#include "common/buf.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -124,4 +126,61 @@ oom:
     json_decref(removed);
     json_decref(changed);
     return kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+static int where_value(const json_t *v, struct kiln_buf *b)
+{
+    if (json_is_string(v)) return kiln_buf_puts(b, json_string_value(v));
+    if (json_is_integer(v))
+        return kiln_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    if (json_is_real(v)) return kiln_buf_printf(b, "%g", json_real_value(v));
+    return KILN_EINVAL;
+}
+
+int kiln_recipe_where_from_json(const json_t *where, char *out, size_t outlen,
+                                struct kiln_error *err)
+{
+    if (!out || outlen == 0) return kiln_fail(err, KILN_EINVAL, "no output buffer");
+    out[0] = '\0';
+    if (!where || json_is_null(where)) return 0;
+    if (!json_is_object(where))
+        return kiln_fail(err, KILN_EINVAL, "where must be an object of attribute filters");
+    struct kiln_buf b = {0};
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach((json_t *)where, k, v)
+    {
+        if (!*k || strpbrk(k, "=,|")) {
+            rc = kiln_fail(err, KILN_EINVAL, "where: '%s' is not an attribute name", k);
+            break;
+        }
+        if ((rc = kiln_buf_printf(&b, "%s%s=", b.len ? "," : "", k))) break;
+        if (json_is_array(v)) {
+            size_t i;
+            json_t *x;
+            if (json_array_size(v) == 0) {
+                rc = kiln_fail(err, KILN_EINVAL, "where: '%s' lists no values", k);
+                break;
+            }
+            json_array_foreach(v, i, x)
+            {
+                if (i && (rc = kiln_buf_puts(&b, "|"))) break;
+                if ((rc = where_value(x, &b))) break;
+            }
+        } else {
+            rc = where_value(v, &b);
+        }
+        if (rc) {
+            if (rc == KILN_EINVAL)
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "where: '%s' must be a string, a number or a list of them", k);
+            break;
+        }
+    }
+    if (rc == 0 && b.len >= outlen) rc = kiln_fail(err, KILN_ELIMIT, "where: filter too long");
+    if (rc == 0 && b.len) memcpy(out, b.data, b.len + 1);
+    if (rc == KILN_ENOMEM) kiln_fail(err, rc, "out of memory");
+    kiln_buf_free(&b);
+    return rc;
 }

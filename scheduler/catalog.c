@@ -34,7 +34,15 @@ struct kiln_catalog {
     struct kiln_nixkey nix_key;
     int crash_at; /* fault injection (tests only; 0 = off) */
     uv_loop_t *loop;
+    void (*on_publish)(void *, int64_t);
+    void *on_publish_arg;
 };
+
+void kiln_catalog_on_publish(struct kiln_catalog *c, void (*cb)(void *arg, int64_t id), void *arg)
+{
+    c->on_publish = cb;
+    c->on_publish_arg = arg;
+}
 
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop)
 {
@@ -52,6 +60,7 @@ struct kiln_catalog_upload {
     char tmp[PATH_MAX];
     EVP_MD_CTX *md;
     uint64_t received;
+    uint64_t synced; /* bytes handed to writeback so far */
     int64_t expect_size;
     char expect[65]; /* "" = none */
 };
@@ -371,6 +380,13 @@ int kiln_catalog_upload_write(struct kiln_catalog_upload *u, const void *p, size
     }
     int first = u->received == 0;
     u->received += n;
+    /* Start writeback as the bytes arrive, so the fsync at the end waits for
+     * the last few MiB instead of the whole artifact. */
+    if (u->received - u->synced >= (8u << 20)) {
+        sync_file_range(u->fd, (off64_t)u->synced, (off64_t)(u->received - u->synced),
+                        SYNC_FILE_RANGE_WRITE);
+        u->synced = u->received;
+    }
     if (first) crash_point(u->c, 2);
     return KILN_OK;
 }
@@ -801,6 +817,7 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
     crash_point(c, 10);
     if (id) *id = new_id;
     if (created) *created = 1;
+    if (c->on_publish) c->on_publish(c->on_publish_arg, new_id);
 out_doc:
     if (have_nix) kiln_narinfo_free(&ni);
     json_decref(doc);

@@ -122,6 +122,10 @@ int kiln_catalog_gc(struct kiln_catalog *c, double grace_s, uint64_t *removed_fi
  * over) the request, 0 when the path is not the catalog's. role is what the
  * caller's token allows (the router authenticates). Call it from on_headers
  * (so uploads stream) and, for a request it declined there, not again. */
+/* Called after a new entry was committed (not for idempotent no-ops), with
+ * the entry id: the service emits its "catalog" SSE event and starts the
+ * publisher (scheduler/publish.h) from here. */
+void kiln_catalog_on_publish(struct kiln_catalog *c, void (*cb)(void *arg, int64_t id), void *arg);
 /* The loop downloads read files on (default: uv_default_loop()). */
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop);
 uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c);

@@ -228,6 +228,14 @@ struct up {
     struct kiln_catalog_upload *u;
     struct kiln_buf body; /* publish JSON */
     int publish;
+    /* finishing (fsync + rename) on the thread pool */
+    uv_work_t work;
+    struct kiln_http_req *req;
+    struct kiln_catalog_upload *fin;
+    int working, gone, rc;
+    char digest[KILN_DIGEST_STR];
+    uint64_t size;
+    struct kiln_error e;
 };
 
 static void up_free(struct up *x)
@@ -290,6 +298,37 @@ static void do_publish(struct kiln_catalog *c, struct kiln_http_req *req, const 
     respond_err(req, &e);
 }
 
+static void fin_work(uv_work_t *w)
+{
+    struct up *x = w->data;
+    x->rc = kiln_catalog_upload_finish(x->fin, x->digest, &x->size, &x->e);
+    x->fin = NULL;
+}
+
+static void fin_done(uv_work_t *w, int status)
+{
+    (void)status;
+    struct up *x = w->data;
+    x->working = 0;
+    if (!x->gone) {
+        kiln_http_req_on_close(x->req, NULL, NULL);
+        if (x->rc != KILN_OK)
+            respond_err(x->req, &x->e);
+        else
+            kiln_http_respond_json(x->req, 201,
+                                   json_pack("{s:s,s:I,s:b}", "digest", x->digest, "size",
+                                             (json_int_t)x->size, "existed", 0));
+    }
+    up_free(x);
+}
+
+static void fin_on_close(struct kiln_http_req *req, void *arg)
+{
+    (void)req;
+    struct up *x = arg;
+    x->gone = 1; /* the blob is still stored (it is complete); fin_done frees */
+}
+
 static void up_on_end(struct kiln_http_req *req, void *arg)
 {
     struct up *x = arg;
@@ -299,19 +338,17 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
         up_free(x);
         return;
     }
-    struct kiln_error e = {0};
-    char digest[KILN_DIGEST_STR];
-    uint64_t size = 0;
-    struct kiln_catalog_upload *u = x->u;
+    /* fsync of a large blob takes as long as the disk needs: not on the loop */
+    x->req = req;
+    x->fin = x->u;
     x->u = NULL;
-    if (kiln_catalog_upload_finish(u, digest, &size, &e) != KILN_OK) {
-        respond_err(req, &e);
-    } else {
-        kiln_http_respond_json(req, 201,
-                               json_pack("{s:s,s:I,s:b}", "digest", digest, "size",
-                                         (json_int_t)size, "existed", 0));
+    x->work.data = x;
+    kiln_http_req_on_close(req, fin_on_close, x);
+    x->working = 1;
+    if (uv_queue_work(kiln_catalog_loop(x->c), &x->work, fin_work, fin_done) != 0) {
+        fin_work(&x->work);
+        fin_done(&x->work, 0);
     }
-    up_free(x);
 }
 
 static int need_writer(struct kiln_http_req *req, enum kiln_role role)

@@ -184,6 +184,47 @@ int kiln_git_read_file(const char *mirror, const char *commit, const char *path,
     return rc;
 }
 
+int kiln_git_list_dir(const char *mirror, const char *commit, const char *dir, json_t **out,
+                      struct kiln_error *err)
+{
+    git_repository *repo = NULL;
+    int rc = open_repo(mirror, &repo, err);
+    if (rc) return rc;
+    git_commit *c = NULL;
+    git_tree *root = NULL, *sub = NULL;
+    git_tree_entry *e = NULL;
+    json_t *arr = json_array();
+    if (!arr) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (!rc) rc = lookup_commit(repo, commit, &c, err);
+    if (!rc && git_commit_tree(&root, c) < 0) rc = git_fail(err, KILN_EIO, "cannot read tree");
+    git_tree *t = root;
+    if (!rc && dir[0]) {
+        if (git_tree_entry_bypath(&e, root, dir) < 0 || git_tree_entry_type(e) != GIT_OBJECT_TREE)
+            t = NULL; /* no such directory: nothing in it */
+        else if (git_tree_lookup(&sub, repo, git_tree_entry_id(e)) < 0)
+            rc = git_fail(err, KILN_EIO, dir);
+        else
+            t = sub;
+    }
+    for (size_t i = 0; !rc && t && i < git_tree_entrycount(t); i++) {
+        const git_tree_entry *x = git_tree_entry_byindex(t, i);
+        if (git_tree_entry_type(x) == GIT_OBJECT_BLOB &&
+            json_array_append_new(arr, json_string(git_tree_entry_name(x))))
+            rc = KILN_ENOMEM;
+    }
+    git_tree_entry_free(e);
+    git_tree_free(sub);
+    git_tree_free(root);
+    git_commit_free(c);
+    git_repository_free(repo);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return KILN_OK;
+}
+
 static int add_path(json_t *arr, const char *p)
 {
     size_t i;

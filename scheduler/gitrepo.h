@@ -42,6 +42,10 @@ int kiln_git_has_commit(const char *mirror, const char *oid);
 /* Read path at commit into out (at most max bytes). */
 int kiln_git_read_file(const char *mirror, const char *commit, const char *path, size_t max,
                        struct kiln_buf *out, struct kiln_error *err);
+/* Names of the files (blobs) directly in dir ("" = root) at commit, as a
+ * JSON array of strings; an absent dir gives an empty array. */
+int kiln_git_list_dir(const char *mirror, const char *commit, const char *dir, json_t **out,
+                      struct kiln_error *err);
 /* Paths that differ between the trees of old and new (added, removed,
  * modified, both sides of renames), as a JSON array of strings. old NULL =
  * every file of new. */

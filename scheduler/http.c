@@ -15,6 +15,7 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,7 +28,14 @@
 #define READ_BUF 65536
 #define LINGER_MS 2000
 
-enum timer_kind { T_NONE = 0, T_HEADER, T_IDLE, T_BODY, T_LINGER };
+/* One timer per connection, in one of these roles:
+ * T_HEADER  the next request head must arrive in time (408)
+ * T_IDLE    keep-alive wait between requests (quiet close)
+ * T_BODY    the request body must keep moving (408)
+ * T_WRITE   queued response bytes must keep moving (a client that stopped
+ *           reading is dropped; on_close runs)
+ * T_LINGER  after our FIN, wait a moment for the client's. */
+enum timer_kind { T_NONE = 0, T_HEADER, T_IDLE, T_BODY, T_WRITE, T_LINGER };
 
 struct conn;
 
@@ -71,6 +79,9 @@ struct kiln_http_req {
     int resp_done; /* the handler's response is complete */
     int streaming; /* chunked (or close-delimited) response in progress */
     int chunked;
+    int fixed;          /* stream with a Content-Length the handler gave */
+    uint64_t fixed_len; /* ... that many bytes */
+    uint64_t sent;
     int gone;
 };
 
@@ -94,6 +105,8 @@ struct conn {
     int body_paused; /* the handler asked to stop reading */
     int timer_kind;
     size_t pending;
+    uint64_t written; /* bytes the socket took, for progress checks */
+    uint64_t mark;    /* written when the timer was armed */
     char peer[64];
     SSL *ssl;
     BIO *rbio, *wbio;
@@ -144,6 +157,15 @@ static void timer_cb(uv_timer_t *t)
     c->timer_kind = T_NONE;
     switch (kind) {
     case T_IDLE:
+    case T_WRITE:
+        /* Still sending the last response and the client is reading it:
+         * not idle, not stuck. */
+        if (c->pending > 0 && c->written != c->mark) {
+            timer_set(c, kind, c->srv->lim.idle_timeout_ms);
+            break;
+        }
+        teardown(c);
+        break;
     case T_LINGER:
         teardown(c);
         break;
@@ -167,6 +189,7 @@ static void timer_set(struct conn *c, int kind, unsigned ms)
     if (c->closing) return;
     uv_timer_stop(&c->timer);
     c->timer_kind = kind;
+    c->mark = c->written;
     if (kind != T_NONE) uv_timer_start(&c->timer, timer_cb, ms ? ms : 1, 0);
 }
 
@@ -177,6 +200,7 @@ static void write_cb(uv_write_t *w, int status)
     struct wreq *wr = (struct wreq *)w;
     struct conn *c = wr->c;
     c->pending -= wr->len;
+    if (status >= 0) c->written += wr->len;
     free(wr->data);
     free(wr);
     if (c->closing) return;
@@ -184,6 +208,7 @@ static void write_cb(uv_write_t *w, int status)
         teardown(c);
         return;
     }
+    if (c->pending == 0 && c->timer_kind == T_WRITE) timer_set(c, T_NONE, 0);
     if (c->pending == 0 && c->req && c->req->streaming && c->req->on_drain && !c->req->gone)
         c->req->on_drain(c->req, c->req->drain_arg);
 }
@@ -217,6 +242,10 @@ static int write_raw_owned(struct conn *c, char *data, size_t len)
     }
     c->pending += len;
     c->srv->stats.bytes_out += len;
+    /* While the handler is answering, a stalled reader is the only thing
+     * that can hold the connection: watch for write progress. */
+    if (c->timer_kind == T_NONE && c->req && c->req->msg_done)
+        timer_set(c, T_WRITE, c->srv->lim.idle_timeout_ms);
     return KILN_OK;
 }
 
@@ -747,6 +776,38 @@ static void listener_closed_cb(uv_handle_t *h)
     }
 }
 
+/* Numeric address, else a name looked up once (synchronously: this runs at
+ * start-up, before the loop serves anyone). */
+static int resolve(uv_loop_t *loop, const char *addr, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(addr, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+    uv_getaddrinfo_t req;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (uv_getaddrinfo(loop, &req, NULL, addr, NULL, &hints) != 0 || !req.addrinfo) return -1;
+    int rc = -1;
+    for (struct addrinfo *ai = req.addrinfo; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET && ai->ai_addrlen <= sizeof *ss) {
+            memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+            ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+            rc = 0;
+            break;
+        }
+        if (ai->ai_family == AF_INET6 && ai->ai_addrlen <= sizeof *ss) {
+            memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+            ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+            rc = 0;
+            break;
+        }
+    }
+    uv_freeaddrinfo(req.addrinfo);
+    return rc;
+}
+
 int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            const struct kiln_http_limits *limits, const struct kiln_http_tls *tls,
                            struct kiln_http_callbacks cb, struct kiln_http_server **out)
@@ -786,8 +847,7 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
         }
     }
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss) != 0) {
+    if (resolve(loop, addr, port, &ss) != 0) {
         if (s->ssl_ctx) SSL_CTX_free(s->ssl_ctx);
         free(s);
         return KILN_EINVAL;
@@ -940,6 +1000,33 @@ static int check_req(struct kiln_http_req *r)
     return KILN_OK;
 }
 
+/* 1 and *len if extra has a Content-Length line, 0 if none, -1 if it is
+ * malformed. */
+static int find_content_length(const char *extra, uint64_t *len)
+{
+    static const char name[] = "content-length:";
+    for (const char *l = extra; l && *l;) {
+        if (strncasecmp(l, name, sizeof name - 1) == 0) {
+            const char *v = l + sizeof name - 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (*v < '0' || *v > '9') return -1;
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (errno) return -1;
+            while (*end == ' ' || *end == '\t')
+                end++;
+            if (*end != '\r' && *end != '\n' && *end != '\0') return -1;
+            *len = n;
+            return 1;
+        }
+        const char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
 int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t len)
 {
@@ -947,11 +1034,18 @@ int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_t
     if (rc) return rc;
     if (status < 200 || status > 999) return KILN_EINVAL;
     struct conn *c = r->c;
+    /* A handler's own Content-Length is for HEAD (the size of what GET
+     * would send); otherwise it must match. */
+    uint64_t given = 0;
+    int has_len = find_content_length(extra_headers, &given);
+    if (has_len < 0 || (has_len && !r->is_head && given != len)) return KILN_EINVAL;
     int keep = response_keeps(r);
     int nobody = status == 204 || status == 304;
     struct kiln_buf b = {0};
-    rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
-    if (!rc && !nobody) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
+    /* one allocation for head and body in the common case */
+    rc = kiln_buf_reserve(&b, 256 + (extra_headers ? strlen(extra_headers) : 0) + len);
+    if (!rc) rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
+    if (!rc && !nobody && !has_len) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
     if (!rc) rc = kiln_buf_puts(&b, "\r\n");
     if (!rc && !nobody && !r->is_head && len) rc = kiln_buf_append(&b, body, len);
     if (rc) {
@@ -1002,9 +1096,13 @@ int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *cont
     if (rc) return rc;
     if (status < 200 || status > 999 || status == 204 || status == 304) return KILN_EINVAL;
     struct conn *c = r->c;
-    int chunked = r->head->http_major == 1 && r->head->http_minor >= 1;
-    /* HTTP/1.0 clients get a close-delimited body. */
-    int keep = chunked && response_keeps(r);
+    uint64_t flen = 0;
+    int fixed = find_content_length(extra_headers, &flen);
+    if (fixed < 0) return KILN_EINVAL;
+    int chunked = !fixed && r->head->http_major == 1 && r->head->http_minor >= 1;
+    /* A length given by the handler frames the body; otherwise chunked, and
+     * HTTP/1.0 clients get a close-delimited body. */
+    int keep = (fixed || chunked) && response_keeps(r);
     struct kiln_buf b = {0};
     rc = head_start(r, &b, status, content_type, extra_headers, keep);
     if (!rc && chunked) rc = kiln_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
@@ -1016,6 +1114,8 @@ int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *cont
     r->responded = 1;
     r->streaming = 1;
     r->chunked = chunked;
+    r->fixed = fixed;
+    r->fixed_len = flen;
     r->keep_alive = keep;
     if (!keep) c->close_after = 1;
     size_t blen = b.len;
@@ -1027,6 +1127,8 @@ int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len
     if (!r || r->gone || r->c->closing || !r->streaming) return KILN_ESTATE;
     if (len == 0 || r->is_head) return KILN_OK;
     struct conn *c = r->c;
+    if (r->fixed && len > r->fixed_len - r->sent) return KILN_EINVAL;
+    r->sent += len;
     if (!r->chunked) return conn_write(c, data, len);
     struct kiln_buf b = {0};
     int rc = kiln_buf_printf(&b, "%zx\r\n", len);
@@ -1058,6 +1160,9 @@ int kiln_http_stream_end(struct kiln_http_req *r)
     struct conn *c = r->c;
     int rc = KILN_OK;
     if (r->chunked && !r->is_head) rc = conn_write(c, "0\r\n\r\n", 5);
+    /* Fewer bytes than announced: the client cannot tell where this
+     * response ends, so the connection cannot carry another. */
+    if (r->fixed && !r->is_head && r->sent != r->fixed_len) c->close_after = 1;
     r->streaming = 0;
     r->resp_done = 1;
     response_finished(c);

@@ -26,6 +26,9 @@
  *   parse_error (malformed, bad version), 408 timeout (header not complete
  *   within header_timeout_ms, or body stalled for idle_timeout_ms), 413
  *   too_large, 431 header_too_large, 503 when max_connections is exceeded.
+ * - A client that stops reading is dropped once queued response bytes made
+ *   no progress for idle_timeout_ms (streams included; on_close runs). A slow
+ *   but moving reader is kept.
  * - The path is not percent-decoded (the router matches raw segments); query
  *   values are (kiln_http_req_param).
  * - A response started while the request body is still arriving (answer in
@@ -33,7 +36,8 @@
  *   afterwards unless the rest is a small Content-Length body that is drained.
  *   Expect: 100-continue is answered when the body is actually wanted.
  * - HEAD gets headers only. Streaming responses use chunked encoding for
- *   HTTP/1.1, a close-delimited body for HTTP/1.0.
+ *   HTTP/1.1 (a close-delimited body for HTTP/1.0) unless the handler gives a
+ *   Content-Length.
  * - Respond functions return KILN_ESTATE when a response was already started
  *   or the client is gone. After on_close ran, or after the response is
  *   finished and the handler returned, the req pointer is invalid.
@@ -49,6 +53,7 @@
 struct kiln_http_server;
 struct kiln_http_req;
 
+/* A zero field means its default. */
 struct kiln_http_limits {
     size_t max_header_bytes;    /* default 16 KiB */
     size_t max_body_bytes;      /* default 8 MiB (streamed bodies are not capped here) */
@@ -73,6 +78,10 @@ struct kiln_http_tls {
     const char *key_file;  /* PEM private key */
 };
 
+/* addr: numeric IPv4/IPv6 ("0.0.0.0", "::") or a name resolved once at start.
+ * Returns 0, KILN_EINVAL (bad address or port, unreadable or mismatched
+ * TLS cert/key), KILN_EEXIST (address in use) or KILN_ENET. On failure
+ * after the socket was made, run the loop once to release it. */
 int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
                            const struct kiln_http_limits *limits, /* NULL = defaults */
                            const struct kiln_http_tls *tls,       /* NULL = plain */
@@ -127,7 +136,8 @@ int kiln_http_req_stream_body(struct kiln_http_req *r,
 void kiln_http_req_pause_body(struct kiln_http_req *r, int pause);
 
 /* --- responses (exactly one per request) --- */
-/* extra_headers: NULL or "Name: value\r\n..." lines. */
+/* extra_headers: NULL or "Name: value\r\n..." lines. A Content-Length among
+ * them is used as is for HEAD, must equal len otherwise (else KILN_EINVAL). */
 int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t len);
 /* Serializes and decrefs obj. */
@@ -136,7 +146,10 @@ int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj);
 int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *code, const char *fmt,
                             ...) __attribute__((format(printf, 4, 5)));
 
-/* Streaming (chunked) response: SSE, log follow, large files. */
+/* Streaming response: SSE, log follow, large files. Chunked, unless
+ * extra_headers carries "Content-Length: N": then the body goes as is, writes
+ * past N get KILN_EINVAL, and ending short of N closes the connection (a
+ * malformed Content-Length line gets KILN_EINVAL from begin). */
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,
                            const char *extra_headers);
 int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len);

@@ -443,12 +443,15 @@ static const char *jstr(json_t *o, const char *k)
 static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch,
                            int64_t keep, double now, struct kiln_error *err)
 {
+    /* Running attempts are superseded too: the next heartbeat tells the
+     * worker that the job is no longer building and it kills the process
+     * group, so an outdated commit stops using the host at once. */
     sqlite3_stmt *s;
     int64_t ids[256];
     int n = 0;
     int rc = kiln_store_stmt(j->st,
                              "SELECT id FROM jobs WHERE name = ? AND branch IS ? AND id != ? AND "
-                             "state IN ('queued','built','tested') LIMIT 256",
+                             "state IN ('queued','built','tested','building','testing') LIMIT 256",
                              &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, name);

@@ -96,6 +96,8 @@ struct kiln_placer {
     size_t nws, capws;
     struct pclass *cls;
     size_t ncls, capcls;
+    int *ctab; /* class hash -> class index (open addressing), -1 empty */
+    size_t ctcap;
     int *cheap; /* class heap scratch */
     size_t capcheap;
 };
@@ -395,13 +397,42 @@ static void compat_del(struct pclass *c, int slot)
         }
 }
 
+static int ctab_insert(struct kiln_placer *p, int ci)
+{
+    if ((p->ncls + 1) * 2 > p->ctcap) {
+        size_t nc = p->ctcap ? p->ctcap * 2 : 64;
+        int *n = malloc(nc * sizeof *n);
+        if (!n) return KILN_ENOMEM;
+        for (size_t i = 0; i < nc; i++)
+            n[i] = -1;
+        for (size_t k = 0; k < p->ctcap; k++) {
+            if (p->ctab[k] < 0) continue;
+            size_t j = p->cls[p->ctab[k]].hash & (nc - 1);
+            while (n[j] >= 0)
+                j = (j + 1) & (nc - 1);
+            n[j] = p->ctab[k];
+        }
+        free(p->ctab);
+        p->ctab = n;
+        p->ctcap = nc;
+    }
+    size_t j = p->cls[ci].hash & (p->ctcap - 1);
+    while (p->ctab[j] >= 0)
+        j = (j + 1) & (p->ctcap - 1);
+    p->ctab[j] = ci;
+    return KILN_OK;
+}
+
 static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *out)
 {
     unsigned h = class_hash(it, it->stage);
-    for (size_t i = 0; i < p->ncls; i++)
-        if (p->cls[i].hash == h && class_same(&p->cls[i], it)) {
-            *out = (int)i;
-            return KILN_OK;
+    if (p->ctcap)
+        for (size_t j = h & (p->ctcap - 1); p->ctab[j] >= 0; j = (j + 1) & (p->ctcap - 1)) {
+            const struct pclass *c = &p->cls[p->ctab[j]];
+            if (c->hash == h && class_same(c, it)) {
+                *out = p->ctab[j];
+                return KILN_OK;
+            }
         }
     if (p->ncls == p->capcls) {
         size_t nc = p->capcls ? p->capcls * 2 : 16;
@@ -430,6 +461,10 @@ static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *ou
                 return KILN_ENOMEM;
             }
         }
+    if (ctab_insert(p, (int)p->ncls)) {
+        free(c->compat);
+        return KILN_ENOMEM;
+    }
     *out = (int)p->ncls++;
     return KILN_OK;
 }
@@ -473,6 +508,7 @@ void kiln_placer_free(struct kiln_placer *p)
     free(p->mkeys);
     free(p->mvals);
     free(p->cheap);
+    free(p->ctab);
     free(p);
 }
 
@@ -890,21 +926,40 @@ static void diagnose_blocked(struct kiln_placer *p, struct pclass *c, const stru
         y->code = W_BUSY;
 }
 
+/* How far w is from fitting c now (0 = fits): used to pick among workers
+ * whose start time is unknown. */
+static double deficit(const struct kiln_pworker *w, const struct pclass *c)
+{
+    double d = 0;
+    if (c->cores > w->cores_free && w->cores_total)
+        d += (double)(c->cores - w->cores_free) / w->cores_total;
+    if (c->ram_mb > w->ram_free_mb && w->ram_total_mb)
+        d += (double)(c->ram_mb - w->ram_free_mb) / (double)w->ram_total_mb;
+    if (needs_gpu(c) && pick_gpu(c, w, -1) < 0) d += 1;
+    return d;
+}
+
+/* Reserve the worker where the blocked head can start soonest. When nothing
+ * says when that is (no end estimates), the head waits for what runs there
+ * to end, and lower items may still use what the head will not need then
+ * (total minus its needs), so they never push its start further out. */
 static void reserve_for(struct kiln_placer *p, struct pclass *c, const struct qitem *head,
                         double now)
 {
     int best = -1, bgpu = -1, bsc = 0;
     int64_t bsr = 0;
-    double bt = T_INF;
+    double bt = T_INF, bd = 0;
     for (size_t i = 0; i < c->ncompat; i++) {
         struct wslot *ws = &p->ws[c->compat[i]];
         if (ws->reserved || !worker_takes_work(&ws->w)) continue;
         int sc = 0, gpu = -1;
         int64_t sr = 0;
         double t = earliest_start(ws, c, now, &sc, &sr, &gpu);
-        if (best < 0 || t < bt) {
+        double d = t < T_INF ? 0 : deficit(&ws->w, c);
+        if (best < 0 || t < bt || (t == bt && t >= T_INF && d < bd)) {
             best = c->compat[i];
             bt = t;
+            bd = d;
             bsc = sc;
             bsr = sr;
             bgpu = gpu;
@@ -914,10 +969,19 @@ static void reserve_for(struct kiln_placer *p, struct pclass *c, const struct qi
     struct wslot *ws = &p->ws[best];
     ws->reserved = 1;
     ws->res_start = bt;
-    ws->spare_cores = bt < T_INF ? bsc : 0;
-    ws->spare_ram = bt < T_INF ? bsr : 0;
-    ws->res_gpu = bt < T_INF ? bgpu : -1;
     ws->res_job = head->it.job_id;
+    if (bt < T_INF) {
+        ws->spare_cores = bsc;
+        ws->spare_ram = bsr;
+        ws->res_gpu = bgpu;
+        return;
+    }
+    ws->spare_cores = ws->w.cores_total - c->cores;
+    ws->spare_ram = ws->w.ram_total_mb - c->ram_mb;
+    ws->res_gpu = -1;
+    if (needs_gpu(c))
+        for (int g = 0; g < ws->w.ngpus && ws->res_gpu < 0; g++)
+            if (gpu_ok(c, &ws->w.gpus[g])) ws->res_gpu = g;
 }
 
 static int class_before(const struct kiln_placer *p, int a, int b)
@@ -970,7 +1034,10 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
     for (size_t i = 0; i < p->ncls; i++) {
         struct pclass *c = &p->cls[i];
         c->pass_done = 0;
-        if (c->n) {
+        if (c->n && !c->ncompat) {
+            /* nothing could ever run it: no need to look each pass */
+            c->why.code = W_STATIC;
+        } else if (c->n) {
             p->cheap[hn++] = (int)i;
             c->why.code = W_BEHIND;
         }

@@ -1,5 +1,6 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "scheduler/serve.h"
+#include "scheduler/serve_git.h"
 
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
@@ -129,7 +130,12 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
         }
         if (rc) break;
     }
-    json_decref(root);
+    if (!rc) {
+        json_decref(c->raw);
+        c->raw = root; /* kept for the modules that own the foreign sections */
+    } else {
+        json_decref(root);
+    }
     return rc;
 }
 
@@ -341,6 +347,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     }
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, c->tick_ms, c->tick_ms);
+    if ((rc = kiln_serve_git_init(s, c->raw, &s->git, err))) goto fail;
     return KILN_OK;
 fail:
     kiln_server_shutdown(s);
@@ -352,6 +359,8 @@ void kiln_server_shutdown(struct kiln_server *s)
 {
     if (s->stopping) return;
     s->stopping = 1;
+    kiln_serve_git_stop(s->git);
+    s->git = NULL;
     if (s->dispatch) kiln_dispatch_flush(s->dispatch);
     if (s->events) kiln_events_free(s->events);
     s->events = NULL;

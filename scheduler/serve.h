@@ -35,6 +35,9 @@ struct kiln_catalog;
 #include <uv.h>
 
 struct kiln_serve_config {
+    /* The parsed config file (NULL without --config): sections owned by
+     * other modules (repos, hooks, catalog, publish) are read from it. */
+    json_t *raw;
     char listen[128]; /* "127.0.0.1:8080" */
     char data_dir[PATH_MAX];
     char recipes_dir[PATH_MAX];
@@ -62,6 +65,7 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
 int kiln_serve_run(const struct kiln_serve_config *c, struct kiln_error *err);
 
 struct kiln_server;
+struct kiln_serve_git;
 typedef void (*kiln_route_fn)(struct kiln_server *srv, struct kiln_http_req *req, void *ctx);
 typedef void (*kiln_publish_fn)(struct kiln_server *srv, int64_t job_id, void *ctx);
 
@@ -105,6 +109,7 @@ struct kiln_server {
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
     struct kiln_catalog *catalog; /* NULL if it could not be opened */
+    struct kiln_serve_git *git; /* tracked repositories, webhooks */
     kiln_publish_fn publish;
     void *publish_ctx;
 };

@@ -16,6 +16,7 @@ void kiln_sim_opts_default(struct kiln_sim_opts *o)
     o->test_cores = 4;
     o->test_ram_mb = 16384;
     o->default_build_s = 3600;
+    o->deps_wait_test = 1;
 }
 
 void kiln_sim_result_free(struct kiln_sim_result *r)
@@ -357,6 +358,20 @@ static int build_graph(struct simctx *c, const struct kiln_sim_opts *o, size_t *
     return rc;
 }
 
+static int plat_cmp(const void *a, const void *b, void *ctx)
+{
+    const struct simctx *c = ctx;
+    return strcmp(c->plat[*(const size_t *)a], c->plat[*(const size_t *)b]);
+}
+
+static int sm_cmp(const void *a, const void *b, void *ctx)
+{
+    const struct simctx *c = ctx;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int r = strcmp(c->sm[x], c->sm[y]);
+    return r ? r : c->sm_compat[x] - c->sm_compat[y];
+}
+
 /* Lower bound terms (see sim.h). */
 static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
                         struct kiln_sim_result *r)
@@ -381,26 +396,29 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
         best = r->lb_longest;
         snprintf(what, sizeof what, "the longest task");
     }
-    /* per platform: build work over capacity */
-    for (size_t i = 0; i < c->nt; i++) {
-        const struct kiln_sim_task *t = &c->tasks[i];
-        if (t->stage != KILN_PSTAGE_BUILD || t->host < 0) continue;
-        int seen = 0;
-        for (size_t j = 0; j < i && !seen; j++)
-            if (c->tasks[j].stage == KILN_PSTAGE_BUILD && c->tasks[j].host >= 0 &&
-                !strcmp(c->plat[j], c->plat[i]))
-                seen = 1;
-        if (seen) continue;
+    /* per platform: build work over capacity. Placed builds only name
+       platforms some host has, so the groups are few: sort, then scan. */
+    size_t *ix = malloc((c->nt ? c->nt : 1) * sizeof *ix);
+    if (!ix) {
+        r->lower_bound = best; /* still a valid (weaker) bound */
+        snprintf(r->bound_what, sizeof r->bound_what, "%s", what);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < c->nt; i++)
+        if (c->tasks[i].stage == KILN_PSTAGE_BUILD && c->tasks[i].host >= 0) ix[n++] = i;
+    qsort_r(ix, n, sizeof *ix, plat_cmp, (void *)c);
+    for (size_t g = 0; g < n;) {
+        const char *plat = c->plat[ix[g]];
         double wc = 0, wr = 0, cc = 0, cr = 0;
-        for (size_t j = i; j < c->nt; j++)
-            if (c->tasks[j].stage == KILN_PSTAGE_BUILD && c->tasks[j].host >= 0 &&
-                !strcmp(c->plat[j], c->plat[i])) {
-                wc += c->tasks[j].cores * c->tasks[j].est_s;
-                wr += (double)c->tasks[j].ram_mb * c->tasks[j].est_s;
-            }
+        size_t e = g;
+        for (; e < n && !strcmp(c->plat[ix[e]], plat); e++) {
+            wc += c->tasks[ix[e]].cores * c->tasks[ix[e]].est_s;
+            wr += (double)c->tasks[ix[e]].ram_mb * c->tasks[ix[e]].est_s;
+        }
+        g = e;
         for (size_t h = 0; h < f->nhosts; h++)
-            if (!f->hosts[h].no_builds &&
-                (!c->plat[i][0] || !strcmp(f->hosts[h].platform, c->plat[i]))) {
+            if (!f->hosts[h].no_builds && (!plat[0] || !strcmp(f->hosts[h].platform, plat))) {
                 cc += f->hosts[h].cores * f->hosts[h].speed;
                 cr += (double)f->hosts[h].ram_mb * f->hosts[h].speed;
             }
@@ -410,32 +428,29 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
         if (lc > best) {
             best = lc;
             snprintf(what, sizeof what, "build core-hours on %s over its cores",
-                     c->plat[i][0] ? c->plat[i] : "any platform");
+                     plat[0] ? plat : "any platform");
         }
         if (lr > best) {
             best = lr;
             snprintf(what, sizeof what, "build RAM-hours on %s over its RAM",
-                     c->plat[i][0] ? c->plat[i] : "any platform");
+                     plat[0] ? plat : "any platform");
         }
     }
     /* per SM requirement: test time over the GPUs that can run it */
-    for (size_t i = 0; i < c->nt; i++) {
-        const struct kiln_sim_task *t = &c->tasks[i];
-        if (t->stage != KILN_PSTAGE_TEST || t->host < 0 || !c->sm[i][0]) continue;
-        int seen = 0;
-        for (size_t j = 0; j < i && !seen; j++)
-            if (c->tasks[j].stage == KILN_PSTAGE_TEST && c->tasks[j].host >= 0 &&
-                !strcmp(c->sm[j], c->sm[i]) && c->sm_compat[j] == c->sm_compat[i])
-                seen = 1;
-        if (seen) continue;
+    n = 0;
+    for (size_t i = 0; i < c->nt; i++)
+        if (c->tasks[i].stage == KILN_PSTAGE_TEST && c->tasks[i].host >= 0 && c->sm[i][0])
+            ix[n++] = i;
+    qsort_r(ix, n, sizeof *ix, sm_cmp, (void *)c);
+    for (size_t g = 0; g < n;) {
+        size_t i = ix[g], e = g;
         double w = 0, cap = 0;
-        for (size_t j = i; j < c->nt; j++)
-            if (c->tasks[j].stage == KILN_PSTAGE_TEST && c->tasks[j].host >= 0 &&
-                !strcmp(c->sm[j], c->sm[i]) && c->sm_compat[j] == c->sm_compat[i])
-                w += c->tasks[j].est_s;
+        for (; e < n && !sm_cmp(&ix[e], &ix[g], (void *)c); e++)
+            w += c->tasks[ix[e]].est_s;
+        g = e;
         for (size_t h = 0; h < f->nhosts; h++)
-            for (int g = 0; g < f->hosts[h].ngpus; g++)
-                if (kiln_sm_matches(f->hosts[h].gpus[g].sm, c->sm[i], c->sm_compat[i]))
+            for (int k = 0; k < f->hosts[h].ngpus; k++)
+                if (kiln_sm_matches(f->hosts[h].gpus[k].sm, c->sm[i], c->sm_compat[i]))
                     cap += f->hosts[h].speed;
         double l = cap > 0 ? w / cap : 0;
         if (l > r->lb_work) r->lb_work = l;
@@ -444,6 +459,7 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
             snprintf(what, sizeof what, "test hours on sm_%s GPUs", c->sm[i]);
         }
     }
+    free(ix);
     r->lower_bound = best;
     snprintf(r->bound_what, sizeof r->bound_what, "%s", what);
 }

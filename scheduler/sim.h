@@ -8,9 +8,11 @@
  * Model (written down in docs/benchmarks-placement.md):
  *   - every variant is a build task, then (if it has a selftest) a test task;
  *     both are placed separately through the same placer the service uses.
- *   - a build waits for the builds of the variants it depends on (by name;
- *     names not in the set count as already built). With
- *     opts.deps_wait_test it also waits for their tests.
+ *   - a build waits for the variants it depends on (by name; names not in
+ *     the set count as already built): for their builds, and with
+ *     opts.deps_wait_test (the default) for their tests too - a vLLM build
+ *     takes hours of 16 cores and 128 GiB, so it should not start on a
+ *     custom PyTorch whose GPU smoke test has not passed yet.
  *   - build: resources.cores / ram_mb on the variant's platform, duration
  *     resources.est_duration_s (default 3600) divided by the host's speed.
  *     The estimate is what the recipe says a build takes at its own
@@ -38,7 +40,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define KILN_SIM_MAX_TASKS 200000
+#define KILN_SIM_MAX_TASKS 20000
 
 struct kiln_sim_opts {
     struct kiln_policy policy;

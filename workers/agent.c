@@ -664,7 +664,11 @@ static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, 
 static void lease_done(struct req *r)
 {
     struct agent *a = r->a;
-    if (now_ns() - a->lease_sent_ns < 1000000000ull) a->next_lease_ns = now_ns() + 1000000000ull;
+    if (r->rc || r->status != 200) {
+        /* Only an answer without work may come back at once: pace those. */
+        if (now_ns() - a->lease_sent_ns < 1000000000ull)
+            a->next_lease_ns = now_ns() + 1000000000ull;
+    }
     if (common_status(a, r)) return;
     if (r->status == 204) return;
     if (r->status == 404 || r->status == 409) {
@@ -838,7 +842,9 @@ static void pump(struct agent *a)
         return;
     }
     if (a->shutting) {
-        if (!a->jobs) {
+        /* A lease still in flight may hand us a job: wait for it, so that
+         * job goes back to the server instead of being forgotten. */
+        if (!a->jobs && !a->busy[CH_LEASE]) {
             stop_loop(a);
             return;
         }

@@ -5,12 +5,7 @@
 #include "common/fsutil.h"
 #include "common/isa.h"
 
-#if defined(__has_include)
-#if __has_include("common/yaml_json.h")
 #include "common/yaml_json.h"
-#define KILN_HAVE_YAML_JSON 1
-#endif
-#endif
 
 #include <ctype.h>
 #include <errno.h>
@@ -367,14 +362,8 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
 int kiln_worker_config_load(struct kiln_worker_config *c, const char *path, struct kiln_error *err)
 {
     json_t *doc = NULL;
-#ifdef KILN_HAVE_YAML_JSON
     int rc = kiln_yaml_to_json(path, NULL, 0, &doc, err);
     if (rc) return rc;
-#else
-    json_error_t je;
-    doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!doc) return kiln_fail(err, KILN_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-#endif
     struct kiln_error e2 = {0};
     int r = kiln_worker_config_from_json(c, doc, &e2);
     json_decref(doc);

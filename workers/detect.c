@@ -418,7 +418,7 @@ int kiln_detect_gpus_nvml(struct kiln_gpu *gpus, int max, int *n, struct kiln_er
         dlclose(lib);
         return kiln_fail(err, KILN_EIO, "NVML failed to initialise: %s", m ? m : "unknown error");
     }
-    char driver[80] = "";
+    char driver[sizeof gpus[0].driver] = "";
     if (drv(driver, sizeof driver) != 0) driver[0] = '\0';
     unsigned int cnt = 0;
     if (count(&cnt) != 0) {
@@ -437,7 +437,7 @@ int kiln_detect_gpus_nvml(struct kiln_gpu *gpus, int max, int *n, struct kiln_er
             snprintf(g->sm, sizeof g->sm, "%d%d", maj, min);
         struct nvml_memory m;
         if (mem(h, &m) == 0) g->memory_mb = (long)(m.total / (1024 * 1024));
-        snprintf(g->driver, sizeof g->driver, "%s", driver);
+        snprintf(g->driver, sizeof g->driver, "%.63s", driver);
         (*n)++;
     }
 out:

@@ -141,6 +141,26 @@ export async function startKiln(opts = {}) {
   };
 }
 
+// A real `kiln worker` against a real server; null if this build has none.
+export async function startRealWorker(srv, name = 'e2e-worker') {
+  const bin = process.env.KILN_BIN || path.join(SRC, 'build/kiln');
+  if (srv.kind !== 'kiln' || !fs.existsSync(bin)) return null;
+  const probe = spawnSync(bin, ['worker', '--help'], { encoding: 'utf8', timeout: 5000 });
+  if (probe.status !== 0 || !/--server/.test(`${probe.stdout}${probe.stderr}`)) return null;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-web-worker-'));
+  const log = fs.openSync(path.join(work, 'worker.log'), 'w');
+  const child = spawn(bin, ['worker', '--server', srv.base, '--token', srv.worker, '--name', name, '--cores', '2', '--ram', '2G', '--work-dir', work],
+    { stdio: ['ignore', log, log] });
+  const stop = track(child);
+  return {
+    log: () => fs.readFileSync(path.join(work, 'worker.log'), 'utf8'),
+    stop: async () => {
+      await stop();
+      fs.rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
 // The backend for a test: the real server unless KILN_WEB_MOCK=1 or it
 // cannot run; `needMock` forces the mock (seeded stores, SSE bursts).
 export async function startServer(opts = {}) {

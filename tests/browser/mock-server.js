@@ -68,7 +68,7 @@ function expand(recipe, branch, where) {
             name, recipe, branch, platform,
             attrs: { sm, capability: SMS[sm].cap, isa, cuda, python: '3.12', gpus: SMS[sm].gpus, platform },
             env: { NIX_BUILD_CORES: '16', MAX_JOBS: '16' },
-            resources: { cores: 16, ram_mb: 131072, est_duration_s: 7200 },
+            resources: { cores: 16, ram_mb: 98304, est_duration_s: 3600 },
             command: `flox build ${name}`, depends: [],
             selftest: { sm, isa, driver_min: cuda === '12.9' ? 560 : 550, checks: [{ name: 'import' }, { name: 'gemm' }] },
             publish: { target: 'catalog' },
@@ -241,7 +241,7 @@ function seed() {
       }
     } else if (left > 396) {
       j.state = 'building';
-      j.worker = 'build-1';
+      j.worker = SEED_WORKERS > 1 && left > 398 ? 'gpu-h100' : 'build-1';
       j.started_at = Math.max(created + 30, t0 - 600 * (left - 396));
       j.wait_reason = null;
     }

@@ -6,18 +6,35 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  SRC, sleep, waitFor, startServer, startMock, api, submitAdhoc, FakeWorker, launch, openPage, assert, killAll,
+  SRC, sleep, waitFor, startServer, startMock, startRealWorker, api, submitAdhoc, FakeWorker, launch, openPage, assert, killAll,
 } from './lib.mjs';
 
 const SHOTS = path.join(SRC, 'docs/screenshots');
 const figures = [];
+const backends = [];
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
 let browser;
 
+// Does this server expand recipes? (kiln serve answers 501 until the recipes
+// module is merged.)
+async function hasRecipes(srv) {
+  try {
+    const r = await api(srv, 'GET', '/recipes/vllm/expand?branch=main');
+    return Array.isArray(r.variants) && r.variants.length > 0;
+  } catch {
+    return false;
+  }
+}
+
 async function withServer(opts, fn) {
-  const srv = await (opts.needMock ? startMock(opts) : startServer(opts));
+  let srv = await (opts.needMock ? startMock(opts) : startServer(opts));
+  if (opts.needRecipes && srv.kind !== 'mock' && !(await hasRecipes(srv))) {
+    await srv.stop();
+    srv = await startMock(opts);
+    backends.push(`${opts.name || '?'}: mock (kiln serve has no vllm recipe yet)`);
+  } else backends.push(`${opts.name || '?'}: ${srv.kind === 'mock' ? 'mock' : 'kiln serve'}`);
   try {
     return await fn(srv);
   } finally {
@@ -30,49 +47,74 @@ function noProblems(...pages) {
 }
 
 const VARIANT = { sm: '90', isa: 'avx512', cuda: '12.9' };
-async function submitVariant(srv, where = VARIANT) {
-  const r = await api(srv, 'POST', '/jobs', { recipe: 'vllm', branch: 'main', where, priority: 0 }, srv.submit);
+async function submitVariant(srv, where = VARIANT, priority = 0) {
+  const r = await api(srv, 'POST', '/jobs', { recipe: 'vllm', branch: 'main', where, priority }, srv.submit);
   assert(r.jobs.length >= 1, 'recipe submit made a job');
   return r.jobs;
 }
 
 // 1. A job submitted through the form shows up in another open queue page,
 //    without a reload, within 1 s.
-test('submit form: job appears live in the queue within 1 s', async () => {
-  await withServer({}, async (srv) => {
-    const queue = await openPage(browser, srv, '#/queue');
-    const form = await openPage(browser, srv, '#/submit');
-    // The token goes in through the token box, like a person would.
-    await form.click('#token-summary');
-    await form.fill('#token-input', srv.submit);
-    await form.click('#token-save');
-    await form.waitForFunction(() => localStorage.getItem('kiln.token'));
+async function submitThroughForm(srv, useRecipe) {
+  const queue = await openPage(browser, srv, '#/queue');
+  const form = await openPage(browser, srv, useRecipe ? '#/submit' : '#/submit?mode=adhoc');
+  // The token goes in through the token box, like a person would.
+  await form.click('#token-summary');
+  await form.fill('#token-input', srv.submit);
+  await form.click('#token-save');
+  await form.waitForFunction(() => localStorage.getItem('kiln.token'));
+  let button;
+  if (useRecipe) {
     await form.waitForSelector('#sb-count');
     await form.selectOption('#sb-sm', '90');
     await form.selectOption('#sb-isa', 'avx512');
     await form.selectOption('#sb-cuda', '12.9');
     await form.waitForFunction(() => /^1 variant$/.test(document.querySelector('#sb-count')?.textContent || ''));
-    // the preview and the filters are in the URL
+    // the preview's filters are in the URL
     assert(form.url().includes('sm=90') && form.url().includes('isa=avx512'), `submit filters in URL: ${form.url()}`);
-    const t0 = Date.now();
-    await form.click('#sb-submit');
-    const li = await form.waitForSelector('#submitted li', { timeout: 2000 });
-    const id = await li.getAttribute('data-id');
-    await queue.waitForSelector(`.t-waiting tr[data-id="${id}"]`, { timeout: 1000 });
-    const dt = Date.now() - t0;
-    figures.push(`submit -> visible in another queue page: ${dt} ms`);
-    assert(dt < 1000, `job visible after ${dt} ms`);
-    const reason = await queue.textContent(`.t-waiting tr[data-id="${id}"] .c-reason`);
-    assert(reason && reason.trim().length > 3, 'a waiting job says why it waits');
-    const loadsBefore = await queue.evaluate(() => performance.getEntriesByType('navigation').length);
-    assert(loadsBefore === 1, 'no reload happened');
-    noProblems(queue, form);
+    button = '#sb-submit';
+  } else {
+    await form.fill('#ah-name', 'form-submitted-check');
+    await form.fill('#ah-command', 'echo hello');
+    await form.fill('#ah-cores', '2');
+    button = '#ah-submit';
+  }
+  const t0 = Date.now();
+  await form.click(button);
+  const li = await form.waitForSelector('#submitted li', { timeout: 2000 });
+  const id = await li.getAttribute('data-id');
+  await queue.waitForSelector(`.t-waiting tr[data-id="${id}"]`, { timeout: 1000 });
+  const dt = Date.now() - t0;
+  figures.push(`${useRecipe ? 'recipe' : 'ad-hoc'} form submit -> visible in another open queue page: ${dt} ms (${srv.kind})`);
+  assert(dt < 1000, `job visible after ${dt} ms`);
+  const reason = await queue.textContent(`.t-waiting tr[data-id="${id}"] .c-reason`);
+  assert(reason && reason.trim().length > 3, 'a waiting job says why it waits');
+  const navs = await queue.evaluate(() => performance.getEntriesByType('navigation').length);
+  assert(navs === 1, 'no reload happened');
+  noProblems(queue, form);
+}
+
+test('submit form: job appears live in the queue within 1 s', async () => {
+  await withServer({ name: 'submit' }, async (srv) => submitThroughForm(srv, await hasRecipes(srv)));
+});
+
+test('submit form: recipe preview counts variants; job appears live', async () => {
+  await withServer({ name: 'submit-recipe', needRecipes: true }, async (srv) => {
+    const page = await openPage(browser, srv, '#/submit');
+    await page.waitForFunction(() => /^98 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    await page.selectOption('#sb-cuda', '12.8');
+    await page.waitForFunction(() => /^46 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    await page.selectOption('#sb-platform', 'aarch64-linux');
+    await page.waitForFunction(() => /^4 variants$/.test(document.querySelector('#sb-count')?.textContent || ''));
+    figures.push('submit preview: vllm expands to 98 variants, 46 for CUDA 12.8, 4 of those aarch64');
+    await page.close();
+    await submitThroughForm(srv, true);
   });
 });
 
 // 2. A matrix cell changes color (and text) as its job moves.
 test('matrix: cell changes color and text as its job moves', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'matrix', needRecipes: true }, async (srv) => {
     const [job] = await submitVariant(srv);
     const page = await openPage(browser, srv, '#/matrix?recipe=vllm&branch=main');
     const sel = `td.cell[data-variant="${job.name}"]`;
@@ -123,7 +165,7 @@ test('matrix: cell changes color and text as its job moves', async () => {
 
 // 3. The log tail shows lines as they are written; pause, search, cancel.
 test('build: log tail follows, pauses, searches; cancel works', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'log+cancel' }, async (srv) => {
     const job = await submitAdhoc(srv, 'log-tail-check');
     const w = new FakeWorker(srv);
     await w.register();
@@ -169,7 +211,7 @@ test('build: log tail follows, pauses, searches; cancel works', async () => {
 
 // 4. Hostile names and log lines render as text.
 test('xss: job name and log line with markup render as text, no dialog', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'xss' }, async (srv) => {
     const evil = '<script>alert(1)</script><img src=x onerror=alert(1)>';
     let job;
     try {
@@ -211,7 +253,7 @@ test('xss: job name and log line with markup render as text, no dialog', async (
 // 5. 10,000 jobs: the queue is usable within 1 s, and a 1,000-event SSE burst
 //    does not freeze it.
 test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive', async () => {
-  await withServer({ needMock: true, jobs: 10000, workers: 3 }, async (srv) => {
+  await withServer({ name: 'scale', needMock: true, jobs: 10000, workers: 3 }, async (srv) => {
     const page = await browser.ctx.newPage();
     page.problems = [];
     page.on('pageerror', (e) => page.problems.push(e.message));
@@ -220,10 +262,15 @@ test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive'
     const usable = () => page.waitForFunction(() => (document.querySelector('.t-finished tbody tr') && document.querySelector('.t-waiting tbody tr')
       && /10000/.test(document.querySelector('#counts')?.textContent || '') ? performance.now() : 0), null, { timeout: 10000 }).then((h) => h.jsonValue());
     await page.goto(`${srv.base}/#/queue`);
-    const cold = await usable();
-    await page.reload();
-    const dt = Math.round(await usable());
-    figures.push(`queue view with 10,000 jobs usable ${dt} ms after navigation start (first visit, cold cache: ${Math.round(cold)} ms)`);
+    const cold = Math.round(await usable());
+    // This machine is shared (2 cores): take the median of three reloads.
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      await page.reload();
+      runs.push(Math.round(await usable()));
+    }
+    const dt = [...runs].sort((a, b) => a - b)[1];
+    figures.push(`queue view with 10,000 jobs usable ${dt} ms after navigation start (median of ${runs.join(', ')} ms; first visit with a cold cache ${cold} ms)`);
     assert(dt < 1000, `usable after ${dt} ms`);
     const rows = await page.$$eval('#main tr', (x) => x.length);
     figures.push(`rows in the DOM with 10,000 jobs: ${rows}`);
@@ -274,9 +321,83 @@ test('scale: 10,000 jobs load fast; a 1,000-event burst keeps clicks responsive'
   });
 });
 
+// 5b. The same against the real server: 10,000 jobs submitted through the
+//     API (all queued: the longest waiting list), then 1,000 cancels as the
+//     burst.
+async function parallel(n, conc, fn) {
+  let i = 0;
+  await Promise.all(Array.from({ length: conc }, async () => {
+    while (i < n) await fn(i++);
+  }));
+}
+test('scale on kiln serve: 10,000 queued jobs, 1,000 cancels as a burst', async () => {
+  await withServer({ name: 'scale-kiln' }, async (srv) => {
+    if (srv.kind === 'mock') {
+      figures.push('scale on kiln serve: skipped (no kiln binary), covered by the mock test');
+      return;
+    }
+    const t0 = Date.now();
+    const ids = [];
+    await parallel(10000, 8, async (k) => {
+      const j = await submitAdhoc(srv, `load-${k}`, { priority: k % 10 === 0 ? 5 : 0 });
+      ids.push(j.id);
+    });
+    figures.push(`kiln serve: 10,000 jobs submitted over HTTP in ${Date.now() - t0} ms (8 at a time)`);
+    const page = await browser.ctx.newPage();
+    page.problems = [];
+    page.on('pageerror', (e) => page.problems.push(e.message));
+    const usable = () => page.waitForFunction(() => (document.querySelector('.t-waiting tbody tr')
+      && /10000/.test(document.querySelector('#counts')?.textContent || '') ? performance.now() : 0), null, { timeout: 10000 }).then((h) => h.jsonValue());
+    await page.goto(`${srv.base}/#/queue`);
+    await usable();
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      await page.reload();
+      runs.push(Math.round(await usable()));
+    }
+    const dt = [...runs].sort((a, b) => a - b)[1];
+    figures.push(`kiln serve: queue view with 10,000 jobs usable ${dt} ms after navigation start (median of ${runs.join(', ')} ms)`);
+    assert(dt < 1000, `usable after ${dt} ms`);
+    await page.waitForFunction(() => window.kiln.live.status === 'live');
+    await page.evaluate(() => {
+      window.__long = [];
+      new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({ type: 'longtask' });
+    });
+    const before = await page.evaluate(() => window.kiln.live.eventCount);
+    const victims = ids.slice(0, 1000);
+    const c0 = Date.now();
+    const burst = parallel(victims.length, 16, (k) => api(srv, 'POST', `/jobs/${victims[k]}/cancel`, {}, srv.submit));
+    await sleep(150);
+    const clicks = [];
+    for (let i = 0; i < 3; i++) {
+      await page.evaluate(() => {
+        window.__click = null;
+        const head = document.querySelector('#h-waiting');
+        document.querySelector('#more-waiting').addEventListener('click', (e) => {
+          const t = e.timeStamp;
+          const mo = new MutationObserver(() => { mo.disconnect(); window.__click = performance.now() - t; });
+          mo.observe(head, { childList: true, characterData: true, subtree: true });
+        }, { capture: true, once: true });
+      });
+      await page.click('#more-waiting');
+      clicks.push(Math.round(await page.waitForFunction(() => window.__click, null, { timeout: 3000 }).then((x) => x.jsonValue())));
+    }
+    await burst;
+    const sent = Date.now() - c0;
+    await page.waitForFunction((b) => window.kiln.live.eventCount >= b + 1000, before, { timeout: 10000 });
+    await page.waitForFunction(() => /cancelled\s*1000/.test(document.querySelector('#counts').textContent), null, { timeout: 5000 });
+    const long = await page.evaluate(() => window.__long);
+    const maxLong = long.length ? Math.round(Math.max(...long)) : 0;
+    figures.push(`kiln serve: 1,000 cancels in ${sent} ms; clicks during them answered in ${clicks.join(', ')} ms; longest main-thread task ${maxLong} ms; counts show 1000 cancelled`);
+    assert(Math.max(...clicks) < 500, `clicks answered in ${clicks.join(', ')} ms`);
+    assert(maxLong < 500, `no long freeze (${maxLong} ms)`);
+    assert(page.problems.length === 0, page.problems.join('; '));
+  });
+});
+
 // 6. Keyboard: every action is reachable with Tab, and the skip link works.
 test('keyboard: tab reaches every action in every view', async () => {
-  await withServer({ needMock: true, jobs: 60, workers: 2 }, async (srv) => {
+  await withServer({ name: 'keyboard', needMock: true, jobs: 60, workers: 2 }, async (srv) => {
     const views = ['#/queue', '#/matrix?recipe=vllm&branch=main', '#/build/60', '#/build/3', '#/workers', '#/catalog', '#/submit', '#/submit?mode=adhoc', '#/charts'];
     const page = await openPage(browser, srv, '#/queue', { token: srv.admin });
     let total = 0;
@@ -330,12 +451,12 @@ test('keyboard: tab reaches every action in every view', async () => {
 
 // 7. Screenshots of every view at 1280 px and 390 px.
 test('screenshots: every view at 1280 and 390 px', async () => {
-  await withServer({ needMock: true, jobs: 700, workers: 3 }, async (srv) => {
+  await withServer({ name: 'screenshots', needMock: true, jobs: 700, workers: 3 }, async (srv) => {
     fs.mkdirSync(SHOTS, { recursive: true });
     // one live build with a log for the build view
     const w = new FakeWorker(srv, { name: 'gpu-h100' });
     await w.register();
-    const [job] = await submitVariant(srv, { sm: '90', isa: 'avx512bf16', cuda: '12.9' });
+    const [job] = await submitVariant(srv, { sm: '90', isa: 'avx512bf16', cuda: '12.9' }, 100);
     const leased = await w.leaseJob(job.id, 8000).catch(() => null);
     if (leased) {
       await w.log(leased, Array.from({ length: 40 }, (_, i) => `[${String(i * 7).padStart(4, '0')}s] building ${['torch', 'xformers', 'flashinfer', 'vllm'][i % 4]}: [${i * 12}/480] nvcc -gencode arch=compute_90,code=sm_90 csrc/attention/kernel_${i}.cu`).join('\n') + '\n');
@@ -353,16 +474,27 @@ test('screenshots: every view at 1280 and 390 px', async () => {
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert(overflow <= 1, `${name}: no horizontal page scroll at ${wd}px (${overflow})`);
       }
+      if (wd === 1280) {
+        // The dark palette (prefers-color-scheme: dark)
+        await page.emulateMedia({ colorScheme: 'dark' });
+        for (const [name, hash] of [['queue', '#/queue'], ['matrix', '#/matrix?recipe=vllm&branch=main']]) {
+          await page.goto(`${srv.base}/${hash}`);
+          await page.waitForTimeout(700);
+          const file = path.join(SHOTS, `${name}-dark-1280.png`);
+          await page.screenshot({ path: file });
+          bytes += fs.statSync(file).size;
+        }
+      }
       noProblems(page);
       await page.close();
     }
-    figures.push(`screenshots: ${views.length * 2} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
+    figures.push(`screenshots: ${views.length * 2 + 2} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
   });
 });
 
 // 8. Reconnect: the stream resumes after the connection drops.
 test('live: a dropped event stream reconnects and the page catches up', async () => {
-  await withServer({}, async (srv) => {
+  await withServer({ name: 'reconnect' }, async (srv) => {
     const page = await openPage(browser, srv, '#/queue');
     // Drop the connection from the page side by going offline briefly.
     await page.context().setOffline(true);
@@ -371,6 +503,37 @@ test('live: a dropped event stream reconnects and the page catches up', async ()
     await page.context().setOffline(false);
     await page.waitForSelector(`tr[data-id="${job.id}"]`, { timeout: 20000 });
     noProblems(page);
+  });
+});
+
+// 9. End to end with a real `kiln worker` when this build has one: a command
+//    runs, its output streams into the page, the state ends green.
+test('end to end: real kiln worker runs a job, the page streams its log', async () => {
+  await withServer({ name: 'e2e-worker' }, async (srv) => {
+    const wk = await startRealWorker(srv);
+    if (!wk) {
+      figures.push('end to end with kiln worker: skipped (this build has no kiln worker yet)');
+      return;
+    }
+    try {
+      const page = await openPage(browser, srv, '#/queue');
+      const job = await submitAdhoc(srv, 'e2e-hello', { command: 'echo hello-from-kiln-worker; sleep 2; echo second-line', cores: 1, ram_mb: 256 });
+      await page.waitForSelector(`tr[data-id="${job.id}"]`, { timeout: 3000 });
+      await page.click(`tr[data-id="${job.id}"] a.job-link`);
+      await page.waitForFunction(() => document.querySelector('#log')?.textContent.includes('hello-from-kiln-worker'), null, { timeout: 20000 });
+      await page.waitForSelector('.build-state [data-state="succeeded"]', { timeout: 20000 });
+      assert((await page.textContent('#log')).includes('second-line'), 'whole log shown');
+      const done = await page.$$eval('.stage', (x) => x.map((e) => e.dataset.status));
+      assert(done.every((st) => st === 'done'), `stages done: ${done}`);
+      await page.click('#nav a[data-view="workers"]');
+      await page.waitForSelector('[data-name="e2e-worker"]', { timeout: 3000 });
+      figures.push('end to end with kiln worker: job ran, log streamed, state succeeded, worker listed');
+      noProblems(page);
+    } catch (e) {
+      throw new Error(`${e.message}\nworker log:\n${wk.log().slice(-1500)}`);
+    } finally {
+      await wk.stop();
+    }
   });
 });
 
@@ -394,6 +557,8 @@ async function main() {
   }
   await browser.close();
   killAll();
+  console.log('backends:');
+  for (const b of backends) console.log(`  ${b}`);
   console.log('figures:');
   for (const f of figures) console.log(`  ${f}`);
   console.log(`browser: ${passed} passed, ${failed} failed`);

@@ -12,8 +12,12 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 work=$(mktemp -d /tmp/kiln-demo-build.XXXXXX)
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
-mkdir -p "$work/recipes"
+mkdir -p "$work/recipes" "$work/kernels-selftest"
 cp -r "$KILN_SRC/recipes/demo" "$KILN_SRC/recipes/demo.yaml" "$work/recipes/"
+# The derivation compiles kernels-selftest's CUDA file when the tree has it.
+if [ -f "$KILN_SRC/kernels-selftest/kselftest.cu" ]; then
+    cp "$KILN_SRC/kernels-selftest/kselftest.cu" "$work/kernels-selftest/"
+fi
 cd "$work" || exit 1
 
 want_sms="75 90"
@@ -55,7 +59,21 @@ while IFS= read -r name; do
     want=${name#demo-sm}; want=${want%%-*}
     echo "$name: cubin for sm_$sm"
     [ "$sm" = "$want" ] || { echo "FAIL: $name holds a cubin for sm_$sm, want sm_$want"; exit 1; }
-    [ -s "$out/lib/demo.o" ] || { echo "FAIL: $name has no host object"; exit 1; }
+    if [ -f "$work/kernels-selftest/kselftest.cu" ]; then
+        # The smoke-test binary embeds cubins for exactly this SM (kernels-
+        # selftest's fatbin inspector reads them out of the host ELF).
+        bin="$out/bin/kiln-selftest"
+        [ -x "$bin" ] || { echo "FAIL: $name has no bin/kiln-selftest"; exit 1; }
+        insp=$("$KILN_BIN" selftest inspect "$bin" --expect-sm "$want") || {
+            echo "FAIL: inspect $bin"; echo "$insp"; exit 1; }
+        cubins=$(echo "$insp" | sed -n 's/^ *cubins: *//p')
+        ptx=$(echo "$insp" | sed -n 's/^ *ptx: *//p')
+        echo "$name: kiln-selftest cubins: $cubins; ptx: $ptx"
+        [ "$cubins" = "sm_$want" ] || { echo "FAIL: $bin holds cubins '$cubins', want exactly sm_$want"; exit 1; }
+        [ "$ptx" = "(none)" ] || { echo "FAIL: $bin holds PTX '$ptx'"; exit 1; }
+    else
+        [ -s "$out/lib/demo.o" ] || { echo "FAIL: $name has no host object"; exit 1; }
+    fi
     found="$found $sm"
 done <names.txt
 found=$(echo $found | tr ' ' '\n' | sort -n | tr '\n' ' ' | sed 's/ $//')

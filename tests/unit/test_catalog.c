@@ -77,9 +77,17 @@ static json_t *meta(const char *name, const char *ver)
                      "driver_min", 560, "selftest", "passed", 1);
 }
 
+static void count_cb(void *arg, int64_t id)
+{
+    (void)id;
+    (*(int *)arg)++;
+}
+
 static void test_publish_idempotent_and_conflict(void **state)
 {
     struct fx *f = *state;
+    int hooks = 0;
+    kiln_catalog_on_publish(f->c, count_cb, &hooks);
     struct kiln_error err = {0};
     char d1[KILN_DIGEST_STR], d2[KILN_DIGEST_STR], hex[65], want[KILN_DIGEST_STR];
     kiln_sha256_hex("hello world", 11, hex);
@@ -94,6 +102,7 @@ static void test_publish_idempotent_and_conflict(void **state)
     assert_int_equal(kiln_catalog_publish(f->c, m, d1, &id2, &created, &err), KILN_OK);
     assert_int_equal(created, 0);
     assert_int_equal(id1, id2);
+    assert_int_equal(hooks, 1); /* the no-op did not fire the hook */
     assert_int_equal(upload(f->c, "other bytes", NULL, -1, d2, &err), KILN_OK);
     assert_int_equal(kiln_catalog_publish(f->c, m, d2, &id2, &created, &err), KILN_ECONFLICT);
     assert_non_null(strstr(err.msg, "different digest"));

@@ -61,8 +61,7 @@ static int setup_log(void **state)
     (void)state;
     snprintf(logpath, sizeof logpath, "/tmp/kiln-test-checks-XXXXXX");
     int fd = mkstemp(logpath);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     close(fd);
     return 0;
 }
@@ -76,8 +75,8 @@ static int teardown_log(void **state)
 
 static void run_sh(const char *cmd, long timeout_ms, struct kiln_check_result *r)
 {
-    struct kiln_check_spec s = {.name = "t", .command = cmd, .timeout_ms = timeout_ms,
-                                .log_path = logpath};
+    struct kiln_check_spec s = {
+        .name = "t", .command = cmd, .timeout_ms = timeout_ms, .log_path = logpath};
     struct kiln_error err;
     assert_int_equal(kiln_check_run(&s, r, &err), KILN_OK);
 }
@@ -171,8 +170,7 @@ static void test_leftover_children_killed(void **state)
             gone = 1;
             break;
         }
-        if (fgets(st, sizeof st, f) && strstr(st, ") Z "))
-            gone = 1;
+        if (fgets(st, sizeof st, f) && strstr(st, ") Z ")) gone = 1;
         fclose(f);
         if (!gone) {
             struct timespec ts = {0, 10000000};
@@ -304,6 +302,124 @@ static void test_selftest_run_document(void **state)
     assert_int_equal(kiln_selftest_run(&o, &doc, &err), KILN_EINVAL);
 }
 
+static void test_spec_parse(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *j =
+        json_loads("{\"sm\":\"12.1\",\"sm_compat\":true,\"isa\":\"avx512\",\"driver_min\":560,"
+                   "\"checks\":[{\"name\":\"import\",\"command\":\"true\",\"timeout_s\":1.5},"
+                   "{\"command\":\"false\"}],\"expect_symbols\":[\"scaled_fp4_quant\"],"
+                   "\"artifact_globs\":[\"lib/*.so\"],\"future_key\":1}",
+                   0, &je);
+    assert_non_null(j);
+    struct kiln_selftest_spec s;
+    struct kiln_error err;
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 121);
+    assert_int_equal(s.sm_compat, 1);
+    assert_string_equal(s.isa, "avx512");
+    assert_int_equal(s.driver_min, 560);
+    assert_int_equal(s.nchecks, 2);
+    assert_string_equal(s.check_names[0], "import");
+    assert_null(s.check_names[1]);
+    assert_int_equal(s.check_timeouts_ms[0], 1500);
+    assert_int_equal(s.check_timeouts_ms[1], 0);
+    assert_int_equal(s.nsymbols, 1);
+    assert_int_equal(s.nglobs, 1);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
+
+    const char *bad[] = {
+        "[]",
+        "{\"sm\":\"banana\"}",
+        "{\"sm\":true}",
+        "{\"isa\":\"avx9000\"}",
+        "{\"driver_min\":-1}",
+        "{\"checks\":{}}",
+        "{\"checks\":[{\"name\":\"x\"}]}",
+        "{\"checks\":[{\"command\":\"true\",\"timeout_s\":0}]}",
+        "{\"expect_symbols\":[\"\"]}",
+        "{\"artifact_globs\":\"x\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = json_loads(bad[i], 0, &je);
+        assert_non_null(j);
+        kiln_error_clear(&err);
+        assert_int_not_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+        assert_true(strlen(err.msg) > 0);
+        json_decref(j);
+    }
+    /* Template-expanded values: strings, and empty strings for "none". */
+    j = json_loads("{\"sm\":\"\",\"isa\":\"\",\"driver_min\":\"\"}", 0, &je);
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 0);
+    assert_null(s.isa);
+    assert_int_equal(s.driver_min, 0);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
+    j = json_loads("{\"sm\":\"120a\",\"driver_min\":\"580.65\"}", 0, &je);
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 120);
+    assert_int_equal(s.driver_min, 580);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
+    j = json_loads("{\"sm\":90}", 0, &je);
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    assert_int_equal(s.sm, 90);
+    kiln_selftest_spec_free(&s);
+    json_decref(j);
+}
+
+/* The worker's entry point: host facts, missing binary, checks, globs. */
+static void test_run_spec(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *j = json_loads("{\"sm\":\"90\",\"driver_min\":560,\"checks\":[{\"name\":\"imp\","
+                           "\"command\":\"echo ok\"}],\"expect_symbols\":[\"scaled_fp4_quant\"],"
+                           "\"artifact_globs\":[\"libfp4_*.so\"]}",
+                           0, &je);
+    struct kiln_selftest_spec s;
+    struct kiln_error err;
+    assert_int_equal(kiln_selftest_spec_parse(j, &s, &err), KILN_OK);
+    json_decref(j);
+    char fixdir[4096];
+    const char *src = getenv("KILN_SRC");
+    snprintf(fixdir, sizeof fixdir, "%s%stests/fixtures/selftest", src ? src : "", src ? "/" : "");
+    struct kiln_host_facts h;
+    memset(&h, 0, sizeof h);
+    h.gpu_sm[h.ngpu++] = 90;
+    h.have_driver = 1;
+    h.driver_major = 580;
+    json_t *doc = NULL;
+    assert_int_equal(kiln_selftest_run_spec(&s, &h, NULL, NULL, fixdir, logpath, &doc, &err),
+                     KILN_OK);
+    /* Both libraries match the glob; the missing one lacks the symbol but
+     * the good one has it: symbols are searched across files. */
+    assert_true(json_is_true(json_object_get(doc, "ok")));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(doc, "inspect"), "files")), 2);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(doc, "checks"), 0), "name")),
+                        "imp");
+    json_decref(doc);
+
+    /* Old driver, missing selftest binary, globs that match nothing. */
+    h.driver_major = 550;
+    assert_int_equal(kiln_selftest_run_spec(&s, &h, "/nonexistent-kiln-bin", NULL,
+                                            "/nonexistent-kiln-work", logpath, &doc, &err),
+                     KILN_OK);
+    assert_false(json_is_true(json_object_get(doc, "ok")));
+    char *all = json_dumps(json_object_get(doc, "reasons"), 0);
+    assert_non_null(all);
+    assert_non_null(strstr(all, "driver >= 560 but this host has 550"));
+    assert_non_null(strstr(all, "no GPU selftest binary /nonexistent-kiln-bin/kiln-selftest-sm90"));
+    assert_non_null(strstr(all, "no artifact file matches"));
+    free(all);
+    json_decref(doc);
+    kiln_selftest_spec_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +430,8 @@ int main(void)
         cmocka_unit_test(test_hostcheck),
         cmocka_unit_test(test_host_parsers),
         cmocka_unit_test_setup_teardown(test_selftest_run_document, setup_log, teardown_log),
+        cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test_setup_teardown(test_run_spec, setup_log, teardown_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

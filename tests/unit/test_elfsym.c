@@ -102,8 +102,7 @@ static json_t *inspect(const char *file, unsigned sm, const char *syms)
     char **v = NULL;
     size_t n = 0;
     struct kiln_error err;
-    if (syms)
-        assert_int_equal(kiln_elfsym_split(syms, &v, &n, &err), KILN_OK);
+    if (syms) assert_int_equal(kiln_elfsym_split(syms, &v, &n, &err), KILN_OK);
     struct kiln_inspect_opts o = {sm, v, n};
     json_t *doc = NULL;
     assert_int_equal(kiln_selftest_inspect(paths, 1, &o, &doc, &err), KILN_OK);

@@ -50,8 +50,7 @@ static void test_multi_arch_fatbin(void **state)
             assert_int_equal(l.v[i].major, 9); /* PTX ISA 9.0 from nvcc 13.0 */
             assert_int_equal(l.v[i].minor, 0);
         }
-        if (l.v[i].compression && strcmp(l.v[i].compression, "zstd") == 0)
-            zstd++;
+        if (l.v[i].compression && strcmp(l.v[i].compression, "zstd") == 0) zstd++;
         assert_true(l.v[i].offset + l.v[i].size <= b.len);
     }
     assert_int_equal(ptx, 3);
@@ -262,8 +261,7 @@ static void test_corrupted_headers(void **state)
             copy[pos] = v == 0 ? 0xff : v == 1 ? 0x00 : (unsigned char)(copy[pos] ^ 0x80);
             struct kiln_fatbin_list l;
             struct kiln_error err;
-            if (kiln_fatbin_inspect(copy, b.len, &l, &err) == KILN_OK)
-                kiln_fatbin_list_free(&l);
+            if (kiln_fatbin_inspect(copy, b.len, &l, &err) == KILN_OK) kiln_fatbin_list_free(&l);
             free(copy);
         }
     }
@@ -342,7 +340,10 @@ static void test_elf_header_errors(void **state)
     unsigned char h[64];
     memset(h, 0, sizeof h);
     assert_int_equal(kiln_elf_open(&e, h, sizeof h, &err), KILN_EPARSE);
-    memcpy(h, "\x7f" "ELF", 4);
+    memcpy(h,
+           "\x7f"
+           "ELF",
+           4);
     assert_int_equal(kiln_elf_open(&e, h, 20, &err), KILN_EPARSE);
     assert_non_null(strstr(err.msg, "truncated"));
     h[4] = 1; /* 32-bit */

@@ -363,6 +363,43 @@ static void test_reservation_and_backfill(void **state)
     kiln_placer_free(p);
 }
 
+/* The service knows what runs on a worker but not when it ends: the head
+ * waits for the worker to drain, lower items use only what it will not need. */
+static void test_reservation_without_estimates(void **state)
+{
+    (void)state;
+    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_error err = {0};
+    struct kiln_pworker w = worker(1, "b", "x86_64-linux", 64, 262144);
+    w.cores_free = 16; /* 48 cores busy, no end times given */
+    assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
+    struct kiln_pitem head = build(1, "x86_64-linux", 32, 1024);
+    head.priority = 9;
+    struct kiln_pitem small = build(2, "x86_64-linux", 8, 1024);
+    struct kiln_pitem mid = build(3, "x86_64-linux", 8, 1024);
+    mid.ram_mb = 262144 - 2048 + 1; /* fits now, but would leave the head short */
+    struct kiln_pitem small2 = build(4, "x86_64-linux", 8, 1024);
+    small2.enqueued_at = 60;
+    assert_int_equal(kiln_placer_add(p, &head, &err), 0);
+    assert_int_equal(kiln_placer_add(p, &small, &err), 0);
+    assert_int_equal(kiln_placer_add(p, &mid, &err), 0);
+    assert_int_equal(kiln_placer_add(p, &small2, &err), 0);
+    struct kiln_assignment out[8];
+    size_t n = dispatch(p, 0, out, 8);
+    /* both 8-core items fit beside the head's future 32 cores (64 - 32) */
+    assert_int_equal(n, 2);
+    assert_true(out[0].job_id != 3 && out[1].job_id != 3);
+    char why[KILN_PLACE_REASON_MAX];
+    reason_of(p, 1, 0, why);
+    /* as the head saw it when it was considered (before the others went) */
+    assert_string_equal(why, "needs 32 cores and 1 GiB on x86_64-linux; best host has 16 cores and "
+                             "256 GiB free");
+    reason_of(p, 3, 0, why);
+    assert_string_equal(why, "b is held for higher-priority job 1 (expected to start in unknown "
+                             "time)");
+    kiln_placer_free(p);
+}
+
 static void test_dispatch_worker_and_states(void **state)
 {
     (void)state;
@@ -611,7 +648,7 @@ static void gen_job(struct rng *r, int j, struct pjob *pj, const struct kiln_pwo
     int64_t ram = 512 + (int64_t)rnd(r, (uint32_t)(rnd(r, 8) ? like->ram_total_mb : 600000));
     pj->b = build(j + 1, plat, cores, ram);
     pj->b.priority = (int)rnd(r, 4);
-    pj->b.est_s = 1 + rnd(r, 100);
+    pj->b.est_s = rnd(r, 6) ? 1 + rnd(r, 100) : 0; /* 0: no estimate */
     pj->b.enqueued_at = 0;
     pj->has_test = rnd(r, 3) != 0;
     if (pj->has_test) {
@@ -720,7 +757,8 @@ static int run_scenario(uint64_t seed, int mode)
                 assert_int_equal(out[k].gpu_index, -1);
             }
             *st = 2;
-            run[nrun++] = (struct prun){j, out[k].stage, w, g, now + it->est_s};
+            run[nrun++] =
+                (struct prun){j, out[k].stage, w, g, now + (it->est_s > 0 ? it->est_s : 37)};
             placed++;
         }
         if (!nrun) break;
@@ -795,6 +833,11 @@ static void run_starvation(uint64_t seed)
     struct kiln_pitem hi = build(0, "x86_64-linux", 4, 4096);
     hi.priority = gap;
     hi.est_s = job_s;
+    if (seed % 3 == 0) {
+        /* the service case: nobody knows how long anything takes */
+        hi.est_s = 0;
+        big.est_s = 0;
+    }
     /* fill the host and the queue before the big job arrives */
     for (int i = 0; i < 8; i++) {
         hi.job_id = next_id++;
@@ -861,6 +904,7 @@ int main(void)
         cmocka_unit_test(test_priority_aging_and_critical_path),
         cmocka_unit_test(test_fifo_first_fit),
         cmocka_unit_test(test_reservation_and_backfill),
+        cmocka_unit_test(test_reservation_without_estimates),
         cmocka_unit_test(test_dispatch_worker_and_states),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_place_snapshot),

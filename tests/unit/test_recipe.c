@@ -74,8 +74,8 @@ static void test_vllm_matches_seed_table(void **state)
         line[strcspn(line, "\n")] = '\0';
         char name[128], plat[32], sm[8], cap[8], isa[16], cuda[8], drv[8], cudnn[4];
         int off = 0;
-        assert_int_equal(sscanf(line, "%127s %31s %7s %7s %15s %7s %7s %3s %n", name, plat, sm,
-                                cap, isa, cuda, drv, cudnn, &off),
+        assert_int_equal(sscanf(line, "%127s %31s %7s %7s %15s %7s %7s %3s %n", name, plat, sm, cap,
+                                isa, cuda, drv, cudnn, &off),
                          8);
         const char *gpus = line + off;
         json_t *v = json_array_get(arr, i++);
@@ -224,7 +224,8 @@ static void test_pytorch_recipe(void **state)
     assert_int_equal(json_array_size(arr), 52 + 7);
     size_t i, cpu = 0;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         const char *name = json_string_value(json_object_get(v, "name"));
         assert_int_equal(strncmp(name, "pytorch-python313-", 18), 0);
         assert_string_equal(attr(v, "nixpkgs_pin"), "0182a361324364ae3f436a63005877674cf45efb");
@@ -283,7 +284,8 @@ static json_t *find(json_t *arr, const char *name)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!strcmp(json_string_value(json_object_get(v, "name")), name)) return v;
     }
     return NULL;
@@ -321,14 +323,12 @@ static void test_features(void **state)
                         "feat-sm75-avx512");
     json_t *st = json_object_get(v, "selftest");
     assert_true(json_is_true(json_object_get(st, "sm_compat")));
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(st, "checks"), 0),
-                                          "command")),
-        "run feat-sm90-avx512");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(st, "checks"), 0), "command")),
+                        "run feat-sm90-avx512");
     json_t *pub = json_object_get(v, "publish");
     assert_string_equal(json_string_value(json_object_get(pub, "target")), "catalog");
-    assert_string_equal(json_string_value(json_array_get(json_object_get(pub, "tags"), 0)),
-                        "SM90");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(pub, "tags"), 0)), "SM90");
     assert_int_equal(json_integer_value(json_array_get(json_object_get(pub, "tags"), 1)), 7);
     assert_true(json_is_true(json_object_get(pub, "signed")));
     v = find(arr, "feat-sm120-avx2");
@@ -399,14 +399,53 @@ static void test_name_file(void **state)
     (void)state;
     char p[4096], name[64];
     struct kiln_error err = {0};
-    assert_int_equal(
-        kiln_recipe_name_file(src_path("recipes/pytorch.yaml", p, sizeof(p)), name, sizeof(name),
-                              &err),
-        0);
+    assert_int_equal(kiln_recipe_name_file(src_path("recipes/pytorch.yaml", p, sizeof(p)), name,
+                                           sizeof(name), &err),
+                     0);
     assert_string_equal(name, "pytorch");
     assert_int_equal(kiln_recipe_name_file("/nonexistent/x.yaml", name, sizeof(name), &err),
                      KILN_ENOTFOUND);
     assert_non_null(strstr(err.msg, "/nonexistent/x.yaml:1:1: error: no such recipe file"));
+}
+
+static void test_where_from_json(void **state)
+{
+    (void)state;
+    char out[256];
+    struct kiln_error err = {0};
+    json_t *w = json_loads("{\"sm\":\"90\",\"isa\":[\"avx2\",\"avx512\"],\"n\":7}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), 0);
+    assert_string_equal(out, "sm=90,isa=avx2|avx512,n=7");
+    json_decref(w);
+    assert_int_equal(kiln_recipe_where_from_json(NULL, out, sizeof(out), &err), 0);
+    assert_string_equal(out, "");
+    w = json_loads("{\"sm\":{\"x\":1}}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "must be a string"));
+    json_decref(w);
+    w = json_loads("{\"s=m\":\"1\"}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), KILN_EINVAL);
+    json_decref(w);
+    /* and it feeds expand */
+    w = json_loads("{\"sm\":[\"90\",\"100\"],\"platform\":\"aarch64-linux\"}", 0, NULL);
+    assert_int_equal(kiln_recipe_where_from_json(w, out, sizeof(out), &err), 0);
+    json_decref(w);
+    json_t *arr = expand_file("recipes/vllm.yaml", NULL, out);
+    assert_int_equal(json_array_size(arr), 6);
+    json_decref(arr);
+}
+
+static void test_pytorch_cpu_has_no_gpu_attrs(void **state)
+{
+    (void)state;
+    json_t *arr = expand_file("recipes/pytorch.yaml", NULL, "flavor=cpu");
+    assert_int_equal(json_array_size(arr), 7);
+    json_t *v = json_array_get(arr, 0);
+    assert_null(attr(v, "sm"));
+    assert_null(attr(v, "cuda"));
+    assert_string_equal(json_string_value(json_object_get(v, "name")), "pytorch-python313-cpu-avx");
+    assert_int_equal(res(v, "timeout_s"), 43200);
+    json_decref(arr);
 }
 
 int main(void)
@@ -421,6 +460,8 @@ int main(void)
         cmocka_unit_test(test_runtime_undefined_variable),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_name_file),
+        cmocka_unit_test(test_where_from_json),
+        cmocka_unit_test(test_pytorch_cpu_has_no_gpu_attrs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

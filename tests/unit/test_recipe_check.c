@@ -32,7 +32,8 @@ static size_t expect_problem(const char *rel, int line, int col, const char *wan
     size_t i;
     json_t *v;
     int found = 0;
-    json_array_foreach(probs, i, v) {
+    json_array_foreach(probs, i, v)
+    {
         const char *text = json_string_value(json_object_get(v, "text"));
         fprintf(stderr, "  %s\n", text);
         char prefix[4200];
@@ -154,8 +155,7 @@ static void test_check_text_and_more_kinds(void **state)
         {"recipe: r\naxes: {sm: [1]}\nrules: [{when: {sm: {lesser: 3}}}]\ntemplates: {name: "
          "'x{sm}'}\n",
          "unknown condition operator 'lesser'"},
-        {"recipe: r\naxes: {sm: [1]}\ntemplates: {name: 'a b {sm}'}\n",
-         "must be letters, digits"},
+        {"recipe: r\naxes: {sm: [1]}\ntemplates: {name: 'a b {sm}'}\n", "must be letters, digits"},
         {"recipe: r\naxes: {sm: [1]}\ntemplates: {name: 'x{sm}'}\ndepends: [{name: 'y', "
          "recipe: nothere}]\n",
          "dependency on recipe 'nothere' cannot be resolved"},
@@ -173,12 +173,13 @@ static void test_check_text_and_more_kinds(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *probs = NULL;
         struct kiln_error err = {0};
-        int rc = kiln_recipe_check_text("t.yaml", cases[i].text, strlen(cases[i].text), &probs,
-                                        &err);
+        int rc =
+            kiln_recipe_check_text("t.yaml", cases[i].text, strlen(cases[i].text), &probs, &err);
         int found = 0;
         size_t j;
         json_t *v;
-        json_array_foreach(probs, j, v) {
+        json_array_foreach(probs, j, v)
+        {
             if (strstr(json_string_value(json_object_get(v, "text")), cases[i].want)) found = 1;
         }
         if (!found) fprintf(stderr, "case %zu: wanted '%s', got '%s'\n", i, cases[i].want, err.msg);

@@ -81,9 +81,11 @@ static void test_alias_fanout_in_sequence(void **state)
     /* one 1000-node anchor referenced 1000 times = a million nodes */
     struct kiln_buf b = {0};
     assert_int_equal(kiln_buf_puts(&b, "recipe: x\nbig: &b ["), 0);
-    for (int i = 0; i < 1000; i++) assert_int_equal(kiln_buf_puts(&b, i ? ",1" : "1"), 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(kiln_buf_puts(&b, i ? ",1" : "1"), 0);
     assert_int_equal(kiln_buf_puts(&b, "]\nuse: ["), 0);
-    for (int i = 0; i < 1000; i++) assert_int_equal(kiln_buf_puts(&b, i ? ",*b" : "*b"), 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(kiln_buf_puts(&b, i ? ",*b" : "*b"), 0);
     assert_int_equal(kiln_buf_puts(&b, "]\n"), 0);
     expect_refused(b.data, b.len, KILN_ELIMIT, "YAML nodes");
     kiln_buf_free(&b);
@@ -101,7 +103,8 @@ static void test_deep_nesting(void **state)
     expect_refused(t, 3 + 2 * depth, KILN_ELIMIT, "nesting is deeper than 64 levels");
     /* block-style nesting too */
     struct kiln_buf b = {0};
-    for (int i = 0; i < 200; i++) assert_int_equal(kiln_buf_printf(&b, "%*sk:\n", i, ""), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(kiln_buf_printf(&b, "%*sk:\n", i, ""), 0);
     expect_refused(b.data, b.len, KILN_ELIMIT, "nesting is deeper than 64 levels");
     kiln_buf_free(&b);
     free(t);
@@ -168,9 +171,11 @@ static void test_render_too_long(void **state)
     /* a 4000-char attribute pasted 40 times is past the 64 KiB render limit */
     struct kiln_buf b = {0};
     assert_int_equal(kiln_buf_puts(&b, "recipe: long\naxes: {sm: [1]}\nattrs: {x: '"), 0);
-    for (int i = 0; i < 4000; i++) assert_int_equal(kiln_buf_puts(&b, "x"), 0);
+    for (int i = 0; i < 4000; i++)
+        assert_int_equal(kiln_buf_puts(&b, "x"), 0);
     assert_int_equal(kiln_buf_puts(&b, "'}\ntemplates: {name: 'n{sm}', command: '"), 0);
-    for (int i = 0; i < 40; i++) assert_int_equal(kiln_buf_puts(&b, "{x}"), 0);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(kiln_buf_puts(&b, "{x}"), 0);
     assert_int_equal(kiln_buf_puts(&b, "'}\n"), 0);
     expect_refused(b.data, b.len, KILN_ELIMIT, "renders to more than 65536 bytes");
     kiln_buf_free(&b);

@@ -103,9 +103,10 @@ export function mount(root, ctx, arg) {
 
   function stageTimes(st) {
     const t = job.stage_times || job.timings || {};
-    const x = t[st];
-    if (!x) return null;
-    return x;
+    if (t[st]) return t[st];
+    // kiln serve reports when the current stage started.
+    if (st === job.stage && job.stage_started_at && ACTIVE.has(job.state)) return { started_at: job.stage_started_at };
+    return null;
   }
 
   function renderStages() {
@@ -132,8 +133,7 @@ export function mount(root, ctx, arg) {
         h('span', { class: 'stage-icon', 'aria-hidden': 'true' }, icon),
         h('span', { class: 'stage-name' }, st),
         h('span', { class: 'stage-status' }, status),
-        h('span', { class: 'stage-time' }, timing),
-        t && t.worker ? h('span', { class: 'muted' }, ` on ${t.worker}`) : null));
+        h('span', { class: 'stage-time' }, timing, t && t.worker ? h('span', { class: 'muted' }, ` on ${t.worker}`) : null)));
     });
   }
 
@@ -208,6 +208,7 @@ export function mount(root, ctx, arg) {
     renderSelftest();
     renderMeta();
     updateButtons();
+    renderLogInfo();
     if (firstTime) {
       offset = Math.max(0, (j.log_size || 0) - TAIL_BYTES);
       if (offset > 0) lines = ['', ''];
@@ -279,7 +280,12 @@ export function mount(root, ctx, arg) {
     }
   }
 
+  function renderEmpty() {
+    pre.dataset.empty = offset === 0 ? (job && WAITING.has(job.state) && job.state === 'queued' ? 'Nothing yet: the build has not started.' : 'No output yet.') : '';
+  }
+
   function renderLogInfo() {
+    renderEmpty();
     const n = lines.length - (lines[lines.length - 1] === '' ? 1 : 0);
     let s = `${n} lines, ${fmtBytes(offset)}`;
     if (!follow) s += pendingNew ? ` · paused, ${pendingNew} new lines` : ' · paused';

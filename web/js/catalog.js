@@ -4,7 +4,7 @@ import { h, clear, fmtBytes, fmtTime, selftestSummary } from './dom.js';
 import * as api from './api.js';
 import { FIELDS, readFilters, filterBar, apiParams } from './filters.js';
 
-const CAT_FIELDS = [{ key: 'name', label: 'Name', search: true }, ...FIELDS.filter((f) => ['branch', 'sm', 'isa', 'cuda', 'platform'].includes(f.key))];
+const CAT_FIELDS = [{ key: 'name', label: 'Name', search: true, placeholder: 'part of a name' }, ...FIELDS.filter((f) => ['branch', 'sm', 'isa', 'cuda', 'platform'].includes(f.key))];
 
 function sigInfo(a) {
   const s = a.signature;
@@ -44,9 +44,15 @@ export function mount(root, ctx, arg, params) {
         const st = selftestSummary(a.selftest);
         const dl = h('a', { class: 'btn small', href: `/api/v1/catalog/${encodeURIComponent(a.id)}/download`, download: '' }, 'Download');
         dl.setAttribute('aria-label', `Download ${a.name}`);
+        // A plain link cannot carry the token: with one set, fetch instead.
+        dl.addEventListener('click', (e) => {
+          if (!ctx.hasToken()) return;
+          e.preventDefault();
+          api.download(`/catalog/${encodeURIComponent(a.id)}/download`, String(a.name || 'artifact')).catch((err) => ctx.toast(`Download failed: ${err.message}`, 'error'));
+        });
         body.append(h('tr', {},
-          h('td', {}, h('div', { class: 'job-name' }, String(a.name || a.digest || '?')), h('div', { class: 'mono muted' }, String(a.digest || '').slice(0, 23) + (a.digest ? '…' : ''))),
-          h('td', {}, h('span', { class: 'tags' }, [at.sm ? `SM${at.sm}` : null, at.isa, at.cuda ? `CUDA ${at.cuda}` : null, at.platform, a.branch].filter(Boolean).map((t) => h('span', { class: 'tag' }, String(t))))),
+          h('td', { class: 'c-name' }, h('div', { class: 'job-name' }, String(a.name || a.digest || '?')), h('div', { class: 'mono muted' }, String(a.digest || '').slice(0, 23) + (a.digest ? '…' : ''))),
+          h('td', { class: 'c-name' }, h('span', { class: 'tags' }, [at.sm ? `SM${at.sm}` : null, at.isa, at.cuda ? `CUDA ${at.cuda}` : null, at.platform, a.branch].filter(Boolean).map((t) => h('span', { class: 'tag' }, String(t))))),
           h('td', {}, st ? h('span', { class: `badge ${st.passed ? 'st-ok' : 'st-bad'}` }, `${st.passed ? '✔' : '✖'} ${st.ok}/${st.total}`) : '–'),
           h('td', {}, h('span', { class: `badge ${sigCls}` }, sig)),
           h('td', { class: 'c-num' }, fmtBytes(a.size)),

@@ -36,7 +36,7 @@ export function filterBar(fields, values, onChange, idPrefix) {
       if (values[fd.key] && !fd.options.includes(values[fd.key])) el.append(h('option', { value: values[fd.key], selected: true }, values[fd.key]));
       el.addEventListener('change', fire);
     } else {
-      el = h('input', { id, name: fd.key, type: fd.search ? 'search' : 'text', value: values[fd.key] || '', placeholder: fd.search ? 'name or reason' : 'any', autocomplete: 'off', spellcheck: 'false' });
+      el = h('input', { id, name: fd.key, type: fd.search ? 'search' : 'text', value: values[fd.key] || '', placeholder: fd.placeholder || (fd.search ? 'name or reason' : 'any'), autocomplete: 'off', spellcheck: 'false' });
       el.addEventListener('input', () => {
         clearTimeout(timer);
         timer = setTimeout(fire, 300);

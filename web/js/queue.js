@@ -215,7 +215,10 @@ export function mount(root, ctx, arg, params) {
         for (const j of list) if (FINAL.has(j.state) && matches(j, f)) byId.set(j.id, j);
       }
       const list = [...byId.values()].sort((a, b) => b.id - a.id);
-      list.forEach((j) => hist.add(j));
+      list.forEach((j) => {
+        hist.add(j);
+        known.set(j.id, j.state);
+      });
       if (list.length > PAGE) more = true;
       finished = list.slice(0, PAGE);
       nextBefore = more && finished.length ? finished[finished.length - 1].id : null;

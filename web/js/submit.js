@@ -69,9 +69,14 @@ export function mount(root, ctx, arg, params) {
 
   let pseq = 0;
   let ptimer = 0;
+  let armed = false;
   let count = null;
   async function updatePreview() {
     const my = ++pseq;
+    if (armed) {
+      armed = false;
+      recipeBtn.textContent = 'Submit builds';
+    }
     persist();
     if (!recipeSel.value) return;
     const w = Object.entries(where()).map(([k, v]) => `${k}=${v}`).join(',');
@@ -132,7 +137,6 @@ export function mount(root, ctx, arg, params) {
   });
   // A big matrix is one click away from hours of farm time: say so, without a
   // blocking dialog (keyboard users and tests both get a second button).
-  let armed = false;
   function confirmBig() {
     if (armed) {
       armed = false;

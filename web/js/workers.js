@@ -54,10 +54,11 @@ export function mount(root, ctx) {
       meter('RAM', w.ram_used_mb || 0, w.ram_mb || 0, fmtMB),
       h('div', { class: 'gpus' }, gpus.length ? gpus.map((g) => h('span', { class: 'tag gpu' }, `GPU${g.index ?? ''} ${g.name || ''} · SM${g.sm || '?'}${g.memory_mb ? ' · ' + fmtMB(g.memory_mb) : ''}`)) : h('span', { class: 'muted' }, 'no GPU')),
       h('div', { class: 'worker-jobs' }, h('span', { class: 'muted' }, jobs.length ? 'Running: ' : 'Idle'),
-        jobs.map((id) => {
+        jobs.slice(0, 12).map((id) => {
           const j = ctx.live.jobs.get(id);
           return h('a', { class: 'tag', href: ctx.hashFor('build', id) }, j ? `#${id} ${j.name}` : `#${id}`);
-        })),
+        }),
+        jobs.length > 12 ? h('a', { class: 'tag', href: ctx.hashFor('queue', null, { state: 'building' }) }, `and ${jobs.length - 12} more`) : null),
       h('div', { class: 'actions' }, btn));
   }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bench/sim_seed.sh - kiln sim over the seed: 98 vLLM variants + the custom
+# PyTorch builds they depend on, on bench/farms/seed-farm.yaml. Prints the
+# kiln policy beside the FIFO first-fit baseline (same run), the ratio to the
+# lower bound, and "what if I add one build host". Also runs the variant where
+# dependents wait only for the dependency's build, and a 256 GiB-per-host
+# farm where RAM, not cores, is the bottleneck.
+#   bash bench/sim_seed.sh            (uses build/kiln, or $KILN_BIN)
+set -eu
+cd "$(dirname "$0")/.."
+KILN=${KILN_BIN:-build/kiln}
+[ -x "$KILN" ] || make --no-print-directory -j2 >/dev/null
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+run() {
+    echo "\$ kiln sim $*"
+    "$KILN" sim "$@"
+    echo
+}
+run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
+    --add build --svg "${SVG:-$tmp/seed.svg}"
+run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
+    --deps-build-only | sed -n "1,6p"
+sed 's/ram: 512GiB/ram: 256GiB/' bench/farms/seed-farm.yaml >"$tmp/seed-256g.yaml"
+run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,6p'
+run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml \
+    --deps-build-only | sed -n "1,6p"
