@@ -160,8 +160,8 @@ struct offer_ref {
     const struct kiln_offer *offer;
 };
 
-/* One placement over the farm: the runnable jobs (with their needs, one
- * query) and every online worker; workers in offers use what they offer. */
+/* One placement: the runnable jobs (with their needs, one query) over the
+ * online workers in offers, each with what it offers. */
 static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers, double now,
                 struct kiln_assignment **out, size_t *nout, struct kiln_error *err)
 {
@@ -180,9 +180,17 @@ static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers
     if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
     for (int i = 0; i < nw; i++) {
         if (strcmp(ws[i].state, "online") || ws[i].drain || ws[i].mem_pressure) continue;
+        /* Only workers asking for work now: a job given to a busy host
+         * would wait while an idle one asks (agents keep a lease open
+         * whenever they have room, so "asking" means "has room"). */
         const struct kiln_offer *o = NULL;
+        int asking = 0;
         for (int k = 0; k < noffers; k++)
-            if (offers[k].worker_id == ws[i].id) o = offers[k].offer;
+            if (offers[k].worker_id == ws[i].id) {
+                o = offers[k].offer;
+                asking = 1;
+            }
+        if (!asking) continue;
         struct kiln_pworker pw;
         to_pworker(&ws[i], o, &pw);
         if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
@@ -222,9 +230,9 @@ out:
 }
 
 /* The matcher: scheduler/placement.h decides (priority with aging, critical
- * path, best fit, backfill) among the runnable jobs over the whole farm, and
- * this worker gets its share: a job that fits a smaller host better is left
- * for that host. */
+ * path, best fit, backfill) among the runnable jobs for the workers asking
+ * now; a pass over several waiting leases (run_pass) places them together,
+ * so a job goes to the waiting host it fits best. */
 int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err)

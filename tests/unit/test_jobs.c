@@ -434,20 +434,16 @@ static void test_gpu_test_stage(void **state)
     json_decref(o);
 }
 
-static void test_placement_best_fit(void **state)
+static void test_placement_order(void **state)
 {
     struct fx *f = *state;
-    int64_t id = submit(f, "{\"name\":\"small\",\"command\":\"x\",\"cores\":2,\"ram_mb\":1024}");
-    int64_t big = reg(f, "{\"name\":\"big\",\"cores\":64,\"ram_mb\":262144,\"platform\":"
-                         "\"x86_64-linux\"}",
-                      NULL);
-    int64_t small = reg(f, "{\"name\":\"small\",\"cores\":2,\"ram_mb\":2048,\"platform\":"
-                           "\"x86_64-linux\"}",
-                        NULL);
-    /* placement.h: best fit - the small job belongs on the small host, so
-     * the big host asking first does not take it. */
-    assert_int_equal(match(f, big, NULL), 0);
-    assert_int_equal(match(f, small, NULL), id);
+    int64_t low = submit(f, "{\"name\":\"low\",\"command\":\"x\",\"priority\":-5}");
+    int64_t high = submit(f, "{\"name\":\"high\",\"command\":\"x\",\"priority\":7}");
+    int64_t w = reg(f, W8, NULL);
+    /* placement.h orders by priority (with aging), not submission order. */
+    assert_int_equal(match(f, w, NULL), high);
+    json_decref(lease(f, high, w, -1));
+    assert_int_equal(match(f, w, NULL), low);
 }
 
 static void test_jobspec_errors(void **state)
@@ -528,7 +524,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_placement_best_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
         cmocka_unit_test(test_jobspec_errors),
         cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
     };
