@@ -106,8 +106,8 @@ int cmd_serve(int argc, char **argv)
             if (slash) *slash = '\0';
             char web[PATH_MAX + 8];
             snprintf(web, sizeof web, "%s/web", exe);
-            if (is_dir(web) && strlen(web) < sizeof cfg.web_dir)
-                snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", web);
+            size_t wl = strlen(web);
+            if (is_dir(web) && wl < sizeof cfg.web_dir) memcpy(cfg.web_dir, web, wl + 1);
         }
         if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
     }

@@ -87,8 +87,8 @@ static int host_capable(const struct kiln_worker_info *w, const struct kiln_stag
 
 /* First-fit matcher: the fallback if placement itself fails. */
 static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w,
-                           const struct kiln_offer *o, double now, int64_t *job_id,
-                           int *gpu_index, struct kiln_error *err)
+                           const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
+                           struct kiln_error *err)
 {
     *job_id = 0;
     *gpu_index = -1;
@@ -124,7 +124,6 @@ static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w
     free(ids);
     return rc;
 }
-
 
 static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o,
                        struct kiln_pworker *pw)
@@ -329,8 +328,8 @@ void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
     }
     free(ws);
     if (capable == 0 && lost > 0)
-        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost",
-                 lost_name, nd.platform, gpu_desc);
+        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost", lost_name,
+                 nd.platform, gpu_desc);
     else if (online == 0)
         snprintf(out, outlen, "no online worker for %s", nd.platform);
     else if (capable == 0)
@@ -467,7 +466,8 @@ static void run_pass(struct kiln_dispatch *d)
     if (plan(d->j, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
         for (size_t k = 0; k < n; k++) {
             struct kiln_waiter *w = d->head;
-            while (w && w->worker_id != as[k].worker_id) w = w->next;
+            while (w && w->worker_id != as[k].worker_id)
+                w = w->next;
             if (!w) continue; /* that worker is busy; it gets it when it asks */
             json_t *l = NULL;
             struct kiln_error e2 = {0};
@@ -507,8 +507,8 @@ static void on_wake(uv_timer_t *t)
     run_pass(t->data);
 }
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn,
-                      void *lease_ctx, struct kiln_dispatch **out, struct kiln_error *err)
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+                      struct kiln_dispatch **out, struct kiln_error *err)
 {
     struct kiln_dispatch *d = calloc(1, sizeof *d);
     if (!d) return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -535,14 +535,16 @@ static void dispatch_handle_closed(uv_handle_t *h)
 
 void kiln_dispatch_flush(struct kiln_dispatch *d)
 {
-    while (d->head) answer(d, d->head, 204, NULL);
+    while (d->head)
+        answer(d, d->head, 204, NULL);
 }
 
 void kiln_dispatch_free(struct kiln_dispatch *d)
 {
     if (!d) return;
     d->closing = 1;
-    while (d->head) release_waiter(d, d->head);
+    while (d->head)
+        release_waiter(d, d->head);
     uv_timer_stop(&d->kick_timer);
     uv_timer_stop(&d->wake_timer);
     uv_close((uv_handle_t *)&d->kick_timer, dispatch_handle_closed);
@@ -566,8 +568,8 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
         return NULL;
     }
     if (rc < 0 && rc != KILN_ENOTFOUND) {
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message",
-                               err.msg));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message", err.msg));
         return NULL;
     }
     if (wait_ms == 0 || d->closing || rc == KILN_ENOTFOUND) {
@@ -577,8 +579,9 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     struct kiln_waiter *w = calloc(1, sizeof *w);
     if (!w || uv_timer_init(d->loop, &w->timer)) {
         free(w);
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
-                               "cannot queue the lease request"));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
+                     "cannot queue the lease request"));
         return NULL;
     }
     w->d = d;

@@ -109,7 +109,7 @@ struct kiln_server {
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
     struct kiln_catalog *catalog; /* NULL if it could not be opened */
-    struct kiln_serve_git *git; /* tracked repositories, webhooks */
+    struct kiln_serve_git *git;   /* tracked repositories, webhooks */
     kiln_publish_fn publish;
     void *publish_ctx;
 };
