@@ -42,6 +42,12 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->log_level = KILN_LOG_INFO;
 }
 
+void kiln_serve_config_free(struct kiln_serve_config *c)
+{
+    json_decref(c->raw);
+    c->raw = NULL;
+}
+
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
     if (!json_is_string(v) || json_string_length(v) >= n)

@@ -579,6 +579,7 @@ static void test_config_file(void **state)
     fclose(fp);
     assert_int_not_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
     assert_non_null(strstr(err.msg, path));
+    kiln_serve_config_free(&c);
     unlink(path);
 }
 
