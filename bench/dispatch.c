@@ -79,8 +79,8 @@ static void *worker(void *arg)
             if (id > 0 && id <= r->maxid) r->start_t[id] = now_s();
             char rp[96];
             snprintf(rp, sizeof rp, "/api/v1/jobs/%d/report", id);
-            json_t *rep = json_pack("{s:I,s:s,s:i}", "attempt", att, "stage", "build",
-                                    "exit_code", 0);
+            json_t *rep =
+                json_pack("{s:I,s:s,s:i}", "attempt", att, "stage", "build", "exit_code", 0);
             json_t *ro = NULL;
             long rs;
             kiln_httpc_json(&c, "POST", rp, rep, 0, &rs, &ro, NULL);
@@ -197,15 +197,18 @@ static struct result one_run(int long_poll, int n, int w, int m)
     struct result res;
     /* Throughput: a batch of n. */
     double t0 = now_s();
-    for (int i = 0; i < n; i++) submit_one(&c, r);
-    while (atomic_load(&r->done_jobs) < n) usleep(1000);
+    for (int i = 0; i < n; i++)
+        submit_one(&c, r);
+    while (atomic_load(&r->done_jobs) < n)
+        usleep(1000);
     res.jobs_per_s = n / (now_s() - t0);
     /* Latency: one at a time onto idle workers. */
     double *lat = calloc((size_t)m, sizeof *lat);
     for (int i = 0; i < m; i++) {
         int before = atomic_load(&r->done_jobs);
         int id = submit_one(&c, r);
-        while (atomic_load(&r->done_jobs) == before) usleep(100);
+        while (atomic_load(&r->done_jobs) == before)
+            usleep(100);
         lat[i] = (r->start_t[id] - r->submit_t[id]) * 1000.0;
         usleep(20000); /* let the workers go back to waiting */
     }
@@ -214,7 +217,8 @@ static struct result one_run(int long_poll, int n, int w, int m)
     res.p99_ms = lat[(m * 99) / 100 >= m ? m - 1 : (m * 99) / 100];
     kiln_httpc_cleanup(&c);
     atomic_store(&r->stop, 1);
-    for (int i = 0; i < w; i++) pthread_join(ths[i], NULL);
+    for (int i = 0; i < w; i++)
+        pthread_join(ths[i], NULL);
     uv_async_send(&v->stop);
     pthread_join(v->th, NULL);
     uv_run(&v->loop, UV_RUN_DEFAULT);

@@ -49,6 +49,7 @@ int cmd_serve(int argc, char **argv)
     struct kiln_error err = {0};
     if (config && kiln_serve_config_load(&cfg, config, &err)) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
+        kiln_serve_config_free(&cfg);
         return KILN_EXIT_USAGE;
     }
     for (int i = 1; i < argc; i++) {
@@ -61,6 +62,7 @@ int cmd_serve(int argc, char **argv)
         } else if (!v) {
             fprintf(stderr, "kiln serve: %s needs a value (or is unknown)\n", a);
             usage(stderr);
+            kiln_serve_config_free(&cfg);
             return KILN_EXIT_USAGE;
         } else if (!strcmp(a, "--config"))
             ;
@@ -84,13 +86,18 @@ int cmd_serve(int argc, char **argv)
         } else {
             fprintf(stderr, "kiln serve: unknown option %s\n", a);
             usage(stderr);
+            kiln_serve_config_free(&cfg);
             return KILN_EXIT_USAGE;
         }
-        if (bad) return KILN_EXIT_USAGE;
+        if (bad) {
+            kiln_serve_config_free(&cfg);
+            return KILN_EXIT_USAGE;
+        }
         i += takes;
     }
     if (!!cfg.tls_cert[0] != !!cfg.tls_key[0]) {
         fprintf(stderr, "kiln serve: --tls-cert and --tls-key go together\n");
+        kiln_serve_config_free(&cfg);
         return KILN_EXIT_USAGE;
     }
     if (!cfg.web_dir[0]) {
@@ -106,8 +113,8 @@ int cmd_serve(int argc, char **argv)
             if (slash) *slash = '\0';
             char web[PATH_MAX + 8];
             snprintf(web, sizeof web, "%s/web", exe);
-            if (is_dir(web) && strlen(web) < sizeof cfg.web_dir)
-                snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", web);
+            size_t wl = strlen(web);
+            if (is_dir(web) && wl < sizeof cfg.web_dir) memcpy(cfg.web_dir, web, wl + 1);
         }
         if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
     }
@@ -115,7 +122,9 @@ int cmd_serve(int argc, char **argv)
         snprintf(cfg.recipes_dir, sizeof cfg.recipes_dir, "recipes");
     /* A client that disconnects mid-write must not kill the service. */
     signal(SIGPIPE, SIG_IGN);
-    if (kiln_serve_run(&cfg, &err)) {
+    int rc = kiln_serve_run(&cfg, &err);
+    kiln_serve_config_free(&cfg);
+    if (rc) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         return err.code == KILN_EINVAL ? KILN_EXIT_USAGE : KILN_EXIT_FAIL;
     }

@@ -87,8 +87,8 @@ static int host_capable(const struct kiln_worker_info *w, const struct kiln_stag
 
 /* First-fit matcher: the fallback if placement itself fails. */
 static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w,
-                           const struct kiln_offer *o, double now, int64_t *job_id,
-                           int *gpu_index, struct kiln_error *err)
+                           const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
+                           struct kiln_error *err)
 {
     *job_id = 0;
     *gpu_index = -1;
@@ -125,7 +125,6 @@ static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w
     return rc;
 }
 
-
 static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o,
                        struct kiln_pworker *pw)
 {
@@ -160,8 +159,8 @@ struct offer_ref {
     const struct kiln_offer *offer;
 };
 
-/* One placement over the farm: the runnable jobs (with their needs, one
- * query) and every online worker; workers in offers use what they offer. */
+/* One placement: the runnable jobs (with their needs, one query) over the
+ * online workers in offers, each with what it offers. */
 static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers, double now,
                 struct kiln_assignment **out, size_t *nout, struct kiln_error *err)
 {
@@ -180,9 +179,17 @@ static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers
     if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
     for (int i = 0; i < nw; i++) {
         if (strcmp(ws[i].state, "online") || ws[i].drain || ws[i].mem_pressure) continue;
+        /* Only workers asking for work now: a job given to a busy host
+         * would wait while an idle one asks (agents keep a lease open
+         * whenever they have room, so "asking" means "has room"). */
         const struct kiln_offer *o = NULL;
+        int asking = 0;
         for (int k = 0; k < noffers; k++)
-            if (offers[k].worker_id == ws[i].id) o = offers[k].offer;
+            if (offers[k].worker_id == ws[i].id) {
+                o = offers[k].offer;
+                asking = 1;
+            }
+        if (!asking) continue;
         struct kiln_pworker pw;
         to_pworker(&ws[i], o, &pw);
         if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
@@ -222,9 +229,9 @@ out:
 }
 
 /* The matcher: scheduler/placement.h decides (priority with aging, critical
- * path, best fit, backfill) among the runnable jobs over the whole farm, and
- * this worker gets its share: a job that fits a smaller host better is left
- * for that host. */
+ * path, best fit, backfill) among the runnable jobs for the workers asking
+ * now; a pass over several waiting leases (run_pass) places them together,
+ * so a job goes to the waiting host it fits best. */
 int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err)
@@ -321,8 +328,8 @@ void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
     }
     free(ws);
     if (capable == 0 && lost > 0)
-        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost",
-                 lost_name, nd.platform, gpu_desc);
+        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost", lost_name,
+                 nd.platform, gpu_desc);
     else if (online == 0)
         snprintf(out, outlen, "no online worker for %s", nd.platform);
     else if (capable == 0)
@@ -459,7 +466,8 @@ static void run_pass(struct kiln_dispatch *d)
     if (plan(d->j, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
         for (size_t k = 0; k < n; k++) {
             struct kiln_waiter *w = d->head;
-            while (w && w->worker_id != as[k].worker_id) w = w->next;
+            while (w && w->worker_id != as[k].worker_id)
+                w = w->next;
             if (!w) continue; /* that worker is busy; it gets it when it asks */
             json_t *l = NULL;
             struct kiln_error e2 = {0};
@@ -499,8 +507,8 @@ static void on_wake(uv_timer_t *t)
     run_pass(t->data);
 }
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn,
-                      void *lease_ctx, struct kiln_dispatch **out, struct kiln_error *err)
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+                      struct kiln_dispatch **out, struct kiln_error *err)
 {
     struct kiln_dispatch *d = calloc(1, sizeof *d);
     if (!d) return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -527,14 +535,16 @@ static void dispatch_handle_closed(uv_handle_t *h)
 
 void kiln_dispatch_flush(struct kiln_dispatch *d)
 {
-    while (d->head) answer(d, d->head, 204, NULL);
+    while (d->head)
+        answer(d, d->head, 204, NULL);
 }
 
 void kiln_dispatch_free(struct kiln_dispatch *d)
 {
     if (!d) return;
     d->closing = 1;
-    while (d->head) release_waiter(d, d->head);
+    while (d->head)
+        release_waiter(d, d->head);
     uv_timer_stop(&d->kick_timer);
     uv_timer_stop(&d->wake_timer);
     uv_close((uv_handle_t *)&d->kick_timer, dispatch_handle_closed);
@@ -558,8 +568,8 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
         return NULL;
     }
     if (rc < 0 && rc != KILN_ENOTFOUND) {
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message",
-                               err.msg));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message", err.msg));
         return NULL;
     }
     if (wait_ms == 0 || d->closing || rc == KILN_ENOTFOUND) {
@@ -569,8 +579,9 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     struct kiln_waiter *w = calloc(1, sizeof *w);
     if (!w || uv_timer_init(d->loop, &w->timer)) {
         free(w);
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
-                               "cannot queue the lease request"));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
+                     "cannot queue the lease request"));
         return NULL;
     }
     w->d = d;

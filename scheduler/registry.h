@@ -46,9 +46,9 @@ struct kiln_worker_info {
     int mem_pressure;
     int64_t disk_free_mb; /* -1 unknown */
     double last_seen;
-    int cores_used;      /* by jobs the store has running on it */
+    int cores_used; /* by jobs the store has running on it */
     int64_t ram_used_mb;
-    uint32_t gpus_used;  /* bit per gpu index */
+    uint32_t gpus_used; /* bit per gpu index */
 };
 
 int kiln_registry_register(struct kiln_jobs *j, json_t *body, double now, int64_t *id_out,

@@ -42,6 +42,12 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->log_level = KILN_LOG_INFO;
 }
 
+void kiln_serve_config_free(struct kiln_serve_config *c)
+{
+    json_decref(c->raw);
+    c->raw = NULL;
+}
+
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
     if (!json_is_string(v) || json_string_length(v) >= n)
@@ -97,12 +103,14 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             rc = cfg_str(v, k, c->tls_key, sizeof c->tls_key, err);
         else if (!strcmp(k, "allow_anonymous_read")) {
             if (!json_is_boolean(v))
-                rc = kiln_fail(err, KILN_EINVAL, "config: allow_anonymous_read must be true or false");
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "config: allow_anonymous_read must be true or false");
             else
                 c->allow_anonymous_read = json_is_true(v);
         } else if (!strcmp(k, "log_level")) {
             if (!json_is_string(v) || kiln_log_level_parse(json_string_value(v), &c->log_level))
-                rc = kiln_fail(err, KILN_EINVAL, "config: log_level must be debug, info, warn or error");
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "config: log_level must be debug, info, warn or error");
         } else if (!strcmp(k, "heartbeat_s")) {
             if (!(rc = cfg_num(v, k, 1, 3600, &d, err))) c->heartbeat_s = (unsigned)d;
         } else if (!strcmp(k, "lost_after_s")) {
@@ -125,8 +133,7 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             known = 0;
             for (const char **f = foreign; *f; f++)
                 if (!strcmp(*f, k)) known = 1;
-            if (!known)
-                rc = kiln_fail(err, KILN_EINVAL, "%s: unknown setting '%.64s'", path, k);
+            if (!known) rc = kiln_fail(err, KILN_EINVAL, "%s: unknown setting '%.64s'", path, k);
         }
         if (rc) break;
     }
@@ -263,8 +270,7 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static int parse_listen(const char *listen, char *addr, size_t n, int *port,
-                        struct kiln_error *err)
+static int parse_listen(const char *listen, char *addr, size_t n, int *port, struct kiln_error *err)
 {
     const char *colon = strrchr(listen, ':');
     if (!colon || colon == listen || (size_t)(colon - listen) >= n)

@@ -147,7 +147,8 @@ static void test_end_to_end(void **state)
     assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
                           "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2}", &o),
                      201);
-    json_int_t id = json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_int_t id =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
     json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
@@ -202,7 +203,8 @@ static void test_end_to_end(void **state)
     kiln_httpc_cleanup(&c);
     assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs?state=succeeded", NULL, &o), 200);
     assert_int_equal(json_array_size(json_object_get(o, "jobs")), 1);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "counts"), "succeeded")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "counts"), "succeeded")),
+                     1);
     json_decref(o);
 }
 
@@ -263,10 +265,10 @@ static void test_errors(void **state)
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/77/heartbeat", "{}", &o), 404);
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register",
-                          "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}",
-                          &o),
-                     400);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/register",
+             "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}", &o),
+        400);
     json_decref(o);
     /* Too big a body: 413 (limit is 64 KiB here). */
     char *big = malloc(100000);
@@ -315,8 +317,8 @@ static void test_long_poll_wakes(void **state)
     json_decref(o);
     assert_true(mono() - t0 >= 0.9);
     /* A submit during the wait answers it at once. */
-    struct delayed d = {f, 200, f->submit, "POST", "/api/v1/jobs",
-                        "{\"name\":\"late\",\"command\":\"x\"}"};
+    struct delayed d = {
+        f, 200, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"late\",\"command\":\"x\"}"};
     pthread_t th;
     pthread_create(&th, NULL, delayed_call, &d);
     t0 = mono();
@@ -362,9 +364,11 @@ static void test_events_resume(void **state)
 {
     struct fx *f = *state;
     json_t *o;
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e1\",\"command\":\"x\"}", &o), 201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e1\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e2\",\"command\":\"x\"}", &o), 201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e2\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
     struct kiln_httpc c;
     kiln_httpc_init(&c, f->url, f->read);
@@ -415,7 +419,8 @@ static void test_log_follow_and_drain(void **state)
 {
     struct fx *f = *state;
     json_t *o;
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"f\",\"command\":\"x\"}", &o), 201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"f\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
     json_decref(o);
@@ -425,13 +430,17 @@ static void test_log_follow_and_drain(void **state)
     pthread_t th;
     pthread_create(&th, NULL, follow_thread, &fl);
     usleep(200000);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=0", "part one\n", &o), 200);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=0", "part one\n", &o), 200);
     json_decref(o);
     usleep(100000);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=9", "part two\n", &o), 200);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=9", "part two\n", &o), 200);
     json_decref(o);
     /* The report ends the follow: the thread's request returns. */
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/jobs/1/report", "{\"attempt\":1,\"exit_code\":1}", &o), 200);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/report", "{\"attempt\":1,\"exit_code\":1}", &o),
+        200);
     json_decref(o);
     pthread_join(th, NULL);
     assert_int_equal(fl.status, 200);
@@ -439,11 +448,14 @@ static void test_log_follow_and_drain(void **state)
     assert_non_null(strstr(fl.got.data, "part one\npart two\n"));
     kiln_buf_free(&fl.got);
     /* Drain (admin): the worker takes nothing new and says so. */
-    assert_int_equal(call(f, f->admin, "POST", "/api/v1/workers/1/drain", "{\"drain\":true}", &o), 200);
+    assert_int_equal(call(f, f->admin, "POST", "/api/v1/workers/1/drain", "{\"drain\":true}", &o),
+                     200);
     assert_string_equal(jstr(o, "state"), "draining");
     json_decref(o);
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"g\",\"command\":\"x\"}", &o), 201);
-    assert_non_null(strstr(jstr(json_array_get(json_object_get(o, "jobs"), 0), "wait_reason"), "draining"));
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"g\",\"command\":\"x\"}", &o), 201);
+    assert_non_null(
+        strstr(jstr(json_array_get(json_object_get(o, "jobs"), 0), "wait_reason"), "draining"));
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=0", "{}", &o), 204);
     json_decref(o);
@@ -456,12 +468,16 @@ static void test_recipe_pipeline(void **state)
 {
     struct fx *f = *state;
     json_t *o;
-    assert_int_equal(call(f, f->read, "GET", "/api/v1/recipes/demo/expand?where=sm%3D90,isa%3Davx2", NULL, &o), 200);
+    assert_int_equal(
+        call(f, f->read, "GET", "/api/v1/recipes/demo/expand?where=sm%3D90,isa%3Davx2", NULL, &o),
+        200);
     assert_int_equal(json_array_size(json_object_get(o, "variants")), 1);
     json_decref(o);
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
-                          "{\"recipe\":\"demo\",\"where\":{\"sm\":\"90\",\"isa\":\"avx2\"},\"commit\":\"abc\"}", &o),
-                     201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs",
+             "{\"recipe\":\"demo\",\"where\":{\"sm\":\"90\",\"isa\":\"avx2\"},\"commit\":\"abc\"}",
+             &o),
+        201);
     json_t *job = json_array_get(json_object_get(o, "jobs"), 0);
     json_int_t id = json_integer_value(json_object_get(job, "id"));
     assert_string_equal(jstr(job, "recipe"), "demo");
@@ -469,27 +485,36 @@ static void test_recipe_pipeline(void **state)
     assert_int_equal(json_array_size(json_object_get(job, "stages")), 3);
     json_decref(o);
     /* A GPU host with SM 90, a new driver and AVX2. */
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register",
-                          "{\"name\":\"g\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
-                          "\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\"],\"gpus\":[{\"index\":0,"
-                          "\"sm\":\"90\",\"driver\":\"580.65.06\"}]}", &o), 200);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/register",
+             "{\"name\":\"g\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
+             "\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\"],\"gpus\":[{\"index\":0,"
+             "\"sm\":\"90\",\"driver\":\"580.65.06\"}]}",
+             &o),
+        200);
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 200);
     assert_string_equal(jstr(json_object_get(o, "job"), "stage"), "build");
     json_decref(o);
     char path[96];
     snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)id);
-    assert_int_equal(call(f, f->worker, "POST", path, "{\"attempt\":1,\"stage\":\"build\",\"outputs\":[\"/nix/store/x\"]}", &o), 200);
+    assert_int_equal(call(f, f->worker, "POST", path,
+                          "{\"attempt\":1,\"stage\":\"build\",\"outputs\":[\"/nix/store/x\"]}", &o),
+                     200);
     assert_string_equal(jstr(o, "state"), "built");
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{\"free_gpus\":[0]}", &o), 200);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{\"free_gpus\":[0]}", &o),
+        200);
     job = json_object_get(o, "job");
     assert_string_equal(jstr(job, "stage"), "test");
     assert_int_equal(json_integer_value(json_object_get(job, "gpu_index")), 0);
     assert_int_equal(json_integer_value(json_object_get(job, "attempt")), 2);
     assert_true(json_is_object(json_object_get(job, "selftest")));
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", path, "{\"attempt\":2,\"stage\":\"test\",\"selftest\":{\"ok\":true}}", &o), 200);
+    assert_int_equal(call(f, f->worker, "POST", path,
+                          "{\"attempt\":2,\"stage\":\"test\",\"selftest\":{\"ok\":true}}", &o),
+                     200);
     json_decref(o);
     /* No publisher configured: publishing completes at once. */
     snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)id);
@@ -497,9 +522,12 @@ static void test_recipe_pipeline(void **state)
     assert_string_equal(jstr(o, "state"), "succeeded");
     json_decref(o);
     /* Resubmitting supersedes nothing finished, and a bad filter is a 400. */
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"recipe\":\"demo\",\"where\":{\"sm\":\"1\"}}", &o), 400);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"recipe\":\"demo\",\"where\":{\"sm\":\"1\"}}", &o),
+                     400);
     json_decref(o);
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"recipe\":\"nosuch\"}", &o), 404);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"recipe\":\"nosuch\"}", &o),
+                     404);
     json_decref(o);
 }
 
@@ -509,7 +537,8 @@ static void test_metrics(void **state)
     struct kiln_httpc c;
     kiln_httpc_init(&c, f->url, f->read);
     struct kiln_httpc_resp r = {0};
-    assert_int_equal(kiln_httpc_request(&c, "GET", "/metrics", NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(kiln_httpc_request(&c, "GET", "/metrics", NULL, NULL, 0, 0, &r, NULL),
+                     KILN_OK);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body.data, "kiln_jobs{state=\"queued\"} 0"));
     assert_non_null(strstr(r.body.data, "kiln_workers{state=\"online\"}"));
@@ -550,6 +579,7 @@ static void test_config_file(void **state)
     fclose(fp);
     assert_int_not_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
     assert_non_null(strstr(err.msg, path));
+    kiln_serve_config_free(&c);
     unlink(path);
 }
 
