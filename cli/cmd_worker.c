@@ -168,7 +168,8 @@ int cmd_worker(int argc, char **argv)
         (o_name && set_str(cfg.name, sizeof cfg.name, o_name, "--name")) ||
         (o_workdir && set_str(cfg.work_dir, sizeof cfg.work_dir, o_workdir, "--work-dir")) ||
         (o_srcdir && set_str(cfg.source_dir, sizeof cfg.source_dir, o_srcdir, "--source-dir")) ||
-        (o_stdir && set_str(cfg.selftest_dir, sizeof cfg.selftest_dir, o_stdir, "--selftest-dir")) ||
+        (o_stdir &&
+         set_str(cfg.selftest_dir, sizeof cfg.selftest_dir, o_stdir, "--selftest-dir")) ||
         (o_ca && set_str(cfg.ca_file, sizeof cfg.ca_file, o_ca, "--ca-file")) ||
         (o_loglevel && set_str(cfg.log_level, sizeof cfg.log_level, o_loglevel, "--log-level"))) {
         rc = KILN_EXIT_USAGE;

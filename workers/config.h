@@ -42,11 +42,11 @@ struct kiln_worker_config {
     char work_dir[512];
     char source_dir[512];   /* "" = each job runs in its own dir under work_dir */
     char selftest_dir[512]; /* kiln-selftest-smNN binaries; "" = <kiln dir>/selftest */
-    int cores;           /* 0 = detected */
-    long ram_mb;         /* 0 = detected */
-    long reserve_ram_mb; /* kept back for the OS and the worker itself */
-    int max_jobs;        /* 0 = as cores and RAM allow */
-    int isa_set;         /* isa below overrides detection */
+    int cores;              /* 0 = detected */
+    long ram_mb;            /* 0 = detected */
+    long reserve_ram_mb;    /* kept back for the OS and the worker itself */
+    int max_jobs;           /* 0 = as cores and RAM allow */
+    int isa_set;            /* isa below overrides detection */
     uint32_t isa;
     int gpus_set; /* gpus below override detection (ngpus may be 0: "none") */
     int ngpus;
