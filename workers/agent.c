@@ -854,7 +854,8 @@ static void send_heartbeat(struct agent *a)
     req_submit(r);
 }
 
-static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, int *njobs)
+/* Returns KILN_ENOMEM when the GPU list could not be built. */
+static int free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, int *njobs)
 {
     int c = a->host->cores, n = 0;
     long ram_mb = a->host->ram_mb;
@@ -870,9 +871,10 @@ static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, 
     *cores = c < 0 ? 0 : c;
     *ram = ram_mb < 0 ? 0 : ram_mb;
     *njobs = n;
-    if (gpus)
-        for (int i = 0; i < a->host->ngpus; i++)
-            if (!used[i]) json_array_append_new(gpus, json_integer(a->host->gpus[i].index));
+    for (int i = 0; gpus && i < a->host->ngpus; i++)
+        if (!used[i] && json_array_append_new(gpus, json_integer(a->host->gpus[i].index)))
+            return KILN_ENOMEM;
+    return KILN_OK;
 }
 
 static void lease_done(struct req *r)
@@ -1105,7 +1107,10 @@ static void pump(struct agent *a)
         long ram;
         json_t *gpus = json_array();
         if (!gpus) return;
-        free_capacity(a, &cores, &ram, gpus, &njobs);
+        if (free_capacity(a, &cores, &ram, gpus, &njobs)) {
+            json_decref(gpus);
+            return;
+        }
         int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
         if (room)
             send_lease(a, cores, ram, gpus);
