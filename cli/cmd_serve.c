@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 #include "scheduler/serve.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +49,7 @@ int cmd_serve(int argc, char **argv)
     struct kiln_error err = {0};
     if (config && kiln_serve_config_load(&cfg, config, &err)) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
+        kiln_serve_config_free(&cfg);
         return KILN_EXIT_USAGE;
     }
     for (int i = 1; i < argc; i++) {
@@ -60,6 +62,7 @@ int cmd_serve(int argc, char **argv)
         } else if (!v) {
             fprintf(stderr, "kiln serve: %s needs a value (or is unknown)\n", a);
             usage(stderr);
+            kiln_serve_config_free(&cfg);
             return KILN_EXIT_USAGE;
         } else if (!strcmp(a, "--config"))
             ;
@@ -83,21 +86,45 @@ int cmd_serve(int argc, char **argv)
         } else {
             fprintf(stderr, "kiln serve: unknown option %s\n", a);
             usage(stderr);
+            kiln_serve_config_free(&cfg);
             return KILN_EXIT_USAGE;
         }
-        if (bad) return KILN_EXIT_USAGE;
+        if (bad) {
+            kiln_serve_config_free(&cfg);
+            return KILN_EXIT_USAGE;
+        }
         i += takes;
     }
     if (!!cfg.tls_cert[0] != !!cfg.tls_key[0]) {
         fprintf(stderr, "kiln serve: --tls-cert and --tls-key go together\n");
+        kiln_serve_config_free(&cfg);
         return KILN_EXIT_USAGE;
     }
-    if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
+    if (!cfg.web_dir[0]) {
+        /* The page lives in web/ of the source tree the binary was built in
+         * (build/kiln -> ../web), else ./web. */
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            char web[PATH_MAX + 8];
+            snprintf(web, sizeof web, "%s/web", exe);
+            size_t wl = strlen(web);
+            if (is_dir(web) && wl < sizeof cfg.web_dir) memcpy(cfg.web_dir, web, wl + 1);
+        }
+        if (!cfg.web_dir[0] && is_dir("web")) snprintf(cfg.web_dir, sizeof cfg.web_dir, "web");
+    }
     if (!cfg.recipes_dir[0] && is_dir("recipes"))
         snprintf(cfg.recipes_dir, sizeof cfg.recipes_dir, "recipes");
     /* A client that disconnects mid-write must not kill the service. */
     signal(SIGPIPE, SIG_IGN);
-    if (kiln_serve_run(&cfg, &err)) {
+    int rc = kiln_serve_run(&cfg, &err);
+    kiln_serve_config_free(&cfg);
+    if (rc) {
         fprintf(stderr, "kiln serve: %s\n", err.msg);
         return err.code == KILN_EINVAL ? KILN_EXIT_USAGE : KILN_EXIT_FAIL;
     }

@@ -13,9 +13,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kiln token create --role read|submit|worker|admin [--name NAME] [--data DIR]\n"
-               "       kiln token list [--data DIR]\n"
-               "  The token is printed once; only its SHA-256 is stored.\n");
+    fprintf(f,
+            "usage: kiln token create --role read|submit|worker|admin [--name NAME] [--data DIR]\n"
+            "       kiln token list [--data DIR]\n"
+            "  The token is printed once; only its SHA-256 is stored.\n");
 }
 
 static int open_store(const char *data, struct kiln_store **st)
@@ -105,7 +106,8 @@ int cmd_token(int argc, char **argv)
         json_t *t;
         json_array_foreach(json_object_get(list, "tokens"), i, t)
         {
-            printf("%-5lld %-8s %-14s %s\n", (long long)json_integer_value(json_object_get(t, "id")),
+            printf("%-5lld %-8s %-14s %s\n",
+                   (long long)json_integer_value(json_object_get(t, "id")),
                    json_string_value(json_object_get(t, "role")),
                    json_string_value(json_object_get(t, "hash_prefix")),
                    json_string_value(json_object_get(t, "name")));

@@ -22,7 +22,8 @@ static void worker_usage(FILE *f)
     fprintf(f,
             "usage: kiln worker --detect [--json] [--config FILE] [--cores N] [--ram SIZE]\n"
             "       kiln worker --server URL [--token T] [--config FILE] [--name N] [--cores N]\n"
-            "                   [--ram SIZE] [--max-jobs N] [--work-dir DIR]\n"
+            "                   [--ram SIZE] [--max-jobs N] [--work-dir DIR] [--source-dir DIR]\n"
+            "                   [--selftest-dir DIR]\n"
             "                   [--limit-method auto|cgroup2|cgroup1|poll] [--ca-file FILE]\n"
             "                   [--log-level debug|info|warn|error]\n"
             "The token may come from KILN_TOKEN and the server from KILN_SERVER.\n");
@@ -51,6 +52,8 @@ int cmd_worker(int argc, char **argv)
         O_RAM,
         O_MAXJOBS,
         O_WORKDIR,
+        O_SRCDIR,
+        O_STDIR,
         O_METHOD,
         O_CA,
         O_LOGLEVEL,
@@ -67,6 +70,8 @@ int cmd_worker(int argc, char **argv)
         {"ram", required_argument, NULL, O_RAM},
         {"max-jobs", required_argument, NULL, O_MAXJOBS},
         {"work-dir", required_argument, NULL, O_WORKDIR},
+        {"source-dir", required_argument, NULL, O_SRCDIR},
+        {"selftest-dir", required_argument, NULL, O_STDIR},
         {"limit-method", required_argument, NULL, O_METHOD},
         {"ca-file", required_argument, NULL, O_CA},
         {"log-level", required_argument, NULL, O_LOGLEVEL},
@@ -79,7 +84,7 @@ int cmd_worker(int argc, char **argv)
      * they win over it. */
     const char *o_server = NULL, *o_token = NULL, *o_name = NULL, *o_cores = NULL, *o_ram = NULL,
                *o_maxjobs = NULL, *o_workdir = NULL, *o_method = NULL, *o_ca = NULL,
-               *o_loglevel = NULL;
+               *o_loglevel = NULL, *o_srcdir = NULL, *o_stdir = NULL;
     optind = 1;
     opterr = 0;
     int c;
@@ -111,6 +116,12 @@ int cmd_worker(int argc, char **argv)
             break;
         case O_MAXJOBS:
             o_maxjobs = optarg;
+            break;
+        case O_SRCDIR:
+            o_srcdir = optarg;
+            break;
+        case O_STDIR:
+            o_stdir = optarg;
             break;
         case O_WORKDIR:
             o_workdir = optarg;
@@ -156,6 +167,9 @@ int cmd_worker(int argc, char **argv)
         (o_token && set_str(cfg.token, sizeof cfg.token, o_token, "--token")) ||
         (o_name && set_str(cfg.name, sizeof cfg.name, o_name, "--name")) ||
         (o_workdir && set_str(cfg.work_dir, sizeof cfg.work_dir, o_workdir, "--work-dir")) ||
+        (o_srcdir && set_str(cfg.source_dir, sizeof cfg.source_dir, o_srcdir, "--source-dir")) ||
+        (o_stdir &&
+         set_str(cfg.selftest_dir, sizeof cfg.selftest_dir, o_stdir, "--selftest-dir")) ||
         (o_ca && set_str(cfg.ca_file, sizeof cfg.ca_file, o_ca, "--ca-file")) ||
         (o_loglevel && set_str(cfg.log_level, sizeof cfg.log_level, o_loglevel, "--log-level"))) {
         rc = KILN_EXIT_USAGE;

@@ -29,8 +29,8 @@
 struct ctx {
     struct kiln_server *srv;
     struct kiln_http_req *req;
-    int64_t id;      /* {id} segment */
-    char name[128];  /* {name} segment */
+    int64_t id;     /* {id} segment */
+    char name[128]; /* {name} segment */
     enum kiln_role role;
 };
 
@@ -87,8 +87,8 @@ static json_t *body_json(struct ctx *c, int allow_empty)
     json_t *o = json_loadb(b, len, JSON_REJECT_DUPLICATES, &je);
     if (!o) {
         kiln_http_respond_error(c->req, 400, "parse_error",
-                                "body is not valid JSON: %s at line %d column %d", je.text,
-                                je.line, je.column);
+                                "body is not valid JSON: %s at line %d column %d", je.text, je.line,
+                                je.column);
         return NULL;
     }
     if (!json_is_object(o)) {
@@ -142,7 +142,8 @@ static void h_jobs_list(struct ctx *c)
         kiln_http_req_param(c->req, "q", q, sizeof q) < 0)
         return fail(c, KILN_EINVAL, "a query parameter is too long or badly escaped");
     int64_t limit = 100, before = 0, worker = 0;
-    if (param_i64(c, "limit", 1, 1000, &limit, NULL) || param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL) ||
+    if (param_i64(c, "limit", 1, 1000, &limit, NULL) ||
+        param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL) ||
         param_i64(c, "worker", 0, INT64_MAX / 2, &worker, NULL))
         return;
     struct kiln_jobs_filter f = {state, recipe, branch, name, q, worker, (int)limit, before};
@@ -221,15 +222,15 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (attempt != cur_attempt || (strcmp(state, "building") && strcmp(state, "testing")))
         return (void)kiln_http_respond_error(
-            c->req, 409, "conflict", "log for job %lld attempt %lld is stale (job is %s, attempt %lld)",
-            (long long)c->id, (long long)attempt, state, (long long)cur_attempt);
+            c->req, 409, "conflict",
+            "log for job %lld attempt %lld is stale (job is %s, attempt %lld)", (long long)c->id,
+            (long long)attempt, state, (long long)cur_attempt);
     size_t len;
     const char *b = kiln_http_req_body(c->req, &len);
     if (base + offset + (int64_t)len > c->srv->cfg.max_log_bytes)
-        return (void)kiln_http_respond_error(c->req, 413, "too_large",
-                                             "job %lld's log would exceed %lld bytes",
-                                             (long long)c->id,
-                                             (long long)c->srv->cfg.max_log_bytes);
+        return (void)kiln_http_respond_error(
+            c->req, 413, "too_large", "job %lld's log would exceed %lld bytes", (long long)c->id,
+            (long long)c->srv->cfg.max_log_bytes);
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
     rc = kiln_logs_append_at(c->srv->logs, c->id, base + offset, b ? b : "", len, &size, &err);
@@ -247,8 +248,8 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (size > before) {
         c->srv->m.log_bytes += (uint64_t)(size - before);
-        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size,
-                                     kiln_now(), &err)))
+        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size, kiln_now(),
+                                     &err)))
             return fail_err(c, &err, rc);
         kiln_logs_notify(c->srv->logs, c->id);
         kiln_events_notify(c->srv->events);
@@ -355,8 +356,7 @@ static void h_heartbeat(struct ctx *c)
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
-    kiln_http_respond_json(c->req, 200,
-                           json_pack("{s:o,s:b}", "cancel", cancel, "drain", drain));
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o,s:b}", "cancel", cancel, "drain", drain));
 }
 
 struct lease_wait {
@@ -429,13 +429,15 @@ static void h_lease(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
+    /* Asking for work is a sign of life, like a heartbeat. */
+    kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
     lw->req = c->req;
     lw->in_call = 1;
-    struct kiln_waiter *wt = kiln_dispatch_wait(c->srv->dispatch, c->id, &off,
-                                                (unsigned)wait * 1000u, lease_answer, lw);
+    struct kiln_waiter *wt =
+        kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (unsigned)wait * 1000u, lease_answer, lw);
     lw->in_call = 0;
     if (!wt) {
         free(lw);
@@ -470,7 +472,8 @@ static void h_drain(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     json_t *w;
-    if ((rc = kiln_registry_worker_json(&c->srv->jobs, c->id, &w, &err))) return fail_err(c, &err, rc);
+    if ((rc = kiln_registry_worker_json(&c->srv->jobs, c->id, &w, &err)))
+        return fail_err(c, &err, rc);
     kiln_http_respond_json(c->req, 200, w);
 }
 
@@ -520,7 +523,8 @@ static void h_metrics(struct ctx *c)
                 if (!strcmp(ws[i].state, wstates[j])) wc[j]++;
     }
     kiln_buf_puts(&b, "# HELP kiln_workers Workers by state.\n# TYPE kiln_workers gauge\n");
-    for (int j = 0; j < 4; j++) kiln_buf_printf(&b, "kiln_workers{state=\"%s\"} %d\n", wstates[j], wc[j]);
+    for (int j = 0; j < 4; j++)
+        kiln_buf_printf(&b, "kiln_workers{state=\"%s\"} %d\n", wstates[j], wc[j]);
     long long cores = 0, used = 0;
     for (int i = 0; i < nw; i++)
         if (!strcmp(ws[i].state, "online") || !strcmp(ws[i].state, "draining")) {
@@ -585,8 +589,8 @@ static void h_recipe_expand(struct ctx *c)
         return fail(c, KILN_EINVAL, "branch or where is too long or badly escaped");
     json_t *variants;
     struct kiln_error err = {0};
-    int rc = kiln_submit_expand(c->srv->cfg.recipes_dir, c->name, NULL, branch, where, &variants,
-                                &err);
+    int rc =
+        kiln_submit_expand(c->srv->cfg.recipes_dir, c->name, NULL, branch, where, &variants, &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "variants", variants));
 }
@@ -732,7 +736,8 @@ static int authenticate(struct ctx *c, int *has_token)
     *has_token = 1;
     if (strncasecmp(h, "Bearer ", 7)) return KILN_EAUTH;
     const char *tok = h + 7;
-    while (*tok == ' ') tok++;
+    while (*tok == ' ')
+        tok++;
     if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1) return KILN_EAUTH;
     char hash[KILN_SHA256_HEX];
     if (kiln_token_hash(tok, hash)) return KILN_EAUTH;
@@ -775,7 +780,8 @@ static int dispatch_extra(struct ctx *c, const char *method, const char *path)
         struct kiln_route *r = &s->routes[i];
         size_t n = strlen(r->prefix);
         if (strncmp(path, r->prefix, n) || (path[n] && path[n] != '/')) continue;
-        if (strcmp(method, r->method) && !(strcmp(r->method, "GET") == 0 && !strcmp(method, "HEAD")))
+        if (strcmp(method, r->method) &&
+            !(strcmp(r->method, "GET") == 0 && !strcmp(method, "HEAD")))
             continue;
         if (authorize(c, r->role)) r->fn(s, c->req, r->ctx);
         return 1;
@@ -814,15 +820,16 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
         char hdr[96];
         snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
         char body[256];
-        int n = snprintf(body, sizeof body,
-                         "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"%s is not "
-                         "allowed here; use %s\"}}",
-                         !strcmp(method, "GET") || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
-                                 !strcmp(method, "DELETE") || !strcmp(method, "PATCH") ||
-                                 !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS")
-                             ? method
-                             : "this method",
-                         allow);
+        int n =
+            snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"%s is not "
+                     "allowed here; use %s\"}}",
+                     !strcmp(method, "GET") || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
+                             !strcmp(method, "DELETE") || !strcmp(method, "PATCH") ||
+                             !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS")
+                         ? method
+                         : "this method",
+                     allow);
         kiln_http_respond(req, 405, "application/json", hdr, body, (size_t)n);
         return;
     }

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_CANDIDATES 500
+#define MAX_CANDIDATES 256
 
 struct kiln_waiter {
     struct kiln_dispatch *d;
@@ -87,8 +87,8 @@ static int host_capable(const struct kiln_worker_info *w, const struct kiln_stag
 
 /* First-fit matcher: the fallback if placement itself fails. */
 static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w,
-                           const struct kiln_offer *o, double now, int64_t *job_id,
-                           int *gpu_index, struct kiln_error *err)
+                           const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
+                           struct kiln_error *err)
 {
     *job_id = 0;
     *gpu_index = -1;
@@ -125,7 +125,6 @@ static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w
     return rc;
 }
 
-
 static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o,
                        struct kiln_pworker *pw)
 {
@@ -155,9 +154,84 @@ static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer
     pw->healthy = !w->mem_pressure;
 }
 
+struct offer_ref {
+    int64_t worker_id;
+    const struct kiln_offer *offer;
+};
+
+/* One placement: the runnable jobs (with their needs, one query) over the
+ * online workers in offers, each with what it offers. */
+static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers, double now,
+                struct kiln_assignment **out, size_t *nout, struct kiln_error *err)
+{
+    *out = NULL;
+    *nout = 0;
+    struct kiln_stage_needs *nds = malloc(MAX_CANDIDATES * sizeof *nds);
+    struct kiln_worker_info *ws = NULL;
+    struct kiln_placer *pl = NULL;
+    struct kiln_assignment *as = NULL;
+    int nw = 0, n = 0, rc;
+    if (!nds) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if ((rc = kiln_jobs_runnable_needs(j, now, nds, MAX_CANDIDATES, &n, err)) || n == 0) goto out;
+    if ((rc = kiln_registry_all(j, &ws, &nw, err))) goto out;
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
+    for (int i = 0; i < nw; i++) {
+        if (strcmp(ws[i].state, "online") || ws[i].drain || ws[i].mem_pressure) continue;
+        /* Only workers asking for work now: a job given to a busy host
+         * would wait while an idle one asks (agents keep a lease open
+         * whenever they have room, so "asking" means "has room"). */
+        const struct kiln_offer *o = NULL;
+        int asking = 0;
+        for (int k = 0; k < noffers; k++)
+            if (offers[k].worker_id == ws[i].id) {
+                o = offers[k].offer;
+                asking = 1;
+            }
+        if (!asking) continue;
+        struct kiln_pworker pw;
+        to_pworker(&ws[i], o, &pw);
+        if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        struct kiln_stage_needs *nd = &nds[i];
+        struct kiln_pitem it;
+        memset(&it, 0, sizeof it);
+        it.job_id = nd->job;
+        it.stage = strcmp(nd->stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
+        it.priority = nd->priority;
+        it.enqueued_at = nd->created_at;
+        snprintf(it.platform, sizeof it.platform, "%.*s", (int)sizeof it.platform - 1,
+                 nd->platform);
+        it.cores = nd->cores;
+        it.ram_mb = nd->ram_mb;
+        it.isa = nd->isa[0] ? kiln_isa_level_features(nd->isa) : 0;
+        snprintf(it.gpu_sm, sizeof it.gpu_sm, "%.*s", (int)sizeof it.gpu_sm - 1, nd->gpu_sm);
+        it.sm_compat = nd->sm_compat;
+        it.driver_min = nd->driver_min;
+        it.est_s = nd->est_s;
+        if ((rc = kiln_placer_add(pl, &it, err))) goto out;
+    }
+    if (!(as = calloc((size_t)n, sizeof *as))) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = kiln_placer_dispatch(pl, now, as, (size_t)n, nout, err))) goto out;
+    *out = as;
+    as = NULL;
+out:
+    free(as);
+    kiln_placer_free(pl);
+    free(ws);
+    free(nds);
+    return rc;
+}
+
 /* The matcher: scheduler/placement.h decides (priority with aging, critical
- * path, best fit, backfill) among the runnable jobs, for this worker, with
- * every other worker in view so a job goes where it fits best. */
+ * path, best fit, backfill) among the runnable jobs for the workers asking
+ * now; a pass over several waiting leases (run_pass) places them together,
+ * so a job goes to the waiting host it fits best. */
 int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err)
@@ -165,58 +239,17 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
     *job_id = 0;
     *gpu_index = -1;
     if (strcmp(w->state, "online") || w->drain || w->mem_pressure) return KILN_OK;
-    int64_t *ids = malloc(MAX_CANDIDATES * sizeof *ids);
-    struct kiln_pitem *items = calloc(MAX_CANDIDATES, sizeof *items);
-    struct kiln_worker_info *ws = NULL;
-    struct kiln_placer *pl = NULL;
-    int nw = 0, n = 0, rc;
-    if (!ids || !items) {
-        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-        goto out;
+    struct offer_ref ref = {w->id, o};
+    struct kiln_assignment *as;
+    size_t n;
+    int rc = plan(j, &ref, 1, now, &as, &n, err);
+    if (rc == KILN_ENOMEM) return rc;
+    if (rc) {
+        /* Placement refused the snapshot (a bad item): keep serving. */
+        struct kiln_error e2 = {0};
+        return match_first_fit(j, w, o, now, job_id, gpu_index, &e2);
     }
-    if ((rc = kiln_jobs_runnable(j, now, ids, MAX_CANDIDATES, &n, err))) goto out;
-    if (n == 0) goto out;
-    if ((rc = kiln_registry_all(j, &ws, &nw, err))) goto out;
-    struct kiln_policy pol;
-    kiln_policy_default(&pol);
-    if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
-    for (int i = 0; i < nw; i++) {
-        if (strcmp(ws[i].state, "online") && ws[i].id != w->id) continue;
-        struct kiln_pworker pw;
-        to_pworker(ws[i].id == w->id ? w : &ws[i], ws[i].id == w->id ? o : NULL, &pw);
-        if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
-    }
-    for (int i = 0; i < n; i++) {
-        struct kiln_stage_needs nd;
-        if ((rc = kiln_jobs_needs(j, ids[i], &nd, err))) goto out;
-        struct kiln_pitem *it = &items[i];
-        it->job_id = ids[i];
-        it->stage = strcmp(nd.stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
-        it->priority = nd.priority;
-        it->enqueued_at = nd.created_at;
-        snprintf(it->platform, sizeof it->platform, "%.*s", (int)sizeof it->platform - 1, nd.platform);
-        it->cores = nd.cores;
-        it->ram_mb = nd.ram_mb;
-        it->isa = nd.isa[0] ? kiln_isa_level_features(nd.isa) : 0;
-        snprintf(it->gpu_sm, sizeof it->gpu_sm, "%.*s", (int)sizeof it->gpu_sm - 1, nd.gpu_sm);
-        it->sm_compat = nd.sm_compat;
-        it->driver_min = nd.driver_min;
-        it->est_s = nd.est_s;
-        if ((rc = kiln_placer_add(pl, it, err))) goto out;
-    }
-    /* Place everything over the whole farm and keep this worker's share:
-     * a job that fits a smaller host better is left for that host. */
-    struct kiln_assignment *as = calloc((size_t)n, sizeof *as);
-    size_t got = 0;
-    if (!as) {
-        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((rc = kiln_placer_dispatch(pl, now, as, (size_t)n, &got, err))) {
-        free(as);
-        goto out;
-    }
-    for (size_t k = 0; k < got; k++) {
+    for (size_t k = 0; k < n; k++) {
         if (as[k].worker_id == w->id) {
             *job_id = as[k].job_id;
             *gpu_index = as[k].gpu_index;
@@ -224,17 +257,7 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
         }
     }
     free(as);
-out:
-    kiln_placer_free(pl);
-    free(ws);
-    free(items);
-    free(ids);
-    if (rc && rc != KILN_ENOMEM) {
-        /* Placement refused the snapshot (a bad item): keep serving. */
-        struct kiln_error e2 = {0};
-        return match_first_fit(j, w, o, now, job_id, gpu_index, &e2);
-    }
-    return rc;
+    return KILN_OK;
 }
 
 static void fmt_ram(char *out, size_t n, int64_t mb)
@@ -305,8 +328,8 @@ void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
     }
     free(ws);
     if (capable == 0 && lost > 0)
-        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost",
-                 lost_name, nd.platform, gpu_desc);
+        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost", lost_name,
+                 nd.platform, gpu_desc);
     else if (online == 0)
         snprintf(out, outlen, "no online worker for %s", nd.platform);
     else if (capable == 0)
@@ -430,19 +453,46 @@ static void arm_wakeup(struct kiln_dispatch *d)
 static void run_pass(struct kiln_dispatch *d)
 {
     d->kick_pending = 0;
-    struct kiln_waiter *w = d->head;
-    while (w) {
-        struct kiln_waiter *next = w->next;
-        json_t *lease;
-        struct kiln_error err = {0};
-        int rc = try_match(d, w->worker_id, &w->offer, &lease, &err);
-        if (rc == 1)
-            answer(d, w, 200, lease);
-        else if (rc < 0 && rc != KILN_ENOTFOUND)
-            break; /* store trouble: retry on the next kick */
-        else if (rc == KILN_ENOTFOUND)
-            answer(d, w, 204, NULL);
-        w = next;
+    if (!d->head) return;
+    /* One placement for every waiting worker (not one per waiter). */
+    struct offer_ref refs[256];
+    int nrefs = 0;
+    for (struct kiln_waiter *w = d->head; w && nrefs < 256; w = w->next)
+        refs[nrefs++] = (struct offer_ref){w->worker_id, &w->offer};
+    struct kiln_assignment *as = NULL;
+    size_t n = 0;
+    struct kiln_error err = {0};
+    double now = now_s();
+    if (plan(d->j, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
+        for (size_t k = 0; k < n; k++) {
+            struct kiln_waiter *w = d->head;
+            while (w && w->worker_id != as[k].worker_id)
+                w = w->next;
+            if (!w) continue; /* that worker is busy; it gets it when it asks */
+            json_t *l = NULL;
+            struct kiln_error e2 = {0};
+            if (d->lease_fn(d->lease_ctx, as[k].job_id, w->worker_id, as[k].gpu_index, &l, &e2))
+                continue;
+            json_t *lease = json_pack("{s:o}", "job", l);
+            if (lease) answer(d, w, 200, lease);
+        }
+        free(as);
+    } else {
+        /* Placement failed: fall back to matching waiter by waiter. */
+        struct kiln_waiter *w = d->head;
+        while (w) {
+            struct kiln_waiter *next = w->next;
+            json_t *lease;
+            struct kiln_error e3 = {0};
+            int rc = try_match(d, w->worker_id, &w->offer, &lease, &e3);
+            if (rc == 1)
+                answer(d, w, 200, lease);
+            else if (rc == KILN_ENOTFOUND)
+                answer(d, w, 204, NULL);
+            else if (rc < 0)
+                break;
+            w = next;
+        }
     }
     arm_wakeup(d);
 }
@@ -457,8 +507,8 @@ static void on_wake(uv_timer_t *t)
     run_pass(t->data);
 }
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn,
-                      void *lease_ctx, struct kiln_dispatch **out, struct kiln_error *err)
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+                      struct kiln_dispatch **out, struct kiln_error *err)
 {
     struct kiln_dispatch *d = calloc(1, sizeof *d);
     if (!d) return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -485,14 +535,16 @@ static void dispatch_handle_closed(uv_handle_t *h)
 
 void kiln_dispatch_flush(struct kiln_dispatch *d)
 {
-    while (d->head) answer(d, d->head, 204, NULL);
+    while (d->head)
+        answer(d, d->head, 204, NULL);
 }
 
 void kiln_dispatch_free(struct kiln_dispatch *d)
 {
     if (!d) return;
     d->closing = 1;
-    while (d->head) release_waiter(d, d->head);
+    while (d->head)
+        release_waiter(d, d->head);
     uv_timer_stop(&d->kick_timer);
     uv_timer_stop(&d->wake_timer);
     uv_close((uv_handle_t *)&d->kick_timer, dispatch_handle_closed);
@@ -516,8 +568,8 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
         return NULL;
     }
     if (rc < 0 && rc != KILN_ENOTFOUND) {
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message",
-                               err.msg));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message", err.msg));
         return NULL;
     }
     if (wait_ms == 0 || d->closing || rc == KILN_ENOTFOUND) {
@@ -527,8 +579,9 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     struct kiln_waiter *w = calloc(1, sizeof *w);
     if (!w || uv_timer_init(d->loop, &w->timer)) {
         free(w);
-        cb(arg, 503, json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
-                               "cannot queue the lease request"));
+        cb(arg, 503,
+           json_pack("{s:{s:s,s:s}}", "error", "code", "out_of_memory", "message",
+                     "cannot queue the lease request"));
         return NULL;
     }
     w->d = d;

@@ -29,9 +29,9 @@
 #include <uv.h>
 
 struct kiln_offer {
-    int free_cores;       /* <0: not given (use the worker's size) */
-    int64_t free_ram_mb;  /* <0: not given */
-    int gpus_given;       /* 0: all GPUs the store does not have busy */
+    int free_cores;      /* <0: not given (use the worker's size) */
+    int64_t free_ram_mb; /* <0: not given */
+    int gpus_given;      /* 0: all GPUs the store does not have busy */
     int nfree_gpus;
     int free_gpus[KILN_MAX_GPUS];
 };
@@ -51,8 +51,8 @@ typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
 struct kiln_dispatch;
 struct kiln_waiter;
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn,
-                      void *lease_ctx, struct kiln_dispatch **out, struct kiln_error *err);
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+                      struct kiln_dispatch **out, struct kiln_error *err);
 /* Answers no waiter; closes handles (memory freed once the loop runs them). */
 void kiln_dispatch_free(struct kiln_dispatch *d);
 

@@ -18,12 +18,49 @@
 #define JOB_FROM " FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id "
 
 enum {
-    C_ID, C_NAME, C_RECIPE, C_BRANCH, C_COMMIT, C_STATE, C_STAGE, C_STAGES, C_PRIORITY,
-    C_ATTEMPT, C_MAX_ATTEMPTS, C_COMMAND, C_ENV, C_CORES, C_RAM, C_PLATFORM, C_ISA,
-    C_GPU_SM, C_DRIVER_MIN, C_ATTRS, C_WORKER_ID, C_WORKER, C_FAILED_STAGE, C_REASON,
-    C_EXIT_CODE, C_TIMEOUT, C_CREATED, C_STARTED, C_FINISHED, C_LOG_SIZE,
-    C_PEAK_RAM, C_CPU_S, C_SELFTEST, C_ARTIFACT, C_NOT_BEFORE, C_SELFTEST_SPEC,
-    C_PUBLISH_SPEC, C_GPU_INDEX, C_EST, C_STAGE_STARTED, C_INFRA, C_OUTPUTS, C_SM_COMPAT
+    C_ID,
+    C_NAME,
+    C_RECIPE,
+    C_BRANCH,
+    C_COMMIT,
+    C_STATE,
+    C_STAGE,
+    C_STAGES,
+    C_PRIORITY,
+    C_ATTEMPT,
+    C_MAX_ATTEMPTS,
+    C_COMMAND,
+    C_ENV,
+    C_CORES,
+    C_RAM,
+    C_PLATFORM,
+    C_ISA,
+    C_GPU_SM,
+    C_DRIVER_MIN,
+    C_ATTRS,
+    C_WORKER_ID,
+    C_WORKER,
+    C_FAILED_STAGE,
+    C_REASON,
+    C_EXIT_CODE,
+    C_TIMEOUT,
+    C_CREATED,
+    C_STARTED,
+    C_FINISHED,
+    C_LOG_SIZE,
+    C_PEAK_RAM,
+    C_CPU_S,
+    C_SELFTEST,
+    C_ARTIFACT,
+    C_NOT_BEFORE,
+    C_SELFTEST_SPEC,
+    C_PUBLISH_SPEC,
+    C_GPU_INDEX,
+    C_EST,
+    C_STAGE_STARTED,
+    C_INFRA,
+    C_OUTPUTS,
+    C_SM_COMPAT
 };
 
 static const char *final_states[] = {"succeeded", "failed", "cancelled", "superseded"};
@@ -82,10 +119,11 @@ static int pending_deps(struct kiln_jobs *j, int64_t id, char *first, size_t n, 
                         const char **first_state, struct kiln_error *err)
 {
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st,
-                             "SELECT d.name, d.state FROM job_edges e JOIN jobs d ON d.id = e.needs "
-                             "WHERE e.job = ? AND d.state != 'succeeded' ORDER BY d.id",
-                             &s, err);
+    int rc =
+        kiln_store_stmt(j->st,
+                        "SELECT d.name, d.state FROM job_edges e JOIN jobs d ON d.id = e.needs "
+                        "WHERE e.job = ? AND d.state != 'succeeded' ORDER BY d.id",
+                        &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, id);
     *count = 0;
@@ -167,8 +205,8 @@ static json_t *row_to_json(struct kiln_jobs *j, sqlite3_stmt *s, double now)
 static int load_depends(struct kiln_jobs *j, int64_t id, json_t *o, struct kiln_error *err)
 {
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st, "SELECT needs FROM job_edges WHERE job = ? ORDER BY needs", &s,
-                             err);
+    int rc =
+        kiln_store_stmt(j->st, "SELECT needs FROM job_edges WHERE job = ? ORDER BY needs", &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, id);
     json_t *arr = json_array();
@@ -285,26 +323,14 @@ int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_erro
     return rc;
 }
 
-int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
-                    struct kiln_error *err)
+#define NEEDS_COLS                                                                                 \
+    "stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, driver_min, priority, created_at, "   \
+    "est_duration_s, id"
+
+static void needs_from_row(sqlite3_stmt *s, struct kiln_stage_needs *n)
 {
-    sqlite3_stmt *s;
     memset(n, 0, sizeof *n);
-    int rc = kiln_store_stmt(j->st,
-                             "SELECT stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
-                             "driver_min, priority, created_at, est_duration_s FROM jobs WHERE id "
-                             "= ?",
-                             &s, err);
-    if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a job");
-    }
-    n->job = id;
+    n->job = sqlite3_column_int64(s, 11);
     snprintf(n->stage, sizeof n->stage, "%s", col_text(s, 0) ? col_text(s, 0) : "build");
     n->cores = sqlite3_column_int(s, 1);
     n->ram_mb = sqlite3_column_int64(s, 2);
@@ -316,7 +342,6 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
     n->priority = sqlite3_column_int(s, 8);
     n->created_at = sqlite3_column_double(s, 9);
     n->est_s = sqlite3_column_double(s, 10);
-    sqlite3_reset(s);
     if (!strcmp(n->stage, "test")) {
         /* A smoke test loads the artifact and runs kernels: it needs the GPU
          * and the CPU ISA, not the build's parallelism. */
@@ -327,6 +352,72 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
         n->gpu_sm[0] = '\0';
         n->isa[0] = '\0';
         n->driver_min = 0;
+    }
+}
+
+int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
+                    struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    memset(n, 0, sizeof *n);
+    int rc = kiln_store_stmt(j->st, "SELECT " NEEDS_COLS " FROM jobs WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
+        return kiln_store_fail(j->st, rc, err, "reading a job");
+    }
+    needs_from_row(s, n);
+    sqlite3_reset(s);
+    return KILN_OK;
+}
+
+static int same_class(const struct kiln_stage_needs *a, const struct kiln_stage_needs *b)
+{
+    return a->cores == b->cores && a->ram_mb == b->ram_mb && a->sm_compat == b->sm_compat &&
+           a->driver_min == b->driver_min && !strcmp(a->stage, b->stage) &&
+           !strcmp(a->platform, b->platform) && !strcmp(a->isa, b->isa) &&
+           !strcmp(a->gpu_sm, b->gpu_sm);
+}
+
+#define PER_CLASS 8
+#define MAX_SCAN 5000
+
+int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out, int max,
+                             int *n, struct kiln_error *err)
+{
+    *n = 0;
+    /* Walk the (state, priority DESC, id) index in order and stop early:
+     * the best few of each resource class are all placement needs (the rest
+     * of a class waits behind its head), so a pass costs the same however
+     * long the queue is. */
+    static const char *states[] = {"built", "queued"};
+    for (int si = 0; si < 2 && *n < max; si++) {
+        sqlite3_stmt *s;
+        int rc = kiln_store_stmt(
+            j->st,
+            "SELECT " NEEDS_COLS " FROM jobs j WHERE state = ? AND not_before <= ? AND NOT "
+            "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE e.job = j.id "
+            "AND d.state != 'succeeded') ORDER BY priority DESC, id",
+            &s, err);
+        if (rc) return rc;
+        sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        int scanned = 0;
+        while (*n < max && scanned < MAX_SCAN && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+            scanned++;
+            needs_from_row(s, &out[*n]);
+            int same = 0;
+            for (int k = 0; k < *n && same < PER_CLASS; k++)
+                if (same_class(&out[k], &out[*n])) same++;
+            if (same < PER_CLASS) (*n)++;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+            return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
     }
     return KILN_OK;
 }
@@ -350,18 +441,20 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
         *out = json_integer_value(d);
         return KILN_OK;
     }
-    if (!json_is_string(d)) return kiln_fail(err, KILN_EINVAL, "depends: entries must be ids or names");
+    if (!json_is_string(d))
+        return kiln_fail(err, KILN_EINVAL, "depends: entries must be ids or names");
     json_t *id = json_object_get(batch, json_string_value(d));
     if (id) {
         *out = json_integer_value(id);
         return KILN_OK;
     }
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st,
-                             "SELECT id FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) "
-                             "AND state NOT IN ('failed','cancelled','superseded') ORDER BY id DESC "
-                             "LIMIT 1",
-                             &s, err);
+    int rc =
+        kiln_store_stmt(j->st,
+                        "SELECT id FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) "
+                        "AND state NOT IN ('failed','cancelled','superseded') ORDER BY id DESC "
+                        "LIMIT 1",
+                        &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, json_string_value(d));
     kiln_store_bind_text(s, 2, branch);
@@ -387,8 +480,8 @@ static const char *jstr(json_t *o, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch,
-                           int64_t keep, double now, struct kiln_error *err)
+static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch, int64_t keep,
+                           double now, struct kiln_error *err)
 {
     /* Running attempts are superseded too: the next heartbeat tells the
      * worker that the job is no longer building and it kills the process
@@ -404,7 +497,8 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
     kiln_store_bind_text(s, 1, name);
     kiln_store_bind_text(s, 2, branch);
     sqlite3_bind_int64(s, 3, keep);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 256) ids[n++] = sqlite3_column_int64(s, 0);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 256)
+        ids[n++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     for (int i = 0; i < n; i++) {
         sqlite3_stmt *u;
@@ -426,8 +520,8 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
 
 static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err);
 
-int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now,
-                     json_t **ids_out, struct kiln_error *err)
+int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
+                     struct kiln_error *err)
 {
     *ids_out = NULL;
     if (!json_is_array(jobs) || json_array_size(jobs) == 0)
@@ -461,9 +555,10 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
         kiln_store_bind_text(s, 4, jstr(job, "commit"));
         kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
         sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
-        sqlite3_bind_int64(s, 7, json_integer_value(json_object_get(job, "max_attempts")) > 0
-                                     ? json_integer_value(json_object_get(job, "max_attempts"))
-                                     : 3);
+        sqlite3_bind_int64(s, 7,
+                           json_integer_value(json_object_get(job, "max_attempts")) > 0
+                               ? json_integer_value(json_object_get(job, "max_attempts"))
+                               : 3);
         kiln_store_bind_text(s, 8, jstr(job, "command"));
         kiln_store_bind_json(s, 9, json_object_get(job, "env"));
         sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
@@ -485,9 +580,10 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
         kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
         kiln_store_bind_json(s, 19, selftest);
         kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
-        sqlite3_bind_int64(s, 21, json_integer_value(json_object_get(job, "timeout_s")) > 0
-                                      ? json_integer_value(json_object_get(job, "timeout_s"))
-                                      : 14400);
+        sqlite3_bind_int64(s, 21,
+                           json_integer_value(json_object_get(job, "timeout_s")) > 0
+                               ? json_integer_value(json_object_get(job, "timeout_s"))
+                               : 14400);
         sqlite3_bind_double(s, 22, now);
         if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
         int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
@@ -506,9 +602,8 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
                 goto fail;
             }
             sqlite3_stmt *e;
-            if ((rc = kiln_store_stmt(j->st,
-                                      "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)",
-                                      &e, err)))
+            if ((rc = kiln_store_stmt(
+                     j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
                 goto fail;
             sqlite3_bind_int64(e, 1, id);
             sqlite3_bind_int64(e, 2, need);
@@ -584,7 +679,8 @@ static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct k
                                   &s, err)))
             return rc;
         sqlite3_bind_int64(s, 1, cur);
-        while (sqlite3_step(s) == SQLITE_ROW && nd < 256) deps[nd++] = sqlite3_column_int64(s, 0);
+        while (sqlite3_step(s) == SQLITE_ROW && nd < 256)
+            deps[nd++] = sqlite3_column_int64(s, 0);
         sqlite3_reset(s);
         for (int i = 0; i < nd; i++) {
             char why[400];
@@ -617,7 +713,7 @@ int kiln_jobs_counts(struct kiln_jobs *j, json_t **out, struct kiln_error *err)
     if (rc) return rc;
     json_t *c = json_object();
     if (!c) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    static const char *all[] = {"queued",   "building",  "built",     "testing",   "tested",
+    static const char *all[] = {"queued",     "building",  "built",  "testing",   "tested",
                                 "publishing", "succeeded", "failed", "cancelled", "superseded"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         json_object_set_new(c, all[i], json_integer(0));
@@ -770,10 +866,11 @@ int kiln_jobs_cancel(struct kiln_jobs *j, int64_t id, double now, int64_t *worke
     }
     if (worker_id_out && running_state(r.state)) *worker_id_out = r.worker_id;
     sqlite3_stmt *s;
-    if ((rc = kiln_store_stmt(j->st,
-                              "UPDATE jobs SET state = 'cancelled', reason = 'cancelled by a user', "
-                              "failed_stage = NULL, finished_at = ? WHERE id = ?",
-                              &s, err)))
+    if ((rc =
+             kiln_store_stmt(j->st,
+                             "UPDATE jobs SET state = 'cancelled', reason = 'cancelled by a user', "
+                             "failed_stage = NULL, finished_at = ? WHERE id = ?",
+                             &s, err)))
         goto fail;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int64(s, 2, id);
@@ -806,7 +903,8 @@ static int requeue_dependents(struct kiln_jobs *j, int64_t id, double now, struc
                                   &s, err)))
             return rc;
         sqlite3_bind_int64(s, 1, cur);
-        while (sqlite3_step(s) == SQLITE_ROW && nd < 256) deps[nd++] = sqlite3_column_int64(s, 0);
+        while (sqlite3_step(s) == SQLITE_ROW && nd < 256)
+            deps[nd++] = sqlite3_column_int64(s, 0);
         sqlite3_reset(s);
         for (int i = 0; i < nd; i++) {
             sqlite3_stmt *u;
@@ -872,7 +970,8 @@ int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, i
     if (rc) return rc;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int(s, 2, max);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) ids[(*n)++] = sqlite3_column_int64(s, 0);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+        ids[(*n)++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
@@ -943,10 +1042,10 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
         json_object_get(o, "id"), "attempt", json_object_get(o, "attempt"), "stage",
         json_object_get(o, "stage"), "name", json_object_get(o, "name"), "command",
         json_object_get(o, "command"), "env", json_object_get(o, "env"), "cores", nd.cores,
-        "ram_mb", (json_int_t)nd.ram_mb, "timeout_s", json_object_get(o, "timeout_s"),
-        "gpu_index", json_object_get(o, "gpu_index"), "selftest",
-        json_object_get(o, "selftest_spec"), "attrs", json_object_get(o, "attrs"), "outputs",
-        json_object_get(o, "outputs"), "publish", json_object_get(o, "publish_spec"), "platform",
+        "ram_mb", (json_int_t)nd.ram_mb, "timeout_s", json_object_get(o, "timeout_s"), "gpu_index",
+        json_object_get(o, "gpu_index"), "selftest", json_object_get(o, "selftest_spec"), "attrs",
+        json_object_get(o, "attrs"), "outputs", json_object_get(o, "outputs"), "publish",
+        json_object_get(o, "publish_spec"), "platform",
         json_object_get(json_object_get(o, "resources"), "platform"));
     json_decref(o);
     if (!lease) {
@@ -1085,13 +1184,15 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
     if (!ok && rep->infra) {
         char why[600];
-        snprintf(why, sizeof why, "%s", rep->reason && rep->reason[0]
-                                            ? rep->reason
-                                            : "the worker reported an infrastructure failure");
+        snprintf(why, sizeof why, "%s",
+                 rep->reason && rep->reason[0] ? rep->reason
+                                               : "the worker reported an infrastructure failure");
         if ((rc = kiln_jobs_infra_fail_tx(j, id, why, now, err))) goto fail;
         struct jrow r2;
         if ((rc = load_row(j, id, &r2, err))) goto fail;
-        state = !strcmp(r2.state, "queued") ? "queued" : !strcmp(r2.state, "built") ? "built" : "failed";
+        state = !strcmp(r2.state, "queued")  ? "queued"
+                : !strcmp(r2.state, "built") ? "built"
+                                             : "failed";
         free_row(&r2);
     } else if (!ok) {
         char why[600];
@@ -1176,8 +1277,8 @@ int kiln_jobs_log_state(struct kiln_jobs *j, int64_t id, int64_t *attempt, int64
                         const char **state, struct kiln_error *err)
 {
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st, "SELECT attempt, log_base, state FROM jobs WHERE id = ?", &s,
-                             err);
+    int rc =
+        kiln_store_stmt(j->st, "SELECT attempt, log_base, state FROM jobs WHERE id = ?", &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, id);
     rc = sqlite3_step(s);
@@ -1191,9 +1292,9 @@ int kiln_jobs_log_state(struct kiln_jobs *j, int64_t id, int64_t *attempt, int64
     if (log_base) *log_base = sqlite3_column_int64(s, 1);
     if (state) {
         const char *t = col_text(s, 2) ? col_text(s, 2) : "";
-        static const char *names[] = {"queued",     "building",  "built",  "testing",
-                                      "tested",     "publishing", "succeeded", "failed",
-                                      "cancelled",  "superseded"};
+        static const char *names[] = {"queued",    "building",   "built",     "testing",
+                                      "tested",    "publishing", "succeeded", "failed",
+                                      "cancelled", "superseded"};
         *state = "queued";
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (!strcmp(t, names[i])) *state = names[i];
@@ -1288,12 +1389,13 @@ int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int
 {
     sqlite3_stmt *s;
     *n = 0;
-    int rc = kiln_store_stmt(j->st, "SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT ?", &s,
-                             err);
+    int rc =
+        kiln_store_stmt(j->st, "SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT ?", &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, state);
     sqlite3_bind_int(s, 2, max);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) ids[(*n)++] = sqlite3_column_int64(s, 0);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+        ids[(*n)++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return kiln_store_fail(j->st, rc, err, "listing jobs by state");

@@ -61,7 +61,7 @@ struct kiln_stage_needs {
     int driver_min;  /* 0 = any */
     int priority;
     double created_at;
-    double est_s;    /* <= 0 unknown */
+    double est_s; /* <= 0 unknown */
 };
 int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *out,
                     struct kiln_error *err);
@@ -71,8 +71,8 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *ou
  * first within this batch, then to the newest job of that name on the same
  * branch. A recipe batch (supersede=1) supersedes older waiting jobs of the
  * same name and branch. *ids_out = array of the new ids. */
-int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now,
-                     json_t **ids_out, struct kiln_error *err);
+int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
+                     struct kiln_error *err);
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err);
 
@@ -100,6 +100,9 @@ int kiln_jobs_retry(struct kiln_jobs *j, int64_t id, double now, struct kiln_err
  * succeeded, backoff over), best first; up to max. */
 int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, int *n,
                        struct kiln_error *err);
+/* Same, with each job's stage needs in one query (for placement). */
+int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out, int max,
+                             int *n, struct kiln_error *err);
 /* Earliest not_before in the future among waiting jobs (0 if none). */
 double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now);
 
@@ -111,7 +114,7 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
 
 struct kiln_report {
     int64_t attempt;
-    const char *stage;  /* NULL = the job's current stage */
+    const char *stage; /* NULL = the job's current stage */
     int exit_code;
     int signal;
     const char *reason; /* NULL */

@@ -101,8 +101,8 @@ static int check_env(json_t *env, const char *field, struct kiln_error *err)
                              k);
         if (!json_is_string(v) || json_string_length(v) > MAX_ENV_VALUE ||
             strlen(json_string_value(v)) != json_string_length(v))
-            return kiln_fail(err, KILN_EINVAL, "%s.%s: must be a string of at most %d bytes",
-                             field, k, MAX_ENV_VALUE);
+            return kiln_fail(err, KILN_EINVAL, "%s.%s: must be a string of at most %d bytes", field,
+                             k, MAX_ENV_VALUE);
     }
     return KILN_OK;
 }
@@ -132,13 +132,14 @@ static int check_unknown(json_t *o, const char *const *allowed, struct kiln_erro
 static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
 {
     static const char *const allowed[] = {
-        "name", "command", "cores", "ram_mb",  "platform", "priority", "env", "timeout_s",
-        "max_attempts", "depends", "isa", "gpu_sm", "attrs", "branch", "commit", NULL};
+        "name",         "command", "cores", "ram_mb", "platform", "priority", "env",    "timeout_s",
+        "max_attempts", "depends", "isa",   "gpu_sm", "attrs",    "branch",   "commit", NULL};
     int rc = check_unknown(o, allowed, err);
     if (rc) return rc;
     const char *name, *command, *platform, *isa, *gpu_sm, *branch, *commit;
     long long cores, ram_mb, priority, timeout_s, max_attempts;
-    if ((rc = get_str(o, "name", 1, &name, err)) || (rc = get_str(o, "command", 1, &command, err)) ||
+    if ((rc = get_str(o, "name", 1, &name, err)) ||
+        (rc = get_str(o, "command", 1, &command, err)) ||
         (rc = get_str(o, "platform", 0, &platform, err)) ||
         (rc = get_str(o, "isa", 0, &isa, err)) || (rc = get_str(o, "gpu_sm", 0, &gpu_sm, err)) ||
         (rc = get_str(o, "branch", 0, &branch, err)) ||
@@ -189,11 +190,11 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
     json_t *attrc = attrs && !json_is_null(attrs) ? json_incref(attrs) : json_object();
     json_t *job = json_pack(
         "{s:s,s:s,s:I,s:I,s:s,s:I,s:o,s:I,s:I,s:o,s:s?,s:s?,s:o,s:[s],s:s?,s:s?,s:n,s:n,s:n}",
-        "name", name, "command", command, "cores", (json_int_t)cores, "ram_mb",
-        (json_int_t)ram_mb, "platform", platform, "priority", (json_int_t)priority, "env", envc,
-        "timeout_s", (json_int_t)timeout_s, "max_attempts", (json_int_t)max_attempts, "depends",
-        depc, "isa", isa, "gpu_sm", gpu_sm, "attrs", attrc, "stages", "build", "branch", branch,
-        "commit", commit, "recipe", "selftest", "publish");
+        "name", name, "command", command, "cores", (json_int_t)cores, "ram_mb", (json_int_t)ram_mb,
+        "platform", platform, "priority", (json_int_t)priority, "env", envc, "timeout_s",
+        (json_int_t)timeout_s, "max_attempts", (json_int_t)max_attempts, "depends", depc, "isa",
+        isa, "gpu_sm", gpu_sm, "attrs", attrc, "stages", "build", "branch", branch, "commit",
+        commit, "recipe", "selftest", "publish");
     if (!job) return kiln_fail(err, KILN_ENOMEM, "out of memory building the job");
     out->jobs = json_array();
     if (!out->jobs || json_array_append_new(out->jobs, job)) {
@@ -259,7 +260,8 @@ int kiln_jobspec_parse(const char *body, size_t len, struct kiln_jobspec *out,
                        struct kiln_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (!body || len == 0) return kiln_fail(err, KILN_EINVAL, "request body is empty; expected a JSON object");
+    if (!body || len == 0)
+        return kiln_fail(err, KILN_EINVAL, "request body is empty; expected a JSON object");
     if (len > KILN_JOBSPEC_MAX_BODY)
         return kiln_fail(err, KILN_ELIMIT, "request body is larger than %d bytes",
                          KILN_JOBSPEC_MAX_BODY);

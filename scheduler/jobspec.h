@@ -26,12 +26,12 @@ enum kiln_jobspec_kind { KILN_JOBSPEC_ADHOC = 1, KILN_JOBSPEC_RECIPE = 2 };
 
 struct kiln_jobspec {
     enum kiln_jobspec_kind kind;
-    json_t *jobs;        /* ADHOC: array of normalized job objects */
-    char recipe[128];    /* RECIPE: recipe name ("" with recipe_yaml) */
-    char branch[128];    /* RECIPE: default "main" */
-    char commit[64];     /* RECIPE: optional commit id */
-    char *recipe_yaml;   /* RECIPE: inline recipe text or NULL */
-    json_t *where;       /* RECIPE: object of string filters, never NULL after parse */
+    json_t *jobs;      /* ADHOC: array of normalized job objects */
+    char recipe[128];  /* RECIPE: recipe name ("" with recipe_yaml) */
+    char branch[128];  /* RECIPE: default "main" */
+    char commit[64];   /* RECIPE: optional commit id */
+    char *recipe_yaml; /* RECIPE: inline recipe text or NULL */
+    json_t *where;     /* RECIPE: object of string filters, never NULL after parse */
     int priority;
 };
 

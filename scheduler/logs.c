@@ -157,8 +157,8 @@ int kiln_logs_append_at(struct kiln_logs *l, int64_t job, int64_t offset, const 
             if (ftruncate(fd, (off_t)cur) < 0) { /* nothing more to do */
             }
             close(fd);
-            return kiln_fail(err, KILN_EIO, "cannot write the log of job %lld: %s",
-                             (long long)job, strerror(e));
+            return kiln_fail(err, KILN_EIO, "cannot write the log of job %lld: %s", (long long)job,
+                             strerror(e));
         }
         *size = offset + (int64_t)len;
     }
@@ -238,8 +238,7 @@ int kiln_logs_serve(struct kiln_logs *l, struct kiln_http_req *req, int64_t job,
                     int follow, int final)
 {
     struct stream *s = calloc(1, sizeof *s);
-    if (!s)
-        return kiln_http_respond_error(req, 503, "out_of_memory", "out of memory"), KILN_ENOMEM;
+    if (!s) return kiln_http_respond_error(req, 503, "out_of_memory", "out of memory"), KILN_ENOMEM;
     s->l = l;
     s->req = req;
     s->job = job;
@@ -276,6 +275,19 @@ void kiln_logs_finish(struct kiln_logs *l, int64_t job)
     while (s) {
         struct stream *next = s->next;
         if (s->job == job) {
+            s->follow = 0;
+            pump(l, s);
+        }
+        s = next;
+    }
+}
+
+void kiln_logs_finish_if(struct kiln_logs *l, int (*is_final)(void *ctx, int64_t job), void *ctx)
+{
+    struct stream *s = l->streams;
+    while (s) {
+        struct stream *next = s->next;
+        if (s->follow && is_final(ctx, s->job)) {
             s->follow = 0;
             pump(l, s);
         }

@@ -39,6 +39,9 @@ int kiln_logs_serve(struct kiln_logs *l, struct kiln_http_req *req, int64_t job,
                     int follow, int final);
 void kiln_logs_notify(struct kiln_logs *l, int64_t job);
 void kiln_logs_finish(struct kiln_logs *l, int64_t job);
+/* End the follow of every stream whose job is_final() says is over (after
+ * changes that did not go through a report, e.g. a lost worker's last try). */
+void kiln_logs_finish_if(struct kiln_logs *l, int (*is_final)(void *ctx, int64_t job), void *ctx);
 int kiln_logs_streams(const struct kiln_logs *l);
 
 #endif

@@ -76,26 +76,24 @@ static void row_to_info(sqlite3_stmt *s, struct kiln_worker_info *w)
     w->last_seen = sqlite3_column_double(s, 11);
 }
 
-/* Resources the store has committed to running jobs on each worker. */
+/* Resources the store has committed to running jobs on each worker (a test
+ * stage counts as 1 core and at most 4 GiB, as in kiln_jobs_needs). */
 static int add_usage(struct kiln_jobs *j, struct kiln_worker_info *w, struct kiln_error *err)
 {
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(j->st,
-                             "SELECT id FROM jobs WHERE worker_id = ? AND state IN "
+                             "SELECT COALESCE(SUM(CASE WHEN stage = 'test' THEN 1 ELSE cores END), "
+                             "0), COALESCE(SUM(CASE WHEN stage = 'test' THEN MIN(ram_mb, 4096) "
+                             "ELSE ram_mb END), 0) FROM jobs WHERE worker_id = ? AND state IN "
                              "('building','testing')",
                              &s, err);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, w->id);
-    int64_t ids[512];
-    int n = 0;
-    while (sqlite3_step(s) == SQLITE_ROW && n < 512) ids[n++] = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-    for (int i = 0; i < n; i++) {
-        struct kiln_stage_needs nd;
-        if ((rc = kiln_jobs_needs(j, ids[i], &nd, err))) return rc;
-        w->cores_used += nd.cores;
-        w->ram_used_mb += nd.ram_mb;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        w->cores_used = sqlite3_column_int(s, 0);
+        w->ram_used_mb = sqlite3_column_int64(s, 1);
     }
+    sqlite3_reset(s);
     if ((rc = kiln_store_stmt(j->st,
                               "SELECT gpu_index FROM jobs WHERE worker_id = ? AND state = "
                               "'testing' AND gpu_index IS NOT NULL",
@@ -172,13 +170,12 @@ static json_t *worker_obj(struct kiln_jobs *j, sqlite3_stmt *s, struct kiln_erro
 {
     struct kiln_worker_info w;
     row_to_info(s, &w);
-    json_t *o = json_pack("{s:I,s:s,s:s,s:i,s:I,s:s,s:o,s:o,s:o,s:b,s:b,s:f,s:f}", "id",
-                          (json_int_t)w.id, "name", w.name, "state", w.state, "cores", w.cores,
-                          "ram_mb", (json_int_t)w.ram_mb, "platform", w.platform, "gpus",
-                          kiln_store_col_json(s, 7), "isa_features", kiln_store_col_json(s, 12),
-                          "labels", kiln_store_col_json(s, 13), "drain", w.drain, "mem_pressure",
-                          w.mem_pressure, "last_seen", w.last_seen, "registered_at",
-                          sqlite3_column_double(s, 14));
+    json_t *o = json_pack(
+        "{s:I,s:s,s:s,s:i,s:I,s:s,s:o,s:o,s:o,s:b,s:b,s:f,s:f}", "id", (json_int_t)w.id, "name",
+        w.name, "state", w.state, "cores", w.cores, "ram_mb", (json_int_t)w.ram_mb, "platform",
+        w.platform, "gpus", kiln_store_col_json(s, 7), "isa_features", kiln_store_col_json(s, 12),
+        "labels", kiln_store_col_json(s, 13), "drain", w.drain, "mem_pressure", w.mem_pressure,
+        "last_seen", w.last_seen, "registered_at", sqlite3_column_double(s, 14));
     if (!o) return NULL;
     json_object_set_new(o, "disk_free_mb",
                         w.disk_free_mb >= 0 ? json_integer(w.disk_free_mb) : json_null());
@@ -202,14 +199,14 @@ static int finish_worker(struct kiln_jobs *j, json_t *o, struct kiln_error *err)
         return rc;
     sqlite3_bind_int64(s, 1, w.id);
     json_t *jobs = json_array();
-    while (sqlite3_step(s) == SQLITE_ROW) json_array_append_new(jobs, json_integer(sqlite3_column_int64(s, 0)));
+    while (sqlite3_step(s) == SQLITE_ROW)
+        json_array_append_new(jobs, json_integer(sqlite3_column_int64(s, 0)));
     sqlite3_reset(s);
     json_object_set_new(o, "jobs", jobs ? jobs : json_array());
     return KILN_OK;
 }
 
-int kiln_registry_worker_json(struct kiln_jobs *j, int64_t id, json_t **out,
-                              struct kiln_error *err)
+int kiln_registry_worker_json(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
 {
     *out = NULL;
     sqlite3_stmt *s;
@@ -353,7 +350,8 @@ int kiln_registry_register(struct kiln_jobs *j, json_t *body, double now, int64_
     json_t *running = json_object_get(body, "running");
     if (!json_is_string(name) || !kiln_jobspec_valid_name(json_string_value(name)) ||
         strlen(json_string_value(name)) >= 128)
-        return kiln_fail(err, KILN_EINVAL, "name: must be a worker name of letters, digits, . _ + -");
+        return kiln_fail(err, KILN_EINVAL,
+                         "name: must be a worker name of letters, digits, . _ + -");
     if (!json_is_integer(cores) || json_integer_value(cores) < 1 ||
         json_integer_value(cores) > 100000)
         return kiln_fail(err, KILN_EINVAL, "cores: must be a positive integer");
@@ -437,8 +435,8 @@ int kiln_registry_register(struct kiln_jobs *j, json_t *body, double now, int64_
         goto fail;
     }
     json_t *empty = json_array();
-    rc = reconcile(j, id, json_string_value(name), json_is_array(running) ? running : empty, now,
-                   0, "worker %s restarted without this job", cancel, err);
+    rc = reconcile(j, id, json_string_value(name), json_is_array(running) ? running : empty, now, 0,
+                   "worker %s restarted without this job", cancel, err);
     json_decref(empty);
     if (rc) goto fail;
     if ((rc = worker_event(j, id, now, err))) goto fail;
@@ -479,8 +477,8 @@ int kiln_registry_heartbeat(struct kiln_jobs *j, int64_t id, json_t *body, doubl
     struct kiln_worker_info w;
     if ((rc = kiln_registry_get(j, id, &w, err))) goto fail;
     int mem_pressure = json_is_true(mp);
-    int changed = !strcmp(w.state, "lost") || !strcmp(w.state, "offline") ||
-                  mem_pressure != w.mem_pressure;
+    int changed =
+        !strcmp(w.state, "lost") || !strcmp(w.state, "offline") || mem_pressure != w.mem_pressure;
     sqlite3_stmt *s;
     if ((rc = kiln_store_stmt(j->st,
                               "UPDATE workers SET last_seen = ?, state = CASE WHEN drain THEN "
@@ -556,8 +554,8 @@ int kiln_registry_check_lost(struct kiln_jobs *j, double now, double lost_after_
     sqlite3_reset(s);
     for (int i = 0; i < cnt; i++) {
         if ((rc = kiln_store_begin(j->st, err))) return rc;
-        if ((rc = kiln_store_stmt(j->st, "UPDATE workers SET state = 'lost' WHERE id = ?", &s,
-                                  err)))
+        if ((rc =
+                 kiln_store_stmt(j->st, "UPDATE workers SET state = 'lost' WHERE id = ?", &s, err)))
             goto fail;
         sqlite3_bind_int64(s, 1, ids[i]);
         if ((rc = step_done(j->st, s, err, "marking a worker lost"))) goto fail;
@@ -570,7 +568,8 @@ int kiln_registry_check_lost(struct kiln_jobs *j, double now, double lost_after_
         sqlite3_bind_int64(q, 1, ids[i]);
         int64_t jobs[512];
         int nj = 0;
-        while (sqlite3_step(q) == SQLITE_ROW && nj < 512) jobs[nj++] = sqlite3_column_int64(q, 0);
+        while (sqlite3_step(q) == SQLITE_ROW && nj < 512)
+            jobs[nj++] = sqlite3_column_int64(q, 0);
         sqlite3_reset(q);
         char why[300];
         snprintf(why, sizeof why, "worker %.127s was lost (no heartbeat for %.0f s)", names[i],
@@ -623,4 +622,19 @@ int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
 fail:
     kiln_store_rollback(j->st);
     return rc;
+}
+
+void kiln_registry_touch(struct kiln_jobs *j, int64_t id, double now)
+{
+    sqlite3_stmt *s;
+    if (kiln_store_stmt(
+            j->st,
+            "UPDATE workers SET last_seen = MAX(last_seen, ?) WHERE id = ? AND state IN "
+            "('online','draining')",
+            &s, NULL))
+        return;
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int64(s, 2, id);
+    sqlite3_step(s);
+    sqlite3_reset(s);
 }

@@ -46,9 +46,9 @@ struct kiln_worker_info {
     int mem_pressure;
     int64_t disk_free_mb; /* -1 unknown */
     double last_seen;
-    int cores_used;      /* by jobs the store has running on it */
+    int cores_used; /* by jobs the store has running on it */
     int64_t ram_used_mb;
-    uint32_t gpus_used;  /* bit per gpu index */
+    uint32_t gpus_used; /* bit per gpu index */
 };
 
 int kiln_registry_register(struct kiln_jobs *j, json_t *body, double now, int64_t *id_out,
@@ -58,6 +58,8 @@ int kiln_registry_heartbeat(struct kiln_jobs *j, int64_t id, json_t *body, doubl
                             json_t **cancel_out, int *drain_out, struct kiln_error *err);
 int kiln_registry_check_lost(struct kiln_jobs *j, double now, double lost_after_s, int *n,
                              struct kiln_error *err);
+/* The worker is alive (a lease request). */
+void kiln_registry_touch(struct kiln_jobs *j, int64_t id, double now);
 int kiln_registry_grace(struct kiln_jobs *j, double now, struct kiln_error *err);
 int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
                         struct kiln_error *err);

@@ -43,6 +43,12 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->log_level = KILN_LOG_INFO;
 }
 
+void kiln_serve_config_free(struct kiln_serve_config *c)
+{
+    json_decref(c->raw);
+    c->raw = NULL;
+}
+
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
     if (!json_is_string(v) || json_string_length(v) >= n)
@@ -98,12 +104,14 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             rc = cfg_str(v, k, c->tls_key, sizeof c->tls_key, err);
         else if (!strcmp(k, "allow_anonymous_read")) {
             if (!json_is_boolean(v))
-                rc = kiln_fail(err, KILN_EINVAL, "config: allow_anonymous_read must be true or false");
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "config: allow_anonymous_read must be true or false");
             else
                 c->allow_anonymous_read = json_is_true(v);
         } else if (!strcmp(k, "log_level")) {
             if (!json_is_string(v) || kiln_log_level_parse(json_string_value(v), &c->log_level))
-                rc = kiln_fail(err, KILN_EINVAL, "config: log_level must be debug, info, warn or error");
+                rc = kiln_fail(err, KILN_EINVAL,
+                               "config: log_level must be debug, info, warn or error");
         } else if (!strcmp(k, "heartbeat_s")) {
             if (!(rc = cfg_num(v, k, 1, 3600, &d, err))) c->heartbeat_s = (unsigned)d;
         } else if (!strcmp(k, "lost_after_s")) {
@@ -126,8 +134,7 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             known = 0;
             for (const char **f = foreign; *f; f++)
                 if (!strcmp(*f, k)) known = 1;
-            if (!known)
-                rc = kiln_fail(err, KILN_EINVAL, "%s: unknown setting '%.64s'", path, k);
+            if (!known) rc = kiln_fail(err, KILN_EINVAL, "%s: unknown setting '%.64s'", path, k);
         }
         if (rc) break;
     }
@@ -226,6 +233,14 @@ int kiln_serve_add_route(struct kiln_server *s, const char *method, const char *
     return KILN_OK;
 }
 
+static int job_is_final(void *ctx, int64_t job)
+{
+    struct kiln_server *s = ctx;
+    const char *state;
+    if (kiln_jobs_log_state(&s->jobs, job, NULL, NULL, &state, NULL)) return 1;
+    return kiln_job_state_final(state);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
@@ -250,11 +265,13 @@ static void on_tick(uv_timer_t *t)
     }
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
-    if (changed) kiln_serve_changed(s);
+    if (changed) {
+        kiln_logs_finish_if(s->logs, job_is_final, s);
+        kiln_serve_changed(s);
+    }
 }
 
-static int parse_listen(const char *listen, char *addr, size_t n, int *port,
-                        struct kiln_error *err)
+static int parse_listen(const char *listen, char *addr, size_t n, int *port, struct kiln_error *err)
 {
     const char *colon = strrchr(listen, ':');
     if (!colon || colon == listen || (size_t)(colon - listen) >= n)

@@ -62,6 +62,8 @@ struct kiln_serve_config {
 
 void kiln_serve_config_defaults(struct kiln_serve_config *c);
 int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct kiln_error *err);
+/* Releases what load kept (raw); the config stays usable otherwise. */
+void kiln_serve_config_free(struct kiln_serve_config *c);
 int kiln_serve_run(const struct kiln_serve_config *c, struct kiln_error *err);
 
 struct kiln_server;

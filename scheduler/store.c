@@ -164,9 +164,8 @@ int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error
     *out = NULL;
     struct kiln_store *st = calloc(1, sizeof *st);
     if (!st) return kiln_fail(err, KILN_ENOMEM, "out of memory opening the store");
-    int rc = sqlite3_open_v2(path, &st->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         kiln_fail(err, KILN_EDB, "cannot open database %s: %s", path,
                   st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
@@ -189,7 +188,8 @@ int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error
 void kiln_store_close(struct kiln_store *st)
 {
     if (!st) return;
-    for (size_t i = 0; i < st->nstmts; i++) sqlite3_finalize(st->stmts[i].stmt);
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_finalize(st->stmts[i].stmt);
     if (st->db) sqlite3_close(st->db);
     free(st);
 }
@@ -250,7 +250,8 @@ void kiln_store_rollback(struct kiln_store *st)
 {
     if (!st->in_tx) return;
     /* Statements still mid-step would keep the transaction open. */
-    for (size_t i = 0; i < st->nstmts; i++) sqlite3_reset(st->stmts[i].stmt);
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_reset(st->stmts[i].stmt);
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     st->in_tx = 0;
 }
@@ -391,11 +392,11 @@ int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error
         char hp[13];
         const char *h = (const char *)sqlite3_column_text(s, 4);
         snprintf(hp, sizeof hp, "%s", h ? h : "");
-        json_array_append_new(
-            arr, json_pack("{s:I,s:s,s:s,s:f,s:s}", "id", (json_int_t)sqlite3_column_int64(s, 0),
-                           "name", (const char *)sqlite3_column_text(s, 1), "role",
-                           (const char *)sqlite3_column_text(s, 2), "created_at",
-                           sqlite3_column_double(s, 3), "hash_prefix", hp));
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:f,s:s}", "id",
+                                             (json_int_t)sqlite3_column_int64(s, 0), "name",
+                                             (const char *)sqlite3_column_text(s, 1), "role",
+                                             (const char *)sqlite3_column_text(s, 2), "created_at",
+                                             sqlite3_column_double(s, 3), "hash_prefix", hp));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {

@@ -68,8 +68,8 @@ int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum ki
 int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err);
 
 /* Small helpers for JSON text columns. */
-json_t *kiln_store_col_json(sqlite3_stmt *s, int col); /* new ref or json_null() */
-int kiln_store_bind_json(sqlite3_stmt *s, int idx, json_t *v); /* NULL -> SQL NULL */
+json_t *kiln_store_col_json(sqlite3_stmt *s, int col);             /* new ref or json_null() */
+int kiln_store_bind_json(sqlite3_stmt *s, int idx, json_t *v);     /* NULL -> SQL NULL */
 int kiln_store_bind_text(sqlite3_stmt *s, int idx, const char *t); /* NULL -> SQL NULL */
 
 #endif

@@ -81,10 +81,11 @@ int kiln_submit_expand(const char *recipes_dir, const char *name, const char *ya
 static int live_job(struct kiln_jobs *j, const char *name, const char *branch)
 {
     sqlite3_stmt *s;
-    if (kiln_store_stmt(j->st,
-                        "SELECT 1 FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) AND state "
-                        "NOT IN ('failed','cancelled','superseded') LIMIT 1",
-                        &s, NULL))
+    if (kiln_store_stmt(
+            j->st,
+            "SELECT 1 FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) AND state "
+            "NOT IN ('failed','cancelled','superseded') LIMIT 1",
+            &s, NULL))
         return 0;
     kiln_store_bind_text(s, 1, name);
     kiln_store_bind_text(s, 2, branch);
@@ -159,7 +160,12 @@ int kiln_submit_recipe(struct kiln_jobs *j, const char *recipes_dir,
     }
     size_t i;
     json_t *v;
-    json_array_foreach(variants, i, v) json_object_set(seen, json_string_value(json_object_get(v, "name")) ? json_string_value(json_object_get(v, "name")) : "", json_true());
+    json_array_foreach(variants, i, v)
+        json_object_set(seen,
+                        json_string_value(json_object_get(v, "name"))
+                            ? json_string_value(json_object_get(v, "name"))
+                            : "",
+                        json_true());
     /* Breadth-first over missing dependency names, bounded. */
     json_t *pending = json_copy(variants);
     json_t *extra = json_array();

@@ -4,7 +4,8 @@
 set -eu
 pkgs=(build-essential pkg-config clang git curl sqlite3 iproute2 procps
       libuv1-dev libgit2-dev libcurl4-openssl-dev libsqlite3-dev libyaml-dev
-      libjansson-dev libhttp-parser-dev libssl-dev libcmocka-dev nix-bin)
+      libjansson-dev libhttp-parser-dev libssl-dev libcmocka-dev nix-bin
+      python3)
 # Browser tests (web/) need Debian's chromium and node/npm for playwright-core.
 if [ "${KILN_NO_BROWSER:-0}" != 1 ]; then pkgs+=(chromium nodejs npm); fi
 missing=()

@@ -61,6 +61,10 @@ struct ajob {
     int reported;
     uint64_t sent; /* bytes the server confirmed */
     char log_path[PATH_MAX];
+    char report_path[PATH_MAX]; /* $KILN_REPORT_FILE: outputs + selftest from the job */
+    json_t *outputs, *selftest;
+    char selftest_doc[PATH_MAX]; /* test stage: where `kiln selftest run` writes its verdict */
+    char cwd[PATH_MAX];          /* where the command ran */
 };
 
 struct req {
@@ -104,7 +108,8 @@ struct agent {
     uint64_t next_lease_ns; /* a server that answers 204 at once is not hammered */
     uint64_t lease_sent_ns;
     int draining;
-    int shutting; /* 1 after the first signal, 2 after the second */
+    int low_resources, low_logged; /* disk nearly full or memory pressure */
+    int shutting;                  /* 1 after the first signal, 2 after the second */
     uint64_t hard_deadline_ns;
     int stopping;
     int fatal;
@@ -112,6 +117,8 @@ struct agent {
     struct ajob *jobs;
     unsigned log_rr;
     char name[128];
+    char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
+    char selftest_dir[PATH_MAX]; /* "" = none found */
 };
 
 static void pump(struct agent *a);
@@ -283,6 +290,8 @@ static void drop_job(struct agent *a, struct ajob *j)
             break;
         }
     if (j->proc) kiln_proc_free(j->proc);
+    json_decref(j->outputs);
+    json_decref(j->selftest);
     free(j);
 }
 
@@ -302,6 +311,81 @@ static void cancel_jobs(struct agent *a, json_t *list)
     }
 }
 
+/* The job may leave {"outputs":["/nix/store/..."],"selftest":{...}} in
+ * $KILN_REPORT_FILE; it goes into the report (bounded, checked). */
+static void read_selftest_doc(struct agent *a, struct ajob *j)
+{
+    struct stat st;
+    if (!j->selftest_doc[0] || stat(j->selftest_doc, &st) != 0 || st.st_size > (4 << 20)) return;
+    json_error_t je;
+    json_t *doc = json_load_file(j->selftest_doc, 0, &je);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return;
+    }
+    json_decref(j->selftest);
+    j->selftest = doc;
+    if (json_is_true(json_object_get(doc, "ok")) || j->res.killed || j->res.timed_out ||
+        j->res.ram_exceeded)
+        return;
+    /* Say why in the selftest's own words, not "exited with status 1". */
+    struct kiln_buf b = {0};
+    size_t i;
+    json_t *v;
+    int rc = kiln_buf_puts(&b, "selftest failed: ");
+    json_array_foreach(json_object_get(doc, "reasons"), i, v)
+    {
+        if (!rc && json_is_string(v))
+            rc = kiln_buf_printf(&b, "%s%s", i ? "; " : "", json_string_value(v));
+    }
+    if (!rc && b.data) snprintf(j->res.reason, sizeof j->res.reason, "%s", b.data);
+    kiln_buf_free(&b);
+    if (j->res.exit_code == 0 && !j->res.term_signal) j->res.exit_code = 1;
+    (void)a;
+}
+
+/* Recipes build with `nix-build ... -o result-NAME`: without an explicit
+ * report, a successful build's output is where that link points. */
+static void outputs_from_result_link(struct ajob *j)
+{
+    char link[PATH_MAX], target[PATH_MAX];
+    if (j->outputs || strcmp(j->stage, "build") || j->res.exit_code != 0 || j->res.term_signal ||
+        !j->name[0] || strchr(j->name, '/') ||
+        snprintf(link, sizeof link, "%s/result-%s", j->cwd, j->name) >= (int)sizeof link)
+        return;
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0) return;
+    target[n] = '\0';
+    if (strncmp(target, "/nix/store/", 11)) return;
+    j->outputs = json_pack("[s]", target);
+}
+
+static void read_job_report(struct agent *a, struct ajob *j)
+{
+    struct stat st;
+    if (!j->report_path[0] || stat(j->report_path, &st) != 0) {
+        outputs_from_result_link(j);
+        return;
+    }
+    json_error_t je;
+    json_t *doc = st.st_size <= (1 << 20) ? json_load_file(j->report_path, 0, &je) : NULL;
+    if (!json_is_object(doc)) {
+        kiln_log(a->lg, KILN_LOG_WARN, "job %ld: ignoring %s: not a JSON object under 1 MiB", j->id,
+                 j->report_path);
+        json_decref(doc);
+        return;
+    }
+    json_t *o = json_object_get(doc, "outputs"), *t = json_object_get(doc, "selftest");
+    int ok = json_is_array(o) && json_array_size(o) <= 1000;
+    size_t i;
+    json_t *v;
+    if (ok) json_array_foreach(o, i, v) if (!json_is_string(v)) ok = 0;
+    if (ok) j->outputs = json_incref(o);
+    if (json_is_object(t)) j->selftest = json_incref(t);
+    json_decref(doc);
+    outputs_from_result_link(j);
+}
+
 static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res, void *arg)
 {
     struct ajob *j = arg;
@@ -309,15 +393,17 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     (void)p;
     j->finished = 1;
     j->res = *res;
+    read_job_report(a, j);
+    read_selftest_doc(a, j);
     char peak[32];
-    kiln_size_format(res->peak_ram, peak, sizeof peak);
+    kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
-             j->attempt, res->reason[0] ? res->reason : "succeeded", peak, res->cpu_s);
-    if (res->reason[0] && !j->server_cancelled) {
+             j->attempt, j->res.reason[0] ? j->res.reason : "succeeded", peak, j->res.cpu_s);
+    if (j->res.reason[0] && !j->server_cancelled) {
         /* Say in the log itself why it ended, where people look first. */
         FILE *f = fopen(j->log_path, "ae");
         if (f) {
-            fprintf(f, "\n[kiln worker %s] job %s\n", a->name, res->reason);
+            fprintf(f, "\n[kiln worker %s] job %s\n", a->name, j->res.reason);
             fclose(f);
         }
     }
@@ -351,7 +437,7 @@ static int env_push(char ***envp, size_t *n, size_t *cap, const char *key, const
     return KILN_OK;
 }
 
-static void env_free(char **env)
+void kiln_agent_env_free(char **env)
 {
     if (!env) return;
     for (char **e = env; *e; e++)
@@ -364,12 +450,12 @@ static void env_free(char **env)
  * enforces. NIX_CONFIG carries the core count into nix-build/nix build
  * (Nix gives the builder NIX_BUILD_CORES from its "cores" setting and
  * clears the rest of the environment). */
-static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char *workdir)
+char **kiln_agent_job_env(char **base, json_t *jenv, const struct kiln_job_env_info *ji)
 {
     char **env = NULL;
     size_t n = 0, cap = 0;
     int rc = KILN_OK;
-    for (char **e = environ; *e && !rc; e++) {
+    for (char **e = base; e && *e && !rc; e++) {
         if (!strncmp(*e, "KILN_TOKEN=", 11)) continue;
         char *eq = strchr(*e, '=');
         if (!eq) continue;
@@ -395,7 +481,7 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
             }
         }
     char num[64];
-    snprintf(num, sizeof num, "%d", j->cores);
+    snprintf(num, sizeof num, "%d", ji->cores);
     if (!rc) rc = env_push(&env, &n, &cap, "NIX_BUILD_CORES", num);
     if (!rc) rc = env_push(&env, &n, &cap, "MAX_JOBS", num);
     if (!rc) {
@@ -404,33 +490,102 @@ static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char 
             if (!strncmp(env[i], "NIX_CONFIG=", 11)) old = env[i] + 11;
         struct kiln_buf b = {0};
         rc = kiln_buf_printf(&b, "%s%scores = %d", old ? old : "", old && *old ? "\n" : "",
-                             j->cores);
+                             ji->cores);
         if (!rc) rc = env_push(&env, &n, &cap, "NIX_CONFIG", b.data);
         kiln_buf_free(&b);
     }
-    if (!rc && j->gpu_index >= 0) {
-        snprintf(num, sizeof num, "%d", j->gpu_index);
+    if (!rc && ji->gpu_index >= 0) {
+        snprintf(num, sizeof num, "%d", ji->gpu_index);
         rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", num);
         if (!rc) rc = env_push(&env, &n, &cap, "CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-    } else if (!rc && a->host->ngpus > 0) {
+    } else if (!rc && ji->host_has_gpus) {
         /* A build does not get the GPUs the tests next to it are using. */
         rc = env_push(&env, &n, &cap, "CUDA_VISIBLE_DEVICES", "");
     }
-    snprintf(num, sizeof num, "%ld", j->id);
+    snprintf(num, sizeof num, "%ld", ji->job_id);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_JOB_ID", num);
-    snprintf(num, sizeof num, "%ld", j->attempt);
+    snprintf(num, sizeof num, "%ld", ji->attempt);
     if (!rc) rc = env_push(&env, &n, &cap, "KILN_ATTEMPT", num);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", j->stage);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", workdir);
-    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", a->name);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_STAGE", ji->stage);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORK_DIR", ji->work_dir);
+    if (!rc) rc = env_push(&env, &n, &cap, "KILN_WORKER", ji->worker);
+    if (!rc && ji->report_file) rc = env_push(&env, &n, &cap, "KILN_REPORT_FILE", ji->report_file);
     if (rc) {
-        env_free(env);
+        kiln_agent_env_free(env);
         return NULL;
     }
     return env;
 }
 
+static char **job_env(struct agent *a, struct ajob *j, json_t *jenv, const char *workdir)
+{
+    struct kiln_job_env_info ji = {.cores = j->cores,
+                                   .gpu_index = j->gpu_index,
+                                   .host_has_gpus = a->host->ngpus > 0,
+                                   .job_id = j->id,
+                                   .attempt = j->attempt,
+                                   .stage = j->stage,
+                                   .work_dir = workdir,
+                                   .worker = a->name,
+                                   .report_file = j->report_path};
+    return kiln_agent_job_env(environ, jenv, &ji);
+}
+
 static void send_report(struct agent *a, struct ajob *j);
+
+/* 'text' for /bin/sh, with embedded single quotes escaped. */
+static int sh_quote(struct kiln_buf *b, const char *text)
+{
+    int rc = kiln_buf_puts(b, "'");
+    for (const char *p = text; !rc && *p; p++)
+        rc = *p == '\'' ? kiln_buf_puts(b, "'\\''") : kiln_buf_append(b, p, 1);
+    if (!rc) rc = kiln_buf_puts(b, "'");
+    return rc;
+}
+
+/* A test stage runs `kiln selftest run` on the build's output: the output
+ * is linked as result-NAME where the recipe's checks and artifact_globs look
+ * for it, and the lease's selftest spec is handed over in a file. */
+static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const char *dir,
+                              const char *cwd, struct kiln_buf *cmd, struct kiln_error *err)
+{
+    json_t *outs = json_object_get(jo, "outputs");
+    const char *out0 = json_string_value(json_array_get(outs, 0));
+    if (out0 && j->name[0] && !strchr(j->name, '/') && strcmp(j->name, "..")) {
+        char link[PATH_MAX];
+        struct stat st;
+        if (snprintf(link, sizeof link, "%s/result-%s", cwd, j->name) < (int)sizeof link &&
+            (lstat(link, &st) != 0 || S_ISLNK(st.st_mode))) {
+            unlink(link);
+            if (symlink(out0, link) != 0)
+                return kiln_fail(err, KILN_EIO, "cannot link %s to %s: %s", link, out0,
+                                 strerror(errno));
+        }
+    }
+    json_t *spec = json_object_get(jo, "selftest");
+    if (!json_is_object(spec))
+        return kiln_buf_puts(cmd, "echo 'kiln: this job has no selftest spec; nothing to test'");
+    char specp[PATH_MAX];
+    if (snprintf(specp, sizeof specp, "%s/selftest-spec.json", dir) >= (int)sizeof specp ||
+        snprintf(j->selftest_doc, sizeof j->selftest_doc, "%s/selftest-result.json", dir) >=
+            (int)sizeof j->selftest_doc)
+        return kiln_fail(err, KILN_ELIMIT, "the work dir path is too long");
+    unlink(j->selftest_doc);
+    if (json_dump_file(spec, specp, JSON_COMPACT) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot write %s", specp);
+    int rc = sh_quote(cmd, a->exe);
+    if (!rc) rc = kiln_buf_puts(cmd, " selftest run --detect-host --spec ");
+    if (!rc) rc = sh_quote(cmd, specp);
+    if (!rc) rc = kiln_buf_puts(cmd, " --workdir ");
+    if (!rc) rc = sh_quote(cmd, cwd);
+    if (!rc) rc = kiln_buf_puts(cmd, " --out ");
+    if (!rc) rc = sh_quote(cmd, j->selftest_doc);
+    if (!rc && a->selftest_dir[0]) {
+        rc = kiln_buf_puts(cmd, " --selftest-dir ");
+        if (!rc) rc = sh_quote(cmd, a->selftest_dir);
+    }
+    return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
+}
 
 static void start_job(struct agent *a, json_t *jo)
 {
@@ -476,7 +631,9 @@ static void start_job(struct agent *a, json_t *jo)
         snprintf(logs, sizeof logs, "%s/logs", a->cfg->work_dir) >= (int)sizeof logs ||
         snprintf(j->log_path, sizeof j->log_path, "%s/%ld-%ld.log", logs, j->id, j->attempt) >=
             (int)sizeof j->log_path ||
-        snprintf(cg, sizeof cg, "%d-%ld-%ld", (int)getpid(), j->id, j->attempt) >= (int)sizeof cg;
+        snprintf(cg, sizeof cg, "%d-%ld-%ld", (int)getpid(), j->id, j->attempt) >= (int)sizeof cg ||
+        snprintf(j->report_path, sizeof j->report_path, "%s/jobs/%ld-%ld.report.json",
+                 a->cfg->work_dir, j->id, j->attempt) >= (int)sizeof j->report_path;
     if (toolong) {
         rc = kiln_fail(&err, KILN_ELIMIT, "the work dir path is too long");
     } else if (a->shutting) {
@@ -487,21 +644,31 @@ static void start_job(struct agent *a, json_t *jo)
         rc = kiln_fail(&err, KILN_EIO, "cannot create %s: %s", dir, strerror(errno));
     } else {
         unlink(j->log_path); /* a fresh attempt starts a fresh log */
-        char **env = job_env(a, j, json_object_get(jo, "env"), dir);
-        if (!env) {
+        unlink(j->report_path);
+        const char *cwd = a->cfg->source_dir[0] ? a->cfg->source_dir : dir;
+        snprintf(j->cwd, sizeof j->cwd, "%s", cwd);
+        struct kiln_buf tcmd = {0};
+        char **env = NULL;
+        if (!strcmp(j->stage, "test")) {
+            rc = prepare_test_stage(a, j, jo, dir, cwd, &tcmd, &err);
+            if (!rc) cmd = tcmd.data;
+        }
+        if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
+        if (!rc && !env) {
             rc = kiln_fail(&err, KILN_ENOMEM, "out of memory building the environment");
-        } else {
+        } else if (!rc) {
             struct kiln_proc_spec s = {.command = cmd,
                                        .env = env,
-                                       .cwd = dir,
+                                       .cwd = cwd,
                                        .log_path = j->log_path,
                                        .timeout_s = timeout > 0 ? timeout : 0,
                                        .ram_bytes = (uint64_t)j->ram_mb << 20,
                                        .name = cg,
                                        .limits = &a->limits};
             rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
-            env_free(env);
         }
+        kiln_agent_env_free(env);
+        kiln_buf_free(&tcmd);
     }
     if (rc) {
         kiln_log(a->lg, KILN_LOG_ERROR, "job %ld: cannot start: %s", j->id, err.msg);
@@ -619,19 +786,66 @@ static void heartbeat_done(struct req *r)
     a->draining = drain;
 }
 
+/* Free MiB of the fuller of the work dir and the Nix store (-1 unknown). */
+static long disk_free_mb(const struct agent *a)
+{
+    const char *paths[] = {a->cfg->work_dir, "/nix/store"};
+    long best = -1;
+    for (size_t i = 0; i < 2; i++) {
+        struct statvfs sv;
+        if (statvfs(paths[i], &sv) != 0) continue;
+        long mb = (long)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 20);
+        if (best < 0 || mb < best) best = mb;
+    }
+    return best;
+}
+
+/* Memory pressure: PSI "some avg10" over 10 %, or (without PSI) less than
+ * 5 % of RAM available. */
+static int mem_pressure(void)
+{
+    char t[512];
+    FILE *f = fopen("/proc/pressure/memory", "re");
+    if (f) {
+        size_t n = fread(t, 1, sizeof t - 1, f);
+        fclose(f);
+        t[n] = '\0';
+        const char *p = strstr(t, "some avg10=");
+        if (p) return strtod(p + 11, NULL) > 10.0;
+    }
+    f = fopen("/proc/meminfo", "re");
+    if (!f) return 0;
+    long total = 0, avail = -1, v;
+    char key[64];
+    while (fscanf(f, "%63s %ld kB", key, &v) == 2) {
+        if (!strcmp(key, "MemTotal:")) total = v;
+        if (!strcmp(key, "MemAvailable:")) avail = v;
+    }
+    fclose(f);
+    return total > 0 && avail >= 0 && avail < total / 20;
+}
+
 static void send_heartbeat(struct agent *a)
 {
     struct req *r = req_new(a, CH_CTL, "POST", heartbeat_done);
     if (!r) return;
     snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/heartbeat", a->worker_id);
-    struct statvfs sv;
-    json_int_t disk = -1;
-    if (statvfs(a->cfg->work_dir, &sv) == 0)
-        disk = (json_int_t)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 20);
+    json_int_t disk = disk_free_mb(a);
+    int pressure = mem_pressure();
+    a->low_resources = pressure || (disk >= 0 && disk < a->cfg->min_disk_free_mb);
+    if (a->low_resources != a->low_logged) {
+        a->low_logged = a->low_resources;
+        if (a->low_resources)
+            kiln_log(a->lg, KILN_LOG_WARN, "taking no new job: %s",
+                     pressure ? "the host is under memory pressure"
+                              : "the work dir or /nix/store is nearly full");
+        else
+            kiln_log(a->lg, KILN_LOG_INFO, "resources recovered; taking jobs again");
+    }
     json_t *run = running_list(a, 0);
-    r->body =
-        run ? json_pack("{s:o,s:I,s:b}", "running", run, "disk_free_mb", disk, "mem_pressure", 0)
-            : NULL;
+    r->body = run ? json_pack("{s:o,s:I,s:b}", "running", run, "disk_free_mb", disk, "mem_pressure",
+                              pressure)
+                  : NULL;
     if (!r->body) {
         free(r);
         return;
@@ -640,7 +854,8 @@ static void send_heartbeat(struct agent *a)
     req_submit(r);
 }
 
-static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, int *njobs)
+/* Returns KILN_ENOMEM when the GPU list could not be built. */
+static int free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, int *njobs)
 {
     int c = a->host->cores, n = 0;
     long ram_mb = a->host->ram_mb;
@@ -656,9 +871,10 @@ static void free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, 
     *cores = c < 0 ? 0 : c;
     *ram = ram_mb < 0 ? 0 : ram_mb;
     *njobs = n;
-    if (gpus)
-        for (int i = 0; i < a->host->ngpus; i++)
-            if (!used[i]) json_array_append_new(gpus, json_integer(a->host->gpus[i].index));
+    for (int i = 0; gpus && i < a->host->ngpus; i++)
+        if (!used[i] && json_array_append_new(gpus, json_integer(a->host->gpus[i].index)))
+            return KILN_ENOMEM;
+    return KILN_OK;
 }
 
 static void lease_done(struct req *r)
@@ -800,11 +1016,17 @@ static void send_report(struct agent *a, struct ajob *j)
     r->attempt = j->attempt;
     snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/report", j->id);
     const struct kiln_proc_result *s = &j->res;
-    r->body = json_pack(
-        "{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:n,s:[]}", "attempt", (json_int_t)j->attempt, "stage",
-        j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
-        s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra, "peak_ram_mb",
-        (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest", "outputs");
+    /* outputs only when this stage has some: the server keeps the build's
+     * outputs when a test report leaves them out. */
+    r->body = json_pack("{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O}", "attempt", (json_int_t)j->attempt,
+                        "stage", j->stage, "exit_code", s->exit_code, "signal", s->term_signal,
+                        "reason", s->reason[0] ? json_string(s->reason) : json_null(), "infra",
+                        s->infra, "peak_ram_mb", (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s,
+                        "selftest", j->selftest ? j->selftest : json_null());
+    if (r->body && j->outputs && json_object_set(r->body, "outputs", j->outputs)) {
+        json_decref(r->body);
+        r->body = NULL;
+    }
     if (!r->body) {
         free(r);
         return;
@@ -879,12 +1101,16 @@ static void pump(struct agent *a)
         else if (now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
-    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && now_ns() >= a->next_lease_ns) {
+    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
+        now_ns() >= a->next_lease_ns) {
         int cores, njobs;
         long ram;
         json_t *gpus = json_array();
         if (!gpus) return;
-        free_capacity(a, &cores, &ram, gpus, &njobs);
+        if (free_capacity(a, &cores, &ram, gpus, &njobs)) {
+            json_decref(gpus);
+            return;
+        }
         int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
         if (room)
             send_lease(a, cores, ram, gpus);
@@ -945,6 +1171,28 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
                        strerror(errno));
         free(a);
         return rc;
+    }
+    ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
+    a->exe[n > 0 ? n : 0] = '\0';
+    if (cfg->selftest_dir[0]) {
+        snprintf(a->selftest_dir, sizeof a->selftest_dir, "%s", cfg->selftest_dir);
+    } else if (a->exe[0]) {
+        /* make selftest puts kiln-selftest-smNN in build/selftest/ beside build/kiln */
+        char *slash = strrchr(a->exe, '/');
+        struct stat st;
+        if (slash &&
+            snprintf(a->selftest_dir, sizeof a->selftest_dir, "%.*s/selftest",
+                     (int)(slash - a->exe), a->exe) < (int)sizeof a->selftest_dir &&
+            (stat(a->selftest_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+            a->selftest_dir[0] = '\0';
+    }
+    if (cfg->source_dir[0]) {
+        struct stat st;
+        if (stat(cfg->source_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = kiln_fail(err, KILN_EINVAL, "source dir %s is not a directory", cfg->source_dir);
+            free(a);
+            return rc;
+        }
     }
     char base[512];
     snprintf(base, sizeof base, "%s", cfg->server);

@@ -19,6 +19,27 @@
 #include "workers/config.h"
 #include "workers/detect.h"
 
+#include <jansson.h>
+
+/* What a job's environment is built from (see kiln_agent_job_env). */
+struct kiln_job_env_info {
+    int cores;
+    int gpu_index;     /* -1 = none */
+    int host_has_gpus; /* 1: a job without a GPU gets CUDA_VISIBLE_DEVICES="" */
+    long job_id, attempt;
+    const char *stage, *work_dir, *worker;
+    const char *report_file; /* NULL = none */
+};
+
+/* A job's environment: base (the agent's own) without KILN_TOKEN, then the
+ * job's env object, then NIX_BUILD_CORES = MAX_JOBS = cores, NIX_CONFIG with
+ * "cores = N" appended, CUDA_VISIBLE_DEVICES, KILN_JOB_ID, KILN_ATTEMPT,
+ * KILN_STAGE, KILN_WORK_DIR, KILN_WORKER, KILN_REPORT_FILE (where the job may
+ * write {"outputs":[...],"selftest":{...}} for its report). NULL-terminated, NULL when out of
+ * memory; free with kiln_agent_env_free(). */
+char **kiln_agent_job_env(char **base, json_t *job_env, const struct kiln_job_env_info *info);
+void kiln_agent_env_free(char **env);
+
 int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host *host,
                    const struct kiln_logger *lg, struct kiln_error *err);
 

@@ -20,6 +20,7 @@ void kiln_worker_config_defaults(struct kiln_worker_config *c)
     snprintf(c->work_dir, sizeof c->work_dir, "./var/worker");
     c->reserve_ram_mb = 0;
     c->lease_wait_s = 10;
+    c->min_disk_free_mb = 2048;
     c->limit_method = KILN_LIMIT_AUTO;
     snprintf(c->log_level, sizeof c->log_level, "info");
 }
@@ -314,6 +315,10 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
             rc = get_str(v, k, c->ca_file, sizeof c->ca_file, err);
         else if (!strcmp(k, "name"))
             rc = get_str(v, k, c->name, sizeof c->name, err);
+        else if (!strcmp(k, "source_dir"))
+            rc = get_str(v, k, c->source_dir, sizeof c->source_dir, err);
+        else if (!strcmp(k, "selftest_dir"))
+            rc = get_str(v, k, c->selftest_dir, sizeof c->selftest_dir, err);
         else if (!strcmp(k, "work_dir"))
             rc = get_str(v, k, c->work_dir, sizeof c->work_dir, err);
         else if (!strcmp(k, "log_level"))
@@ -327,6 +332,8 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
         } else if (!strcmp(k, "heartbeat_s")) {
             rc = get_int(v, k, 1, 3600, &n, err);
             c->heartbeat_s = (int)n;
+        } else if (!strcmp(k, "min_disk_free")) {
+            rc = get_size_mb(v, k, &c->min_disk_free_mb, err);
         } else if (!strcmp(k, "lease_wait_s")) {
             rc = get_int(v, k, 0, 300, &n, err);
             c->lease_wait_s = (int)n;

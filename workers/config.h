@@ -9,6 +9,10 @@
  *     isa: [avx, avx2, fma, f16c]   gpus: none | [{index: 0, name: .., sm: "90", memory_mb: ..,
  * driver: ..}] labels: {rack: a1}   limit_method: auto|cgroup2|cgroup1|poll   ca_file: ..
  *     heartbeat_s: 5   lease_wait_s: 10   reserve_ram: 2G   log_level: info
+ *     min_disk_free: 2G   (no new job while work_dir or /nix/store has less)
+ *     source_dir: /srv/recipes-checkout  (commands run from here: recipe
+ *       commands are relative to their repository root)
+ *     selftest_dir: /usr/local/lib/kiln/selftest  (kiln-selftest-smNN)
  *   Unknown keys and bad values are errors naming the key.
  * - Command-line flags are applied after the file, so they win.
  * - kiln_worker_config_apply() lays the overrides over a detected host.
@@ -36,19 +40,22 @@ struct kiln_worker_config {
     char ca_file[512];
     char name[128];
     char work_dir[512];
-    int cores;           /* 0 = detected */
-    long ram_mb;         /* 0 = detected */
-    long reserve_ram_mb; /* kept back for the OS and the worker itself */
-    int max_jobs;        /* 0 = as cores and RAM allow */
-    int isa_set;         /* isa below overrides detection */
+    char source_dir[512];   /* "" = each job runs in its own dir under work_dir */
+    char selftest_dir[512]; /* kiln-selftest-smNN binaries; "" = <kiln dir>/selftest */
+    int cores;              /* 0 = detected */
+    long ram_mb;            /* 0 = detected */
+    long reserve_ram_mb;    /* kept back for the OS and the worker itself */
+    int max_jobs;           /* 0 = as cores and RAM allow */
+    int isa_set;            /* isa below overrides detection */
     uint32_t isa;
     int gpus_set; /* gpus below override detection (ngpus may be 0: "none") */
     int ngpus;
     struct kiln_gpu gpus[KILN_MAX_GPUS];
     json_t *labels; /* object, owned; NULL = none */
     enum kiln_limit_method limit_method;
-    int heartbeat_s;  /* 0 = server's */
-    int lease_wait_s; /* long-poll length */
+    int heartbeat_s;       /* 0 = server's */
+    int lease_wait_s;      /* long-poll length */
+    long min_disk_free_mb; /* take no job below this free space */
     char log_level[16];
 };
 

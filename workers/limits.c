@@ -91,6 +91,32 @@ static int own_path(const char *controller, char *out, size_t outlen)
     return rc;
 }
 
+static void kill_listed(const char *dir);
+
+/* Job cgroups are named "<agent pid>-<job>-<attempt>". Ones whose agent is
+ * gone (kill -9, crash) may still hold a build the server has requeued
+ * elsewhere: kill what is left in them and remove them. */
+static void reap_stale(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (end == de->d_name || *end != '-' || pid <= 0 || pid == (long)getpid()) continue;
+        char comm[64] = "", p[PATH_MAX];
+        snprintf(p, sizeof p, "/proc/%ld", pid);
+        if (read_text(p, "comm", comm, sizeof comm) == 0 && !strncmp(comm, "kiln", 4)) continue;
+        if (snprintf(p, sizeof p, "%s/%s", base, de->d_name) >= (int)sizeof p) continue;
+        for (int i = 0; i < 20 && rmdir(p) != 0 && errno == EBUSY; i++) {
+            kill_listed(p);
+            usleep(50000);
+        }
+    }
+    closedir(d);
+}
+
 static int try_v2(struct kiln_limits *l, struct kiln_error *err)
 {
     const char *mnt = "/sys/fs/cgroup";
@@ -135,6 +161,7 @@ static int try_v2(struct kiln_limits *l, struct kiln_error *err)
         return kiln_fail(err, KILN_EPERM, "cannot enable memory in %s: %s", l->mem_base,
                          strerror(-e));
     l->cpu_base[0] = '\0';
+    reap_stale(l->mem_base);
     l->method = KILN_LIMIT_CGROUP2;
     snprintf(l->note, sizeof l->note, "cgroup v2 under %.200s", l->mem_base);
     return KILN_OK;
@@ -163,6 +190,8 @@ static int try_v1(struct kiln_limits *l, struct kiln_error *err)
     if (v1_base("cpuacct", "cpuacct", l->cpu_base, sizeof l->cpu_base) &&
         v1_base("cpuacct", "cpu,cpuacct", l->cpu_base, sizeof l->cpu_base))
         l->cpu_base[0] = '\0';
+    reap_stale(l->mem_base);
+    if (l->cpu_base[0]) reap_stale(l->cpu_base);
     l->method = KILN_LIMIT_CGROUP1;
     snprintf(l->note, sizeof l->note, "cgroup v1 under %.200s", l->mem_base);
     return KILN_OK;

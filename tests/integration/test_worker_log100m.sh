@@ -5,7 +5,7 @@
 # line) has the same sha256 as the job's output - nothing lost, nothing twice.
 set -u
 . "$(dirname "$0")/worker_lib.sh"
-trap 'cleanup_procs; rm -rf "$TMP"' EXIT
+trap 'cleanup_procs; [ -n "${KEEP:-}" ] || rm -rf "$TMP"' EXIT
 
 PORT=$(free_port)
 N=12500000 # `seq 1 N`: about 100 MB

@@ -4,7 +4,8 @@
 # only inside namespaces this test creates and deletes). Workers declare
 # different capabilities; jobs land only where they fit. A worker killed
 # with -9 mid-build has its job requeued and finished elsewhere; a worker cut
-# off (link down) and healed re-attaches its job without running it twice.
+# off (link down) and healed re-attaches its job without running it twice;
+# one cut off longer than lost_after_s finds its job moved and kills its copy.
 set -u
 . "$(dirname "$0")/worker_lib.sh"
 command -v ip >/dev/null || { echo "SKIP iproute2 (ip) not installed"; exit 77; }
@@ -117,4 +118,29 @@ api GET "/jobs/$j/log" >"$TMP/cut.log"
 [ "$(grep -c '^--- kiln: attempt' "$TMP/cut.log")" = 1 ] || fail "more than one attempt in the log"
 [ "$(grep -c '^tick' "$TMP/cut.log")" = 8 ] || fail "log lost or doubled lines: $(cat "$TMP/cut.log")"
 echo "ok 4 worker w3 cut off for 3 s and healed: job re-attached, one attempt, log intact"
+
+# cut off longer than lost_after_s: the job moves elsewhere; when the link
+# heals the worker re-registers, is told to cancel its copy and kills it
+# (w1 and w2 are still drained from step 4, so the job lands on w3)
+j=$(ssubmit "{\"name\":\"moved\",\"command\":\"echo \$\$ > $TMP/moved.\$KILN_WORKER.pid; sleep 20; echo finished on \$KILN_WORKER\",\"cores\":1,\"ram_mb\":100,\"platform\":\"x86_64-linux\"}")
+wait_for 20 sstate_is "$j" building || fail "moved job not started"
+[ "$(jget "$(sjob "$j")" 'd["worker"]')" = w3 ] || fail "moved job not on w3"
+wait_for 5 test -s "$TMP/moved.w3.pid" || fail "moved job pid missing"
+ip -n "${NS[3]}" link set eth0 down
+for x in 1 2; do
+    idx=$(jget "$(api GET /workers)" '[w["id"] for w in d["workers"] if w["name"]=="w'$x'"][0]')
+    api POST "/workers/$idx/drain" '{"drain":false}' >/dev/null
+done
+moved() { local x; x=$(sjob "$j"); [ "$(jget "$x" 'd["worker"]')" != w3 ] && [ "$(jget "$x" 'd["state"]')" = building ]; }
+wait_for 20 moved || fail "job did not move off the cut-off worker: $(sjob "$j")"
+ip -n "${NS[3]}" link set eth0 up
+pid3=$(cat "$TMP/moved.w3.pid")
+dead3() { ! ps -o stat= -p "$pid3" 2>/dev/null | grep -qv Z; }
+wait_for 30 dead3 || fail "w3 did not kill its copy after re-registering"
+grep -q "job $j: cancelled by the server" "$TMP/worker3.log" || fail "no cancel on w3"
+wait_for 30 sstate_is "$j" succeeded || fail "moved job did not finish: $(sjob "$j")"
+api GET "/jobs/$j/log" >"$TMP/moved.log"
+[ "$(grep -c '^finished on' "$TMP/moved.log")" = 1 ] || fail "moved job finished twice or never: $(cat "$TMP/moved.log")"
+grep -q '^finished on w3' "$TMP/moved.log" && fail "the cut-off worker's copy finished"
+echo "ok 5 w3 cut off past lost_after_s: job finished on $(jget "$(sjob "$j")" 'd["worker"]'), w3 killed its copy on re-registering"
 echo PASS

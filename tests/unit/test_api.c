@@ -74,6 +74,8 @@ static int setup(void **state)
     snprintf(cfg.listen, sizeof cfg.listen, "127.0.0.1:0");
     snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", f->dir);
     cfg.max_body_bytes = 64 * 1024;
+    /* Tests run from the repository root (scripts/check.sh). */
+    snprintf(cfg.recipes_dir, sizeof cfg.recipes_dir, "recipes");
     cfg.log_level = KILN_LOG_WARN;
     uv_loop_init(&f->loop);
     struct kiln_error err = {0};
@@ -145,7 +147,8 @@ static void test_end_to_end(void **state)
     assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
                           "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2}", &o),
                      201);
-    json_int_t id = json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_int_t id =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
     json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
@@ -200,7 +203,8 @@ static void test_end_to_end(void **state)
     kiln_httpc_cleanup(&c);
     assert_int_equal(call(f, f->read, "GET", "/api/v1/jobs?state=succeeded", NULL, &o), 200);
     assert_int_equal(json_array_size(json_object_get(o, "jobs")), 1);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "counts"), "succeeded")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "counts"), "succeeded")),
+                     1);
     json_decref(o);
 }
 
@@ -261,10 +265,10 @@ static void test_errors(void **state)
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/77/heartbeat", "{}", &o), 404);
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register",
-                          "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}",
-                          &o),
-                     400);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/register",
+             "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}", &o),
+        400);
     json_decref(o);
     /* Too big a body: 413 (limit is 64 KiB here). */
     char *big = malloc(100000);
@@ -313,8 +317,8 @@ static void test_long_poll_wakes(void **state)
     json_decref(o);
     assert_true(mono() - t0 >= 0.9);
     /* A submit during the wait answers it at once. */
-    struct delayed d = {f, 200, f->submit, "POST", "/api/v1/jobs",
-                        "{\"name\":\"late\",\"command\":\"x\"}"};
+    struct delayed d = {
+        f, 200, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"late\",\"command\":\"x\"}"};
     pthread_t th;
     pthread_create(&th, NULL, delayed_call, &d);
     t0 = mono();
@@ -360,9 +364,11 @@ static void test_events_resume(void **state)
 {
     struct fx *f = *state;
     json_t *o;
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e1\",\"command\":\"x\"}", &o), 201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e1\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
-    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e2\",\"command\":\"x\"}", &o), 201);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"e2\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
     struct kiln_httpc c;
     kiln_httpc_init(&c, f->url, f->read);
@@ -383,19 +389,198 @@ static void test_events_resume(void **state)
     kiln_buf_free(&s2.got);
 }
 
+struct follow {
+    struct fx *f;
+    long id;
+    struct kiln_buf got;
+    long status;
+};
+
+static int on_log(const char *p, size_t n, void *arg)
+{
+    struct follow *fl = arg;
+    kiln_buf_append(&fl->got, p, n);
+    return 0;
+}
+
+static void *follow_thread(void *arg)
+{
+    struct follow *fl = arg;
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, fl->f->url, fl->f->read);
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/jobs/%ld/log?follow=1", fl->id);
+    kiln_httpc_stream(&c, path, on_log, fl, &fl->status, NULL);
+    kiln_httpc_cleanup(&c);
+    return NULL;
+}
+
+static void test_log_follow_and_drain(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"f\",\"command\":\"x\"}", &o), 201);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 200);
+    json_decref(o);
+    struct follow fl = {.f = f, .id = 1};
+    pthread_t th;
+    pthread_create(&th, NULL, follow_thread, &fl);
+    usleep(200000);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=0", "part one\n", &o), 200);
+    json_decref(o);
+    usleep(100000);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/log?attempt=1&offset=9", "part two\n", &o), 200);
+    json_decref(o);
+    /* The report ends the follow: the thread's request returns. */
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/jobs/1/report", "{\"attempt\":1,\"exit_code\":1}", &o),
+        200);
+    json_decref(o);
+    pthread_join(th, NULL);
+    assert_int_equal(fl.status, 200);
+    assert_non_null(fl.got.data);
+    assert_non_null(strstr(fl.got.data, "part one\npart two\n"));
+    kiln_buf_free(&fl.got);
+    /* Drain (admin): the worker takes nothing new and says so. */
+    assert_int_equal(call(f, f->admin, "POST", "/api/v1/workers/1/drain", "{\"drain\":true}", &o),
+                     200);
+    assert_string_equal(jstr(o, "state"), "draining");
+    json_decref(o);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"g\",\"command\":\"x\"}", &o), 201);
+    assert_non_null(
+        strstr(jstr(json_array_get(json_object_get(o, "jobs"), 0), "wait_reason"), "draining"));
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=0", "{}", &o), 204);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/heartbeat", "{}", &o), 200);
+    assert_true(json_is_true(json_object_get(o, "drain")));
+    json_decref(o);
+}
+
+static void test_recipe_pipeline(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    assert_int_equal(
+        call(f, f->read, "GET", "/api/v1/recipes/demo/expand?where=sm%3D90,isa%3Davx2", NULL, &o),
+        200);
+    assert_int_equal(json_array_size(json_object_get(o, "variants")), 1);
+    json_decref(o);
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs",
+             "{\"recipe\":\"demo\",\"where\":{\"sm\":\"90\",\"isa\":\"avx2\"},\"commit\":\"abc\"}",
+             &o),
+        201);
+    json_t *job = json_array_get(json_object_get(o, "jobs"), 0);
+    json_int_t id = json_integer_value(json_object_get(job, "id"));
+    assert_string_equal(jstr(job, "recipe"), "demo");
+    assert_string_equal(jstr(job, "commit"), "abc");
+    assert_int_equal(json_array_size(json_object_get(job, "stages")), 3);
+    json_decref(o);
+    /* A GPU host with SM 90, a new driver and AVX2. */
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/register",
+             "{\"name\":\"g\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
+             "\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\"],\"gpus\":[{\"index\":0,"
+             "\"sm\":\"90\",\"driver\":\"580.65.06\"}]}",
+             &o),
+        200);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 200);
+    assert_string_equal(jstr(json_object_get(o, "job"), "stage"), "build");
+    json_decref(o);
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path,
+                          "{\"attempt\":1,\"stage\":\"build\",\"outputs\":[\"/nix/store/x\"]}", &o),
+                     200);
+    assert_string_equal(jstr(o, "state"), "built");
+    json_decref(o);
+    assert_int_equal(
+        call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{\"free_gpus\":[0]}", &o),
+        200);
+    job = json_object_get(o, "job");
+    assert_string_equal(jstr(job, "stage"), "test");
+    assert_int_equal(json_integer_value(json_object_get(job, "gpu_index")), 0);
+    assert_int_equal(json_integer_value(json_object_get(job, "attempt")), 2);
+    assert_true(json_is_object(json_object_get(job, "selftest")));
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", path,
+                          "{\"attempt\":2,\"stage\":\"test\",\"selftest\":{\"ok\":true}}", &o),
+                     200);
+    json_decref(o);
+    /* No publisher configured: publishing completes at once. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)id);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "succeeded");
+    json_decref(o);
+    /* Resubmitting supersedes nothing finished, and a bad filter is a 400. */
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"recipe\":\"demo\",\"where\":{\"sm\":\"1\"}}", &o),
+                     400);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", "{\"recipe\":\"nosuch\"}", &o),
+                     404);
+    json_decref(o);
+}
+
 static void test_metrics(void **state)
 {
     struct fx *f = *state;
     struct kiln_httpc c;
     kiln_httpc_init(&c, f->url, f->read);
     struct kiln_httpc_resp r = {0};
-    assert_int_equal(kiln_httpc_request(&c, "GET", "/metrics", NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(kiln_httpc_request(&c, "GET", "/metrics", NULL, NULL, 0, 0, &r, NULL),
+                     KILN_OK);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body.data, "kiln_jobs{state=\"queued\"} 0"));
     assert_non_null(strstr(r.body.data, "kiln_workers{state=\"online\"}"));
     assert_non_null(strstr(r.body.data, "kiln_http_requests_total"));
     kiln_httpc_resp_free(&r);
     kiln_httpc_cleanup(&c);
+}
+
+static void test_config_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kiln-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *good = "listen: 0.0.0.0:9000\nallow_anonymous_read: true\nlost_after_s: 7\n"
+                       "catalog: {s3: {bucket: x}}\n";
+    assert_int_equal(write(fd, good, strlen(good)), (ssize_t)strlen(good));
+    close(fd);
+    struct kiln_serve_config c;
+    kiln_serve_config_defaults(&c);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
+    assert_string_equal(c.listen, "0.0.0.0:9000");
+    assert_int_equal(c.allow_anonymous_read, 1);
+    assert_int_equal(c.lost_after_s, 7);
+    FILE *fp = fopen(path, "w");
+    fputs("lost_after_s: soon\n", fp);
+    fclose(fp);
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "lost_after_s"));
+    fp = fopen(path, "w");
+    fputs("listne: 1\n", fp);
+    fclose(fp);
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "unknown setting 'listne'"));
+    fp = fopen(path, "w");
+    fputs("a: [1,\n", fp);
+    fclose(fp);
+    assert_int_not_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
+    assert_non_null(strstr(err.msg, path));
+    kiln_serve_config_free(&c);
+    unlink(path);
 }
 
 int main(void)
@@ -406,7 +591,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_follow_and_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recipe_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

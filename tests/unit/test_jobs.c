@@ -128,8 +128,8 @@ static json_t *lease(struct fx *f, int64_t job, int64_t wid, int gpu)
 static const char *report(struct fx *f, int64_t job, int64_t wid, int64_t attempt, int code,
                           int infra, int expect_rc)
 {
-    struct kiln_report r = {.attempt = attempt, .exit_code = code, .infra = infra,
-                            .peak_ram_mb = -1, .cpu_s = -1};
+    struct kiln_report r = {
+        .attempt = attempt, .exit_code = code, .infra = infra, .peak_ram_mb = -1, .cpu_s = -1};
     const char *st = NULL;
     struct kiln_error err = {0};
     int rc = kiln_jobs_report(&f->j, job, wid, &r, 210.0, &st, &err);
@@ -143,7 +143,8 @@ static const char *report(struct fx *f, int64_t job, int64_t wid, int64_t attemp
 static void test_adhoc_end_to_end(void **state)
 {
     struct fx *f = *state;
-    int64_t id = submit(f, "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2,\"ram_mb\":512}");
+    int64_t id =
+        submit(f, "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2,\"ram_mb\":512}");
     assert_state(f, id, "queued");
     int64_t w = reg(f, W8, NULL);
     assert_int_equal(match(f, w, NULL), id);
@@ -176,7 +177,8 @@ static void test_build_failure_no_retry_and_retry(void **state)
     assert_string_equal(report(f, id, w, 1, 2, 0, KILN_OK), "failed");
     json_t *o = get(f, id);
     assert_string_equal(json_string_value(json_object_get(o, "failed_stage")), "build");
-    assert_string_equal(json_string_value(json_object_get(o, "reason")), "build exited with code 2");
+    assert_string_equal(json_string_value(json_object_get(o, "reason")),
+                        "build exited with code 2");
     json_decref(o);
     assert_int_equal(match(f, w, NULL), 0);
     struct kiln_error err = {0};
@@ -404,11 +406,12 @@ static void test_gpu_test_stage(void **state)
     json_decref(arr);
     json_decref(variant);
     int64_t builder = reg(f, W8, NULL);
-    int64_t gpu = reg(f, "{\"name\":\"g1\",\"cores\":8,\"ram_mb\":16384,\"platform\":"
-                         "\"x86_64-linux\",\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\","
-                         "\"avx512f\",\"avx512dq\",\"avx512vl\",\"avx512bw\"],\"gpus\":[{\"index\":"
-                         "0,\"sm\":\"89\",\"driver\":\"580.1\"},{\"index\":1,\"sm\":\"90\","
-                         "\"driver\":\"580.65.06\"}]}",
+    int64_t gpu = reg(f,
+                      "{\"name\":\"g1\",\"cores\":8,\"ram_mb\":16384,\"platform\":"
+                      "\"x86_64-linux\",\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\","
+                      "\"avx512f\",\"avx512dq\",\"avx512vl\",\"avx512bw\"],\"gpus\":[{\"index\":"
+                      "0,\"sm\":\"89\",\"driver\":\"580.1\"},{\"index\":1,\"sm\":\"90\","
+                      "\"driver\":\"580.65.06\"}]}",
                       NULL);
     assert_int_equal(match(f, builder, NULL), id);
     json_decref(lease(f, id, builder, -1));
@@ -429,25 +432,21 @@ static void test_gpu_test_stage(void **state)
     json_decref(art);
     json_t *o = get(f, id);
     assert_string_equal(json_string_value(json_object_get(o, "state")), "succeeded");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "artifact"), "digest")),
-                        "sha256:00");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(o, "artifact"), "digest")), "sha256:00");
     json_decref(o);
 }
 
-static void test_placement_best_fit(void **state)
+static void test_placement_order(void **state)
 {
     struct fx *f = *state;
-    int64_t id = submit(f, "{\"name\":\"small\",\"command\":\"x\",\"cores\":2,\"ram_mb\":1024}");
-    int64_t big = reg(f, "{\"name\":\"big\",\"cores\":64,\"ram_mb\":262144,\"platform\":"
-                         "\"x86_64-linux\"}",
-                      NULL);
-    int64_t small = reg(f, "{\"name\":\"small\",\"cores\":2,\"ram_mb\":2048,\"platform\":"
-                           "\"x86_64-linux\"}",
-                        NULL);
-    /* placement.h: best fit - the small job belongs on the small host, so
-     * the big host asking first does not take it. */
-    assert_int_equal(match(f, big, NULL), 0);
-    assert_int_equal(match(f, small, NULL), id);
+    int64_t low = submit(f, "{\"name\":\"low\",\"command\":\"x\",\"priority\":-5}");
+    int64_t high = submit(f, "{\"name\":\"high\",\"command\":\"x\",\"priority\":7}");
+    int64_t w = reg(f, W8, NULL);
+    /* placement.h orders by priority (with aging), not submission order. */
+    assert_int_equal(match(f, w, NULL), high);
+    json_decref(lease(f, high, w, -1));
+    assert_int_equal(match(f, w, NULL), low);
 }
 
 static void test_jobspec_errors(void **state)
@@ -496,7 +495,8 @@ static void test_jobspec_errors(void **state)
 static void test_list_filters_and_paging(void **state)
 {
     struct fx *f = *state;
-    for (int i = 0; i < 5; i++) submit(f, "{\"name\":\"p\",\"command\":\"x\"}");
+    for (int i = 0; i < 5; i++)
+        submit(f, "{\"name\":\"p\",\"command\":\"x\"}");
     submit(f, "{\"name\":\"other\",\"command\":\"x\"}");
     struct kiln_jobs_filter flt = {.name = "p", .limit = 2};
     json_t *out;
@@ -505,7 +505,8 @@ static void test_list_filters_and_paging(void **state)
     assert_int_equal(json_array_size(json_object_get(out, "jobs")), 2);
     json_int_t next = json_integer_value(json_object_get(out, "next_before_id"));
     assert_int_equal(next, 4);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "counts"), "queued")), 6);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "counts"), "queued")),
+                     6);
     json_decref(out);
     flt.before_id = next;
     flt.limit = 10;
@@ -528,7 +529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_placement_best_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
         cmocka_unit_test(test_jobspec_errors),
         cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
     };

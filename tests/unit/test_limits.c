@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -236,6 +238,46 @@ static void test_ram_cgroup1(void **state)
     kiln_limits_cleanup(&l);
 }
 
+/* A job cgroup left by a worker that died (kill -9) is emptied and removed
+ * when the next worker starts. */
+static void test_stale_cgroup_reaped(void **state)
+{
+    (void)state;
+    struct kiln_limits l;
+    struct kiln_error err = {0};
+    if (kiln_limits_init(&l, KILN_LIMIT_CGROUP1, "t", &err)) {
+        printf("SKIP cgroup v1 not available here: %s\n", err.msg);
+        skip();
+    }
+    pid_t dead = fork();
+    assert_true(dead >= 0);
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char dir[700], pidtxt[32];
+    snprintf(dir, sizeof dir, "%s/%d-7-1", l.mem_base, (int)dead);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    pid_t orphan = fork();
+    assert_true(orphan >= 0);
+    if (orphan == 0) {
+        execl("/bin/sleep", "sleep", "60", (char *)NULL);
+        _exit(127);
+    }
+    char procs[760];
+    snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
+    FILE *f = fopen(procs, "w");
+    assert_non_null(f);
+    snprintf(pidtxt, sizeof pidtxt, "%d", (int)orphan);
+    fputs(pidtxt, f);
+    assert_int_equal(fclose(f), 0);
+    struct kiln_limits l2;
+    assert_int_equal(kiln_limits_init(&l2, KILN_LIMIT_CGROUP1, "t", &err), KILN_OK);
+    int st = 0;
+    assert_int_equal(waitpid(orphan, &st, 0), orphan);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_int_equal(access(dir, F_OK), -1);
+    kiln_limits_cleanup(&l2);
+}
+
 static void test_ram_cgroup2(void **state)
 {
     struct kiln_limits l;
@@ -322,6 +364,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_prestate_setup_teardown(test_ram_poll, setup, teardown, &c),
         cmocka_unit_test_prestate_setup_teardown(test_ram_cgroup1, setup, teardown, &c),
         cmocka_unit_test_prestate_setup_teardown(test_ram_cgroup2, setup, teardown, &c),
+        cmocka_unit_test(test_stale_cgroup_reaped),
         cmocka_unit_test(test_parse_stat),
         cmocka_unit_test_prestate_setup_teardown(test_bad_spec, setup, teardown, &c),
     };

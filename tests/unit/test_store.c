@@ -70,9 +70,9 @@ static void test_newer_schema_refused(void **state)
     struct kiln_store *st;
     struct kiln_error err = {0};
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
-    assert_int_equal(sqlite3_exec(kiln_store_db(st), "UPDATE schema_version SET version = 99",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(kiln_store_db(st), "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
+        SQLITE_OK);
     kiln_store_close(st);
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_EUNSUPPORTED);
     assert_non_null(strstr(err.msg, "newer"));
@@ -175,8 +175,10 @@ static void test_tokens(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_open_migrate_reopen), cmocka_unit_test(test_newer_schema_refused),
-        cmocka_unit_test(test_stmt_cache_reuses), cmocka_unit_test(test_events_commit_and_rollback),
+        cmocka_unit_test(test_open_migrate_reopen),
+        cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_stmt_cache_reuses),
+        cmocka_unit_test(test_events_commit_and_rollback),
         cmocka_unit_test(test_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
