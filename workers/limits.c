@@ -148,6 +148,22 @@ static int try_v2(struct kiln_limits *l, struct kiln_error *err)
                              strerror(-e));
         }
         e = write_str(dir, "cgroup.subtree_control", "+memory");
+        /* Other processes of the delegated cgroup (the shell that started
+         * the worker, a supervisor) still block it: move them into the
+         * leaf too. Moving is harmless to them; nothing is killed. */
+        for (int round = 0; e == -EBUSY && round < 3; round++) {
+            char procs[PATH_MAX + 16];
+            snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
+            FILE *f = fopen(procs, "r");
+            if (!f) break;
+            char line[32];
+            while (fgets(line, sizeof line, f)) {
+                line[strcspn(line, "\n")] = '\0';
+                if (line[0]) write_str(leaf, "cgroup.procs", line); /* may have exited */
+            }
+            fclose(f);
+            e = write_str(dir, "cgroup.subtree_control", "+memory");
+        }
     }
     if (e)
         return kiln_fail(err, KILN_EPERM, "cannot enable the memory controller in %s: %s", dir,
