@@ -11,7 +11,17 @@ set -u
 KILN=${KILN_BIN:?}
 T=$(mktemp -d /tmp/kiln-git-XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+cleanup() {
+    # newest first (the worker before the server); a second TERM makes the
+    # worker hand its running job back instead of waiting for it
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null; sleep 0.3; kill -TERM "${pids[i]}" 2>/dev/null
+        for _ in $(seq 150); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "${pids[i]}" 2>/dev/null
+        wait "${pids[i]}" 2>/dev/null
+    done
+    rm -rf "$T"
+}
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- serve log"; tail -30 "$T/serve.log"; exit 1; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
