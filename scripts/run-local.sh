@@ -49,7 +49,7 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 "$KILN" worker --server "$URL" --token "$WORKER" --name "$(hostname)-local" \
-    --work-dir "$DATA/work" >>"$DATA/worker.log" 2>&1 &
+    --work-dir "$DATA/work" --source-dir "$PWD" >>"$DATA/worker.log" 2>&1 &
 worker_pid=$!
 
 cat <<EOT
@@ -67,6 +67,13 @@ cat <<EOT
 EOT
 KILN_SERVER=$URL KILN_TOKEN=$ADMIN "$KILN" submit --recipe demo ${KILN_DEMO_WHERE:+--where "$KILN_DEMO_WHERE"} || \
     echo "  (demo submission failed; the farm keeps running)"
+if ! "$KILN" worker --detect --json 2>/dev/null | grep -q '"sm"'; then
+    echo
+    echo "  This host has no NVIDIA GPU: the builds run here, and each variant's"
+    echo "  selftest stage waits (it says so in 'kiln queue' and on the page) for a"
+    echo "  worker whose GPU has the variant's SM. Start 'kiln worker' on a GPU host"
+    echo "  with a worker token to run them."
+fi
 echo
 echo "  Ctrl-C to stop."
 wait "$serve_pid"
