@@ -384,7 +384,7 @@ static int same_class(const struct kiln_stage_needs *a, const struct kiln_stage_
 }
 
 #define PER_CLASS 8
-#define MAX_SCAN 5000
+#define MAX_SCAN 1000
 
 int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out, int max,
                              int *n, struct kiln_error *err)
@@ -980,17 +980,22 @@ int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, i
 
 double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now)
 {
-    sqlite3_stmt *s;
-    if (kiln_store_stmt(j->st,
-                        "SELECT MIN(not_before) FROM jobs WHERE state IN ('queued','built') AND "
-                        "not_before > ?",
-                        &s, NULL))
-        return 0;
-    sqlite3_bind_double(s, 1, now);
     double t = 0;
-    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-        t = sqlite3_column_double(s, 0);
-    sqlite3_reset(s);
+    static const char *states[] = {"queued", "built"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *s;
+        if (kiln_store_stmt(j->st,
+                            "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?",
+                            &s, NULL))
+            return 0;
+        sqlite3_bind_text(s, 1, states[i], -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+            double v = sqlite3_column_double(s, 0);
+            if (t == 0 || v < t) t = v;
+        }
+        sqlite3_reset(s);
+    }
     return t;
 }
 

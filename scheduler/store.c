@@ -85,6 +85,10 @@ static const char *migrations[] = {
     " type TEXT NOT NULL,"
     " data TEXT NOT NULL,"
     " at REAL NOT NULL);",
+    /* 2: indexes for the hot paths: resources in use per worker, and the
+     * earliest backoff end, without scanning job history. */
+    "CREATE INDEX jobs_worker_state ON jobs(worker_id, state);"
+    "CREATE INDEX jobs_state_not_before ON jobs(state, not_before);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
