@@ -89,6 +89,10 @@ static const char *migrations[] = {
      * earliest backoff end, without scanning job history. */
     "CREATE INDEX jobs_worker_state ON jobs(worker_id, state);"
     "CREATE INDEX jobs_state_not_before ON jobs(state, not_before);",
+    /* 3: resource classes of waiting jobs and each class's best jobs come
+     * straight from one index (dispatch reads the head of every class). */
+    "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
+    "sm_compat, driver_min, priority DESC, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)

@@ -73,6 +73,7 @@ static void test_migrates_old_schema(void **state)
     /* Make it a version-1 database again. */
     assert_int_equal(sqlite3_exec(kiln_store_db(st),
                                   "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
+                                  "DROP INDEX jobs_class; "
                                   "UPDATE schema_version SET version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -80,7 +81,7 @@ static void test_migrates_old_schema(void **state)
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
     int v;
     assert_int_equal(kiln_store_schema_version(st, &v, &err), KILN_OK);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, KILN_STORE_SCHEMA_VERSION);
     sqlite3_stmt *s;
     assert_int_equal(kiln_store_stmt(st,
                                      "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND "
