@@ -7,6 +7,7 @@
 #include "common/hash.h"
 #include "scheduler/catalog.h"
 #include "scheduler/http.h"
+#include "scheduler/publish.h"
 #include "scheduler/s3.h"
 #include "workers/export.h"
 
@@ -20,29 +21,30 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kiln catalog <command> [options]\n"
-            "  ls      [--data DIR] [--json] [--name N] [--version V] [--sm S] [--isa I]\n"
-            "          [--cuda C] [--platform P] [--branch B]  list entries\n"
-            "  show    ID [--data DIR]                   one entry as JSON\n"
-            "  verify  [--data DIR] [--json]             rehash blobs, check signatures\n"
-            "  gc      [--data DIR] [--grace SECONDS]    remove unfinished uploads and\n"
-            "                                            unreferenced blobs (grace 3600)\n"
-            "  publish FILE --name N --version V [--meta JSON] [--digest D] [--data DIR]\n"
-            "  push    FILE --server URL --name N --version V [--meta JSON]\n"
-            "  export  STOREPATH --server URL [--name N] [--version V] [--meta JSON]\n"
-            "  serve   [--data DIR] [--addr A] [--port P] [--port-file F]\n"
-            "          (uploads need KILN_CATALOG_TOKEN as bearer token)\n"
-            "  s3-put  FILE KEY --endpoint URL --bucket B [--region R] [--part-size BYTES]\n"
-            "          [--threshold BYTES]  (KILN_S3_ACCESS_KEY, KILN_S3_SECRET_KEY)\n"
-            "  key     [--data DIR]                      print the cache's public key\n"
-            "--data defaults to $KILN_DATA or ./var; --server to $KILN_SERVER;\n"
-            "the token comes from $KILN_TOKEN.\n");
+    fprintf(f, "usage: kiln catalog <command> [options]\n"
+               "  ls      [--data DIR] [--json] [--name N] [--version V] [--sm S] [--isa I]\n"
+               "          [--cuda C] [--platform P] [--branch B]  list entries\n"
+               "  show    ID [--data DIR]                   one entry as JSON\n"
+               "  verify  [--data DIR] [--json]             rehash blobs, check signatures\n"
+               "  gc      [--data DIR] [--grace SECONDS]    remove unfinished uploads and\n"
+               "                                            unreferenced blobs (grace 3600)\n"
+               "  publish FILE --name N --version V [--meta JSON] [--digest D] [--data DIR]\n"
+               "  push    FILE --server URL --name N --version V [--meta JSON]\n"
+               "  export  STOREPATH --server URL [--name N] [--version V] [--meta JSON]\n"
+               "  serve   [--data DIR] [--addr A] [--port P] [--port-file F]\n"
+               "          (uploads need KILN_CATALOG_TOKEN as bearer token)\n"
+               "  s3-put  FILE KEY --endpoint URL --bucket B [--region R] [--part-size BYTES]\n"
+               "          [--threshold BYTES]  (KILN_S3_ACCESS_KEY, KILN_S3_SECRET_KEY)\n"
+               "  key     [--data DIR]                      print the cache's public key\n"
+               "  targets ID --config FILE [--data DIR]     run the publish targets of FILE\n"
+               "          (JSON {\"targets\":[...]}, see docs/catalog.md) for entry ID\n"
+               "--data defaults to $KILN_DATA or ./var; --server to $KILN_SERVER;\n"
+               "the token comes from $KILN_TOKEN.\n");
 }
 
 struct opts {
     const char *data, *name, *version, *meta, *digest, *server, *addr, *port_file;
-    const char *endpoint, *bucket, *region;
+    const char *endpoint, *bucket, *region, *config;
     const char *f_sm, *f_isa, *f_cuda, *f_platform, *f_branch;
     int json, port;
     double grace;
@@ -79,14 +81,14 @@ static int exit_for(int code)
 static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = {
-        {"data", 1, 0, 'd'},     {"name", 1, 0, 'n'},     {"version", 1, 0, 'v'},
-        {"meta", 1, 0, 'm'},     {"digest", 1, 0, 'D'},   {"server", 1, 0, 's'},
-        {"addr", 1, 0, 'a'},     {"port", 1, 0, 'p'},     {"port-file", 1, 0, 'P'},
-        {"json", 0, 0, 'j'},     {"grace", 1, 0, 'g'},    {"endpoint", 1, 0, 'e'},
-        {"bucket", 1, 0, 'b'},   {"region", 1, 0, 'r'},   {"part-size", 1, 0, 'S'},
+        {"data", 1, 0, 'd'},      {"name", 1, 0, 'n'},   {"version", 1, 0, 'v'},
+        {"meta", 1, 0, 'm'},      {"digest", 1, 0, 'D'}, {"server", 1, 0, 's'},
+        {"addr", 1, 0, 'a'},      {"port", 1, 0, 'p'},   {"port-file", 1, 0, 'P'},
+        {"json", 0, 0, 'j'},      {"grace", 1, 0, 'g'},  {"endpoint", 1, 0, 'e'},
+        {"bucket", 1, 0, 'b'},    {"region", 1, 0, 'r'}, {"part-size", 1, 0, 'S'},
         {"threshold", 1, 0, 'T'}, {"sm", 1, 0, 1},       {"isa", 1, 0, 2},
-        {"cuda", 1, 0, 3},       {"platform", 1, 0, 4},   {"branch", 1, 0, 5},
-        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"cuda", 1, 0, 3},        {"platform", 1, 0, 4}, {"branch", 1, 0, 5},
+        {"config", 1, 0, 'c'},    {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data = getenv("KILN_DATA");
     if (!o->data || !*o->data) o->data = "var";
@@ -99,29 +101,78 @@ static int parse(int argc, char **argv, struct opts *o)
     int ch;
     while ((ch = getopt_long(argc, argv, "hj", lo, NULL)) != -1) {
         switch (ch) {
-        case 'd': o->data = optarg; break;
-        case 'n': o->name = optarg; break;
-        case 'v': o->version = optarg; break;
-        case 'm': o->meta = optarg; break;
-        case 'D': o->digest = optarg; break;
-        case 's': o->server = optarg; break;
-        case 'a': o->addr = optarg; break;
-        case 'p': o->port = atoi(optarg); break;
-        case 'P': o->port_file = optarg; break;
-        case 'j': o->json = 1; break;
-        case 'g': o->grace = atof(optarg); break;
-        case 'e': o->endpoint = optarg; break;
-        case 'b': o->bucket = optarg; break;
-        case 'r': o->region = optarg; break;
-        case 'S': o->part_size = strtoull(optarg, NULL, 10); break;
-        case 'T': o->threshold = strtoull(optarg, NULL, 10); break;
-        case 1: o->f_sm = optarg; break;
-        case 2: o->f_isa = optarg; break;
-        case 3: o->f_cuda = optarg; break;
-        case 4: o->f_platform = optarg; break;
-        case 5: o->f_branch = optarg; break;
-        case 'h': usage(stdout); return 1;
-        default: usage(stderr); return -1;
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'v':
+            o->version = optarg;
+            break;
+        case 'm':
+            o->meta = optarg;
+            break;
+        case 'D':
+            o->digest = optarg;
+            break;
+        case 's':
+            o->server = optarg;
+            break;
+        case 'a':
+            o->addr = optarg;
+            break;
+        case 'p':
+            o->port = atoi(optarg);
+            break;
+        case 'P':
+            o->port_file = optarg;
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'g':
+            o->grace = atof(optarg);
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'e':
+            o->endpoint = optarg;
+            break;
+        case 'b':
+            o->bucket = optarg;
+            break;
+        case 'r':
+            o->region = optarg;
+            break;
+        case 'S':
+            o->part_size = strtoull(optarg, NULL, 10);
+            break;
+        case 'T':
+            o->threshold = strtoull(optarg, NULL, 10);
+            break;
+        case 1:
+            o->f_sm = optarg;
+            break;
+        case 2:
+            o->f_isa = optarg;
+            break;
+        case 3:
+            o->f_cuda = optarg;
+            break;
+        case 4:
+            o->f_platform = optarg;
+            break;
+        case 5:
+            o->f_branch = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -167,7 +218,7 @@ static int do_ls(struct opts *o)
     if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
     json_t *f = json_object();
     const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch", "version"};
-    const char *vals[] = {o->name,       o->f_sm,     o->f_isa, o->f_cuda,
+    const char *vals[] = {o->name,       o->f_sm,     o->f_isa,  o->f_cuda,
                           o->f_platform, o->f_branch, o->version};
     for (int i = 0; i < 7; i++)
         if (vals[i]) json_object_set_new(f, keys[i], json_string(vals[i]));
@@ -375,9 +426,6 @@ static int srv_headers(struct kiln_http_req *req, void *ctx)
         role = KILN_ROLE_WORKER;
     else if (a)
         role = KILN_ROLE_NONE; /* a wrong token is refused, not downgraded */
-    const char *m = kiln_http_req_method(req);
-    if (!a && strcmp(m, "GET") && strcmp(m, "HEAD"))
-        role = KILN_ROLE_NONE; /* anonymous may read, never change (401) */
     if (!kiln_catalog_http(s->c, req, role))
         kiln_http_respond_error(req, 404, "not_found", "no such path");
     return 0;
@@ -431,7 +479,8 @@ static int do_serve(struct opts *o)
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_http_server_stop(hs);
-    for (int i = 0; i < 2; i++) uv_close((uv_handle_t *)&sigs[i], NULL);
+    for (int i = 0; i < 2; i++)
+        uv_close((uv_handle_t *)&sigs[i], NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_catalog_close(s.c);
     return KILN_EXIT_OK;
@@ -481,8 +530,8 @@ static int do_s3(struct opts *o)
     struct kiln_error err = {0};
     struct s3run r = {.rc = 1};
     if (kiln_s3_client_new(loop, &cl, &err) != KILN_OK ||
-        kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r,
-                         &err) != KILN_OK) {
+        kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r, &err) !=
+            KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", err.msg);
         return exit_for(err.code);
     }
@@ -512,6 +561,66 @@ static int do_key(struct opts *o)
     return exit_for(rc);
 }
 
+struct trun {
+    int called, rc;
+    json_t *results;
+};
+
+static void targets_done(void *arg, int rc, json_t *results)
+{
+    struct trun *t = arg;
+    t->called = 1;
+    t->rc = rc;
+    t->results = json_incref(results);
+}
+
+static int do_targets(struct opts *o)
+{
+    if (o->nargs != 1 || !o->config) {
+        usage(stderr);
+        return KILN_EXIT_USAGE;
+    }
+    json_error_t je;
+    json_t *cfg = json_load_file(o->config, 0, &je);
+    if (!cfg) {
+        fprintf(stderr, "kiln catalog targets: %s:%d:%d: %s\n", o->config, je.line, je.column,
+                je.text);
+        return KILN_EXIT_USAGE;
+    }
+    struct kiln_catalog *c;
+    if (open_cat(o, &c) != KILN_OK) {
+        json_decref(cfg);
+        return KILN_EXIT_INTERNAL;
+    }
+    uv_loop_t *loop = uv_default_loop();
+    struct kiln_publisher *p = NULL;
+    struct kiln_error err = {0};
+    struct trun t = {0};
+    int rc = kiln_publisher_new(loop, c, cfg, &p, &err);
+    json_decref(cfg);
+    if (rc == KILN_OK) rc = kiln_publisher_run(p, atoll(o->args[0]), targets_done, &t, &err);
+    if (rc != KILN_OK) {
+        fprintf(stderr, "kiln catalog targets: %s\n", err.msg);
+        kiln_publisher_free(p);
+        uv_run(loop, UV_RUN_DEFAULT);
+        kiln_catalog_close(c);
+        return exit_for(rc);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    kiln_publisher_free(p);
+    uv_run(loop, UV_RUN_DEFAULT);
+    kiln_catalog_close(c);
+    size_t i;
+    json_t *r;
+    json_array_foreach(t.results, i, r) printf(
+        "target %lld (%s): %s: %s\n", (long long)json_integer_value(json_object_get(r, "target")),
+        json_string_value(json_object_get(r, "type")),
+        json_is_true(json_object_get(r, "ok")) ? "ok" : "FAILED",
+        json_string_value(json_object_get(r, "message")));
+    json_decref(t.results);
+    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : exit_for(t.rc ? t.rc : KILN_EIO);
+}
+
 int cmd_catalog(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -532,6 +641,7 @@ int cmd_catalog(int argc, char **argv)
     if (!strcmp(sub, "serve")) return do_serve(&o);
     if (!strcmp(sub, "s3-put")) return do_s3(&o);
     if (!strcmp(sub, "key")) return do_key(&o);
+    if (!strcmp(sub, "targets")) return do_targets(&o);
     fprintf(stderr, "kiln catalog: unknown command '%s'\n", sub);
     usage(stderr);
     return KILN_EXIT_USAGE;

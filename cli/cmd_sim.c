@@ -32,12 +32,11 @@
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... "
-            "[--variants FILE.json]...\n"
-            "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
-            "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
-            "                [--no-backfill] [--json]\n");
+    fprintf(stderr, "usage: kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... "
+                    "[--variants FILE.json]...\n"
+                    "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
+                    "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
+                    "                [--no-backfill] [--json]\n");
 }
 
 static void hm(double s, char *out, size_t n)

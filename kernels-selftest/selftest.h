@@ -2,7 +2,9 @@
  * selftest and recipe checks, and describe the outcome as one JSON document.
  *
  * Contract: the worker (and `kiln selftest`) call these; they never exit and
- * never print. Both return KILN_OK whenever they produced a document, also
+ * never print. They block until every command finished or was killed at
+ * its timeout (minutes for a real selftest), so an event loop calls them
+ * from a worker thread (uv_queue_work), never on the loop thread. Both return KILN_OK whenever they produced a document, also
  * when the document says the artifact failed ("ok": false, with "reasons":
  * plain sentences); they return an error only for bad arguments or when no
  * document could be made (out of memory).

@@ -604,7 +604,8 @@ static int parse_kvs(struct comp *C, const struct node *n, struct kv **out, size
         }
         int id = env ? sym_intern(&C->r->envkeys, C->a, k->s, k->len)
                      : sym_intern(&C->r->syms, C->a, k->s, k->len);
-        if (id < 0) return dg_add(C->d, id, k->line, k->col, "too many names");
+        if (id < 0)
+            return dg_add(C->d, id, k->line, k->col, "too many attribute names (at most 4096)");
         if (!env && (id == SYM_NAME || id == SYM_RECIPE || id == SYM_BRANCH)) {
             dg_add(C->d, KILN_EINVAL, k->line, k->col,
                    "'%s' is set by kiln itself and cannot be an attribute", k->s);
@@ -695,7 +696,10 @@ static void parse_axes(struct comp *C, const struct node *n)
         }
         struct axis *ax = &r->axes[r->naxes];
         int sym = sym_intern(&r->syms, C->a, k->s, k->len);
-        if (sym < 0) return;
+        if (sym < 0) {
+            dg_add(C->d, sym, k->line, k->col, "too many axes and attributes (at most 4096 names)");
+            return;
+        }
         ax->sym = sym;
         ax->name = r->syms.name[sym];
         ax->line = k->line;
@@ -1017,6 +1021,12 @@ static void parse_branches(struct comp *C, const struct node *n)
     struct recipe *r = C->r;
     if (is_null(n)) return;
     if (!want(C, n, N_MAP, "branches")) return;
+    /* check expands every branch: keep that bounded */
+    if (n->n > 100) {
+        dg_add(C->d, KILN_ELIMIT, n->line, n->col,
+               "a recipe lists at most 100 branches, this one %zu", n->n);
+        return;
+    }
     r->br = ar_alloc(C->a, (n->n ? n->n : 1) * sizeof(*r->br));
     if (!r->br) return;
     for (size_t i = 0; i < n->n; i++) {
@@ -1917,6 +1927,33 @@ static int expand_names(struct exp *E)
     if (!idx || !vals || !axv) {
         rc = KILN_ENOMEM;
         goto out;
+    }
+    if (total + r->ninc > KILN_RECIPE_MAX_VARIANTS) {
+        /* Count what the excludes on axes leave before building anything,
+         * so a too-large recipe is refused fast and in little memory. */
+        unsigned long long left = r->ninc;
+        memset(E->val, 0, r->syms.n * sizeof(*E->val));
+        for (unsigned long long c = 0; c < total; c++) {
+            for (size_t a = 0; a < na; a++)
+                E->val[r->axes[a].sym] = r->axes[a].v[idx[a]].val;
+            int out = 0;
+            for (size_t k = 0; k < r->nexc && !out; k++)
+                out = r->exc[k].axes_only && set_match(E, &r->exc[k]);
+            left += !out;
+            for (size_t a = na; a-- > 0;) {
+                if (++idx[a] < r->axes[a].n) break;
+                idx[a] = 0;
+            }
+        }
+        if (left > KILN_RECIPE_MAX_VARIANTS) {
+            rc = dg_add(E->d, KILN_ELIMIT, r->axes_line ? r->axes_line : 1,
+                        r->axes_col ? r->axes_col : 1,
+                        "the recipe produces %llu variants; kiln refuses more than %lu from one "
+                        "recipe (split it, narrow an axis or exclude combinations)",
+                        left, (unsigned long)KILN_RECIPE_MAX_VARIANTS);
+            goto out;
+        }
+        memset(idx, 0, (na + 1) * sizeof(*idx));
     }
     for (unsigned long long c = 0; c < total; c++) {
         for (size_t a = 0; a < na; a++) {

@@ -47,7 +47,8 @@
 #define KILN_RECIPE_MAX_DEPTH 64
 #define KILN_RECIPE_MAX_NODES 200000ul
 #define KILN_RECIPE_MAX_COMBOS 1000000ul
-#define KILN_RECIPE_MAX_VARIANTS 100000ul
+/* ~8.5 KB of JSON per variant: 10,000 variants stay under 100 MB. */
+#define KILN_RECIPE_MAX_VARIANTS 10000ul
 #define KILN_RECIPE_MAX_STR 65536u
 
 /* Expand a recipe file. On success *variants_out is a new JSON array the

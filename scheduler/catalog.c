@@ -148,8 +148,8 @@ static int digest_referenced(struct kiln_catalog *c, const char *digest)
 {
     sqlite3_stmt *st = NULL;
     int found = 1; /* on error, keep the blob */
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM entries WHERE digest=?1 LIMIT 1", -1, &st,
-                           NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM entries WHERE digest=?1 LIMIT 1", -1, &st, NULL) ==
+        SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         int r = sqlite3_step(st);
         found = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : 1;
@@ -176,8 +176,8 @@ static int sweep(struct kiln_catalog *c, double grace_s, uint64_t *files, uint64
             struct stat st;
             if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0) {
                 if (notes) {
-                    json_array_append_new(notes, json_pack("{s:s,s:s}", "file", de->d_name,
-                                                           "note", "unfinished upload"));
+                    json_array_append_new(notes, json_pack("{s:s,s:s}", "file", de->d_name, "note",
+                                                           "unfinished upload"));
                 } else if (unlink(p) == 0) {
                     if (files) (*files)++;
                     if (bytes) *bytes += (uint64_t)st.st_size;
@@ -255,15 +255,15 @@ int kiln_catalog_open(const char *data_dir, struct kiln_catalog **out, struct ki
     if ((rc = kiln_nixkey_load_or_create(p, "kiln-catalog-1", &c->key, err)) != KILN_OK) goto fail;
     kiln_nixkey_public_line(&c->key, c->key_line, sizeof c->key_line);
     snprintf(p, sizeof p, "%s/catalog.db", c->dir);
-    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         rc = kiln_fail(err, KILN_EDB, "cannot open %s: %s", p,
                        c->db ? sqlite3_errmsg(c->db) : "out of memory");
         goto fail;
     }
     sqlite3_busy_timeout(c->db, 10000);
-    if ((rc = db_exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                         " PRAGMA foreign_keys=ON;",
+    if ((rc = db_exec(c,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                      " PRAGMA foreign_keys=ON;",
                       err)) != KILN_OK)
         goto fail;
     sqlite3_stmt *st = NULL;
@@ -273,8 +273,8 @@ int kiln_catalog_open(const char *data_dir, struct kiln_catalog **out, struct ki
         ver = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (ver > SCHEMA_VERSION) {
-        rc = kiln_fail(err, KILN_EDB, "%s has schema version %d, newer than this kiln (%d)", p,
-                       ver, SCHEMA_VERSION);
+        rc = kiln_fail(err, KILN_EDB, "%s has schema version %d, newer than this kiln (%d)", p, ver,
+                       SCHEMA_VERSION);
         goto fail;
     }
     if (ver < SCHEMA_VERSION) {
@@ -342,8 +342,8 @@ int kiln_catalog_upload_begin(struct kiln_catalog *c, const char *expect_digest,
     if (u->fd < 0) {
         int e = errno;
         free(u);
-        return kiln_fail(err, KILN_EIO, "cannot create an upload file in %s/blobs/tmp: %s",
-                         c->dir, strerror(e));
+        return kiln_fail(err, KILN_EIO, "cannot create an upload file in %s/blobs/tmp: %s", c->dir,
+                         strerror(e));
     }
     u->md = EVP_MD_CTX_new();
     if (!u->md || EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1) {
@@ -524,8 +524,9 @@ int kiln_catalog_blob_drop_unreferenced(struct kiln_catalog *c, const char *dige
 
 /* --- entries --- */
 
-static const char *str_fields[] = {"recipe", "branch", "commit", "platform", "sm", "capability",
-                                   "isa", "cuda", "python", "store_path", "log_digest", NULL};
+static const char *str_fields[] = {"recipe", "branch",     "commit",     "platform",
+                                   "sm",     "capability", "isa",        "cuda",
+                                   "python", "store_path", "log_digest", NULL};
 
 static int nix_key(struct kiln_catalog *c, struct kiln_error *err)
 {
@@ -551,7 +552,8 @@ static int nix_info_from_meta(json_t *nix, struct kiln_narinfo *ni, struct kiln_
     const char *sp = json_string_value(json_object_get(nix, "store_path"));
     if (!json_is_object(nix) || !sp || !kiln_nix_store_path_valid(sp, 0) ||
         strlen(sp) >= sizeof ni->store_path)
-        return kiln_fail(err, KILN_EINVAL, "nix.store_path must be a /nix/store/<hash>-<name> path");
+        return kiln_fail(err, KILN_EINVAL,
+                         "nix.store_path must be a /nix/store/<hash>-<name> path");
     snprintf(ni->store_path, sizeof ni->store_path, "%s", sp);
     json_t *refs = json_object_get(nix, "references");
     if (refs && !json_is_array(refs))
@@ -618,8 +620,8 @@ static int lookup_entry(struct kiln_catalog *c, const char *name, const char *ve
 {
     sqlite3_stmt *st = NULL;
     int rc = KILN_EDB;
-    if (sqlite3_prepare_v2(c->db, "SELECT id, digest FROM entries WHERE name=?1 AND version=?2",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(c->db, "SELECT id, digest FROM entries WHERE name=?1 AND version=?2", -1,
+                           &st, NULL) != SQLITE_OK)
         return KILN_EDB;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, ver, -1, SQLITE_STATIC);
@@ -724,8 +726,8 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
         db_exec(c, "ROLLBACK", NULL);
         free(canon);
         if (strcmp(old_digest, digest))
-            rc = kiln_fail(err, KILN_ECONFLICT, "%s %s is already published with digest %s",
-                           name, ver, old_digest);
+            rc = kiln_fail(err, KILN_ECONFLICT, "%s %s is already published with digest %s", name,
+                           ver, old_digest);
         else if (id)
             *id = old_id;
         goto out_doc;
@@ -839,17 +841,17 @@ static json_t *col_json(sqlite3_stmt *st, int i)
 }
 
 #define ENTRY_COLS                                                                                 \
-    "id, name, version, recipe, branch, commit_id, platform, sm, capability, isa, cuda,"          \
-    " driver_min, python, store_path, size, digest, log_digest, selftest, meta, signature, key,"  \
+    "id, name, version, recipe, branch, commit_id, platform, sm, capability, isa, cuda,"           \
+    " driver_min, python, store_path, size, digest, log_digest, selftest, meta, signature, key,"   \
     " created_at"
 
 static json_t *row_entry(sqlite3_stmt *st)
 {
-    static const char *names[] = {"id",         "name",     "version",    "recipe",   "branch",
-                                  "commit",     "platform", "sm",         "capability", "isa",
-                                  "cuda",       "driver_min", "python",   "store_path", "size",
-                                  "digest",     "log_digest", "selftest", "meta",     "signature",
-                                  "key",        "created_at"};
+    static const char *names[] = {"id",     "name",       "version",  "recipe",     "branch",
+                                  "commit", "platform",   "sm",       "capability", "isa",
+                                  "cuda",   "driver_min", "python",   "store_path", "size",
+                                  "digest", "log_digest", "selftest", "meta",       "signature",
+                                  "key",    "created_at"};
     json_t *o = json_object();
     if (!o) return NULL;
     for (int i = 0; i < 22; i++) {
@@ -886,15 +888,12 @@ int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct ki
     return rc;
 }
 
-int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out,
-                      struct kiln_error *err)
+int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out, struct kiln_error *err)
 {
-    static const char *fcols[][2] = {{"name", "name"},         {"version", "version"},
-                                     {"sm", "sm"},             {"isa", "isa"},
-                                     {"cuda", "cuda"},         {"platform", "platform"},
-                                     {"branch", "branch"},     {"recipe", "recipe"},
-                                     {"digest", "digest"},     {"commit", "commit_id"},
-                                     {"python", "python"},     {NULL, NULL}};
+    static const char *fcols[][2] = {
+        {"name", "name"},     {"version", "version"},   {"sm", "sm"},         {"isa", "isa"},
+        {"cuda", "cuda"},     {"platform", "platform"}, {"branch", "branch"}, {"recipe", "recipe"},
+        {"digest", "digest"}, {"commit", "commit_id"},  {"python", "python"}, {NULL, NULL}};
     *out = NULL;
     struct kiln_buf sql = {0};
     int rc = kiln_buf_puts(&sql, "SELECT " ENTRY_COLS " FROM entries WHERE 1");
@@ -919,7 +918,8 @@ int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out,
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     }
     kiln_buf_free(&sql);
-    for (int i = 0; i < nv; i++) sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
+    for (int i = 0; i < nv; i++)
+        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
     json_t *arr = json_array();
     int r;
     while (arr && (r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -929,7 +929,8 @@ int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out,
             break;
         }
     }
-    if (!arr) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (!arr)
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
     else if (rc == KILN_OK && r != SQLITE_DONE)
         rc = kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_finalize(st);
@@ -954,7 +955,8 @@ static const char *entry_sig_problem(struct kiln_catalog *c, json_t *e)
     if (!canon) return "out of memory";
     int ok = kiln_ed25519_verify(c->key.pub, canon, strlen(canon), sig);
     free(canon);
-    if (ok != 1) return "signature does not match the metadata (tampered, or signed by another key)";
+    if (ok != 1)
+        return "signature does not match the metadata (tampered, or signed by another key)";
     const char *cols[] = {"name", "version", "digest", NULL};
     for (int i = 0; cols[i]; i++)
         if (!json_equal(json_object_get(meta, cols[i]), json_object_get(e, cols[i])))
@@ -1049,8 +1051,8 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     snprintf(digest, sizeof digest, "sha256:%s", hex);
     sqlite3_stmt *st = NULL;
     int found = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM narinfo WHERE digest=?1 LIMIT 1", -1, &st,
-                           NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM narinfo WHERE digest=?1 LIMIT 1", -1, &st, NULL) ==
+        SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
     }
@@ -1106,13 +1108,12 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
             continue;
         }
         if (kiln_sha256_file_hex(p, hex, &size) != KILN_OK) {
-            add_problem(problems, id, "%s %s: blob %s is missing or unreadable", name, ver,
-                        digest);
+            add_problem(problems, id, "%s %s: blob %s is missing or unreadable", name, ver, digest);
             continue;
         }
         if (strcmp(hex, digest + 7))
-            add_problem(problems, id, "%s %s: blob content hashes to sha256:%s, not %s", name,
-                        ver, hex, digest);
+            add_problem(problems, id, "%s %s: blob content hashes to sha256:%s, not %s", name, ver,
+                        hex, digest);
         if ((json_int_t)size != json_integer_value(json_object_get(e, "size")))
             add_problem(problems, id, "%s %s: blob is %llu bytes, catalog says %lld", name, ver,
                         (unsigned long long)size,
@@ -1122,7 +1123,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(c->db, "SELECT hashpart, entry_id FROM narinfo", -1, &st, NULL) ==
         SQLITE_OK) {
-        int have_key = nix_key(c, NULL) == KILN_OK;
+        int have_key = -1; /* loaded on the first narinfo, not created needlessly */
         while (sqlite3_step(st) == SQLITE_ROW) {
             const char *hp = (const char *)sqlite3_column_text(st, 0);
             json_t *id = json_integer(sqlite3_column_int64(st, 1));
@@ -1132,6 +1133,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
             if (load_narinfo(c, hp, &ni, digest, &e2) != KILN_OK) {
                 add_problem(problems, id, "narinfo %s: %s", hp, e2.msg);
             } else {
+                if (have_key < 0) have_key = nix_key(c, NULL) == KILN_OK;
                 if (!have_key || !kiln_narinfo_verify(&ni, c->nix_key.name, c->nix_key.pub))
                     add_problem(problems, id, "narinfo %s: signature does not verify", hp);
                 uint64_t sz = 0;

@@ -126,6 +126,10 @@ int kiln_catalog_gc(struct kiln_catalog *c, double grace_s, uint64_t *removed_fi
  * the entry id: the service emits its "catalog" SSE event and starts the
  * publisher (scheduler/publish.h) from here. */
 void kiln_catalog_on_publish(struct kiln_catalog *c, void (*cb)(void *arg, int64_t id), void *arg);
+/* HTTP Range "bytes=a-b" | "bytes=a-" | "bytes=-n" against size: 1 with
+ * [*a, *b] (inclusive) for a satisfiable single range, 0 for none or one to
+ * ignore (several ranges, malformed), -1 for unsatisfiable (416). */
+int kiln_catalog_parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b);
 /* The loop downloads read files on (default: uv_default_loop()). */
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop);
 uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c);

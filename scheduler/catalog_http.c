@@ -123,7 +123,7 @@ static void dl_pump(struct dl *d)
 
 /* Parse "bytes=a-b", "bytes=a-", "bytes=-n" against size. Returns 1 for a
  * satisfiable range, 0 for no/ignored range, -1 for unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
+int kiln_catalog_parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t *b)
 {
     if (!h || strncmp(h, "bytes=", 6)) return 0;
     h += 6;
@@ -185,13 +185,13 @@ static void send_file(struct kiln_http_req *req, uv_loop_t *loop, const char *pa
     d->fd = fd;
     uint64_t size = (uint64_t)st.st_size, a = 0, b = size ? size - 1 : 0;
     int status = 200;
-    int rr = parse_range(kiln_http_req_header(req, "Range"), size, &a, &b);
+    int rr = kiln_catalog_parse_range(kiln_http_req_header(req, "Range"), size, &a, &b);
     char hdrs[512];
     if (rr < 0) {
         snprintf(hdrs, sizeof hdrs, "Content-Range: bytes */%" PRIu64 "\r\n", size);
-        kiln_http_respond(req, 416, "application/json", hdrs,
-                          "{\"error\":{\"code\":\"invalid\",\"message\":\"range not satisfiable\"}}",
-                          62);
+        kiln_http_respond(
+            req, 416, "application/json", hdrs,
+            "{\"error\":{\"code\":\"invalid\",\"message\":\"range not satisfiable\"}}", 62);
         dl_free(d);
         return;
     }
@@ -202,8 +202,8 @@ static void send_file(struct kiln_http_req *req, uv_loop_t *loop, const char *pa
                  "\r\n%s",
                  a, b, size, extra ? extra : "");
     } else {
-        snprintf(hdrs, sizeof hdrs, "Accept-Ranges: bytes\r\nX-Kiln-Size: %" PRIu64 "\r\n%s",
-                 size, extra ? extra : "");
+        snprintf(hdrs, sizeof hdrs, "Accept-Ranges: bytes\r\nX-Kiln-Size: %" PRIu64 "\r\n%s", size,
+                 extra ? extra : "");
     }
     d->off = a;
     d->end = size ? b + 1 : 0;
@@ -255,8 +255,8 @@ static int up_on_data(struct kiln_http_req *req, const char *p, size_t n, void *
 {
     struct up *x = arg;
     struct kiln_error e = {0};
-    int rc = x->publish ? kiln_buf_append(&x->body, p, n)
-                        : kiln_catalog_upload_write(x->u, p, n, &e);
+    int rc =
+        x->publish ? kiln_buf_append(&x->body, p, n) : kiln_catalog_upload_write(x->u, p, n, &e);
     if (rc == KILN_OK) return 0;
     if (x->publish) kiln_fail(&e, rc, "publish request body is larger than 1 MiB");
     kiln_http_req_on_close(req, NULL, NULL);
@@ -353,7 +353,9 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
 
 static int need_writer(struct kiln_http_req *req, enum kiln_role role)
 {
-    if (role == KILN_ROLE_NONE) {
+    /* No token at all is 401 even where anonymous reading made role READ. */
+    if (role == KILN_ROLE_NONE || (!kiln_role_allows(role, KILN_ROLE_WORKER) &&
+                                   !kiln_http_req_header(req, "Authorization"))) {
         kiln_http_respond_error(req, 401, "unauthorized",
                                 "uploading to the catalog needs a worker or admin token");
         return 0;
@@ -389,9 +391,9 @@ static void blob_put(struct kiln_catalog *c, struct kiln_http_req *req, const ch
     uint64_t have = 0;
     if (kiln_catalog_blob_have(c, digest, &have)) {
         /* Idempotent: the bytes are already here, nothing to transfer. */
-        kiln_http_respond_json(req, 200,
-                               json_pack("{s:s,s:I,s:b}", "digest", digest, "size",
-                                         (json_int_t)have, "existed", 1));
+        kiln_http_respond_json(
+            req, 200,
+            json_pack("{s:s,s:I,s:b}", "digest", digest, "size", (json_int_t)have, "existed", 1));
         return;
     }
     struct up *x = calloc(1, sizeof *x);

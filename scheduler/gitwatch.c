@@ -15,6 +15,7 @@ struct repo {
     struct kiln_repo_conf conf;
     struct kiln_gitwatch *gw;
     json_t *last_seen;   /* {"branch": "commit"} */
+    json_t *cache;       /* {"branch": {"commit": c, "variants": [...]}}: last expansion */
     char last_error[700];
     uv_timer_t timer;
     int timer_on;
@@ -39,6 +40,7 @@ struct scan {
     struct repo *r;
     struct kiln_repo_conf conf; /* copy: the loop may change the repo meanwhile */
     json_t *last;               /* copy of last_seen */
+    json_t *cache;              /* r->cache, read-only here (incref'd) */
     json_t *results;            /* array of push objects */
     char error[600];
     char mirror[1100];
@@ -79,7 +81,10 @@ static int write_one(const char *mirror, const char *commit, const char *rel, co
         char *slash = strrchr(parent, '/');
         if (slash) *slash = '\0';
         rc = kiln_mkdir_p(parent, 0755);
-        if (!rc) rc = kiln_write_file_atomic(path, text.data ? text.data : "", text.len, 0644);
+        /* A scratch copy for one analysis: no fsync needed. */
+        FILE *f = rc ? NULL : fopen(path, "w");
+        if (!f || (text.len && fwrite(text.data, 1, text.len, f) != text.len)) rc = KILN_EIO;
+        if (f && fclose(f) != 0) rc = KILN_EIO;
         if (rc) kiln_fail(err, rc, "cannot write %s", path);
     }
     kiln_buf_free(&text);
@@ -184,7 +189,13 @@ static void analyse_branch(struct scan *s, const char *branch, const char *new_c
     int rc = expand_at(s, new_commit, branch, &vars, &err);
     if (!rc && old && kiln_git_has_commit(s->mirror, old)) {
         struct kiln_error e2;
-        if (expand_at(s, old, branch, &old_vars, &e2) != KILN_OK) old_vars = NULL; /* all new */
+        /* The previous analysis of this branch usually expanded old already. */
+        json_t *c = json_object_get(s->cache, branch);
+        const char *cc = json_string_value(json_object_get(c, "commit"));
+        if (cc && !strcmp(cc, old))
+            old_vars = json_incref(json_object_get(c, "variants"));
+        else if (expand_at(s, old, branch, &old_vars, &e2) != KILN_OK)
+            old_vars = NULL; /* all new */
         int anc = kiln_git_is_ancestor(s->mirror, old, new_commit, &e2);
         json_object_set_new(push, "forced", json_boolean(anc == 0));
         rc = kiln_git_changed_files(s->mirror, old, new_commit, &changed, &err);
@@ -244,6 +255,7 @@ static void schedule(struct repo *r);
 
 static void free_repo(struct repo *r)
 {
+    json_decref(r->cache);
     json_decref(r->last_seen);
     free(r);
 }
@@ -272,6 +284,7 @@ static void scan_done(uv_work_t *req, int status)
     gw->pending--;
     if (r->removed) {
         if (r->timer_closed) free_repo(r);
+        json_decref(s->cache);
         json_decref(s->last);
         json_decref(s->results);
         free(s);
@@ -308,12 +321,16 @@ static void scan_done(uv_work_t *req, int status)
         int rc = gw->cb.on_push ? gw->cb.on_push(gw->cb.ctx, &push) : 0;
         /* A broken recipe at a commit is acted on (reported) once, not retried forever. */
         if (rc == 0) json_object_set_new(r->last_seen, push.branch, json_string(push.new_commit));
+        if (rc == 0 && push.variants)
+            json_object_set_new(r->cache, push.branch,
+                                json_pack("{s:s,s:O}", "commit", push.new_commit, "variants", push.variants));
     }
     if (r->again && !gw->stopping) {
         r->again = 0;
         schedule(r);
     }
 out:
+    json_decref(s->cache);
     json_decref(s->last);
     json_decref(s->results);
     free(s);
@@ -332,10 +349,13 @@ static void schedule(struct repo *r)
     s->r = r;
     s->conf = r->conf;
     s->last = json_deep_copy(r->last_seen);
+    /* Shared, not copied: the loop only replaces entries after this scan ends. */
+    s->cache = json_incref(r->cache);
     s->results = json_array();
     snprintf(s->mirror, sizeof s->mirror, "%s/git/%lld.git", gw->data_dir, (long long)r->conf.id);
     s->req.data = s;
     if (!s->last || !s->results || uv_queue_work(gw->loop, &s->req, scan_work, scan_done) != 0) {
+        json_decref(s->cache);
         json_decref(s->last);
         json_decref(s->results);
         free(s);
@@ -389,7 +409,9 @@ int kiln_gitwatch_add(struct kiln_gitwatch *gw, const struct kiln_repo_conf *con
     if (!r->conf.branches[0]) snprintf(r->conf.branches, sizeof r->conf.branches, "*");
     r->gw = gw;
     r->last_seen = last_seen ? json_deep_copy(last_seen) : json_object();
-    if (!r->last_seen || uv_timer_init(gw->loop, &r->timer) != 0) {
+    r->cache = json_object();
+    if (!r->last_seen || !r->cache || uv_timer_init(gw->loop, &r->timer) != 0) {
+        json_decref(r->cache);
         json_decref(r->last_seen);
         free(r);
         return kiln_fail(err, KILN_ENOMEM, "out of memory");

@@ -645,6 +645,10 @@ static void process(struct conn *c)
             }
             break;
         }
+        if (rc == KILN_HP_DONE && used == 0) { /* cannot happen; never spin on it */
+            send_server_error(c, 400, "parse_error", "malformed request");
+            break;
+        }
         if (rc == KILN_HP_DONE) dispatch(c);
     }
     c->in_process = 0;

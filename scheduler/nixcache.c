@@ -123,8 +123,8 @@ int kiln_nixkey_load(const char *path, struct kiln_nixkey *k, struct kiln_error 
     int rc = kiln_read_file(path, 4096, &b);
     if (rc != KILN_OK) {
         kiln_buf_free(&b);
-        return kiln_fail(err, rc == KILN_ENOTFOUND ? KILN_ENOTFOUND : rc,
-                         "cannot read key file %s", path);
+        return kiln_fail(err, rc == KILN_ENOTFOUND ? KILN_ENOTFOUND : rc, "cannot read key file %s",
+                         path);
     }
     rc = kiln_nixkey_parse_secret(b.data ? b.data : "", k, err);
     kiln_buf_free(&b);
@@ -149,7 +149,8 @@ int kiln_nixkey_load_or_create(const char *path, const char *name, struct kiln_n
 {
     struct stat st;
     if (stat(path, &st) == 0) return kiln_nixkey_load(path, k, err);
-    if (errno != ENOENT) return kiln_fail(err, KILN_EIO, "cannot stat %s: %s", path, strerror(errno));
+    if (errno != ENOENT)
+        return kiln_fail(err, KILN_EIO, "cannot stat %s: %s", path, strerror(errno));
     if (!key_name_ok(name, strlen(name))) return kiln_fail(err, KILN_EINVAL, "bad key name");
     memset(k, 0, sizeof *k);
     snprintf(k->name, sizeof k->name, "%s", name);
@@ -246,7 +247,8 @@ int kiln_narinfo_add_ref(struct kiln_narinfo *ni, const char *basename)
     if (ni->nrefs >= KILN_NIX_MAX_REFS) return KILN_ELIMIT;
     /* Nix keeps references in a sorted set; the fingerprint depends on it. */
     size_t pos = 0;
-    while (pos < ni->nrefs && strcmp(ni->refs[pos], basename) < 0) pos++;
+    while (pos < ni->nrefs && strcmp(ni->refs[pos], basename) < 0)
+        pos++;
     if (pos < ni->nrefs && !strcmp(ni->refs[pos], basename)) return KILN_OK;
     char **nr = realloc(ni->refs, (ni->nrefs + 1) * sizeof *nr);
     if (!nr) return KILN_ENOMEM;
@@ -261,7 +263,8 @@ int kiln_narinfo_add_ref(struct kiln_narinfo *ni, const char *basename)
 
 void kiln_narinfo_free(struct kiln_narinfo *ni)
 {
-    for (size_t i = 0; i < ni->nrefs; i++) free(ni->refs[i]);
+    for (size_t i = 0; i < ni->nrefs; i++)
+        free(ni->refs[i]);
     free(ni->refs);
     ni->refs = NULL;
     ni->nrefs = 0;

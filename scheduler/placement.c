@@ -25,6 +25,8 @@ enum {
     W_GPU_BUSY, /* every matching GPU is busy */
     W_RESERVED, /* resources held for a higher-priority item */
     W_BEHIND,   /* the pass ended (cap) before reaching it */
+    W_BLOCKED,  /* could not start; which of the above is worked out when
+                   someone asks (kiln_placer_reason), not in every pass */
 };
 
 struct why {
@@ -79,7 +81,6 @@ struct pclass {
     int *compat;
     size_t ncompat, capcompat;
     struct why why;
-    int pass_done; /* blocked in the current pass */
 };
 
 struct kiln_placer {
@@ -98,7 +99,8 @@ struct kiln_placer {
     size_t ncls, capcls;
     int *ctab; /* class hash -> class index (open addressing), -1 empty */
     size_t ctcap;
-    int *cheap; /* class heap scratch */
+    double last_now; /* time of the last pass, for reasons */
+    int *cheap;      /* class heap scratch */
     size_t capcheap;
 };
 
@@ -867,10 +869,9 @@ static double earliest_start(const struct wslot *ws, const struct pclass *c, dou
     return T_INF;
 }
 
-static void diagnose_blocked(struct kiln_placer *p, struct pclass *c, const struct qitem *head,
-                             double now)
+static void diagnose_blocked(const struct kiln_placer *p, const struct pclass *c, double now,
+                             struct why *y)
 {
-    struct why *y = &c->why;
     memset(y, 0, sizeof *y);
     y->res_worker = -1;
     if (!c->ncompat) {
@@ -914,7 +915,6 @@ static void diagnose_blocked(struct kiln_placer *p, struct pclass *c, const stru
             y->best_ram = w->ram_free_mb;
         }
     }
-    (void)head;
     if (!online)
         y->code = W_OFFLINE;
     else if (y->res_worker >= 0)
@@ -1024,6 +1024,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
     if (!isfinite(now)) return kiln_fail(err, KILN_EINVAL, "dispatch time must be finite");
     for (size_t s = 0; s < p->nws; s++)
         p->ws[s].reserved = 0;
+    p->last_now = now;
     if (p->capcheap < p->ncls) {
         int *n = realloc(p->cheap, p->ncls * sizeof *n);
         if (!n) return kiln_fail(err, KILN_ENOMEM, "out of memory in dispatch");
@@ -1033,7 +1034,6 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
     size_t hn = 0;
     for (size_t i = 0; i < p->ncls; i++) {
         struct pclass *c = &p->cls[i];
-        c->pass_done = 0;
         if (c->n && !c->ncompat) {
             /* nothing could ever run it: no need to look each pass */
             c->why.code = W_STATIC;
@@ -1079,9 +1079,8 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
                 c->why.code = W_BEHIND;
             } else {
                 if (reserving) reserve_for(p, c, q, now);
-                diagnose_blocked(p, c, q, now);
+                c->why.code = W_BLOCKED;
             }
-            c->pass_done = 1;
             p->cheap[0] = p->cheap[--hn];
             cheap_down(p, hn, 0);
             continue;
@@ -1255,7 +1254,12 @@ int kiln_placer_reason(struct kiln_placer *p, int64_t job_id, int stage, char *b
     if (idx < 0 || p->items[idx].state != Q_QUEUED) return KILN_ENOTFOUND;
     const struct qitem *q = &p->items[idx];
     const struct pclass *c = &p->cls[q->cls];
+    struct why lazy;
     const struct why *y = &c->why;
+    if (y->code == W_BLOCKED) {
+        diagnose_blocked(p, c, p->last_now, &lazy);
+        y = &lazy;
+    }
     const char *plat = c->platform[0] ? c->platform : "any platform";
     char gib[32], gib2[32], st[96], dur[32];
     int behind = q->hpos > 0;

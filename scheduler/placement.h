@@ -21,14 +21,20 @@
  *
  * Order (policy KILN_POLICY_KILN): effective priority = priority +
  * aging_per_hour * hours waited (so nothing starves; the order is time
- * invariant, key = priority - aging * enqueued_at), then the longer critical
- * path, then the older item, then the lower job id. Each item goes to the
- * feasible worker where it leaves the least waste (best fit). The first item
- * of each resource class that cannot start gets a reservation on the worker
- * where it can start soonest (from running items' end times); lower items may
- * use that worker only if they are estimated to finish before then, or fit
- * beside the reserved resources (backfill). KILN_POLICY_FIFO is the baseline:
- * oldest first, first worker that fits, no reservation, no backfill limits.
+ * invariant, key = priority - aging * enqueued_at, with enqueued_at rounded
+ * down to the minute so a batch submitted together is ordered by critical
+ * path; pass the job's submission time, not the stage's ready time), then the
+ * longer critical path, then the older item, then the lower job id. Each item
+ * goes to the feasible worker where it leaves the least waste (best fit;
+ * builds prefer hosts without GPUs, tests an exact SM over a compatible one).
+ * The first item of each resource class that cannot start gets a reservation
+ * on the worker where it can start soonest (from running items' end times);
+ * lower items may use that worker only if they are estimated to finish before
+ * then, or fit beside the reserved resources (backfill). Without end times
+ * (no running list, est_s 0) the head waits for that worker to drain and
+ * lower items may use only what it will not need (total minus its needs), so
+ * they never push its start out. KILN_POLICY_FIFO is the baseline: oldest
+ * first, first worker that fits, no reservation, no backfill limits.
  *
  * Speed: the incremental placer (kiln_placer_*) keeps queued items in heaps
  * per resource class (stage, platform, cores, RAM, SM, ISA, driver) and, per
@@ -36,7 +42,8 @@
  * about classes x compatible workers, independent of the queue length.
  * kiln_place() is the one-shot form over a snapshot (it builds a placer).
  *
- * Every item left unplaced gets one plain sentence saying why, e.g.
+ * Every item left unplaced gets one plain sentence saying why (worked out
+ * from the placer's state when asked, after the last dispatch), e.g.
  *   "no online worker with sm_90"
  *   "needs 16 cores and 128 GiB on x86_64-linux; best host has 8 cores and 64 GiB free"
  *   "no worker with driver >= 560 for sm_90"
@@ -182,7 +189,10 @@ int kiln_placer_remove(struct kiln_placer *p, int64_t job_id, int stage);
 int kiln_placer_dispatch(struct kiln_placer *p, double now, struct kiln_assignment *out, size_t cap,
                          size_t *nout, struct kiln_error *err);
 /* Like dispatch, but only for one worker (a lease request): at most cap
- * items for worker_id. */
+ * items for worker_id. It gives the worker the best items it can run now
+ * (respecting reservations); it does not hold an item back because another
+ * worker would fit it better - call kiln_placer_dispatch() for that and hand
+ * each worker its share. */
 int kiln_placer_dispatch_worker(struct kiln_placer *p, double now, int64_t worker_id,
                                 struct kiln_assignment *out, size_t cap, size_t *nout,
                                 struct kiln_error *err);

@@ -3,6 +3,7 @@
 #include "scheduler/publish.h"
 
 #include "scheduler/s3.h"
+#include "workers/export.h"
 
 #include <fnmatch.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct kiln_publisher {
     uv_loop_t *loop;
@@ -17,6 +19,7 @@ struct kiln_publisher {
     json_t *targets;
     struct kiln_s3_client *s3;
     struct run *runs;
+    int freeing; /* freed when the last run finishes */
 };
 
 struct run;
@@ -74,7 +77,8 @@ int kiln_publish_template(const char *t, json_t *vars, int quote, struct kiln_bu
         }
         const char *end = strchr(t, '}');
         if (!end || end - t - 1 <= 0 || end - t - 1 > 64)
-            return kiln_fail(err, KILN_EINVAL, "template has an unclosed or empty '{' near \"%.20s\"", t);
+            return kiln_fail(err, KILN_EINVAL,
+                             "template has an unclosed or empty '{' near \"%.20s\"", t);
         char name[80];
         memcpy(name, t + 1, (size_t)(end - t - 1));
         name[end - t - 1] = 0;
@@ -92,7 +96,8 @@ int kiln_publish_template(const char *t, json_t *vars, int quote, struct kiln_bu
             if (v && json_is_null(v))
                 s = "";
             else
-                return kiln_fail(err, KILN_EINVAL, "template uses {%s}, which is not a field", name);
+                return kiln_fail(err, KILN_EINVAL, "template uses {%s}, which is not a field",
+                                 name);
         }
         rc = quote ? append_quoted(out, s) : kiln_buf_puts(out, s);
         t = end + 1;
@@ -137,9 +142,8 @@ static json_t *vars_of(struct kiln_catalog *cat, json_t *entry)
     json_t *v = json_object();
     const char *k;
     json_t *x;
-    json_object_foreach(json_object_get(entry, "meta"), k, x) if (json_is_string(x) ||
-                                                                 json_is_number(x))
-        json_object_set(v, k, x);
+    json_object_foreach(json_object_get(entry, "meta"), k,
+                        x) if (json_is_string(x) || json_is_number(x)) json_object_set(v, k, x);
     json_object_foreach(entry, k, x) if (json_is_string(x) || json_is_number(x) || json_is_null(x))
         json_object_set(v, k, x);
     const char *d = json_string_value(json_object_get(entry, "digest"));
@@ -162,11 +166,12 @@ static int check_target(json_t *t, int i, struct kiln_error *err)
         return kiln_fail(err, KILN_EINVAL, "publish target %d: match must be a mapping", i);
     /* Probe templates with every known field set, to catch typos early. */
     json_t *probe = json_object();
-    const char *fields[] = {"id",   "name",   "version",    "recipe", "branch", "commit",
-                            "platform", "sm", "capability", "isa",    "cuda",   "python",
-                            "store_path", "digest", "hex",  "size",   "path",   "driver_min",
-                            NULL};
-    for (int f = 0; fields[f]; f++) json_object_set_new(probe, fields[f], json_string("x"));
+    const char *fields[] = {"id",     "name",     "version",    "recipe",     "branch",
+                            "commit", "platform", "sm",         "capability", "isa",
+                            "cuda",   "python",   "store_path", "digest",     "hex",
+                            "size",   "path",     "driver_min", NULL};
+    for (int f = 0; fields[f]; f++)
+        json_object_set_new(probe, fields[f], json_string("x"));
     struct kiln_buf b = {0};
     int rc = KILN_OK;
     if (!strcmp(type, "command")) {
@@ -223,14 +228,21 @@ static void run_finish_if_done(struct run *r)
     for (int i = 0; i < r->njobs; i++)
         if (r->jobs[i].handles > 0) return; /* wait for handle closes */
     struct run **pp = &r->p->runs;
-    while (*pp && *pp != r) pp = &(*pp)->next;
+    while (*pp && *pp != r)
+        pp = &(*pp)->next;
     if (*pp) *pp = r->next;
     if (r->done) r->done(r->arg, r->rc, r->results);
-    for (int i = 0; i < r->njobs; i++) kiln_buf_free(&r->jobs[i].output);
+    for (int i = 0; i < r->njobs; i++)
+        kiln_buf_free(&r->jobs[i].output);
     free(r->jobs);
     json_decref(r->entry);
     json_decref(r->results);
+    struct kiln_publisher *p = r->p;
     free(r);
+    if (p->freeing && !p->runs) {
+        json_decref(p->targets);
+        free(p);
+    }
 }
 
 static void job_result(struct job *j, int rc, const char *msg)
@@ -238,9 +250,9 @@ static void job_result(struct job *j, int rc, const char *msg)
     if (j->done) return;
     j->done = 1;
     struct run *r = j->run;
-    json_array_append_new(r->results, json_pack("{s:i,s:s,s:b,s:s}", "target", j->index, "type",
-                                                 j->type, "ok", rc == KILN_OK, "message",
-                                                 msg ? msg : ""));
+    json_array_append_new(r->results,
+                          json_pack("{s:i,s:s,s:b,s:s}", "target", j->index, "type", j->type, "ok",
+                                    rc == KILN_OK, "message", msg ? msg : ""));
     if (rc != KILN_OK && r->rc == KILN_OK) r->rc = rc;
     r->pending--;
 }
@@ -276,9 +288,10 @@ static void cmd_report(struct job *j)
                  (long long)j->exit_status, tail);
     else
         snprintf(msg, sizeof msg, "ok; output: %s", tail);
-    job_result(j, j->killed                ? KILN_ETIMEOUT
-                  : j->term_signal || j->exit_status ? KILN_EIO
-                                                      : KILN_OK,
+    job_result(j,
+               j->killed                          ? KILN_ETIMEOUT
+               : j->term_signal || j->exit_status ? KILN_EIO
+                                                  : KILN_OK,
                msg);
 }
 
@@ -320,8 +333,8 @@ static int start_command(struct job *j, json_t *t, json_t *vars, struct kiln_err
 {
     struct run *r = j->run;
     struct kiln_buf cmd = {0};
-    int rc = kiln_publish_template(json_string_value(json_object_get(t, "command")), vars, 1, &cmd,
-                                   err);
+    int rc =
+        kiln_publish_template(json_string_value(json_object_get(t, "command")), vars, 1, &cmd, err);
     if (rc != KILN_OK) {
         kiln_buf_free(&cmd);
         return rc;
@@ -391,13 +404,15 @@ static int start_s3(struct job *j, json_t *t, json_t *vars, struct kiln_error *e
     const char *ak = getenv(ak_env ? ak_env : "KILN_S3_ACCESS_KEY");
     const char *sk = getenv(sk_env ? sk_env : "KILN_S3_SECRET_KEY");
     const char *region = json_string_value(json_object_get(t, "region"));
-    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s", json_string_value(json_object_get(t, "endpoint")));
+    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s",
+             json_string_value(json_object_get(t, "endpoint")));
     snprintf(cfg.bucket, sizeof cfg.bucket, "%s", json_string_value(json_object_get(t, "bucket")));
     snprintf(cfg.region, sizeof cfg.region, "%s", region ? region : "us-east-1");
     snprintf(cfg.access_key, sizeof cfg.access_key, "%s", ak ? ak : "");
     snprintf(cfg.secret_key, sizeof cfg.secret_key, "%s", sk ? sk : "");
     cfg.part_size = (uint64_t)json_integer_value(json_object_get(t, "part_size"));
-    cfg.multipart_threshold = (uint64_t)json_integer_value(json_object_get(t, "multipart_threshold"));
+    cfg.multipart_threshold =
+        (uint64_t)json_integer_value(json_object_get(t, "multipart_threshold"));
     cfg.max_retries = (int)json_integer_value(json_object_get(t, "max_retries"));
     cfg.backoff_ms = (unsigned)json_integer_value(json_object_get(t, "backoff_ms"));
     const char *kt = json_string_value(json_object_get(t, "key"));
@@ -457,7 +472,236 @@ void kiln_publisher_free(struct kiln_publisher *p)
     for (struct run *r = p->runs; r; r = r->next)
         for (int i = 0; i < r->njobs; i++)
             if (!r->jobs[i].done && r->jobs[i].proc.pid > 0) uv_kill(-r->jobs[i].proc.pid, SIGKILL);
-    kiln_s3_client_free(p->s3);
+    kiln_s3_client_free(p->s3); /* its uploads report KILN_ESTATE now */
+    p->s3 = NULL;
+    if (p->runs) {
+        p->freeing = 1; /* commands still closing: the last run frees p */
+        return;
+    }
     json_decref(p->targets);
     free(p);
+}
+
+/* ---------------- publishing a finished job ---------------- */
+
+json_t *kiln_publish_job_meta(json_t *job)
+{
+    json_t *attrs = json_object_get(job, "attrs");
+    json_t *res = json_object_get(job, "resources");
+    const char *commit = json_string_value(json_object_get(job, "commit"));
+    const char *ver = json_string_value(json_object_get(attrs, "version"));
+    char vbuf[64];
+    if (!ver) {
+        if (commit && strlen(commit) >= 7)
+            snprintf(vbuf, sizeof vbuf, "%.12s", commit);
+        else
+            snprintf(vbuf, sizeof vbuf, "job%lld",
+                     (long long)json_integer_value(json_object_get(job, "id")));
+        ver = vbuf;
+    }
+    json_t *m = json_pack("{s:O?,s:s,s:O?,s:O?,s:O?,s:I}", "name", json_object_get(job, "name"),
+                          "version", ver, "recipe", json_object_get(job, "recipe"), "branch",
+                          json_object_get(job, "branch"), "commit", json_object_get(job, "commit"),
+                          "job", json_integer_value(json_object_get(job, "id")));
+    if (!m) return NULL;
+    static const char *from_attrs[] = {"sm", "capability", "isa", "cuda", "python", NULL};
+    for (int i = 0; from_attrs[i]; i++) {
+        json_t *v = json_object_get(attrs, from_attrs[i]);
+        if (json_is_string(v)) json_object_set(m, from_attrs[i], v);
+    }
+    if (!json_object_get(m, "sm") && json_is_string(json_object_get(res, "gpu_sm")))
+        json_object_set(m, "sm", json_object_get(res, "gpu_sm"));
+    if (json_is_string(json_object_get(res, "platform")))
+        json_object_set(m, "platform", json_object_get(res, "platform"));
+    json_t *dm = json_object_get(res, "driver_min");
+    if (!json_is_integer(dm))
+        dm = json_object_get(json_object_get(job, "selftest_spec"), "driver_min");
+    if (json_is_integer(dm)) json_object_set(m, "driver_min", dm);
+    json_t *st = json_object_get(job, "selftest");
+    if (st && !json_is_null(st)) json_object_set(m, "selftest", st);
+    if (json_is_object(attrs)) json_object_set(m, "attrs", attrs);
+    /* Drop nulls so the signed document only has what is known. */
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(m, tmp, k, v) if (json_is_null(v)) json_object_del(m, k);
+    return m;
+}
+
+struct pjob {
+    struct kiln_publisher *p;
+    json_t *meta, *outputs, *artifacts;
+    size_t next;
+    uv_work_t work;
+    char path[1024];
+    char digest[KILN_DIGEST_STR];
+    uint64_t size;
+    json_t *nix;
+    int rc;
+    struct kiln_error e;
+    int64_t first_id;
+    kiln_publish_done_cb done;
+    void *arg;
+};
+
+static void pjob_finish(struct pjob *pj, int rc, const char *msg, json_t *targets)
+{
+    json_t *tg = targets ? targets : json_array();
+    json_t *out = json_pack("{s:O,s:O,s:s}", "artifacts", pj->artifacts, "targets", tg, "message",
+                            msg ? msg : "");
+    json_t *first = json_array_get(pj->artifacts, 0);
+    if (out && first) json_object_set(out, "artifact", first);
+    if (pj->done) pj->done(pj->arg, rc, out);
+    json_decref(out);
+    json_decref(tg);
+    json_decref(pj->meta);
+    json_decref(pj->outputs);
+    json_decref(pj->artifacts);
+    json_decref(pj->nix);
+    free(pj);
+}
+
+static void pjob_targets_done(void *arg, int rc, json_t *results)
+{
+    struct pjob *pj = arg;
+    pjob_finish(pj, rc, rc == KILN_OK ? "published" : "a publish target failed",
+                json_incref(results));
+}
+
+static void pjob_after_entries(struct pjob *pj)
+{
+    if (!json_array_size(pj->artifacts)) {
+        pjob_finish(pj, KILN_OK, "nothing to publish: the job reported no outputs", NULL);
+        return;
+    }
+    struct kiln_error e = {0};
+    if (kiln_publisher_run(pj->p, pj->first_id, pjob_targets_done, pj, &e) != KILN_OK)
+        pjob_finish(pj, e.code, e.msg, NULL);
+}
+
+static void pjob_next(struct pjob *pj);
+
+static void pjob_export_work(uv_work_t *w)
+{
+    struct pjob *pj = w->data;
+    pj->rc =
+        kiln_export_into_catalog(pj->p->cat, pj->path, pj->digest, &pj->size, &pj->nix, &pj->e);
+}
+
+static void pjob_export_done(uv_work_t *w, int status)
+{
+    struct pjob *pj = w->data;
+    if (status != 0 && pj->rc == KILN_OK) pj->rc = kiln_fail(&pj->e, KILN_EIO, "export cancelled");
+    if (pj->rc != KILN_OK) {
+        char msg[KILN_ERR_MSG_MAX + 1100];
+        snprintf(msg, sizeof msg, "exporting %s: %s", pj->path, pj->e.msg);
+        pjob_finish(pj, pj->rc, msg, NULL);
+        return;
+    }
+    json_t *m = json_deep_copy(pj->meta);
+    size_t k = pj->next - 1;
+    if (k > 0) {
+        char name[256];
+        snprintf(name, sizeof name, "%s-out%zu", json_string_value(json_object_get(m, "name")), k);
+        json_object_set_new(m, "name", json_string(name));
+    }
+    json_object_set_new(m, "nix", pj->nix);
+    pj->nix = NULL;
+    int64_t id = 0;
+    struct kiln_error e = {0};
+    int rc = kiln_catalog_publish(pj->p->cat, m, pj->digest, &id, NULL, &e);
+    if (rc == KILN_OK) {
+        json_array_append_new(pj->artifacts,
+                              json_pack("{s:I,s:s,s:I,s:O}", "catalog_id", (json_int_t)id, "digest",
+                                        pj->digest, "size", (json_int_t)pj->size, "name",
+                                        json_object_get(m, "name")));
+        if (!pj->first_id) pj->first_id = id;
+    }
+    json_decref(m);
+    if (rc != KILN_OK) {
+        pjob_finish(pj, rc, e.msg, NULL);
+        return;
+    }
+    pjob_next(pj);
+}
+
+static void pjob_next(struct pjob *pj)
+{
+    if (pj->next >= json_array_size(pj->outputs)) {
+        pjob_after_entries(pj);
+        return;
+    }
+    const char *path = json_string_value(json_array_get(pj->outputs, pj->next++));
+    if (!path || strlen(path) >= sizeof pj->path || access(path, F_OK) != 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg,
+                 "output %s is not in this host's Nix store; the worker must upload it "
+                 "(kiln_export_store_path)",
+                 path ? path : "(not a string)");
+        pjob_finish(pj, KILN_ENOTFOUND, msg, NULL);
+        return;
+    }
+    snprintf(pj->path, sizeof pj->path, "%s", path);
+    pj->work.data = pj;
+    if (uv_queue_work(pj->p->loop, &pj->work, pjob_export_work, pjob_export_done) != 0)
+        pjob_finish(pj, KILN_EIO, "cannot queue the export", NULL);
+}
+
+static void pjob_start_cb(uv_work_t *w)
+{
+    (void)w;
+}
+
+static void pjob_started(uv_work_t *w, int status)
+{
+    (void)status;
+    pjob_next(w->data);
+}
+
+int kiln_publish_job(struct kiln_publisher *p, json_t *job, kiln_publish_done_cb done, void *arg,
+                     struct kiln_error *err)
+{
+    json_t *meta = kiln_publish_job_meta(job);
+    if (!meta) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    const char *name = json_string_value(json_object_get(meta, "name"));
+    if (!name || !kiln_catalog_name_valid(name)) {
+        json_decref(meta);
+        return kiln_fail(err, KILN_EINVAL, "job name '%s' cannot be a catalog name",
+                         name ? name : "");
+    }
+    struct pjob *pj = calloc(1, sizeof *pj);
+    if (!pj) {
+        json_decref(meta);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    pj->p = p;
+    pj->meta = meta;
+    pj->done = done;
+    pj->arg = arg;
+    pj->artifacts = json_array();
+    json_t *outs = json_object_get(job, "outputs");
+    pj->outputs = json_is_array(outs) ? json_incref(outs) : json_array();
+    /* Already published (the worker uploaded it, or a retry)? Then only the
+     * other targets run. */
+    json_t *f = json_pack("{s:s,s:O}", "name", name, "version", json_object_get(meta, "version"));
+    json_t *found = NULL;
+    if (kiln_catalog_list(p->cat, f, &found, NULL) == KILN_OK && json_array_size(found)) {
+        json_t *e = json_array_get(found, 0);
+        pj->first_id = json_integer_value(json_object_get(e, "id"));
+        json_array_append_new(pj->artifacts,
+                              json_pack("{s:O,s:O,s:O,s:O}", "catalog_id", json_object_get(e, "id"),
+                                        "digest", json_object_get(e, "digest"), "size",
+                                        json_object_get(e, "size"), "name",
+                                        json_object_get(e, "name")));
+        json_decref(pj->outputs);
+        pj->outputs = json_array(); /* nothing to export */
+    }
+    json_decref(found);
+    json_decref(f);
+    /* Always answer asynchronously: callers may hold state while calling. */
+    pj->work.data = pj;
+    if (uv_queue_work(p->loop, &pj->work, pjob_start_cb, pjob_started) != 0) {
+        pjob_finish(pj, KILN_EIO, "cannot queue the publish", NULL);
+    }
+    return KILN_OK;
 }

@@ -47,6 +47,23 @@ void kiln_publisher_free(struct kiln_publisher *p);
 int kiln_publisher_run(struct kiln_publisher *p, int64_t entry_id, kiln_publish_done_cb done,
                        void *arg, struct kiln_error *err);
 
+/* Publish a finished job (the job object of docs/API.md): the catalog entry
+ * is name = job name, version = attrs.version, else the commit's first 12
+ * characters, else "job<id>"; metadata from the job (recipe, branch, commit,
+ * platform, sm, capability, isa, cuda, python, driver_min, selftest, attrs,
+ * job id). If that entry exists (the worker uploaded it with
+ * kiln_export_store_path and kiln_publish_job_meta) only the other targets
+ * run; else each of job.outputs that is in this host's Nix store is exported
+ * into the catalog on the thread pool (extra outputs as "<name>-out<k>"), a
+ * missing one fails the publish with a sentence saying so. No outputs and no
+ * entry: nothing to publish, success. done gets {"artifact":{catalog_id,
+ * digest,size,name}|absent, "artifacts":[...], "targets":[...], "message"}
+ * (for kiln_serve_publish_done). Always completes asynchronously. */
+int kiln_publish_job(struct kiln_publisher *p, json_t *job, kiln_publish_done_cb done, void *arg,
+                     struct kiln_error *err);
+/* The catalog metadata kiln_publish_job uses (new reference). */
+json_t *kiln_publish_job_meta(json_t *job);
+
 /* Expand {field} from vars (object of strings/numbers) into out. */
 int kiln_publish_template(const char *tmpl, json_t *vars, int shell_quote, struct kiln_buf *out,
                           struct kiln_error *err);

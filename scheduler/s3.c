@@ -108,7 +108,8 @@ int kiln_s3_sign(const struct kiln_s3_cfg *cfg, const char *method, const char *
     for (size_t i = 0; i < nhdrs; i++) {
         size_t n = strlen(hdrs[i].name);
         if (n == 0 || n >= sizeof kv[i].name) return kiln_fail(err, KILN_EINVAL, "bad header");
-        for (size_t j = 0; j <= n; j++) kv[i].name[j] = (char)tolower((unsigned char)hdrs[i].name[j]);
+        for (size_t j = 0; j <= n; j++)
+            kv[i].name[j] = (char)tolower((unsigned char)hdrs[i].name[j]);
         kv[i].value = hdrs[i].value;
     }
     qsort(kv, nhdrs, sizeof kv[0], cmp_hdr);
@@ -124,14 +125,17 @@ int kiln_s3_sign(const struct kiln_s3_cfg *cfg, const char *method, const char *
         parts[np++] = t;
     qsort(parts, np, sizeof parts[0], cmp_str);
     for (size_t i = 0; i < np && rc == KILN_OK; i++)
-        rc = kiln_buf_printf(&q, "%s%s%s", i ? "&" : "", parts[i], strchr(parts[i], '=') ? "" : "=");
+        rc =
+            kiln_buf_printf(&q, "%s%s%s", i ? "&" : "", parts[i], strchr(parts[i], '=') ? "" : "=");
     if (rc == KILN_OK && !q.data) rc = kiln_buf_puts(&q, "");
     if (rc == KILN_OK) rc = kiln_buf_printf(&creq, "%s\n%s\n%s\n", method, path, q.data);
     for (size_t i = 0; i < nhdrs && rc == KILN_OK; i++) {
         const char *v = kv[i].value;
-        while (*v == ' ' || *v == '\t') v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         size_t vl = strlen(v);
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
         rc = kiln_buf_printf(&creq, "%s:%.*s\n", kv[i].name, (int)vl, v);
         if (rc == KILN_OK) rc = kiln_buf_printf(&signed_h, "%s%s", i ? ";" : "", kv[i].name);
     }
@@ -160,13 +164,14 @@ int kiln_s3_sign(const struct kiln_s3_cfg *cfg, const char *method, const char *
     OPENSSL_cleanse(k0, sizeof k0);
     char sighex[65];
     kiln_hex(sig, 32, sighex);
-    int n = snprintf(auth, authlen,
-                     "AWS4-HMAC-SHA256 Credential=%s/%s,SignedHeaders=%s,Signature=%s",
-                     cfg->access_key, scope, signed_h.data, sighex);
+    int n =
+        snprintf(auth, authlen, "AWS4-HMAC-SHA256 Credential=%s/%s,SignedHeaders=%s,Signature=%s",
+                 cfg->access_key, scope, signed_h.data, sighex);
     kiln_buf_free(&creq);
     kiln_buf_free(&signed_h);
     kiln_buf_free(&q);
-    if (n < 0 || (size_t)n >= authlen) return kiln_fail(err, KILN_ELIMIT, "SigV4: output too small");
+    if (n < 0 || (size_t)n >= authlen)
+        return kiln_fail(err, KILN_ELIMIT, "SigV4: output too small");
     return KILN_OK;
 }
 
@@ -343,10 +348,11 @@ void kiln_s3_client_free(struct kiln_s3_client *cl)
 {
     if (!cl) return;
     cl->freeing = 1;
-    while (cl->uploads) {
-        struct upload *u = cl->uploads;
+    /* finish() unlinks an upload only once its timer handle is closed, so
+     * walk the list (finish is idempotent) instead of popping from it. */
+    for (struct upload *u = cl->uploads, *next; u; u = next) {
+        next = u->next;
         finish(u, KILN_ESTATE, "the S3 client was shut down");
-        if (cl->uploads == u) break; /* still closing its timer */
     }
     uv_timer_stop(&cl->timer);
     uv_close((uv_handle_t *)&cl->timer, on_handle_closed);
@@ -359,7 +365,8 @@ static void start_request(struct upload *u);
 static void upload_unlink(struct upload *u)
 {
     struct upload **pp = &u->cl->uploads;
-    while (*pp && *pp != u) pp = &(*pp)->next;
+    while (*pp && *pp != u)
+        pp = &(*pp)->next;
     if (*pp) *pp = u->next;
 }
 
@@ -398,7 +405,8 @@ static void finish(struct upload *u, int rc, const char *msg)
     uv_close((uv_handle_t *)&u->retry, upload_retry_closed);
 }
 
-static void fail(struct upload *u, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct upload *u, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail(struct upload *u, int rc, const char *fmt, ...)
 {
     va_list ap;
@@ -516,9 +524,11 @@ static size_t header_cb(char *p, size_t size, size_t n, void *arg)
     size_t len = size * n;
     if (len > 5 && !strncasecmp(p, "etag:", 5)) {
         const char *v = p + 5;
-        while (*v == ' ') v++;
+        while (*v == ' ')
+            v++;
         size_t vl = len - (size_t)(v - p);
-        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ')) vl--;
+        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
         if (vl < sizeof u->etag) {
             memcpy(u->etag, v, vl);
             u->etag[vl] = 0;
@@ -566,8 +576,9 @@ static void start_request(struct upload *u)
         kiln_buf_reset(&u->body);
         int rc = kiln_buf_puts(&u->body, "<CompleteMultipartUpload>");
         for (uint32_t i = 0; i < u->nparts && rc == KILN_OK; i++)
-            rc = kiln_buf_printf(&u->body, "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>",
-                                 i + 1, u->etags[i]);
+            rc =
+                kiln_buf_printf(&u->body, "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>",
+                                i + 1, u->etags[i]);
         if (rc == KILN_OK) rc = kiln_buf_puts(&u->body, "</CompleteMultipartUpload>");
         if (rc != KILN_OK) {
             fail(u, KILN_ENOMEM, "out of memory");
@@ -588,9 +599,8 @@ static void start_request(struct upload *u)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(amz, sizeof amz, "%Y%m%dT%H%M%SZ", &tm);
-    struct kiln_s3_header h[] = {{"host", u->host},
-                                 {"x-amz-content-sha256", payload},
-                                 {"x-amz-date", amz}};
+    struct kiln_s3_header h[] = {
+        {"host", u->host}, {"x-amz-content-sha256", payload}, {"x-amz-date", amz}};
     struct kiln_error err = {0};
     if (kiln_s3_sign(&u->cfg, method, u->url_path, query, h, 3, payload, amz, auth, sizeof auth,
                      &err) != KILN_OK) {

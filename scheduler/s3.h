@@ -29,8 +29,8 @@
 #include <uv.h>
 
 struct kiln_s3_cfg {
-    char endpoint[256];   /* "http://127.0.0.1:4568" (no trailing slash) */
-    char region[64];      /* "us-east-1" */
+    char endpoint[256]; /* "http://127.0.0.1:4568" (no trailing slash) */
+    char region[64];    /* "us-east-1" */
     char bucket[128];
     char access_key[128];
     char secret_key[128];

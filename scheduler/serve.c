@@ -1,6 +1,7 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "scheduler/serve.h"
 #include "scheduler/serve_git.h"
+#include "scheduler/serve_publish.h"
 
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
@@ -353,6 +354,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     }
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, c->tick_ms, c->tick_ms);
+    if ((rc = kiln_serve_publish_init(s, c->raw, err))) goto fail;
     if ((rc = kiln_serve_git_init(s, c->raw, &s->git, err))) goto fail;
     return KILN_OK;
 fail:
@@ -367,6 +369,7 @@ void kiln_server_shutdown(struct kiln_server *s)
     s->stopping = 1;
     kiln_serve_git_stop(s->git);
     s->git = NULL;
+    kiln_serve_publish_stop(s);
     if (s->dispatch) kiln_dispatch_flush(s->dispatch);
     if (s->events) kiln_events_free(s->events);
     s->events = NULL;

@@ -68,6 +68,7 @@ int kiln_serve_run(const struct kiln_serve_config *c, struct kiln_error *err);
 
 struct kiln_server;
 struct kiln_serve_git;
+struct kiln_publisher;
 typedef void (*kiln_route_fn)(struct kiln_server *srv, struct kiln_http_req *req, void *ctx);
 typedef void (*kiln_publish_fn)(struct kiln_server *srv, int64_t job_id, void *ctx);
 
@@ -111,7 +112,8 @@ struct kiln_server {
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
     struct kiln_catalog *catalog; /* NULL if it could not be opened */
-    struct kiln_serve_git *git;   /* tracked repositories, webhooks */
+    struct kiln_serve_git *git;       /* tracked repositories, webhooks */
+    struct kiln_publisher *publisher; /* publish stage (serve_publish.c) */
     kiln_publish_fn publish;
     void *publish_ctx;
 };

@@ -127,20 +127,6 @@ static json_t *last_of(struct kiln_serve_git *g, int64_t id)
 
 /* --- push -> jobs --- */
 
-static int dependency_known(struct kiln_serve_git *g, const char *name, const char *branch)
-{
-    struct kiln_jobs_filter f = {.name = name, .branch = branch, .limit = 1};
-    json_t *out = NULL;
-    if (kiln_jobs_list(&g->srv->jobs, &f, &out, NULL)) return 0;
-    size_t i;
-    json_t *j;
-    int found = 0;
-    json_array_foreach(json_object_get(out, "jobs"), i, j)
-        if (!strcmp(json_string_value(json_object_get(j, "name")), name)) found = 1;
-    json_decref(out);
-    return found;
-}
-
 static int on_push(void *ctx, const struct kiln_push *p)
 {
     struct kiln_serve_git *g = ctx;
@@ -173,7 +159,7 @@ static int on_push(void *ctx, const struct kiln_push *p)
         json_t *d;
         json_array_foreach(deps, di, d) {
             const char *dn = json_string_value(d);
-            if (!dn || json_object_get(names, dn) || dependency_known(g, dn, p->branch))
+            if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
                 json_array_append(keep, d);
         }
         json_object_set_new(job, "depends", keep);

@@ -603,13 +603,17 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
         out->nunplaceable++;
         if (kiln_placer_reason(pl, (int64_t)t->variant + 1, t->stage, t->reason,
                                sizeof t->reason)) {
-            const char *blocker = "a dependency";
-            for (size_t e = c.dep_off[i]; e < c.dep_off[i + 1]; e++)
-                if (c.tasks[c.deps[e]].host < 0) {
-                    blocker = c.tasks[c.deps[e]].name;
-                    break;
-                }
-            snprintf(t->reason, sizeof t->reason, "waits for %.120s, which cannot run", blocker);
+            const struct kiln_sim_task *b = NULL;
+            for (size_t e = c.dep_off[i]; e < c.dep_off[i + 1] && !b; e++)
+                if (c.tasks[c.deps[e]].host < 0) b = &c.tasks[c.deps[e]];
+            if (!b)
+                snprintf(t->reason, sizeof t->reason, "waits for a dependency that cannot run");
+            else if (b->variant == t->variant)
+                snprintf(t->reason, sizeof t->reason, "waits for its build, which cannot run");
+            else
+                snprintf(t->reason, sizeof t->reason,
+                         "waits for the %s of %.120s, which cannot run",
+                         b->stage == KILN_PSTAGE_TEST ? "test" : "build", b->name);
         }
     }
     for (size_t h = 0; h < farm->nhosts; h++) {

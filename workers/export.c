@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,15 +161,18 @@ int kiln_export_path_info(const char *store_path, json_t **out, struct kiln_erro
 }
 
 struct rd {
-    FILE *f;
+    int fd;
 };
 
 static size_t rd_cb(char *p, size_t size, size_t n, void *arg)
 {
     struct rd *r = arg;
-    size_t got = fread(p, 1, size * n, r->f);
-    if (got == 0 && ferror(r->f)) return CURL_READFUNC_ABORT;
-    return got;
+    for (;;) {
+        ssize_t got = read(r->fd, p, size * n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return CURL_READFUNC_ABORT;
+        return (size_t)got;
+    }
 }
 
 static size_t wr_cb(char *p, size_t size, size_t n, void *arg)
@@ -186,23 +190,14 @@ static const char *server_message(struct kiln_buf *b, char *out, size_t outlen)
     return out;
 }
 
-int kiln_export_push(const char *server, const char *token, const char *file, const char *digest_in,
-                     json_t *meta, json_t **entry, int *sent, struct kiln_error *err)
+/* The body comes from `file`, or from `nix-store --dump store_path` piped
+ * straight into the request (no temp file) when file is NULL. */
+static int push_impl(const char *server, const char *token, const char *file,
+                     const char *store_path, const char *digest, uint64_t size, json_t *meta,
+                     json_t **entry, int *sent, struct kiln_error *err)
 {
     if (entry) *entry = NULL;
     if (sent) *sent = 0;
-    char digest[72], hex[65];
-    uint64_t size = 0;
-    struct stat st;
-    if (stat(file, &st) != 0) return kiln_fail(err, KILN_EIO, "cannot stat %s: %s", file, strerror(errno));
-    size = (uint64_t)st.st_size;
-    if (digest_in) {
-        snprintf(digest, sizeof digest, "%s", digest_in);
-    } else {
-        if (kiln_sha256_file_hex(file, hex, NULL) != KILN_OK)
-            return kiln_fail(err, KILN_EIO, "cannot hash %s", file);
-        snprintf(digest, sizeof digest, "sha256:%s", hex);
-    }
     CURL *c = curl_easy_init();
     if (!c) return kiln_fail(err, KILN_ENOMEM, "cannot start libcurl");
     char url[1200], auth[300];
@@ -211,8 +206,8 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
         h = curl_slist_append(NULL, auth);
     }
-    t = curl_slist_append(h, "Expect:");
-    if (t) h = t;
+    /* Expect: 100-continue stays on (curl's default for large bodies): the
+     * server refuses a bad token or digest before the bytes are sent. */
     struct kiln_buf resp = {0};
     resp.max = 1 << 20;
     long status = 0;
@@ -233,12 +228,18 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        FILE *f = fopen(file, "rb");
-        if (!f) {
-            rc = kiln_fail(err, KILN_EIO, "cannot open %s: %s", file, strerror(errno));
-            goto out;
+        struct rd r = {-1};
+        pid_t pid = -1;
+        if (file) {
+            r.fd = open(file, O_RDONLY | O_CLOEXEC);
+            if (r.fd < 0) {
+                rc = kiln_fail(err, KILN_EIO, "cannot open %s: %s", file, strerror(errno));
+                goto out;
+            }
+        } else {
+            char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
+            if ((rc = spawn_pipe(argv, &pid, &r.fd, err)) != KILN_OK) goto out;
         }
-        struct rd r = {f};
         kiln_buf_reset(&resp);
         curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
@@ -247,15 +248,28 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
         curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
         cr = curl_easy_perform(c);
-        fclose(f);
+        close(r.fd);
+        if (pid > 0) {
+            if (cr != CURLE_OK) kill(pid, SIGKILL);
+            struct kiln_error we = {0};
+            if (wait_ok(pid, "nix-store --dump", &we) != KILN_OK && cr == CURLE_OK) {
+                rc = kiln_fail(err, KILN_EIO, "%s", we.msg);
+                goto out;
+            }
+        }
         if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server, curl_easy_strerror(cr));
+            rc = kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server,
+                           curl_easy_strerror(cr));
             goto out;
         }
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         if (status != 200 && status != 201) {
-            rc = kiln_fail(err, status == 401 ? KILN_EAUTH : status == 403 ? KILN_EPERM : KILN_EINVAL,
-                           "upload refused (%ld): %s", status, server_message(&resp, msg, sizeof msg));
+            rc = kiln_fail(err,
+                           status == 401   ? KILN_EAUTH
+                           : status == 403 ? KILN_EPERM
+                                           : KILN_EINVAL,
+                           "upload refused (%ld): %s", status,
+                           server_message(&resp, msg, sizeof msg));
             goto out;
         }
         if (sent) *sent = status == 201;
@@ -282,7 +296,8 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
         cr = curl_easy_perform(c);
         free(js);
         if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server, curl_easy_strerror(cr));
+            rc = kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server,
+                           curl_easy_strerror(cr));
             goto out;
         }
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -292,7 +307,8 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
                            : status == 401 ? KILN_EAUTH
                            : status == 403 ? KILN_EPERM
                                            : KILN_EINVAL,
-                           "publish refused (%ld): %s", status, server_message(&resp, msg, sizeof msg));
+                           "publish refused (%ld): %s", status,
+                           server_message(&resp, msg, sizeof msg));
             goto out;
         }
         if (entry) *entry = resp.data ? json_loads(resp.data, 0, NULL) : NULL;
@@ -304,20 +320,72 @@ out:
     return rc;
 }
 
+int kiln_export_push(const char *server, const char *token, const char *file, const char *digest_in,
+                     json_t *meta, json_t **entry, int *sent, struct kiln_error *err)
+{
+    char digest[72], hex[65];
+    struct stat st;
+    if (stat(file, &st) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot stat %s: %s", file, strerror(errno));
+    if (digest_in) {
+        snprintf(digest, sizeof digest, "%s", digest_in);
+    } else {
+        if (kiln_sha256_file_hex(file, hex, NULL) != KILN_OK)
+            return kiln_fail(err, KILN_EIO, "cannot hash %s", file);
+        snprintf(digest, sizeof digest, "sha256:%s", hex);
+    }
+    return push_impl(server, token, file, NULL, digest, (uint64_t)st.st_size, meta, entry, sent,
+                     err);
+}
+
+/* NarHash and NarSize as the local Nix database records them. */
+static int nar_hash_size(const char *store_path, char digest[72], uint64_t *size,
+                         struct kiln_error *err)
+{
+    json_t *h = json_array(), *z = json_array();
+    char *a1[] = {"nix-store", "-q", "--hash", (char *)store_path, NULL};
+    char *a2[] = {"nix-store", "-q", "--size", (char *)store_path, NULL};
+    int rc = run_lines(a1, h, err);
+    if (rc == KILN_OK) rc = run_lines(a2, z, err);
+    const char *hs = json_string_value(json_array_get(h, 0));
+    const char *zs = json_string_value(json_array_get(z, 0));
+    unsigned char raw[32];
+    char hex[65];
+    if (rc == KILN_OK) {
+        if (!hs || strncmp(hs, "sha256:", 7) ||
+            (strlen(hs + 7) == 64 ? kiln_unhex(hs + 7, raw, 32)
+                                  : kiln_nix32_decode(hs + 7, raw, 32)) != KILN_OK ||
+            !zs || !*zs)
+            rc = kiln_fail(err, KILN_EPARSE, "nix-store -q --hash/--size gave unexpected output");
+    }
+    if (rc == KILN_OK) {
+        kiln_hex(raw, 32, hex);
+        snprintf(digest, 72, "sha256:%s", hex);
+        *size = strtoull(zs, NULL, 10);
+    }
+    json_decref(h);
+    json_decref(z);
+    return rc;
+}
+
 int kiln_export_store_path(const char *server, const char *token, const char *store_path,
                            json_t *meta_in, json_t **entry, int *sent, struct kiln_error *err)
 {
     json_t *nix = NULL;
     int rc = kiln_export_path_info(store_path, &nix, err);
     if (rc != KILN_OK) return rc;
-    char file[1024], digest[72];
+    char file[1024] = "", digest[72];
     uint64_t size;
-    const char *tmp = getenv("TMPDIR");
-    rc = kiln_export_nar(store_path, tmp && *tmp ? tmp : "/tmp", file, sizeof file, digest, &size,
-                         err);
-    if (rc != KILN_OK) {
-        json_decref(nix);
-        return rc;
+    struct kiln_error qe = {0};
+    if (nar_hash_size(store_path, digest, &size, &qe) != KILN_OK) {
+        /* No database answer (foreign store?): dump once to a temp file. */
+        const char *tmp = getenv("TMPDIR");
+        rc = kiln_export_nar(store_path, tmp && *tmp ? tmp : "/tmp", file, sizeof file, digest,
+                             &size, err);
+        if (rc != KILN_OK) {
+            json_decref(nix);
+            return rc;
+        }
     }
     json_t *meta = meta_in ? json_deep_copy(meta_in) : json_object();
     const char *base = store_path + strlen(KILN_NIX_STORE_DIR "/");
@@ -329,8 +397,61 @@ int kiln_export_store_path(const char *server, const char *token, const char *st
         json_object_set_new(meta, "version", json_string(hp));
     }
     json_object_set_new(meta, "nix", nix);
-    rc = kiln_export_push(server, token, file, digest, meta, entry, sent, err);
+    /* The server checks the streamed NAR against Nix's own NarHash. */
+    rc = push_impl(server, token, file[0] ? file : NULL, store_path, digest, size, meta, entry,
+                   sent, err);
     json_decref(meta);
-    unlink(file);
+    if (file[0]) unlink(file);
+    return rc;
+}
+
+int kiln_export_into_catalog(struct kiln_catalog *c, const char *store_path, char digest[72],
+                             uint64_t *size, json_t **nix, struct kiln_error *err)
+{
+    *nix = NULL;
+    int rc = kiln_export_path_info(store_path, nix, err);
+    if (rc != KILN_OK) return rc;
+    char expect[72];
+    uint64_t esize = 0;
+    struct kiln_error qe = {0};
+    int known = nar_hash_size(store_path, expect, &esize, &qe) == KILN_OK;
+    if (known && kiln_catalog_blob_have(c, expect, NULL)) {
+        snprintf(digest, 72, "%s", expect); /* already stored: nothing to dump */
+        *size = esize;
+        return KILN_OK;
+    }
+    struct kiln_catalog_upload *u = NULL;
+    rc = kiln_catalog_upload_begin(c, known ? expect : NULL, known ? (int64_t)esize : -1, &u, err);
+    pid_t pid;
+    int fd = -1;
+    char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
+    if (rc == KILN_OK) rc = spawn_pipe(argv, &pid, &fd, err);
+    if (rc != KILN_OK) {
+        kiln_catalog_upload_abort(u);
+        json_decref(*nix);
+        *nix = NULL;
+        return rc;
+    }
+    char *buf = malloc(1 << 20);
+    if (!buf) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    while (rc == KILN_OK) {
+        ssize_t r = read(fd, buf, 1 << 20);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rc = kiln_fail(err, KILN_EIO, "reading nix-store --dump: %s", strerror(errno));
+            break;
+        }
+        if (r == 0) break;
+        rc = kiln_catalog_upload_write(u, buf, (size_t)r, err);
+    }
+    free(buf);
+    close(fd);
+    if (rc != KILN_OK) kill(pid, SIGKILL);
+    int wrc = wait_ok(pid, "nix-store --dump", rc == KILN_OK ? err : NULL);
+    if (rc == KILN_OK) rc = wrc;
+    if (rc == KILN_OK) return kiln_catalog_upload_finish(u, digest, size, err);
+    kiln_catalog_upload_abort(u);
+    json_decref(*nix);
+    *nix = NULL;
     return rc;
 }

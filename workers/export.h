@@ -14,13 +14,17 @@
  *   is already there (*sent = 0), else PUTs it with the digest in the URL so a
  *   corrupt or short transfer is refused; then POSTs the metadata
  *   (publish is idempotent). *entry gets the catalog entry.
- * - kiln_export_store_path() = nar + path info + push, with meta.nix filled,
- *   which makes the path substitutable from <server>/nix-cache.
+ * - kiln_export_store_path() = path info + push, with meta.nix filled, which
+ *   makes the path substitutable from <server>/nix-cache. The digest is the
+ *   NarHash Nix recorded (nix-store -q --hash/--size), so nothing is dumped
+ *   when the server already has it; otherwise `nix-store --dump` is piped
+ *   straight into the upload (no temp file) and the server verifies it.
  */
 #ifndef KILN_EXPORT_H
 #define KILN_EXPORT_H
 
 #include "common/err.h"
+#include "scheduler/catalog.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -36,5 +40,13 @@ int kiln_export_push(const char *server, const char *token, const char *file, co
                      json_t *meta, json_t **entry, int *sent, struct kiln_error *err);
 int kiln_export_store_path(const char *server, const char *token, const char *store_path,
                            json_t *meta, json_t **entry, int *sent, struct kiln_error *err);
+
+/* Server side (same host as the store): dump store_path into the catalog's
+ * blob store (checked against Nix's NarHash), and return the digest, size and
+ * the "nix" object for kiln_catalog_publish(). Touches only files and
+ * subprocesses, so it may run on the libuv thread pool; the publish itself
+ * (SQLite) belongs on the loop thread. */
+int kiln_export_into_catalog(struct kiln_catalog *c, const char *store_path, char digest[72],
+                             uint64_t *size, json_t **nix, struct kiln_error *err);
 
 #endif

@@ -48,12 +48,12 @@ function expand(recipe, branch, where) {
   if (recipe !== 'vllm' && recipe !== 'demo') return null;
   if (recipe === 'demo') {
     for (const sm of ['80', '90']) {
-      const name = `demo-sm${sm}`;
+      const name = `demo-sm${sm}-avx2`;
       out.push({
         name, recipe, branch, platform: 'x86_64-linux',
         attrs: { sm, isa: 'avx2', cuda: '12.9', platform: 'x86_64-linux' },
         env: { NIX_BUILD_CORES: '2' }, resources: { cores: 2, ram_mb: 1024, est_duration_s: 30 },
-        command: `echo build ${name}`, depends: [], selftest: null, publish: null,
+        command: `echo build ${name}`, depends: [], selftest: { sm, isa: 'avx2', checks: [{ name: 'import' }] }, publish: { target: 'catalog' },
       });
     }
   } else {
@@ -149,6 +149,18 @@ function waitReason(j) {
   }
   return `waiting for ${j.resources.cores} free cores and ${Math.round(j.resources.ram_mb / 1024)} GiB RAM`;
 }
+// Catalog entries shaped like kiln serve's (docs/catalog.md).
+function catalogEntry(j, t, signed) {
+  const a = j.attrs || {};
+  return {
+    id: catalog.length + 1, name: j.name, version: '0.15.1', recipe: j.recipe, branch: j.branch, commit: j.commit,
+    platform: j.resources.platform, sm: a.sm, capability: a.capability, isa: a.isa, cuda: a.cuda,
+    driver_min: j.resources.driver_min, python: a.python, store_path: `/nix/store/${'x'.repeat(32)}-${j.name}`,
+    size: j.artifact.size, digest: j.artifact.digest, log_digest: null, selftest: j.selftest, meta: {},
+    signature: signed ? 'c2lnbmF0dXJl' : null, key: signed ? 'kiln-1' : null, created_at: t,
+  };
+}
+
 function changed(j) {
   emit('job', j);
 }
@@ -232,11 +244,7 @@ function seed() {
         setQuiet(j, 'succeeded', { exit_code: 0, selftest: { passed: true, checks: [{ name: 'import', ok: true, duration_s: 3.0 }, { name: 'gemm_fp16', ok: true, duration_s: 1.2 }] } });
         j.artifact = { digest: 'sha256:' + (j.id.toString(16).padStart(8, '0')).repeat(8), size: 2.1e9 + j.id * 1e6 };
         if (left < 1200) {
-          catalog.push({
-            id: catalog.length + 1, name: j.name, recipe: j.recipe, branch: j.branch, commit: j.commit, job: j.id,
-            attrs: j.attrs, digest: j.artifact.digest, size: j.artifact.size, selftest: j.selftest,
-            signature: { algorithm: 'ed25519', key: 'kiln-1', valid: j.id % 29 !== 0 }, published_at: j.finished_at,
-          });
+          catalog.push(catalogEntry(j, j.finished_at, j.id % 29 !== 0));
         }
       }
     } else if (left > 396) {
@@ -296,7 +304,7 @@ function serveStatic(res, rel) {
 function listJobs(u) {
   const p = u.searchParams;
   const f = {
-    recipe: p.get('recipe'), branch: p.get('branch'), name: p.get('name'), q: (p.get('q') || '').toLowerCase(),
+    recipe: p.get('recipe'), branch: p.get('branch'), name: p.get('name'), worker: p.get('worker'), q: (p.get('q') || '').toLowerCase(),
     sm: p.get('sm'), isa: p.get('isa'), cuda: p.get('cuda'), platform: p.get('platform'),
   };
   const states = (p.get('state') || '').split(',').filter(Boolean);
@@ -310,6 +318,7 @@ function listJobs(u) {
     if (f.recipe && j.recipe !== f.recipe) continue;
     if (f.branch && j.branch !== f.branch) continue;
     if (f.name && j.name !== f.name) continue;
+    if (f.worker && j.worker !== f.worker) continue;
     if (f.sm && j.attrs.sm !== f.sm) continue;
     if (f.isa && j.attrs.isa !== f.isa) continue;
     if (f.cuda && j.attrs.cuda !== f.cuda) continue;
@@ -438,11 +447,7 @@ async function handle(req, res) {
         if (j.stage === 'publish') {
           const art = { digest: 'sha256:' + (id.toString(16).padStart(8, '0')).repeat(8), size: 1234567 + id };
           j.artifact = art;
-          const entry = {
-            id: catalog.length + 1, name: j.name, recipe: j.recipe, branch: j.branch, commit: j.commit, job: j.id,
-            attrs: j.attrs, digest: art.digest, size: art.size, selftest: j.selftest,
-            signature: { algorithm: 'ed25519', key: 'kiln-1', valid: true }, published_at: now(),
-          };
+          const entry = catalogEntry(j, now(), true);
           catalog.push(entry);
           emit('catalog', entry);
         }
@@ -474,8 +479,13 @@ async function handle(req, res) {
     w.last_seen = now();
     if (parts[2] === 'lease' && m === 'POST') {
       if (w.state === 'draining') return send(res, 204);
+      // Never overcommit: the job must fit what this worker has free.
+      const view = workerView(w);
+      const freeCores = w.cores - view.cores_used;
+      const freeRam = w.ram_mb - view.ram_used_mb;
       const cand = [...jobs.values()]
-        .filter((j) => WAITING.has(j.state) && j.resources.platform === w.platform)
+        .filter((j) => WAITING.has(j.state) && j.resources.platform === w.platform
+          && j.resources.cores <= freeCores && j.resources.ram_mb <= freeRam)
         .sort((a, c) => c.priority - a.priority || a.id - c.id)[0];
       if (!cand) return send(res, 204);
       const st = { queued: 'building', built: 'testing', tested: 'publishing' }[cand.state];
@@ -507,9 +517,9 @@ async function handle(req, res) {
     if (parts.length === 1) {
       const q = u.searchParams;
       const out = catalog.filter((c) => (!q.get('name') || c.name.includes(q.get('name')))
-        && ['sm', 'isa', 'cuda', 'platform'].every((k) => !q.get(k) || c.attrs[k] === q.get(k))
+        && ['sm', 'isa', 'cuda', 'platform'].every((k) => !q.get(k) || c[k] === q.get(k))
         && (!q.get('branch') || c.branch === q.get('branch')));
-      return send(res, 200, { artifacts: out.slice().reverse() });
+      return send(res, 200, { entries: out.slice().reverse() });
     }
     const c = catalog[Number(parts[1]) - 1];
     if (!c) return fail(res, 404, 'not_found', `artifact ${parts[1]} not found`);
@@ -517,7 +527,7 @@ async function handle(req, res) {
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Disposition': `attachment; filename="${c.name}.tar"` });
       return res.end('artifact ' + c.name + '\n');
     }
-    return send(res, 200, c);
+    return send(res, 200, { ...c, signature_ok: !!c.signature });
   }
   return fail(res, 404, 'not_found', `no route ${p}`);
 }

@@ -26,7 +26,7 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
 fi
 if [ -z "${KILN_BIN:-}" ] && [ -x "$KILN_SRC/build/kiln" ]; then export KILN_BIN=$KILN_SRC/build/kiln; fi
 cd "$here" || exit 1
-timeout "${BROWSER_TIMEOUT:-300}" node run-tests.mjs "$@"
+timeout "${BROWSER_TIMEOUT:-600}" node run-tests.mjs "$@"
 rc=$?
 [ $rc -eq 124 ] && echo "run.sh: timed out"
 exit $rc

@@ -2,6 +2,7 @@
  * digests) against a real catalog in a temp dir, plus the S3 XML reply
  * reader. Each input is one publish attempt of a fixed blob. */
 #include "scheduler/catalog.h"
+#include "scheduler/publish.h"
 #include "scheduler/s3.h"
 
 #include <stdint.h>
@@ -39,6 +40,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!cat) setup();
     char val[256];
     kiln_s3_xml_value((const char *)data, size, "UploadId", val, sizeof val);
+    /* Range headers and publish templates are parsers too. */
+    char text[512];
+    size_t tn = size < sizeof text - 1 ? size : sizeof text - 1;
+    memcpy(text, data, tn);
+    text[tn] = 0;
+    uint64_t ra, rb;
+    if (kiln_catalog_parse_range(text, 1000, &ra, &rb) == 1 && (ra > rb || rb >= 1000)) abort();
+    json_t *vars = json_pack("{s:s,s:i}", "name", "n'x", "size", 3);
+    struct kiln_buf tb = {0};
+    kiln_publish_template(text, vars, 1, &tb, NULL);
+    kiln_buf_free(&tb);
+    json_decref(vars);
     json_t *in = json_loadb((const char *)data, size, 0, NULL);
     if (!in) return 0;
     const char *d = json_string_value(json_object_get(in, "digest"));

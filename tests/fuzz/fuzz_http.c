@@ -74,6 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         if (rc == KILN_HP_DONE) {
+            if (used == 0) abort(); /* a caller looping on DONE would spin */
             size_t blen;
             const char *b = kiln_http_parse_body(f.p, &blen);
             if (!b || blen > lim.max_body_bytes) abort();

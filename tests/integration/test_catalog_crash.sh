@@ -14,11 +14,14 @@ trap 'rm -rf "$W"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 PKGS="libuv libgit2 libcurl sqlite3 yaml-0.1 jansson libcrypto libssl"
 # The crash points exist only in this test binary, never in build/kiln.
-cc -std=c11 -D_GNU_SOURCE -DKILN_CRASH_POINTS -I"$KILN_SRC" -I"$KILN_SRC/common" -O1 \
-    $(pkg-config --cflags $PKGS) -c "$KILN_SRC/scheduler/catalog.c" -o "$W/catalog_crash.o" ||
-    fail "cannot compile the crash-point build"
-cc -o "$W/kiln-crash" "$BDIR/obj/cli/main.o" "$W/catalog_crash.o" "$BDIR/libkiln.a" \
-    $(pkg-config --libs $PKGS) -lhttp_parser -ldl -lpthread -lm || fail "cannot link the crash-point build"
+# (When KILN_BIN is a sanitizer build, link the same way.)
+crash_build() {
+    cc -std=c11 -D_GNU_SOURCE -DKILN_CRASH_POINTS -I"$KILN_SRC" -I"$KILN_SRC/common" -O1 "$@" \
+        $(pkg-config --cflags $PKGS) -c "$KILN_SRC/scheduler/catalog.c" -o "$W/catalog_crash.o" &&
+    cc "$@" -o "$W/kiln-crash" "$BDIR/obj/cli/main.o" "$W/catalog_crash.o" "$BDIR/libkiln.a" \
+        $(pkg-config --libs $PKGS) -lhttp_parser -ldl -lpthread -lm
+}
+crash_build 2>/dev/null || crash_build -fsanitize=address,undefined || fail "cannot build the crash-point binary"
 CK="$W/kiln-crash"
 D="$W/data"
 count_versions() {

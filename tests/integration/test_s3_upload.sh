@@ -118,7 +118,31 @@ start=$(date +%s%N)
 ms=$((($(date +%s%N) - start) / 1000000))
 grep -q "Couldn't connect\|Could not connect\|onnection refused" "$W/down.log" || fail "unclear network error: $(cat "$W/down.log")"
 [ "$ms" -ge 2900 ] || fail "no backoff between retries (${ms} ms)"
+# The publisher: a catalog entry goes to S3 under a templated key (multipart,
+# parts hashed on the thread pool) and to a command target, both from config.
+D=$W/data
+"$KILN_BIN" catalog publish "$W/big.bin" --name vllm-sm90 --version 2.0 --data "$D" \
+    --meta '{"recipe":"vllm","branch":"main","sm":"90"}' >/dev/null || fail "catalog publish"
+cat >"$W/targets.json" <<JSON
+{"targets": [
+  {"type": "s3", "match": {"recipe": "vllm", "branch": ["main", "release-*"]},
+   "endpoint": "$EP", "bucket": "kiln-artifacts", "key": "{recipe}/{name}/{version}/{hex}",
+   "part_size": 5242880, "multipart_threshold": 8388608},
+  {"type": "s3", "match": {"branch": "dev"}, "endpoint": "$EP", "bucket": "kiln-artifacts"},
+  {"type": "command", "command": "echo published {name} {version} {sm} > $W/cmd.out"}
+]}
+JSON
+"$KILN_BIN" catalog targets 1 --config "$W/targets.json" --data "$D" >"$W/targets.log" 2>&1 ||
+    { cat "$W/targets.log"; fail "publish targets"; }
+grep -q "target 0 (s3): ok: uploaded (multipart)" "$W/targets.log" || fail "s3 target: $(cat "$W/targets.log")"
+grep -q "target 1" "$W/targets.log" && fail "the dev-only target ran"
+grep -q "^published vllm-sm90 2.0 90$" "$W/cmd.out" || fail "command target output"
+hex=$(sha256sum "$W/big.bin" | cut -d' ' -f1)
+o3=$(obj "$hex")
+[ -n "$o3" ] && cmp -s "$o3" "$W/big.bin" || fail "publisher's S3 object differs"
+case "$o3" in */vllm/vllm-sm90/2.0/*) ;; *) fail "unexpected key path $o3" ;; esac
+
 n=$(grep -c "verified SigV4" "$W/s3rver.log")
-[ "$n" -ge 8 ] || fail "expected >= 8 verified requests, saw $n"
-echo "PASS s3 ($n requests verified by aws4): single PUT, multipart (5 parts), SigV4 checked by aws4, bad secret/key/endpoint errors"
+[ "$n" -ge 15 ] || fail "expected >= 15 verified requests, saw $n"
+echo "PASS s3 ($n requests verified by aws4): single PUT, multipart (5 parts), SigV4 checked by aws4, bad secret/key/endpoint errors, publisher s3+command targets"
 exit 0

@@ -198,13 +198,15 @@ static void test_verify_detects_tampering(void **state)
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     assert_int_equal(kiln_catalog_verify(f->c, &problems, NULL, &err), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
-                           "signature does not match"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
+               "signature does not match"));
     json_decref(problems);
-    assert_int_equal(sqlite3_exec(db, "UPDATE entries SET signature=''", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE entries SET signature=''", NULL, NULL, NULL),
+                     SQLITE_OK);
     assert_int_equal(kiln_catalog_verify(f->c, &problems, NULL, &err), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(problems, 0), "problem")),
-                           "unsigned"));
+    assert_non_null(strstr(
+        json_string_value(json_object_get(json_array_get(problems, 0), "problem")), "unsigned"));
     json_decref(problems);
     sqlite3_close(db);
 
@@ -235,7 +237,8 @@ static void test_nix_entry_narinfo(void **state)
     struct kiln_buf t = {0};
     assert_int_equal(kiln_catalog_narinfo(f->c, "ak0grpkfjcprma2z0ar21lfyjxbv4xbn", &t, &err),
                      KILN_OK);
-    assert_non_null(strstr(t.data, "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx\n"));
+    assert_non_null(
+        strstr(t.data, "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx\n"));
     assert_non_null(strstr(t.data, "References: h4s6cjyg0f8f3qqj2fqykwwvpq9gpnl1-kiln-fx-dep\n"));
     assert_non_null(strstr(t.data, "Sig: kiln-cache-1:"));
     char *url = strstr(t.data, "URL: nar/");
@@ -255,6 +258,28 @@ static void test_nix_entry_narinfo(void **state)
     json_decref(problems);
 }
 
+static void test_parse_range(void **state)
+{
+    (void)state;
+    uint64_t a, b;
+    assert_int_equal(kiln_catalog_parse_range("bytes=0-9", 100, &a, &b), 1);
+    assert_true(a == 0 && b == 9);
+    assert_int_equal(kiln_catalog_parse_range("bytes=90-", 100, &a, &b), 1);
+    assert_true(a == 90 && b == 99);
+    assert_int_equal(kiln_catalog_parse_range("bytes=-10", 100, &a, &b), 1);
+    assert_true(a == 90 && b == 99);
+    assert_int_equal(kiln_catalog_parse_range("bytes=50-1000", 100, &a, &b), 1);
+    assert_true(a == 50 && b == 99);
+    assert_int_equal(kiln_catalog_parse_range("bytes=100-", 100, &a, &b), -1);
+    assert_int_equal(kiln_catalog_parse_range("bytes=-0", 100, &a, &b), -1);
+    assert_int_equal(kiln_catalog_parse_range("bytes=0-1,5-6", 100, &a, &b), 0);
+    assert_int_equal(kiln_catalog_parse_range("bytes=9-1", 100, &a, &b), 0);
+    assert_int_equal(kiln_catalog_parse_range("items=0-1", 100, &a, &b), 0);
+    assert_int_equal(kiln_catalog_parse_range("bytes=x-1", 100, &a, &b), 0);
+    assert_int_equal(kiln_catalog_parse_range("bytes=99999999999999999999999-", 100, &a, &b), 0);
+    assert_int_equal(kiln_catalog_parse_range(NULL, 100, &a, &b), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +287,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_input_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_detects_tampering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nix_entry_narinfo, setup, teardown),
+        cmocka_unit_test(test_parse_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,15 +16,17 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *fx_sec = "test-key-1:8N4sTlk2levuk5KewA5TqHViDdtjcqAOBQHnVbs+bscJd77H6Bx0k2xyxYDWqUM7"
-                            "xL9hVXdU1Z5RvqxILbHI5w==";
+static const char *fx_sec =
+    "test-key-1:8N4sTlk2levuk5KewA5TqHViDdtjcqAOBQHnVbs+bscJd77H6Bx0k2xyxYDWqUM7"
+    "xL9hVXdU1Z5RvqxILbHI5w==";
 static const char *fx_pub = "test-key-1:CXe+x+gcdJNscsWA1qlDO8S/YVV3VNWeUb6sSC2xyOc=";
 static const char *fx_path = "/nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx";
 static const char *fx_narhash = "f9da6a1fac56e5077ea776efc97eb18dd7b20cbb812fd290f431e01b810baebe";
 static const char *fx_narhash32 = "1gmf1f0ipq1iyj8d4bw1pc6b5mwdn5zckvvnlxz0granmhgnmnpr";
 static const char *fx_ref = "h4s6cjyg0f8f3qqj2fqykwwvpq9gpnl1-kiln-fx-dep";
-static const char *fx_sig = "test-key-1:hMqZ7lZovkcnxlEU0/unC9PasV3hsYDmVg2W/RlHJffPDtK8C1MnV01x4JEEX2"
-                            "srLCkbt6d0xLd6Lb1MAAmQBg==";
+static const char *fx_sig =
+    "test-key-1:hMqZ7lZovkcnxlEU0/unC9PasV3hsYDmVg2W/RlHJffPDtK8C1MnV01x4JEEX2"
+    "srLCkbt6d0xLd6Lb1MAAmQBg==";
 
 static void test_nix32_fixtures(void **state)
 {
@@ -43,10 +45,12 @@ static void test_nix32_fixtures(void **state)
     memset(h, 0xff, 32);
     kiln_nix32(h, 32, out);
     assert_string_equal(out, "1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");
-    assert_int_equal(kiln_nix32_decode("2zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", back, 32),
-                     KILN_EPARSE); /* overflows 256 bits */
-    assert_int_equal(kiln_nix32_decode("e080000000000000000000000000000000000000000000000000", back, 32),
-                     KILN_EPARSE); /* 'e' is not in the alphabet */
+    assert_int_equal(
+        kiln_nix32_decode("2zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", back, 32),
+        KILN_EPARSE); /* overflows 256 bits */
+    assert_int_equal(
+        kiln_nix32_decode("e080000000000000000000000000000000000000000000000000", back, 32),
+        KILN_EPARSE); /* 'e' is not in the alphabet */
     assert_int_equal(kiln_nix32_decode("00", back, 32), KILN_EPARSE);
 }
 
@@ -133,7 +137,8 @@ static void test_narinfo_format_parse_roundtrip(void **state)
     assert_int_equal(kiln_narinfo_sign(&ni, &k), KILN_OK);
     struct kiln_buf t = {0};
     assert_int_equal(kiln_narinfo_format(&ni, &t), KILN_OK);
-    assert_non_null(strstr(t.data, "URL: nar/1gmf1f0ipq1iyj8d4bw1pc6b5mwdn5zckvvnlxz0granmhgnmnpr.nar\n"));
+    assert_non_null(
+        strstr(t.data, "URL: nar/1gmf1f0ipq1iyj8d4bw1pc6b5mwdn5zckvvnlxz0granmhgnmnpr.nar\n"));
     assert_non_null(strstr(t.data, "Compression: none\n"));
     assert_non_null(strstr(t.data, "References: h4s6cjyg0f8f3qqj2fqykwwvpq9gpnl1-kiln-fx-dep\n"));
     struct kiln_error err = {0};
@@ -155,7 +160,8 @@ static void test_narinfo_parse_rejects(void **state)
     const char *bad[] = {
         "StorePath: /etc/passwd\nNarHash: sha256:00\nNarSize: 1\n",
         "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-x\nNarSize: 1\n",
-        "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-x\nNarHash: sha256:zz\nNarSize: 1\n",
+        "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-x\nNarHash: sha256:zz\nNarSize: "
+        "1\n",
         "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-x\nNarHash: sha256:"
         "1gmf1f0ipq1iyj8d4bw1pc6b5mwdn5zckvvnlxz0granmhgnmnpr\nNarSize: -1\n",
         "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-x\nReferences: ../../etc\n",

@@ -165,6 +165,25 @@ static void test_million_variant_matrix(void **state)
     kiln_buf_free(&b);
 }
 
+static void test_too_many_variants_refused_before_building(void **state)
+{
+    (void)state;
+    /* 400 x 400 = 160,000 combinations: under the matrix limit, over the
+     * variant limit; refused by counting, before any JSON is built */
+    struct kiln_buf b = {0};
+    assert_int_equal(kiln_buf_puts(&b, "recipe: big\naxes:\n"), 0);
+    for (int a = 0; a < 2; a++) {
+        assert_int_equal(kiln_buf_printf(&b, "  %c: [", 'a' + a), 0);
+        for (int i = 0; i < 400; i++)
+            assert_int_equal(kiln_buf_printf(&b, "%s%d", i ? ", " : "", i), 0);
+        assert_int_equal(kiln_buf_puts(&b, "]\n"), 0);
+    }
+    assert_int_equal(kiln_buf_puts(&b, "exclude: [{a: 0}]\ntemplates: {name: 'v-{a}-{b}'}\n"), 0);
+    expect_refused(b.data, b.len, KILN_ELIMIT,
+                   "the recipe produces 159600 variants; kiln refuses more than 10000");
+    kiln_buf_free(&b);
+}
+
 static void test_render_too_long(void **state)
 {
     (void)state;
@@ -201,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_100mb_file_refused_unread),
         cmocka_unit_test(test_million_variant_matrix),
+        cmocka_unit_test(test_too_many_variants_refused_before_building),
         cmocka_unit_test(test_render_too_long),
         cmocka_unit_test(test_garbage_bytes),
     };

@@ -57,8 +57,8 @@ static void test_aws_get_lifecycle_example(void **state)
     assert_int_equal(kiln_s3_sign(&cfg, "GET", "/", "lifecycle", h, 3, empty_hash,
                                   "20130524T000000Z", auth, sizeof auth, NULL),
                      KILN_OK);
-    assert_non_null(strstr(
-        auth, "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"));
+    assert_non_null(
+        strstr(auth, "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"));
 }
 
 /* Example "Get Bucket (List Objects)": query parameters get sorted. */
@@ -74,8 +74,8 @@ static void test_aws_list_objects_example(void **state)
     assert_int_equal(kiln_s3_sign(&cfg, "GET", "/", "prefix=J&max-keys=2", h, 3, empty_hash,
                                   "20130524T000000Z", auth, sizeof auth, NULL),
                      KILN_OK);
-    assert_non_null(strstr(
-        auth, "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"));
+    assert_non_null(
+        strstr(auth, "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"));
 }
 
 static void test_uri_encode_and_keys(void **state)

@@ -229,7 +229,8 @@ static void test_sim_unplaceable_and_errors(void **state)
         const struct kiln_sim_task *t = &r.tasks[i];
         if (!strcmp(t->name, "x") && t->stage == KILN_PSTAGE_TEST)
             assert_string_equal(t->reason, "no online worker with sm_120");
-        if (!strcmp(t->name, "y")) assert_string_equal(t->reason, "waits for z, which cannot run");
+        if (!strcmp(t->name, "y"))
+            assert_string_equal(t->reason, "waits for the build of z, which cannot run");
         if (!strcmp(t->name, "z")) assert_non_null(strstr(t->reason, "needs 400 cores"));
     }
     kiln_sim_result_free(&r);

@@ -166,7 +166,7 @@ export function mount(root, ctx, arg) {
       ['Name', job.name],
       ['Recipe', job.recipe ? `${job.recipe} @ ${job.branch || '?'}` : 'ad-hoc'],
       ['Commit', job.commit ? String(job.commit).slice(0, 12) : null],
-      ['Attempt', `${job.attempt ?? 1} of ${job.max_attempts ?? 1}`],
+      ['Attempt', job.attempt === 0 ? `not started (up to ${job.max_attempts ?? 1})` : `${job.attempt ?? 1} of ${job.max_attempts ?? 1}`],
       ['Priority', job.priority],
       ['Worker', job.worker],
       ['Platform', r.platform],
@@ -179,7 +179,7 @@ export function mount(root, ctx, arg) {
       ['Exit code', job.exit_code],
       ['Peak RAM', job.peak_ram_mb != null ? fmtMB(job.peak_ram_mb) : null],
       ['CPU time', job.cpu_s != null ? fmtDuration(job.cpu_s) : null],
-      ['Depends on', Array.isArray(job.depends) && job.depends.length ? job.depends.map((d) => `#${d}`).join(', ') : null],
+      ['Depends on', Array.isArray(job.depends) && job.depends.length ? h('span', { class: 'tags' }, job.depends.map((d) => h('a', { class: 'tag', href: ctx.hashFor('build', d) }, `#${d}`))) : null],
       ['Artifact', job.artifact ? `${job.artifact.digest} (${fmtBytes(job.artifact.size)})` : null],
       ['Command', job.command],
     ];
@@ -187,7 +187,7 @@ export function mount(root, ctx, arg) {
     for (const [k, v] of Object.entries(job.env || {})) rows.push([`env ${k}`, v]);
     for (const [k, v] of rows) {
       if (v === null || v === undefined || v === '') continue;
-      metaEl.append(h('dt', {}, k), h('dd', { class: k === 'Command' || k === 'Artifact' ? 'mono' : '' }, String(v)));
+      metaEl.append(h('dt', {}, k), h('dd', { class: k === 'Command' || k === 'Artifact' ? 'mono' : '' }, v instanceof Node ? v : String(v)));
     }
   }
 

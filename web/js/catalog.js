@@ -8,8 +8,11 @@ const CAT_FIELDS = [{ key: 'name', label: 'Name', search: true, placeholder: 'pa
 
 function sigInfo(a) {
   const s = a.signature;
-  if (s === undefined || s === null) return a.signed === true ? ['✔ signed', 'st-ok'] : ['– unsigned', 'st-off'];
-  if (typeof s === 'string') return ['✔ signed', 'st-ok'];
+  if (a.signature_ok === true) return [`✔ verified${a.key ? ' · ' + a.key : ''}`, 'st-ok'];
+  if (a.signature_ok === false) return ['✖ bad signature', 'st-bad'];
+  if (s === undefined || s === null || s === '') return a.signed === true ? ['✔ signed', 'st-ok'] : ['– unsigned', 'st-off'];
+  // kiln serve re-checks the signature on every download (409 if it fails).
+  if (typeof s === 'string') return [`✔ signed${a.key ? ' · ' + a.key : ''}`, 'st-ok'];
   if (s.valid === true || s.verified === true || s.status === 'valid') return [`✔ signed${s.key ? ' by ' + s.key : ''}`, 'st-ok'];
   if (s.valid === false || s.verified === false || s.status === 'invalid') return ['✖ bad signature', 'st-bad'];
   return ['? signature not checked', 'st-wait'];
@@ -36,10 +39,12 @@ export function mount(root, ctx, arg, params) {
     try {
       const r = await api.get('/catalog', apiParams(f));
       if (my !== seq) return;
-      const items = api.listOf(r, 'artifacts');
+      const items = api.listOf(r, 'entries');
       clear(body);
       for (const a of items) {
-        const at = a.attrs || a.metadata || {};
+        // Entry fields may be top level (kiln serve) or under attrs/meta.
+        const m = a.attrs || a.metadata || (a.meta && typeof a.meta === 'object' ? a.meta : {}) || {};
+        const at = { sm: a.sm ?? m.sm, isa: a.isa ?? m.isa, cuda: a.cuda ?? m.cuda, platform: a.platform ?? m.platform };
         const [sig, sigCls] = sigInfo(a);
         const st = selftestSummary(a.selftest);
         const dl = h('a', { class: 'btn small', href: `/api/v1/catalog/${encodeURIComponent(a.id)}/download`, download: '' }, 'Download');
@@ -51,12 +56,12 @@ export function mount(root, ctx, arg, params) {
           api.download(`/catalog/${encodeURIComponent(a.id)}/download`, String(a.name || 'artifact')).catch((err) => ctx.toast(`Download failed: ${err.message}`, 'error'));
         });
         body.append(h('tr', {},
-          h('td', { class: 'c-name' }, h('div', { class: 'job-name' }, String(a.name || a.digest || '?')), h('div', { class: 'mono muted' }, String(a.digest || '').slice(0, 23) + (a.digest ? '…' : ''))),
+          h('td', { class: 'c-name' }, h('div', { class: 'job-name' }, String(a.name || a.digest || '?'), a.version ? h('span', { class: 'muted' }, ` ${a.version}`) : null), h('div', { class: 'mono muted' }, String(a.digest || '').slice(0, 23) + (a.digest ? '…' : ''))),
           h('td', { class: 'c-name' }, h('span', { class: 'tags' }, [at.sm ? `SM${at.sm}` : null, at.isa, at.cuda ? `CUDA ${at.cuda}` : null, at.platform, a.branch].filter(Boolean).map((t) => h('span', { class: 'tag' }, String(t))))),
           h('td', {}, st ? h('span', { class: `badge ${st.passed ? 'st-ok' : 'st-bad'}` }, `${st.passed ? '✔' : '✖'} ${st.ok}/${st.total}`) : '–'),
           h('td', {}, h('span', { class: `badge ${sigCls}` }, sig)),
           h('td', { class: 'c-num' }, fmtBytes(a.size)),
-          h('td', { class: 'c-num' }, fmtTime(a.published_at)),
+          h('td', { class: 'c-num' }, fmtTime(a.published_at || a.created_at)),
           h('td', {}, dl)));
       }
       empty.hidden = items.length !== 0;

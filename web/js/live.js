@@ -10,6 +10,8 @@
 import { BASE, getToken } from './api.js';
 
 export class Live {
+  static MIN_GAP_MS = 250;
+
   constructor() {
     this.jobs = new Map(); // id -> latest job object seen (cache for views)
     this.workers = new Map();
@@ -17,6 +19,8 @@ export class Live {
     this.statusListeners = new Set();
     this.pending = null;
     this.frame = 0;
+    this.timer = 0;
+    this.lastFlush = 0;
     this.lastId = null;
     this.status = 'connecting';
     this.es = null;
@@ -171,11 +175,26 @@ export class Live {
     } else if (type === 'log') p.logs.push(obj);
     else if (type === 'catalog') p.catalog.push(obj);
     else if (type === 'resync') p.resync = true;
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+    this.schedule();
+  }
+
+  // One render per animation frame at most, and while events keep coming
+  // at most one per MIN_GAP_MS: a long trickle of events (1,000 cancels over
+  // several seconds) then costs a few renders, not one per frame.
+  schedule() {
+    if (this.frame || this.timer) return;
+    const wait = (this.lastFlush || 0) + Live.MIN_GAP_MS - performance.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.frame = requestAnimationFrame(() => this.flush());
+      }, wait);
+    } else this.frame = requestAnimationFrame(() => this.flush());
   }
 
   flush() {
     this.frame = 0;
+    this.lastFlush = performance.now();
     const p = this.pending;
     this.pending = null;
     if (!p) return;

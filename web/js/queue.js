@@ -38,6 +38,9 @@ export function mount(root, ctx, arg, params) {
   let nextBefore = null;
   let counts = {};
   let countsKnown = false;
+  let waitPartial = false;
+  let waitOrder = null;
+  let waitOrderDirty = true;
   let shownWaiting = WINDOW;
   let loadSeq = 0;
   let countsTimer = 0;
@@ -132,7 +135,11 @@ export function mount(root, ctx, arg, params) {
     return j.artifact ? 'artifact published' : '';
   }
 
+  let countsKey = '';
   function renderCounts() {
+    const key = JSON.stringify([counts, f.state]);
+    if (key === countsKey) return;
+    countsKey = key;
     clear(countsBar);
     const total = Object.values(counts).reduce((a, b) => a + (b || 0), 0);
     const mk = (state, n, label) => {
@@ -182,10 +189,26 @@ export function mount(root, ctx, arg, params) {
     const run = [...running.values()].sort((a, b) => (a.started_at || 0) - (b.started_at || 0) || a.id - b.id);
     runTable.set(run, now);
     setText(runHead, `Building (${run.length})`);
-    const wait = [...waiting.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || (b.priority || 0) - (a.priority || 0) || a.id - b.id);
-    wait.forEach((j, i) => (j._pos = j.position ?? i + 1));
+    // Sorting 10,000 waiting jobs on every live update is the expensive
+    // part of a render: re-sort only when a job joins or changes priority,
+    // otherwise refresh the cached order.
+    let wait;
+    if (waitOrderDirty || !waitOrder) {
+      wait = [...waiting.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || (b.priority || 0) - (a.priority || 0) || a.id - b.id);
+      waitOrderDirty = false;
+    } else {
+      wait = [];
+      for (const j of waitOrder) {
+        const cur = waiting.get(j.id);
+        if (cur) wait.push(cur);
+      }
+    }
+    waitOrder = wait;
+    wait.forEach((j, i) => (j._pos = j.position ?? (waitPartial ? `≈${i + 1}` : i + 1)));
     waitTable.set(wait.slice(0, shownWaiting), now);
-    setText(waitHead, `Waiting (${wait.length}${wait.length > shownWaiting ? `, first ${shownWaiting} shown` : ''})`);
+    const nWait = waitPartial ? [...WAITING].reduce((a, st) => a + (counts[st] || 0), 0) : wait.length;
+    setText(waitHead, `Waiting (${nWait}${nWait > shownWaiting ? `, first ${shownWaiting} shown` : ''}${waitPartial ? ' · loading all of them for exact positions…' : ''})`);
+    waitHead.dataset.partial = String(waitPartial);
     moreWaiting.hidden = wait.length <= shownWaiting;
     finTable.set(finished, now);
     setText(finHead, before ? `Finished (older than #${before})` : 'Finished (newest first)');
@@ -197,19 +220,20 @@ export function mount(root, ctx, arg, params) {
 
   // Finished = the final states, newest first. One request per state (any
   // server can answer those), merged; the page cursor is the last id shown.
-  async function loadFinished(seq) {
+  async function loadFinished(seq, countsP) {
     if (f.state && !FINAL.has(f.state)) {
       finished = [];
       nextBefore = null;
       return render();
     }
-    const states = (f.state ? [f.state] : ['succeeded', 'failed', 'cancelled', 'superseded']).filter(hasJobs);
+    const states = f.state ? [f.state] : ['succeeded', 'failed', 'cancelled', 'superseded'];
     try {
-      const rs = await Promise.all(states.map((st) => api.get('/jobs', { ...apiParams(f), state: st, limit: PAGE, before_id: before || undefined })));
+      const rs = await fetchStates(states, { ...apiParams(f), limit: PAGE, before_id: before || undefined }, countsP);
       if (seq !== loadSeq) return;
       const byId = new Map();
       let more = false;
-      for (const r of rs) {
+      for (const [, r] of rs) {
+        if (!r) continue;
         const list = api.listOf(r, 'jobs');
         if (r.next_before_id || list.length >= PAGE) more = true;
         for (const j of list) if (FINAL.has(j.state) && matches(j, f)) byId.set(j.id, j);
@@ -249,34 +273,84 @@ export function mount(root, ctx, arg, params) {
   }
 
   const hasJobs = (st) => !countsKnown || (counts[st] || 0) > 0;
-  async function loadStates(states, limit) {
-    const want = states.filter((s) => (!f.state || f.state === s) && hasJobs(s));
-    const res = await Promise.all(want.map((s) => api.get('/jobs', { ...apiParams(f), state: s, limit })));
+  // One request per state. The usual states go out at once, with the counts
+  // request; the rare ones (built, tested, ...) wait for the counts and are
+  // asked for only when they have jobs. That keeps a load to about six
+  // parallel requests (a browser's connection limit) and one round trip.
+  const COMMON = new Set(['queued', 'building', 'succeeded', 'failed']);
+  function fetchStates(states, params, countsP) {
+    return Promise.all(states.map(async (st) => {
+      if (countsP && !COMMON.has(st) && f.state !== st) await countsP;
+      if ((!countsP || !COMMON.has(st)) && f.state !== st && !hasJobs(st)) return [st, null];
+      return [st, await api.get('/jobs', { ...params, state: st })];
+    }));
+  }
+
+  async function loadStates(states, limit, cursors, countsP) {
+    const want = states.filter((s) => !f.state || f.state === s);
+    const res = await fetchStates(want, { ...apiParams(f), limit }, countsP);
     const m = new Map();
-    for (const r of res) for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
+    for (const [st, r] of res) {
+      if (!r) continue;
+      for (const j of api.listOf(r, 'jobs')) if (matches(j, f)) m.set(j.id, j);
+      if (cursors && r.next_before_id) cursors[st] = r.next_before_id;
+    }
     return m;
+  }
+
+  // The list API is newest first, but the front of the queue is the oldest
+  // work: the first page paints at once, then the rest of the waiting jobs
+  // load in the background so positions are exact (up to MAX_WAITING).
+  const MAX_WAITING = 20000;
+  async function completeWaiting(seq, cursors) {
+    for (const [st, cur0] of Object.entries(cursors)) {
+      let cur = cur0;
+      while (cur && seq === loadSeq && waiting.size < MAX_WAITING) {
+        let r;
+        try {
+          r = await api.get('/jobs', { ...apiParams(f), state: st, limit: 1000, before_id: cur });
+        } catch (e) {
+          break;
+        }
+        if (seq !== loadSeq) return;
+        for (const j of api.listOf(r, 'jobs')) {
+          // A live event may already have moved this job on.
+          if (!matches(j, f) || (known.has(j.id) && known.get(j.id) !== j.state)) continue;
+          if (!waiting.has(j.id)) waiting.set(j.id, j);
+          known.set(j.id, j.state);
+          waitOrderDirty = true;
+        }
+        cur = r && r.next_before_id;
+      }
+    }
+    if (seq !== loadSeq) return;
+    waitPartial = false;
+    render();
   }
 
   async function load() {
     const seq = ++loadSeq;
     errBox.hidden = true;
-    // Everything in parallel; history (for ETAs) is not waited for.
-    // Counts first (one small answer), then only the states that have jobs:
-    // fewer requests than there are connections, so nothing queues.
-    await loadCounts(seq);
-    if (seq !== loadSeq) return;
-    const fin = loadFinished(seq);
+    // History (for ETAs) is loaded last and not waited for.
+    const countsP = loadCounts(seq);
+    const fin = loadFinished(seq, countsP);
+    const cursorsBox = { c: {} };
     try {
-      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500), loadStates([...WAITING], 500)]);
+      const cursors = cursorsBox.c;
+      const [run, wait] = await Promise.all([loadStates([...ACTIVE], 500, null, countsP), loadStates([...WAITING], WINDOW * 2, cursors, countsP)]);
       if (seq !== loadSeq) return;
       running = run;
       waiting = wait;
+      waitOrderDirty = true;
       for (const j of [...run.values(), ...wait.values()]) known.set(j.id, j.state);
+      waitPartial = Object.keys(cursors).length > 0;
       render();
     } catch (e) {
       showErr(e);
     }
     await fin;
+    // The rest of the waiting list only after the first screen is complete.
+    if (waitPartial && seq === loadSeq) await completeWaiting(seq, cursorsBox.c);
     if (!hist.loaded && seq === loadSeq) hist.load(apiParams({ recipe: f.recipe })).then(() => seq === loadSeq && render());
   }
 
@@ -289,6 +363,7 @@ export function mount(root, ctx, arg, params) {
     if (batch.resync) return load();
     if (!batch.jobs.length) return;
     const noState = { ...f, state: '' };
+    const prevWaiting = new Map();
     for (const j of batch.jobs) {
       hist.add(j);
       const prev = known.get(j.id);
@@ -298,12 +373,17 @@ export function mount(root, ctx, arg, params) {
         known.set(j.id, j.state);
       }
       running.delete(j.id);
+      if (waiting.has(j.id)) prevWaiting.set(j.id, waiting.get(j.id));
       waiting.delete(j.id);
       const fi = finished.findIndex((x) => x.id === j.id);
       if (fi >= 0) finished.splice(fi, 1);
       if (!matches(j, f)) continue;
       if (ACTIVE.has(j.state)) running.set(j.id, j);
-      else if (WAITING.has(j.state)) waiting.set(j.id, j);
+      else if (WAITING.has(j.state)) {
+        const old = prevWaiting.get(j.id);
+        if (!old || old.priority !== j.priority || old.position !== j.position) waitOrderDirty = true;
+        waiting.set(j.id, j);
+      }
       else if (FINAL.has(j.state)) {
         const minId = finished.length ? finished[finished.length - 1].id : 0;
         if (!before || j.id < Number(before)) {

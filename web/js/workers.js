@@ -62,6 +62,29 @@ export function mount(root, ctx) {
       h('div', { class: 'actions' }, btn));
   }
 
+  // Job names for the "Running" line: one request per worker whose jobs
+  // the page has not seen yet (GET /jobs?worker=NAME).
+  const asked = new Set();
+  async function fillNames(w) {
+    const ids = Array.isArray(w.jobs) ? w.jobs : [];
+    if (!ids.some((id) => !ctx.live.jobs.has(id)) || asked.has(`${w.name}|${ids.join(',')}`)) return;
+    asked.add(`${w.name}|${ids.join(',')}`);
+    try {
+      const r = await api.get('/jobs', { worker: w.name, limit: 100 });
+      let got = false;
+      for (const j of api.listOf(r, 'jobs')) {
+        if (ids.includes(j.id) && !ctx.live.jobs.has(j.id)) {
+          ctx.live.jobs.set(j.id, j);
+          got = true;
+        }
+      }
+      const cur = byKey.get(w.id ?? w.name);
+      if (got && cur) put(cur.w);
+    } catch {
+      /* ids alone will do */
+    }
+  }
+
   function put(w) {
     const k = w.id ?? w.name;
     const el = card(w);
@@ -72,6 +95,7 @@ export function mount(root, ctx) {
     else list.append(el);
     if (focused) el.querySelector('button').focus();
     renderSummary();
+    fillNames(w);
   }
 
   function renderSummary() {
