@@ -414,3 +414,17 @@ int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error
     *out = json_pack("{s:o}", "tokens", arr);
     return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
 }
+
+int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "DELETE FROM tokens WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "revoking a token");
+    if (sqlite3_changes(st->db) == 0)
+        return kiln_fail(err, KILN_ENOTFOUND, "no token with id %lld", (long long)id);
+    return KILN_OK;
+}

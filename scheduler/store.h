@@ -67,6 +67,9 @@ int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum ki
 /* {"tokens":[{"id","name","role","created_at","hash_prefix"}]} (never the hash). */
 int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err);
 
+/* Remove a token by id; KILN_ENOTFOUND if there is none. */
+int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error *err);
+
 /* Small helpers for JSON text columns. */
 json_t *kiln_store_col_json(sqlite3_stmt *s, int col);             /* new ref or json_null() */
 int kiln_store_bind_json(sqlite3_stmt *s, int idx, json_t *v);     /* NULL -> SQL NULL */

@@ -199,7 +199,11 @@ static void test_tokens(void **state)
     char *dump = json_dumps(list, 0);
     assert_null(strstr(dump, h));
     free(dump);
+    json_int_t tid = json_integer_value(json_object_get(t0, "id"));
     json_decref(list);
+    assert_int_equal(kiln_store_token_revoke(st, tid, &err), KILN_OK);
+    assert_int_equal(kiln_store_token_lookup(st, h, &r, &err), KILN_EAUTH);
+    assert_int_equal(kiln_store_token_revoke(st, tid, &err), KILN_ENOTFOUND);
     kiln_store_close(st);
     cleanup(p);
 }
