@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -44,7 +45,7 @@ int cmd_token(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
     }
-    const char *sub = argv[1], *data = "./var", *role = NULL, *name = "";
+    const char *sub = argv[1], *data = "./var", *role = NULL, *name = "", *id = NULL;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) {
             fprintf(stderr, "kiln token: %s needs a value\n", argv[i]);
@@ -56,6 +57,8 @@ int cmd_token(int argc, char **argv)
             role = argv[++i];
         else if (!strcmp(argv[i], "--name"))
             name = argv[++i];
+        else if (!strcmp(argv[i], "--id"))
+            id = argv[++i];
         else {
             fprintf(stderr, "kiln token: unknown option %s\n", argv[i]);
             usage(stderr);
@@ -113,6 +116,23 @@ int cmd_token(int argc, char **argv)
                    json_string_value(json_object_get(t, "name")));
         }
         json_decref(list);
+        return KILN_EXIT_OK;
+    }
+    if (!strcmp(sub, "revoke")) {
+        char *end = NULL;
+        long long v = id ? strtoll(id, &end, 10) : 0;
+        if (!id || !*id || *end || v <= 0) {
+            fprintf(stderr, "kiln token revoke: --id must be a token id (see kiln token list)\n");
+            return KILN_EXIT_USAGE;
+        }
+        if ((rc = open_store(data, &st))) return rc;
+        rc = kiln_store_token_revoke(st, v, &err);
+        kiln_store_close(st);
+        if (rc) {
+            fprintf(stderr, "kiln token revoke: %s\n", err.msg);
+            return rc == KILN_ENOTFOUND ? KILN_EXIT_NOTFOUND : KILN_EXIT_FAIL;
+        }
+        fprintf(stderr, "kiln token: revoked token %lld\n", v);
         return KILN_EXIT_OK;
     }
     fprintf(stderr, "kiln token: unknown subcommand '%s'\n", sub);

@@ -128,6 +128,8 @@ static void h_jobs_submit(struct ctx *c)
     }
     c->srv->m.jobs_submitted += json_array_size(ids);
     json_decref(ids);
+    /* A recipe batch may have superseded running jobs: end their follows. */
+    kiln_logs_finish_if(c->srv->logs, kiln_serve_job_is_final, c->srv);
     kiln_serve_changed(c->srv);
     kiln_http_respond_json(c->req, 201, json_pack("{s:o}", "jobs", jobs));
 }

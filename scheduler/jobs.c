@@ -375,49 +375,86 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
     return KILN_OK;
 }
 
-static int same_class(const struct kiln_stage_needs *a, const struct kiln_stage_needs *b)
-{
-    return a->cores == b->cores && a->ram_mb == b->ram_mb && a->sm_compat == b->sm_compat &&
-           a->driver_min == b->driver_min && !strcmp(a->stage, b->stage) &&
-           !strcmp(a->platform, b->platform) && !strcmp(a->isa, b->isa) &&
-           !strcmp(a->gpu_sm, b->gpu_sm);
-}
-
 #define PER_CLASS 8
-#define MAX_SCAN 5000
+#define MAX_CLASSES 128
 
 int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out, int max,
                              int *n, struct kiln_error *err)
 {
     *n = 0;
-    /* Walk the (state, priority DESC, id) index in order and stop early:
-     * the best few of each resource class are all placement needs (the rest
-     * of a class waits behind its head), so a pass costs the same however
-     * long the queue is. */
+    /* The head (best PER_CLASS runnable jobs) of every resource class: that
+     * is all placement needs - the rest of a class waits behind its head -
+     * and a class no host can run never hides the others behind it. Both
+     * queries read the jobs_class index in order (no sort, no table scan of
+     * finished jobs). */
     static const char *states[] = {"built", "queued"};
     for (int si = 0; si < 2 && *n < max; si++) {
-        sqlite3_stmt *s;
-        int rc = kiln_store_stmt(
-            j->st,
-            "SELECT " NEEDS_COLS " FROM jobs j WHERE state = ? AND not_before <= ? AND NOT "
-            "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE e.job = j.id "
-            "AND d.state != 'succeeded') ORDER BY priority DESC, id",
-            &s, err);
+        sqlite3_stmt *cls;
+        int rc = kiln_store_stmt(j->st,
+                                 "SELECT stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
+                                 "driver_min FROM jobs WHERE state = ? GROUP BY stage, platform, "
+                                 "cores, ram_mb, isa, gpu_sm, sm_compat, driver_min LIMIT ?",
+                                 &cls, err);
         if (rc) return rc;
-        sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
-        sqlite3_bind_double(s, 2, now);
-        int scanned = 0;
-        while (*n < max && scanned < MAX_SCAN && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-            scanned++;
-            needs_from_row(s, &out[*n]);
-            int same = 0;
-            for (int k = 0; k < *n && same < PER_CLASS; k++)
-                if (same_class(&out[k], &out[*n])) same++;
-            if (same < PER_CLASS) (*n)++;
+        sqlite3_bind_text(cls, 1, states[si], -1, SQLITE_STATIC);
+        sqlite3_bind_int(cls, 2, MAX_CLASSES);
+        struct {
+            char stage[16], platform[64], isa[32], gpu_sm[16];
+            int has_isa, has_sm, has_drv;
+            int64_t cores, ram;
+            int sm_compat, drv;
+        } c[MAX_CLASSES];
+        int nc = 0;
+        while (nc < MAX_CLASSES && (rc = sqlite3_step(cls)) == SQLITE_ROW) {
+            snprintf(c[nc].stage, sizeof c[nc].stage, "%s",
+                     col_text(cls, 0) ? col_text(cls, 0) : "");
+            snprintf(c[nc].platform, sizeof c[nc].platform, "%s",
+                     col_text(cls, 1) ? col_text(cls, 1) : "");
+            c[nc].cores = sqlite3_column_int64(cls, 2);
+            c[nc].ram = sqlite3_column_int64(cls, 3);
+            c[nc].has_isa = col_text(cls, 4) != NULL;
+            snprintf(c[nc].isa, sizeof c[nc].isa, "%s", col_text(cls, 4) ? col_text(cls, 4) : "");
+            c[nc].has_sm = col_text(cls, 5) != NULL;
+            snprintf(c[nc].gpu_sm, sizeof c[nc].gpu_sm, "%s",
+                     col_text(cls, 5) ? col_text(cls, 5) : "");
+            c[nc].sm_compat = sqlite3_column_int(cls, 6);
+            c[nc].has_drv = sqlite3_column_type(cls, 7) != SQLITE_NULL;
+            c[nc].drv = sqlite3_column_int(cls, 7);
+            nc++;
         }
-        sqlite3_reset(s);
+        sqlite3_reset(cls);
         if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-            return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
+            return kiln_store_fail(j->st, rc, err, "listing job classes");
+        for (int k = 0; k < nc && *n < max; k++) {
+            sqlite3_stmt *s;
+            if ((rc = kiln_store_stmt(
+                     j->st,
+                     "SELECT " NEEDS_COLS
+                     " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND stage = ?2 AND "
+                     "platform = ?3 AND cores = ?4 AND ram_mb = ?5 AND isa IS ?6 AND gpu_sm IS ?7 "
+                     "AND sm_compat = ?8 AND driver_min IS ?9 AND not_before <= ?10 AND NOT "
+                     "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE "
+                     "e.job = j.id AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT "
+                     "?11",
+                     &s, err)))
+                return rc;
+            sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, c[k].stage, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 3, c[k].platform, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 4, c[k].cores);
+            sqlite3_bind_int64(s, 5, c[k].ram);
+            if (c[k].has_isa) sqlite3_bind_text(s, 6, c[k].isa, -1, SQLITE_STATIC);
+            if (c[k].has_sm) sqlite3_bind_text(s, 7, c[k].gpu_sm, -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 8, c[k].sm_compat);
+            if (c[k].has_drv) sqlite3_bind_int(s, 9, c[k].drv);
+            sqlite3_bind_double(s, 10, now);
+            sqlite3_bind_int(s, 11, PER_CLASS);
+            while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
+                needs_from_row(s, &out[(*n)++]);
+            sqlite3_reset(s);
+            if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
+        }
     }
     return KILN_OK;
 }
@@ -980,17 +1017,22 @@ int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, i
 
 double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now)
 {
-    sqlite3_stmt *s;
-    if (kiln_store_stmt(j->st,
-                        "SELECT MIN(not_before) FROM jobs WHERE state IN ('queued','built') AND "
-                        "not_before > ?",
-                        &s, NULL))
-        return 0;
-    sqlite3_bind_double(s, 1, now);
     double t = 0;
-    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-        t = sqlite3_column_double(s, 0);
-    sqlite3_reset(s);
+    static const char *states[] = {"queued", "built"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *s;
+        if (kiln_store_stmt(j->st,
+                            "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?",
+                            &s, NULL))
+            return 0;
+        sqlite3_bind_text(s, 1, states[i], -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+            double v = sqlite3_column_double(s, 0);
+            if (t == 0 || v < t) t = v;
+        }
+        sqlite3_reset(s);
+    }
     return t;
 }
 

@@ -233,7 +233,7 @@ int kiln_serve_add_route(struct kiln_server *s, const char *method, const char *
     return KILN_OK;
 }
 
-static int job_is_final(void *ctx, int64_t job)
+int kiln_serve_job_is_final(void *ctx, int64_t job)
 {
     struct kiln_server *s = ctx;
     const char *state;
@@ -266,7 +266,7 @@ static void on_tick(uv_timer_t *t)
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
     if (changed) {
-        kiln_logs_finish_if(s->logs, job_is_final, s);
+        kiln_logs_finish_if(s->logs, kiln_serve_job_is_final, s);
         kiln_serve_changed(s);
     }
 }

@@ -112,7 +112,7 @@ struct kiln_server {
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
     struct kiln_catalog *catalog; /* NULL if it could not be opened */
-    struct kiln_serve_git *git; /* tracked repositories, webhooks */
+    struct kiln_serve_git *git;       /* tracked repositories, webhooks */
     struct kiln_publisher *publisher; /* publish stage (serve_publish.c) */
     kiln_publish_fn publish;
     void *publish_ctx;
@@ -120,6 +120,8 @@ struct kiln_server {
 
 double kiln_now(void);
 void kiln_serve_changed(struct kiln_server *srv);
+/* 1 if the job (ctx = the server) is final or gone; for kiln_logs_finish_if. */
+int kiln_serve_job_is_final(void *srv, int64_t job);
 int kiln_serve_add_route(struct kiln_server *srv, const char *method, const char *prefix,
                          enum kiln_role role, kiln_route_fn fn, void *ctx);
 int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,

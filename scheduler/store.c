@@ -85,6 +85,14 @@ static const char *migrations[] = {
     " type TEXT NOT NULL,"
     " data TEXT NOT NULL,"
     " at REAL NOT NULL);",
+    /* 2: indexes for the hot paths: resources in use per worker, and the
+     * earliest backoff end, without scanning job history. */
+    "CREATE INDEX jobs_worker_state ON jobs(worker_id, state);"
+    "CREATE INDEX jobs_state_not_before ON jobs(state, not_before);",
+    /* 3: resource classes of waiting jobs and each class's best jobs come
+     * straight from one index (dispatch reads the head of every class). */
+    "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
+    "sm_compat, driver_min, priority DESC, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
@@ -405,4 +413,18 @@ int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error
     }
     *out = json_pack("{s:o}", "tokens", arr);
     return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "DELETE FROM tokens WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "revoking a token");
+    if (sqlite3_changes(st->db) == 0)
+        return kiln_fail(err, KILN_ENOTFOUND, "no token with id %lld", (long long)id);
+    return KILN_OK;
 }

@@ -26,7 +26,7 @@
 
 struct kiln_store;
 
-#define KILN_STORE_SCHEMA_VERSION 1
+#define KILN_STORE_SCHEMA_VERSION 3
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
 void kiln_store_close(struct kiln_store *st);
@@ -66,6 +66,9 @@ int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum ki
                             struct kiln_error *err);
 /* {"tokens":[{"id","name","role","created_at","hash_prefix"}]} (never the hash). */
 int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err);
+
+/* Remove a token by id; KILN_ENOTFOUND if there is none. */
+int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error *err);
 
 /* Small helpers for JSON text columns. */
 json_t *kiln_store_col_json(sqlite3_stmt *s, int col);             /* new ref or json_null() */

@@ -449,6 +449,20 @@ static void test_placement_order(void **state)
     assert_int_equal(match(f, w, NULL), low);
 }
 
+static void test_no_head_of_line_blocking(void **state)
+{
+    struct fx *f = *state;
+    /* Many urgent jobs no host can run must not hide one that can run. */
+    for (int i = 0; i < 40; i++)
+        submit(f, "{\"name\":\"arm\",\"command\":\"x\",\"platform\":\"aarch64-linux\","
+                  "\"priority\":100}");
+    for (int i = 0; i < 40; i++)
+        submit(f, "{\"name\":\"huge\",\"command\":\"x\",\"cores\":64,\"priority\":50}");
+    int64_t x = submit(f, "{\"name\":\"x86\",\"command\":\"x\",\"priority\":-10}");
+    int64_t w = reg(f, W8, NULL);
+    assert_int_equal(match(f, w, NULL), x);
+}
+
 static void test_jobspec_errors(void **state)
 {
     (void)state;
@@ -530,6 +544,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_head_of_line_blocking, setup, teardown),
         cmocka_unit_test(test_jobspec_errors),
         cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
     };

@@ -63,6 +63,38 @@ static void test_open_migrate_reopen(void **state)
     cleanup(p);
 }
 
+static void test_migrates_old_schema(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    /* Make it a version-1 database again. */
+    assert_int_equal(sqlite3_exec(kiln_store_db(st),
+                                  "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
+                                  "DROP INDEX jobs_class; "
+                                  "UPDATE schema_version SET version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    kiln_store_close(st);
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    int v;
+    assert_int_equal(kiln_store_schema_version(st, &v, &err), KILN_OK);
+    assert_int_equal(v, KILN_STORE_SCHEMA_VERSION);
+    sqlite3_stmt *s;
+    assert_int_equal(kiln_store_stmt(st,
+                                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND "
+                                     "name IN ('jobs_worker_state', 'jobs_state_not_before')",
+                                     &s, &err),
+                     KILN_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    sqlite3_reset(s);
+    kiln_store_close(st);
+    cleanup(p);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     (void)state;
@@ -167,7 +199,11 @@ static void test_tokens(void **state)
     char *dump = json_dumps(list, 0);
     assert_null(strstr(dump, h));
     free(dump);
+    json_int_t tid = json_integer_value(json_object_get(t0, "id"));
     json_decref(list);
+    assert_int_equal(kiln_store_token_revoke(st, tid, &err), KILN_OK);
+    assert_int_equal(kiln_store_token_lookup(st, h, &r, &err), KILN_EAUTH);
+    assert_int_equal(kiln_store_token_revoke(st, tid, &err), KILN_ENOTFOUND);
     kiln_store_close(st);
     cleanup(p);
 }
@@ -176,6 +212,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_migrate_reopen),
+        cmocka_unit_test(test_migrates_old_schema),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_stmt_cache_reuses),
         cmocka_unit_test(test_events_commit_and_rollback),
