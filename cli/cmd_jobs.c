@@ -69,6 +69,26 @@ static int add_env(json_t *env, const char *kv, const char *cmd)
     return KILN_EXIT_OK;
 }
 
+/* A job name from its command: the characters names allow, others as '-'
+ * ("make -j4 all" -> "make-j4-all"), at most outlen-1 long. */
+static void default_name(const char *cmd, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = cmd; *p && n + 1 < outlen; p++) {
+        char c = *p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '+' || c == '-';
+        if (!ok) c = '-';
+        if (c == '-' && (n == 0 || out[n - 1] == '-')) continue;
+        out[n++] = c;
+    }
+    while (n && out[n - 1] == '-') n--;
+    out[n] = '\0';
+    if (!n || !((out[0] >= 'a' && out[0] <= 'z') || (out[0] >= 'A' && out[0] <= 'Z') ||
+                (out[0] >= '0' && out[0] <= '9')))
+        snprintf(out, outlen, "job");
+}
+
 int cmd_submit(int argc, char **argv)
 {
     if (want_help(argc, argv)) {
@@ -174,7 +194,11 @@ int cmd_submit(int argc, char **argv)
             rc = KILN_EXIT_USAGE;
         } else {
             json_object_set_new(body, "command", json_string(command.data));
-            if (!json_object_get(body, "name")) json_object_set_new(body, "name", json_string(command.data));
+            if (!json_object_get(body, "name")) {
+                char name[65];
+                default_name(command.data, name, sizeof name);
+                json_object_set_new(body, "name", json_string(name));
+            }
         }
     }
     if (json_object_size(env)) json_object_set(body, "env", env);
