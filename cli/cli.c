@@ -18,9 +18,12 @@ int kiln_cli_init(struct kiln_cli *cli, int *argc, char **argv)
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        if (!strcmp(a, "--server")) dst = &server;
-        else if (!strcmp(a, "--token")) dst = &token;
-        else if (!strcmp(a, "--ca")) dst = &ca;
+        if (!strcmp(a, "--server"))
+            dst = &server;
+        else if (!strcmp(a, "--token"))
+            dst = &token;
+        else if (!strcmp(a, "--ca"))
+            dst = &ca;
         if (dst) {
             if (i + 1 >= *argc) {
                 fprintf(stderr, "kiln %s: %s needs a value\n", cli->cmd, a);
@@ -29,9 +32,18 @@ int kiln_cli_init(struct kiln_cli *cli, int *argc, char **argv)
             *dst = argv[++i];
             continue;
         }
-        if (!strncmp(a, "--server=", 9)) { server = a + 9; continue; }
-        if (!strncmp(a, "--token=", 8)) { token = a + 8; continue; }
-        if (!strcmp(a, "--json")) { cli->json = 1; continue; }
+        if (!strncmp(a, "--server=", 9)) {
+            server = a + 9;
+            continue;
+        }
+        if (!strncmp(a, "--token=", 8)) {
+            token = a + 8;
+            continue;
+        }
+        if (!strcmp(a, "--json")) {
+            cli->json = 1;
+            continue;
+        }
         argv[out++] = argv[i];
     }
     *argc = out;
@@ -72,8 +84,8 @@ int kiln_cli_call(struct kiln_cli *cli, const char *method, const char *path, js
         return KILN_EXIT_UNREACHABLE;
     }
     if (status >= 400) {
-        fprintf(stderr, "kiln %s: %s (HTTP %ld)\n", cli->cmd, kiln_httpc_error_message(resp, status),
-                status);
+        fprintf(stderr, "kiln %s: %s (HTTP %ld)\n", cli->cmd,
+                kiln_httpc_error_message(resp, status), status);
         json_decref(resp);
         return kiln_cli_exit_for_status(status);
     }

@@ -11,7 +11,7 @@
 
 struct kiln_cli {
     struct kiln_httpc http;
-    int json;  /* --json: print raw JSON for scripts */
+    int json; /* --json: print raw JSON for scripts */
     const char *cmd;
 };
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMMON_OPTS                                                                               \
+#define COMMON_OPTS                                                                                \
     "  --server URL   server (default $KILN_SERVER or http://127.0.0.1:8080)\n"                    \
     "  --token T      API token (default $KILN_TOKEN)\n"                                           \
     "  --json         print JSON for scripts\n"
@@ -46,7 +46,8 @@ static void print_job_row(json_t *j)
                  age, sizeof age);
     printf("%-6lld %-11s %-46.46s %-5lld %-12.12s %-5s %s\n",
            (long long)json_integer_value(json_object_get(j, "id")), kiln_cli_str(j, "state", "?"),
-           kiln_cli_str(j, "name", ""), (long long)json_integer_value(json_object_get(res, "cores")),
+           kiln_cli_str(j, "name", ""),
+           (long long)json_integer_value(json_object_get(res, "cores")),
            kiln_cli_str(j, "worker", "-"), age, why);
 }
 
@@ -82,7 +83,8 @@ static void default_name(const char *cmd, char *out, size_t outlen)
         if (c == '-' && (n == 0 || out[n - 1] == '-')) continue;
         out[n++] = c;
     }
-    while (n && out[n - 1] == '-') n--;
+    while (n && out[n - 1] == '-')
+        n--;
     out[n] = '\0';
     if (!n || !((out[0] >= 'a' && out[0] <= 'z') || (out[0] >= 'A' && out[0] <= 'Z') ||
                 (out[0] >= '0' && out[0] <= '9')))
@@ -102,8 +104,8 @@ int cmd_submit(int argc, char **argv)
                "  --priority N   higher runs first (default 0)\n"
                "  --timeout SEC  kill after SEC seconds\n"
                "  --env K=V      environment (repeatable)\n"
-               "  --recipe R     a recipe name known to the server, or a YAML file sent inline\n" COMMON_OPTS
-               "prints the created jobs; exit 0 when accepted\n");
+               "  --recipe R     a recipe name known to the server, or a YAML file sent "
+               "inline\n" COMMON_OPTS "prints the created jobs; exit 0 when accepted\n");
         return KILN_EXIT_OK;
     }
     struct kiln_cli cli;
@@ -132,21 +134,31 @@ int cmd_submit(int argc, char **argv)
             break;
         }
         const char *v = argv[++i];
-        if (!strcmp(a, "--name")) json_object_set_new(body, "name", json_string(v));
-        else if (!strcmp(a, "--cores")) json_object_set_new(body, "cores", json_integer(atoll(v)));
-        else if (!strcmp(a, "--priority")) json_object_set_new(body, "priority", json_integer(atoll(v)));
-        else if (!strcmp(a, "--timeout")) json_object_set_new(body, "timeout_s", json_integer(atoll(v)));
-        else if (!strcmp(a, "--platform")) json_object_set_new(body, "platform", json_string(v));
-        else if (!strcmp(a, "--branch")) json_object_set_new(body, "branch", json_string(v));
-        else if (!strcmp(a, "--recipe")) recipe = v;
-        else if (!strcmp(a, "--env")) rc = add_env(env, v, "submit");
+        if (!strcmp(a, "--name"))
+            json_object_set_new(body, "name", json_string(v));
+        else if (!strcmp(a, "--cores"))
+            json_object_set_new(body, "cores", json_integer(atoll(v)));
+        else if (!strcmp(a, "--priority"))
+            json_object_set_new(body, "priority", json_integer(atoll(v)));
+        else if (!strcmp(a, "--timeout"))
+            json_object_set_new(body, "timeout_s", json_integer(atoll(v)));
+        else if (!strcmp(a, "--platform"))
+            json_object_set_new(body, "platform", json_string(v));
+        else if (!strcmp(a, "--branch"))
+            json_object_set_new(body, "branch", json_string(v));
+        else if (!strcmp(a, "--recipe"))
+            recipe = v;
+        else if (!strcmp(a, "--env"))
+            rc = add_env(env, v, "submit");
         else if (!strcmp(a, "--where")) {
             json_t *w = json_object();
             char *copy = strdup(v), *save = NULL;
-            for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+            for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok;
+                 tok = strtok_r(NULL, ",", &save)) {
                 char *eq = strchr(tok, '=');
                 if (!eq) {
-                    fprintf(stderr, "kiln submit: --where wants key=value[,key=value], got '%s'\n", tok);
+                    fprintf(stderr, "kiln submit: --where wants key=value[,key=value], got '%s'\n",
+                            tok);
                     rc = KILN_EXIT_USAGE;
                     break;
                 }
@@ -178,7 +190,8 @@ int cmd_submit(int argc, char **argv)
             struct kiln_buf text = {0};
             int frc = kiln_read_file(recipe, 16u << 20, &text);
             if (frc) {
-                fprintf(stderr, "kiln submit: cannot read recipe %s: %s\n", recipe, kiln_strerror(frc));
+                fprintf(stderr, "kiln submit: cannot read recipe %s: %s\n", recipe,
+                        kiln_strerror(frc));
                 rc = KILN_EXIT_USAGE;
             } else {
                 json_object_set_new(body, "recipe_yaml", json_string(text.data));
@@ -190,7 +203,8 @@ int cmd_submit(int argc, char **argv)
         }
     } else if (rc == KILN_EXIT_OK) {
         if (!command.len) {
-            fprintf(stderr, "kiln submit: nothing to run: give -- COMMAND... or --recipe (see --help)\n");
+            fprintf(stderr,
+                    "kiln submit: nothing to run: give -- COMMAND... or --recipe (see --help)\n");
             rc = KILN_EXIT_USAGE;
         } else {
             json_object_set_new(body, "command", json_string(command.data));
@@ -227,7 +241,8 @@ int cmd_submit(int argc, char **argv)
 int cmd_queue(int argc, char **argv)
 {
     if (want_help(argc, argv)) {
-        printf("usage: kiln queue [--state S] [--recipe R] [--branch B] [--name SUBSTR] [--limit N]\n" COMMON_OPTS
+        printf("usage: kiln queue [--state S] [--recipe R] [--branch B] [--name SUBSTR] [--limit "
+               "N]\n" COMMON_OPTS
                "lists jobs, newest first, with the reason each queued job waits\n");
         return KILN_EXIT_OK;
     }
@@ -268,7 +283,8 @@ int cmd_queue(int argc, char **argv)
             const char *k;
             json_t *v;
             int first = 1;
-            json_object_foreach(counts, k, v) {
+            json_object_foreach(counts, k, v)
+            {
                 printf("%s%s %lld", first ? "" : ", ", k, (long long)json_integer_value(v));
                 first = 0;
             }
@@ -317,13 +333,14 @@ int cmd_show(int argc, char **argv)
         if (cli.json) {
             kiln_cli_print_json(j);
         } else {
-            static const char *keys[] = {"id", "name", "state", "stage", "failed_stage", "reason",
-                                         "wait_reason", "recipe", "branch", "commit", "priority",
-                                         "attempt", "worker", "command", "resources", "env",
-                                         "depends", "exit_code", "peak_ram_mb", "cpu_s",
-                                         "selftest", "artifact", "created_at", "started_at",
-                                         "finished_at", "log_size"};
-            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) show_kv(keys[k], json_object_get(j, keys[k]));
+            static const char *keys[] = {
+                "id",          "name",    "state",     "stage",    "failed_stage", "reason",
+                "wait_reason", "recipe",  "branch",    "commit",   "priority",     "attempt",
+                "worker",      "command", "resources", "env",      "depends",      "exit_code",
+                "peak_ram_mb", "cpu_s",   "selftest",  "artifact", "created_at",   "started_at",
+                "finished_at", "log_size"};
+            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+                show_kv(keys[k], json_object_get(j, keys[k]));
         }
     }
     json_decref(j);
@@ -353,9 +370,12 @@ int cmd_logs(int argc, char **argv)
     int follow = 0;
     const char *idarg = NULL;
     for (int i = 1; i < argc && !rc; i++) {
-        if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow")) follow = 1;
-        else if (!strcmp(argv[i], "--offset") && i + 1 < argc) offset = atoll(argv[++i]);
-        else if (argv[i][0] != '-' && !idarg) idarg = argv[i];
+        if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow"))
+            follow = 1;
+        else if (!strcmp(argv[i], "--offset") && i + 1 < argc)
+            offset = atoll(argv[++i]);
+        else if (argv[i][0] != '-' && !idarg)
+            idarg = argv[i];
         else {
             fprintf(stderr, "kiln logs: unexpected argument %s (see --help)\n", argv[i]);
             rc = KILN_EXIT_USAGE;
@@ -443,25 +463,32 @@ int cmd_workers(int argc, char **argv)
                "CORES", "RAM", "SEEN", "GPUS");
         size_t i;
         json_t *w;
-        json_array_foreach(json_object_get(resp, "workers"), i, w) {
+        json_array_foreach(json_object_get(resp, "workers"), i, w)
+        {
             char used[16], total[16], cores[16], ram[40], seen[16], gpus[128] = "";
-            kiln_format_size((uint64_t)json_integer_value(json_object_get(w, "ram_used_mb")) << 20, used, sizeof used);
-            kiln_format_size((uint64_t)json_integer_value(json_object_get(w, "ram_mb")) << 20, total, sizeof total);
-            snprintf(cores, sizeof cores, "%lld/%lld", (long long)json_integer_value(json_object_get(w, "cores_used")),
+            kiln_format_size((uint64_t)json_integer_value(json_object_get(w, "ram_used_mb")) << 20,
+                             used, sizeof used);
+            kiln_format_size((uint64_t)json_integer_value(json_object_get(w, "ram_mb")) << 20,
+                             total, sizeof total);
+            snprintf(cores, sizeof cores, "%lld/%lld",
+                     (long long)json_integer_value(json_object_get(w, "cores_used")),
                      (long long)json_integer_value(json_object_get(w, "cores")));
             snprintf(ram, sizeof ram, "%s/%s", used, total);
             json_t *ls = json_object_get(w, "last_seen");
-            kiln_cli_age(json_is_real(ls) ? json_real_value(ls) : (double)json_integer_value(ls), seen, sizeof seen);
+            kiln_cli_age(json_is_real(ls) ? json_real_value(ls) : (double)json_integer_value(ls),
+                         seen, sizeof seen);
             size_t g;
             json_t *gpu;
-            json_array_foreach(json_object_get(w, "gpus"), g, gpu) {
+            json_array_foreach(json_object_get(w, "gpus"), g, gpu)
+            {
                 size_t l = strlen(gpus);
-                snprintf(gpus + l, sizeof gpus - l, "%ssm_%s", l ? "," : "", kiln_cli_str(gpu, "sm", "?"));
+                snprintf(gpus + l, sizeof gpus - l, "%ssm_%s", l ? "," : "",
+                         kiln_cli_str(gpu, "sm", "?"));
             }
             printf("%-4lld %-16.16s %-9s %-14s %-7s %-19s %-9s %s\n",
-                   (long long)json_integer_value(json_object_get(w, "id")), kiln_cli_str(w, "name", ""),
-                   kiln_cli_str(w, "state", "?"), kiln_cli_str(w, "platform", ""), cores, ram, seen,
-                   gpus[0] ? gpus : "-");
+                   (long long)json_integer_value(json_object_get(w, "id")),
+                   kiln_cli_str(w, "name", ""), kiln_cli_str(w, "state", "?"),
+                   kiln_cli_str(w, "platform", ""), cores, ram, seen, gpus[0] ? gpus : "-");
         }
     }
     json_decref(resp);
@@ -482,8 +509,10 @@ int cmd_drain(int argc, char **argv)
     int undo = 0;
     const char *id = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--undo")) undo = 1;
-        else id = argv[i];
+        if (!strcmp(argv[i], "--undo"))
+            undo = 1;
+        else
+            id = argv[i];
     }
     long long wid = 0;
     if (!id) {
@@ -496,8 +525,10 @@ int cmd_drain(int argc, char **argv)
     snprintf(path, sizeof path, "/api/v1/workers/%lld/drain", wid);
     if (!rc) rc = kiln_cli_call(&cli, "POST", path, body, &resp);
     if (!rc) {
-        if (cli.json) kiln_cli_print_json(resp);
-        else printf("worker %lld: %s\n", wid, undo ? "accepting work" : "draining");
+        if (cli.json)
+            kiln_cli_print_json(resp);
+        else
+            printf("worker %lld: %s\n", wid, undo ? "accepting work" : "draining");
     }
     json_decref(body);
     json_decref(resp);

@@ -13,7 +13,8 @@ int kiln_buf_reserve(struct kiln_buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return KILN_OK;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     char *p = realloc(b->data, cap);
     if (!p) return KILN_ENOMEM;
     b->data = p;

@@ -13,20 +13,20 @@
 
 enum kiln_code {
     KILN_OK = 0,
-    KILN_ENOMEM = -1,    /* allocation failed */
-    KILN_EIO = -2,       /* read/write/syscall failed */
-    KILN_EINVAL = -3,    /* bad argument or bad input */
-    KILN_ENOTFOUND = -4, /* no such object */
-    KILN_EEXIST = -5,    /* already exists */
-    KILN_EPARSE = -6,    /* malformed input (JSON, YAML, HTTP, ELF...) */
-    KILN_EDB = -7,       /* SQLite error */
-    KILN_ENET = -8,      /* network / transport error */
-    KILN_EAUTH = -9,     /* missing or invalid credentials */
-    KILN_EPERM = -10,    /* authenticated but not allowed */
-    KILN_ELIMIT = -11,   /* a size or resource limit was exceeded */
-    KILN_ECONFLICT = -12, /* conflicts with current state */
-    KILN_ETIMEOUT = -13, /* took too long */
-    KILN_ESTATE = -14,   /* operation not valid in the object's state */
+    KILN_ENOMEM = -1,        /* allocation failed */
+    KILN_EIO = -2,           /* read/write/syscall failed */
+    KILN_EINVAL = -3,        /* bad argument or bad input */
+    KILN_ENOTFOUND = -4,     /* no such object */
+    KILN_EEXIST = -5,        /* already exists */
+    KILN_EPARSE = -6,        /* malformed input (JSON, YAML, HTTP, ELF...) */
+    KILN_EDB = -7,           /* SQLite error */
+    KILN_ENET = -8,          /* network / transport error */
+    KILN_EAUTH = -9,         /* missing or invalid credentials */
+    KILN_EPERM = -10,        /* authenticated but not allowed */
+    KILN_ELIMIT = -11,       /* a size or resource limit was exceeded */
+    KILN_ECONFLICT = -12,    /* conflicts with current state */
+    KILN_ETIMEOUT = -13,     /* took too long */
+    KILN_ESTATE = -14,       /* operation not valid in the object's state */
     KILN_EUNSUPPORTED = -15, /* not available on this host/build */
 };
 

@@ -9,7 +9,8 @@ int kiln_httpc_init(struct kiln_httpc *c, const char *base_url, const char *toke
 {
     memset(c, 0, sizeof *c);
     size_t n = strlen(base_url);
-    while (n > 0 && base_url[n - 1] == '/') n--;
+    while (n > 0 && base_url[n - 1] == '/')
+        n--;
     if (n == 0 || n >= sizeof c->base_url) return KILN_EINVAL;
     memcpy(c->base_url, base_url, n);
     c->base_url[n] = '\0';
@@ -97,7 +98,8 @@ static int perform(struct kiln_httpc *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms < 0 ? 0L : (timeout_ms ? timeout_ms : c->timeout_ms));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     timeout_ms < 0 ? 0L : (timeout_ms ? timeout_ms : c->timeout_ms));
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
@@ -113,7 +115,8 @@ static int perform(struct kiln_httpc *c, const char *method, const char *path,
     }
     CURLcode cc = curl_easy_perform(h);
     if (sink->overflow) {
-        rc = kiln_fail(err, KILN_ELIMIT, "response from %s larger than %zu bytes", url, c->max_body);
+        rc =
+            kiln_fail(err, KILN_ELIMIT, "response from %s larger than %zu bytes", url, c->max_body);
     } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sink->on_data)) {
         rc = map_curl_error(cc, url, errbuf, err);
     } else {
@@ -176,10 +179,15 @@ const char *kiln_httpc_error_message(json_t *obj, long status)
     const char *m = e ? json_string_value(json_object_get(e, "message")) : NULL;
     if (m) return m;
     switch (status) {
-    case 401: return "unauthorized: missing or invalid token (set KILN_TOKEN or --token)";
-    case 403: return "forbidden: this token's role may not do that";
-    case 404: return "not found";
-    case 409: return "conflict with the current state";
-    default: return status >= 500 ? "server error" : "request failed";
+    case 401:
+        return "unauthorized: missing or invalid token (set KILN_TOKEN or --token)";
+    case 403:
+        return "forbidden: this token's role may not do that";
+    case 404:
+        return "not found";
+    case 409:
+        return "conflict with the current state";
+    default:
+        return status >= 500 ? "server error" : "request failed";
     }
 }

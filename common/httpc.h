@@ -20,9 +20,9 @@
 #include <stddef.h>
 
 struct kiln_httpc {
-    char base_url[512]; /* "http://127.0.0.1:8080" (no trailing slash) */
-    char token[128];    /* "" = none */
-    char ca_file[512];  /* "" = system default */
+    char base_url[512];      /* "http://127.0.0.1:8080" (no trailing slash) */
+    char token[128];         /* "" = none */
+    char ca_file[512];       /* "" = system default */
     long connect_timeout_ms; /* default 5000 */
     long timeout_ms;         /* default 30000; per-call override */
     size_t max_body;         /* default 64 MiB */

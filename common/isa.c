@@ -27,7 +27,8 @@ static const struct {
 };
 
 #define X_AVX2 (KILN_ISA_AVX | KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_F16C)
-#define X_AVX512 (X_AVX2 | KILN_ISA_AVX512F | KILN_ISA_AVX512DQ | KILN_ISA_AVX512VL | KILN_ISA_AVX512BW)
+#define X_AVX512                                                                                   \
+    (X_AVX2 | KILN_ISA_AVX512F | KILN_ISA_AVX512DQ | KILN_ISA_AVX512VL | KILN_ISA_AVX512BW)
 #define A_V82 (KILN_ISA_FPHP | KILN_ISA_ASIMDDP)
 
 static const struct {

@@ -16,7 +16,13 @@
 
 #define KILN_TOKEN_LEN 54 /* "kiln_" + 48 hex + NUL */
 
-enum kiln_role { KILN_ROLE_NONE = 0, KILN_ROLE_READ, KILN_ROLE_SUBMIT, KILN_ROLE_WORKER, KILN_ROLE_ADMIN };
+enum kiln_role {
+    KILN_ROLE_NONE = 0,
+    KILN_ROLE_READ,
+    KILN_ROLE_SUBMIT,
+    KILN_ROLE_WORKER,
+    KILN_ROLE_ADMIN
+};
 
 const char *kiln_role_name(enum kiln_role r);
 /* Returns KILN_OK or KILN_EINVAL for an unknown name. */

@@ -16,16 +16,28 @@ int kiln_parse_size(const char *s, uint64_t *bytes)
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || errno || !(v >= 0) || !isfinite(v)) return KILN_EINVAL;
-    while (*end == ' ') end++;
+    while (*end == ' ')
+        end++;
     double mul = 1;
     if (*end) {
         switch (toupper((unsigned char)*end)) {
-        case 'B': mul = 1; break;
-        case 'K': mul = 1024.0; break;
-        case 'M': mul = 1024.0 * 1024; break;
-        case 'G': mul = 1024.0 * 1024 * 1024; break;
-        case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
-        default: return KILN_EINVAL;
+        case 'B':
+            mul = 1;
+            break;
+        case 'K':
+            mul = 1024.0;
+            break;
+        case 'M':
+            mul = 1024.0 * 1024;
+            break;
+        case 'G':
+            mul = 1024.0 * 1024 * 1024;
+            break;
+        case 'T':
+            mul = 1024.0 * 1024 * 1024 * 1024;
+            break;
+        default:
+            return KILN_EINVAL;
         }
         end++;
         if (mul > 1) {

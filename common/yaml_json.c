@@ -44,7 +44,8 @@ static json_t *scalar_value(const yaml_event_t *ev)
     if (end && *end == '\0' && end != s && errno == 0) return json_integer(ll);
     errno = 0;
     double d = strtod(s, &end);
-    if (end && *end == '\0' && end != s && errno == 0 && isfinite(d) && strspn(s, "+-.0123456789eE") == n)
+    if (end && *end == '\0' && end != s && errno == 0 && isfinite(d) &&
+        strspn(s, "+-.0123456789eE") == n)
         return json_real(d);
     return json_stringn(s, n);
 }
@@ -79,7 +80,8 @@ static int next_event(struct ctx *c, yaml_event_t *ev)
 /* Parse the node that starts with ev (already pulled). */
 static int parse_node(struct ctx *c, yaml_event_t *ev, int depth, json_t **out, size_t *weight);
 
-static int parse_children(struct ctx *c, yaml_event_t *start, int depth, json_t **out, size_t *weight)
+static int parse_children(struct ctx *c, yaml_event_t *start, int depth, json_t **out,
+                          size_t *weight)
 {
     int is_map = start->type == YAML_MAPPING_START_EVENT;
     yaml_event_type_t end_type = is_map ? YAML_MAPPING_END_EVENT : YAML_SEQUENCE_END_EVENT;

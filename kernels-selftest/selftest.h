@@ -4,10 +4,10 @@
  * Contract: the worker (and `kiln selftest`) call these; they never exit and
  * never print. They block until every command finished or was killed at
  * its timeout (minutes for a real selftest), so an event loop calls them
- * from a worker thread (uv_queue_work), never on the loop thread. Both return KILN_OK whenever they produced a document, also
- * when the document says the artifact failed ("ok": false, with "reasons":
- * plain sentences); they return an error only for bad arguments or when no
- * document could be made (out of memory).
+ * from a worker thread (uv_queue_work), never on the loop thread. Both return KILN_OK whenever they
+ * produced a document, also when the document says the artifact failed ("ok": false, with
+ * "reasons": plain sentences); they return an error only for bad arguments or when no document
+ * could be made (out of memory).
  *
  * kiln_selftest_inspect(): for each file (ELF .so/executable/object, cubin or
  * raw fatbin) list cubins and PTX; with expect_sm, every file that holds

@@ -19,7 +19,8 @@
  * and column 1-based, pointing into the YAML). Expand stops at the first
  * problem (KILN_EPARSE for YAML syntax, KILN_ELIMIT for size/alias/nesting/
  * matrix limits, KILN_ENOTFOUND for a missing file or unknown branch,
- * KILN_EINVAL for everything else) and puts that line in err->msg. kiln_recipe_check_*() collect every problem over every branch.
+ * KILN_EINVAL for everything else) and puts that line in err->msg. kiln_recipe_check_*() collect
+ * every problem over every branch.
  *
  * Limits (hostile input ends in a clear error, fast, in bounded memory):
  * file size KILN_RECIPE_MAX_BYTES, nesting KILN_RECIPE_MAX_DEPTH, expanded

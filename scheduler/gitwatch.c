@@ -14,15 +14,15 @@
 struct repo {
     struct kiln_repo_conf conf;
     struct kiln_gitwatch *gw;
-    json_t *last_seen;   /* {"branch": "commit"} */
-    json_t *cache;       /* {"branch": {"commit": c, "variants": [...]}}: last expansion */
+    json_t *last_seen; /* {"branch": "commit"} */
+    json_t *cache;     /* {"branch": {"commit": c, "variants": [...]}}: last expansion */
     char last_error[700];
     uv_timer_t timer;
     int timer_on;
     int fetching;
-    int again;           /* a trigger arrived during a fetch */
-    int removed;         /* free once the fetch in flight ends */
-    int timer_closed;    /* uv_close of the timer completed */
+    int again;        /* a trigger arrived during a fetch */
+    int removed;      /* free once the fetch in flight ends */
+    int timer_closed; /* uv_close of the timer completed */
     struct repo *next;
 };
 
@@ -100,26 +100,31 @@ static int is_yaml(const char *n)
 /* Write the configured recipe files of one commit into dir, preserving
  * their relative paths, together with the other recipes beside them, so
  * cross-recipe dependencies ("recipe: pytorch") resolve there. */
-static int materialize(const char *mirror, const char *commit, const char *recipes,
-                       const char *dir, struct kiln_error *err)
+static int materialize(const char *mirror, const char *commit, const char *recipes, const char *dir,
+                       struct kiln_error *err)
 {
     char list[1024];
     snprintf(list, sizeof list, "%s", recipes);
     char *save = NULL;
     for (char *p = strtok_r(list, ", ", &save); p; p = strtok_r(NULL, ", ", &save)) {
-        if (!safe_relpath(p)) return kiln_fail(err, KILN_EINVAL, "recipe path '%s' must be relative, without '..'", p);
+        if (!safe_relpath(p))
+            return kiln_fail(err, KILN_EINVAL, "recipe path '%s' must be relative, without '..'",
+                             p);
         int rc = write_one(mirror, commit, p, dir, err);
         if (rc) return rc;
         char parent[1024];
         snprintf(parent, sizeof parent, "%s", p);
         char *slash = strrchr(parent, '/');
-        if (slash) *slash = '\0';
-        else parent[0] = '\0';
+        if (slash)
+            *slash = '\0';
+        else
+            parent[0] = '\0';
         json_t *names = NULL;
         if ((rc = kiln_git_list_dir(mirror, commit, parent, &names, err))) return rc;
         size_t i;
         json_t *n;
-        json_array_foreach(names, i, n) {
+        json_array_foreach(names, i, n)
+        {
             const char *name = json_string_value(n);
             char rel[2048];
             if (!is_yaml(name)) continue;
@@ -242,7 +247,8 @@ static void scan_work(uv_work_t *req)
     }
     const char *b;
     json_t *oid;
-    json_object_foreach(branches, b, oid) {
+    json_object_foreach(branches, b, oid)
+    {
         if (!kiln_branch_matches(s->conf.branches, b)) continue;
         const char *old = json_string_value(json_object_get(s->last, b));
         if (old && !strcmp(old, json_string_value(oid))) continue;
@@ -299,7 +305,8 @@ static void scan_done(uv_work_t *req, int status)
     }
     size_t i;
     json_t *p;
-    json_array_foreach(s->results, i, p) {
+    json_array_foreach(s->results, i, p)
+    {
         struct kiln_push push = {
             .repo_id = r->conf.id,
             .repo_name = r->conf.name,
@@ -322,8 +329,9 @@ static void scan_done(uv_work_t *req, int status)
         /* A broken recipe at a commit is acted on (reported) once, not retried forever. */
         if (rc == 0) json_object_set_new(r->last_seen, push.branch, json_string(push.new_commit));
         if (rc == 0 && push.variants)
-            json_object_set_new(r->cache, push.branch,
-                                json_pack("{s:s,s:O}", "commit", push.new_commit, "variants", push.variants));
+            json_object_set_new(
+                r->cache, push.branch,
+                json_pack("{s:s,s:O}", "commit", push.new_commit, "variants", push.variants));
     }
     if (r->again && !gw->stopping) {
         r->again = 0;
@@ -400,9 +408,12 @@ static struct repo *find(struct kiln_gitwatch *gw, int64_t id)
 int kiln_gitwatch_add(struct kiln_gitwatch *gw, const struct kiln_repo_conf *conf,
                       json_t *last_seen, struct kiln_error *err)
 {
-    if (find(gw, conf->id)) return kiln_fail(err, KILN_EEXIST, "repository %lld is already tracked", (long long)conf->id);
+    if (find(gw, conf->id))
+        return kiln_fail(err, KILN_EEXIST, "repository %lld is already tracked",
+                         (long long)conf->id);
     if (!conf->url[0]) return kiln_fail(err, KILN_EINVAL, "repository needs a url");
-    if (!conf->recipes[0]) return kiln_fail(err, KILN_EINVAL, "repository needs at least one recipe path");
+    if (!conf->recipes[0])
+        return kiln_fail(err, KILN_EINVAL, "repository needs at least one recipe path");
     struct repo *r = calloc(1, sizeof *r);
     if (!r) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     r->conf = *conf;
@@ -457,7 +468,8 @@ static void norm_url(const char *in, char *out, size_t n)
     if (at && (!slash || at < slash)) p = at + 1;
     snprintf(out, n, "%s", p);
     size_t l = strlen(out);
-    while (l && out[l - 1] == '/') out[--l] = '\0';
+    while (l && out[l - 1] == '/')
+        out[--l] = '\0';
     if (l > 4 && !strcmp(out + l - 4, ".git")) out[l - 4] = '\0';
     for (char *c = out; *c; c++)
         if (*c == ':') *c = '/'; /* git@host:o/r */
@@ -488,11 +500,12 @@ json_t *kiln_gitwatch_status(struct kiln_gitwatch *gw)
     json_t *arr = json_array();
     for (struct repo *r = gw->repos; arr && r; r = r->next) {
         json_array_append_new(
-            arr, json_pack("{s:I,s:s,s:s,s:s,s:s,s:i,s:b,s:O,s:s?,s:b}", "id", (json_int_t)r->conf.id,
-                           "name", r->conf.name, "url", r->conf.url, "branches", r->conf.branches,
-                           "recipes", r->conf.recipes, "poll_s", r->conf.poll_s, "auto_publish",
-                           r->conf.auto_publish, "last_seen", r->last_seen, "last_error",
-                           r->last_error[0] ? r->last_error : NULL, "fetching", r->fetching));
+            arr,
+            json_pack("{s:I,s:s,s:s,s:s,s:s,s:i,s:b,s:O,s:s?,s:b}", "id", (json_int_t)r->conf.id,
+                      "name", r->conf.name, "url", r->conf.url, "branches", r->conf.branches,
+                      "recipes", r->conf.recipes, "poll_s", r->conf.poll_s, "auto_publish",
+                      r->conf.auto_publish, "last_seen", r->last_seen, "last_error",
+                      r->last_error[0] ? r->last_error : NULL, "fetching", r->fetching));
     }
     return json_pack("{s:o}", "repos", arr ? arr : json_array());
 }
@@ -501,7 +514,8 @@ void kiln_gitwatch_stop(struct kiln_gitwatch *gw)
 {
     if (!gw) return;
     gw->stopping = 1;
-    while (gw->repos) kiln_gitwatch_remove(gw, gw->repos->conf.id);
+    while (gw->repos)
+        kiln_gitwatch_remove(gw, gw->repos->conf.id);
     /* Fetches in flight finish on their own (libgit2 cannot be interrupted);
      * the last one's done callback frees the watcher. */
     maybe_free_watcher(gw);

@@ -34,14 +34,14 @@ struct kiln_repo_conf {
     int64_t id;
     char name[128];
     char url[1024];
-    char branches[512];   /* comma-separated glob patterns, e.g. "main,vllm-*" */
-    char recipes[1024];   /* comma-separated recipe paths inside the repo */
-    int poll_s;           /* 0 = no polling */
-    int auto_publish;     /* publish what passes without asking */
-    int initial_build;    /* on first sight of a branch: 1 build all, 0 record only */
-    char token[256];      /* https credential, "" = none */
-    char ssh_key[512];    /* ssh credential, "" = none */
-    char secret[256];     /* webhook secret */
+    char branches[512]; /* comma-separated glob patterns, e.g. "main,vllm-*" */
+    char recipes[1024]; /* comma-separated recipe paths inside the repo */
+    int poll_s;         /* 0 = no polling */
+    int auto_publish;   /* publish what passes without asking */
+    int initial_build;  /* on first sight of a branch: 1 build all, 0 record only */
+    char token[256];    /* https credential, "" = none */
+    char ssh_key[512];  /* ssh credential, "" = none */
+    char secret[256];   /* webhook secret */
 };
 
 struct kiln_push {

@@ -111,7 +111,7 @@ struct kiln_server {
     double started_at;
     int nroutes;
     struct kiln_route routes[KILN_SERVE_MAX_ROUTES];
-    struct kiln_catalog *catalog; /* NULL if it could not be opened */
+    struct kiln_catalog *catalog;     /* NULL if it could not be opened */
     struct kiln_serve_git *git;       /* tracked repositories, webhooks */
     struct kiln_publisher *publisher; /* publish stage (serve_publish.c) */
     kiln_publish_fn publish;

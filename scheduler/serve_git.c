@@ -34,7 +34,8 @@ static int str_field(json_t *o, const char *k, char *out, size_t n, int required
         struct kiln_buf b = {0};
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
             if (!json_is_string(e)) {
                 kiln_buf_free(&b);
                 return kiln_fail(err, KILN_EINVAL, "repos: '%s' must list strings", k);
@@ -48,7 +49,8 @@ static int str_field(json_t *o, const char *k, char *out, size_t n, int required
         return KILN_OK;
     }
     if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "repos: '%s' must be a string", k);
-    if (strlen(json_string_value(v)) >= n) return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
+    if (strlen(json_string_value(v)) >= n)
+        return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
     snprintf(out, n, "%s", json_string_value(v));
     return KILN_OK;
 }
@@ -56,22 +58,31 @@ static int str_field(json_t *o, const char *k, char *out, size_t n, int required
 static int64_t stable_id(const char *name)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a: the id names the mirror dir */
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
     return (int64_t)(h & 0x7fffffffffffull) + 1;
 }
 
 int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
 {
-    static const char *known[] = {"name", "url", "branches", "recipes", "poll_s", "auto_publish",
-                                  "initial_build", "token", "ssh_key", "secret", NULL};
+    static const char *known[] = {
+        "name",          "url",   "branches", "recipes", "poll_s", "auto_publish",
+        "initial_build", "token", "ssh_key",  "secret",  NULL};
     memset(c, 0, sizeof *c);
-    if (!json_is_object(o)) return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
+    if (!json_is_object(o))
+        return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
     const char *k;
     json_t *v;
-    json_object_foreach(o, k, v) {
+    json_object_foreach(o, k, v)
+    {
         int ok = 0;
-        for (const char **p = known; *p; p++) ok |= !strcmp(*p, k);
-        if (!ok) return kiln_fail(err, KILN_EINVAL, "repos: unknown key '%.64s' (known: name, url, branches, recipes, poll_s, auto_publish, initial_build, token, ssh_key, secret)", k);
+        for (const char **p = known; *p; p++)
+            ok |= !strcmp(*p, k);
+        if (!ok)
+            return kiln_fail(err, KILN_EINVAL,
+                             "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
+                             "poll_s, auto_publish, initial_build, token, ssh_key, secret)",
+                             k);
     }
     int rc;
     if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||
@@ -88,12 +99,15 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
     c->poll_s = 60;
     if (p && !json_is_null(p)) {
         if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 86400)
-            return kiln_fail(err, KILN_EINVAL, "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
+            return kiln_fail(
+                err, KILN_EINVAL,
+                "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
         c->poll_s = (int)json_integer_value(p);
     }
     json_t *ap = json_object_get(o, "auto_publish"), *ib = json_object_get(o, "initial_build");
     if ((ap && !json_is_boolean(ap)) || (ib && !json_is_boolean(ib)))
-        return kiln_fail(err, KILN_EINVAL, "repos: auto_publish and initial_build must be true or false");
+        return kiln_fail(err, KILN_EINVAL,
+                         "repos: auto_publish and initial_build must be true or false");
     c->auto_publish = ap ? json_is_true(ap) : 0;
     c->initial_build = ib ? json_is_true(ib) : 1;
     c->id = stable_id(c->name);
@@ -108,7 +122,9 @@ static int save_state(struct kiln_serve_git *g)
     if (!text) return KILN_ENOMEM;
     int rc = kiln_write_file_atomic(g->state_path, text, strlen(text), 0600);
     free(text);
-    if (rc) kiln_log(&g->srv->log, KILN_LOG_ERROR, "cannot write %s: %s", g->state_path, kiln_strerror(rc));
+    if (rc)
+        kiln_log(&g->srv->log, KILN_LOG_ERROR, "cannot write %s: %s", g->state_path,
+                 kiln_strerror(rc));
     return rc;
 }
 
@@ -142,11 +158,14 @@ static int on_push(void *ctx, const struct kiln_push *p)
     int rc = (!jobs || !names) ? KILN_ENOMEM : KILN_OK;
     size_t i;
     json_t *v;
-    json_array_foreach(p->variants, i, v) {
+    json_array_foreach(p->variants, i, v)
+    {
         const char *name = json_string_value(json_object_get(v, "name"));
-        if (!rc && name && json_object_get(p->affected, name)) json_object_set_new(names, name, json_true());
+        if (!rc && name && json_object_get(p->affected, name))
+            json_object_set_new(names, name, json_true());
     }
-    json_array_foreach(p->variants, i, v) {
+    json_array_foreach(p->variants, i, v)
+    {
         if (rc) break;
         const char *name = json_string_value(json_object_get(v, "name"));
         if (!name || !json_object_get(p->affected, name)) continue;
@@ -157,7 +176,8 @@ static int on_push(void *ctx, const struct kiln_push *p)
         json_t *deps = json_object_get(job, "depends"), *keep = json_array();
         size_t di;
         json_t *d;
-        json_array_foreach(deps, di, d) {
+        json_array_foreach(deps, di, d)
+        {
             const char *dn = json_string_value(d);
             if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
                 json_array_append(keep, d);
@@ -167,7 +187,8 @@ static int on_push(void *ctx, const struct kiln_push *p)
             json_t *stages = json_object_get(job, "stages"), *ns = json_array();
             size_t si;
             json_t *st;
-            json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish")) json_array_append(ns, st);
+            json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish"))
+                json_array_append(ns, st);
             json_object_set_new(job, "stages", ns);
         }
         json_array_append_new(jobs, job);
@@ -181,7 +202,8 @@ static int on_push(void *ctx, const struct kiln_push *p)
     } else {
         kiln_log(&s->log, KILN_LOG_INFO, "repo %s %s %.12s..%.12s%s: %zu of %zu variants affected",
                  p->repo_name, p->branch, p->old_commit ? p->old_commit : "(none)", p->new_commit,
-                 p->forced ? " (force-push)" : "", json_array_size(jobs), json_array_size(p->variants));
+                 p->forced ? " (force-push)" : "", json_array_size(jobs),
+                 json_array_size(p->variants));
         json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
         rc = save_state(g);
         s->m.jobs_submitted += json_array_size(jobs);
@@ -213,7 +235,8 @@ static int seen_delivery(struct kiln_serve_git *g, const char *id)
     json_t *v;
     json_array_foreach(d, i, v) if (!strcmp(json_string_value(v), id)) return 1;
     json_array_append_new(d, json_string(id));
-    while (json_array_size(d) > MAX_DELIVERIES) json_array_remove(d, 0);
+    while (json_array_size(d) > MAX_DELIVERIES)
+        json_array_remove(d, 0);
     return 0;
 }
 
@@ -223,16 +246,20 @@ static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
     const char *rest = kiln_http_req_path(req) + strlen("/api/v1/hooks/");
     char forge_s[32] = "", repo_name[256] = "";
     const char *slash = strchr(rest, '/');
-    snprintf(forge_s, sizeof forge_s, "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)), rest);
+    snprintf(forge_s, sizeof forge_s, "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)),
+             rest);
     if (slash) snprintf(repo_name, sizeof repo_name, "%s", slash + 1);
     enum kiln_forge forge;
     if (kiln_forge_parse(forge_s, &forge)) {
-        kiln_http_respond_error(req, 404, "not_found", "unknown webhook kind '%s' (github, gitea, forgejo, gitlab, generic)", forge_s);
+        kiln_http_respond_error(
+            req, 404, "not_found",
+            "unknown webhook kind '%s' (github, gitea, forgejo, gitlab, generic)", forge_s);
         return;
     }
     int64_t by_path = repo_name[0] ? kiln_gitwatch_match(g->gw, NULL, repo_name) : 0;
     if (repo_name[0] && !by_path) {
-        kiln_http_respond_error(req, 404, "not_found", "no tracked repository named '%s'", repo_name);
+        kiln_http_respond_error(req, 404, "not_found", "no tracked repository named '%s'",
+                                repo_name);
         return;
     }
     const struct kiln_repo_conf *pc = by_path ? kiln_gitwatch_conf(g->gw, by_path) : NULL;
@@ -248,7 +275,8 @@ static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
         return;
     }
     if (ev.delivery[0] && seen_delivery(g, ev.delivery)) {
-        kiln_http_respond_json(req, 200, json_pack("{s:b,s:s}", "duplicate", 1, "delivery", ev.delivery));
+        kiln_http_respond_json(req, 200,
+                               json_pack("{s:b,s:s}", "duplicate", 1, "delivery", ev.delivery));
         return;
     }
     if (ev.delivery[0]) save_state(g);
@@ -258,12 +286,14 @@ static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
     }
     int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
     if (!id) {
-        kiln_http_respond_error(req, 404, "not_found", "the pushed repository (%s) is not tracked", ev.repo_url[0] ? ev.repo_url : ev.repo_name);
+        kiln_http_respond_error(req, 404, "not_found", "the pushed repository (%s) is not tracked",
+                                ev.repo_url[0] ? ev.repo_url : ev.repo_name);
         return;
     }
     /* The payload's commit is a hint only: the watcher fetches and resolves. */
     kiln_gitwatch_trigger(g->gw, id);
-    kiln_http_respond_json(req, 202, json_pack("{s:I,s:s}", "repo", (json_int_t)id, "branch", ev.branch));
+    kiln_http_respond_json(req, 202,
+                           json_pack("{s:I,s:s}", "repo", (json_int_t)id, "branch", ev.branch));
 }
 
 static void h_repos_get(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
@@ -315,7 +345,8 @@ static void h_repos_post(struct kiln_server *s, struct kiln_http_req *req, void 
         kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
         return;
     }
-    kiln_http_respond_json(req, 201, json_pack("{s:I,s:s}", "id", (json_int_t)conf.id, "name", conf.name));
+    kiln_http_respond_json(req, 201,
+                           json_pack("{s:I,s:s}", "id", (json_int_t)conf.id, "name", conf.name));
 }
 
 int kiln_serve_git_init(struct kiln_server *s, json_t *config, struct kiln_serve_git **out,
@@ -355,7 +386,8 @@ int kiln_serve_git_init(struct kiln_server *s, json_t *config, struct kiln_serve
         }
         size_t i;
         json_t *o;
-        json_array_foreach(lists[l], i, o) {
+        json_array_foreach(lists[l], i, o)
+        {
             struct kiln_repo_conf conf;
             if ((rc = kiln_serve_git_parse_repo(o, &conf, err))) break;
             if (kiln_gitwatch_conf(g->gw, conf.id)) continue; /* listed in both */
@@ -364,7 +396,8 @@ int kiln_serve_git_init(struct kiln_server *s, json_t *config, struct kiln_serve
     }
     if (!rc) rc = kiln_serve_add_route(s, "POST", "/api/v1/hooks", KILN_ROLE_NONE, h_hook, g);
     if (!rc) rc = kiln_serve_add_route(s, "GET", "/api/v1/repos", KILN_ROLE_READ, h_repos_get, g);
-    if (!rc) rc = kiln_serve_add_route(s, "POST", "/api/v1/repos", KILN_ROLE_ADMIN, h_repos_post, g);
+    if (!rc)
+        rc = kiln_serve_add_route(s, "POST", "/api/v1/repos", KILN_ROLE_ADMIN, h_repos_post, g);
     if (rc) {
         kiln_serve_git_stop(g);
         return rc;

@@ -19,7 +19,8 @@ static void publish_done(void *arg, int rc, json_t *res)
         kiln_serve_publish_done(x->srv, x->job, rc == KILN_OK,
                                 rc == KILN_OK ? NULL : (msg ? msg : kiln_strerror(rc)),
                                 json_object_get(res, "artifact"), &err))
-        kiln_log(&x->srv->log, KILN_LOG_WARN, "publish of job %lld: %s", (long long)x->job, err.msg);
+        kiln_log(&x->srv->log, KILN_LOG_WARN, "publish of job %lld: %s", (long long)x->job,
+                 err.msg);
     free(x);
 }
 
@@ -53,7 +54,8 @@ int kiln_serve_publish_init(struct kiln_server *srv, json_t *config, struct kiln
 {
     if (!srv->catalog) return KILN_OK;
     struct kiln_publisher *pub = NULL;
-    int rc = kiln_publisher_new(srv->loop, srv->catalog, json_object_get(config, "publish"), &pub, err);
+    int rc =
+        kiln_publisher_new(srv->loop, srv->catalog, json_object_get(config, "publish"), &pub, err);
     if (rc) return rc;
     srv->publisher = pub;
     srv->publish = publish;

@@ -12,7 +12,8 @@ __global__ void demo_reduce(int n, const float *x, float *out)
     __shared__ float buf[256];
     int t = threadIdx.x;
     float s = 0.0f;
-    for (int i = blockIdx.x * blockDim.x + t; i < n; i += blockDim.x * gridDim.x) s += x[i];
+    for (int i = blockIdx.x * blockDim.x + t; i < n; i += blockDim.x * gridDim.x)
+        s += x[i];
     buf[t] = s;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w /= 2) {

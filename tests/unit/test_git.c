@@ -48,7 +48,8 @@ static int setup(void **state)
               "git config user.email t@t; git config user.name t;"
               "mkdir -p .flox/pkgs/lib; echo a > .flox/pkgs/a.nix; echo b > .flox/pkgs/b.nix;"
               "echo lib > .flox/pkgs/lib/common.nix; echo readme > README.md;"
-              "git add -A; git commit -qm one; git remote add origin ../origin.git; git push -q origin main",
+              "git add -A; git commit -qm one; git remote add origin ../origin.git; git push -q "
+              "origin main",
               tmp);
 }
 
@@ -80,7 +81,10 @@ static void test_fetch_read_diff_ancestry(void **state)
     assert_non_null(strstr(err.msg, "nope.txt"));
     kiln_buf_free(&b);
 
-    assert_int_equal(sh("cd %s && echo lib2 > .flox/pkgs/lib/common.nix && git commit -qam two && git push -q origin main", work), 0);
+    assert_int_equal(sh("cd %s && echo lib2 > .flox/pkgs/lib/common.nix && git commit -qam two && "
+                        "git push -q origin main",
+                        work),
+                     0);
     assert_int_equal(kiln_git_fetch(mirror, origin, NULL, &err), KILN_OK);
     assert_int_equal(kiln_git_resolve(mirror, "main", c2, &err), KILN_OK);
     json_t *changed = NULL;
@@ -91,7 +95,10 @@ static void test_fetch_read_diff_ancestry(void **state)
     assert_int_equal(kiln_git_is_ancestor(mirror, c1, c2, &err), 1);
 
     /* force-push: rewrite history so c2 is no longer an ancestor */
-    assert_int_equal(sh("cd %s && git reset -q --hard HEAD~1 && echo b2 > .flox/pkgs/b.nix && git commit -qam three && git push -qf origin main", work), 0);
+    assert_int_equal(sh("cd %s && git reset -q --hard HEAD~1 && echo b2 > .flox/pkgs/b.nix && git "
+                        "commit -qam three && git push -qf origin main",
+                        work),
+                     0);
     assert_int_equal(kiln_git_fetch(mirror, origin, NULL, &err), KILN_OK);
     assert_int_equal(kiln_git_resolve(mirror, "main", c3, &err), KILN_OK);
     assert_int_equal(kiln_git_is_ancestor(mirror, c2, c3, &err), 0);
@@ -118,7 +125,8 @@ static void test_glob(void **state)
     assert_true(kiln_glob_match("sm[0-9]?", "sm90"));
     assert_false(kiln_glob_match("README", "README.md"));
     /* pathological pattern stays fast */
-    assert_false(kiln_glob_match("**a**a**a**a**a**a**a**a**b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+    assert_false(
+        kiln_glob_match("**a**a**a**a**a**a**a**a**b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
 }
 
 static json_t *variant(const char *name, const char *cmd, const char *dep)
@@ -184,44 +192,64 @@ static void test_webhook_github_known_vector(void **state)
     /* GitHub's documented example: secret and payload -> signature. */
     char sig[128];
     const char *secret = "It's a Secret to Everybody";
-    assert_int_equal(kiln_webhook_sign(KILN_FORGE_GITHUB, secret, "Hello, World!", 13, sig, sizeof sig), KILN_OK);
-    assert_string_equal(sig, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
+    assert_int_equal(
+        kiln_webhook_sign(KILN_FORGE_GITHUB, secret, "Hello, World!", 13, sig, sizeof sig),
+        KILN_OK);
+    assert_string_equal(sig,
+                        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
 
-    const char *body = "{\"ref\":\"refs/heads/main\",\"after\":\"abc\",\"repository\":{\"clone_url\":\"https://x/r.git\",\"full_name\":\"o/r\"}}";
+    const char *body =
+        "{\"ref\":\"refs/heads/main\",\"after\":\"abc\",\"repository\":{\"clone_url\":\"https://x/"
+        "r.git\",\"full_name\":\"o/r\"}}";
     kiln_webhook_sign(KILN_FORGE_GITHUB, "s3cret", body, strlen(body), sig, sizeof sig);
-    struct hdrs h = {{"X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"}, {sig, "push", "d-1"}};
+    struct hdrs h = {{"X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"},
+                     {sig, "push", "d-1"}};
     struct kiln_webhook_event ev;
     struct kiln_error err;
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITHUB, "s3cret", hget, &h, body, strlen(body), &ev, &err), KILN_OK);
+    assert_int_equal(
+        kiln_webhook_parse(KILN_FORGE_GITHUB, "s3cret", hget, &h, body, strlen(body), &ev, &err),
+        KILN_OK);
     assert_true(ev.is_push);
     assert_string_equal(ev.branch, "main");
     assert_string_equal(ev.delivery, "d-1");
     assert_string_equal(ev.repo_url, "https://x/r.git");
     /* wrong secret, missing signature, tampered body */
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITHUB, "other", hget, &h, body, strlen(body), &ev, &err), KILN_EAUTH);
+    assert_int_equal(
+        kiln_webhook_parse(KILN_FORGE_GITHUB, "other", hget, &h, body, strlen(body), &ev, &err),
+        KILN_EAUTH);
     h.values[0] = NULL;
     h.names[0] = "X-Nothing";
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITHUB, "s3cret", hget, &h, body, strlen(body), &ev, &err), KILN_EAUTH);
+    assert_int_equal(
+        kiln_webhook_parse(KILN_FORGE_GITHUB, "s3cret", hget, &h, body, strlen(body), &ev, &err),
+        KILN_EAUTH);
     assert_non_null(strstr(err.msg, "missing"));
 }
 
 static void test_webhook_gitlab_and_gitea(void **state)
 {
     (void)state;
-    const char *body = "{\"ref\":\"refs/heads/dev\",\"checkout_sha\":\"abc\",\"project\":{\"git_http_url\":\"http://g/r.git\",\"path_with_namespace\":\"o/r\"}}";
+    const char *body = "{\"ref\":\"refs/heads/"
+                       "dev\",\"checkout_sha\":\"abc\",\"project\":{\"git_http_url\":\"http://g/"
+                       "r.git\",\"path_with_namespace\":\"o/r\"}}";
     struct hdrs h = {{"X-Gitlab-Token", "X-Gitlab-Event"}, {"tok", "Push Hook"}};
     struct kiln_webhook_event ev;
     struct kiln_error err;
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITLAB, "tok", hget, &h, body, strlen(body), &ev, &err), KILN_OK);
+    assert_int_equal(
+        kiln_webhook_parse(KILN_FORGE_GITLAB, "tok", hget, &h, body, strlen(body), &ev, &err),
+        KILN_OK);
     assert_string_equal(ev.branch, "dev");
     assert_string_equal(ev.repo_url, "http://g/r.git");
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITLAB, "tok2", hget, &h, body, strlen(body), &ev, &err), KILN_EAUTH);
+    assert_int_equal(
+        kiln_webhook_parse(KILN_FORGE_GITLAB, "tok2", hget, &h, body, strlen(body), &ev, &err),
+        KILN_EAUTH);
     char sig[128];
     kiln_webhook_sign(KILN_FORGE_GITEA, "k", "{}", 2, sig, sizeof sig);
     struct hdrs g = {{"X-Gitea-Signature", "X-Gitea-Event"}, {sig, "push"}};
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITEA, "k", hget, &g, "{}", 2, &ev, &err), KILN_OK);
+    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITEA, "k", hget, &g, "{}", 2, &ev, &err),
+                     KILN_OK);
     assert_false(ev.is_push);
-    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITEA, "k", hget, &g, "{x", 2, &ev, &err), KILN_EAUTH);
+    assert_int_equal(kiln_webhook_parse(KILN_FORGE_GITEA, "k", hget, &g, "{x", 2, &ev, &err),
+                     KILN_EAUTH);
 }
 
 int main(void)

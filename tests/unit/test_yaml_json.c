@@ -61,8 +61,8 @@ static void test_alias_bomb_refused_fast(void **state)
     struct kiln_buf b = {0};
     kiln_buf_puts(&b, "a: &a [x, x, x, x, x, x, x, x, x]\n");
     for (char c = 'b'; c <= 'j'; c++)
-        kiln_buf_printf(&b, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", c, c,
-                        c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
+        kiln_buf_printf(&b, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", c, c, c - 1,
+                        c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
     clock_t t0 = clock();
     json_t *j = NULL;
     struct kiln_error e = {0};
@@ -76,7 +76,8 @@ static void test_deep_nesting_refused(void **state)
 {
     (void)state;
     struct kiln_buf b = {0};
-    for (int i = 0; i < 10000; i++) kiln_buf_puts(&b, "[");
+    for (int i = 0; i < 10000; i++)
+        kiln_buf_puts(&b, "[");
     json_t *j = NULL;
     struct kiln_error e = {0};
     assert_int_equal(kiln_yaml_to_json("deep.yaml", b.data, b.len, &j, &e), KILN_ELIMIT);
