@@ -360,16 +360,9 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
 {
     sqlite3_stmt *s;
     memset(n, 0, sizeof *n);
-    int rc = kiln_store_stmt(j->st, "SELECT " NEEDS_COLS " FROM jobs WHERE id = ?", &s, err);
+    int rc = kiln_store_row_by_id(j->st, "SELECT " NEEDS_COLS " FROM jobs WHERE id = ?", id, "job",
+                                  &s, err);
     if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a job");
-    }
     needs_from_row(s, n);
     sqlite3_reset(s);
     return KILN_OK;
@@ -853,19 +846,12 @@ static int load_row(struct kiln_jobs *j, int64_t id, struct jrow *r, struct kiln
 {
     sqlite3_stmt *s;
     memset(r, 0, sizeof *r);
-    int rc = kiln_store_stmt(j->st,
+    int rc =
+        kiln_store_row_by_id(j->st,
                              "SELECT state, stage, attempt, COALESCE(worker_id, 0), max_attempts, "
                              "infra_failures, stages, name FROM jobs WHERE id = ?",
-                             &s, err);
+                             id, "job", &s, err);
     if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a job");
-    }
     snprintf(r->state, sizeof r->state, "%s", col_text(s, 0) ? col_text(s, 0) : "");
     snprintf(r->stage, sizeof r->stage, "%s", col_text(s, 1) ? col_text(s, 1) : "");
     r->attempt = sqlite3_column_int64(s, 2);

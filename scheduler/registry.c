@@ -112,16 +112,9 @@ int kiln_registry_get(struct kiln_jobs *j, int64_t id, struct kiln_worker_info *
                       struct kiln_error *err)
 {
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st, "SELECT " W_COLS " FROM workers WHERE id = ?", &s, err);
+    int rc = kiln_store_row_by_id(j->st, "SELECT " W_COLS " FROM workers WHERE id = ?", id,
+                                  "worker", &s, err);
     if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "worker %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a worker");
-    }
     row_to_info(s, out);
     sqlite3_reset(s);
     return add_usage(j, out, err);
@@ -210,16 +203,9 @@ int kiln_registry_worker_json(struct kiln_jobs *j, int64_t id, json_t **out, str
 {
     *out = NULL;
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(j->st, "SELECT " W_COLS " FROM workers WHERE id = ?", &s, err);
+    int rc = kiln_store_row_by_id(j->st, "SELECT " W_COLS " FROM workers WHERE id = ?", id,
+                                  "worker", &s, err);
     if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return kiln_fail(err, KILN_ENOTFOUND, "worker %lld not found", (long long)id);
-        return kiln_store_fail(j->st, rc, err, "reading a worker");
-    }
     json_t *o = worker_obj(j, s, err);
     sqlite3_reset(s);
     if (!o) return kiln_fail(err, KILN_ENOMEM, "out of memory");

@@ -428,3 +428,23 @@ int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error
         return kiln_fail(err, KILN_ENOTFOUND, "no token with id %lld", (long long)id);
     return KILN_OK;
 }
+
+int kiln_store_row_by_id(struct kiln_store *st, const char *sql, int64_t id, const char *what,
+                         sqlite3_stmt **out, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, sql, &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *out = s;
+        return KILN_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return kiln_fail(err, KILN_ENOTFOUND, "%s %lld not found", what, (long long)id);
+    char doing[64];
+    snprintf(doing, sizeof doing, "reading a %s", what);
+    return kiln_store_fail(st, rc, err, doing);
+}

@@ -39,6 +39,11 @@ int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
                     struct kiln_error *err);
 /* Map a sqlite result code to KILN_EDB with the database's message. */
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what);
+/* Prepare sql (its one parameter is an id), bind id and step. On KILN_OK the
+ * statement stands on the row: read it, then sqlite3_reset(). No row gives
+ * KILN_ENOTFOUND "<what> <id> not found" (the statement already reset). */
+int kiln_store_row_by_id(struct kiln_store *st, const char *sql, int64_t id, const char *what,
+                         sqlite3_stmt **out, struct kiln_error *err);
 
 int kiln_store_begin(struct kiln_store *st, struct kiln_error *err);
 int kiln_store_commit(struct kiln_store *st, struct kiln_error *err);
