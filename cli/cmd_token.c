@@ -17,6 +17,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: kiln token create --role read|submit|worker|admin [--name NAME] [--data DIR]\n"
             "       kiln token list [--data DIR]\n"
+            "       kiln token revoke --id N [--data DIR]\n"
             "  The token is printed once; only its SHA-256 is stored.\n");
 }
 
@@ -41,7 +42,9 @@ static int open_store(const char *data, struct kiln_store **st)
 
 int cmd_token(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    int help = 0;
+    for (int i = 1; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    if (argc < 2 || help) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
     }
