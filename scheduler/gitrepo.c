@@ -225,6 +225,32 @@ int kiln_git_list_dir(const char *mirror, const char *commit, const char *dir, j
     return KILN_OK;
 }
 
+int kiln_git_checkout(const char *mirror, const char *commit, const char *dir,
+                      struct kiln_error *err)
+{
+    git_repository *repo = NULL;
+    int rc = open_repo(mirror, &repo, err);
+    if (rc) return rc;
+    git_commit *c = NULL;
+    git_tree *tree = NULL;
+    rc = lookup_commit(repo, commit, &c, err);
+    if (!rc && git_commit_tree(&tree, c) < 0) rc = git_fail(err, KILN_EIO, "cannot read tree");
+    if (!rc && kiln_mkdir_p(dir, 0755)) rc = kiln_fail(err, KILN_EIO, "cannot create %s", dir);
+    if (!rc) {
+        git_checkout_options opts;
+        git_checkout_options_init(&opts, GIT_CHECKOUT_OPTIONS_VERSION);
+        /* A bare mirror has no work tree: write into dir, touch no index. */
+        opts.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_DONT_UPDATE_INDEX;
+        opts.target_directory = dir;
+        if (git_checkout_tree(repo, (const git_object *)tree, &opts) < 0)
+            rc = git_fail(err, KILN_EIO, "checkout");
+    }
+    git_tree_free(tree);
+    git_commit_free(c);
+    git_repository_free(repo);
+    return rc;
+}
+
 static int add_path(json_t *arr, const char *p)
 {
     size_t i;

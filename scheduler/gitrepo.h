@@ -46,6 +46,10 @@ int kiln_git_read_file(const char *mirror, const char *commit, const char *path,
  * JSON array of strings; an absent dir gives an empty array. */
 int kiln_git_list_dir(const char *mirror, const char *commit, const char *dir, json_t **out,
                       struct kiln_error *err);
+/* Write the tree of commit into dir (created if needed): files are
+ * written or overwritten, files that are not in the tree are left alone. */
+int kiln_git_checkout(const char *mirror, const char *commit, const char *dir,
+                      struct kiln_error *err);
 /* Paths that differ between the trees of old and new (added, removed,
  * modified, both sides of renames), as a JSON array of strings. old NULL =
  * every file of new. */

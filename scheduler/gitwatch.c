@@ -310,6 +310,7 @@ static void scan_done(uv_work_t *req, int status)
         struct kiln_push push = {
             .repo_id = r->conf.id,
             .repo_name = r->conf.name,
+            .repo_url = r->conf.url,
             .branch = json_string_value(json_object_get(p, "branch")),
             .old_commit = json_string_value(json_object_get(p, "old")),
             .new_commit = json_string_value(json_object_get(p, "new")),

@@ -47,6 +47,7 @@ struct kiln_repo_conf {
 struct kiln_push {
     int64_t repo_id;
     const char *repo_name;
+    const char *repo_url;
     const char *branch;
     const char *old_commit; /* NULL on first sight */
     const char *new_commit;

@@ -1066,7 +1066,7 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
         goto fail;
     }
     json_t *lease = json_pack(
-        "{s:O,s:O,s:O,s:O,s:O,s:O,s:i,s:I,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "id",
+        "{s:O,s:O,s:O,s:O,s:O,s:O,s:i,s:I,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "id",
         json_object_get(o, "id"), "attempt", json_object_get(o, "attempt"), "stage",
         json_object_get(o, "stage"), "name", json_object_get(o, "name"), "command",
         json_object_get(o, "command"), "env", json_object_get(o, "env"), "cores", nd.cores,
@@ -1074,7 +1074,8 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
         json_object_get(o, "gpu_index"), "selftest", json_object_get(o, "selftest_spec"), "attrs",
         json_object_get(o, "attrs"), "outputs", json_object_get(o, "outputs"), "publish",
         json_object_get(o, "publish_spec"), "platform",
-        json_object_get(json_object_get(o, "resources"), "platform"));
+        json_object_get(json_object_get(o, "resources"), "platform"), "commit",
+        json_object_get(o, "commit"));
     json_decref(o);
     if (!lease) {
         rc = kiln_fail(err, KILN_ENOMEM, "out of memory building the lease");

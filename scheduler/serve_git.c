@@ -171,6 +171,17 @@ static int on_push(void *ctx, const struct kiln_push *p)
         if (!name || !json_object_get(p->affected, name)) continue;
         json_t *job = NULL;
         if ((rc = kiln_jobspec_from_variant(v, 0, p->new_commit, &job, &err))) break;
+        /* Workers build the pushed commit itself: they check out source_url
+         * at the job's commit (kiln source checkout) instead of running in a
+         * fixed source dir. */
+        json_t *attrs = json_object_get(job, "attrs");
+        if (json_is_object(attrs) && p->repo_url) {
+            /* A copy: the job shares the variant's attrs, and the variants
+             * are kept to diff the next push against. */
+            attrs = json_deep_copy(attrs);
+            json_object_set_new(attrs, "source_url", json_string(p->repo_url));
+            json_object_set_new(job, "attrs", attrs);
+        }
         /* Dependencies outside this push resolve to the newest job of that
          * name; one kiln never built is taken as provided (published). */
         json_t *deps = json_object_get(job, "depends"), *keep = json_array();

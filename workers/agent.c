@@ -645,13 +645,32 @@ static void start_job(struct agent *a, json_t *jo)
     } else {
         unlink(j->log_path); /* a fresh attempt starts a fresh log */
         unlink(j->report_path);
-        const char *cwd = a->cfg->source_dir[0] ? a->cfg->source_dir : dir;
+        /* A job from a tracked repository builds its own commit: the job
+         * first checks that commit out into its directory (in the job's
+         * process, so the loop never waits for git) and runs there. */
+        const char *src_url =
+            json_string_value(json_object_get(json_object_get(jo, "attrs"), "source_url"));
+        const char *commit = json_string_value(json_object_get(jo, "commit"));
+        int from_git = src_url && *src_url && commit && strlen(commit) == 40;
+        const char *cwd = from_git ? dir : a->cfg->source_dir[0] ? a->cfg->source_dir : dir;
         snprintf(j->cwd, sizeof j->cwd, "%s", cwd);
-        struct kiln_buf tcmd = {0};
+        struct kiln_buf tcmd = {0}, gcmd = {0};
         char **env = NULL;
         if (!strcmp(j->stage, "test")) {
             rc = prepare_test_stage(a, j, jo, dir, cwd, &tcmd, &err);
             if (!rc) cmd = tcmd.data;
+        }
+        if (!rc && from_git) {
+            int q = sh_quote(&gcmd, a->exe);
+            if (!q) q = kiln_buf_puts(&gcmd, " source checkout --url ");
+            if (!q) q = sh_quote(&gcmd, src_url);
+            if (!q) q = kiln_buf_puts(&gcmd, " --commit ");
+            if (!q) q = sh_quote(&gcmd, commit);
+            if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
+            if (!q) q = sh_quote(&gcmd, dir);
+            if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
+            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {
@@ -669,6 +688,7 @@ static void start_job(struct agent *a, json_t *jo)
         }
         kiln_agent_env_free(env);
         kiln_buf_free(&tcmd);
+        kiln_buf_free(&gcmd);
     }
     if (rc) {
         kiln_log(a->lg, KILN_LOG_ERROR, "job %ld: cannot start: %s", j->id, err.msg);

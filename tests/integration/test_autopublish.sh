@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Auto-publish end to end: a push to a tracked repository -> the watcher
-# enqueues the affected demo variant -> a real nix-build (nvcc for SM 90) ->
+# enqueues the affected demo variant -> the worker checks out that commit ->
+# a real nix-build (nvcc for SM 90) ->
 # the selftest stage on a worker with an SM 90 GPU (declared in its config
 # here; the checks inspect the built cubins, no kernel is launched) -> the
 # publish stage puts the output into the signed catalog. The catalog entry
@@ -64,12 +65,13 @@ WT=$("$KILN" token create --data "$T/d" --role worker | grep -oE 'kiln_[0-9a-f]{
 "$KILN" serve --listen 127.0.0.1:$PORT --data "$T/d" --config "$T/kiln.yaml" --allow-anonymous-read >"$T/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$U/healthz" >/dev/null && break; sleep 0.05; done
+# No --source-dir: the worker must check out the pushed commit itself.
 # The worker binary in a folder of its own: no selftest/ binaries beside it,
 # so the test stage runs the recipe's checks and inspection, not kernels.
 mkdir -p "$T/bin"; cp "$KILN" "$T/bin/kiln"
 echo 'gpus: [{index: 0, name: "declared H100", sm: "90", memory_mb: 81559, driver: "580.65.06"}]' > "$T/w.yaml"
 PATH=/usr/local/cuda/bin:$PATH "$T/bin/kiln" worker --server "$U" --token "$WT" --config "$T/w.yaml" \
-    --work-dir "$T/wd" --source-dir "$T/work" --name gpu1 --cores 2 --ram 8G >"$T/worker.log" 2>&1 &
+    --work-dir "$T/wd" --name gpu1 --cores 2 --ram 8G >"$T/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$U/api/v1/repos" | grep -q "$(git rev-parse HEAD)" && break; sleep 0.1; done
 
@@ -97,6 +99,9 @@ for want in building testing publishing; do
     case " $seen " in *" $want "*) ;; *) echo "note: state $want passed between polls";; esac
 done
 echo "ok: job went through:$seen"
+curl -fs "$U/api/v1/jobs/$job/log" > "$T/job.log"
+grep -q "kiln source: $T/origin.git at ${C:0:12} checked out" "$T/job.log" || fail "the build did not check out the pushed commit: $(head -20 "$T/job.log")"
+echo "ok: the worker checked out the pushed commit ${C:0:12} for the build (no --source-dir)"
 curl -fs "$U/api/v1/catalog?name=demo-sm90-avx2" > "$T/cat.json"
 python3 - "$T/cat.json" "$C" <<'PY' || fail "catalog entry: $(cat "$T/cat.json")"
 import json, sys
