@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/fsutil.h"
 #include "scheduler/affected.h"
 #include "scheduler/gitrepo.h"
 #include "scheduler/webhook.h"
@@ -77,6 +78,15 @@ static void test_fetch_read_diff_ancestry(void **state)
     assert_int_equal(kiln_git_read_file(mirror, c1, ".flox/pkgs/a.nix", 1024, &b, &err), KILN_OK);
     assert_string_equal(b.data, "a\n");
     kiln_buf_free(&b);
+    /* checkout of a commit's tree into a plain directory, no work tree */
+    char co[160], f[200];
+    snprintf(co, sizeof co, "%s/co", tmp);
+    assert_int_equal(kiln_git_checkout(mirror, c1, co, &err), KILN_OK);
+    snprintf(f, sizeof f, "%s/.flox/pkgs/lib/common.nix", co);
+    struct kiln_buf cb = {0};
+    assert_int_equal(kiln_read_file(f, 0, &cb), KILN_OK);
+    assert_string_equal(cb.data, "lib\n");
+    kiln_buf_free(&cb);
     assert_int_equal(kiln_git_read_file(mirror, c1, "nope.txt", 1024, &b, &err), KILN_ENOTFOUND);
     assert_non_null(strstr(err.msg, "nope.txt"));
     kiln_buf_free(&b);
