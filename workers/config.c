@@ -1,6 +1,8 @@
 /* config.c - worker configuration file, overrides and sizes. */
 #include "workers/config.h"
 
+#include "common/units.h"
+
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/isa.h"
@@ -50,81 +52,28 @@ const char *kiln_limit_method_name(enum kiln_limit_method m)
 
 int kiln_size_parse(const char *s, uint64_t *bytes, struct kiln_error *err)
 {
+    /* common/units parses the units; a plain number means MiB here (the
+     * natural unit of --ram and of RAM settings in the worker's config). */
+    char t[64];
     const char *p = s;
     while (isspace((unsigned char)*p))
         p++;
-    if (!isdigit((unsigned char)*p) && *p != '.')
-        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" does not start with a number", s);
-    errno = 0;
-    char *e;
-    double v = strtod(p, &e);
-    if (e == p || errno || !isfinite(v) || v < 0)
-        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" is not a number", s);
-    while (*e == ' ')
-        e++;
-    double mul;
-    char u = (char)toupper((unsigned char)*e);
-    const char *rest = e;
-    switch (u) {
-    case '\0':
-        mul = 1024.0 * 1024;
-        break;
-    case 'B':
-        mul = 1;
-        rest++;
-        break;
-    case 'K':
-        mul = 1024.0;
-        rest++;
-        break;
-    case 'M':
-        mul = 1024.0 * 1024;
-        rest++;
-        break;
-    case 'G':
-        mul = 1024.0 * 1024 * 1024;
-        rest++;
-        break;
-    case 'T':
-        mul = 1024.0 * 1024 * 1024 * 1024;
-        rest++;
-        break;
-    default:
-        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" has an unknown unit (use K, M, G or T)",
-                         s);
-    }
-    if (u != '\0' && u != 'B') {
-        if (*rest == 'i' || *rest == 'I') rest++;
-        if (*rest == 'B' || *rest == 'b') rest++;
-    }
-    while (isspace((unsigned char)*rest))
-        rest++;
-    if (*rest) return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" has trailing characters", s);
-    double r = v * mul;
-    if (r >= 18446744073709551615.0)
-        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" is too large", s);
-    *bytes = (uint64_t)r;
+    size_t n = strlen(p);
+    while (n && isspace((unsigned char)p[n - 1]))
+        n--;
+    if (n == 0 || n + 1 >= sizeof t || !(isdigit((unsigned char)*p) || *p == '.'))
+        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" is not a size like 64G or 512M", s);
+    memcpy(t, p, n);
+    t[n] = '\0';
+    if (strspn(t, "0123456789.") == n) strcpy(t + n, "M"); /* n < 63: room for it */
+    if (n + 1 >= sizeof t || kiln_parse_size(t, bytes) != KILN_OK)
+        return kiln_fail(err, KILN_EINVAL, "size \"%.40s\" is not a size like 64G or 512M", s);
     return KILN_OK;
 }
 
 void kiln_size_format(uint64_t bytes, char *out, size_t outlen)
 {
-    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024.0 && u < 5) {
-        v /= 1024.0;
-        u++;
-    }
-    if (u == 0) {
-        snprintf(out, outlen, "%llu B", (unsigned long long)bytes);
-        return;
-    }
-    double r = round(v * 10.0) / 10.0;
-    if (r >= 100.0 || r == floor(r))
-        snprintf(out, outlen, "%.0f %s", r, units[u]);
-    else
-        snprintf(out, outlen, "%.1f %s", r, units[u]);
+    kiln_format_size(bytes, out, outlen);
 }
 
 static int get_str(json_t *v, const char *key, char *out, size_t outlen, struct kiln_error *err)
