@@ -7,7 +7,8 @@ set -u
 KILN=${KILN_BIN:?}
 T=$(mktemp -d /tmp/kiln-control-XXXXXX)
 SERVE=""; W=""
-cleanup() { for p in $W $SERVE; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done; for p in $W $SERVE; do wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+. "$(dirname "$0")/lib_stop.sh"
+cleanup() { stop_pid "$W"; stop_pid "$SERVE"; rm -rf "$T"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -20 "$T/serve.log"; tail -20 "$T/w.log"; exit 1; }
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')

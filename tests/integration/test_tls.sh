@@ -8,7 +8,8 @@ KILN=${KILN_BIN:?}
 command -v openssl >/dev/null || { echo "SKIP openssl CLI not installed"; exit 77; }
 T=$(mktemp -d /tmp/kiln-tls-XXXXXX)
 SERVE=""; W=""
-cleanup() { for p in $W $SERVE; do kill -TERM "$p" 2>/dev/null; sleep 0.2; kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+. "$(dirname "$0")/lib_stop.sh"
+cleanup() { stop_pid "$W"; stop_pid "$SERVE"; rm -rf "$T"; }
 trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT
 fail() { echo "FAIL: $*"; tail -20 "$T/serve.log"; tail -20 "$T/w.log"; exit 1; }

@@ -9,7 +9,8 @@ command -v nix-build >/dev/null || { echo "SKIP nix-build not installed"; exit 7
 command -v sqlite3 >/dev/null || { echo "SKIP sqlite3 CLI not installed"; exit 77; }
 T=$(mktemp -d /tmp/kiln-two-XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; sleep 0.2; kill -TERM "$p" 2>/dev/null; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+. "$(dirname "$0")/lib_stop.sh"
+cleanup() { for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}"; done; rm -rf "$T"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -20 "$T/serve.log"; exit 1; }
 cat > "$T/probe.nix" <<'N'
