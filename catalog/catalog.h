@@ -143,4 +143,14 @@ int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum ki
 int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, char digest[72],
                              uint64_t *size, json_t **nix, struct kiln_error *err);
 
+/* For the staging area (catalog/staging.h), which keeps its rows in this
+ * catalog's database and its NARs in this blob store. Loop thread only. */
+struct sqlite3;
+struct kiln_narinfo;
+struct sqlite3 *kiln_catalog_db(struct kiln_catalog *c);
+const char *kiln_catalog_dir(struct kiln_catalog *c); /* DATA/catalog */
+/* Sign ni with the farm's Nix cache key (DATA/keys/nix-cache.sec). */
+int kiln_catalog_sign_narinfo(struct kiln_catalog *c, struct kiln_narinfo *ni,
+                              struct kiln_error *err);
+
 #endif

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -735,8 +736,24 @@ static int authenticate(struct ctx *c, int *has_token)
     c->role = KILN_ROLE_NONE;
     if (!h) return KILN_OK;
     *has_token = 1;
-    if (strncasecmp(h, "Bearer ", 7)) return KILN_EAUTH;
     const char *tok = h + 7;
+    char basic[256];
+    if (!strncasecmp(h, "Basic ", 6)) {
+        /* Nix reaches /nix-cache with a netrc: user:token in Basic auth. */
+        const char *b64 = h + 6;
+        while (*b64 == ' ')
+            b64++;
+        size_t n = strlen(b64);
+        if (n == 0 || n > 4 * (sizeof basic - 1) / 3) return KILN_EAUTH;
+        int got = EVP_DecodeBlock((unsigned char *)basic, (const unsigned char *)b64, (int)n);
+        if (got < 0) return KILN_EAUTH;
+        basic[got] = '\0';
+        char *colon = strchr(basic, ':');
+        if (!colon) return KILN_EAUTH;
+        tok = colon + 1;
+    } else if (strncasecmp(h, "Bearer ", 7)) {
+        return KILN_EAUTH;
+    }
     while (*tok == ' ')
         tok++;
     if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1) return KILN_EAUTH;

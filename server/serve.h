@@ -146,6 +146,10 @@ struct kiln_server {
     void *feature_state[KILN_SERVE_MAX_FEATURES];
     kiln_publish_fn publish; /* the publish stage hook (NULL: succeed at once) */
     void *publish_ctx;
+    /* Adds feature fields to a committed lease before it is sent (the
+     * catalog names where a test stage substitutes its inputs). NULL: none. */
+    void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
+    void *lease_extra_ctx;
 };
 
 double kiln_now(void);
