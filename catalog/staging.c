@@ -317,10 +317,11 @@ int kiln_staging_upload_finish(struct kiln_staging_upload *u, struct kiln_error 
         return kiln_fail(err, KILN_EIO, "cannot read back %s", u->part);
     if (got != u->size || strcmp(hex, u->digest + 7))
         return kiln_fail(err, KILN_EINVAL,
-                         "the NAR received for %s (%llu bytes, sha256:%s) does not match the "
-                         "NarHash %s and NarSize %llu its worker reported; nothing was staged",
-                         u->hashpart, (unsigned long long)got, hex, u->digest,
-                         (unsigned long long)u->size);
+                         "the NAR of %s does not match the NarHash and NarSize its worker "
+                         "reported; nothing was staged (reported %s, %llu bytes; received "
+                         "sha256:%s, %llu bytes)",
+                         u->hashpart, u->digest, (unsigned long long)u->size, hex,
+                         (unsigned long long)got);
     char digest[KILN_DIGEST_STR];
     snprintf(digest, sizeof digest, "sha256:%s", hex);
     snprintf(dir, sizeof dir, "%s/blobs/sha256/%.2s", kiln_catalog_dir(u->c), hex);

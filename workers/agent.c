@@ -431,7 +431,7 @@ static void stage_done(uv_work_t *w, int status)
              * build elsewhere); refused bytes are the build's. */
             j->res.infra = sw->rc == KILN_ENET || sw->rc == KILN_ETIMEOUT;
             if (j->res.exit_code == 0) j->res.exit_code = 1;
-            snprintf(j->res.reason, sizeof j->res.reason, "staging the outputs failed: %.200s",
+            snprintf(j->res.reason, sizeof j->res.reason, "staging: %.235s",
                      sw->err.msg);
             kiln_log(a->lg, KILN_LOG_WARN, "job %ld: %s", j->id, j->res.reason);
         } else if (!sw->res.unsupported) {

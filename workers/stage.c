@@ -144,7 +144,8 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
                   path, (unsigned long long)size);
         goto done;
     }
-    if (cr != CURLE_OK && !status) {
+    /* No final answer (a "100 Continue" is not one): the link failed. */
+    if (cr != CURLE_OK && status < 200) {
         kiln_fail(err, KILN_ENET, "upload of %s: %s", path, curl_easy_strerror(cr));
         out = PUT_RETRY;
         goto done;
@@ -162,7 +163,7 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
                   : status == 409 ? KILN_ECONFLICT
                   : status == 401 ? KILN_EAUTH
                                   : KILN_EIO,
-                  "staging refused %s (HTTP %ld): %s", path, status, msg);
+                  "refused (HTTP %ld): %s", status, msg);
     }
     json_decref(j);
 done:
