@@ -286,8 +286,9 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
         } else if (!strcmp(k, "min_disk_free")) {
             rc = get_size_mb(v, k, &c->min_disk_free_mb, err);
         } else if (!strcmp(k, "stage_outputs")) {
-            if (!json_is_boolean(v))
-                rc = kiln_fail(err, KILN_EINVAL, "config: stage_outputs must be true or false");
+            rc = json_is_boolean(v)
+                     ? KILN_OK
+                     : kiln_fail(err, KILN_EINVAL, "config: stage_outputs must be true or false");
             c->stage_outputs = json_is_true(v);
         } else if (!strcmp(k, "stage_stall_s")) {
             rc = get_int(v, k, 1, 3600, &n, err);
