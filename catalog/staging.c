@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ struct kiln_staging_upload {
     char digest[KILN_DIGEST_STR];
     char part[PATH_MAX];
     uint64_t size, held, synced;
+    EVP_MD_CTX *md; /* over every byte since offset 0; NULL for a resumed upload */
 };
 
 static int db_fail(struct kiln_catalog *c, struct kiln_error *err)
@@ -266,6 +268,15 @@ int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64
         return rc;
     }
     u->held = u->synced = offset;
+    /* Hashed as it arrives when it starts at 0; a resumed one (whose first
+     * bytes came over another connection) is read back whole at the end. */
+    if (offset == 0) {
+        u->md = EVP_MD_CTX_new();
+        if (u->md && EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1) {
+            EVP_MD_CTX_free(u->md);
+            u->md = NULL;
+        }
+    }
     *size = u->size;
     *out = u;
     return KILN_OK;
@@ -278,6 +289,10 @@ int kiln_staging_upload_write(struct kiln_staging_upload *u, const void *p, size
         return kiln_fail(err, KILN_ELIMIT,
                          "upload is larger than the NarSize of %llu bytes the worker reported",
                          (unsigned long long)u->size);
+    if (u->md && EVP_DigestUpdate(u->md, p, n) != 1) {
+        EVP_MD_CTX_free(u->md);
+        u->md = NULL; /* read back at the end instead */
+    }
     for (const char *q = p; n;) {
         ssize_t w = write(u->fd, q, n);
         if (w < 0 && errno == EINTR) continue;
@@ -311,10 +326,15 @@ int kiln_staging_upload_finish(struct kiln_staging_upload *u, struct kiln_error 
     char hex[65], final[PATH_MAX], dir[PATH_MAX];
     uint64_t got = 0;
     if (fsync(u->fd) != 0) return kiln_fail(err, KILN_EIO, "fsync failed: %s", strerror(errno));
-    /* Hash what is on disk, not what this connection carried: a resumed
-     * upload's first bytes came over another one. */
-    if (kiln_sha256_file_hex(u->part, hex, &got) != KILN_OK)
+    unsigned char h[32];
+    unsigned hl = 0;
+    if (u->md && EVP_DigestFinal_ex(u->md, h, &hl) == 1 && hl == 32) {
+        kiln_hex(h, 32, hex);
+        got = u->held;
+    } else if (kiln_sha256_file_hex(u->part, hex, &got) != KILN_OK) {
+        /* A resumed upload: hash what is on disk, all of it. */
         return kiln_fail(err, KILN_EIO, "cannot read back %s", u->part);
+    }
     if (got != u->size || strcmp(hex, u->digest + 7))
         return kiln_fail(err, KILN_EINVAL,
                          "the NAR of %s does not match the NarHash and NarSize its worker "
@@ -337,6 +357,7 @@ void kiln_staging_upload_close(struct kiln_staging_upload *u)
 {
     if (!u) return;
     if (u->fd >= 0) close(u->fd);
+    EVP_MD_CTX_free(u->md);
     free(u);
 }
 

@@ -78,6 +78,7 @@ struct stagework {
     json_t *outputs; /* a private copy: jansson refcounts are not atomic */
     char log_path[PATH_MAX];
     int rc;
+    uint64_t started_ns;
     struct kiln_stage_result res;
     struct kiln_error err;
 };
@@ -435,10 +436,12 @@ static void stage_done(uv_work_t *w, int status)
                      sw->err.msg);
             kiln_log(a->lg, KILN_LOG_WARN, "job %ld: %s", j->id, j->res.reason);
         } else if (!sw->res.unsupported) {
+            double s = (double)(uv_hrtime() - sw->started_ns) / 1e9;
             kiln_log(a->lg, KILN_LOG_INFO,
-                     "job %ld: staged %d of %d paths (%llu bytes sent, %d resumes)", j->id,
-                     sw->res.uploaded, sw->res.paths, (unsigned long long)sw->res.bytes,
-                     sw->res.resumes);
+                     "job %ld: staged %d of %d paths (%llu bytes sent, %d resumes) in %.1f s "
+                     "(%.1f MB/s)",
+                     j->id, sw->res.uploaded, sw->res.paths, (unsigned long long)sw->res.bytes,
+                     sw->res.resumes, s, s > 0 ? (double)sw->res.bytes / s / 1e6 : 0.0);
         }
     }
     json_decref(sw->outputs);
@@ -458,6 +461,7 @@ static void start_staging(struct agent *a, struct ajob *j)
     }
     sw->w.data = sw;
     sw->a = a;
+    sw->started_ns = uv_hrtime();
     sw->job = j->id;
     sw->attempt = j->attempt;
     snprintf(sw->log_path, sizeof sw->log_path, "%s", j->log_path);

@@ -86,6 +86,31 @@ static int skip_bytes(int fd, uint64_t n, struct kiln_error *err)
 
 enum put_outcome { PUT_DONE, PUT_RETRY, PUT_REFUSED };
 
+/* Stall detection: no byte moved for stall_s while sending is a cut link.
+ * Once all bytes are sent the server checks the whole NAR (seconds for many
+ * GiB), so the answer gets up to ANSWER_WAIT_S. */
+#define ANSWER_WAIT_S 900
+struct watch {
+    int stall_s;
+    curl_off_t last;
+    time_t since;
+};
+
+static int watch_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                    curl_off_t ulnow)
+{
+    struct watch *w = arg;
+    (void)dltotal;
+    time_t now = time(NULL);
+    if (ulnow != w->last || dlnow > 0) {
+        w->last = ulnow;
+        w->since = now;
+        return 0;
+    }
+    int done = ultotal > 0 && ulnow >= ultotal;
+    return now - w->since > (done ? ANSWER_WAIT_S : w->stall_s);
+}
+
 /* One PUT of path's NAR from offset. Transport failures are PUT_RETRY. */
 static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *path, uint64_t offset,
                                 uint64_t size, uint64_t *sent, struct kiln_error *err)
@@ -128,8 +153,10 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     /* A cut link shows as silence, not an error: a stall is a failure. */
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)(o->stall_s > 0 ? o->stall_s : 20));
+    struct watch wd = {.stall_s = o->stall_s > 0 ? o->stall_s : 20, .since = time(NULL)};
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, watch_cb);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &wd);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     if (o->ca_file && *o->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
     CURLcode cr = curl_easy_perform(c);
     curl_off_t up = 0;
