@@ -33,16 +33,15 @@ static int db_fail(struct kiln_catalog *c, struct kiln_error *err)
 
 static int exec(struct kiln_catalog *c, const char *sql, struct kiln_error *err)
 {
-    return sqlite3_exec(kiln_catalog_db(c), sql, NULL, NULL, NULL) == SQLITE_OK
-               ? KILN_OK
-               : db_fail(c, err);
+    return sqlite3_exec(kiln_catalog_db(c), sql, NULL, NULL, NULL) == SQLITE_OK ? KILN_OK
+                                                                                : db_fail(c, err);
 }
 
 static int part_path(struct kiln_catalog *c, const char *hashpart, const char *digest, char *out,
                      size_t outlen)
 {
-    int n = snprintf(out, outlen, "%s/staging/%s-%s.part", kiln_catalog_dir(c), hashpart,
-                     digest + 7);
+    int n =
+        snprintf(out, outlen, "%s/staging/%s-%s.part", kiln_catalog_dir(c), hashpart, digest + 7);
     return n < 0 || (size_t)n >= outlen ? KILN_ELIMIT : KILN_OK;
 }
 
@@ -92,8 +91,8 @@ static int claim_parse(json_t *o, size_t i, struct claim *cl, struct kiln_error 
         const char *s = json_string_value(r);
         if (!s || !kiln_nix_store_path_valid(s, 0)) {
             kiln_buf_free(&cl->refs);
-            return kiln_fail(err, KILN_EINVAL, "paths[%zu].references[%zu] is not a store path",
-                             i, k);
+            return kiln_fail(err, KILN_EINVAL, "paths[%zu].references[%zu] is not a store path", i,
+                             k);
         }
         if (kiln_buf_printf(&cl->refs, "%s%s", k ? " " : "", s + strlen(KILN_NIX_STORE_DIR "/")))
             return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -140,7 +139,8 @@ static int claim_store(struct kiln_catalog *c, struct claim *cl, int64_t job, in
         snprintf(old, sizeof old, "%s", (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
     /* Another build of the same path with other bytes: its bytes go. */
-    if (old[0] && strcmp(old, cl->digest) && part_path(c, cl->hashpart, old, part, sizeof part) == 0)
+    if (old[0] && strcmp(old, cl->digest) &&
+        part_path(c, cl->hashpart, old, part, sizeof part) == 0)
         unlink(part);
     if (sqlite3_prepare_v2(db,
                            "INSERT OR REPLACE INTO staged(hashpart, store_path, digest, nar_size,"
@@ -224,7 +224,8 @@ int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64
     if (!u) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
     if (rc == KILN_OK && sqlite3_step(st) != SQLITE_ROW)
         rc = kiln_fail(err, KILN_ENOTFOUND,
-                       "no staging claim for %s: ask first (POST .../plan) with its NarHash", hashpart);
+                       "no staging claim for %s: ask first (POST .../plan) with its NarHash",
+                       hashpart);
     if (rc == KILN_OK) {
         snprintf(u->digest, sizeof u->digest, "%s", (const char *)sqlite3_column_text(st, 0));
         u->size = (uint64_t)sqlite3_column_int64(st, 1);
@@ -258,8 +259,7 @@ int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64
                            (unsigned long long)offset, (unsigned long long)sb.st_size);
         /* Bytes past the offset may be from a connection that was cut (and
          * may still trickle in): the resumed stream replaces them. */
-        else if (ftruncate(u->fd, (off_t)offset) != 0 ||
-                 lseek(u->fd, (off_t)offset, SEEK_SET) < 0)
+        else if (ftruncate(u->fd, (off_t)offset) != 0 || lseek(u->fd, (off_t)offset, SEEK_SET) < 0)
             rc = kiln_fail(err, KILN_EIO, "cannot resume %s: %s", u->part, strerror(errno));
     }
     if (rc != KILN_OK) {
@@ -458,7 +458,8 @@ int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char dig
     sqlite3_bind_text(st, 1, hp, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, store_path, -1, SQLITE_STATIC);
     int found = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && kiln_catalog_blob_have(c, (const char *)sqlite3_column_text(st, 1), NULL)) {
+    if (sqlite3_step(st) == SQLITE_ROW &&
+        kiln_catalog_blob_have(c, (const char *)sqlite3_column_text(st, 1), NULL)) {
         snprintf(digest, 72, "%s", (const char *)sqlite3_column_text(st, 1));
         *size = (uint64_t)sqlite3_column_int64(st, 2);
         json_t *refs = json_array();
@@ -505,7 +506,8 @@ static json_t *kept_set(struct kiln_catalog *c, json_t *keep)
     json_array_foreach(keep, i, v)
     {
         const char *s = json_string_value(v);
-        if (s && kiln_nix_store_path_valid(s, 0)) keep_add(kept, s + strlen(KILN_NIX_STORE_DIR "/"));
+        if (s && kiln_nix_store_path_valid(s, 0))
+            keep_add(kept, s + strlen(KILN_NIX_STORE_DIR "/"));
     }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, "SELECT refs FROM narinfo", -1, &st, NULL) == SQLITE_OK)
@@ -568,13 +570,14 @@ int kiln_staging_prune(struct kiln_catalog *c, double now, double max_age_s, uin
     json_t *rows = json_array();
     uint64_t total = 0;
     while (rows && sqlite3_step(st) == SQLITE_ROW) {
-        json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:f,s:b}", "hp", sqlite3_column_text(st, 0),
-                              "digest", sqlite3_column_text(st, 1), "size",
-                              (json_int_t)sqlite3_column_int64(st, 2), "state",
-                              sqlite3_column_text(st, 3), "at", sqlite3_column_double(st, 4),
-                              "promoted", sqlite3_column_int(st, 5));
+        json_t *r =
+            json_pack("{s:s,s:s,s:I,s:s,s:f,s:b}", "hp", sqlite3_column_text(st, 0), "digest",
+                      sqlite3_column_text(st, 1), "size", (json_int_t)sqlite3_column_int64(st, 2),
+                      "state", sqlite3_column_text(st, 3), "at", sqlite3_column_double(st, 4),
+                      "promoted", sqlite3_column_int(st, 5));
         if (r) json_array_append_new(rows, r);
-        if (!sqlite3_column_int(st, 5) && !strcmp((const char *)sqlite3_column_text(st, 3), "staged"))
+        if (!sqlite3_column_int(st, 5) &&
+            !strcmp((const char *)sqlite3_column_text(st, 3), "staged"))
             total += (uint64_t)sqlite3_column_int64(st, 2);
     }
     sqlite3_finalize(st);
@@ -586,7 +589,8 @@ int kiln_staging_prune(struct kiln_catalog *c, double now, double max_age_s, uin
         const char *hp = json_string_value(json_object_get(r, "hp"));
         const char *state = json_string_value(json_object_get(r, "state"));
         uint64_t size = (uint64_t)json_integer_value(json_object_get(r, "size"));
-        int staged = !strcmp(state, "staged"), promoted = json_is_true(json_object_get(r, "promoted"));
+        int staged = !strcmp(state, "staged"),
+            promoted = json_is_true(json_object_get(r, "promoted"));
         double age = now - json_real_value(json_object_get(r, "at"));
         int old = max_age_s > 0 && age > max_age_s;
         int kept_now = json_object_get(kept, hp) != NULL;

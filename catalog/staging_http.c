@@ -93,7 +93,8 @@ static int job_check(struct kiln_server *srv, int64_t job, int64_t attempt, stru
     int rc = kiln_jobs_get(&srv->jobs, job, &j, err);
     /* 404 on these routes means "no staging here" to a worker: a job that
      * is gone is a conflict instead. */
-    if (rc == KILN_ENOTFOUND) return kiln_fail(err, KILN_ECONFLICT, "job %lld is gone", (long long)job);
+    if (rc == KILN_ENOTFOUND)
+        return kiln_fail(err, KILN_ECONFLICT, "job %lld is gone", (long long)job);
     if (rc != KILN_OK) return rc;
     const char *state = json_string_value(json_object_get(j, "state"));
     int64_t cur = json_integer_value(json_object_get(j, "attempt"));
@@ -102,9 +103,9 @@ static int job_check(struct kiln_server *srv, int64_t job, int64_t attempt, stru
                        "job %lld is %s: only a build in progress may stage its outputs",
                        (long long)job, state ? state : "unknown");
     else if (cur != attempt)
-        rc = kiln_fail(err, KILN_ECONFLICT,
-                       "attempt %lld of job %lld is not the current one (%lld)", (long long)attempt,
-                       (long long)job, (long long)cur);
+        rc =
+            kiln_fail(err, KILN_ECONFLICT, "attempt %lld of job %lld is not the current one (%lld)",
+                      (long long)attempt, (long long)job, (long long)cur);
     json_decref(j);
     return rc;
 }
@@ -122,8 +123,8 @@ static void do_plan(struct kiln_staging_http *h, struct kiln_http_req *req, int6
     if (!json_is_object(in))
         kiln_fail(&e, KILN_EINVAL, "plan body must be {\"paths\":[...]}: %s", je.text);
     else if (job_check(h->srv, job, attempt, &e) == KILN_OK)
-        kiln_staging_plan(h->cat, job, attempt, json_object_get(in, "paths"), kiln_now(),
-                          &missing, &have, &e);
+        kiln_staging_plan(h->cat, job, attempt, json_object_get(in, "paths"), kiln_now(), &missing,
+                          &have, &e);
     json_decref(in);
     if (!missing) {
         respond_err(req, &e);
@@ -225,8 +226,8 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
     if (held < kiln_staging_upload_size(x->u)) {
         /* A short body (the worker sends what it has): resume later. */
         kiln_http_req_on_close(req, NULL, NULL);
-        kiln_http_respond_json(req, 202, json_pack("{s:s,s:I}", "hashpart", x->hashpart, "offset",
-                                                   (json_int_t)held));
+        kiln_http_respond_json(
+            req, 202, json_pack("{s:s,s:I}", "hashpart", x->hashpart, "offset", (json_int_t)held));
         sup_free(x);
         return;
     }
@@ -262,7 +263,8 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
     int64_t attempt = 0, offset = 0, clen = -1;
     struct kiln_error e = {0};
     if (strlen(hashpart) != KILN_NIX_HASHPART_LEN) {
-        kiln_http_respond_error(req, 400, "invalid", "the NAR is named by its store path's hash part");
+        kiln_http_respond_error(req, 400, "invalid",
+                                "the NAR is named by its store path's hash part");
         return;
     }
     if (!param_i64(req, "attempt", &attempt) || !param_i64(req, "offset", &offset)) {
@@ -298,12 +300,11 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
         kiln_http_respond_error(req, 500, "internal", "out of memory");
         return;
     }
-    int orc =
-        kiln_staging_upload_open(h->cat, hashpart, job, attempt, (uint64_t)offset, &size, &x->u, &e);
+    int orc = kiln_staging_upload_open(h->cat, hashpart, job, attempt, (uint64_t)offset, &size,
+                                       &x->u, &e);
     if (orc == KILN_EEXIST) {
         free(x);
-        kiln_http_respond_json(req, 200,
-                               json_pack("{s:s,s:b}", "hashpart", hashpart, "staged", 1));
+        kiln_http_respond_json(req, 200, json_pack("{s:s,s:b}", "hashpart", hashpart, "staged", 1));
         return;
     }
     if (orc != KILN_OK) {

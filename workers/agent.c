@@ -432,8 +432,7 @@ static void stage_done(uv_work_t *w, int status)
              * build elsewhere); refused bytes are the build's. */
             j->res.infra = sw->rc == KILN_ENET || sw->rc == KILN_ETIMEOUT;
             if (j->res.exit_code == 0) j->res.exit_code = 1;
-            snprintf(j->res.reason, sizeof j->res.reason, "staging: %.235s",
-                     sw->err.msg);
+            snprintf(j->res.reason, sizeof j->res.reason, "staging: %.235s", sw->err.msg);
             kiln_log(a->lg, KILN_LOG_WARN, "job %ld: %s", j->id, j->res.reason);
         } else if (!sw->res.unsupported) {
             double s = (double)(uv_hrtime() - sw->started_ns) / 1e9;
@@ -666,7 +665,8 @@ static int substitute_inputs(struct agent *a, json_t *sub, const char *dir, stru
     {
         const char *p = json_string_value(v);
         if (!p || strncmp(p, "/nix/store/", 11))
-            return kiln_fail(err, KILN_EINVAL, "the lease names a test input that is not a store path");
+            return kiln_fail(err, KILN_EINVAL,
+                             "the lease names a test input that is not a store path");
         if (!rc) rc = kiln_buf_puts(cmd, " ");
         if (!rc) rc = sh_quote(cmd, p);
     }
@@ -680,7 +680,8 @@ static int substitute_inputs(struct agent *a, json_t *sub, const char *dir, stru
     if (!rc) rc = sh_quote(cmd, key);
     /* A lookup made before the path was staged must not be remembered. */
     if (!rc)
-        rc = kiln_buf_puts(cmd, " --option require-sigs true --option narinfo-cache-negative-ttl 0");
+        rc =
+            kiln_buf_puts(cmd, " --option require-sigs true --option narinfo-cache-negative-ttl 0");
     if (!rc && cfg->ca_file[0]) {
         rc = kiln_buf_puts(cmd, " --option ssl-cert-file ");
         if (!rc) rc = sh_quote(cmd, cfg->ca_file);
@@ -829,8 +830,10 @@ static void start_job(struct agent *a, json_t *jo)
             if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
             if (!q) q = sh_quote(&gcmd, dir);
             if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
-            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
-            else cmd = gcmd.data;
+            if (q)
+                rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else
+                cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {

@@ -225,7 +225,10 @@ static int plan(struct kiln_httpc *hc, const struct kiln_stage_opts *o, json_t *
         return KILN_OK;
     }
     if (status != 200 || !json_is_array(json_object_get(resp, "missing"))) {
-        rc = kiln_fail(err, status == 409 ? KILN_ECONFLICT : status >= 500 ? KILN_ENET : KILN_EIO,
+        rc = kiln_fail(err,
+                       status == 409   ? KILN_ECONFLICT
+                       : status >= 500 ? KILN_ENET
+                                       : KILN_EIO,
                        "staging plan refused (HTTP %ld): %s", status,
                        kiln_httpc_error_message(resp, status));
         json_decref(resp);

@@ -42,11 +42,11 @@ struct kiln_stage_opts {
 };
 
 struct kiln_stage_result {
-    int paths;          /* in the closure */
-    int uploaded;       /* NARs sent (some perhaps in several pieces) */
-    int resumes;        /* uploads resumed after a transport failure */
-    uint64_t bytes;     /* NAR bytes sent */
-    int unsupported;    /* the server has no staging area */
+    int paths;       /* in the closure */
+    int uploaded;    /* NARs sent (some perhaps in several pieces) */
+    int resumes;     /* uploads resumed after a transport failure */
+    uint64_t bytes;  /* NAR bytes sent */
+    int unsupported; /* the server has no staging area */
 };
 
 /* outputs: array of /nix/store paths (borrowed). */

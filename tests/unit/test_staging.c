@@ -56,8 +56,8 @@ static json_t *info(const char *path, const char *data, const char *ref)
     char hex[65], digest[72];
     kiln_sha256_hex(data, strlen(data), hex);
     snprintf(digest, sizeof digest, "sha256:%s", hex);
-    return json_pack("{s:s,s:s,s:I,s:[s*],s:s}", "store_path", path, "nar_hash", digest,
-                     "nar_size", (json_int_t)strlen(data), "references", ref, "deriver", "");
+    return json_pack("{s:s,s:s,s:I,s:[s*],s:s}", "store_path", path, "nar_hash", digest, "nar_size",
+                     (json_int_t)strlen(data), "references", ref, "deriver", "");
 }
 
 static json_t *plan(struct kiln_catalog *c, json_t *paths, int64_t attempt, int *have)
@@ -229,8 +229,8 @@ static void test_parse_dump_db(void **state)
     json_decref(out);
     char bad[] = P1 "\nnot-a-hash\n12\n\n0\n";
     assert_int_equal(kiln_nar_parse_dump_db(bad, &out, &err), KILN_EPARSE);
-    char refs[] = P1 "\n340d1163a6e0c12948aa43a6fff5208c8bd19749fb8acaadb19056372f5201a8\n1\n\n3\n" P1
-                     "\n";
+    char refs[] =
+        P1 "\n340d1163a6e0c12948aa43a6fff5208c8bd19749fb8acaadb19056372f5201a8\n1\n\n3\n" P1 "\n";
     assert_int_equal(kiln_nar_parse_dump_db(refs, &out, &err), KILN_EPARSE);
 }
 
