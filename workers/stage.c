@@ -325,8 +325,27 @@ int kiln_stage_outputs(const struct kiln_stage_opts *o, json_t *outputs,
                        struct kiln_stage_result *res, struct kiln_error *err)
 {
     memset(res, 0, sizeof *res);
-    json_t *infos = NULL, *missing = NULL;
-    int rc = kiln_nar_closure(outputs, &infos, err);
+    json_t *infos = NULL, *missing = NULL, *present = json_array();
+    if (!present) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    /* An output the job named but this host's store lacks cannot be staged
+     * (nor tested elsewhere): said in the log, not a staging failure. */
+    size_t k;
+    json_t *v;
+    json_array_foreach(outputs, k, v)
+    {
+        const char *p = json_string_value(v);
+        if (p && access(p, F_OK) == 0)
+            json_array_append(present, v);
+        else
+            say(o, "%s is not in this host's store; not staged", p ? p : "(not a string)");
+    }
+    if (!json_array_size(present)) {
+        json_decref(present);
+        res->unsupported = 1;
+        return KILN_OK;
+    }
+    int rc = kiln_nar_closure(present, &infos, err);
+    json_decref(present);
     if (rc != KILN_OK) return rc;
     res->paths = (int)json_array_size(infos);
     struct kiln_httpc hc;

@@ -19,7 +19,8 @@
  *   to the reported NarHash) as KILN_EINVAL, 409 (the attempt is no longer
  *   current) as KILN_ECONFLICT, others as KILN_EIO.
  * - A server without staging (404 on the plan) is not an error:
- *   res->unsupported = 1 and nothing is sent.
+ *   res->unsupported = 1 and nothing is sent; the same when no output is in
+ *   this host's store (outputs that are not are named in the log).
  * - Progress lines go to o->log (the job's log) when it is not NULL.
  */
 #ifndef KILN_WORKERS_STAGE_H
