@@ -232,7 +232,7 @@ int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64
         if (!strcmp((const char *)sqlite3_column_text(st, 4), "staged"))
             rc = kiln_fail(err, KILN_EEXIST, "%s is staged already", hashpart);
         else if (sqlite3_column_int64(st, 2) != job || sqlite3_column_int64(st, 3) != attempt)
-            rc = kiln_fail(err, KILN_ECONFLICT,
+            rc = kiln_fail(err, KILN_ESTATE,
                            "%s was claimed by job %lld attempt %lld, not job %lld attempt %lld",
                            hashpart, (long long)sqlite3_column_int64(st, 2),
                            (long long)sqlite3_column_int64(st, 3), (long long)job,

@@ -45,8 +45,10 @@ int kiln_staging_plan(struct kiln_catalog *c, int64_t job, int64_t attempt, json
 
 /* Open the upload of hashpart's NAR from offset for (job, attempt); *size
  * gets the NarSize the worker claimed. KILN_ENOTFOUND: no such claim;
- * KILN_ECONFLICT: claimed by another attempt, or offset past the bytes held
- * (err says where to resume); KILN_EEXIST: staged already. */
+ * KILN_ESTATE: claimed since by another build of the same path (plan again
+ * to take it back: the bytes are the same, the claim only says who may
+ * write now); KILN_ECONFLICT: offset past the bytes held (err says where to
+ * resume); KILN_EEXIST: staged already. */
 int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64_t job,
                              int64_t attempt, uint64_t offset, uint64_t *size,
                              struct kiln_staging_upload **out, struct kiln_error *err);

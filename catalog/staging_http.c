@@ -65,6 +65,10 @@ void kiln_staging_http_free(struct kiln_staging_http *h)
 static void respond_err(struct kiln_http_req *req, const struct kiln_error *e)
 {
     int code = e->code ? e->code : KILN_EIO;
+    if (code == KILN_ESTATE) { /* the worker asks again and resumes */
+        kiln_http_respond_error(req, 409, "busy", "%s", e->msg);
+        return;
+    }
     kiln_http_respond_error(req, kiln_err_http_status(code), kiln_code_name(code), "%s",
                             e->msg[0] ? e->msg : kiln_strerror(code));
 }
@@ -188,7 +192,7 @@ static int up_on_data(struct kiln_http_req *req, const char *p, size_t n, void *
                  ? KILN_OK
                  : kiln_fail(&e, KILN_ELIMIT, "plan body is larger than 32 MiB");
     else if (x->detached)
-        rc = kiln_fail(&e, KILN_ECONFLICT, "a newer upload of %s took over", x->hashpart);
+        rc = kiln_fail(&e, KILN_ESTATE, "a newer upload of %s took over", x->hashpart);
     else
         rc = kiln_staging_upload_write(x->u, p, n, &e);
     if (rc == KILN_OK) return 0;
@@ -209,8 +213,7 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
     }
     if (x->detached) {
         kiln_http_req_on_close(req, NULL, NULL);
-        kiln_http_respond_error(req, 409, "conflict", "a newer upload of %s took over",
-                                x->hashpart);
+        kiln_http_respond_error(req, 409, "busy", "a newer upload of %s took over", x->hashpart);
         sup_free(x);
         return;
     }
@@ -282,7 +285,7 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
     }
     for (struct sup *o = h->active; o; o = o->next)
         if (!o->plan && o->working && !strcmp(o->hashpart, hashpart)) {
-            kiln_http_respond_error(req, 409, "conflict",
+            kiln_http_respond_error(req, 409, "busy",
                                     "%s is being checked; ask again (POST .../plan)", hashpart);
             return;
         }
@@ -305,6 +308,13 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
     if (orc == KILN_EEXIST) {
         free(x);
         kiln_http_respond_json(req, 200, json_pack("{s:s,s:b}", "hashpart", hashpart, "staged", 1));
+        return;
+    }
+    if (orc == KILN_ESTATE) {
+        /* Two builds of one path (a shared dependency) upload the same
+         * bytes: the one that asks again takes over from the offset. */
+        free(x);
+        kiln_http_respond_error(req, 409, "busy", "%s; ask again (POST .../plan)", e.msg);
         return;
     }
     if (orc != KILN_OK) {

@@ -658,7 +658,8 @@ static int substitute_inputs(struct agent *a, json_t *sub, const char *dir, stru
     host[hl] = '\0';
     if (snprintf(netrc, sizeof netrc, "%s/netrc", dir) >= (int)sizeof netrc)
         return kiln_fail(err, KILN_ELIMIT, "the work dir path is too long");
-    int rc = kiln_buf_puts(cmd, "nix-store -r");
+    /* The netrc holds the worker token: gone before the recipe's checks run. */
+    int rc = kiln_buf_puts(cmd, "{ nix-store -r");
     size_t i;
     json_t *v;
     json_array_foreach(paths, i, v)
@@ -698,7 +699,9 @@ static int substitute_inputs(struct agent *a, json_t *sub, const char *dir, stru
         rc = kiln_buf_puts(cmd, " --option netrc-file ");
         if (!rc) rc = sh_quote(cmd, netrc);
     }
-    if (!rc) rc = kiln_buf_puts(cmd, " && ");
+    if (!rc) rc = kiln_buf_puts(cmd, "; s=$?; rm -f ");
+    if (!rc) rc = sh_quote(cmd, netrc);
+    if (!rc) rc = kiln_buf_puts(cmd, "; [ $s -eq 0 ]; } && ");
     return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
 }
 

@@ -179,9 +179,10 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
     }
     json_t *j = resp.data ? json_loads(resp.data, 0, NULL) : NULL;
     const char *msg = kiln_httpc_error_message(j, status);
+    const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
     if (status == 200 || status == 201) {
         out = PUT_DONE;
-    } else if (status == 202 || status >= 500 || (status == 409 && strstr(msg, "being checked"))) {
+    } else if (status == 202 || status >= 500 || (status == 409 && code && !strcmp(code, "busy"))) {
         kiln_fail(err, KILN_ENET, "upload of %s: HTTP %ld: %s", path, status, msg);
         out = PUT_RETRY;
     } else {

@@ -112,8 +112,8 @@ static void test_resume_sign_serve(void **state)
     json_decref(m);
     /* Past the bytes held: refused with where to resume. */
     assert_int_equal(put(f->c, HP2, 1, d2, 12, strlen(d2), 1, &err), KILN_ECONFLICT);
-    /* Another attempt may not write this claim. */
-    assert_int_equal(put(f->c, HP2, 2, d2, 10, strlen(d2), 1, &err), KILN_ECONFLICT);
+    /* Another attempt may not write this claim without claiming it. */
+    assert_int_equal(put(f->c, HP2, 2, d2, 10, strlen(d2), 1, &err), KILN_ESTATE);
     assert_int_equal(put(f->c, HP2, 1, d2, 10, strlen(d2), 1, &err), KILN_OK);
     assert_int_equal(put(f->c, HP1, 1, d1, 0, strlen(d1), 1, &err), KILN_OK);
     /* Served and signed, with its reference. */
