@@ -282,6 +282,50 @@ int kiln_staging_upload_open(struct kiln_catalog *c, const char *hashpart, int64
     return KILN_OK;
 }
 
+struct kiln_staging_hash {
+    EVP_MD_CTX *md;
+    uint64_t bytes;
+    char part[PATH_MAX];
+};
+
+struct kiln_staging_hash *kiln_staging_upload_keep_hash(struct kiln_staging_upload *u)
+{
+    if (!u || !u->md) return NULL;
+    struct kiln_staging_hash *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->md = u->md;
+    h->bytes = u->held;
+    snprintf(h->part, sizeof h->part, "%s", u->part);
+    u->md = NULL;
+    return h;
+}
+
+void kiln_staging_upload_resume_hash(struct kiln_staging_upload *u, struct kiln_staging_hash *h)
+{
+    if (h && !u->md && h->bytes == u->held && !strcmp(h->part, u->part)) {
+        u->md = h->md;
+        h->md = NULL;
+    }
+    kiln_staging_hash_free(h);
+}
+
+const char *kiln_staging_upload_part(const struct kiln_staging_upload *u)
+{
+    return u->part;
+}
+
+const char *kiln_staging_hash_part(const struct kiln_staging_hash *h)
+{
+    return h->part;
+}
+
+void kiln_staging_hash_free(struct kiln_staging_hash *h)
+{
+    if (!h) return;
+    EVP_MD_CTX_free(h->md);
+    free(h);
+}
+
 int kiln_staging_upload_write(struct kiln_staging_upload *u, const void *p, size_t n,
                               struct kiln_error *err)
 {

@@ -68,6 +68,18 @@ int kiln_staging_commit(struct kiln_staging_upload *u, int finished_ok, double n
 /* Loop: close without finishing (the part file stays for a resume). */
 void kiln_staging_upload_close(struct kiln_staging_upload *u);
 
+/* The running hash of an upload that ends unfinished (a cut link), so the
+ * resumed upload goes on hashing instead of reading the whole file back at
+ * the end. _keep takes it from u (NULL when u has none); _resume hands it
+ * to a new upload, which uses it only when it covers exactly the bytes
+ * before its offset, and frees it otherwise. */
+struct kiln_staging_hash;
+struct kiln_staging_hash *kiln_staging_upload_keep_hash(struct kiln_staging_upload *u);
+void kiln_staging_upload_resume_hash(struct kiln_staging_upload *u, struct kiln_staging_hash *h);
+const char *kiln_staging_hash_part(const struct kiln_staging_hash *h); /* its part file */
+const char *kiln_staging_upload_part(const struct kiln_staging_upload *u);
+void kiln_staging_hash_free(struct kiln_staging_hash *h);
+
 /* 1 and digest, size, nix ({"store_path","references":[basenames],
  * "deriver"}) when store_path is staged; 0 when not; negative on error. */
 int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char digest[72],

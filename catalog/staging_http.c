@@ -26,11 +26,38 @@
 
 struct sup;
 
+#define KEPT_HASHES 16
+
 struct kiln_staging_http {
     struct kiln_server *srv;
     struct kiln_catalog *cat;
     struct sup *active; /* uploads in progress */
+    /* Running hashes of uploads cut short, for their resume (oldest go
+     * first: a resume without one reads the file back, slower but right). */
+    struct kiln_staging_hash *kept[KEPT_HASHES];
 };
+
+static void keep_hash(struct kiln_staging_http *h, struct kiln_staging_upload *u)
+{
+    struct kiln_staging_hash *k = kiln_staging_upload_keep_hash(u);
+    if (!k) return;
+    kiln_staging_hash_free(h->kept[KEPT_HASHES - 1]);
+    memmove(h->kept + 1, h->kept, (KEPT_HASHES - 1) * sizeof h->kept[0]);
+    h->kept[0] = k;
+}
+
+static void resume_hash(struct kiln_staging_http *h, struct kiln_staging_upload *u)
+{
+    const char *part = kiln_staging_upload_part(u);
+    for (int i = 0; i < KEPT_HASHES; i++)
+        if (h->kept[i] && !strcmp(kiln_staging_hash_part(h->kept[i]), part)) {
+            struct kiln_staging_hash *k = h->kept[i];
+            memmove(h->kept + i, h->kept + i + 1, (KEPT_HASHES - 1 - i) * sizeof h->kept[0]);
+            h->kept[KEPT_HASHES - 1] = NULL;
+            kiln_staging_upload_resume_hash(u, k);
+            return;
+        }
+}
 
 struct sup {
     struct kiln_staging_http *h;
@@ -57,6 +84,8 @@ int kiln_staging_http_new(struct kiln_server *srv, struct kiln_catalog *cat,
 
 void kiln_staging_http_free(struct kiln_staging_http *h)
 {
+    for (int i = 0; h && i < KEPT_HASHES; i++)
+        kiln_staging_hash_free(h->kept[i]);
     /* Requests still open hold their sup; the HTTP server closes them first
      * (their on_close unlinks them), so only the shell is left here. */
     free(h);
@@ -179,7 +208,8 @@ static void up_on_close(struct kiln_http_req *req, void *arg)
         x->gone = 1; /* fin_done frees */
         return;
     }
-    sup_free(x); /* a cut link: the part file stays for the resume */
+    keep_hash(x->h, x->u); /* a cut link: the part file stays for the resume */
+    sup_free(x);
 }
 
 static int up_on_data(struct kiln_http_req *req, const char *p, size_t n, void *arg)
@@ -294,6 +324,7 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
             /* The worker gave up on that connection and resumes: its bytes
              * end here, whatever still trickles in on it. */
             o->detached = 1;
+            keep_hash(h, o->u);
             kiln_staging_upload_close(o->u);
             o->u = NULL;
         }
@@ -322,6 +353,7 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
         respond_err(req, &e);
         return;
     }
+    resume_hash(h, x->u);
     if (clen >= 0 && (uint64_t)clen + (uint64_t)offset > size) {
         kiln_staging_upload_close(x->u);
         free(x);

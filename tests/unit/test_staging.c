@@ -140,6 +140,43 @@ static void test_resume_sign_serve(void **state)
     json_decref(paths);
 }
 
+/* A cut upload's running hash carries over to the resume at its offset;
+ * one that does not fit is dropped and the file is read back instead. */
+static void test_hash_carries_over(void **state)
+{
+    struct fx *f = *state;
+    const char *d = "0123456789abcdefghijklmnopqrstuvwxyz";
+    json_t *paths = json_pack("[o,o]", info(P1, d, NULL), info(P2, d, NULL));
+    int have = 0;
+    json_decref(plan(f->c, paths, 1, &have));
+    struct kiln_error err = {0};
+    const char *hps[2] = {HP1, HP2}, *sps[2] = {P1, P2};
+    for (int fit = 0; fit < 2; fit++) {
+        struct kiln_staging_upload *u = NULL, *v = NULL;
+        uint64_t size = 0;
+        assert_int_equal(kiln_staging_upload_open(f->c, hps[fit], 7, 1, 0, &size, &u, &err),
+                         KILN_OK);
+        assert_int_equal(kiln_staging_upload_write(u, d, 12, &err), KILN_OK);
+        struct kiln_staging_hash *h = kiln_staging_upload_keep_hash(u);
+        assert_non_null(h);
+        kiln_staging_upload_close(u);
+        uint64_t off = fit ? 12 : 8;
+        assert_int_equal(kiln_staging_upload_open(f->c, hps[fit], 7, 1, off, &size, &v, &err),
+                         KILN_OK);
+        kiln_staging_upload_resume_hash(v, h);
+        assert_int_equal(kiln_staging_upload_write(v, d + off, strlen(d) - off, &err), KILN_OK);
+        /* Either way the verdict is right: a carried hash that covered
+         * other bytes would make this a mismatch. */
+        assert_int_equal(kiln_staging_upload_finish(v, &err), KILN_OK);
+        assert_int_equal(kiln_staging_commit(v, 1, 2000.0, &err), KILN_OK);
+        char digest[72];
+        json_t *nix = NULL;
+        assert_int_equal(kiln_staging_lookup(f->c, sps[fit], digest, &size, &nix, &err), 1);
+        json_decref(nix);
+    }
+    json_decref(paths);
+}
+
 static void test_mismatch_leaves_nothing(void **state)
 {
     struct fx *f = *state;
@@ -238,6 +275,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_resume_sign_serve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_carries_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test(test_parse_dump_db),
