@@ -88,13 +88,16 @@ static void prune_tick(uv_timer_t *t)
     struct catalog_feature *cf = t->data;
     struct kiln_server *srv = cf->srv;
     json_t *keep = json_array();
-    const char *states[] = {"built", "testing", NULL};
+    /* building: what it staged before its report (kept by job id);
+     * built/testing: its recorded outputs, which the test substitutes. */
+    const char *states[] = {"building", "built", "testing", NULL};
     for (int s = 0; keep && states[s]; s++) {
         int64_t ids[1000];
         int n = 0;
         if (kiln_jobs_in_state(&srv->jobs, states[s], ids, 1000, &n, NULL) != KILN_OK) continue;
         for (int i = 0; i < n; i++) {
             json_t *j = NULL;
+            json_array_append_new(keep, json_integer(ids[i]));
             if (kiln_jobs_get(&srv->jobs, ids[i], &j, NULL) == KILN_OK)
                 json_array_extend(keep, json_object_get(j, "outputs"));
             json_decref(j);

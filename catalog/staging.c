@@ -547,13 +547,24 @@ static json_t *kept_set(struct kiln_catalog *c, json_t *keep)
     sqlite3 *db = kiln_catalog_db(c);
     size_t i;
     json_t *v;
+    sqlite3_stmt *st = NULL;
     json_array_foreach(keep, i, v)
     {
         const char *s = json_string_value(v);
         if (s && kiln_nix_store_path_valid(s, 0))
             keep_add(kept, s + strlen(KILN_NIX_STORE_DIR "/"));
+        /* A job id: what that job staged (a build that has not reported
+         * yet has no outputs on record, but its test will need them). */
+        if (json_is_integer(v) &&
+            sqlite3_prepare_v2(db, "SELECT hashpart FROM staged WHERE job_id=?1", -1, &st, NULL) ==
+                SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, json_integer_value(v));
+            while (sqlite3_step(st) == SQLITE_ROW)
+                json_object_set_new(kept, (const char *)sqlite3_column_text(st, 0), json_true());
+        }
+        sqlite3_finalize(st);
+        st = NULL;
     }
-    sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, "SELECT refs FROM narinfo", -1, &st, NULL) == SQLITE_OK)
         while (sqlite3_step(st) == SQLITE_ROW)
             keep_add(kept, (const char *)sqlite3_column_text(st, 0));

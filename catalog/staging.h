@@ -87,8 +87,9 @@ int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char dig
 
 /* Remove staged paths older than max_age_s (<= 0: no age limit), then the
  * oldest until the staged bytes are at most max_bytes (0: no size limit),
- * sparing keep (array of store paths) and their staged references, and
- * paths a published narinfo references. Claims older than max_age_s are
+ * sparing keep (an array of store paths, and of job ids: what those jobs
+ * staged) with their staged references, and paths a published narinfo
+ * references. Claims older than max_age_s are
  * dropped with their part files. */
 int kiln_staging_prune(struct kiln_catalog *c, double now, double max_age_s, uint64_t max_bytes,
                        json_t *keep, uint64_t *removed, uint64_t *removed_bytes,

@@ -231,6 +231,11 @@ static void test_retention(void **state)
     assert_int_equal(kiln_staging_lookup(f->c, P1, digest, &size, &nix, &err), 1);
     json_decref(nix);
     json_decref(keep);
+    /* By job id: what job 7 staged stays. */
+    keep = json_pack("[i]", 7);
+    assert_int_equal(kiln_staging_prune(f->c, 1e9, 3600, 0, keep, &n, &bytes, &err), KILN_OK);
+    assert_int_equal(n, 0);
+    json_decref(keep);
     keep = json_array();
     assert_int_equal(kiln_staging_prune(f->c, 1e9, 3600, 0, keep, &n, &bytes, &err), KILN_OK);
     assert_int_equal(n, 1);
