@@ -19,7 +19,9 @@ done
 . "$KILN_SRC/tests/integration/lib_farm.sh"
 trap farm_down EXIT
 trap "exit 1" TERM INT
-farm_up
+# Retention as tight as it gets (1 byte, every second): whatever a queued or
+# running test stage needs must survive it; nothing else does.
+farm_up "staging: {max_size: 1, prune_interval_s: 1}"
 echo "ok 1 server, build host and GPU host up in their own namespaces"
 
 out=$(farm_api POST /jobs '{"recipe":"vllmlike","branch":"main"}')
@@ -69,7 +71,22 @@ grep -q "copying path '$TP'" "$T/logs/cli.log" || fail "reference not substitute
 host_run cli "$T/cli" "$VP/bin/vllmlike" | grep -q "vllmlike ok" || fail "the substituted program does not run"
 echo "ok 5 an empty fourth store substitutes the published path and its reference"
 
+# A build nothing tests or publishes: once it is done, retention takes its
+# staged path (narinfo gone); the published ones stay served.
+cmd="nix-build pkgs.nix -A torch --argstr tag scratch --option substituters '' --option sandbox false -o result-scratch"
+out=$(farm_api POST /jobs "$(python3 -c 'import json,sys; print(json.dumps({"name":"scratch","command":sys.argv[1],"cores":2,"ram_mb":1024,"platform":"x86_64-linux"}))' "$cmd")")
+SJ=$(jget "$out" 'd["jobs"][0]["id"]') || fail "submit: $out"
+farm_wait_state "$SJ" succeeded 300
+SP=$(jget "$(farm_job "$SJ")" 'd["outputs"][0]')
+farm_api GET "/jobs/$SJ/log" | grep -q "\[kiln stage\] staged $SP" || fail "scratch not staged"
+narinfo_code() { ip netns exec "$NETNS_PREFIX-cli" curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ADMIN" "$SERVE_URL/nix-cache/$(basename "$1" | cut -c1-32).narinfo"; }
+gone() { [ "$(narinfo_code "$SP")" = 404 ]; }
+wait_until 30 gone || fail "retention kept a path nothing needs"
+grep -q "staging retention removed" "$T/logs/serve.log" || fail "retention did not log"
+[ "$(narinfo_code "$VP")" = 200 ] && [ "$(narinfo_code "$TP")" = 200 ] || fail "published narinfo gone"
+echo "ok 6 retention (1 byte, every second) removed an unneeded staged path, never a needed one"
+
 vout=$(host_run srv "$T/srv" "$T/srv/bin/kiln" catalog verify --data "$T/srv/var" 2>&1) ||
     fail "catalog verify: $vout"
-echo "ok 6 kiln catalog verify is clean"
+echo "ok 7 kiln catalog verify is clean"
 echo "PASS test_three_hosts"
