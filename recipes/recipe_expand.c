@@ -448,24 +448,12 @@ static const char *combo(struct exp *E)
     return combo_of(E, E->cur_vals, E->combo, sizeof(E->combo));
 }
 
-/* One combination: vals per axis, axv per axis (attributes; may be NULL),
- * inc (include entry or NULL). */
-static int one_variant(struct exp *E, const char **vals, const struct axval **axv,
-                       const struct include *inc)
+/* The attributes, env and resources that hold before the rules: axis
+ * values' attributes, the include entry's, recipe attrs (defaults), recipe
+ * env, then the branch's attrs and env. */
+static int apply_defaults(struct exp *E, const struct axval **axv, const struct include *inc)
 {
     const struct recipe *r = E->r;
-    ar_reset(&E->va);
-    memset(E->val, 0, r->syms.n * sizeof(*E->val));
-    memset(E->valj, 0, r->syms.n * sizeof(*E->valj));
-    E->val[SYM_RECIPE] = r->name;
-    E->val[SYM_BRANCH] = E->branch;
-    E->cur_vals = vals;
-    for (size_t a = 0; a < r->naxes; a++)
-        E->val[r->axes[a].sym] = vals[a];
-    /* Excludes on axes alone come first, so attributes of combinations
-     * that do not exist are never rendered (and cannot fail). */
-    for (size_t k = 0; k < r->nexc; k++)
-        if (r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
     int rc;
     for (size_t a = 0; a < r->naxes; a++) {
         if (!axv[a]) continue;
@@ -495,33 +483,42 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         E->res[i] = r->res[i];
     E->st_on = r->st.present;
     E->pub_on = r->publish != NULL;
-    for (size_t k = 0; k < r->nrules; k++) {
-        const struct rule *ru = &r->rules[k];
-        if (!set_match(E, &ru->when)) continue;
-        if ((rc = apply_kvs(E, ru->attrs, ru->nattrs))) return rc;
-        for (size_t i = 0; i < ru->unset.n; i++) {
-            int id = ru->unset.c[i].sym;
-            if (id > SYM_BRANCH) {
-                E->val[id] = NULL;
-                E->valj[id] = NULL;
-            }
+    return 0;
+}
+
+/* One rule whose 'when' holds: later rules overwrite earlier ones. */
+static int apply_rule(struct exp *E, const struct rule *ru)
+{
+    int rc;
+    if ((rc = apply_kvs(E, ru->attrs, ru->nattrs))) return rc;
+    for (size_t i = 0; i < ru->unset.n; i++) {
+        int id = ru->unset.c[i].sym;
+        if (id > SYM_BRANCH) {
+            E->val[id] = NULL;
+            E->valj[id] = NULL;
         }
-        for (size_t i = 0; i < ru->nenv; i++)
-            E->env[ru->env[i].id] = ru->env[i].t;
-        for (int i = 0; i < RES_N; i++)
-            if (ru->res[i]) E->res[i] = ru->res[i];
-        if (ru->selftest >= 0) E->st_on = ru->selftest;
-        if (ru->publish >= 0) E->pub_on = ru->publish;
     }
-    for (size_t k = 0; k < r->nexc; k++)
-        if (!r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
+    for (size_t i = 0; i < ru->nenv; i++)
+        E->env[ru->env[i].id] = ru->env[i].t;
+    for (int i = 0; i < RES_N; i++)
+        if (ru->res[i]) E->res[i] = ru->res[i];
+    if (ru->selftest >= 0) E->st_on = ru->selftest;
+    if (ru->publish >= 0) E->pub_on = ru->publish;
+    return 0;
+}
+
+/* Name the current variant and add it to the expansion (with its Variant
+ * JSON when the where filter keeps it). */
+static int add_variant(struct exp *E, const char **vals)
+{
+    const struct recipe *r = E->r;
+    int rc;
     if (E->nvr >= KILN_RECIPE_MAX_VARIANTS)
         return dg_add(E->d, KILN_ELIMIT, r->axes_line ? r->axes_line : 1,
                       r->axes_col ? r->axes_col : 1,
                       "the recipe produces more than %lu variants; kiln refuses that many "
                       "(narrow an axis or exclude combinations)",
                       (unsigned long)KILN_RECIPE_MAX_VARIANTS);
-    /* Name */
     const char *name;
     if ((rc = render_str(E, r->t_name, &name))) return rc;
     if (!name_ok(name))
@@ -554,13 +551,20 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     vr->vals = kvals;
     vr->obj = NULL;
     vr->depends = NULL;
-    int keep = set_match(E, &E->where);
-    if (keep && E->mode == MODE_JSON) {
+    if (set_match(E, &E->where) && E->mode == MODE_JSON) {
         vr->obj = build_variant(E, &rc);
         if (!vr->obj) return rc;
         vr->depends = json_object_get(vr->obj, "depends");
     }
-    for (size_t k = 0; k < r->ndeps && E->mode == MODE_JSON; k++) {
+    return 0;
+}
+
+/* The dependency names of the variant just added, for resolve_deps(). */
+static int add_pending_deps(struct exp *E)
+{
+    const struct recipe *r = E->r;
+    int rc;
+    for (size_t k = 0; k < r->ndeps; k++) {
         const struct dep *dp = &r->deps[k];
         if (!set_match(E, &dp->when)) continue;
         const char *dn;
@@ -580,6 +584,34 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
         E->npd++;
     }
     return 0;
+}
+
+/* One combination: vals per axis, axv per axis (attributes; may be NULL),
+ * inc (include entry or NULL). */
+static int one_variant(struct exp *E, const char **vals, const struct axval **axv,
+                       const struct include *inc)
+{
+    const struct recipe *r = E->r;
+    ar_reset(&E->va);
+    memset(E->val, 0, r->syms.n * sizeof(*E->val));
+    memset(E->valj, 0, r->syms.n * sizeof(*E->valj));
+    E->val[SYM_RECIPE] = r->name;
+    E->val[SYM_BRANCH] = E->branch;
+    E->cur_vals = vals;
+    for (size_t a = 0; a < r->naxes; a++)
+        E->val[r->axes[a].sym] = vals[a];
+    /* Excludes on axes alone come first, so attributes of combinations
+     * that do not exist are never rendered (and cannot fail). */
+    for (size_t k = 0; k < r->nexc; k++)
+        if (r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
+    int rc;
+    if ((rc = apply_defaults(E, axv, inc))) return rc;
+    for (size_t k = 0; k < r->nrules; k++)
+        if (set_match(E, &r->rules[k].when) && (rc = apply_rule(E, &r->rules[k]))) return rc;
+    for (size_t k = 0; k < r->nexc; k++)
+        if (!r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
+    if ((rc = add_variant(E, vals))) return rc;
+    return E->mode == MODE_JSON ? add_pending_deps(E) : 0;
 }
 
 int expand_enough(struct exp *E)
