@@ -329,6 +329,75 @@ static int cond_scalars(struct comp *C, const struct node *n, struct cond *c, co
 
 static const char *const cond_ops[] = {"eq", "ne", "in", "not_in", "lt", "le", "gt", "ge"};
 
+/* "key: VALUE": equality, or a comparison written in front of the value
+ * ("<= 80", "!= none") when the scalar is plain or quoted. */
+static int parse_cond_scalar(struct comp *C, const struct node *k, const struct node *v,
+                             struct cond *c)
+{
+    const char *s = v->s;
+    c->op = OP_EQ;
+    if (v->plain || v->style != 0) {
+        if (!strncmp(s, "<=", 2))
+            c->op = OP_LE, s += 2;
+        else if (!strncmp(s, ">=", 2))
+            c->op = OP_GE, s += 2;
+        else if (!strncmp(s, "!=", 2))
+            c->op = OP_NE, s += 2;
+        else if (!strncmp(s, "==", 2))
+            c->op = OP_EQ, s += 2;
+        else if (*s == '<')
+            c->op = OP_LT, s++;
+        else if (*s == '>')
+            c->op = OP_GT, s++;
+    }
+    while (isspace((unsigned char)*s))
+        s++;
+    c->vals = ar_alloc(C->a, sizeof(*c->vals));
+    if (!c->vals) return KILN_ENOMEM;
+    c->vals[0] = s;
+    c->nvals = 1;
+    if (c->op >= OP_LT && !parse_num(s, &c->num))
+        dg_add(C->d, KILN_EINVAL, v->line, v->col,
+               "condition '%s %s' compares numbers, but '%s' is not a number", k->s, v->s, s);
+    return 0;
+}
+
+/* "key: {OP: value(s)}" with one of cond_ops. */
+static void parse_cond_map(struct comp *C, const struct node *v, struct cond *c, const char *ctx)
+{
+    if (v->n != 1) {
+        dg_add(C->d, KILN_EINVAL, v->line, v->col,
+               "a condition mapping holds exactly one operator (eq, ne, in, not_in, "
+               "lt, le, gt, ge)");
+        return;
+    }
+    const struct node *ok = v->kids[0], *ov = v->kids[1];
+    int op = -1;
+    for (int j = 0; j < 8; j++)
+        if (ok->kind == N_SCALAR && strcmp(ok->s, cond_ops[j]) == 0) op = j;
+    if (op < 0) {
+        const char *m = ok->kind == N_SCALAR ? did_you_mean(ok->s, cond_ops, 8) : NULL;
+        dg_add(C->d, KILN_EINVAL, ok->line, ok->col,
+               "unknown condition operator '%s'%s%s%s (use eq, ne, in, not_in, lt, le, "
+               "gt or ge)",
+               ok->kind == N_SCALAR ? ok->s : "?", m ? "; did you mean '" : "", m ? m : "",
+               m ? "'?" : "");
+        return;
+    }
+    c->op = op;
+    if (cond_scalars(C, ov, c, ctx)) return;
+    if (op >= OP_LT) {
+        if (c->nvals != 1 || !parse_num(c->vals[0], &c->num))
+            dg_add(C->d, KILN_EINVAL, ov->line, ov->col, "operator '%s' compares with one number",
+                   cond_ops[op]);
+    } else if ((op == OP_EQ || op == OP_NE) && c->nvals != 1) {
+        dg_add(C->d, KILN_EINVAL, ov->line, ov->col,
+               "operator '%s' compares with one value; use in/not_in for a list", cond_ops[op]);
+    }
+}
+
+/* A 'when' (or exclude entry): every key names an axis or attribute
+ * (resolved later), every value a condition on it; all must hold. */
 static int parse_condset(struct comp *C, const struct node *n, struct condset *cs, const char *ctx)
 {
     cs->n = 0;
@@ -348,65 +417,11 @@ static int parse_condset(struct comp *C, const struct node *n, struct condset *c
         if (reg_cond(C, c)) return KILN_ENOMEM;
         if (v->kind == N_SEQ) {
             c->op = OP_IN;
-            if (cond_scalars(C, v, c, ctx)) continue;
+            cond_scalars(C, v, c, ctx);
         } else if (v->kind == N_SCALAR) {
-            const char *s = v->s;
-            c->op = OP_EQ;
-            if (v->plain || v->style != 0) {
-                if (!strncmp(s, "<=", 2))
-                    c->op = OP_LE, s += 2;
-                else if (!strncmp(s, ">=", 2))
-                    c->op = OP_GE, s += 2;
-                else if (!strncmp(s, "!=", 2))
-                    c->op = OP_NE, s += 2;
-                else if (!strncmp(s, "==", 2))
-                    c->op = OP_EQ, s += 2;
-                else if (*s == '<')
-                    c->op = OP_LT, s++;
-                else if (*s == '>')
-                    c->op = OP_GT, s++;
-            }
-            while (isspace((unsigned char)*s))
-                s++;
-            c->vals = ar_alloc(C->a, sizeof(*c->vals));
-            if (!c->vals) return KILN_ENOMEM;
-            c->vals[0] = s;
-            c->nvals = 1;
-            if (c->op >= OP_LT && !parse_num(s, &c->num))
-                dg_add(C->d, KILN_EINVAL, v->line, v->col,
-                       "condition '%s %s' compares numbers, but '%s' is not a number", k->s, v->s,
-                       s);
+            if (parse_cond_scalar(C, k, v, c)) return KILN_ENOMEM;
         } else if (v->kind == N_MAP) {
-            if (v->n != 1) {
-                dg_add(C->d, KILN_EINVAL, v->line, v->col,
-                       "a condition mapping holds exactly one operator (eq, ne, in, not_in, "
-                       "lt, le, gt, ge)");
-                continue;
-            }
-            const struct node *ok = v->kids[0], *ov = v->kids[1];
-            int op = -1;
-            for (int j = 0; j < 8; j++)
-                if (ok->kind == N_SCALAR && strcmp(ok->s, cond_ops[j]) == 0) op = j;
-            if (op < 0) {
-                const char *m = ok->kind == N_SCALAR ? did_you_mean(ok->s, cond_ops, 8) : NULL;
-                dg_add(C->d, KILN_EINVAL, ok->line, ok->col,
-                       "unknown condition operator '%s'%s%s%s (use eq, ne, in, not_in, lt, le, "
-                       "gt or ge)",
-                       ok->kind == N_SCALAR ? ok->s : "?", m ? "; did you mean '" : "", m ? m : "",
-                       m ? "'?" : "");
-                continue;
-            }
-            c->op = op;
-            if (cond_scalars(C, ov, c, ctx)) continue;
-            if (op >= OP_LT) {
-                if (c->nvals != 1 || !parse_num(c->vals[0], &c->num))
-                    dg_add(C->d, KILN_EINVAL, ov->line, ov->col,
-                           "operator '%s' compares with one number", cond_ops[op]);
-            } else if ((op == OP_EQ || op == OP_NE) && c->nvals != 1) {
-                dg_add(C->d, KILN_EINVAL, ov->line, ov->col,
-                       "operator '%s' compares with one value; use in/not_in for a list",
-                       cond_ops[op]);
-            }
+            parse_cond_map(C, v, c, ctx);
         } else {
             want(C, v, N_SCALAR, ctx);
         }
@@ -507,6 +522,38 @@ static struct tmpl **parse_tmpl_list(struct comp *C, const struct node *n, size_
     return v;
 }
 
+/* One value of axis ax (named by k): "- VALUE", or "- VALUE: {attr: x}"
+ * for a value that carries attributes. */
+static void parse_axis_value(struct comp *C, struct axis *ax, const struct node *k,
+                             const struct node *it, const char *what)
+{
+    struct axval *av = &ax->v[ax->n];
+    const struct node *vn = it;
+    if (it->kind == N_MAP) {
+        if (it->n != 1) {
+            dg_add(C->d, KILN_EINVAL, it->line, it->col,
+                   "an axis value with attributes is written '- VALUE: {attr: x, ...}' "
+                   "(one key)");
+            return;
+        }
+        vn = it->kids[0];
+        if (parse_kvs(C, it->kids[1], &av->attrs, &av->nattrs, 0, what)) return;
+    }
+    if (vn->kind != N_SCALAR || is_null(vn)) {
+        dg_add(C->d, KILN_EINVAL, vn->line, vn->col,
+               "values of axis '%s' must be single values, not %s", k->s, kind_name(vn));
+        return;
+    }
+    for (size_t q = 0; q < ax->n; q++)
+        if (strcmp(ax->v[q].val, vn->s) == 0) {
+            dg_add(C->d, KILN_EINVAL, vn->line, vn->col, "axis '%s' lists value '%s' twice", k->s,
+                   vn->s);
+            return;
+        }
+    av->val = vn->s;
+    ax->n++;
+}
+
 static void parse_axes(struct comp *C, const struct node *n)
 {
     struct recipe *r = C->r;
@@ -549,36 +596,8 @@ static void parse_axes(struct comp *C, const struct node *n)
         ax->col = k->col;
         ax->v = ar_alloc(C->a, v->n * sizeof(*ax->v));
         if (!ax->v) return;
-        for (size_t j = 0; j < v->n; j++) {
-            const struct node *it = v->kids[j];
-            struct axval *av = &ax->v[ax->n];
-            const struct node *vn = it;
-            if (it->kind == N_MAP) {
-                if (it->n != 1) {
-                    dg_add(C->d, KILN_EINVAL, it->line, it->col,
-                           "an axis value with attributes is written '- VALUE: {attr: x, ...}' "
-                           "(one key)");
-                    continue;
-                }
-                vn = it->kids[0];
-                if (parse_kvs(C, it->kids[1], &av->attrs, &av->nattrs, 0, what)) continue;
-            }
-            if (vn->kind != N_SCALAR || is_null(vn)) {
-                dg_add(C->d, KILN_EINVAL, vn->line, vn->col,
-                       "values of axis '%s' must be single values, not %s", k->s, kind_name(vn));
-                continue;
-            }
-            int dup = 0;
-            for (size_t q = 0; q < ax->n; q++)
-                if (strcmp(ax->v[q].val, vn->s) == 0) dup = 1;
-            if (dup) {
-                dg_add(C->d, KILN_EINVAL, vn->line, vn->col, "axis '%s' lists value '%s' twice",
-                       k->s, vn->s);
-                continue;
-            }
-            av->val = vn->s;
-            ax->n++;
-        }
+        for (size_t j = 0; j < v->n; j++)
+            parse_axis_value(C, ax, k, v->kids[j], what);
         if (ax->n) r->naxes++;
     }
 }
@@ -639,6 +658,38 @@ static void parse_include(struct comp *C, const struct node *n)
     }
 }
 
+/* A rule's 'unset': one attribute name or a list of them, resolved to
+ * symbols later like conditions. Nonzero only when out of memory. */
+static int parse_unset(struct comp *C, const struct node *un, struct condset *cs)
+{
+    if (!un || is_null(un)) return 0;
+    if (un->kind == N_SCALAR) {
+        cs->c = ar_alloc(C->a, sizeof(*cs->c));
+        if (!cs->c) return KILN_ENOMEM;
+        cs->c[0].symname = un->s;
+        cs->c[0].line = un->line;
+        cs->c[0].col = un->col;
+        cs->n = 1;
+    } else if (want(C, un, N_SEQ, "rule unset")) {
+        cs->c = ar_alloc(C->a, (un->n ? un->n : 1) * sizeof(*cs->c));
+        if (!cs->c) return KILN_ENOMEM;
+        for (size_t j = 0; j < un->n; j++) {
+            const struct node *x = un->kids[j];
+            if (!want(C, x, N_SCALAR, "rule unset")) continue;
+            struct cond *c = &cs->c[cs->n++];
+            c->symname = x->s;
+            c->line = x->line;
+            c->col = x->col;
+        }
+    }
+    for (size_t j = 0; j < cs->n; j++) {
+        cs->c[j].sym = -1;
+        cs->c[j].ctx = "rule unset";
+        if (reg_cond(C, &cs->c[j])) return KILN_ENOMEM;
+    }
+    return 0;
+}
+
 static void parse_rules(struct comp *C, const struct node *n)
 {
     static const char *const keys[] = {"when",     "attrs",   "env",   "resources",
@@ -664,33 +715,7 @@ static void parse_rules(struct comp *C, const struct node *n)
         parse_kvs(C, map_get(it, "attrs"), &ru->attrs, &ru->nattrs, 0, "rule attrs");
         parse_kvs(C, map_get(it, "env"), &ru->env, &ru->nenv, 1, "rule env");
         parse_resources(C, map_get(it, "resources"), ru->res, "rule resources");
-        const struct node *un = map_get(it, "unset");
-        if (un && !is_null(un)) {
-            if (un->kind == N_SCALAR) {
-                ru->unset.c = ar_alloc(C->a, sizeof(*ru->unset.c));
-                if (!ru->unset.c) return;
-                ru->unset.c[0].symname = un->s;
-                ru->unset.c[0].line = un->line;
-                ru->unset.c[0].col = un->col;
-                ru->unset.n = 1;
-            } else if (want(C, un, N_SEQ, "rule unset")) {
-                ru->unset.c = ar_alloc(C->a, (un->n ? un->n : 1) * sizeof(*ru->unset.c));
-                if (!ru->unset.c) return;
-                for (size_t j = 0; j < un->n; j++) {
-                    const struct node *x = un->kids[j];
-                    if (!want(C, x, N_SCALAR, "rule unset")) continue;
-                    struct cond *c = &ru->unset.c[ru->unset.n++];
-                    c->symname = x->s;
-                    c->line = x->line;
-                    c->col = x->col;
-                }
-            }
-            for (size_t j = 0; j < ru->unset.n; j++) {
-                ru->unset.c[j].sym = -1;
-                ru->unset.c[j].ctx = "rule unset";
-                if (reg_cond(C, &ru->unset.c[j])) return;
-            }
-        }
+        if (parse_unset(C, map_get(it, "unset"), &ru->unset)) return;
         const struct node *s = map_get(it, "selftest");
         if (s) parse_bool(C, s, "rule selftest", &ru->selftest);
         s = map_get(it, "publish");
@@ -764,11 +789,49 @@ static void parse_depends(struct comp *C, const struct node *n)
     }
 }
 
+/* One entry of selftest.checks; counted only when it has a command. */
+static void parse_check(struct comp *C, const struct node *it, struct selftest *st)
+{
+    static const char *const ckeys[] = {"name", "command", "timeout_s"};
+    if (!want(C, it, N_MAP, "selftest.checks entries")) return;
+    check_keys(C, it, ckeys, 3, "a selftest check");
+    const struct node *cm = map_get(it, "command");
+    if (!cm) {
+        dg_add(C->d, KILN_EINVAL, it->line, it->col, "a selftest check needs 'command:'");
+        return;
+    }
+    struct check *ck = &st->checks[st->nchecks];
+    ck->command = tmpl_new(C, cm, "selftest check command");
+    const struct node *nm = map_get(it, "name");
+    if (nm) ck->name = tmpl_new(C, nm, "selftest check name");
+    const struct node *to = map_get(it, "timeout_s");
+    long long x;
+    if (to) {
+        ck->timeout = tmpl_new(C, to, "selftest check timeout_s");
+        if (ck->timeout && tmpl_is_literal(ck->timeout) &&
+            !parse_ll(tmpl_literal(ck->timeout), &x)) {
+            dg_add(C->d, KILN_EINVAL, to->line, to->col,
+                   "timeout_s must be a whole number of seconds, not '%s'", to->s);
+            ck->timeout = NULL;
+        }
+    }
+    if (ck->command) st->nchecks++;
+}
+
+/* selftest.checks (a list). Nonzero only when out of memory. */
+static int parse_checks(struct comp *C, const struct node *v, struct selftest *st)
+{
+    st->checks = ar_alloc(C->a, (v->n ? v->n : 1) * sizeof(*st->checks));
+    if (!st->checks) return KILN_ENOMEM;
+    for (size_t i = 0; i < v->n; i++)
+        parse_check(C, v->kids[i], st);
+    return 0;
+}
+
 static void parse_selftest(struct comp *C, const struct node *n)
 {
     static const char *const keys[] = {"sm",     "sm_compat",      "isa",           "driver_min",
                                        "checks", "expect_symbols", "artifact_globs"};
-    static const char *const ckeys[] = {"name", "command", "timeout_s"};
     struct selftest *st = &C->r->st;
     if (is_null(n)) return;
     int b;
@@ -786,36 +849,9 @@ static void parse_selftest(struct comp *C, const struct node *n)
     if ((v = map_get(n, "isa"))) st->isa = tmpl_new(C, v, "selftest.isa");
     if ((v = map_get(n, "driver_min"))) st->driver_min = tmpl_new(C, v, "selftest.driver_min");
     if ((v = map_get(n, "sm_compat"))) st->sm_compat = tmpl_new(C, v, "selftest.sm_compat");
-    if ((v = map_get(n, "checks")) && !is_null(v) && want(C, v, N_SEQ, "selftest.checks")) {
-        st->checks = ar_alloc(C->a, (v->n ? v->n : 1) * sizeof(*st->checks));
-        if (!st->checks) return;
-        for (size_t i = 0; i < v->n; i++) {
-            const struct node *it = v->kids[i];
-            if (!want(C, it, N_MAP, "selftest.checks entries")) continue;
-            check_keys(C, it, ckeys, 3, "a selftest check");
-            const struct node *cm = map_get(it, "command");
-            if (!cm) {
-                dg_add(C->d, KILN_EINVAL, it->line, it->col, "a selftest check needs 'command:'");
-                continue;
-            }
-            struct check *ck = &st->checks[st->nchecks];
-            ck->command = tmpl_new(C, cm, "selftest check command");
-            const struct node *nm = map_get(it, "name");
-            if (nm) ck->name = tmpl_new(C, nm, "selftest check name");
-            const struct node *to = map_get(it, "timeout_s");
-            long long x;
-            if (to) {
-                ck->timeout = tmpl_new(C, to, "selftest check timeout_s");
-                if (ck->timeout && tmpl_is_literal(ck->timeout) &&
-                    !parse_ll(tmpl_literal(ck->timeout), &x)) {
-                    dg_add(C->d, KILN_EINVAL, to->line, to->col,
-                           "timeout_s must be a whole number of seconds, not '%s'", to->s);
-                    ck->timeout = NULL;
-                }
-            }
-            if (ck->command) st->nchecks++;
-        }
-    }
+    if ((v = map_get(n, "checks")) && !is_null(v) && want(C, v, N_SEQ, "selftest.checks") &&
+        parse_checks(C, v, st))
+        return;
     st->syms =
         parse_tmpl_list(C, map_get(n, "expect_symbols"), &st->nsyms, "selftest.expect_symbols");
     st->globs =
