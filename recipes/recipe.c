@@ -184,10 +184,7 @@ int kiln_recipe_expand_request(const char *recipes_dir, const char *name, const 
     if (!inline_yaml && (!name || !*name))
         return kiln_fail(err, KILN_EINVAL, "give a recipe name or an inline recipe");
     if (name && *name &&
-        (strlen(name) > 64 ||
-         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
-             strlen(name) ||
-         name[0] == '.'))
+        (strlen(name) > 64 || strspn(name, RECIPE_NAME_CHARS) != strlen(name) || name[0] == '.'))
         return kiln_fail(err, KILN_EINVAL,
                          "recipe name '%.64s' must be 1-64 letters, digits, '.', '_' or '-' "
                          "and not start with '.'",

@@ -975,28 +975,21 @@ static int misspelled(const struct node *map, const char *want_key, const char *
     return 0;
 }
 
-static int compile(struct comp *C, const struct node *root)
+static const char *const top_keys[] = {"recipe",    "description", "default_branch", "axes",
+                                       "include",   "exclude",     "attrs",          "rules",
+                                       "templates", "env",         "resources",      "depends",
+                                       "inputs",    "selftest",    "publish",        "branches"};
+#define NTOP (sizeof(top_keys) / sizeof(top_keys[0]))
+
+static void parse_name(struct comp *C, const struct node *root)
 {
-    static const char *const top[] = {"recipe",    "description", "default_branch", "axes",
-                                      "include",   "exclude",     "attrs",          "rules",
-                                      "templates", "env",         "resources",      "depends",
-                                      "inputs",    "selftest",    "publish",        "branches"};
-    static const char *const tkeys[] = {"name", "command", "description", "header"};
     struct recipe *r = C->r;
-    if (!want(C, root, N_MAP, "the recipe file")) return KILN_EINVAL;
-    for (int i = 0; i < 3; i++) {
-        static const char *const b[] = {"name", "recipe", "branch"};
-        if (sym_intern(&r->syms, C->a, b[i], strlen(b[i])) < 0) return KILN_ENOMEM;
-    }
-    check_keys(C, root, top, sizeof(top) / sizeof(top[0]), "the recipe");
     const struct node *n = map_get(root, "recipe");
-    if (!n && !misspelled(root, "recipe", top, sizeof(top) / sizeof(top[0]))) {
+    if (!n && !misspelled(root, "recipe", top_keys, NTOP)) {
         dg_add(C->d, KILN_EINVAL, root->line, root->col,
                "the recipe has no 'recipe:' key naming it");
     } else if (n && want(C, n, N_SCALAR, "recipe")) {
-        if (strspn(n->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
-                n->len ||
-            n->len == 0 || n->len > 64)
+        if (strspn(n->s, RECIPE_NAME_CHARS) != n->len || n->len == 0 || n->len > 64)
             dg_add(C->d, KILN_EINVAL, n->line, n->col,
                    "recipe name '%s' must be 1-64 letters, digits, '.', '_' or '-'", n->s);
         else
@@ -1004,59 +997,60 @@ static int compile(struct comp *C, const struct node *root)
         r->name_line = n->line;
         r->name_col = n->col;
     }
-    if ((n = map_get(root, "description"))) want(C, n, N_SCALAR, "description");
-    if ((n = map_get(root, "default_branch")) && want(C, n, N_SCALAR, "default_branch"))
-        r->default_branch = n->s;
-    parse_axes(C, map_get(root, "axes"));
-    parse_include(C, map_get(root, "include"));
-    parse_exclude(C, map_get(root, "exclude"));
-    parse_kvs(C, map_get(root, "attrs"), &r->attrs, &r->nattrs, 0, "attrs");
-    parse_rules(C, map_get(root, "rules"));
-    n = map_get(root, "templates");
-    if (!n && !misspelled(root, "templates", top, sizeof(top) / sizeof(top[0]))) {
+}
+
+static void parse_templates(struct comp *C, const struct node *root)
+{
+    static const char *const tkeys[] = {"name", "command", "description", "header"};
+    struct recipe *r = C->r;
+    const struct node *n = map_get(root, "templates");
+    if (!n && !misspelled(root, "templates", top_keys, NTOP)) {
         dg_add(C->d, KILN_EINVAL, root->line, root->col,
                "the recipe has no 'templates:' (at least 'name:', the variant name template)");
-    } else if (n && want(C, n, N_MAP, "templates")) {
-        check_keys(C, n, tkeys, 4, "templates");
-        const struct node *v;
-        if ((v = map_get(n, "name")))
-            r->t_name = tmpl_new(C, v, "templates.name");
-        else
+        return;
+    }
+    if (!n || !want(C, n, N_MAP, "templates")) return;
+    check_keys(C, n, tkeys, 4, "templates");
+    const struct node *v;
+    if ((v = map_get(n, "name")))
+        r->t_name = tmpl_new(C, v, "templates.name");
+    else
+        dg_add(C->d, KILN_EINVAL, n->line, n->col,
+               "templates has no 'name:' (the variant name template)");
+    if ((v = map_get(n, "command"))) r->t_cmd = tmpl_new(C, v, "templates.command");
+    if ((v = map_get(n, "description"))) r->t_desc = tmpl_new(C, v, "templates.description");
+    if ((v = map_get(n, "header"))) r->t_header = tmpl_new(C, v, "templates.header");
+}
+
+static void parse_publish(struct comp *C, const struct node *n)
+{
+    int b;
+    if (!n || is_null(n)) return;
+    if (n->kind == N_SCALAR) {
+        if (parse_bool(C, n, "publish", &b) && b)
             dg_add(C->d, KILN_EINVAL, n->line, n->col,
-                   "templates has no 'name:' (the variant name template)");
-        if ((v = map_get(n, "command"))) r->t_cmd = tmpl_new(C, v, "templates.command");
-        if ((v = map_get(n, "description"))) r->t_desc = tmpl_new(C, v, "templates.description");
-        if ((v = map_get(n, "header"))) r->t_header = tmpl_new(C, v, "templates.header");
+                   "'publish: true' says nowhere to publish; give a mapping (target, ...)");
+    } else if (want(C, n, N_MAP, "publish")) {
+        C->r->publish = parse_gnode(C, n, "publish");
     }
-    parse_kvs(C, map_get(root, "env"), &r->env, &r->nenv, 1, "env");
-    parse_resources(C, map_get(root, "resources"), r->res, "resources");
-    parse_depends(C, map_get(root, "depends"));
-    r->inputs = parse_tmpl_list(C, map_get(root, "inputs"), &r->ninputs, "inputs");
-    parse_selftest(C, map_get(root, "selftest"));
-    n = map_get(root, "publish");
-    if (n && !is_null(n)) {
-        int b;
-        if (n->kind == N_SCALAR) {
-            if (parse_bool(C, n, "publish", &b) && b)
-                dg_add(C->d, KILN_EINVAL, n->line, n->col,
-                       "'publish: true' says nowhere to publish; give a mapping (target, ...)");
-        } else if (want(C, n, N_MAP, "publish")) {
-            r->publish = parse_gnode(C, n, "publish");
-        }
-    }
-    parse_branches(C, map_get(root, "branches"));
-    if (r->default_branch && r->nbr) {
-        int found = 0;
-        for (size_t i = 0; i < r->nbr; i++)
-            if (strcmp(r->br[i].name, r->default_branch) == 0) found = 1;
-        if (!found) {
-            n = map_get(root, "default_branch");
-            dg_add(C->d, KILN_EINVAL, n->line, n->col,
-                   "default_branch '%s' is not one of the branches listed under 'branches'",
-                   r->default_branch);
-        }
-    }
-    resolve_all(C);
+}
+
+static void check_default_branch(struct comp *C, const struct node *root)
+{
+    const struct recipe *r = C->r;
+    if (!r->default_branch || !r->nbr) return;
+    for (size_t i = 0; i < r->nbr; i++)
+        if (strcmp(r->br[i].name, r->default_branch) == 0) return;
+    const struct node *n = map_get(root, "default_branch");
+    dg_add(C->d, KILN_EINVAL, n->line, n->col,
+           "default_branch '%s' is not one of the branches listed under 'branches'",
+           r->default_branch);
+}
+
+/* An exclude entry whose conditions are all on axes can be decided before
+ * any attribute is rendered (see one_variant in recipe_expand.c). */
+static void mark_axes_only(struct recipe *r)
+{
     for (size_t i = 0; i < r->nexc; i++) {
         struct condset *cs = &r->exc[i];
         cs->axes_only = 1;
@@ -1067,6 +1061,40 @@ static int compile(struct comp *C, const struct node *root)
             if (!on_axis) cs->axes_only = 0;
         }
     }
+}
+
+/* The whole document, section by section in file-format order; names are
+ * resolved at the end. Returns the first problem's code. */
+static int compile(struct comp *C, const struct node *root)
+{
+    struct recipe *r = C->r;
+    if (!want(C, root, N_MAP, "the recipe file")) return KILN_EINVAL;
+    for (int i = 0; i < 3; i++) {
+        static const char *const b[] = {"name", "recipe", "branch"};
+        if (sym_intern(&r->syms, C->a, b[i], strlen(b[i])) < 0) return KILN_ENOMEM;
+    }
+    check_keys(C, root, top_keys, NTOP, "the recipe");
+    parse_name(C, root);
+    const struct node *n;
+    if ((n = map_get(root, "description"))) want(C, n, N_SCALAR, "description");
+    if ((n = map_get(root, "default_branch")) && want(C, n, N_SCALAR, "default_branch"))
+        r->default_branch = n->s;
+    parse_axes(C, map_get(root, "axes"));
+    parse_include(C, map_get(root, "include"));
+    parse_exclude(C, map_get(root, "exclude"));
+    parse_kvs(C, map_get(root, "attrs"), &r->attrs, &r->nattrs, 0, "attrs");
+    parse_rules(C, map_get(root, "rules"));
+    parse_templates(C, root);
+    parse_kvs(C, map_get(root, "env"), &r->env, &r->nenv, 1, "env");
+    parse_resources(C, map_get(root, "resources"), r->res, "resources");
+    parse_depends(C, map_get(root, "depends"));
+    r->inputs = parse_tmpl_list(C, map_get(root, "inputs"), &r->ninputs, "inputs");
+    parse_selftest(C, map_get(root, "selftest"));
+    parse_publish(C, map_get(root, "publish"));
+    parse_branches(C, map_get(root, "branches"));
+    check_default_branch(C, root);
+    resolve_all(C);
+    mark_axes_only(r);
     return C->d->n ? C->d->v[0].code : 0;
 }
 

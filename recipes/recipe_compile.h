@@ -23,6 +23,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* Characters of a recipe name (the "recipe:" key and the name a request
+ * gives; each adds its own length and first-character rules). */
+#define RECIPE_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
+
 /* Symbols 0..2 are set by kiln for every variant; axes and attributes
  * follow. */
 enum { SYM_NAME = 0, SYM_RECIPE = 1, SYM_BRANCH = 2 };
