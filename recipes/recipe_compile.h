@@ -40,8 +40,9 @@ struct symtab {
     size_t n, cap;
 };
 
+/* A template is literal parts and {variable} parts, in order. */
 struct tpart {
-    int var; /* -1: literal */
+    int var; /* symbol; -1 literal, -2 not resolved yet, -3 unknown (reported) */
     const char *s;
     size_t len;
     int line, col;
@@ -64,15 +65,16 @@ struct kv {
 
 enum { OP_EQ, OP_NE, OP_IN, OP_NOTIN, OP_LT, OP_LE, OP_GT, OP_GE };
 
+/* One condition on an axis or attribute: "sm: {ge: 80}". */
 struct cond {
     const char *symname;
-    int sym;
+    int sym; /* -1 until resolved after the whole document is read */
     int op;
     const char **vals;
     size_t nvals;
-    double num;
+    double num; /* the number lt, le, gt and ge compare with */
     int line, col;
-    const char *ctx;
+    const char *ctx; /* where it was written, for messages ("rule 'when'") */
 };
 
 struct condset {
