@@ -7,6 +7,8 @@
  * diagnostic; parsing goes on after one, so check can list them all. */
 #include "recipes/recipe_compile.h"
 
+#include "recipes/recipe_cond.h"
+
 #include "common/buf.h"
 #include "common/fsutil.h"
 
@@ -20,18 +22,6 @@
 const char *const res_keys[RES_N] = {"cores", "ram_mb", "est_duration_s", "timeout_s"};
 /* timeout_s has no default: without it the scheduler's applies. */
 const long long res_default[RES_N] = {1, 2048, 600, -1};
-
-struct comp {
-    struct arena *a;
-    struct diags *d;
-    const char *src;
-    size_t srclen;
-    struct recipe *r;
-    struct tmpl **reg;
-    size_t nreg, capreg;
-    struct cond **creg;
-    size_t ncreg, capcreg;
-};
 
 /* ---------- symbols ---------- */
 
@@ -80,13 +70,13 @@ static const char *kind_name(const struct node *n)
     return "a single value";
 }
 
-static int is_null(const struct node *n)
+int is_null(const struct node *n)
 {
     return !n || (n->kind == N_SCALAR && n->plain &&
                   (n->len == 0 || strcmp(n->s, "~") == 0 || strcmp(n->s, "null") == 0));
 }
 
-static int want(struct comp *C, const struct node *n, int kind, const char *what)
+int want(struct comp *C, const struct node *n, int kind, const char *what)
 {
     if (n && n->kind == kind) return 1;
     const char *k = kind == N_MAP ? "a mapping (key: value lines)"
@@ -274,159 +264,6 @@ int tmpl_is_literal(const struct tmpl *t)
 const char *tmpl_literal(const struct tmpl *t)
 {
     return t->n == 0 ? "" : t->p[0].s;
-}
-
-/* ---------- conditions ---------- */
-
-static int reg_cond(struct comp *C, struct cond *c)
-{
-    if (C->ncreg == C->capcreg) {
-        size_t nc = C->capcreg ? C->capcreg * 2 : 32;
-        struct cond **nr = realloc(C->creg, nc * sizeof(*nr));
-        if (!nr) return KILN_ENOMEM;
-        C->creg = nr;
-        C->capcreg = nc;
-    }
-    C->creg[C->ncreg++] = c;
-    return 0;
-}
-
-int parse_num(const char *s, double *out)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    if (!*s) return 0;
-    char *end;
-    double v = strtod(s, &end);
-    while (isspace((unsigned char)*end))
-        end++;
-    if (*end) return 0;
-    *out = v;
-    return 1;
-}
-
-static int cond_scalars(struct comp *C, const struct node *n, struct cond *c, const char *what)
-{
-    if (n->kind == N_SCALAR) {
-        c->vals = ar_alloc(C->a, sizeof(*c->vals));
-        if (!c->vals) return KILN_ENOMEM;
-        c->vals[0] = n->s;
-        c->nvals = 1;
-        return 0;
-    }
-    if (n->kind != N_SEQ) {
-        want(C, n, N_SEQ, what);
-        return KILN_EINVAL;
-    }
-    c->vals = ar_alloc(C->a, (n->n ? n->n : 1) * sizeof(*c->vals));
-    if (!c->vals) return KILN_ENOMEM;
-    for (size_t i = 0; i < n->n; i++) {
-        if (!want(C, n->kids[i], N_SCALAR, what)) return KILN_EINVAL;
-        c->vals[c->nvals++] = n->kids[i]->s;
-    }
-    return 0;
-}
-
-static const char *const cond_ops[] = {"eq", "ne", "in", "not_in", "lt", "le", "gt", "ge"};
-
-/* "key: VALUE": equality, or a comparison written in front of the value
- * ("<= 80", "!= none") when the scalar is plain or quoted. */
-static int parse_cond_scalar(struct comp *C, const struct node *k, const struct node *v,
-                             struct cond *c)
-{
-    const char *s = v->s;
-    c->op = OP_EQ;
-    if (v->plain || v->style != 0) {
-        if (!strncmp(s, "<=", 2))
-            c->op = OP_LE, s += 2;
-        else if (!strncmp(s, ">=", 2))
-            c->op = OP_GE, s += 2;
-        else if (!strncmp(s, "!=", 2))
-            c->op = OP_NE, s += 2;
-        else if (!strncmp(s, "==", 2))
-            c->op = OP_EQ, s += 2;
-        else if (*s == '<')
-            c->op = OP_LT, s++;
-        else if (*s == '>')
-            c->op = OP_GT, s++;
-    }
-    while (isspace((unsigned char)*s))
-        s++;
-    c->vals = ar_alloc(C->a, sizeof(*c->vals));
-    if (!c->vals) return KILN_ENOMEM;
-    c->vals[0] = s;
-    c->nvals = 1;
-    if (c->op >= OP_LT && !parse_num(s, &c->num))
-        dg_add(C->d, KILN_EINVAL, v->line, v->col,
-               "condition '%s %s' compares numbers, but '%s' is not a number", k->s, v->s, s);
-    return 0;
-}
-
-/* "key: {OP: value(s)}" with one of cond_ops. */
-static void parse_cond_map(struct comp *C, const struct node *v, struct cond *c, const char *ctx)
-{
-    if (v->n != 1) {
-        dg_add(C->d, KILN_EINVAL, v->line, v->col,
-               "a condition mapping holds exactly one operator (eq, ne, in, not_in, "
-               "lt, le, gt, ge)");
-        return;
-    }
-    const struct node *ok = v->kids[0], *ov = v->kids[1];
-    int op = -1;
-    for (int j = 0; j < 8; j++)
-        if (ok->kind == N_SCALAR && strcmp(ok->s, cond_ops[j]) == 0) op = j;
-    if (op < 0) {
-        const char *m = ok->kind == N_SCALAR ? did_you_mean(ok->s, cond_ops, 8) : NULL;
-        dg_add(C->d, KILN_EINVAL, ok->line, ok->col,
-               "unknown condition operator '%s'%s%s%s (use eq, ne, in, not_in, lt, le, "
-               "gt or ge)",
-               ok->kind == N_SCALAR ? ok->s : "?", m ? "; did you mean '" : "", m ? m : "",
-               m ? "'?" : "");
-        return;
-    }
-    c->op = op;
-    if (cond_scalars(C, ov, c, ctx)) return;
-    if (op >= OP_LT) {
-        if (c->nvals != 1 || !parse_num(c->vals[0], &c->num))
-            dg_add(C->d, KILN_EINVAL, ov->line, ov->col, "operator '%s' compares with one number",
-                   cond_ops[op]);
-    } else if ((op == OP_EQ || op == OP_NE) && c->nvals != 1) {
-        dg_add(C->d, KILN_EINVAL, ov->line, ov->col,
-               "operator '%s' compares with one value; use in/not_in for a list", cond_ops[op]);
-    }
-}
-
-/* A 'when' (or exclude entry): every key names an axis or attribute
- * (resolved later), every value a condition on it; all must hold. */
-static int parse_condset(struct comp *C, const struct node *n, struct condset *cs, const char *ctx)
-{
-    cs->n = 0;
-    if (is_null(n)) return 0;
-    if (!want(C, n, N_MAP, ctx)) return KILN_EINVAL;
-    cs->c = ar_alloc(C->a, (n->n ? n->n : 1) * sizeof(*cs->c));
-    if (!cs->c) return KILN_ENOMEM;
-    for (size_t i = 0; i < n->n; i++) {
-        const struct node *k = n->kids[2 * i], *v = n->kids[2 * i + 1];
-        if (!want(C, k, N_SCALAR, ctx)) continue;
-        struct cond *c = &cs->c[cs->n++];
-        c->symname = k->s;
-        c->sym = -1;
-        c->line = k->line;
-        c->col = k->col;
-        c->ctx = ctx;
-        if (reg_cond(C, c)) return KILN_ENOMEM;
-        if (v->kind == N_SEQ) {
-            c->op = OP_IN;
-            cond_scalars(C, v, c, ctx);
-        } else if (v->kind == N_SCALAR) {
-            if (parse_cond_scalar(C, k, v, c)) return KILN_ENOMEM;
-        } else if (v->kind == N_MAP) {
-            parse_cond_map(C, v, c, ctx);
-        } else {
-            want(C, v, N_SCALAR, ctx);
-        }
-    }
-    return 0;
 }
 
 /* ---------- sections ---------- */

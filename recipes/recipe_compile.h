@@ -212,14 +212,33 @@ int recipe_load_text(struct loaded *L, const char *file, const char *text, size_
 int recipe_load_file(struct loaded *L, const char *path);
 void recipe_loaded_free(struct loaded *L);
 
+/* The compiler's state while it reads one document (recipe_compile.c and
+ * recipe_cond.c): every template and condition is registered so its names
+ * can be resolved once the whole document is read. */
+struct comp {
+    struct arena *a;
+    struct diags *d;
+    const char *src;
+    size_t srclen;
+    struct recipe *r;
+    struct tmpl **reg;
+    size_t nreg, capreg;
+    struct cond **creg;
+    size_t ncreg, capcreg;
+};
+
+/* 1 when n is kind; else reports "'what' must be ..., not ..." and 0. */
+int want(struct comp *C, const struct node *n, int kind, const char *what);
+/* Absent, empty, "~" or "null". */
+int is_null(const struct node *n);
+
 /* Index of symbol s[0..len) in t, or -1. */
 int sym_find(const struct symtab *t, const char *s, size_t len);
 /* A template without {variables} renders to the same text everywhere. */
 int tmpl_is_literal(const struct tmpl *t);
 const char *tmpl_literal(const struct tmpl *t); /* only when tmpl_is_literal */
-/* Strict parsers for rendered values: a whole number >= 0; a number
- * (surrounding spaces allowed). 1 on success. */
+/* A whole number >= 0 and nothing else (resources, timeouts, driver_min);
+ * 1 on success. */
 int parse_ll(const char *s, long long *out);
-int parse_num(const char *s, double *out);
 
 #endif

@@ -6,6 +6,8 @@
  * (bench/recipe_expand.c). */
 #include "recipes/recipe_expand.h"
 
+#include "recipes/recipe_cond.h"
+
 #include "common/isa.h"
 
 #include <ctype.h>
@@ -184,43 +186,6 @@ static json_t *render_jint(struct exp *E, const struct tmpl *t, const char *what
     json_t *j = json_integer(x);
     if (j && tmpl_is_literal(t)) m->jint = json_incref(j);
     return j;
-}
-
-static int cond_match(struct exp *E, const struct cond *c)
-{
-    if (c->sym < 0) return 0;
-    const char *v = E->val[c->sym];
-    if (!v) return c->op == OP_NE || c->op == OP_NOTIN;
-    switch (c->op) {
-    case OP_EQ:
-        return strcmp(v, c->vals[0]) == 0;
-    case OP_NE:
-        return strcmp(v, c->vals[0]) != 0;
-    case OP_IN:
-    case OP_NOTIN: {
-        int in = 0;
-        for (size_t i = 0; i < c->nvals && !in; i++)
-            in = strcmp(v, c->vals[i]) == 0;
-        return c->op == OP_IN ? in : !in;
-    }
-    default: {
-        double x;
-        /* "sm < 75" does not hold for sm=none: a value that is not a
-         * number is simply not less (or greater) than one. */
-        if (!parse_num(v, &x)) return 0;
-        if (c->op == OP_LT) return x < c->num;
-        if (c->op == OP_LE) return x <= c->num;
-        if (c->op == OP_GT) return x > c->num;
-        return x >= c->num;
-    }
-    }
-}
-
-static int set_match(struct exp *E, const struct condset *cs)
-{
-    for (size_t i = 0; i < cs->n; i++)
-        if (!cond_match(E, &cs->c[i])) return 0;
-    return 1;
 }
 
 static json_t *render_gnode(struct exp *E, const struct gnode *g, int *rc)
@@ -551,7 +516,7 @@ static int add_variant(struct exp *E, const char **vals)
     vr->vals = kvals;
     vr->obj = NULL;
     vr->depends = NULL;
-    if (set_match(E, &E->where) && E->mode == MODE_JSON) {
+    if (condset_holds(E->val, &E->where) && E->mode == MODE_JSON) {
         vr->obj = build_variant(E, &rc);
         if (!vr->obj) return rc;
         vr->depends = json_object_get(vr->obj, "depends");
@@ -566,7 +531,7 @@ static int add_pending_deps(struct exp *E)
     int rc;
     for (size_t k = 0; k < r->ndeps; k++) {
         const struct dep *dp = &r->deps[k];
-        if (!set_match(E, &dp->when)) continue;
+        if (!condset_holds(E->val, &dp->when)) continue;
         const char *dn;
         if ((rc = render_str(E, dp->name, &dn))) return rc;
         char *kd = ar_strndup(&E->keep, dn, strlen(dn));
@@ -603,13 +568,14 @@ static int one_variant(struct exp *E, const char **vals, const struct axval **ax
     /* Excludes on axes alone come first, so attributes of combinations
      * that do not exist are never rendered (and cannot fail). */
     for (size_t k = 0; k < r->nexc; k++)
-        if (r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
+        if (r->exc[k].axes_only && condset_holds(E->val, &r->exc[k])) return 0;
     int rc;
     if ((rc = apply_defaults(E, axv, inc))) return rc;
     for (size_t k = 0; k < r->nrules; k++)
-        if (set_match(E, &r->rules[k].when) && (rc = apply_rule(E, &r->rules[k]))) return rc;
+        if (condset_holds(E->val, &r->rules[k].when) && (rc = apply_rule(E, &r->rules[k])))
+            return rc;
     for (size_t k = 0; k < r->nexc; k++)
-        if (!r->exc[k].axes_only && set_match(E, &r->exc[k])) return 0;
+        if (!r->exc[k].axes_only && condset_holds(E->val, &r->exc[k])) return 0;
     if ((rc = add_variant(E, vals))) return rc;
     return E->mode == MODE_JSON ? add_pending_deps(E) : 0;
 }
@@ -657,7 +623,7 @@ int expand_names(struct exp *E)
                 E->val[r->axes[a].sym] = r->axes[a].v[idx[a]].val;
             int out = 0;
             for (size_t k = 0; k < r->nexc && !out; k++)
-                out = r->exc[k].axes_only && set_match(E, &r->exc[k]);
+                out = r->exc[k].axes_only && condset_holds(E->val, &r->exc[k]);
             left += !out;
             for (size_t a = na; a-- > 0;) {
                 if (++idx[a] < r->axes[a].n) break;

@@ -5,6 +5,8 @@
  * The module, one stage per file, each feeding the next:
  *   recipe_yaml.c     YAML text -> node tree with line:col (this header)
  *   recipe_compile.c  node tree -> checked struct recipe (recipe_compile.h)
+ *   recipe_cond.c     conditions: compiled with the recipe, tested per
+ *                     variant (recipe_cond.h)
  *   recipe_expand.c   recipe -> variants of one branch (recipe_expand.h)
  *   recipe_deps.c     dependencies between variants, cycles (recipe_deps.h)
  *   recipe.c          the entry points of recipe.h; problems -> errors
