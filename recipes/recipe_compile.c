@@ -1,9 +1,10 @@
 /* recipe_compile.c - the recipe compiler: the marked YAML tree
  * (recipe_yaml.c) -> a checked struct recipe (recipe_compile.h). Each
- * section of the format (docs/recipes.md) has its parser here; templates
- * and conditions are compiled once, and their names are resolved to symbols
- * after the whole document is read, because an attribute may be defined
- * below the template that uses it. Every problem is a file:line:col
+ * section of the format (docs/recipes.md) has its parser here, and the
+ * {variable} templates; conditions are compiled by recipe_cond.c. Names in
+ * templates and conditions are resolved to symbols after the whole
+ * document is read, because an attribute may be defined below the template
+ * that uses it. Every problem is a file:line:col
  * diagnostic; parsing goes on after one, so check can list them all. */
 #include "recipes/recipe_compile.h"
 

@@ -1,7 +1,7 @@
-/* recipe_yaml.c - the first half of recipes: libyaml events -> a node tree
+/* recipe_yaml.c - the first stage of recipes: libyaml events -> a node tree
  * that remembers line:column of every node, with the size, nesting and alias
  * limits of recipe.h; plus the arena, diagnostics and small helpers the
- * compiler/expander (recipe.c) shares. Everything here is static to the
+ * compiler and expander share. Everything here is static to the
  * recipes module and reached through recipe_priv.h. */
 #include "recipes/recipe_priv.h"
 
