@@ -15,10 +15,9 @@
 static int first_error(const struct diags *d, int rc, struct kiln_error *err)
 {
     if (d->n) {
+        /* The first problem reported, not the first in the file: later
+         * ones are often its consequences. */
         const struct diag *g = &d->v[0];
-        for (size_t i = 1; i < d->n; i++)
-            if (d->v[i].line < g->line || (d->v[i].line == g->line && d->v[i].col < g->col))
-                (void)0; /* keep the first reported, which is the cause */
         return kiln_fail(err, g->code ? g->code : rc, "%s:%d:%d: error: %s", g->file, g->line,
                          g->col, g->msg);
     }
