@@ -1,5 +1,6 @@
 /* catalog.c - the embedded catalog: blob store, SQLite index, signatures. */
 #include "catalog/catalog.h"
+#include "common/clock.h"
 
 #include "common/fsutil.h"
 #include "common/hash.h"
@@ -75,13 +76,6 @@ static void crash_point(const struct kiln_catalog *c, int n)
     (void)c;
     (void)n;
 #endif
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 int kiln_catalog_name_valid(const char *s)
@@ -188,7 +182,7 @@ static int sweep(struct kiln_catalog *c, double grace_s, uint64_t *files, uint64
         closedir(d);
     }
     if (grace_s < 0) return KILN_OK;
-    double now = now_s();
+    double now = kiln_clock_wall();
     snprintf(path, sizeof path, "%s/blobs/sha256", c->dir);
     DIR *top = opendir(path);
     if (!top) return KILN_OK;
@@ -761,7 +755,7 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
         sqlite3_bind_text(st, 18, canon, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 19, sigb64, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, c->key_line, -1, SQLITE_STATIC);
-        sqlite3_bind_double(st, 21, now_s());
+        sqlite3_bind_double(st, 21, kiln_clock_wall());
         if (sqlite3_step(st) == SQLITE_DONE) rc = KILN_OK;
     }
     if (rc != KILN_OK) kiln_fail(err, KILN_EDB, "catalog insert failed: %s", sqlite3_errmsg(c->db));

@@ -1,6 +1,8 @@
 /* checks.c - check command runner and CUDA error classification; see checks.h. */
 #include "kernels-selftest/checks.h"
 
+#include "common/clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -116,13 +118,6 @@ int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out
     return KILN_OK;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -162,7 +157,7 @@ static void child_exec(const struct kiln_check_spec *spec, int logfd)
  * signal the group. 1 if exited, 0 if still running, <0 on error. */
 static int wait_exit(pid_t pid, long ms)
 {
-    double end = now_s() + (double)ms / 1000.0;
+    double end = kiln_clock_mono() + (double)ms / 1000.0;
     long step = 1;
     for (;;) {
         siginfo_t si;
@@ -171,7 +166,7 @@ static int wait_exit(pid_t pid, long ms)
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return -1;
         if (si.si_pid == pid) return 1;
-        if (now_s() >= end) return 0;
+        if (kiln_clock_mono() >= end) return 0;
         sleep_ms(step);
         if (step < 20) step *= 2;
     }
@@ -201,7 +196,7 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
         struct stat st;
         if (fstat(logfd, &st) == 0 && st.st_size > 0) log_start = (uint64_t)st.st_size;
     }
-    double t0 = now_s();
+    double t0 = kiln_clock_mono();
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -235,7 +230,7 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
     }
-    res->seconds = now_s() - t0;
+    res->seconds = kiln_clock_mono() - t0;
     if (WIFEXITED(status)) {
         res->exit_code = WEXITSTATUS(status);
     } else if (WIFSIGNALED(status)) {

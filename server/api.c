@@ -2,6 +2,7 @@
 #include "server/api.h"
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "state/jobspec.h"
@@ -110,10 +111,10 @@ static void h_jobs_submit(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
-        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_now(), &ids,
-                                &err);
+        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_clock_wall(),
+                                &ids, &err);
     else
-        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_now(), &ids, &err);
+        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_clock_wall(), &ids, &err);
     kiln_jobspec_free(&spec);
     if (rc) return fail_err(c, &err, rc);
     json_t *jobs = json_array();
@@ -177,7 +178,7 @@ static void h_job_cancel(struct ctx *c)
 {
     int64_t wid = 0;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_now(), &wid, &err);
+    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_clock_wall(), &wid, &err);
     if (rc) return fail_err(c, &err, rc);
     if (wid) kiln_dispatch_wake_cancel(c->srv->dispatch, wid, c->id);
     kiln_logs_finish(c->srv->logs, c->id);
@@ -188,7 +189,7 @@ static void h_job_cancel(struct ctx *c)
 static void h_job_retry(struct ctx *c)
 {
     struct kiln_error err = {0};
-    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_now(), &err);
+    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_clock_wall(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     respond_job(c, 200);
@@ -249,8 +250,8 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (size > before) {
         c->srv->m.log_bytes += (uint64_t)(size - before);
-        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size, kiln_now(),
-                                     &err)))
+        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size,
+                                     kiln_clock_wall(), &err)))
             return fail_err(c, &err, rc);
         kiln_logs_notify(c->srv->logs, c->id);
         kiln_events_notify(c->srv->events);
@@ -318,7 +319,7 @@ static void h_report(struct ctx *c)
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_now(), &state, &err);
+    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_clock_wall(), &state, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     c->srv->m.reports++;
@@ -336,7 +337,7 @@ static void h_register(struct ctx *c)
     int64_t id;
     json_t *cancel;
     struct kiln_error err = {0};
-    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
+    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_clock_wall(), &id, &cancel, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -353,7 +354,8 @@ static void h_heartbeat(struct ctx *c)
     json_t *cancel;
     int drain = 0;
     struct kiln_error err = {0};
-    int rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_now(), &cancel, &drain, &err);
+    int rc =
+        kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_clock_wall(), &cancel, &drain, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -431,7 +433,7 @@ static void h_lease(struct ctx *c)
     if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
     /* Asking for work is a sign of life, like a heartbeat. */
-    kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
+    kiln_registry_touch(&c->srv->jobs, c->id, kiln_clock_wall());
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
@@ -469,7 +471,7 @@ static void h_drain(struct ctx *c)
     int drain = d ? json_is_true(d) : 1;
     json_decref(o);
     struct kiln_error err = {0};
-    int rc = kiln_registry_drain(&c->srv->jobs, c->id, drain, kiln_now(), &err);
+    int rc = kiln_registry_drain(&c->srv->jobs, c->id, drain, kiln_clock_wall(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     json_t *w;
@@ -497,7 +499,7 @@ static void h_healthz(struct ctx *c)
 {
     kiln_http_respond_json(c->req, 200,
                            json_pack("{s:s,s:s,s:f}", "status", "ok", "version", KILN_VERSION,
-                                     "uptime_s", kiln_now() - c->srv->started_at));
+                                     "uptime_s", kiln_clock_wall() - c->srv->started_at));
 }
 
 static void h_metrics(struct ctx *c)

@@ -1,6 +1,7 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "server/serve.h"
 
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
@@ -12,13 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-double kiln_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 void kiln_serve_config_defaults(struct kiln_serve_config *c)
 {
@@ -167,7 +161,8 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
              attempt > 0 ? "\n" : "", (long long)(attempt + 1),
              !strcmp(state, "built") ? "test" : "build", w.name);
     if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) return rc;
-    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_now(), lease, err);
+    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
+                         err);
     if (rc == KILN_OK) {
         kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)job_id,
                  (long long)(attempt + 1), w.name);
@@ -187,7 +182,7 @@ static void default_publish(struct kiln_server *srv, int64_t job, void *ctx)
 int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,
                             json_t *artifact, struct kiln_error *err)
 {
-    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_now(), err);
+    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_clock_wall(), err);
     if (rc) return rc;
     kiln_logs_finish(srv->logs, job);
     kiln_serve_changed(srv);
@@ -201,7 +196,7 @@ static void start_publishes(struct kiln_server *s)
     if (kiln_jobs_in_state(&s->jobs, "tested", ids, 64, &n, NULL)) return;
     for (int i = 0; i < n; i++) {
         struct kiln_error err = {0};
-        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_now(), &err)) continue;
+        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_clock_wall(), &err)) continue;
         kiln_events_notify(s->events);
         if (s->publish)
             s->publish(s, ids[i], s->publish_ctx);
@@ -256,7 +251,7 @@ int kiln_serve_job_is_final(void *ctx, int64_t job)
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     struct kiln_error err = {0};
     int n = 0, changed = 0;
     /* A worker blocked in a lease long-poll is alive. */
@@ -312,7 +307,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->cfg = *c;
     s->log.min = c->log_level;
     s->log.component = "serve";
-    s->started_at = kiln_now();
+    s->started_at = kiln_clock_wall();
     char addr[96];
     int port = 0;
     int rc = parse_listen(c->listen, addr, sizeof addr, &port, err);
@@ -330,7 +325,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->jobs.policy.lease_ack_s = c->lease_ack_s;
     s->jobs.wait_reason = kiln_dispatch_wait_reason;
     s->jobs.wait_ctx = &s->jobs;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     /* Recovery: workers get lost_after_s to reconnect and re-attach their
      * running jobs; interrupted publishes go back to waiting (idempotent). */
     if ((rc = kiln_registry_grace(&s->jobs, now, err)) ||

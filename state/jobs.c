@@ -1,6 +1,8 @@
 /* jobs.c - job state machine over the store (one transaction per change). */
 #include "state/jobs.h"
 
+#include "common/clock.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,13 +274,6 @@ static int finish_json(struct kiln_jobs *j, json_t *o, double now, struct kiln_e
     return rc;
 }
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, struct kiln_error *err)
 {
     sqlite3_stmt *s;
@@ -309,7 +304,7 @@ static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, str
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
 {
-    return get_at(j, id, wall_now(), out, err);
+    return get_at(j, id, kiln_clock_wall(), out, err);
 }
 
 int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
@@ -787,7 +782,7 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
         sqlite3_reset(s);
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
-    double now = wall_now();
+    double now = kiln_clock_wall();
     int n = 0;
     int more = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

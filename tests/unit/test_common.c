@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
@@ -14,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void test_buf_append_and_limit(void **state)
@@ -122,6 +124,18 @@ static void test_units(void **state)
     assert_string_equal(s, "1m05s");
 }
 
+/* Properties only: the wall clock is past 2020 and near time(), the
+ * monotonic clock never goes backwards. */
+static void test_clock(void **state)
+{
+    (void)state;
+    double w = kiln_clock_wall();
+    assert_true(w > 1.58e9);
+    assert_true(w - (double)time(NULL) < 2.0 && (double)time(NULL) - w < 2.0);
+    double a = kiln_clock_mono(), b = kiln_clock_mono();
+    assert_true(b >= a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +146,7 @@ int main(void)
         cmocka_unit_test(test_atomic_write_and_read_limit),
         cmocka_unit_test(test_error_codes),
         cmocka_unit_test(test_units),
+        cmocka_unit_test(test_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
