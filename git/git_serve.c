@@ -3,6 +3,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "git/gitwatch.h"
 #include "state/jobspec.h"
 #include "git/webhook.h"
@@ -23,36 +24,28 @@ struct kiln_serve_git {
 
 /* --- config --- */
 
+/* A string field, or a list of strings joined with commas (branches:
+ * [main, "release-1"] reads like branches: "main,release-1"). */
 static int str_field(json_t *o, const char *k, char *out, size_t n, int required,
                      struct kiln_error *err)
 {
     json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) {
-        if (required) return kiln_fail(err, KILN_EINVAL, "repos: '%s' is required", k);
-        return KILN_OK;
-    }
-    if (json_is_array(v)) { /* lists become comma-separated */
-        struct kiln_buf b = {0};
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e)) {
-                kiln_buf_free(&b);
-                return kiln_fail(err, KILN_EINVAL, "repos: '%s' must list strings", k);
-            }
-            kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
+    if (!json_is_array(v)) return kiln_json_field_strcpy(o, k, required, out, n, err);
+    struct kiln_buf b = {0};
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e)) {
+            kiln_buf_free(&b);
+            return kiln_fail(err, KILN_EINVAL, "%s: must list strings", k);
         }
-        int too_long = b.len >= n;
-        if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
-        kiln_buf_free(&b);
-        if (too_long) return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-        return KILN_OK;
+        kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
     }
-    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "repos: '%s' must be a string", k);
-    if (strlen(json_string_value(v)) >= n)
-        return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-    snprintf(out, n, "%s", json_string_value(v));
+    int too_long = b.len >= n;
+    if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
+    kiln_buf_free(&b);
+    if (too_long) return kiln_fail(err, KILN_ELIMIT, "%s: is too long", k);
     return KILN_OK;
 }
 
@@ -86,31 +79,27 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
                              k);
     }
     int rc;
+    long long poll_s;
+    int auto_publish, initial_build;
     if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||
         (rc = str_field(o, "recipes", c->recipes, sizeof c->recipes, 1, err)) ||
         (rc = str_field(o, "name", c->name, sizeof c->name, 0, err)) ||
         (rc = str_field(o, "branches", c->branches, sizeof c->branches, 0, err)) ||
         (rc = str_field(o, "token", c->token, sizeof c->token, 0, err)) ||
         (rc = str_field(o, "ssh_key", c->ssh_key, sizeof c->ssh_key, 0, err)) ||
-        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)))
-        return rc;
+        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)) ||
+        (rc = kiln_json_field_int(o, "poll_s", 0, 86400, 60, &poll_s, err)) ||
+        (rc = kiln_json_field_bool(o, "auto_publish", 0, &auto_publish, err)) ||
+        (rc = kiln_json_field_bool(o, "initial_build", 1, &initial_build, err))) {
+        char why[KILN_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err ? err->msg : "");
+        return kiln_fail(err, rc, "repos: %s", why);
+    }
     if (!c->name[0]) snprintf(c->name, sizeof c->name, "%.127s", c->url);
     if (!c->branches[0]) snprintf(c->branches, sizeof c->branches, "*");
-    json_t *p = json_object_get(o, "poll_s");
-    c->poll_s = 60;
-    if (p && !json_is_null(p)) {
-        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 86400)
-            return kiln_fail(
-                err, KILN_EINVAL,
-                "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
-        c->poll_s = (int)json_integer_value(p);
-    }
-    json_t *ap = json_object_get(o, "auto_publish"), *ib = json_object_get(o, "initial_build");
-    if ((ap && !json_is_boolean(ap)) || (ib && !json_is_boolean(ib)))
-        return kiln_fail(err, KILN_EINVAL,
-                         "repos: auto_publish and initial_build must be true or false");
-    c->auto_publish = ap ? json_is_true(ap) : 0;
-    c->initial_build = ib ? json_is_true(ib) : 1;
+    c->poll_s = (int)poll_s; /* 0: webhooks only */
+    c->auto_publish = auto_publish;
+    c->initial_build = initial_build;
     c->id = stable_id(c->name);
     return KILN_OK;
 }

@@ -5,6 +5,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/json_field.h"
 #include "state/jobspec.h"
 #include "state/registry.h"
 #include "server/serve.h"
@@ -259,67 +260,51 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
-static int opt_int(json_t *o, const char *k, int64_t def, int64_t *out)
-{
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return 1;
-    }
-    if (!json_is_integer(v)) return 0;
-    *out = json_integer_value(v);
-    return 1;
-}
-
 static void h_report(struct ctx *c)
 {
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
-    int64_t attempt, code, sig, peak;
-    json_t *stage = json_object_get(o, "stage"), *reason = json_object_get(o, "reason");
-    json_t *infra = json_object_get(o, "infra"), *cpu = json_object_get(o, "cpu_s");
-    json_t *selftest = json_object_get(o, "selftest"), *outputs = json_object_get(o, "outputs");
-    const char *bad = NULL;
+    long long attempt, code, sig, peak;
+    int infra;
+    const char *stage, *reason;
+    json_t *cpu = json_object_get(o, "cpu_s");
+    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    struct kiln_error err = {0};
+    int rc = 0;
     if (!json_is_integer(json_object_get(o, "attempt")))
-        bad = "attempt: is required and must be an integer";
-    else if (!opt_int(o, "exit_code", 0, &code) || code < -1 || code > 255)
-        bad = "exit_code: must be an integer from -1 to 255";
-    else if (!opt_int(o, "signal", 0, &sig) || sig < 0 || sig > 128)
-        bad = "signal: must be an integer from 0 to 128";
-    else if (!opt_int(o, "peak_ram_mb", -1, &peak))
-        bad = "peak_ram_mb: must be an integer";
-    else if (stage && !json_is_null(stage) && !json_is_string(stage))
-        bad = "stage: must be a string";
-    else if (reason && !json_is_null(reason) &&
-             (!json_is_string(reason) || json_string_length(reason) > 4000))
-        bad = "reason: must be a string of at most 4000 bytes";
-    else if (infra && !json_is_null(infra) && !json_is_boolean(infra))
-        bad = "infra: must be true or false";
+        rc = kiln_fail(&err, KILN_EINVAL, "attempt: is required and must be an integer");
+    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, &err)) ||
+             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, &err)) ||
+             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, &err)) ||
+             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, &err)) ||
+             (rc = kiln_json_field_str(o, "stage", 0, &stage, &err)) ||
+             (rc = kiln_json_field_str(o, "reason", 0, &reason, &err)) ||
+             (rc = kiln_json_field_bool(o, "infra", 0, &infra, &err)) ||
+             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, &err)))
+        ;
+    else if (reason && strlen(reason) > 4000)
+        rc = kiln_fail(&err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
     else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
-        bad = "cpu_s: must be a number";
+        rc = kiln_fail(&err, KILN_EINVAL, "cpu_s: must be a number");
     else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
-        bad = "selftest: must be an object or null";
-    else if (outputs && !json_is_null(outputs) && !json_is_array(outputs))
-        bad = "outputs: must be an array of paths";
-    if (bad) {
+        rc = kiln_fail(&err, KILN_EINVAL, "selftest: must be an object or null");
+    if (rc) {
         json_decref(o);
-        return fail(c, KILN_EINVAL, bad);
+        return fail_err(c, &err, rc);
     }
-    attempt = json_integer_value(json_object_get(o, "attempt"));
     r.attempt = attempt;
-    r.stage = json_string_value(stage);
+    r.stage = stage;
     r.exit_code = (int)code;
     r.signal = (int)sig;
-    r.reason = json_string_value(reason);
-    r.infra = json_is_true(infra);
+    r.reason = reason;
+    r.infra = infra;
     r.peak_ram_mb = peak;
     r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
-    struct kiln_error err = {0};
-    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_clock_wall(), &state, &err);
+    rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_clock_wall(), &state, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     c->srv->m.reports++;

@@ -3,6 +3,7 @@
 
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
 #include "state/registry.h"
@@ -40,23 +41,21 @@ void kiln_serve_config_free(struct kiln_serve_config *c)
     c->raw = NULL;
 }
 
+/* Config keys are named "config: <key>" in errors; the checks themselves
+ * are common/json_field's. */
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
-    if (!json_is_string(v) || json_string_length(v) >= n)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a string shorter than %zu bytes",
-                         key, n);
-    snprintf(out, n, "%s", json_string_value(v));
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_strcpy(v, name, out, n, err);
 }
 
 static int cfg_num(json_t *v, const char *key, double lo, double hi, double *out,
                    struct kiln_error *err)
 {
-    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a number from %g to %g", key, lo,
-                         hi);
-    *out = json_number_value(v);
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_number(v, name, lo, hi, out, err);
 }
 
 int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct kiln_error *err)

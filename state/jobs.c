@@ -2,6 +2,7 @@
 #include "state/jobs.h"
 
 #include "common/clock.h"
+#include "common/json_field.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -499,12 +500,6 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
     return kiln_store_fail(j->st, rc, err, "resolving a dependency");
 }
 
-static const char *jstr(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch, int64_t keep,
                            double now, struct kiln_error *err)
 {
@@ -574,23 +569,23 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
             &s, err);
         if (rc) goto fail;
         json_t *selftest = json_object_get(job, "selftest");
-        kiln_store_bind_text(s, 1, jstr(job, "name"));
-        kiln_store_bind_text(s, 2, jstr(job, "recipe"));
-        kiln_store_bind_text(s, 3, jstr(job, "branch"));
-        kiln_store_bind_text(s, 4, jstr(job, "commit"));
+        kiln_store_bind_text(s, 1, kiln_json_str(job, "name"));
+        kiln_store_bind_text(s, 2, kiln_json_str(job, "recipe"));
+        kiln_store_bind_text(s, 3, kiln_json_str(job, "branch"));
+        kiln_store_bind_text(s, 4, kiln_json_str(job, "commit"));
         kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
         sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
         sqlite3_bind_int64(s, 7,
                            json_integer_value(json_object_get(job, "max_attempts")) > 0
                                ? json_integer_value(json_object_get(job, "max_attempts"))
                                : 3);
-        kiln_store_bind_text(s, 8, jstr(job, "command"));
+        kiln_store_bind_text(s, 8, kiln_json_str(job, "command"));
         kiln_store_bind_json(s, 9, json_object_get(job, "env"));
         sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
         sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
-        kiln_store_bind_text(s, 12, jstr(job, "platform"));
-        kiln_store_bind_text(s, 13, jstr(job, "isa"));
-        kiln_store_bind_text(s, 14, jstr(job, "gpu_sm"));
+        kiln_store_bind_text(s, 12, kiln_json_str(job, "platform"));
+        kiln_store_bind_text(s, 13, kiln_json_str(job, "isa"));
+        kiln_store_bind_text(s, 14, kiln_json_str(job, "gpu_sm"));
         sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
         json_t *dm = json_object_get(selftest, "driver_min");
         if (json_is_integer(dm))
@@ -613,17 +608,19 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
         if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
         int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
         json_array_append_new(ids, json_integer(id));
-        if (jstr(job, "name")) json_object_set_new(batch, jstr(job, "name"), json_integer(id));
+        if (kiln_json_str(job, "name"))
+            json_object_set_new(batch, kiln_json_str(job, "name"), json_integer(id));
         json_t *deps = json_object_get(job, "depends");
         size_t k;
         json_t *d;
         json_array_foreach(deps, k, d)
         {
             int64_t need = 0;
-            if ((rc = resolve_dep(j, d, jstr(job, "branch"), batch, &need, err))) goto fail;
+            if ((rc = resolve_dep(j, d, kiln_json_str(job, "branch"), batch, &need, err)))
+                goto fail;
             if (need == id) {
                 rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
-                               jstr(job, "name"));
+                               kiln_json_str(job, "name"));
                 goto fail;
             }
             sqlite3_stmt *e;
@@ -634,8 +631,9 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
             sqlite3_bind_int64(e, 2, need);
             if ((rc = step_done(j->st, e, err, "adding a dependency"))) goto fail;
         }
-        if (supersede && jstr(job, "name") &&
-            (rc = supersede_older(j, jstr(job, "name"), jstr(job, "branch"), id, now, err)))
+        if (supersede && kiln_json_str(job, "name") &&
+            (rc = supersede_older(j, kiln_json_str(job, "name"), kiln_json_str(job, "branch"), id,
+                                  now, err)))
             goto fail;
     }
     /* Events after all edges exist so wait reasons are right; a dependency

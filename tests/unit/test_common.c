@@ -10,6 +10,7 @@
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/json_field.h"
 #include "common/token.h"
 #include "common/units.h"
 
@@ -136,6 +137,54 @@ static void test_clock(void **state)
     assert_true(b >= a);
 }
 
+/* Each reader: default when absent or null, the value when right, and a
+ * sentence naming the field when wrong. */
+static void test_json_field(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s,s:i,s:b,s:[],s:n,s:s#,s:s}", "name", "a", "cores", 8, "on", 1,
+                          "list", "gone", "nul", "a\0b", (size_t)3, "n", "12");
+    struct kiln_error err = {0};
+    const char *s;
+    long long x;
+    int b;
+    json_t *a;
+    char buf[2];
+    assert_int_equal(kiln_json_field_str(o, "name", 1, &s, &err), KILN_OK);
+    assert_string_equal(s, "a");
+    assert_int_equal(kiln_json_field_str(o, "gone", 0, &s, &err), KILN_OK);
+    assert_null(s);
+    assert_int_equal(kiln_json_field_str(o, "missing", 1, &s, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "missing: is required");
+    assert_int_equal(kiln_json_field_str(o, "cores", 0, &s, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "cores: must be a string");
+    assert_int_equal(kiln_json_field_str(o, "nul", 0, &s, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_field_strcpy(o, "name", 1, buf, sizeof buf, &err), KILN_OK);
+    assert_string_equal(buf, "a");
+    assert_int_equal(kiln_json_field_strcpy(o, "n", 1, buf, sizeof buf, &err), KILN_ELIMIT);
+    assert_int_equal(kiln_json_field_int(o, "cores", 1, 16, 1, &x, &err), KILN_OK);
+    assert_true(x == 8);
+    assert_int_equal(kiln_json_field_int(o, "missing", 1, 16, 3, &x, &err), KILN_OK);
+    assert_true(x == 3);
+    assert_int_equal(kiln_json_field_int(o, "cores", 1, 4, 1, &x, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "cores: must be an integer from 1 to 4");
+    assert_int_equal(kiln_json_field_int(o, "n", 1, 99, 1, &x, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_want_int(json_object_get(o, "n"), "n", 1, 99, 1, &x, &err), KILN_OK);
+    assert_true(x == 12);
+    assert_int_equal(kiln_json_field_bool(o, "on", 0, &b, &err), KILN_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(kiln_json_field_bool(o, "gone", 1, &b, &err), KILN_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(kiln_json_field_bool(o, "name", 0, &b, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_field_array(o, "list", 1, &a, &err), KILN_OK);
+    assert_non_null(a);
+    assert_int_equal(kiln_json_field_array(o, "name", 0, &a, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "name: must be a list");
+    assert_string_equal(kiln_json_str(o, "name"), "a");
+    assert_null(kiln_json_str(o, "cores"));
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_error_codes),
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_clock),
+        cmocka_unit_test(test_json_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
