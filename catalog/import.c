@@ -2,6 +2,7 @@
  * store, checked against the NarHash that Nix recorded. */
 #include "catalog/catalog.h"
 
+#include "common/spawn.h"
 #include "nix/nar.h"
 
 #include <errno.h>
@@ -28,10 +29,11 @@ int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, cha
     }
     struct kiln_catalog_upload *u = NULL;
     rc = kiln_catalog_upload_begin(c, known ? expect : NULL, known ? (int64_t)esize : -1, &u, err);
-    pid_t pid;
-    int fd = -1;
     char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-    if (rc == KILN_OK) rc = kiln_nar_spawn_read(argv, &pid, &fd, err);
+    struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+    struct kiln_spawn_proc proc = {.pid = -1, .out_fd = -1};
+    if (rc == KILN_OK) rc = kiln_spawn_start(&sp, &proc, err);
+    int fd = proc.out_fd;
     if (rc != KILN_OK) {
         kiln_catalog_upload_abort(u);
         json_decref(*nix);
@@ -52,8 +54,8 @@ int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, cha
     }
     free(buf);
     close(fd);
-    if (rc != KILN_OK) kill(pid, SIGKILL);
-    int wrc = kiln_nar_wait(pid, "nix-store --dump", rc == KILN_OK ? err : NULL);
+    if (rc != KILN_OK) kiln_spawn_kill_group(proc.pid, SIGKILL);
+    int wrc = kiln_spawn_finish(&proc, 0, "nix-store --dump", rc == KILN_OK ? err : NULL);
     if (rc == KILN_OK) rc = wrc;
     if (rc == KILN_OK) return kiln_catalog_upload_finish(u, digest, size, err);
     kiln_catalog_upload_abort(u);

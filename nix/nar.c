@@ -3,49 +3,18 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
+#include "common/spawn.h"
 #include "nix/nixcache.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <spawn.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
-
-/* Spawn argv with stdout to a pipe; returns pid and the read end. */
-int kiln_nar_spawn_read(char *const argv[], pid_t *pid, int *rfd, struct kiln_error *err)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) return kiln_fail(err, KILN_EIO, "pipe: %s", strerror(errno));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    int rc = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[1]);
-    if (rc != 0) {
-        close(p[0]);
-        return kiln_fail(err, KILN_EUNSUPPORTED, "cannot run %s: %s", argv[0], strerror(rc));
-    }
-    *rfd = p[0];
-    return KILN_OK;
-}
-
-int kiln_nar_wait(pid_t pid, const char *what, struct kiln_error *err)
-{
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid: %s", strerror(errno));
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return KILN_OK;
-    return kiln_fail(err, KILN_EIO, "%s failed (%s %d)", what,
-                     WIFEXITED(st) ? "exit status" : "signal",
-                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-}
 
 int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_file, size_t outlen,
                        char digest[72], uint64_t *size, struct kiln_error *err)
@@ -57,8 +26,9 @@ int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_fil
     int fd = mkostemp(out_file, O_CLOEXEC);
     if (fd < 0) return kiln_fail(err, KILN_EIO, "cannot create %s: %s", out_file, strerror(errno));
     char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-    pid_t pid;
-    int rfd, rc = kiln_nar_spawn_read(argv, &pid, &rfd, err);
+    struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+    struct kiln_spawn_proc proc;
+    int rc = kiln_spawn_start(&sp, &proc, err), rfd = proc.out_fd;
     if (rc != KILN_OK) {
         close(fd);
         unlink(out_file);
@@ -90,7 +60,8 @@ int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_fil
         total += (uint64_t)r;
     }
     close(rfd);
-    int wrc = kiln_nar_wait(pid, "nix-store --dump", rc == KILN_OK ? err : NULL);
+    if (rc != KILN_OK) kiln_spawn_kill_group(proc.pid, SIGKILL);
+    int wrc = kiln_spawn_finish(&proc, 0, "nix-store --dump", rc == KILN_OK ? err : NULL);
     if (rc == KILN_OK) rc = wrc;
     unsigned char h[32];
     unsigned hl;
@@ -109,24 +80,11 @@ int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_fil
 
 static int run_lines(char *const argv[], json_t *arr, struct kiln_error *err)
 {
-    pid_t pid;
-    int rfd, rc = kiln_nar_spawn_read(argv, &pid, &rfd, err);
-    if (rc != KILN_OK) return rc;
+    struct kiln_spawn_spec sp = {.argv = argv, .err_fd = 2};
+    struct kiln_spawn_result r;
     struct kiln_buf out = {0};
-    out.max = 4 << 20;
-    char chunk[8192];
-    for (;;) {
-        ssize_t r = read(rfd, chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        if (kiln_buf_append(&out, chunk, (size_t)r) != KILN_OK) {
-            rc = kiln_fail(err, KILN_ELIMIT, "%s printed too much", argv[0]);
-            break;
-        }
-    }
-    close(rfd);
-    int wrc = kiln_nar_wait(pid, argv[0], rc == KILN_OK ? err : NULL);
-    if (rc == KILN_OK) rc = wrc;
+    int rc = kiln_spawn_capture(&sp, 0, 4 << 20, &out, &r, err);
+    if (rc == KILN_OK) rc = kiln_spawn_status(&r, argv[0], err);
     char *save = NULL;
     for (char *t = out.data ? strtok_r(out.data, "\n", &save) : NULL; t && rc == KILN_OK;
          t = strtok_r(NULL, "\n", &save))

@@ -3,6 +3,7 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
+#include "common/spawn.h"
 #include "nix/nar.h"
 #include "nix/nixcache.h"
 
@@ -11,7 +12,6 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +88,7 @@ static int push_impl(const char *server, const char *token, const char *file,
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
         struct rd r = {-1};
-        pid_t pid = -1;
+        struct kiln_spawn_proc proc = {.pid = -1};
         if (file) {
             r.fd = open(file, O_RDONLY | O_CLOEXEC);
             if (r.fd < 0) {
@@ -97,7 +97,9 @@ static int push_impl(const char *server, const char *token, const char *file,
             }
         } else {
             char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-            if ((rc = kiln_nar_spawn_read(argv, &pid, &r.fd, err)) != KILN_OK) goto out;
+            struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+            if ((rc = kiln_spawn_start(&sp, &proc, err)) != KILN_OK) goto out;
+            r.fd = proc.out_fd;
         }
         kiln_buf_reset(&resp);
         curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
@@ -108,10 +110,10 @@ static int push_impl(const char *server, const char *token, const char *file,
         curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
         cr = curl_easy_perform(c);
         close(r.fd);
-        if (pid > 0) {
-            if (cr != CURLE_OK) kill(pid, SIGKILL);
+        if (proc.pid > 0) {
+            if (cr != CURLE_OK) kiln_spawn_kill_group(proc.pid, SIGKILL);
             struct kiln_error we = {0};
-            if (kiln_nar_wait(pid, "nix-store --dump", &we) != KILN_OK && cr == CURLE_OK) {
+            if (kiln_spawn_finish(&proc, 0, "nix-store --dump", &we) != KILN_OK && cr == CURLE_OK) {
                 rc = kiln_fail(err, KILN_EIO, "%s", we.msg);
                 goto out;
             }

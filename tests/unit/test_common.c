@@ -11,6 +11,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "common/json_field.h"
+#include "common/spawn.h"
 #include "common/token.h"
 #include "common/units.h"
 
@@ -185,6 +186,46 @@ static void test_json_field(void **state)
     json_decref(o);
 }
 
+/* The spawn contract: output, env and cwd reach the program; a program that
+ * cannot start reads as 127; a timeout ends the program and the children it
+ * started (the grandchild's pipe end closes, so capture returns). */
+static void test_spawn(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_spawn_result r;
+    struct kiln_buf out = {0};
+    char *env[] = {"KILN_SPAWN_T=yes", NULL};
+    struct kiln_spawn_spec s = {.command = "echo $KILN_SPAWN_T; pwd; exit 3",
+                                .cwd = "/",
+                                .env_add = env,
+                                .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&s, 10000, 1 << 20, &out, &r, &err), KILN_OK);
+    assert_string_equal(out.data, "yes\n/\n");
+    assert_int_equal(r.exit_code, 3);
+    assert_int_equal(kiln_spawn_status(&r, "t", &err), KILN_EIO);
+    assert_string_equal(err.msg, "t failed (exit status 3)");
+    kiln_buf_free(&out);
+
+    char *none[] = {"/nonexistent/kiln-spawn-test", NULL};
+    struct kiln_spawn_spec n = {.argv = none, .out_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_run(&n, 1000, &r, &err), KILN_OK);
+    assert_int_equal(r.exit_code, 127);
+    struct kiln_spawn_proc p;
+    assert_int_equal(kiln_spawn_start(&n, &p, &err), KILN_EUNSUPPORTED);
+
+    struct kiln_spawn_spec slow = {.command = "sleep 600 & echo started; wait",
+                                   .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&slow, 300, 1 << 20, &out, &r, &err), KILN_OK);
+    assert_int_equal(r.timed_out, 1);
+    assert_string_equal(out.data, "started\n");
+    kiln_buf_free(&out);
+
+    struct kiln_spawn_spec big = {.command = "yes", .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&big, 10000, 1000, &out, &r, &err), KILN_ELIMIT);
+    kiln_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_clock),
         cmocka_unit_test(test_json_field),
+        cmocka_unit_test(test_spawn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
