@@ -4,6 +4,7 @@
 
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/sqlite_open.h"
 #include "nix/nixcache.h"
 
 #include <dirent.h>
@@ -22,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
 #define OPEN_ORPHAN_GRACE_S 3600.0
 
 struct kiln_catalog {
@@ -117,7 +117,9 @@ static int db_exec(struct kiln_catalog *c, const char *sql, struct kiln_error *e
     return KILN_OK;
 }
 
-static const char *schema_sql =
+/* Ordered migrations (common/sqlite_open): index i brings version i to i+1. */
+static const char *const migrations[] = {
+    /* 1: the initial schema */
     "CREATE TABLE IF NOT EXISTS entries("
     " id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,"
     " recipe TEXT, branch TEXT, commit_id TEXT, platform TEXT, sm TEXT, capability TEXT,"
@@ -130,7 +132,8 @@ static const char *schema_sql =
     " hashpart TEXT PRIMARY KEY, store_path TEXT NOT NULL, digest TEXT NOT NULL,"
     " nar_size INTEGER NOT NULL, refs TEXT NOT NULL, deriver TEXT NOT NULL, sig TEXT NOT NULL,"
     " entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE);"
-    "CREATE INDEX IF NOT EXISTS narinfo_digest ON narinfo(digest);";
+    "CREATE INDEX IF NOT EXISTS narinfo_digest ON narinfo(digest);",
+};
 
 static int blob_path_hex(struct kiln_catalog *c, const char *hex, char *out, size_t outlen)
 {
@@ -249,37 +252,10 @@ int kiln_catalog_open(const char *data_dir, struct kiln_catalog **out, struct ki
     if ((rc = kiln_nixkey_load_or_create(p, "kiln-catalog-1", &c->key, err)) != KILN_OK) goto fail;
     kiln_nixkey_public_line(&c->key, c->key_line, sizeof c->key_line);
     snprintf(p, sizeof p, "%s/catalog.db", c->dir);
-    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-        rc = kiln_fail(err, KILN_EDB, "cannot open %s: %s", p,
-                       c->db ? sqlite3_errmsg(c->db) : "out of memory");
+    if ((rc = kiln_sqlite_open(p, KILN_SQLITE_DURABLE, migrations,
+                               (int)(sizeof migrations / sizeof migrations[0]), &c->db, err)) !=
+        KILN_OK)
         goto fail;
-    }
-    sqlite3_busy_timeout(c->db, 10000);
-    if ((rc = db_exec(c,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                      " PRAGMA foreign_keys=ON;",
-                      err)) != KILN_OK)
-        goto fail;
-    sqlite3_stmt *st = NULL;
-    int ver = 0;
-    if (sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        ver = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (ver > SCHEMA_VERSION) {
-        rc = kiln_fail(err, KILN_EDB, "%s has schema version %d, newer than this kiln (%d)", p, ver,
-                       SCHEMA_VERSION);
-        goto fail;
-    }
-    if (ver < SCHEMA_VERSION) {
-        if ((rc = db_exec(c, "BEGIN IMMEDIATE", err)) != KILN_OK) goto fail;
-        if ((rc = db_exec(c, schema_sql, err)) != KILN_OK ||
-            (rc = db_exec(c, "PRAGMA user_version=1", err)) != KILN_OK) {
-            db_exec(c, "ROLLBACK", NULL);
-            goto fail;
-        }
-        if ((rc = db_exec(c, "COMMIT", err)) != KILN_OK) goto fail;
-    }
     sweep(c, OPEN_ORPHAN_GRACE_S, NULL, NULL, NULL);
     *out = c;
     return KILN_OK;

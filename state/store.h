@@ -1,10 +1,10 @@
 /* store.h - kiln's SQLite store (var/kiln.db).
  *
  * Contract:
- * - kiln_store_open() opens (creating if needed) the database in WAL mode
- *   with foreign keys on and a busy timeout, then applies the ordered
- *   migrations that schema_version says are missing, each in one
- *   transaction. Tables: jobs, job_edges (job needs job), workers, tokens
+ * - kiln_store_open() opens (creating if needed) the database and applies
+ *   the ordered migrations it lacks through common/sqlite_open (WAL, foreign
+ *   keys, busy timeout, version in PRAGMA user_version, each migration in
+ *   one transaction). Tables: jobs, job_edges (job needs job), workers, tokens
  *   (SHA-256 hex + role), events (append-only; id = SSE event id).
  * - Every query goes through kiln_store_stmt(): prepared once, cached for
  *   the life of the store, handed back reset with bindings cleared.
