@@ -53,31 +53,6 @@ struct opts {
     char *args[4];
 };
 
-static int exit_for(int code)
-{
-    switch (code) {
-    case KILN_OK:
-        return KILN_EXIT_OK;
-    case KILN_EINVAL:
-    case KILN_EPARSE:
-        return KILN_EXIT_FAIL;
-    case KILN_ENOTFOUND:
-        return KILN_EXIT_NOTFOUND;
-    case KILN_ECONFLICT:
-    case KILN_ESTATE:
-    case KILN_EEXIST:
-        return KILN_EXIT_CONFLICT;
-    case KILN_ENET:
-    case KILN_ETIMEOUT:
-        return KILN_EXIT_UNREACHABLE;
-    case KILN_EAUTH:
-    case KILN_EPERM:
-        return KILN_EXIT_AUTH;
-    default:
-        return KILN_EXIT_INTERNAL;
-    }
-}
-
 static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = {
@@ -229,7 +204,7 @@ static int do_ls(struct opts *o)
     if (rc != KILN_OK) {
         fprintf(stderr, "kiln catalog ls: %s\n", err.msg);
         kiln_catalog_close(c);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     if (o->json) {
         json_dumpf(arr, stdout, JSON_INDENT(2));
@@ -277,7 +252,7 @@ static int do_show(struct opts *o)
         fprintf(stderr, "kiln catalog show: %s\n", err.msg);
     }
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_verify(struct opts *o)
@@ -290,7 +265,7 @@ static int do_verify(struct opts *o)
     if (n < 0) {
         fprintf(stderr, "kiln catalog verify: %s\n", err.msg);
         kiln_catalog_close(c);
-        return exit_for(n);
+        return kiln_err_exit_code(n);
     }
     json_t *all = NULL;
     json_t *f = json_pack("{s:i}", "limit", 10000);
@@ -332,7 +307,7 @@ static int do_gc(struct opts *o)
     else
         fprintf(stderr, "kiln catalog gc: %s\n", err.msg);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_publish(struct opts *o)
@@ -373,7 +348,7 @@ static int do_publish(struct opts *o)
         fprintf(stderr, "kiln catalog publish: %s\n", err.msg);
     json_decref(meta);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_push(struct opts *o, int export)
@@ -398,7 +373,7 @@ static int do_push(struct opts *o, int export)
     json_decref(meta);
     if (rc != KILN_OK) {
         fprintf(stderr, "kiln catalog %s: %s\n", export ? "export" : "push", err.msg);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     printf("%s %lld %s %s (%s)\n",
            json_is_true(json_object_get(entry, "created")) ? "published" : "unchanged",
@@ -533,14 +508,14 @@ static int do_s3(struct opts *o)
         kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r, &err) !=
             KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", err.msg);
-        return exit_for(err.code);
+        return kiln_err_exit_code(err.code);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_s3_client_free(cl);
     uv_run(loop, UV_RUN_DEFAULT);
     if (r.rc != KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", r.msg);
-        return exit_for(r.rc);
+        return kiln_err_exit_code(r.rc);
     }
     printf("%s s3://%s/%s\n", r.msg, cfg.bucket, o->args[1]);
     return KILN_EXIT_OK;
@@ -558,7 +533,7 @@ static int do_key(struct opts *o)
     else
         fprintf(stderr, "kiln catalog key: %s\n", err.msg);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 struct trun {
@@ -604,7 +579,7 @@ static int do_targets(struct opts *o)
         kiln_publisher_free(p);
         uv_run(loop, UV_RUN_DEFAULT);
         kiln_catalog_close(c);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_publisher_free(p);
@@ -618,7 +593,7 @@ static int do_targets(struct opts *o)
         json_is_true(json_object_get(r, "ok")) ? "ok" : "FAILED",
         json_string_value(json_object_get(r, "message")));
     json_decref(t.results);
-    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : exit_for(t.rc ? t.rc : KILN_EIO);
+    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : kiln_err_exit_code(t.rc ? t.rc : KILN_EIO);
 }
 
 int cmd_catalog(int argc, char **argv)

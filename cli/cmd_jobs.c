@@ -398,7 +398,7 @@ int cmd_logs(int argc, char **argv)
             rc = KILN_EXIT_UNREACHABLE;
         } else if (status >= 400) {
             fprintf(stderr, "kiln logs: job %lld: HTTP %ld\n", id, status);
-            rc = kiln_cli_exit_for_status(status);
+            rc = kiln_cli_exit_for_status(status, NULL);
         }
     }
     kiln_cli_cleanup(&cli);

@@ -43,7 +43,8 @@ static int open_store(const char *data, struct kiln_store **st)
 int cmd_token(int argc, char **argv)
 {
     int help = 0;
-    for (int i = 1; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    for (int i = 1; i < argc; i++)
+        help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
     if (argc < 2 || help) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
@@ -133,7 +134,7 @@ int cmd_token(int argc, char **argv)
         kiln_store_close(st);
         if (rc) {
             fprintf(stderr, "kiln token revoke: %s\n", err.msg);
-            return rc == KILN_ENOTFOUND ? KILN_EXIT_NOTFOUND : KILN_EXIT_FAIL;
+            return kiln_err_exit_code(rc);
         }
         fprintf(stderr, "kiln token: revoked token %lld\n", v);
         return KILN_EXIT_OK;

@@ -271,9 +271,7 @@ int cmd_worker(int argc, char **argv)
     rc = kiln_agent_run(&cfg, &host, &lg, &err);
     if (rc) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);
-        rc = rc == KILN_EAUTH || rc == KILN_EPERM ? KILN_EXIT_AUTH
-             : rc == KILN_ENET                    ? KILN_EXIT_UNREACHABLE
-                                                  : KILN_EXIT_FAIL;
+        rc = kiln_err_exit_code(rc);
     }
 out:
     kiln_worker_config_free(&cfg);

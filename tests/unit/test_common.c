@@ -102,6 +102,20 @@ static void test_error_codes(void **state)
     assert_int_equal(kiln_err_http_status(KILN_ENOTFOUND), 404);
     assert_int_equal(kiln_err_http_status(KILN_EAUTH), 401);
     assert_string_equal(kiln_code_name(KILN_EPERM), "forbidden");
+    /* One map to exit codes: a conflict is 6 whichever command meets it. */
+    assert_int_equal(kiln_err_exit_code(KILN_ECONFLICT), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(KILN_ESTATE), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(KILN_EINVAL), KILN_EXIT_FAIL);
+    assert_int_equal(kiln_err_exit_code(KILN_ENOTFOUND), KILN_EXIT_NOTFOUND);
+    assert_int_equal(kiln_err_exit_code(-999), KILN_EXIT_INTERNAL);
+    for (int c = KILN_OK; c >= KILN_EUNSUPPORTED; c--)
+        assert_int_not_equal(kiln_err_exit_code(c), KILN_EXIT_USAGE);
+    /* HTTP answers: the body's code wins, else the status. */
+    assert_int_equal(kiln_err_from_http(409, "bad_state"), KILN_ESTATE);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(409, NULL)), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(500, "internal")), KILN_EXIT_INTERNAL);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(403, NULL)), KILN_EXIT_AUTH);
+    assert_int_equal(kiln_err_from_http(200, NULL), KILN_OK);
 }
 
 static void test_units(void **state)
