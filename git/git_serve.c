@@ -6,6 +6,7 @@
 #include "common/json_field.h"
 #include "git/gitwatch.h"
 #include "state/jobspec.h"
+#include "state/submit.h"
 #include "git/webhook.h"
 
 #include <stdio.h>
@@ -143,56 +144,45 @@ static int on_push(void *ctx, const struct kiln_push *p)
         json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
         return save_state(g);
     }
-    json_t *jobs = json_array(), *names = json_object();
+    /* The affected variants become jobs under the one dependency rule
+     * (state/submit.h): a dependency outside this push resolves to a live
+     * job of that name; one kiln is not building is taken as provided
+     * (published), so nothing outside the push is pulled in. */
+    json_t *batch = json_array(), *jobs = NULL;
     struct kiln_error err = {0};
-    int rc = (!jobs || !names) ? KILN_ENOMEM : KILN_OK;
+    int rc = batch ? KILN_OK : KILN_ENOMEM;
     size_t i;
     json_t *v;
     json_array_foreach(p->variants, i, v)
     {
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!rc && name && json_object_get(p->affected, name))
-            json_object_set_new(names, name, json_true());
+        const char *name = kiln_json_str(v, "name");
+        if (!rc && name && json_object_get(p->affected, name)) json_array_append(batch, v);
     }
-    json_array_foreach(p->variants, i, v)
+    struct kiln_submit_plan_opts o = {
+        .branch = p->branch, .commit = p->new_commit, .missing_ok = 1};
+    if (!rc) rc = kiln_submit_plan(&s->jobs, batch, &o, &jobs, &err);
+    json_decref(batch);
+    json_array_foreach(rc ? NULL : jobs, i, v)
     {
-        if (rc) break;
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!name || !json_object_get(p->affected, name)) continue;
-        json_t *job = NULL;
-        if ((rc = kiln_jobspec_from_variant(v, 0, p->new_commit, &job, &err))) break;
         /* Workers build the pushed commit itself: they check out source_url
          * at the job's commit (kiln source checkout) instead of running in a
          * fixed source dir. */
-        json_t *attrs = json_object_get(job, "attrs");
+        json_t *attrs = json_object_get(v, "attrs");
         if (json_is_object(attrs) && p->repo_url) {
             /* A copy: the job shares the variant's attrs, and the variants
              * are kept to diff the next push against. */
             attrs = json_deep_copy(attrs);
             json_object_set_new(attrs, "source_url", json_string(p->repo_url));
-            json_object_set_new(job, "attrs", attrs);
+            json_object_set_new(v, "attrs", attrs);
         }
-        /* Dependencies outside this push resolve to the newest job of that
-         * name; one kiln never built is taken as provided (published). */
-        json_t *deps = json_object_get(job, "depends"), *keep = json_array();
-        size_t di;
-        json_t *d;
-        json_array_foreach(deps, di, d)
-        {
-            const char *dn = json_string_value(d);
-            if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
-                json_array_append(keep, d);
-        }
-        json_object_set_new(job, "depends", keep);
         if (!p->auto_publish) {
-            json_t *stages = json_object_get(job, "stages"), *ns = json_array();
+            json_t *stages = json_object_get(v, "stages"), *ns = json_array();
             size_t si;
             json_t *st;
             json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish"))
                 json_array_append(ns, st);
-            json_object_set_new(job, "stages", ns);
+            json_object_set_new(v, "stages", ns);
         }
-        json_array_append_new(jobs, job);
     }
     json_t *ids = NULL;
     if (!rc && json_array_size(jobs))
@@ -212,7 +202,6 @@ static int on_push(void *ctx, const struct kiln_push *p)
     }
     json_decref(ids);
     json_decref(jobs);
-    json_decref(names);
     return rc;
 }
 

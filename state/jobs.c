@@ -1444,18 +1444,3 @@ fail:
     kiln_store_rollback(j->st);
     return rc;
 }
-
-int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch)
-{
-    sqlite3_stmt *s;
-    if (kiln_store_stmt(j->st,
-                        "SELECT 1 FROM jobs WHERE name = ? AND branch IS ? AND state NOT IN "
-                        "('cancelled','superseded') LIMIT 1",
-                        &s, NULL))
-        return 0;
-    kiln_store_bind_text(s, 1, name);
-    kiln_store_bind_text(s, 2, branch);
-    int found = sqlite3_step(s) == SQLITE_ROW;
-    sqlite3_reset(s);
-    return found;
-}
