@@ -735,9 +735,11 @@ static int authenticate(struct ctx *c, int *has_token)
     return KILN_OK;
 }
 
-static int authorize(struct ctx *c, enum kiln_role need)
+/* Who is asking, for a route that needs `need`: the token's role, or read
+ * access for a request without a token when allow_anonymous_read is on (the
+ * one place that rule lives). Answers 401 itself and returns 0 otherwise. */
+static int caller_role(struct ctx *c, enum kiln_role need, enum kiln_role *role)
 {
-    if (need == KILN_ROLE_NONE) return 1;
     int has_token;
     if (authenticate(c, &has_token)) {
         c->srv->m.auth_failures++;
@@ -745,17 +747,27 @@ static int authorize(struct ctx *c, enum kiln_role need)
                                 "the bearer token is not valid (kiln token create makes one)");
         return 0;
     }
-    if (!has_token) {
-        if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) return 1;
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
+    *role = c->role;
+    if (has_token) return 1;
+    if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) {
+        *role = KILN_ROLE_READ;
+        return 1;
     }
-    if (!kiln_role_allows(c->role, need)) {
+    c->srv->m.auth_failures++;
+    kiln_http_respond_error(c->req, 401, "unauthorized",
+                            "this needs a token: send Authorization: Bearer kiln_...");
+    return 0;
+}
+
+static int authorize(struct ctx *c, enum kiln_role need)
+{
+    enum kiln_role role;
+    if (need == KILN_ROLE_NONE) return 1;
+    if (!caller_role(c, need, &role)) return 0;
+    if (!kiln_role_allows(role, need)) {
         c->srv->m.auth_failures++;
         kiln_http_respond_error(c->req, 403, "forbidden", "a %s token may not do this (needs %s)",
-                                kiln_role_name(c->role), kiln_role_name(need));
+                                kiln_role_name(role), kiln_role_name(need));
         return 0;
     }
     return 1;
@@ -834,21 +846,8 @@ int kiln_api_on_headers(struct kiln_http_req *req, void *server)
             sr = &srv->streams[i];
     if (!sr || srv->stopping) return 0;
     struct ctx c = {.srv = srv, .req = req};
-    int has_token;
-    if (authenticate(&c, &has_token)) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "the bearer token is not valid (kiln token create makes one)");
-        return 0;
-    }
-    enum kiln_role role = c.role;
-    if (!has_token) role = srv->cfg.allow_anonymous_read ? KILN_ROLE_READ : KILN_ROLE_NONE;
-    if (!has_token && !srv->cfg.allow_anonymous_read) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
-    }
+    enum kiln_role role;
+    if (!caller_role(&c, KILN_ROLE_READ, &role)) return 0;
     if (sr->fn(srv, req, role, sr->ctx) == 1) srv->m.http_requests++;
     return 0;
 }
