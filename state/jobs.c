@@ -108,15 +108,6 @@ static json_t *col_real_or_null(sqlite3_stmt *s, int c)
                                                     : json_real(sqlite3_column_double(s, c));
 }
 
-static int step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
-                     const char *what)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
-    return KILN_OK;
-}
-
 /* First unfinished dependency's name, and how many there are. */
 static int pending_deps(struct kiln_jobs *j, int64_t id, char *first, size_t n, int *count,
                         const char **first_state, struct kiln_error *err)
@@ -532,7 +523,7 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
         sqlite3_bind_double(u, 1, now);
         kiln_store_bind_text(u, 2, why);
         sqlite3_bind_int64(u, 3, ids[i]);
-        if ((rc = step_done(j->st, u, err, "superseding a job"))) return rc;
+        if ((rc = kiln_store_step_done(j->st, u, err, "superseding a job"))) return rc;
         if ((rc = kiln_jobs_emit(j, ids[i], now, err))) return rc;
     }
     return KILN_OK;
@@ -605,7 +596,7 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
                                ? json_integer_value(json_object_get(job, "timeout_s"))
                                : 14400);
         sqlite3_bind_double(s, 22, now);
-        if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) goto fail;
         int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
         json_array_append_new(ids, json_integer(id));
         if (kiln_json_str(job, "name"))
@@ -629,7 +620,7 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
                 goto fail;
             sqlite3_bind_int64(e, 1, id);
             sqlite3_bind_int64(e, 2, need);
-            if ((rc = step_done(j->st, e, err, "adding a dependency"))) goto fail;
+            if ((rc = kiln_store_step_done(j->st, e, err, "adding a dependency"))) goto fail;
         }
         if (supersede && kiln_json_str(job, "name") &&
             (rc = supersede_older(j, kiln_json_str(job, "name"), kiln_json_str(job, "branch"), id,
@@ -721,7 +712,7 @@ static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct k
             kiln_store_bind_text(u, 1, why);
             sqlite3_bind_double(u, 2, now);
             sqlite3_bind_int64(u, 3, deps[i]);
-            if ((rc = step_done(j->st, u, err, "failing a dependent"))) return rc;
+            if ((rc = kiln_store_step_done(j->st, u, err, "failing a dependent"))) return rc;
             if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
             if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
         }
@@ -890,7 +881,7 @@ int kiln_jobs_cancel(struct kiln_jobs *j, int64_t id, double now, int64_t *worke
         goto fail;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "cancelling a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "cancelling a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     if ((rc = fail_dependents(j, id, now, err))) goto fail;
     free_row(&r);
@@ -931,7 +922,7 @@ static int requeue_dependents(struct kiln_jobs *j, int64_t id, double now, struc
                                       &u, err)))
                 return rc;
             sqlite3_bind_int64(u, 1, deps[i]);
-            if ((rc = step_done(j->st, u, err, "requeueing a dependent"))) return rc;
+            if ((rc = kiln_store_step_done(j->st, u, err, "requeueing a dependent"))) return rc;
             if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
             if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
         }
@@ -961,7 +952,7 @@ int kiln_jobs_retry(struct kiln_jobs *j, int64_t id, double now, struct kiln_err
                               &s, err)))
         goto fail;
     sqlite3_bind_int64(s, 1, id);
-    if ((rc = step_done(j->st, s, err, "retrying a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "retrying a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     if ((rc = requeue_dependents(j, id, now, err))) goto fail;
     free_row(&r);
@@ -1049,7 +1040,7 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
     sqlite3_bind_double(s, 5, now);
     sqlite3_bind_int64(s, 6, log_base);
     sqlite3_bind_int64(s, 7, id);
-    if ((rc = step_done(j->st, s, err, "leasing a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "leasing a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     json_t *o = NULL;
     if ((rc = get_at(j, id, now, &o, err))) goto fail;
@@ -1127,7 +1118,7 @@ int kiln_jobs_infra_fail_tx(struct kiln_jobs *j, int64_t id, const char *reason,
         kiln_store_bind_text(s, 1, why);
         sqlite3_bind_double(s, 2, now);
         sqlite3_bind_int64(s, 3, id);
-        if ((rc = step_done(j->st, s, err, "failing a job"))) goto out;
+        if ((rc = kiln_store_step_done(j->st, s, err, "failing a job"))) goto out;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto out;
         rc = fail_dependents(j, id, now, err);
         goto out;
@@ -1143,7 +1134,7 @@ int kiln_jobs_infra_fail_tx(struct kiln_jobs *j, int64_t id, const char *reason,
     kiln_store_bind_text(s, 1, reason);
     sqlite3_bind_double(s, 2, now + delay);
     sqlite3_bind_int64(s, 3, id);
-    if ((rc = step_done(j->st, s, err, "requeueing a job"))) goto out;
+    if ((rc = kiln_store_step_done(j->st, s, err, "requeueing a job"))) goto out;
     rc = kiln_jobs_emit(j, id, now, err);
 out:
     free_row(&r);
@@ -1201,7 +1192,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     kiln_store_bind_json(s, 4, rep->selftest);
     kiln_store_bind_json(s, 5, rep->outputs);
     sqlite3_bind_int64(s, 6, id);
-    if ((rc = step_done(j->st, s, err, "recording a report"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "recording a report"))) goto fail;
     const char *state;
     int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
     if (!ok && rep->infra) {
@@ -1232,7 +1223,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         kiln_store_bind_text(s, 1, why);
         sqlite3_bind_double(s, 2, now);
         sqlite3_bind_int64(s, 3, id);
-        if ((rc = step_done(j->st, s, err, "failing a job"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "failing a job"))) goto fail;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
         if ((rc = fail_dependents(j, id, now, err))) goto fail;
         state = "failed";
@@ -1255,7 +1246,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         sqlite3_bind_int(s, 3, nx == NULL);
         sqlite3_bind_double(s, 4, now);
         sqlite3_bind_int64(s, 5, id);
-        if ((rc = step_done(j->st, s, err, "advancing a job"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "advancing a job"))) goto fail;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     }
     free_row(&r);
@@ -1335,7 +1326,7 @@ int kiln_jobs_log_grew(struct kiln_jobs *j, int64_t id, int64_t offset, int64_t 
         goto fail;
     sqlite3_bind_int64(s, 1, new_size);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "recording the log size"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "recording the log size"))) goto fail;
     json_t *ev = json_pack("{s:I,s:I,s:I}", "job", (json_int_t)id, "offset", (json_int_t)offset,
                            "len", (json_int_t)len);
     if (!ev) {
@@ -1363,7 +1354,7 @@ int kiln_jobs_publish_start(struct kiln_jobs *j, int64_t id, double now, struct 
         goto fail;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "starting a publish"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "starting a publish"))) goto fail;
     if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
         rc = kiln_fail(err, KILN_ESTATE, "job %lld is not waiting to be published", (long long)id);
         goto fail;
@@ -1393,7 +1384,7 @@ int kiln_jobs_publish_done(struct kiln_jobs *j, int64_t id, int ok, const char *
     kiln_store_bind_json(s, 4, artifact);
     sqlite3_bind_double(s, 5, now);
     sqlite3_bind_int64(s, 6, id);
-    if ((rc = step_done(j->st, s, err, "finishing a publish"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "finishing a publish"))) goto fail;
     if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
         rc = kiln_fail(err, KILN_ESTATE, "job %lld is not being published", (long long)id);
         goto fail;
@@ -1436,7 +1427,7 @@ int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err)
         if ((rc = kiln_store_stmt(j->st, "UPDATE jobs SET state = 'tested' WHERE id = ?", &s, err)))
             goto fail;
         sqlite3_bind_int64(s, 1, ids[i]);
-        if ((rc = step_done(j->st, s, err, "recovering a publish"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "recovering a publish"))) goto fail;
         if ((rc = kiln_jobs_emit(j, ids[i], now, err))) goto fail;
     }
     return kiln_store_commit(j->st, err);

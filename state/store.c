@@ -103,6 +103,15 @@ int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const
                      st && st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc), rc);
 }
 
+int kiln_store_step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
+                         const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
+    return KILN_OK;
+}
+
 int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_error *err)
 {
     return kiln_sqlite_version(st->db, version, err);
