@@ -517,16 +517,7 @@ static int cmd_run(int argc, char **argv)
         rc = e.code == KILN_EINVAL ? KILN_EXIT_USAGE : KILN_EXIT_INTERNAL;
         goto out;
     }
-    print_json(doc, stdout);
-    rc = json_is_true(json_object_get(doc, "ok")) ? KILN_EXIT_OK : KILN_EXIT_FAIL;
-    if (outp) {
-        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-        if (!s || kiln_write_file_atomic(outp, s, strlen(s), 0644) != KILN_OK) {
-            fprintf(stderr, "kiln selftest run: cannot write %s\n", outp);
-            rc = KILN_EXIT_INTERNAL;
-        }
-        free(s);
-    }
+    rc = emit_doc(doc, outp);
     json_decref(doc);
 out:
     kiln_elfsym_split_free(syms, nsyms);
