@@ -531,6 +531,90 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
 
 static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err);
 
+/* INSERT one job object (jobspec.h) as queued; *id = its new id. */
+static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
+                      struct kiln_error *err)
+{
+    int rc;
+    sqlite3_stmt *s;
+    rc = kiln_store_stmt(
+        j->st,
+        "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
+        "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
+        "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
+        "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        &s, err);
+    if (rc) return rc;
+    json_t *selftest = json_object_get(job, "selftest");
+    kiln_store_bind_text(s, 1, kiln_json_str(job, "name"));
+    kiln_store_bind_text(s, 2, kiln_json_str(job, "recipe"));
+    kiln_store_bind_text(s, 3, kiln_json_str(job, "branch"));
+    kiln_store_bind_text(s, 4, kiln_json_str(job, "commit"));
+    kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
+    sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
+    sqlite3_bind_int64(s, 7,
+                       json_integer_value(json_object_get(job, "max_attempts")) > 0
+                           ? json_integer_value(json_object_get(job, "max_attempts"))
+                           : 3);
+    kiln_store_bind_text(s, 8, kiln_json_str(job, "command"));
+    kiln_store_bind_json(s, 9, json_object_get(job, "env"));
+    sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
+    sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
+    kiln_store_bind_text(s, 12, kiln_json_str(job, "platform"));
+    kiln_store_bind_text(s, 13, kiln_json_str(job, "isa"));
+    kiln_store_bind_text(s, 14, kiln_json_str(job, "gpu_sm"));
+    sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
+    json_t *dm = json_object_get(selftest, "driver_min");
+    if (json_is_integer(dm))
+        sqlite3_bind_int64(s, 16, json_integer_value(dm));
+    else
+        sqlite3_bind_null(s, 16);
+    json_t *est = json_object_get(job, "est_duration_s");
+    if (json_is_integer(est) && json_integer_value(est) > 0)
+        sqlite3_bind_int64(s, 17, json_integer_value(est));
+    else
+        sqlite3_bind_null(s, 17);
+    kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
+    kiln_store_bind_json(s, 19, selftest);
+    kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
+    sqlite3_bind_int64(s, 21,
+                       json_integer_value(json_object_get(job, "timeout_s")) > 0
+                           ? json_integer_value(json_object_get(job, "timeout_s"))
+                           : 14400);
+    sqlite3_bind_double(s, 22, now);
+    if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) return rc;
+    *id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
+    return KILN_OK;
+}
+
+/* The job's depends as edges: names resolve within the batch first. */
+static int add_edges(struct kiln_jobs *j, json_t *job, int64_t id, json_t *batch,
+                     struct kiln_error *err)
+{
+    int rc;
+    json_t *deps = json_object_get(job, "depends");
+    size_t k;
+    json_t *d;
+    json_array_foreach(deps, k, d)
+    {
+        int64_t need = 0;
+        if ((rc = resolve_dep(j, d, kiln_json_str(job, "branch"), batch, &need, err))) return rc;
+        if (need == id) {
+            rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
+                           kiln_json_str(job, "name"));
+            return rc;
+        }
+        sqlite3_stmt *e;
+        if ((rc = kiln_store_stmt(
+                 j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
+            return rc;
+        sqlite3_bind_int64(e, 1, id);
+        sqlite3_bind_int64(e, 2, need);
+        if ((rc = kiln_store_step_done(j->st, e, err, "adding a dependency"))) return rc;
+    }
+    return KILN_OK;
+}
+
 int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
                      struct kiln_error *err)
 {
@@ -550,78 +634,12 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
     json_t *job;
     json_array_foreach(jobs, i, job)
     {
-        sqlite3_stmt *s;
-        rc = kiln_store_stmt(
-            j->st,
-            "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
-            "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
-            "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
-            "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            &s, err);
-        if (rc) goto fail;
-        json_t *selftest = json_object_get(job, "selftest");
-        kiln_store_bind_text(s, 1, kiln_json_str(job, "name"));
-        kiln_store_bind_text(s, 2, kiln_json_str(job, "recipe"));
-        kiln_store_bind_text(s, 3, kiln_json_str(job, "branch"));
-        kiln_store_bind_text(s, 4, kiln_json_str(job, "commit"));
-        kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
-        sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
-        sqlite3_bind_int64(s, 7,
-                           json_integer_value(json_object_get(job, "max_attempts")) > 0
-                               ? json_integer_value(json_object_get(job, "max_attempts"))
-                               : 3);
-        kiln_store_bind_text(s, 8, kiln_json_str(job, "command"));
-        kiln_store_bind_json(s, 9, json_object_get(job, "env"));
-        sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
-        sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
-        kiln_store_bind_text(s, 12, kiln_json_str(job, "platform"));
-        kiln_store_bind_text(s, 13, kiln_json_str(job, "isa"));
-        kiln_store_bind_text(s, 14, kiln_json_str(job, "gpu_sm"));
-        sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
-        json_t *dm = json_object_get(selftest, "driver_min");
-        if (json_is_integer(dm))
-            sqlite3_bind_int64(s, 16, json_integer_value(dm));
-        else
-            sqlite3_bind_null(s, 16);
-        json_t *est = json_object_get(job, "est_duration_s");
-        if (json_is_integer(est) && json_integer_value(est) > 0)
-            sqlite3_bind_int64(s, 17, json_integer_value(est));
-        else
-            sqlite3_bind_null(s, 17);
-        kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
-        kiln_store_bind_json(s, 19, selftest);
-        kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
-        sqlite3_bind_int64(s, 21,
-                           json_integer_value(json_object_get(job, "timeout_s")) > 0
-                               ? json_integer_value(json_object_get(job, "timeout_s"))
-                               : 14400);
-        sqlite3_bind_double(s, 22, now);
-        if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) goto fail;
-        int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
+        int64_t id;
+        if ((rc = insert_job(j, job, now, &id, err))) goto fail;
         json_array_append_new(ids, json_integer(id));
         if (kiln_json_str(job, "name"))
             json_object_set_new(batch, kiln_json_str(job, "name"), json_integer(id));
-        json_t *deps = json_object_get(job, "depends");
-        size_t k;
-        json_t *d;
-        json_array_foreach(deps, k, d)
-        {
-            int64_t need = 0;
-            if ((rc = resolve_dep(j, d, kiln_json_str(job, "branch"), batch, &need, err)))
-                goto fail;
-            if (need == id) {
-                rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
-                               kiln_json_str(job, "name"));
-                goto fail;
-            }
-            sqlite3_stmt *e;
-            if ((rc = kiln_store_stmt(
-                     j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
-                goto fail;
-            sqlite3_bind_int64(e, 1, id);
-            sqlite3_bind_int64(e, 2, need);
-            if ((rc = kiln_store_step_done(j->st, e, err, "adding a dependency"))) goto fail;
-        }
+        if ((rc = add_edges(j, job, id, batch, err))) goto fail;
         if (supersede && kiln_json_str(job, "name") &&
             (rc = supersede_older(j, kiln_json_str(job, "name"), kiln_json_str(job, "branch"), id,
                                   now, err)))
