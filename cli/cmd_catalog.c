@@ -160,12 +160,13 @@ static int parse(int argc, char **argv, struct opts *o)
     return 0;
 }
 
+/* KILN_EXIT_OK, or the exit code for why the catalog cannot be opened. */
 static int open_cat(struct opts *o, struct kiln_catalog **c)
 {
     struct kiln_error err = {0};
     int rc = kiln_catalog_open(o->data, c, &err);
     if (rc != KILN_OK) fprintf(stderr, "kiln catalog: %s\n", err.msg);
-    return rc;
+    return kiln_err_exit_code(rc);
 }
 
 static json_t *build_meta(struct opts *o, struct kiln_error *err)
@@ -190,7 +191,8 @@ static json_t *build_meta(struct opts *o, struct kiln_error *err)
 static int do_ls(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *f = json_object();
     const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch", "version"};
     const char *vals[] = {o->name,       o->f_sm,     o->f_isa,  o->f_cuda,
@@ -239,7 +241,8 @@ static int do_show(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *e;
     struct kiln_error err = {0};
     int rc = kiln_catalog_get(c, atoll(o->args[0]), &e, &err);
@@ -258,7 +261,8 @@ static int do_show(struct opts *o)
 static int do_verify(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *problems = NULL, *notes = NULL;
     struct kiln_error err = {0};
     int n = kiln_catalog_verify(c, &problems, &notes, &err);
@@ -298,7 +302,8 @@ static int do_verify(struct opts *o)
 static int do_gc(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     uint64_t files = 0, bytes = 0;
     struct kiln_error err = {0};
     int rc = kiln_catalog_gc(c, o->grace, &files, &bytes, &err);
@@ -323,9 +328,10 @@ static int do_publish(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) {
+    int orc = open_cat(o, &c);
+    if (orc) {
         json_decref(meta);
-        return KILN_EXIT_INTERNAL;
+        return orc;
     }
     char digest[KILN_DIGEST_STR];
     uint64_t size = 0;
@@ -422,7 +428,8 @@ static int do_serve(struct opts *o)
 {
     signal(SIGPIPE, SIG_IGN);
     struct srv s = {0};
-    if (open_cat(o, &s.c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &s.c);
+    if (orc) return orc;
     s.token = getenv("KILN_CATALOG_TOKEN");
     uv_loop_t *loop = uv_default_loop();
     kiln_catalog_set_loop(s.c, loop);
@@ -524,7 +531,8 @@ static int do_s3(struct opts *o)
 static int do_key(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     char pub[200];
     struct kiln_error err = {0};
     int rc = kiln_catalog_nix_public_key(c, pub, sizeof pub, &err);
@@ -563,9 +571,10 @@ static int do_targets(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) {
+    int orc = open_cat(o, &c);
+    if (orc) {
         json_decref(cfg);
-        return KILN_EXIT_INTERNAL;
+        return orc;
     }
     uv_loop_t *loop = uv_default_loop();
     struct kiln_publisher *p = NULL;
