@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "jobs_fixture.h"
 #include "state/jobs.h"
 #include "state/jobspec.h"
 #include "state/store.h"
@@ -17,9 +18,7 @@
 #include <unistd.h>
 
 struct fx {
-    char path[64];
-    struct kiln_store *st;
-    struct kiln_jobs j;
+    struct jobs_fx base; /* first: the fixture's store and jobs */
     json_t *pool;
     int pool_calls;
 };
@@ -27,15 +26,7 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    snprintf(f->path, sizeof f->path, "/tmp/kiln-submit-XXXXXX");
-    int fd = mkstemp(f->path);
-    if (fd < 0) return -1;
-    close(fd);
-    unlink(f->path);
-    struct kiln_error err = {0};
-    if (kiln_store_open(f->path, &f->st, &err)) return -1;
-    kiln_jobs_init(&f->j, f->st);
+    if (!f || jobs_fx_open(&f->base)) return -1;
     *state = f;
     return 0;
 }
@@ -43,13 +34,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    kiln_store_close(f->st);
-    char b[80];
-    unlink(f->path);
-    snprintf(b, sizeof b, "%s-wal", f->path);
-    unlink(b);
-    snprintf(b, sizeof b, "%s-shm", f->path);
-    unlink(b);
+    jobs_fx_close(&f->base);
     json_decref(f->pool);
     free(f);
     return 0;
@@ -95,7 +80,7 @@ static int64_t submit_job(struct fx *f, const char *name)
     struct kiln_error err = {0};
     assert_int_equal(kiln_jobspec_from_variant(v, 0, NULL, &job, &err), KILN_OK);
     json_t *arr = json_pack("[o]", job);
-    assert_int_equal(kiln_jobs_submit(&f->j, arr, 0, 1000.0, &ids, &err), KILN_OK);
+    assert_int_equal(kiln_jobs_submit(&f->base.j, arr, 0, 1000.0, &ids, &err), KILN_OK);
     int64_t id = json_integer_value(json_array_get(ids, 0));
     json_decref(ids);
     json_decref(arr);
@@ -120,7 +105,7 @@ static void test_batch_and_live_jobs(void **state)
     struct kiln_submit_plan_opts o = {.branch = "main", .pool = pool_fn, .pool_arg = f};
     json_t *jobs;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_submit_plan(&f->j, vs, &o, &jobs, &err), KILN_OK);
+    assert_int_equal(kiln_submit_plan(&f->base.j, vs, &o, &jobs, &err), KILN_OK);
     char s[256];
     names_of(jobs, s, sizeof s);
     assert_string_equal(s, "a b");
@@ -142,7 +127,7 @@ static void test_pool_pulls_dependencies_first(void **state)
     struct kiln_submit_plan_opts o = {.branch = "main", .pool = pool_fn, .pool_arg = f};
     json_t *jobs;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_submit_plan(&f->j, vs, &o, &jobs, &err), KILN_OK);
+    assert_int_equal(kiln_submit_plan(&f->base.j, vs, &o, &jobs, &err), KILN_OK);
     char s[256];
     names_of(jobs, s, sizeof s);
     assert_string_equal(s, "q p d");
@@ -160,17 +145,17 @@ static void test_missing_error_or_dropped(void **state)
     int64_t gone = submit_job(f, "gone");
     int64_t wid = 0;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_jobs_cancel(&f->j, gone, 1001.0, &wid, &err), KILN_OK);
+    assert_int_equal(kiln_jobs_cancel(&f->base.j, gone, 1001.0, &wid, &err), KILN_OK);
     json_t *vs = json_pack("[o]", variant("e", "[\"gone\",\"nowhere\"]"));
     struct kiln_submit_plan_opts o = {.branch = "main", .pool_name = "in any recipe of R"};
     json_t *jobs = NULL;
-    assert_int_equal(kiln_submit_plan(&f->j, vs, &o, &jobs, &err), KILN_EINVAL);
+    assert_int_equal(kiln_submit_plan(&f->base.j, vs, &o, &jobs, &err), KILN_EINVAL);
     assert_null(jobs);
     assert_string_equal(err.msg,
                         "variant e depends on gone, which is neither submitted nor in any recipe "
                         "of R");
     o.missing_ok = 1;
-    assert_int_equal(kiln_submit_plan(&f->j, vs, &o, &jobs, &err), KILN_OK);
+    assert_int_equal(kiln_submit_plan(&f->base.j, vs, &o, &jobs, &err), KILN_OK);
     char s[256];
     deps_of(json_array_get(jobs, 0), s, sizeof s);
     assert_string_equal(s, "");
