@@ -206,7 +206,7 @@ static int on_push(void *ctx, const struct kiln_push *p)
     }
     json_t *ids = NULL;
     if (!rc && json_array_size(jobs))
-        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_now(), &ids, &err);
+        rc = kiln_jobs_submit(&s->jobs, jobs, KILN_SUPERSEDE_OWN, kiln_now(), &ids, &err);
     if (rc) {
         kiln_log(&s->log, KILN_LOG_ERROR, "repo %s %s@%.12s: cannot enqueue: %s", p->repo_name,
                  p->branch, p->new_commit, err.msg);

@@ -6,7 +6,9 @@
 #include "common/hash.h"
 #include "state/jobspec.h"
 #include "state/registry.h"
+#include "server/auth.h"
 #include "server/serve.h"
+#include "state/access.h"
 #include "state/submit.h"
 
 #include <ctype.h>
@@ -31,6 +33,7 @@ struct ctx {
     int64_t id;     /* {id} segment */
     char name[128]; /* {name} segment */
     enum kiln_role role;
+    struct kiln_principal who; /* the caller (server/auth.h) */
 };
 
 typedef void (*handler)(struct ctx *c);
@@ -108,6 +111,12 @@ static void h_jobs_submit(struct ctx *c)
     struct kiln_error err = {0};
     int rc = kiln_jobspec_parse(b, len, &spec, &err);
     if (rc) return fail_err(c, &err, rc);
+    spec.owner = c->who.token_id;
+    spec.owner_is_admin = c->who.role == KILN_ROLE_ADMIN;
+    size_t k;
+    json_t *job;
+    json_array_foreach(spec.jobs, k, job)
+        json_object_set_new(job, "owner", json_integer(spec.owner));
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
         rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_now(), &ids,
@@ -177,7 +186,9 @@ static void h_job_cancel(struct ctx *c)
 {
     int64_t wid = 0;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_now(), &wid, &err);
+    int rc = kiln_auth_job_owner(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_now(), &wid, &err);
     if (rc) return fail_err(c, &err, rc);
     if (wid) kiln_dispatch_wake_cancel(c->srv->dispatch, wid, c->id);
     kiln_logs_finish(c->srv->logs, c->id);
@@ -188,7 +199,9 @@ static void h_job_cancel(struct ctx *c)
 static void h_job_retry(struct ctx *c)
 {
     struct kiln_error err = {0};
-    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_now(), &err);
+    int rc = kiln_auth_job_owner(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_now(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     respond_job(c, 200);
@@ -219,7 +232,9 @@ static void h_log_post(struct ctx *c)
     int64_t cur_attempt, base;
     const char *state;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_log_state(&c->srv->jobs, c->id, &cur_attempt, &base, &state, &err);
+    int rc = kiln_auth_job_worker(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_log_state(&c->srv->jobs, c->id, &cur_attempt, &base, &state, &err);
     if (rc) return fail_err(c, &err, rc);
     if (attempt != cur_attempt || (strcmp(state, "building") && strcmp(state, "testing")))
         return (void)kiln_http_respond_error(
@@ -272,6 +287,9 @@ static int opt_int(json_t *o, const char *k, int64_t def, int64_t *out)
 
 static void h_report(struct ctx *c)
 {
+    struct kiln_error aerr = {0};
+    int arc = kiln_auth_job_worker(c->srv->st, &c->who, c->id, &aerr);
+    if (arc) return fail_err(c, &aerr, arc);
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
@@ -318,7 +336,7 @@ static void h_report(struct ctx *c)
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_now(), &state, &err);
+    int rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_now(), &state, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     c->srv->m.reports++;
@@ -331,29 +349,44 @@ static void h_report(struct ctx *c)
 
 static void h_register(struct ctx *c)
 {
+    int64_t replace = 0;
+    if (param_i64(c, "replace", 0, 1, &replace, NULL)) return;
     json_t *o = body_json(c, 0);
     if (!o) return;
     int64_t id;
     json_t *cancel;
     struct kiln_error err = {0};
-    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
+    const char *name = json_string_value(json_object_get(o, "name"));
+    int rc = name ? kiln_auth_register(c->srv->st, &c->who, name, (int)replace, &err) : KILN_OK;
+    if (!rc) rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
+    /* The worker acts with its own credential from now on; a new one each
+     * registration, so a copy taken earlier stops working. */
+    char cred[KILN_TOKEN_LEN];
+    rc = kiln_access_issue_worker_credential(c->srv->st, id, name, kiln_now(), cred, &err);
     kiln_serve_changed(c->srv);
+    if (rc) {
+        json_decref(cancel);
+        return fail_err(c, &err, rc);
+    }
     kiln_http_respond_json(c->req, 200,
-                           json_pack("{s:I,s:i,s:i,s:o}", "worker_id", (json_int_t)id,
-                                     "heartbeat_s", (int)c->srv->cfg.heartbeat_s, "lost_after_s",
+                           json_pack("{s:I,s:s,s:i,s:i,s:o}", "worker_id", (json_int_t)id,
+                                     "credential", cred, "heartbeat_s",
+                                     (int)c->srv->cfg.heartbeat_s, "lost_after_s",
                                      (int)c->srv->cfg.lost_after_s, "cancel", cancel));
 }
 
 static void h_heartbeat(struct ctx *c)
 {
+    struct kiln_error err = {0};
+    int rc = kiln_auth_worker_self(&c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
     json_t *o = body_json(c, 1);
     if (!o) return;
     json_t *cancel;
     int drain = 0;
-    struct kiln_error err = {0};
-    int rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_now(), &cancel, &drain, &err);
+    rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_now(), &cancel, &drain, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -392,6 +425,9 @@ static void lease_closed(struct kiln_http_req *req, void *arg)
 
 static void h_lease(struct ctx *c)
 {
+    struct kiln_error aerr = {0};
+    int arc = kiln_auth_worker_self(&c->who, c->id, &aerr);
+    if (arc) return fail_err(c, &aerr, arc);
     int64_t wait = 0;
     if (param_i64(c, "wait", 0, 3600, &wait, NULL)) return;
     if (wait > c->srv->cfg.max_lease_wait_s) wait = c->srv->cfg.max_lease_wait_s;
@@ -596,6 +632,23 @@ static void h_recipe_expand(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "variants", variants));
 }
 
+/* --- admin: audit log and route table --- */
+
+static void h_audit(struct ctx *c)
+{
+    int64_t limit = 100, before = 0;
+    if (param_i64(c, "limit", 1, 1000, &limit, NULL) ||
+        param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL))
+        return;
+    json_t *out;
+    struct kiln_error err = {0};
+    int rc = kiln_access_audit_list(c->srv->st, before, (int)limit, &out, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, out);
+}
+
+static void h_routes(struct ctx *c);
+
 /* --- the page --- */
 
 static const char *content_type(const char *path)
@@ -692,7 +745,31 @@ static const struct route routes[] = {
     {"GET", "/", KILN_ROLE_NONE, h_index},
     {"GET", "/index.html", KILN_ROLE_NONE, h_index},
     {"GET", "/web/*", KILN_ROLE_NONE, h_web},
+    {"GET", "/api/v1/audit", KILN_ROLE_ADMIN, h_audit},
+    {"GET", "/api/v1/routes", KILN_ROLE_ADMIN, h_routes},
 };
+
+/* Every route the server answers: the table above, the features' routes
+ * and their streamed prefixes. tests/security/ builds its table from this,
+ * so a route added without a row there fails that test. */
+static void h_routes(struct ctx *c)
+{
+    json_t *arr = json_array();
+    struct kiln_server *s = c->srv;
+    for (size_t i = 0; arr && i < sizeof routes / sizeof routes[0]; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:s}", "method", routes[i].method, "path",
+                                        routes[i].pattern, "role", kiln_role_name(routes[i].role)));
+    for (int i = 0; arr && i < s->nroutes; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "method", s->routes[i].method, "path",
+                                             s->routes[i].prefix, "role",
+                                             kiln_role_name(s->routes[i].role)));
+    for (int i = 0; arr && i < s->nstreams; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "method", "*", "path",
+                                             s->streams[i].prefix, "role", "stream"));
+    if (!arr) return fail(c, KILN_ENOMEM, "out of memory");
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "routes", arr));
+}
 
 /* 1 if path matches pattern, filling c->id / c->name. */
 static int match(const char *pattern, const char *path, struct ctx *c)
@@ -727,51 +804,48 @@ static int match(const char *pattern, const char *path, struct ctx *c)
     return *p == '\0' && *s == '\0';
 }
 
-/* Role of the bearer token: 0 ok, else the error code (EAUTH) already answered. */
-static int authenticate(struct ctx *c, int *has_token)
+/* Audit a state-changing request once its caller is known: outcome is
+ * "allowed" or the refusal's status. A failed audit write is logged, not
+ * fatal: refusing service because the audit table is busy would let a
+ * noisy client lock everyone out. */
+static void audit(struct kiln_server *srv, struct kiln_http_req *req,
+                  const struct kiln_principal *who, const char *outcome)
 {
-    const char *h = kiln_http_req_header(c->req, "Authorization");
-    *has_token = 0;
-    c->role = KILN_ROLE_NONE;
-    if (!h) return KILN_OK;
-    *has_token = 1;
-    if (strncasecmp(h, "Bearer ", 7)) return KILN_EAUTH;
-    const char *tok = h + 7;
-    while (*tok == ' ')
-        tok++;
-    if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1) return KILN_EAUTH;
-    char hash[KILN_SHA256_HEX];
-    if (kiln_token_hash(tok, hash)) return KILN_EAUTH;
-    enum kiln_role r;
-    if (kiln_store_token_lookup(c->srv->st, hash, &r, NULL)) return KILN_EAUTH;
-    c->role = r;
-    return KILN_OK;
+    const char *method = kiln_http_req_method(req), *path = kiln_http_req_path(req);
+    if (!kiln_auth_audited(method, path)) return;
+    struct kiln_error err = {0};
+    if (kiln_access_audit(srv->st, who, kiln_http_req_peer(req), method, path, outcome, kiln_now(),
+                          &err))
+        kiln_log(&srv->log, KILN_LOG_WARN, "audit: %s", err.msg);
+}
+
+/* 1 when the caller may go on; else the refusal is answered (and audited). */
+static int authorize_as(struct ctx *c, enum kiln_role need, int is_register)
+{
+    struct kiln_error err = {0};
+    int rc = need == KILN_ROLE_NONE
+                 ? KILN_OK
+                 : kiln_auth_identify(c->srv->st, kiln_http_req_header(c->req, "Authorization"),
+                                      &c->who, &err);
+    if (!rc)
+        rc = kiln_auth_route(&c->who, need, c->srv->cfg.allow_anonymous_read, is_register, &err);
+    c->role = c->who.role;
+    if (rc) {
+        c->srv->m.auth_failures++;
+        int status = kiln_err_http_status(rc);
+        char outcome[8];
+        snprintf(outcome, sizeof outcome, "%d", status);
+        audit(c->srv, c->req, &c->who, outcome);
+        kiln_http_respond_error(c->req, status, kiln_code_name(rc), "%s", err.msg);
+        return 0;
+    }
+    audit(c->srv, c->req, &c->who, "allowed");
+    return 1;
 }
 
 static int authorize(struct ctx *c, enum kiln_role need)
 {
-    if (need == KILN_ROLE_NONE) return 1;
-    int has_token;
-    if (authenticate(c, &has_token)) {
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 401, "unauthorized",
-                                "the bearer token is not valid (kiln token create makes one)");
-        return 0;
-    }
-    if (!has_token) {
-        if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) return 1;
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
-    }
-    if (!kiln_role_allows(c->role, need)) {
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 403, "forbidden", "a %s token may not do this (needs %s)",
-                                kiln_role_name(c->role), kiln_role_name(need));
-        return 0;
-    }
-    return 1;
+    return authorize_as(c, need, 0);
 }
 
 static int dispatch_extra(struct ctx *c, const char *method, const char *path)
@@ -813,7 +887,7 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
             }
             continue;
         }
-        if (authorize(&t, routes[i].role)) routes[i].fn(&t);
+        if (authorize_as(&t, routes[i].role, routes[i].fn == h_register)) routes[i].fn(&t);
         return;
     }
     if (dispatch_extra(&c, m, path)) return;
@@ -847,21 +921,9 @@ int kiln_api_on_headers(struct kiln_http_req *req, void *server)
             sr = &srv->streams[i];
     if (!sr || srv->stopping) return 0;
     struct ctx c = {.srv = srv, .req = req};
-    int has_token;
-    if (authenticate(&c, &has_token)) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "the bearer token is not valid (kiln token create makes one)");
-        return 0;
-    }
-    enum kiln_role role = c.role;
-    if (!has_token) role = srv->cfg.allow_anonymous_read ? KILN_ROLE_READ : KILN_ROLE_NONE;
-    if (!has_token && !srv->cfg.allow_anonymous_read) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
-    }
+    /* Everyone here needs at least reading; the feature checks writes. */
+    if (!authorize(&c, KILN_ROLE_READ)) return 0;
+    enum kiln_role role = c.who.token_id ? c.who.role : KILN_ROLE_READ;
     if (sr->fn(srv, req, role, sr->ctx) == 1) srv->m.http_requests++;
     return 0;
 }

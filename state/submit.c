@@ -205,15 +205,19 @@ int kiln_submit_recipe(struct kiln_jobs *j, const char *recipes_dir,
         if ((rc = kiln_jobspec_from_variant(json_array_get(extra, e - 1), spec->priority,
                                             spec->commit, &job, err)))
             goto out2;
+        if (spec->owner) json_object_set_new(job, "owner", json_integer(spec->owner));
         json_array_append_new(ordered, job);
     }
     json_array_foreach(variants, i, v)
     {
         json_t *job;
         if ((rc = kiln_jobspec_from_variant(v, spec->priority, spec->commit, &job, err))) goto out2;
+        if (spec->owner) json_object_set_new(job, "owner", json_integer(spec->owner));
         json_array_append_new(ordered, job);
     }
-    rc = kiln_jobs_submit(j, ordered, 1, now, ids_out, err);
+    rc =
+        kiln_jobs_submit(j, ordered, spec->owner_is_admin ? KILN_SUPERSEDE_ANY : KILN_SUPERSEDE_OWN,
+                         now, ids_out, err);
 out2:
     json_decref(pending);
     json_decref(extra);

@@ -74,6 +74,10 @@ static void test_migrates_old_schema(void **state)
     assert_int_equal(sqlite3_exec(kiln_store_db(st),
                                   "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
                                   "DROP INDEX jobs_class; "
+                                  /* issue 16's migration */
+                                  "DROP INDEX tokens_worker; ALTER TABLE tokens DROP COLUMN "
+                                  "worker_id; ALTER TABLE jobs DROP COLUMN owner_token; "
+                                  "DROP TABLE audit; DROP TABLE hook_deliveries; "
                                   "UPDATE schema_version SET version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
