@@ -43,6 +43,15 @@ static void fail(struct ctx *c, int code, const char *msg)
     kiln_http_respond_error(c->req, kiln_err_http_status(code), kiln_code_name(code), "%s", msg);
 }
 
+/* A long-lived client over its cap: 503 naming the limit (issue 16). */
+static int over_cap(struct ctx *c, int have, unsigned cap, const char *what)
+{
+    if (have < 0 || (unsigned)have < cap) return 0;
+    kiln_http_respond_error(c->req, 503, "unavailable",
+                            "too many %s (the limit is %u); try again later", what, cap);
+    return 1;
+}
+
 static void fail_err(struct ctx *c, const struct kiln_error *err, int code)
 {
     fail(c, code, err->msg[0] ? err->msg : kiln_strerror(code));
@@ -216,6 +225,9 @@ static void h_log_get(struct ctx *c)
     int64_t offset = 0, follow = 0;
     if (param_i64(c, "offset", 0, INT64_MAX / 2, &offset, NULL) ||
         param_i64(c, "follow", 0, 1, &follow, NULL))
+        return;
+    if (follow &&
+        over_cap(c, kiln_logs_streams(c->srv->logs), c->srv->cfg.max_streams, "log streams"))
         return;
     kiln_logs_serve(c->srv->logs, c->req, c->id, offset, (int)follow, kiln_job_state_final(state));
 }
@@ -468,6 +480,9 @@ static void h_lease(struct ctx *c)
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
     /* Asking for work is a sign of life, like a heartbeat. */
     kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
+    if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
+                             c->srv->cfg.max_lease_waits, "waiting lease requests"))
+        return;
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
@@ -526,6 +541,9 @@ static void h_events(struct ctx *c)
     int64_t q = -1;
     if (param_i64(c, "last_event_id", 0, INT64_MAX / 2, &q, &present)) return;
     if (!h && present) last = q;
+    if (over_cap(c, kiln_events_subscribers(c->srv->events), c->srv->cfg.max_streams,
+                 "event streams"))
+        return;
     kiln_events_subscribe(c->srv->events, c->req, last);
 }
 
@@ -819,24 +837,37 @@ static void audit(struct kiln_server *srv, struct kiln_http_req *req,
         kiln_log(&srv->log, KILN_LOG_WARN, "audit: %s", err.msg);
 }
 
+/* KILN_OK when the caller may call a route needing `need`; c->who is set. */
+static int check_caller(struct ctx *c, enum kiln_role need, int is_register, struct kiln_error *err)
+{
+    int rc = need == KILN_ROLE_NONE
+                 ? KILN_OK
+                 : kiln_auth_identify(c->srv->st, kiln_http_req_header(c->req, "Authorization"),
+                                      &c->who, err);
+    if (!rc)
+        rc = kiln_auth_route(&c->who, need, c->srv->cfg.allow_anonymous_read, is_register, err);
+    c->role = c->who.role;
+    return rc;
+}
+
+/* Answer (and audit) a refusal: 401 or 403 with the reason. */
+static void refuse(struct ctx *c, int rc, const struct kiln_error *err)
+{
+    c->srv->m.auth_failures++;
+    int status = kiln_err_http_status(rc);
+    char outcome[8];
+    snprintf(outcome, sizeof outcome, "%d", status);
+    audit(c->srv, c->req, &c->who, outcome);
+    kiln_http_respond_error(c->req, status, kiln_code_name(rc), "%s", err->msg);
+}
+
 /* 1 when the caller may go on; else the refusal is answered (and audited). */
 static int authorize_as(struct ctx *c, enum kiln_role need, int is_register)
 {
     struct kiln_error err = {0};
-    int rc = need == KILN_ROLE_NONE
-                 ? KILN_OK
-                 : kiln_auth_identify(c->srv->st, kiln_http_req_header(c->req, "Authorization"),
-                                      &c->who, &err);
-    if (!rc)
-        rc = kiln_auth_route(&c->who, need, c->srv->cfg.allow_anonymous_read, is_register, &err);
-    c->role = c->who.role;
+    int rc = check_caller(c, need, is_register, &err);
     if (rc) {
-        c->srv->m.auth_failures++;
-        int status = kiln_err_http_status(rc);
-        char outcome[8];
-        snprintf(outcome, sizeof outcome, "%d", status);
-        audit(c->srv, c->req, &c->who, outcome);
-        kiln_http_respond_error(c->req, status, kiln_code_name(rc), "%s", err.msg);
+        refuse(c, rc, &err);
         return 0;
     }
     audit(c->srv, c->req, &c->who, "allowed");
@@ -911,6 +942,37 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
     kiln_http_respond_error(req, 404, "not_found", "no such endpoint: %.200s", path);
 }
 
+/* The token is checked before the body is read (issue 16): a refused caller
+ * costs the server a header, not up to max_body_bytes. Allowed requests are
+ * checked (and audited) again with their body in kiln_api_on_request. */
+static void precheck(struct kiln_server *srv, struct kiln_http_req *req)
+{
+    struct ctx c = {.srv = srv, .req = req};
+    const char *method = kiln_http_req_method(req), *path = kiln_http_req_path(req);
+    const char *m = !strcmp(method, "HEAD") ? "GET" : method;
+    enum kiln_role need = KILN_ROLE_NONE;
+    int found = 0, is_register = 0;
+    for (size_t i = 0; !found && i < sizeof routes / sizeof routes[0]; i++) {
+        struct ctx t = c;
+        if (strcmp(routes[i].method, m) || !match(routes[i].pattern, path, &t)) continue;
+        found = 1;
+        need = routes[i].role;
+        is_register = routes[i].fn == h_register;
+    }
+    for (int i = 0; !found && i < srv->nroutes; i++) {
+        struct kiln_route *r = &srv->routes[i];
+        size_t n = strlen(r->prefix);
+        if (strncmp(path, r->prefix, n) || (path[n] && path[n] != '/') || strcmp(m, r->method))
+            continue;
+        found = 1;
+        need = r->role;
+    }
+    struct kiln_error err = {0};
+    if (!found || need == KILN_ROLE_NONE) return;
+    int rc = check_caller(&c, need, is_register, &err);
+    if (rc) refuse(&c, rc, &err);
+}
+
 int kiln_api_on_headers(struct kiln_http_req *req, void *server)
 {
     struct kiln_server *srv = server;
@@ -919,7 +981,11 @@ int kiln_api_on_headers(struct kiln_http_req *req, void *server)
     for (int i = 0; i < srv->nstreams && !sr; i++)
         if (!strncmp(path, srv->streams[i].prefix, strlen(srv->streams[i].prefix)))
             sr = &srv->streams[i];
-    if (!sr || srv->stopping) return 0;
+    if (srv->stopping) return 0;
+    if (!sr) {
+        precheck(srv, req);
+        return 0;
+    }
     struct ctx c = {.srv = srv, .req = req};
     /* Everyone here needs at least reading; the feature checks writes. */
     if (!authorize(&c, KILN_ROLE_READ)) return 0;

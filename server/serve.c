@@ -37,6 +37,9 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->max_log_bytes = 4LL << 30;
     c->max_body_bytes = 8u << 20;
     c->max_header_bytes = 16u << 10;
+    c->max_connections_per_client = 128;
+    c->max_streams = 256;
+    c->max_lease_waits = 1024;
     c->log_level = KILN_LOG_INFO;
 }
 
@@ -127,6 +130,13 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             if (!(rc = cfg_num(v, k, 1024, 1e13, &d, err))) c->max_log_bytes = (int64_t)d;
         } else if (!strcmp(k, "max_body_bytes")) {
             if (!(rc = cfg_num(v, k, 1024, 1e10, &d, err))) c->max_body_bytes = (size_t)d;
+        } else if (!strcmp(k, "max_connections_per_client")) { /* issue 16 */
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err)))
+                c->max_connections_per_client = (unsigned)d;
+        } else if (!strcmp(k, "max_streams")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_streams = (unsigned)d;
+        } else if (!strcmp(k, "max_lease_waits")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_lease_waits = (unsigned)d;
         } else {
             known = 0;
             for (const char **f = foreign; *f; f++)
@@ -344,7 +354,8 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     if ((rc = kiln_events_new(loop, s->st, c->keepalive_ms, &s->events, err))) goto fail;
     if ((rc = kiln_dispatch_new(loop, &s->jobs, lease_fn, s, &s->dispatch, err))) goto fail;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
-                                   .max_body_bytes = c->max_body_bytes};
+                                   .max_body_bytes = c->max_body_bytes,
+                                   .max_connections_per_client = c->max_connections_per_client};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
     struct kiln_http_callbacks cb = {
         .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};

@@ -61,6 +61,10 @@ struct kiln_serve_config {
     int64_t max_log_bytes;     /* per job (4 GiB) */
     size_t max_body_bytes;     /* HTTP request body cap (8 MiB) */
     size_t max_header_bytes;   /* (16 KiB) */
+    /* Issue 16's guards: each refusal is a 503 that names its limit. */
+    unsigned max_connections_per_client; /* open connections per peer address (128) */
+    unsigned max_streams;                /* SSE and log-follow clients, each (256) */
+    unsigned max_lease_waits;            /* pending lease long-polls (1024) */
     enum kiln_log_level log_level;
     /* NULL-terminated; borrowed. Their config sections pass load untouched. */
     const struct kiln_serve_feature *const *features;

@@ -397,6 +397,28 @@ static void test_ownership_and_audit(void **state)
     json_decref(o);
 }
 
+/* Issue 16: the token is checked before the body is read, so a caller
+ * without one is refused 401 at once instead of first being read up to the
+ * body cap (the old code answered 413: it had read the body first). */
+static void test_token_before_body(void **state)
+{
+    struct fx *f = *state;
+    json_t *o = NULL;
+    char *big = malloc(100000);
+    assert_non_null(big);
+    memset(big, 'a', 99999);
+    big[99999] = 0;
+    assert_int_equal(call(f, NULL, "POST", "/api/v1/jobs", big, &o), 401);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "POST", "/api/v1/jobs", big, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->reg, "POST", "/api/v1/jobs/1/report", big, &o), 403);
+    json_decref(o);
+    free(big);
+    assert_int_equal(call(f, NULL, "GET", "/healthz", NULL, &o), 200);
+    json_decref(o);
+}
+
 static void test_auth(void **state)
 {
     struct fx *f = *state;
@@ -798,6 +820,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_before_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ownership_and_audit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
