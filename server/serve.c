@@ -133,6 +133,10 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
         } else if (!strcmp(k, "max_connections_per_client")) { /* issue 16 */
             if (!(rc = cfg_num(v, k, 1, 65536, &d, err)))
                 c->max_connections_per_client = (unsigned)d;
+        } else if (!strcmp(k, "header_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 600000, &d, err))) c->header_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "body_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 3600000, &d, err))) c->body_timeout_ms = (unsigned)d;
         } else if (!strcmp(k, "max_streams")) {
             if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_streams = (unsigned)d;
         } else if (!strcmp(k, "max_lease_waits")) {
@@ -355,7 +359,9 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     if ((rc = kiln_dispatch_new(loop, &s->jobs, lease_fn, s, &s->dispatch, err))) goto fail;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
                                    .max_body_bytes = c->max_body_bytes,
-                                   .max_connections_per_client = c->max_connections_per_client};
+                                   .max_connections_per_client = c->max_connections_per_client,
+                                   .header_timeout_ms = c->header_timeout_ms,
+                                   .body_timeout_ms = c->body_timeout_ms};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
     struct kiln_http_callbacks cb = {
         .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};

@@ -65,6 +65,8 @@ struct kiln_serve_config {
     unsigned max_connections_per_client; /* open connections per peer address (128) */
     unsigned max_streams;                /* SSE and log-follow clients, each (256) */
     unsigned max_lease_waits;            /* pending lease long-polls (1024) */
+    unsigned header_timeout_ms;          /* whole request head (0 = http.h's 10 s) */
+    unsigned body_timeout_ms;            /* whole buffered body (0 = http.h's 60 s) */
     enum kiln_log_level log_level;
     /* NULL-terminated; borrowed. Their config sections pass load untouched. */
     const struct kiln_serve_feature *const *features;
