@@ -7,6 +7,7 @@
 #include "state/jobspec.h"
 #include "state/registry.h"
 #include "server/auth.h"
+#include "server/secrets.h"
 #include "server/serve.h"
 #include "state/access.h"
 #include "state/submit.h"
@@ -120,6 +121,10 @@ static void h_jobs_submit(struct ctx *c)
     struct kiln_error err = {0};
     int rc = kiln_jobspec_parse(b, len, &spec, &err);
     if (rc) return fail_err(c, &err, rc);
+    if (spec.kind == KILN_JOBSPEC_ADHOC && (rc = kiln_secrets_check(spec.jobs, &err))) {
+        kiln_jobspec_free(&spec);
+        return fail_err(c, &err, rc);
+    }
     spec.owner = c->who.token_id;
     spec.owner_is_admin = c->who.role == KILN_ROLE_ADMIN;
     size_t k;
@@ -261,7 +266,26 @@ static void h_log_post(struct ctx *c)
             (long long)c->srv->cfg.max_log_bytes);
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
+    /* Secret values never reach the stored log (server/secrets.h). */
+    json_t *sec = NULL, *vals = NULL;
+    char *masked = NULL;
+    if ((rc = kiln_access_job_secrets(c->srv->st, c->id, &sec, &err))) return fail_err(c, &err, rc);
+    if (json_object_size(sec)) {
+        kiln_secrets_resolve(sec, &vals, NULL);
+        masked = malloc(len ? len : 1);
+        if (!masked) {
+            json_decref(sec);
+            json_decref(vals);
+            return fail(c, KILN_ENOMEM, "out of memory");
+        }
+        if (len) memcpy(masked, b, len);
+        kiln_secrets_mask(vals, masked, len);
+        b = masked;
+    }
+    json_decref(sec);
+    json_decref(vals);
     rc = kiln_logs_append_at(c->srv->logs, c->id, base + offset, b ? b : "", len, &size, &err);
+    free(masked);
     if (rc == KILN_ECONFLICT) {
         char msg[200];
         snprintf(msg, sizeof msg,
@@ -413,9 +437,27 @@ struct lease_wait {
     int answered;
 };
 
+/* The one place secret values leave the server: into the leased job's env. */
+static void lease_secrets(struct kiln_server *srv, json_t *job)
+{
+    json_t *sec = NULL, *vals = NULL;
+    struct kiln_error err = {0};
+    int64_t id = json_integer_value(json_object_get(job, "id"));
+    if (kiln_access_job_secrets(srv->st, id, &sec, &err) == KILN_OK && json_object_size(sec)) {
+        if (kiln_secrets_resolve(sec, &vals, &err))
+            kiln_log(&srv->log, KILN_LOG_WARN, "job %lld: %s", (long long)id, err.msg);
+        json_t *env = json_object_get(job, "env");
+        if (json_is_object(env) && vals) json_object_update(env, vals);
+    }
+    json_decref(sec);
+    json_decref(vals);
+}
+
 static void lease_answer(void *arg, int status, json_t *body)
 {
     struct lease_wait *lw = arg;
+    if (status == 200 && json_is_object(json_object_get(body, "job")))
+        lease_secrets(lw->srv, json_object_get(body, "job"));
     lw->answered = 1;
     if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
     if (status == 200 && json_object_get(body, "job")) lw->srv->m.leases++;

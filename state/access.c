@@ -107,6 +107,24 @@ int kiln_access_job(struct kiln_store *st, int64_t job, int64_t *owner_token, in
     return KILN_OK;
 }
 
+int kiln_access_job_secrets(struct kiln_store *st, int64_t job, json_t **out,
+                            struct kiln_error *err)
+{
+    *out = NULL;
+    sqlite3_stmt *s;
+    int rc =
+        kiln_store_row_by_id(st, "SELECT secret_env FROM jobs WHERE id = ?", job, "job", &s, err);
+    if (rc) return rc;
+    json_t *o = kiln_store_col_json(s, 0);
+    sqlite3_reset(s);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_object();
+    }
+    *out = o;
+    return o ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
 int kiln_access_audit(struct kiln_store *st, const struct kiln_principal *p, const char *peer,
                       const char *method, const char *path, const char *outcome, double now,
                       struct kiln_error *err)

@@ -53,6 +53,12 @@ int kiln_access_worker_by_name(struct kiln_store *st, const char *name, int64_t 
 int kiln_access_job(struct kiln_store *st, int64_t job, int64_t *owner_token, int64_t *worker_id,
                     struct kiln_error *err);
 
+/* The job's secret env entries ({} when none), as submitted: name ->
+ * {"secret": value} or {"secret_ref": NAME}. Only the lease and the log
+ * redaction read them. */
+int kiln_access_job_secrets(struct kiln_store *st, int64_t job, json_t **out,
+                            struct kiln_error *err);
+
 /* One audit row: who (principal), from where, what (method and path) and
  * the outcome ("allowed" or the refusal's HTTP status, e.g. "403"). */
 int kiln_access_audit(struct kiln_store *st, const struct kiln_principal *p, const char *peer,

@@ -581,8 +581,8 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
             "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
             "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
             "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
-            "created_at, owner_token) "
-            "VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "created_at, owner_token, secret_env) "
+            "VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             &s, err);
         if (rc) goto fail;
         json_t *selftest = json_object_get(job, "selftest");
@@ -626,6 +626,7 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
             sqlite3_bind_int64(s, 23, json_integer_value(json_object_get(job, "owner")));
         else
             sqlite3_bind_null(s, 23);
+        kiln_store_bind_json(s, 24, json_object_get(job, "secret_env"));
         if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
         int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
         json_array_append_new(ids, json_integer(id));

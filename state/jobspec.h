@@ -25,6 +25,12 @@ enum kiln_jobspec_kind { KILN_JOBSPEC_ADHOC = 1, KILN_JOBSPEC_RECIPE = 2 };
 
 #define KILN_JOBSPEC_MAX_BODY (1024 * 1024)
 
+/* Env values may be secrets: {"secret": "value"} or {"secret_ref": "NAME"}
+ * (a secret kept on the server, see server/secrets.h). A normalized job keeps
+ * them in "secret_env" (stored apart, handed to the job only) and shows this
+ * mark in "env" instead. */
+#define KILN_JOBSPEC_SECRET_MARK "(secret)"
+
 struct kiln_jobspec {
     enum kiln_jobspec_kind kind;
     json_t *jobs;      /* ADHOC: array of normalized job objects */

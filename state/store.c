@@ -101,6 +101,7 @@ static const char *migrations[] = {
     "ALTER TABLE tokens ADD COLUMN worker_id INTEGER;"
     "CREATE INDEX tokens_worker ON tokens(worker_id);"
     "ALTER TABLE jobs ADD COLUMN owner_token INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN secret_env TEXT;"
     "CREATE TABLE audit ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " at REAL NOT NULL,"

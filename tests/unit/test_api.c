@@ -8,6 +8,7 @@
 
 #include "common/httpc.h"
 #include "common/token.h"
+#include "state/jobspec.h"
 #include "catalog/catalog_serve.h"
 #include "git/git_serve.h"
 #include "server/serve.h"
@@ -419,6 +420,93 @@ static void test_token_before_body(void **state)
     json_decref(o);
 }
 
+static int on_sse_log(const char *p, size_t n, void *arg)
+{
+    struct kiln_buf *b = arg;
+    kiln_buf_append(b, p, n);
+    return strstr(b->data, "event: log") != NULL;
+}
+
+/* Issue 16, secrets: a secret env value reaches the job's lease only; the
+ * API, the event stream and the log (even when the job echoes it, split
+ * across two chunks) never show it. The old code showed env to every reader. */
+static void test_secrets(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[160];
+    setenv("KILN_SECRET_HF", "hf-from-the-server", 1);
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"s\",\"command\":\"echo $TOKEN\",\"env\":{\"TOKEN\":"
+                          "{\"secret\":\"sup3r-s3cret-value\"},\"HF\":{\"secret_ref\":\"HF\"},"
+                          "\"PLAIN\":\"shown\"}}",
+                          &o),
+                     201);
+    json_t *job = json_array_get(json_object_get(o, "jobs"), 0);
+    json_int_t id = json_integer_value(json_object_get(job, "id"));
+    assert_string_equal(jstr(json_object_get(job, "env"), "TOKEN"), KILN_JOBSPEC_SECRET_MARK);
+    json_decref(o);
+    /* A reference to a secret the server does not have is refused. */
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"s2\",\"command\":\"x\",\"env\":{\"A\":{\"secret_ref\":"
+                          "\"NOPE\"}}}",
+                          &o),
+                     404);
+    json_decref(o);
+    const char *readers[] = {f->read, f->submit, f->admin};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(call(f, readers[i], "GET", "/api/v1/jobs", NULL, &o), 200);
+        char *text = json_dumps(o, 0);
+        assert_null(strstr(text, "sup3r-s3cret-value"));
+        assert_null(strstr(text, "hf-from-the-server"));
+        assert_non_null(strstr(text, "shown"));
+        free(text);
+        json_decref(o);
+    }
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=1", (long long)wid);
+    assert_int_equal(call(f, f->worker, "POST", path, "{}", &o), 200);
+    json_t *env = json_object_get(json_object_get(o, "job"), "env");
+    assert_string_equal(jstr(env, "TOKEN"), "sup3r-s3cret-value");
+    assert_string_equal(jstr(env, "HF"), "hf-from-the-server");
+    assert_string_equal(jstr(env, "PLAIN"), "shown");
+    json_decref(o);
+    /* The job echoes it, once whole and once cut across two chunks. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=0", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "token=sup3r-s3cret-value\nsup3r-s3", &o),
+                     200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=33", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "cret-value done\n", &o), 200);
+    json_decref(o);
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, f->url, f->admin);
+    struct kiln_httpc_resp r = {0};
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log", (long long)id);
+    assert_int_equal(kiln_httpc_request(&c, "GET", path, NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body.data, "s3cret"));
+    assert_null(strstr(r.body.data, "sup3r"));
+    assert_non_null(strstr(r.body.data, "token=******************\n"));
+    assert_non_null(strstr(r.body.data, " done\n"));
+    kiln_httpc_resp_free(&r);
+    kiln_httpc_cleanup(&c);
+    /* Nor in the event stream's replay (it ends once the log event is in). */
+    kiln_httpc_init(&c, f->url, f->read);
+    struct kiln_buf got = {0};
+    long status = 0;
+    kiln_httpc_stream(&c, "/api/v1/events?last_event_id=0", on_sse_log, &got, &status, NULL);
+    kiln_httpc_cleanup(&c);
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(got.data, "\"TOKEN\":\"" KILN_JOBSPEC_SECRET_MARK "\""));
+    assert_null(strstr(got.data, "s3cret"));
+    assert_null(strstr(got.data, "hf-from-the-server"));
+    kiln_buf_free(&got);
+    unsetenv("KILN_SECRET_HF");
+}
+
 static void test_auth(void **state)
 {
     struct fx *f = *state;
@@ -820,6 +908,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_before_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ownership_and_audit, setup, teardown),

@@ -77,6 +77,7 @@ static void test_migrates_old_schema(void **state)
                                   /* issue 16's migration */
                                   "DROP INDEX tokens_worker; ALTER TABLE tokens DROP COLUMN "
                                   "worker_id; ALTER TABLE jobs DROP COLUMN owner_token; "
+                                  "ALTER TABLE jobs DROP COLUMN secret_env; "
                                   "DROP TABLE audit; DROP TABLE hook_deliveries; "
                                   "UPDATE schema_version SET version = 1",
                                   NULL, NULL, NULL),
