@@ -264,6 +264,12 @@ static void h_log_post(struct ctx *c)
         return (void)kiln_http_respond_error(
             c->req, 413, "too_large", "job %lld's log would exceed %lld bytes", (long long)c->id,
             (long long)c->srv->cfg.max_log_bytes);
+    if (c->srv->cfg.log_quota_bytes > 0 &&
+        c->srv->log_total + (int64_t)len > c->srv->cfg.log_quota_bytes)
+        return (void)kiln_http_respond_error(
+            c->req, 507, "insufficient_storage",
+            "the server's log quota of %lld bytes is full (finished jobs' logs go first)",
+            (long long)c->srv->cfg.log_quota_bytes);
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
     /* Secret values never reach the stored log (server/secrets.h). */
@@ -300,6 +306,7 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (size > before) {
         c->srv->m.log_bytes += (uint64_t)(size - before);
+        c->srv->log_total += size - before;
         if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size, kiln_now(),
                                      &err)))
             return fail_err(c, &err, rc);

@@ -4,6 +4,7 @@
 #include "common/fsutil.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
+#include "server/logquota.h"
 #include "state/registry.h"
 
 #include <errno.h>
@@ -40,6 +41,8 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->max_connections_per_client = 128;
     c->max_streams = 256;
     c->max_lease_waits = 1024;
+    c->log_quota_bytes = 64LL << 30;
+    c->log_retention_days = 90;
     c->log_level = KILN_LOG_INFO;
 }
 
@@ -137,6 +140,10 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             if (!(rc = cfg_num(v, k, 100, 600000, &d, err))) c->header_timeout_ms = (unsigned)d;
         } else if (!strcmp(k, "body_timeout_ms")) {
             if (!(rc = cfg_num(v, k, 100, 3600000, &d, err))) c->body_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "log_quota_bytes")) {
+            if (!(rc = cfg_num(v, k, 0, 1e15, &d, err))) c->log_quota_bytes = (int64_t)d;
+        } else if (!strcmp(k, "log_retention_days")) {
+            rc = cfg_num(v, k, 0, 36500, &c->log_retention_days, err);
         } else if (!strcmp(k, "max_streams")) {
             if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_streams = (unsigned)d;
         } else if (!strcmp(k, "max_lease_waits")) {
@@ -267,6 +274,20 @@ int kiln_serve_job_is_final(void *ctx, int64_t job)
     return kiln_job_state_final(state);
 }
 
+static void enforce_log_quota(struct kiln_server *s, double now)
+{
+    struct kiln_error err = {0};
+    int removed = 0;
+    if (kiln_logquota_enforce(s->st, s->logs, s->cfg.log_quota_bytes,
+                              s->cfg.log_retention_days * 86400.0, now, &s->log_total, &removed,
+                              &err))
+        kiln_log(&s->log, KILN_LOG_WARN, "log quota: %s", err.msg);
+    else if (removed)
+        kiln_log(&s->log, KILN_LOG_INFO,
+                 "log quota: removed %d finished job log(s); %lld bytes kept", removed,
+                 (long long)s->log_total);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
@@ -291,6 +312,7 @@ static void on_tick(uv_timer_t *t)
     }
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
+    if (s->ticks % 60 == 1) enforce_log_quota(s, now);
     if (changed) {
         kiln_logs_finish_if(s->logs, kiln_serve_job_is_final, s);
         kiln_serve_changed(s);

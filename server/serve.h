@@ -67,6 +67,8 @@ struct kiln_serve_config {
     unsigned max_lease_waits;            /* pending lease long-polls (1024) */
     unsigned header_timeout_ms;          /* whole request head (0 = http.h's 10 s) */
     unsigned body_timeout_ms;            /* whole buffered body (0 = http.h's 60 s) */
+    int64_t log_quota_bytes;             /* all job logs together (64 GiB; 0 = none) */
+    double log_retention_days;           /* finished jobs' logs kept (90; 0 = forever) */
     enum kiln_log_level log_level;
     /* NULL-terminated; borrowed. Their config sections pass load untouched. */
     const struct kiln_serve_feature *const *features;
@@ -151,6 +153,7 @@ struct kiln_server {
     int nfeatures; /* those whose init succeeded, in order */
     void *feature_state[KILN_SERVE_MAX_FEATURES];
     kiln_publish_fn publish; /* the publish stage hook (NULL: succeed at once) */
+    int64_t log_total;       /* bytes of all job logs (server/logquota.h) */
     void *publish_ctx;
 };
 
