@@ -27,15 +27,16 @@
 
 #define READ_BUF 65536
 #define LINGER_MS 2000
-#define BODY_PROGRESS (64 * 1024)
 
 /* One timer per connection, in one of these roles:
  * T_HEADER  the next request head must arrive in time (408)
  * T_IDLE    keep-alive wait between requests (quiet close)
  * T_BODY    the request body must arrive in time (408): a buffered body
- *           whole within body_timeout_ms, a streamed one (uploads) at least
- *           BODY_PROGRESS bytes per idle_timeout_ms, so a trickle of a byte
- *           now and then never keeps a connection alive
+ *           whole within body_timeout_ms, so a trickle of a byte now and
+ *           then never keeps a connection alive; a streamed one (uploads,
+ *           which the service takes only from authenticated callers after
+ *           checking the token in on_headers) must not stall for
+ *           idle_timeout_ms
  * T_WRITE   queued response bytes must keep moving (a client that stopped
  *           reading is dropped; on_close runs)
  * T_LINGER  after our FIN, wait a moment for the client's. */
@@ -109,9 +110,8 @@ struct conn {
     int body_paused; /* the handler asked to stop reading */
     int timer_kind;
     size_t pending;
-    uint64_t written;           /* bytes the socket took, for progress checks */
-    uint64_t mark;              /* written when the timer was armed */
-    uint64_t in_bytes, in_mark; /* bytes read, and at the last body progress check */
+    uint64_t written; /* bytes the socket took, for progress checks */
+    uint64_t mark;    /* written when the timer was armed */
     char peer[64];
     SSL *ssl;
     BIO *rbio, *wbio;
@@ -499,13 +499,10 @@ static void conn_input(struct conn *c, const char *data, size_t n)
 {
     if (c->closing || c->shutting) return;
     if (c->timer_kind == T_IDLE) timer_set(c, T_HEADER, c->srv->lim.header_timeout_ms);
-    c->in_bytes += n;
-    /* Only a streamed body earns more time, and only for real progress. */
-    if (c->timer_kind == T_BODY && c->req && c->req->mode == KILN_HTTP_BODY_STREAM &&
-        c->in_bytes - c->in_mark >= BODY_PROGRESS) {
-        c->in_mark = c->in_bytes;
+    /* Only a streamed body (an authenticated upload) earns more time, for
+     * any progress; a buffered one has its deadline from the head on. */
+    if (c->timer_kind == T_BODY && c->req && c->req->mode == KILN_HTTP_BODY_STREAM)
         timer_set(c, T_BODY, c->srv->lim.idle_timeout_ms);
-    }
     if (kiln_buf_append(&c->in, data, n) != KILN_OK) {
         send_server_error(c, 503, "out_of_memory", "out of memory while reading the request");
         return;
@@ -561,7 +558,6 @@ static int ps_on_head(void *ctx, const struct kiln_http_head *h)
         r->mode = KILN_HTTP_BODY_STREAM;
     }
     if (c->timer_kind == T_BODY) {
-        c->in_mark = c->in_bytes;
         timer_set(c, T_BODY,
                   r->mode == KILN_HTTP_BODY_STREAM ? s->lim.idle_timeout_ms
                                                    : s->lim.body_timeout_ms);

@@ -25,8 +25,8 @@
  * - Server-made errors, all JSON {"error":{"code","message"}} + close: 400
  *   parse_error (malformed, bad version), 408 timeout (header not complete
  *   within header_timeout_ms; a buffered body not complete within
- *   body_timeout_ms; a streamed body that moved less than 64 KiB in
- *   idle_timeout_ms: no trickle resets these deadlines), 413 too_large, 431
+ *   body_timeout_ms, whatever trickles in; a streamed body that stalled for
+ *   idle_timeout_ms), 413 too_large, 431
  *   header_too_large, 503 when max_connections or, for one peer address,
  *   max_connections_per_client is exceeded (the message says which).
  * - A client that stops reading is dropped once queued response bytes made

@@ -399,8 +399,14 @@ static void h_register(struct ctx *c)
     int64_t id;
     json_t *cancel;
     struct kiln_error err = {0};
-    const char *name = json_string_value(json_object_get(o, "name"));
-    int rc = name ? kiln_auth_register(c->srv->st, &c->who, name, (int)replace, &err) : KILN_OK;
+    char name[128] = "";
+    const char *n = json_string_value(json_object_get(o, "name"));
+    if (n && strlen(n) >= sizeof name) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, "name: at most 127 bytes");
+    }
+    if (n) snprintf(name, sizeof name, "%s", n); /* o goes before the name is used */
+    int rc = n ? kiln_auth_register(c->srv->st, &c->who, name, (int)replace, &err) : KILN_OK;
     if (!rc) rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
