@@ -36,7 +36,7 @@ s1=$(hwm "$SRV_PID") b1=$(hwm "$BLD_PID")
 now() { date +%s.%N; }
 t0=$(now)
 code=$(host_run bld "$T/bld" bash -c "nix-store --dump '$VP' | curl -sS -T - -o /dev/null -w '%{http_code}' \
-    -H 'Authorization: Bearer $WTOKEN' '$SERVE_URL/api/v1/catalog/blobs/sha256:$(printf '%064d' 0)'")
+    -H 'Authorization: Bearer $ADMIN' '$SERVE_URL/api/v1/catalog/blobs/sha256:$(printf '%064d' 0)'")
 t1=$(now)
 host_run bld "$T/bld" bash -c "nix-store --dump '$VP' | cat >/dev/null"
 t2=$(now)

@@ -4,6 +4,7 @@
 #include "catalog/catalog.h"
 #include "catalog/publish.h"
 #include "catalog/staging.h"
+#include "common/clock.h"
 #include "catalog/staging_http.h"
 #include "common/units.h"
 
@@ -105,8 +106,8 @@ static void prune_tick(uv_timer_t *t)
     }
     uint64_t n = 0, bytes = 0;
     struct kiln_error err = {0};
-    if (!keep || kiln_staging_prune(cf->cat, kiln_now(), cf->max_age_s, cf->max_bytes, keep, &n,
-                                    &bytes, &err) != KILN_OK)
+    if (!keep || kiln_staging_prune(cf->cat, kiln_clock_wall(), cf->max_age_s, cf->max_bytes, keep,
+                                    &n, &bytes, &err) != KILN_OK)
         kiln_log(&srv->log, KILN_LOG_WARN, "staging retention: %s",
                  err.msg[0] ? err.msg : "out of memory");
     else if (n)

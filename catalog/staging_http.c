@@ -13,8 +13,10 @@
 #include "catalog/staging_http.h"
 
 #include "catalog/staging.h"
+#include "common/clock.h"
 #include "http/http.h"
 #include "nix/nixcache.h"
+#include "server/auth.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -119,6 +121,16 @@ static void sup_free(struct sup *x)
     free(x);
 }
 
+/* The caller must be the worker holding the job's current attempt (its own
+ * credential, issued at registration: server/auth.h). */
+static int caller_check(struct kiln_server *srv, struct kiln_http_req *req, int64_t job,
+                        struct kiln_error *err)
+{
+    struct kiln_principal p;
+    int rc = kiln_auth_identify(srv->st, kiln_http_req_header(req, "Authorization"), &p, err);
+    return rc ? rc : kiln_auth_job_worker(srv->st, &p, job, err);
+}
+
 /* The attempt must be the current one of a job that is building. */
 static int job_check(struct kiln_server *srv, int64_t job, int64_t attempt, struct kiln_error *err)
 {
@@ -156,8 +168,8 @@ static void do_plan(struct kiln_staging_http *h, struct kiln_http_req *req, int6
     if (!json_is_object(in))
         kiln_fail(&e, KILN_EINVAL, "plan body must be {\"paths\":[...]}: %s", je.text);
     else if (job_check(h->srv, job, attempt, &e) == KILN_OK)
-        kiln_staging_plan(h->cat, job, attempt, json_object_get(in, "paths"), kiln_now(), &missing,
-                          &have, &e);
+        kiln_staging_plan(h->cat, job, attempt, json_object_get(in, "paths"), kiln_clock_wall(),
+                          &missing, &have, &e);
     json_decref(in);
     if (!missing) {
         respond_err(req, &e);
@@ -182,7 +194,7 @@ static void fin_done(uv_work_t *w, int status)
     struct kiln_error ce = {0};
     struct kiln_staging_upload *u = x->u;
     x->u = NULL;
-    int crc = kiln_staging_commit(u, x->rc == KILN_OK, kiln_now(), &ce);
+    int crc = kiln_staging_commit(u, x->rc == KILN_OK, kiln_clock_wall(), &ce);
     if (x->rc == KILN_OK && crc != KILN_OK) x->e = ce;
     int ok = x->rc == KILN_OK && crc == KILN_OK;
     kiln_log(&x->h->srv->log, ok ? KILN_LOG_INFO : KILN_LOG_WARN, "staging %s (job %lld): %s",
@@ -309,7 +321,8 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
         kiln_http_respond_error(req, 400, "invalid", "bad Content-Length");
         return;
     }
-    if (job_check(h->srv, job, attempt, &e) != KILN_OK) {
+    if (caller_check(h->srv, req, job, &e) != KILN_OK ||
+        job_check(h->srv, job, attempt, &e) != KILN_OK) {
         respond_err(req, &e);
         return;
     }
@@ -387,8 +400,13 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
 static void plan_post(struct kiln_staging_http *h, struct kiln_http_req *req, int64_t job)
 {
     int64_t attempt = 0;
+    struct kiln_error e = {0};
     if (!param_i64(req, "attempt", &attempt)) {
         kiln_http_respond_error(req, 400, "invalid", "attempt= is required");
+        return;
+    }
+    if (caller_check(h->srv, req, job, &e) != KILN_OK) {
+        respond_err(req, &e);
         return;
     }
     struct sup *x = calloc(1, sizeof *x);

@@ -4,6 +4,7 @@
 
 #include "common/buf.h"
 #include "common/httpc.h"
+#include "common/spawn.h"
 #include "nix/nar.h"
 #include "nix/nixcache.h"
 
@@ -84,6 +85,15 @@ static int skip_bytes(int fd, uint64_t n, struct kiln_error *err)
     return KILN_OK;
 }
 
+/* The token for the next request. */
+static void token_now(const struct kiln_stage_opts *o, char *out, size_t outlen)
+{
+    if (o->current_token)
+        o->current_token(o->token_arg, out, outlen);
+    else
+        snprintf(out, outlen, "%s", o->token ? o->token : "");
+}
+
 enum put_outcome { PUT_DONE, PUT_RETRY, PUT_REFUSED };
 
 /* Stall detection: no byte moved for stall_s while sending is a cut link.
@@ -121,9 +131,11 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
     snprintf(url, sizeof url, "%s/api/v1/staging/%ld/nar/%s?attempt=%ld&offset=%llu", o->server,
              o->job, hp, o->attempt, (unsigned long long)offset);
     char *argv[] = {"nix-store", "--dump", (char *)path, NULL};
-    pid_t pid;
+    struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+    struct kiln_spawn_proc proc;
     struct src s = {.fd = -1, .left = size - offset};
-    if (kiln_nar_spawn_read(argv, &pid, &s.fd, err) != KILN_OK) return PUT_REFUSED;
+    if (kiln_spawn_start(&sp, &proc, err) != KILN_OK) return PUT_REFUSED;
+    s.fd = proc.out_fd;
     enum put_outcome out = PUT_REFUSED;
     CURL *c = NULL;
     struct curl_slist *h = NULL;
@@ -135,8 +147,10 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
         kiln_fail(err, KILN_ENOMEM, "cannot start libcurl");
         goto done;
     }
-    if (o->token && *o->token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", o->token);
+    char tok[160];
+    token_now(o, tok, sizeof tok);
+    if (tok[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
         h = curl_slist_append(NULL, auth);
     }
     struct curl_slist *t = curl_slist_append(h, "Content-Type: application/x-nix-nar");
@@ -182,7 +196,9 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
     const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
     if (status == 200 || status == 201) {
         out = PUT_DONE;
-    } else if (status == 202 || status >= 500 || (status == 409 && code && !strcmp(code, "busy"))) {
+    } else if (status == 202 || status >= 500 || status == 401 ||
+               (status == 409 && code && !strcmp(code, "busy"))) {
+        /* 401: the credential rotated (re-registration) while we sent. */
         kiln_fail(err, KILN_ENET, "upload of %s: HTTP %ld: %s", path, status, msg);
         out = PUT_RETRY;
     } else {
@@ -196,8 +212,8 @@ static enum put_outcome put_nar(const struct kiln_stage_opts *o, const char *pat
     json_decref(j);
 done:
     close(s.fd);
-    kill(pid, SIGKILL); /* done or not, the dump is not needed any more */
-    kiln_nar_wait(pid, "nix-store --dump", NULL);
+    kiln_spawn_kill_group(proc.pid, SIGKILL); /* done or not, the dump is not needed any more */
+    kiln_spawn_finish(&proc, 0, "nix-store --dump", NULL);
     kiln_buf_free(&resp);
     curl_slist_free_all(h);
     if (c) curl_easy_cleanup(c);
@@ -212,6 +228,7 @@ static int plan(struct kiln_httpc *hc, const struct kiln_stage_opts *o, json_t *
     snprintf(path, sizeof path, "/api/v1/staging/%ld/plan?attempt=%ld", o->job, o->attempt);
     json_t *body = json_pack("{s:O}", "paths", infos), *resp = NULL;
     long status = 0;
+    token_now(o, hc->token, sizeof hc->token);
     *missing = NULL;
     *unsupported = 0;
     int rc = body ? kiln_httpc_json(hc, "POST", path, body, 120000, &status, &resp, err)
@@ -227,9 +244,9 @@ static int plan(struct kiln_httpc *hc, const struct kiln_stage_opts *o, json_t *
     }
     if (status != 200 || !json_is_array(json_object_get(resp, "missing"))) {
         rc = kiln_fail(err,
-                       status == 409   ? KILN_ECONFLICT
-                       : status >= 500 ? KILN_ENET
-                                       : KILN_EIO,
+                       status == 409                    ? KILN_ECONFLICT
+                       : status >= 500 || status == 401 ? KILN_ENET
+                                                        : KILN_EIO,
                        "staging plan refused (HTTP %ld): %s", status,
                        kiln_httpc_error_message(resp, status));
         json_decref(resp);

@@ -33,8 +33,12 @@
 #include <stdio.h>
 
 struct kiln_stage_opts {
-    const char *server;  /* "http://host:port" */
-    const char *token;   /* worker token, may be NULL */
+    const char *server; /* "http://host:port" */
+    const char *token;  /* worker token, may be NULL */
+    /* When set, asked before every request for the token to use (the
+     * agent's credential may rotate while an upload runs). */
+    void (*current_token)(void *arg, char *out, size_t outlen);
+    void *token_arg;
     const char *ca_file; /* "" or NULL = system CAs */
     long job, attempt;
     int stall_s; /* default 20 */

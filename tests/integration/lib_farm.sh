@@ -14,7 +14,8 @@
 #           test stage inspects cubins and runs the CPU program.
 #   $T/cli: nothing running; an empty store for substitution checks.
 #   Builds need 2 cores, so they never land on the GPU host.
-# Sets SERVE_URL, ADMIN, WTOKEN, PUBKEY, SRV_PID, BLD_PID, GPU_PID.
+# Sets SERVE_URL, ADMIN, WTOKEN (worker registration), RTOKEN (read), PUBKEY,
+# SRV_PID, BLD_PID, GPU_PID.
 # farm_api METHOD PATH [BODY], farm_job ID, farm_wait_state ID STATE SECONDS.
 : "${KILN_BIN:?set KILN_BIN}" "${KILN_SRC:?set KILN_SRC}"
 . "$KILN_SRC/tests/integration/lib_netns.sh"
@@ -84,7 +85,8 @@ farm_up() {
     cp "$KILN_SRC"/tests/fixtures/farm/*.yaml "$T/srv/recipes/"
     ADMIN=$("$T/srv/bin/kiln" token create --role admin --name it --data "$T/srv/var" | grep -oE 'kiln_[0-9a-f]+')
     WTOKEN=$("$T/srv/bin/kiln" token create --role worker --name it --data "$T/srv/var" | grep -oE 'kiln_[0-9a-f]+')
-    [ -n "$ADMIN" ] && [ -n "$WTOKEN" ] || fail "token create"
+    RTOKEN=$("$T/srv/bin/kiln" token create --role read --name it --data "$T/srv/var" | grep -oE 'kiln_[0-9a-f]+')
+    [ -n "$ADMIN" ] && [ -n "$WTOKEN" ] && [ -n "$RTOKEN" ] || fail "token create"
     printf 'heartbeat_s: 2\nlost_after_s: 30\n%s\n' "${1:-}" >"$T/srv/serve.yaml"
     local sip
     sip=$(netns_ip srv)
@@ -129,11 +131,11 @@ SMI
 }
 
 # nix-store -r PATH on HOST from the server's cache, signatures required,
-# the token in a netrc (Basic auth, as Nix sends it).
+# a read token in a netrc (Basic auth, as Nix sends it).
 farm_substitute() { # HOST PATH...
     local host=$1
     shift
-    printf 'machine %s login kiln password %s\n' "$(netns_ip srv)" "$WTOKEN" >"$T/$host/netrc"
+    printf 'machine %s login kiln password %s\n' "$(netns_ip srv)" "$RTOKEN" >"$T/$host/netrc"
     host_run "$host" "$T/$host" env XDG_CACHE_HOME="$T/$host/cache" nix-store -r "$@" \
         --option substituters "$SERVE_URL/nix-cache" --option trusted-public-keys "$PUBKEY" \
         --option require-sigs true --option narinfo-cache-negative-ttl 0 \
