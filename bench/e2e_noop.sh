@@ -36,7 +36,7 @@ kiln_round() {
     local sub wk port=""
     sub=$("$KILN" token create --role submit --data "$d/var" 2>/dev/null)
     wk=$("$KILN" token create --role worker --data "$d/var" 2>/dev/null)
-    "$KILN" serve --listen 127.0.0.1:0 --data "$d/var" --allow-anonymous-read >"$d/serve.log" 2>&1 &
+    ${SERVE_PREFIX:-} "$KILN" serve --listen 127.0.0.1:0 --data "$d/var" --allow-anonymous-read >"$d/serve.log" 2>&1 &
     SPID=$!
     for _ in $(seq 1 200); do
         port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$d/serve.log" | tail -1)
@@ -53,11 +53,12 @@ kiln_round() {
     out=$($CLIENT "$url" "" wait "$N" 600) || { tail "$d/worker.log" "$d/serve.log"; exit 1; }
     # CPU seconds per job of each process (utime+stime, clock ticks): where
     # the machine's time went, beside the throughput.
-    local tck cw cs
+    local tck cw cc cs
     tck=$(getconf CLK_TCK)
-    cw=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$WPID/stat")
+    cw=$(awk '{print $14 + $15}' "/proc/$WPID/stat")
+    cc=$(awk '{print $16 + $17}' "/proc/$WPID/stat")
     cs=$(awk '{print $14 + $15}' "/proc/$SPID/stat")
-    awk -v w="$cw" -v s="$cs" -v t="$tck" -v n="$N" 'BEGIN{printf "  cpu per job: worker+children %.2f ms, serve %.2f ms\n", w/t/n*1000, s/t/n*1000}' >&2
+    awk -v w="$cw" -v c="$cc" -v s="$cs" -v t="$tck" -v n="$N" 'BEGIN{printf "  cpu per job: worker %.2f ms, its jobs %.2f ms, serve %.2f ms\n", w/t/n*1000, c/t/n*1000, s/t/n*1000}' >&2
     kill -TERM "$WPID" "$SPID"
     wait "$WPID" "$SPID" 2>/dev/null || true
     WPID="" SPID=""
@@ -69,8 +70,9 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 K=() B=()
 for r in $(seq 1 "$ROUNDS"); do
     K+=("$(kiln_round "$r")")
-    B+=("$("$RAW" "$N" "$CORES" | awk '{print $5}')")
-    echo "round $r: kiln ${K[-1]} jobs/s, raw posix_spawn ${B[-1]} jobs/s" >&2
+    raw=$("$RAW" "$N" "$CORES")
+    B+=("$(echo "$raw" | awk '{print $5}')")
+    echo "round $r: kiln ${K[-1]} jobs/s, raw posix_spawn ${B[-1]} jobs/s ($(echo "$raw" | awk '{print $6}') ms CPU per job)" >&2
 done
 km=$(printf '%s\n' "${K[@]}" | median)
 bm=$(printf '%s\n' "${B[@]}" | median)

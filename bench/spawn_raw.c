@@ -5,13 +5,15 @@
  *
  *   build/bench/spawn_raw [N=1000] [P=1] [PROG=/bin/true]
  *
- * Prints one line: "spawn_raw N P SECONDS JOBS_PER_S".
+ * Prints one line: "spawn_raw N P SECONDS JOBS_PER_S CPU_MS_PER_JOB" (the
+ * last: user+system time of the spawner and its children, per job).
  */
 #include <pthread.h>
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -65,6 +67,14 @@ int main(int argc, char **argv)
         return 1;
     }
     double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
-    printf("spawn_raw %d %d %.4f %.1f\n", n, p, s, n / s);
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    double cpu = (double)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec +
+                          kids.ru_stime.tv_sec) +
+                 (double)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec +
+                          kids.ru_stime.tv_usec) /
+                     1e6;
+    printf("spawn_raw %d %d %.4f %.1f %.3f\n", n, p, s, n / s, cpu / n * 1000);
     return 0;
 }
