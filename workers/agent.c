@@ -38,6 +38,7 @@ extern char **environ;
 #define BACKOFF_MAX_MS 10000
 #define CANCEL_HB_MS 1500 /* heartbeat at least this often while jobs run */
 #define HARD_EXIT_MS 10000
+#define MAX_BATCH_LEASE 16 /* jobs one lease answer may carry (?max=N) */
 
 enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
 
@@ -669,8 +670,10 @@ static void start_job(struct agent *a, json_t *jo)
             if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
             if (!q) q = sh_quote(&gcmd, dir);
             if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
-            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
-            else cmd = gcmd.data;
+            if (q)
+                rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else
+                cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {
@@ -917,11 +920,17 @@ static void lease_done(struct req *r)
         return;
     }
     cancel_jobs(a, json_object_get(r->resp, "cancel"));
-    json_t *jo = json_object_get(r->resp, "job");
+    json_t *jobs = json_object_get(r->resp, "jobs"), *jo;
+    size_t i;
+    if (json_is_array(jobs)) { /* a batch lease (?max=N) */
+        json_array_foreach(jobs, i, jo) if (json_is_object(jo)) start_job(a, jo);
+        return;
+    }
+    jo = json_object_get(r->resp, "job");
     if (json_is_object(jo)) start_job(a, jo);
 }
 
-static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
+static void send_lease(struct agent *a, int cores, long ram, json_t *gpus, int njobs)
 {
     struct req *r = req_new(a, CH_LEASE, "POST", lease_done);
     if (!r) {
@@ -929,7 +938,13 @@ static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
         return;
     }
     int wait = a->cfg->lease_wait_s;
-    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d", a->worker_id, wait);
+    /* Ask for as many jobs as could start now (one core each at least):
+     * on a farm of short jobs one round trip then fills every free slot. */
+    int max = cores < 1 ? 1 : cores > MAX_BATCH_LEASE ? MAX_BATCH_LEASE : cores;
+    if (a->cfg->max_jobs > 0 && max > a->cfg->max_jobs - njobs) max = a->cfg->max_jobs - njobs;
+    if (max < 1) max = 1;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", a->worker_id,
+             wait, max);
     r->timeout_ms = (long)wait * 1000 + 15000;
     r->body = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
                         "free_gpus", gpus);
@@ -1133,7 +1148,7 @@ static void pump(struct agent *a)
         }
         int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
         if (room)
-            send_lease(a, cores, ram, gpus);
+            send_lease(a, cores, ram, gpus, njobs);
         else
             json_decref(gpus);
     }
