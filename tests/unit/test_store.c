@@ -73,7 +73,9 @@ static void test_migrates_old_schema(void **state)
     /* Make it a version-1 database again. */
     assert_int_equal(sqlite3_exec(kiln_store_db(st),
                                   "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
-                                  "DROP INDEX jobs_class; "
+                                  "DROP INDEX jobs_class; DROP TABLE job_counts; "
+                                  "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_delete; "
+                                  "DROP TRIGGER job_counts_update; "
                                   "UPDATE schema_version SET version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
