@@ -5,6 +5,8 @@ machine more than the job it submits).
   python3 kiln_client.py URL TOKEN submit N [JSON]   -> prints first and last id
   python3 kiln_client.py URL TOKEN wait N TIMEOUT_S  -> waits until N jobs are
       final, prints "done N first_start last_finish" from the jobs' own times
+  python3 kiln_client.py URL TOKEN pages STATE       -> reads every job in STATE
+      page by page (limit 1000), prints the count
 """
 import http.client
 import json
@@ -32,11 +34,12 @@ class Api:
         return r.status, (json.loads(raw) if raw else None)
 
 
-def jobs_all(api):
+def jobs_all(api, state=None):
     """Every job (newest first pages)."""
     out, before = [], None
     while True:
-        q = "/jobs?limit=1000" + ("&before_id=%d" % before if before else "")
+        q = "/jobs?limit=1000" + ("&state=" + state if state else "") + \
+            ("&before_id=%d" % before if before else "")
         st, d = api.call("GET", q)
         if st != 200:
             raise SystemExit("GET /jobs: %d" % st)
@@ -80,6 +83,8 @@ def main():
         first = min(j["started_at"] for j in jobs)
         last = max(j["finished_at"] for j in jobs)
         print("done", len(jobs), "%.6f %.6f" % (first, last))
+    elif cmd == "pages":
+        print(len(jobs_all(api, sys.argv[4])))
     else:
         raise SystemExit("unknown command " + cmd)
 
