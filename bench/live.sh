@@ -27,4 +27,9 @@ for _ in $(seq 1 200); do
 done
 [ -n "$PORT" ] || { cat "$T/serve.log"; exit 1; }
 echo "live: load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+c0=$(awk '{print $14 + $15}' "/proc/$SPID/stat")
 "$SRC/build/bench/sse_fanout" "http://127.0.0.1:$PORT" "$SUB" "$C" "$ROUNDS"
+# serve's own CPU per state change (both runs: one submit + fan-out each),
+# the part of the latency the machine's load does not add.
+awk -v a="$c0" -v t="$(getconf CLK_TCK)" -v r="$ROUNDS" -v c="$C" \
+    '{printf "live: serve CPU %.2f ms per state change (1 + %d clients, averaged)\n", ($14 + $15 - a) / t * 1000 / (2 * r), c}' "/proc/$SPID/stat"

@@ -5,9 +5,11 @@
 # SQLite, then `kiln serve` is (re)started on it and measured:
 #   ready_ms   start of the process -> first answered GET /api/v1/jobs?limit=100
 #   rss_mb     VmRSS of serve after the queue and history pages were read
-#   page_ms    GET /api/v1/jobs?state=queued&limit=100 (median of 5; the
-#              queue view reads 50 a page)
-#   queue_ms   GET /api/v1/jobs?state=queued&limit=1000 (median of 5)
+#   page_ms    GET /api/v1/jobs?state=queued&limit=100 (median of 21 on one
+#              keep-alive connection; the queue view reads 50 a page), and
+#   page_cpu   serve's own CPU per such GET (utime+stime over 100 GETs): the
+#              figure the machine's load does not move
+#   queue_ms   GET /api/v1/jobs?state=queued&limit=1000 (median of 11)
 #   queue_all  all Q queued jobs, paged by 1000 (what the queue view reads)
 #   bytes/job  (kiln.db + wal) / (H + Q) after a checkpoint
 # Baselines in the same run: the sqlite3 CLI opening the same file and
@@ -83,7 +85,7 @@ curl -s -o /dev/null "http://127.0.0.1:$PORT/api/v1/jobs?limit=100"
 RSS0=$(rss_mb "$SPID")
 stop
 
-printf 'jobs\tready_ms\tready_base_ms\trss_mb\trss_empty_mb\tpage_ms\tqueue_ms\tqueue_base_ms\tqueue_all_ms\tbytes_per_job\n' >"$OUT"
+printf 'jobs\tready_ms\tready_base_ms\trss_mb\trss_empty_mb\tpage_ms\tpage_cpu_ms\tqueue_ms\tqueue_base_ms\tqueue_all_ms\tbytes_per_job\n' >"$OUT"
 for H in $SIZES; do
     D=$T/h$H
     "$KILN" token create --role submit --data "$D" >/dev/null 2>&1 # creates the schema
@@ -101,8 +103,12 @@ for H in $SIZES; do
     sqlite3 "$D/kiln.db" "SELECT count(*) FROM jobs" >/dev/null
     ready0=$(( $(now_ms) - t0 ))
     U="http://127.0.0.1:$PORT/api/v1"
-    pms=$(for _ in 1 2 3 4 5; do get_ms "$U/jobs?state=queued&limit=100"; done | median)
-    qms=$(for _ in 1 2 3 4 5; do get_ms "$U/jobs?state=queued&limit=1000"; done | median)
+    CL="python3 $SRC/bench/lib/kiln_client.py http://127.0.0.1:$PORT ''"
+    pms=$($CL time "/api/v1/jobs?state=queued&limit=100" 21)
+    c0=$(awk '{print $14 + $15}' "/proc/$SPID/stat")
+    $CL time "/api/v1/jobs?state=queued&limit=100" 100 >/dev/null
+    pcpu=$(awk -v a="$c0" -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - a) / t * 1000 / 100}' "/proc/$SPID/stat")
+    qms=$($CL time "/api/v1/jobs?state=queued&limit=1000" 11)
     qbase=$(python3 - "$D/kiln.db" <<'PY'
 import sqlite3, sys, time, json
 c = sqlite3.connect(sys.argv[1])
@@ -122,10 +128,10 @@ PY
     rss=$(rss_mb "$SPID")
     stop
     bpj=$(( bytes / (H + Q) ))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$H" "$ready" "$ready0" "$rss" "$RSS0" "$pms" "$qms" "$qbase" "$qall" "$bpj" >>"$OUT"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$H" "$ready" "$ready0" "$rss" "$RSS0" "$pms" "$pcpu" "$qms" "$qbase" "$qall" "$bpj" >>"$OUT"
     echo "scale H=$H Q=$Q load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" (filled in ${fill_s} s):" \
         "ready ${ready} ms (sqlite3 count ${ready0} ms, ratio $(awk -v a="$ready" -v b="$ready0" 'BEGIN{printf "%.1f", a / (b > 0 ? b : 1)}'));" \
         "RSS ${rss} MB (empty db ${RSS0} MB);" \
-        "queue page of 100 ${pms} ms; queue GET 1000 ${qms} ms (python sqlite3 ${qbase} ms, ratio $(awk -v a="$qms" -v b="$qbase" 'BEGIN{printf "%.2f", a / b}'));" \
+        "queue page of 100 ${pms} ms (serve CPU ${pcpu} ms); queue GET 1000 ${qms} ms (python sqlite3 ${qbase} ms, ratio $(awk -v a="$qms" -v b="$qbase" 'BEGIN{printf "%.2f", a / b}'));" \
         "all $Q queued ${qall} ms; ${bpj} bytes/job"
 done

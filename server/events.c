@@ -24,6 +24,7 @@ struct kiln_events {
     int nsubs;
     uv_timer_t keepalive;
     struct kiln_buf out;
+    int64_t known_last; /* newest event id fanned out or seen at subscribe */
 };
 
 static void unlink_sub(struct kiln_events *e, struct sub *s)
@@ -57,6 +58,7 @@ static int write_event(void *arg, int64_t id, const char *type, const char *data
         return 1;
     }
     pc->s->cursor = id;
+    if (id > e->known_last) e->known_last = id;
     pc->rows++;
     return 0;
 }
@@ -78,7 +80,9 @@ static void on_drain(struct kiln_http_req *req, void *arg)
 {
     struct sub *s = arg;
     (void)req;
-    pump(s->e, s);
+    /* Drain fires after every completed write; only a subscriber that fell
+     * behind has rows to read (new rows come with kiln_events_notify). */
+    if (s->cursor < s->e->known_last) pump(s->e, s);
 }
 
 static void on_close(struct kiln_http_req *req, void *arg)
@@ -144,7 +148,9 @@ int kiln_events_subscribe(struct kiln_events *e, struct kiln_http_req *req, int6
     }
     s->e = e;
     s->req = req;
-    s->cursor = last_id >= 0 ? last_id : kiln_store_last_event_id(e->st);
+    int64_t newest = kiln_store_last_event_id(e->st);
+    if (newest > e->known_last) e->known_last = newest;
+    s->cursor = last_id >= 0 ? last_id : newest;
     if (kiln_http_stream_begin(req, 200, "text/event-stream",
                                "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n")) {
         free(s);
@@ -204,6 +210,7 @@ void kiln_events_notify(struct kiln_events *e)
                 s->cursor = sc.last;
         }
         head = sc.last;
+        if (head > e->known_last) e->known_last = head;
         more = sc.rows == BATCH;
     }
     struct sub *s = e->subs;

@@ -7,6 +7,8 @@ machine more than the job it submits).
       final, prints "done N first_start last_finish" from the jobs' own times
   python3 kiln_client.py URL TOKEN pages STATE       -> reads every job in STATE
       page by page (limit 1000), prints the count
+  python3 kiln_client.py URL TOKEN time PATH K        -> GETs PATH K times on one
+      keep-alive connection, prints the median wall ms
 """
 import http.client
 import json
@@ -83,6 +85,16 @@ def main():
         first = min(j["started_at"] for j in jobs)
         last = max(j["finished_at"] for j in jobs)
         print("done", len(jobs), "%.6f %.6f" % (first, last))
+    elif cmd == "time":
+        path, k = sys.argv[4], int(sys.argv[5])
+        ts = []
+        for _ in range(k):
+            t = time.perf_counter()
+            st, _ = api.call("GET", path)
+            ts.append((time.perf_counter() - t) * 1000)
+            if st != 200:
+                raise SystemExit("GET %s: %d" % (path, st))
+        print("%.2f" % sorted(ts)[k // 2])
     elif cmd == "pages":
         print(len(jobs_all(api, sys.argv[4])))
     else:
