@@ -108,6 +108,9 @@ static const char *migrations[] = {
     " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
     " INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)"
     " ON CONFLICT (state) DO UPDATE SET n = n + 1; END;",
+    /* issue 18: the jobs of one state newest first (GET /jobs?state=), an
+     * index walk instead of a scan of the history. */
+    "CREATE INDEX jobs_state_id ON jobs(state, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)

@@ -75,7 +75,7 @@ static void test_migrates_old_schema(void **state)
                                   "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
                                   "DROP INDEX jobs_class; DROP TABLE job_counts; "
                                   "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_delete; "
-                                  "DROP TRIGGER job_counts_update; "
+                                  "DROP TRIGGER job_counts_update; DROP INDEX jobs_state_id; "
                                   "UPDATE schema_version SET version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
