@@ -73,6 +73,7 @@ start() { # DATA -> sets SPID, PORT
         [ -n "$PORT" ] || sleep 0.005
     done
 }
+CL() { python3 "$SRC/bench/lib/kiln_client.py" "http://127.0.0.1:$PORT" "" "$@"; }
 stop() { kill -TERM "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=""; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 get_ms() { curl -s -o /dev/null -w "%{time_total}\n" "$1" | awk "{printf \"%.2f\\n\", \$1 * 1000}"; }
@@ -103,12 +104,11 @@ for H in $SIZES; do
     sqlite3 "$D/kiln.db" "SELECT count(*) FROM jobs" >/dev/null
     ready0=$(( $(now_ms) - t0 ))
     U="http://127.0.0.1:$PORT/api/v1"
-    CL="python3 $SRC/bench/lib/kiln_client.py http://127.0.0.1:$PORT ''"
-    pms=$($CL time "/api/v1/jobs?state=queued&limit=100" 21)
+    pms=$(CL time "/jobs?state=queued&limit=100" 21)
     c0=$(awk '{print $14 + $15}' "/proc/$SPID/stat")
-    $CL time "/api/v1/jobs?state=queued&limit=100" 100 >/dev/null
+    CL time "/jobs?state=queued&limit=100" 100 >/dev/null
     pcpu=$(awk -v a="$c0" -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - a) / t * 1000 / 100}' "/proc/$SPID/stat")
-    qms=$($CL time "/api/v1/jobs?state=queued&limit=1000" 11)
+    qms=$(CL time "/jobs?state=queued&limit=1000" 11)
     qbase=$(python3 - "$D/kiln.db" <<'PY'
 import sqlite3, sys, time, json
 c = sqlite3.connect(sys.argv[1])
