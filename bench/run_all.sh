@@ -21,7 +21,7 @@ if [ "$MODE" = quick ]; then
         "$B/bench/dispatch 300 4 30 8"
         "bash bench/live.sh 300 20"
         "bash bench/scale.sh 10000 1000"
-        "bash bench/peers.sh 50 2"
+        "bash bench/peers.sh 20 2"
         "$B/bench/placement"
     )
 else
