@@ -10,6 +10,7 @@
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1]
  */
+#include "common/clock.h"
 #include "common/httpc.h"
 #include "common/token.h"
 #include "server/serve.h"
@@ -36,13 +37,6 @@ struct run {
     atomic_int stop;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 struct wctx {
     struct run *r;
     int idx;
@@ -67,6 +61,13 @@ static void *worker(void *arg)
     }
     json_decref(in);
     long wid = (long)json_integer_value(json_object_get(out, "worker_id"));
+    /* From now on the worker acts with the credential it was issued. */
+    const char *cred = json_string_value(json_object_get(out, "credential"));
+    if (!cred || strlen(cred) >= sizeof c.token) {
+        fprintf(stderr, "register gave no credential\n");
+        exit(1);
+    }
+    snprintf(c.token, sizeof c.token, "%s", cred);
     json_decref(out);
     char path[128];
     snprintf(path, sizeof path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", wid,
@@ -80,7 +81,7 @@ static void *worker(void *arg)
         for (size_t k = 0; st == 200 && k < nj; k++) {
             if (json_is_array(jobs)) job = json_array_get(jobs, k);
             int id = (int)json_integer_value(json_object_get(job, "id"));
-            if (id > 0 && id <= r->maxid) r->start_t[id] = now_s();
+            if (id > 0 && id <= r->maxid) r->start_t[id] = kiln_clock_mono();
         }
         for (size_t k = 0; st == 200 && k < nj; k++) {
             if (json_is_array(jobs)) job = json_array_get(jobs, k);
@@ -109,7 +110,7 @@ static void *worker(void *arg)
 
 static int submit_one(struct kiln_httpc *c, struct run *r)
 {
-    double t = now_s();
+    double t = kiln_clock_mono();
     json_t *in = json_pack("{s:s,s:s}", "name", "noop", "command", "true"), *out = NULL;
     long st;
     if (kiln_httpc_json(c, "POST", "/api/v1/jobs", in, 0, &st, &out, NULL) || st != 201) {
@@ -208,12 +209,12 @@ static struct result one_run(int long_poll, int batch, int n, int w, int m)
     kiln_httpc_init(&c, r->url, r->sub);
     struct result res;
     /* Throughput: a batch of n. */
-    double t0 = now_s();
+    double t0 = kiln_clock_mono();
     for (int i = 0; i < n; i++)
         submit_one(&c, r);
     while (atomic_load(&r->done_jobs) < n)
         usleep(1000);
-    res.jobs_per_s = n / (now_s() - t0);
+    res.jobs_per_s = n / (kiln_clock_mono() - t0);
     /* Latency: one at a time onto idle workers. */
     double *lat = calloc((size_t)m, sizeof *lat);
     for (int i = 0; i < m; i++) {

@@ -15,6 +15,7 @@
  */
 #include "workers/proc.h"
 
+#include "common/spawn.h"
 #include "workers/config.h"
 
 #include <errno.h>
