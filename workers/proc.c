@@ -15,7 +15,6 @@
  */
 #include "workers/proc.h"
 
-#include "common/spawn.h"
 #include "workers/config.h"
 
 #include <errno.h>
