@@ -1,0 +1,102 @@
+# Sourced by integration tests and benches: a real Slurm on this host.
+# start_slurm DIR starts munged (own key and socket under DIR/munge, so it
+# never touches a system munged), slurmctld and two slurmd (n1; n2 with a
+# gpu:h100 GRES), all on loopback ports picked free, from the templates in
+# tests/integration/slurm/. It exports SLURM_CONF so sbatch/squeue/scancel
+# talk to this cluster, and sets SLURM_DIR, SLURM_PIDS (name=pid ...).
+# Returns 77 with a "SKIP: ..." line when Slurm cannot start here.
+# stop_slurm stops only the processes start_slurm started, by pid.
+# slurm_kill_node NODE kills that node's slurmd (SIGKILL), slurm_start_node
+# NODE starts it again.
+: "${KILN_SRC:?set KILN_SRC}"
+SLURM_DIR=""
+declare -A SLURM_PID=()
+
+slurm_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+slurm_start_node() {
+    local n=$1
+    slurmd -D -f "$SLURM_CONF" -N "$n" >>"$SLURM_DIR/slurmd.$n.out" 2>&1 &
+    SLURM_PID[$n]=$!
+}
+
+slurm_kill_node() {
+    local n=$1 p=${SLURM_PID[$1]:-}
+    [ -n "$p" ] || return 0
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    SLURM_PID[$n]=""
+}
+
+# slurm_wait_idle COUNT: waits (at most 30 s) until COUNT nodes are idle.
+slurm_wait_idle() {
+    local want=$1 got=0
+    for _ in $(seq 1 300); do
+        got=$(sinfo -h -N -t idle -o '%N' 2>/dev/null | sort -u | wc -l)
+        [ "$got" -ge "$want" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_slurm() {
+    local dir=$1 t=$KILN_SRC/tests/integration/slurm
+    if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null ||
+       ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+        echo "SKIP: slurm-wlm/munge not installed (scripts/install-deps.sh installs them)"
+        return 77
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "SKIP: slurmd needs root for its cgroups here"
+        return 77
+    fi
+    SLURM_DIR=$dir
+    mkdir -p "$dir/munge" "$dir/state" "$dir/spool/n1" "$dir/spool/n2"
+    chmod 700 "$dir/munge"
+    dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
+    chmod 400 "$dir/munge/munge.key"
+    munged -F -f --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
+        --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
+        --seed-file="$dir/munge/munged.seed" >"$dir/munge/munged.out" 2>&1 &
+    SLURM_PID[munged]=$!
+    local host ctld n1 n2
+    host=$(hostname -s)
+    ctld=$(slurm_free_port); n1=$(slurm_free_port); n2=$(slurm_free_port)
+    sed -e "s|@DIR@|$dir|g" -e "s|@HOST@|$host|g" -e "s|@CTLD_PORT@|$ctld|g" \
+        -e "s|@N1_PORT@|$n1|g" -e "s|@N2_PORT@|$n2|g" \
+        "${SLURM_CONF_TEMPLATE:-$t/slurm.conf.in}" >"$dir/slurm.conf"
+    cp "$t/cgroup.conf" "$t/gres.conf" "$dir/"
+    export SLURM_CONF=$dir/slurm.conf
+    for _ in $(seq 1 50); do [ -S "$dir/munge/munge.socket" ] && break; sleep 0.1; done
+    if [ ! -S "$dir/munge/munge.socket" ]; then
+        echo "SKIP: munged did not start:"; cat "$dir/munge/munged.out" "$dir/munge/munged.log" 2>/dev/null
+        stop_slurm; return 77
+    fi
+    slurmctld -D -i -f "$SLURM_CONF" >"$dir/slurmctld.out" 2>&1 &
+    SLURM_PID[slurmctld]=$!
+    for _ in $(seq 1 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
+    slurm_start_node n1
+    slurm_start_node n2
+    if ! slurm_wait_idle 2; then
+        echo "SKIP: slurm nodes did not come up:"
+        sinfo -N 2>&1; tail -5 "$dir"/slurmctld.log "$dir"/slurmd.*.log "$dir"/*.out 2>/dev/null
+        stop_slurm; return 77
+    fi
+    return 0
+}
+
+stop_slurm() {
+    local k p
+    for k in n1 n2 slurmctld munged; do
+        p=${SLURM_PID[$k]:-}
+        [ -n "$p" ] || continue
+        kill -TERM "$p" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+        SLURM_PID[$k]=""
+    done
+    return 0
+}
