@@ -4,9 +4,13 @@
  *   kiln worker --server URL --token T [--config FILE] [--name N] [--cores N]
  *               [--ram SIZE] [--max-jobs N] [--work-dir DIR]
  *               [--limit-method auto|cgroup2|cgroup1|poll]
+ *   kiln worker --step JOB:ATTEMPT --step-worker ID [--config FILE] ...
+ *               (inside a Slurm job: run that one lease of the executor's
+ *               worker ID, stream its log, report, exit; see slurm/)
  * The token may also come from KILN_TOKEN, the server from KILN_SERVER. */
 #include "cli/commands.h"
 
+#include "common/httpc.h"
 #include "common/log.h"
 #include "workers/agent.h"
 #include "workers/config.h"
@@ -26,6 +30,7 @@ static void worker_usage(FILE *f)
             "                   [--selftest-dir DIR]\n"
             "                   [--limit-method auto|cgroup2|cgroup1|poll] [--ca-file FILE]\n"
             "                   [--log-level debug|info|warn|error]\n"
+            "       kiln worker --step JOB:ATTEMPT --step-worker ID [same options]\n"
             "The token may come from KILN_TOKEN and the server from KILN_SERVER.\n");
 }
 
@@ -37,6 +42,49 @@ static int set_str(char *dst, size_t n, const char *v, const char *what)
     }
     snprintf(dst, n, "%s", v);
     return 0;
+}
+
+/* --step JOB:ATTEMPT --step-worker ID: fetch that lease from the server's
+ * executor (it kept the lease when it submitted the Slurm job). A lease that
+ * is no longer current (cancelled, requeued, already run) answers 409 and
+ * the step exits without running anything: a stage never runs twice. */
+static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, const char *wid)
+{
+    long job = 0, attempt = 0, worker = 0;
+    char tail;
+    if (!step || !wid || sscanf(step, "%ld:%ld%c", &job, &attempt, &tail) != 2 || job <= 0 ||
+        attempt <= 0 || sscanf(wid, "%ld%c", &worker, &tail) != 1 || worker <= 0) {
+        fprintf(stderr, "kiln worker: --step JOB:ATTEMPT and --step-worker ID go together\n");
+        return KILN_EXIT_USAGE;
+    }
+    struct kiln_httpc h;
+    struct kiln_error err = {0};
+    if (kiln_httpc_init(&h, cfg->server, cfg->token)) {
+        fprintf(stderr, "kiln worker: out of memory\n");
+        return KILN_EXIT_INTERNAL;
+    }
+    if (cfg->ca_file[0]) snprintf(h.ca_file, sizeof h.ca_file, "%s", cfg->ca_file);
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/slurm/lease/%ld/%ld", job, attempt);
+    long status = 0;
+    json_t *o = NULL;
+    int rc = kiln_httpc_json(&h, "GET", path, NULL, 0, &status, &o, &err);
+    kiln_httpc_cleanup(&h);
+    if (rc) {
+        fprintf(stderr, "kiln worker: step %s: %s\n", step, err.msg);
+        return KILN_EXIT_UNREACHABLE;
+    }
+    json_t *jo = json_object_get(o, "job");
+    if (status != 200 || !json_is_object(jo)) {
+        fprintf(stderr, "kiln worker: step %s: not run: %s\n", step,
+                kiln_httpc_error_message(o, status));
+        json_decref(o);
+        return status == 409 ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+    }
+    cfg->step_lease = json_incref(jo);
+    cfg->step_worker_id = worker;
+    json_decref(o);
+    return KILN_EXIT_OK;
 }
 
 int cmd_worker(int argc, char **argv)
@@ -57,6 +105,8 @@ int cmd_worker(int argc, char **argv)
         O_METHOD,
         O_CA,
         O_LOGLEVEL,
+        O_STEP,
+        O_STEPWORKER,
         O_HELP
     };
     static const struct option opts[] = {
@@ -75,6 +125,8 @@ int cmd_worker(int argc, char **argv)
         {"limit-method", required_argument, NULL, O_METHOD},
         {"ca-file", required_argument, NULL, O_CA},
         {"log-level", required_argument, NULL, O_LOGLEVEL},
+        {"step", required_argument, NULL, O_STEP},
+        {"step-worker", required_argument, NULL, O_STEPWORKER},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -84,7 +136,8 @@ int cmd_worker(int argc, char **argv)
      * they win over it. */
     const char *o_server = NULL, *o_token = NULL, *o_name = NULL, *o_cores = NULL, *o_ram = NULL,
                *o_maxjobs = NULL, *o_workdir = NULL, *o_method = NULL, *o_ca = NULL,
-               *o_loglevel = NULL, *o_srcdir = NULL, *o_stdir = NULL;
+               *o_loglevel = NULL, *o_srcdir = NULL, *o_stdir = NULL, *o_step = NULL,
+               *o_stepworker = NULL;
     optind = 1;
     opterr = 0;
     int c;
@@ -134,6 +187,12 @@ int cmd_worker(int argc, char **argv)
             break;
         case O_LOGLEVEL:
             o_loglevel = optarg;
+            break;
+        case O_STEP:
+            o_step = optarg;
+            break;
+        case O_STEPWORKER:
+            o_stepworker = optarg;
             break;
         case O_HELP:
             worker_usage(stdout);
@@ -268,6 +327,8 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     struct kiln_logger lg = {.min = lvl, .component = "worker"};
+    if ((o_step || o_stepworker) && (rc = fetch_step_lease(&cfg, o_step, o_stepworker)))
+        goto out;
     rc = kiln_agent_run(&cfg, &host, &lg, &err);
     if (rc) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);
