@@ -219,7 +219,7 @@ int kiln_slurm_sbatch_argv(const struct kiln_slurm_pool *p, const char *script,
                push(out, &n, &used, "--constraint=%s%s%s", constraint[0],
                     *constraint[0] && *constraint[1] ? "&" : "", constraint[1])) ||
               push(out, &n, &used, "--output=%s/kiln-%%j.out", p->out_dir) ||
-              push(out, &n, &used, "--export=NONE");
+              push(out, &n, &used, "--export=ALL");
     for (int i = 0; !bad && i < p->nextra; i++)
         bad = push(out, &n, &used, "%s", p->extra[i]);
     bad = bad || push(out, &n, &used, "%s", script) || push(out, &n, &used, "%s", p->kiln_bin) ||

@@ -15,8 +15,9 @@
  *     --parsable --no-requeue --partition P --job-name kiln-<pool>-<job>-<attempt>
  *     --comment "kiln job=<id> attempt=<n> stage=<stage>" --cpus-per-task <cores>
  *     --mem <ram>M --time <minutes> [--gres gpu:<type>:1] [--constraint a&b]
- *     --output <out_dir>/kiln-%j.out --export NONE <extra args> <script>
+ *     --output <out_dir>/kiln-%j.out --export ALL <extra args> <script>
  *     <kiln> worker --config <worker_config> --step <job>:<attempt> --step-worker <id>
+ *   (--export=ALL of the trimmed environment slurm_cmd.h gives sbatch.)
  *   Every element is one argv entry (no shell ever reads them); user strings
  *   (the job's name, env, command) are not in it at all: the step fetches
  *   its lease from the server. --no-requeue because kiln requeues itself

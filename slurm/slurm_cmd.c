@@ -7,6 +7,7 @@
 #include "common/buf.h"
 
 #include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,35 @@ struct run {
     int exited, out_eof, err_eof;
     int open_handles;
 };
+
+extern char **environ;
+
+/* The child sees only what Slurm's clients need from the service's
+ * environment (SLURM_CONF, PATH...): sbatch --export=ALL hands exactly this
+ * to the job, so no secret of kiln serve's reaches a job, and slurmd need
+ * not load a login environment (which --export=NONE/NIL costs: seconds per
+ * job). */
+static int env_wanted(const char *kv)
+{
+    static const char *keep[] = {"PATH=", "HOME=", "USER=", "LOGNAME=", "LANG=", "LC_ALL=",
+                                 "TZ=",   "SLURM_", "SQUEUE_", "SBATCH_", "SINFO_", NULL};
+    for (int i = 0; keep[i]; i++)
+        if (!strncmp(kv, keep[i], strlen(keep[i]))) return 1;
+    return 0;
+}
+
+static char **child_env(void)
+{
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n += env_wanted(*e);
+    char **out = calloc(n + 1, sizeof *out);
+    if (!out) return NULL;
+    n = 0;
+    for (char **e = environ; e && *e; e++)
+        if (env_wanted(*e)) out[n++] = *e; /* borrowed: uv_spawn copies before returning */
+    return out;
+}
 
 static void on_close(uv_handle_t *h)
 {
@@ -106,12 +136,15 @@ int kiln_slurm_cmd_run(uv_loop_t *loop, const char *const *argv, unsigned timeou
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->out},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->errp},
     };
+    char **env = child_env();
     uv_process_options_t o = {.exit_cb = on_exit_cb,
                               .file = argv[0],
                               .args = (char **)argv,
+                              .env = env,
                               .stdio_count = 3,
                               .stdio = io};
-    int e = uv_spawn(loop, &r->proc, &o);
+    int e = env ? uv_spawn(loop, &r->proc, &o) : UV_ENOMEM;
+    free(env);
     if (e) {
         /* libuv wants every handle closed, the failed process's too. */
         r->open_handles = 4;

@@ -851,7 +851,7 @@ static int slurm_init(struct kiln_server *srv, json_t *config, void **state,
         free(ss);
         return kiln_fail(err, KILN_EIO, "slurm: cannot prepare %s: %s", leases, strerror(e));
     }
-    if (kiln_serve_add_route(srv, "GET", "/api/v1/slurm/lease/", KILN_ROLE_WORKER, h_lease, ss) ||
+    if (kiln_serve_add_route(srv, "GET", "/api/v1/slurm/lease", KILN_ROLE_WORKER, h_lease, ss) ||
         kiln_serve_add_route(srv, "GET", "/api/v1/slurm", KILN_ROLE_READ, h_status, ss)) {
         free(ss);
         return kiln_fail(err, KILN_ELIMIT, "slurm: no room for its routes");
