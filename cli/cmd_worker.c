@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void worker_usage(FILE *f)
 {
@@ -68,10 +69,23 @@ static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, co
     snprintf(path, sizeof path, "/api/v1/slurm/lease/%ld/%ld", job, attempt);
     long status = 0;
     json_t *o = NULL;
-    int rc = kiln_httpc_json(&h, "GET", path, NULL, 0, &status, &o, &err);
+    /* The server may be restarting: keep asking for up to 5 minutes (the
+     * allocation waits; the stage still runs at most once). */
+    int rc = KILN_OK;
+    for (unsigned waited_ms = 0, pause_ms = 250;; waited_ms += pause_ms, pause_ms *= 2) {
+        if (pause_ms > 5000) pause_ms = 5000;
+        json_decref(o);
+        o = NULL;
+        rc = kiln_httpc_json(&h, "GET", path, NULL, 0, &status, &o, &err);
+        if (!rc && status < 500) break;
+        if (waited_ms >= 300000) break;
+        struct timespec ts = {.tv_sec = pause_ms / 1000, .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     kiln_httpc_cleanup(&h);
     if (rc) {
         fprintf(stderr, "kiln worker: step %s: %s\n", step, err.msg);
+        json_decref(o);
         return KILN_EXIT_UNREACHABLE;
     }
     json_t *jo = json_object_get(o, "job");

@@ -607,11 +607,12 @@ static void step_grant(struct ajob *j)
     }
 }
 
-/* Step mode: a SIGKILL with an OOM kill counted in our own (Slurm's) memory
- * cgroup means the cluster stopped the job for its memory limit. */
+/* Step mode: a SIGKILL (or a shell's 137 for its killed child) with an OOM
+ * kill counted in our own (Slurm's) memory cgroup means the cluster stopped
+ * the job for its memory limit. */
 static void step_explain_oom(struct ajob *j)
 {
-    if (j->res.term_signal != SIGKILL) return;
+    if (j->res.term_signal != SIGKILL && j->res.exit_code != 128 + SIGKILL) return;
     FILE *f = fopen("/proc/self/cgroup", "re");
     if (!f) return;
     char line[1024], path[1024] = "";

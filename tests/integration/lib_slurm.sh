@@ -1,13 +1,17 @@
 # Sourced by integration tests and benches: a real Slurm on this host.
 # start_slurm DIR starts munged (own key and socket under DIR/munge, so it
-# never touches a system munged), slurmctld and two slurmd (n1; n2 with a
-# gpu:h100 GRES), all on loopback ports picked free, from the templates in
-# tests/integration/slurm/. It exports SLURM_CONF so sbatch/squeue/scancel
-# talk to this cluster, and sets SLURM_DIR, SLURM_PIDS (name=pid ...).
+# never touches a system munged), slurmctld and two slurmd ($SLURM_N1;
+# $SLURM_N2 with a gpu:h100 GRES; names n1-PORT, n2-PORT so that clusters
+# of parallel tests never share a cgroup), all on loopback ports picked
+# free, from the templates in tests/integration/slurm/ (SLURM_CONF_TEMPLATE
+# overrides slurm.conf.in). It exports SLURM_CONF so sbatch/squeue/scancel
+# talk to this cluster, and sets SLURM_DIR and SLURM_PID[name].
 # Returns 77 with a "SKIP: ..." line when Slurm cannot start here.
 # stop_slurm stops only the processes start_slurm started, by pid.
 # slurm_kill_node NODE kills that node's slurmd (SIGKILL), slurm_start_node
 # NODE starts it again.
+SLURM_N1=""
+SLURM_N2=
 : "${KILN_SRC:?set KILN_SRC}"
 SLURM_DIR=""
 declare -A SLURM_PID=()
@@ -53,7 +57,7 @@ start_slurm() {
         return 77
     fi
     SLURM_DIR=$dir
-    mkdir -p "$dir/munge" "$dir/state" "$dir/spool/n1" "$dir/spool/n2"
+    mkdir -p "$dir/munge" "$dir/state"
     chmod 700 "$dir/munge"
     dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
     chmod 400 "$dir/munge/munge.key"
@@ -64,10 +68,14 @@ start_slurm() {
     local host ctld n1 n2
     host=$(hostname -s)
     ctld=$(slurm_free_port); n1=$(slurm_free_port); n2=$(slurm_free_port)
-    sed -e "s|@DIR@|$dir|g" -e "s|@HOST@|$host|g" -e "s|@CTLD_PORT@|$ctld|g" \
-        -e "s|@N1_PORT@|$n1|g" -e "s|@N2_PORT@|$n2|g" \
-        "${SLURM_CONF_TEMPLATE:-$t/slurm.conf.in}" >"$dir/slurm.conf"
-    cp "$t/cgroup.conf" "$t/gres.conf" "$dir/"
+    SLURM_N1=n1-$ctld
+    SLURM_N2=n2-$ctld
+    mkdir -p "$dir/spool/$SLURM_N1" "$dir/spool/$SLURM_N2"
+    local subst=(-e "s|@DIR@|$dir|g" -e "s|@HOST@|$host|g" -e "s|@CTLD_PORT@|$ctld|g"
+        -e "s|@N1_PORT@|$n1|g" -e "s|@N2_PORT@|$n2|g" -e "s|@N1@|$SLURM_N1|g" -e "s|@N2@|$SLURM_N2|g")
+    sed "${subst[@]}" "${SLURM_CONF_TEMPLATE:-$t/slurm.conf.in}" >"$dir/slurm.conf"
+    sed "${subst[@]}" "$t/gres.conf" >"$dir/gres.conf"
+    cp "$t/cgroup.conf" "$dir/"
     export SLURM_CONF=$dir/slurm.conf
     for _ in $(seq 1 50); do [ -S "$dir/munge/munge.socket" ] && break; sleep 0.1; done
     if [ ! -S "$dir/munge/munge.socket" ]; then
@@ -77,8 +85,8 @@ start_slurm() {
     slurmctld -D -i -f "$SLURM_CONF" >"$dir/slurmctld.out" 2>&1 &
     SLURM_PID[slurmctld]=$!
     for _ in $(seq 1 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
-    slurm_start_node n1
-    slurm_start_node n2
+    slurm_start_node "$SLURM_N1"
+    slurm_start_node "$SLURM_N2"
     if ! slurm_wait_idle 2; then
         echo "SKIP: slurm nodes did not come up:"
         sinfo -N 2>&1; tail -5 "$dir"/slurmctld.log "$dir"/slurmd.*.log "$dir"/*.out 2>/dev/null
@@ -89,7 +97,8 @@ start_slurm() {
 
 stop_slurm() {
     local k p
-    for k in n1 n2 slurmctld munged; do
+    for k in "$SLURM_N1" "$SLURM_N2" slurmctld munged; do
+        [ -n "$k" ] || continue
         p=${SLURM_PID[$k]:-}
         [ -n "$p" ] || continue
         kill -TERM "$p" 2>/dev/null

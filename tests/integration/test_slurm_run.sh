@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Slurm executor's mixed run against a real Slurm (lib_slurm.sh: munged,
-# slurmctld, slurmd n1 and n2; n2 has the only gpu:h100). One inline recipe
+# slurmctld, slurmd on two nodes; the second has the only gpu:h100). One inline recipe
 # expands to 3*N variants: base-I (build), app-I (build, depends on base-I),
 # gpu-I (build, depends on base-I, then a GPU test stage for SM 90). Every
 # stage is one Slurm job. Afterwards:
@@ -8,7 +8,7 @@
 #   - every build command ran exactly once (its start/end lines);
 #   - Slurm's own completion log (jobcomp) has exactly one job per stage
 #     (kiln-it-<job>-<attempt>, attempt 1 only: nothing ran twice);
-#   - every GPU test stage ran on n2, the GRES node;
+#   - every GPU test stage ran on the GRES node;
 #   - the test stages' selftest JSON came back to the jobs.
 # SLURM_MIX_N (default 67: 201 variants, 268 Slurm jobs) scales it.
 set -u
@@ -110,15 +110,15 @@ print(f"ok 3 Slurm ran {len(rows)} jobs, one per stage, all COMPLETED; attempts 
 PY
 # GPU test stages: attempt 2 of each gpu-I job (build was attempt 1) ran on n2.
 gpu_ids=$(sqlite3 "$db" "SELECT id FROM jobs WHERE name LIKE 'gpu-%'" | tr '\n' ' ')
-python3 - "$T/slurm/jobcomp.txt" "$gpu_ids" <<'PY' || fail "GPU placement"
+python3 - "$T/slurm/jobcomp.txt" "$gpu_ids" "$SLURM_N2" <<'PY' || fail "GPU placement"
 import re, sys
 rows = [dict(re.findall(r'(\w+)=(\S*)', l)) for l in open(sys.argv[1])]
 gpu = set(int(x) for x in sys.argv[2].split())
 tests = [r for r in rows if r.get("Name", "").startswith("kiln-it-") and int(r["Name"].split("-")[2]) in gpu and r["Name"].endswith("-2")]
 assert len(tests) == len(gpu), f"{len(tests)} test stages for {len(gpu)} gpu jobs"
-bad = [r["Name"] + "@" + r["NodeList"] for r in tests if r["NodeList"] != "n2"]
+bad = [r["Name"] + "@" + r["NodeList"] for r in tests if r["NodeList"] != sys.argv[3]]
 assert not bad, f"GPU stages off the GRES node: {bad[:5]}"
-print(f"ok 4 all {len(tests)} GPU test stages ran on n2 (the gpu:h100 node)")
+print(f"ok 4 all {len(tests)} GPU test stages ran on {sys.argv[3]} (the gpu:h100 node)")
 PY
 nst=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE name LIKE 'gpu-%' AND json_extract(selftest,'\$.ok') = 1")
 [ "$nst" = "$N" ] || fail "selftest JSON on $nst of $N gpu jobs"
