@@ -49,6 +49,8 @@ static int set_str(char *dst, size_t n, const char *v, const char *what)
  * executor (it kept the lease when it submitted the Slurm job). A lease that
  * is no longer current (cancelled, requeued, already run) answers 409 and
  * the step exits without running anything: a stage never runs twice. */
+#define STEP_NOTHING (-1) /* the lease is not current: exit 0 without running */
+
 static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, const char *wid)
 {
     long job = 0, attempt = 0, worker = 0;
@@ -93,7 +95,8 @@ static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, co
         fprintf(stderr, "kiln worker: step %s: not run: %s\n", step,
                 kiln_httpc_error_message(o, status));
         json_decref(o);
-        return status == 409 ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+        /* 409: not current (any more): nothing to run, and that is fine */
+        return status == 409 ? STEP_NOTHING : KILN_EXIT_FAIL;
     }
     cfg->step_lease = json_incref(jo);
     cfg->step_worker_id = worker;
@@ -341,8 +344,10 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     struct kiln_logger lg = {.min = lvl, .component = "worker"};
-    if ((o_step || o_stepworker) && (rc = fetch_step_lease(&cfg, o_step, o_stepworker)))
-        goto out;
+    if ((o_step || o_stepworker) && (rc = fetch_step_lease(&cfg, o_step, o_stepworker))) {
+        if (rc == STEP_NOTHING) rc = KILN_EXIT_OK;
+        goto out; /* never fall through to a normal agent */
+    }
     rc = kiln_agent_run(&cfg, &host, &lg, &err);
     if (rc) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);

@@ -745,8 +745,16 @@ static void h_lease(struct kiln_server *srv, struct kiln_http_req *req, void *ct
     }
     for (int i = 0; i < ss->npools; i++) {
         struct pool *p = &ss->pools[i];
-        struct sjob *s = find_sjob(p, job, attempt);
-        if (!s || !current(p, s)) continue;
+        if (!p->worker_id || !p->reconciled) {
+            /* just restarted: the step retries on 503 until we know */
+            kiln_http_respond_error(req, 503, "unavailable",
+                                    "the Slurm executor is reconciling after a start; retry");
+            return;
+        }
+        /* The store decides, not our memory: served while (job, attempt)
+         * runs on this pool's worker and its lease file exists. */
+        struct sjob probe = {.p = p, .job = job, .attempt = attempt};
+        if (!current(p, &probe)) continue;
         char lp[PATH_MAX + 64];
         lease_path(ss, job, attempt, lp, sizeof lp);
         json_error_t je;

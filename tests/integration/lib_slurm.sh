@@ -95,8 +95,25 @@ start_slurm() {
     return 0
 }
 
+# The step daemons (slurmstepd) of this cluster's nodes: Slurm puts each in
+# a cgroup named after its node, and node names are unique per cluster.
+slurm_own_stepds() {
+    local p
+    for p in $(pgrep -f '^slurmstepd:' 2>/dev/null); do
+        grep -qE ":/slurm_($SLURM_N1|$SLURM_N2)/" "/proc/$p/cgroup" 2>/dev/null && echo "$p"
+    done
+}
+
 stop_slurm() {
     local k p
+    # Jobs first, while slurmd still runs them down cleanly.
+    if [ -n "${SLURM_PID[slurmctld]:-}" ] && [ -n "$SLURM_N1" ]; then
+        scancel --quiet --partition=kiln 2>/dev/null
+        for _ in $(seq 1 50); do
+            [ -z "$(squeue -h -t PENDING,RUNNING,COMPLETING 2>/dev/null)" ] && break
+            sleep 0.1
+        done
+    fi
     for k in "$SLURM_N1" "$SLURM_N2" slurmctld munged; do
         [ -n "$k" ] || continue
         p=${SLURM_PID[$k]:-}
@@ -107,50 +124,8 @@ stop_slurm() {
         wait "$p" 2>/dev/null
         SLURM_PID[$k]=""
     done
+    # A node whose slurmd was killed (slurm_kill_node) may leave its step
+    # daemons behind: they are ours, end them by pid.
+    for p in $(slurm_own_stepds); do kill -KILL "$p" 2>/dev/null; done
     return 0
-}
-
-# start_serve_slurm DIR [POOL_YAML_EXTRA]: kiln serve on a free loopback
-# port with one Slurm pool "it" on partition kiln (SM 90 -> gpu:h100 +
-# sm_90, avx2 -> x86-64-v3). Needs start_slurm first and KILN_BIN. Sets
-# SERVE_PID, PORT, U, ADMIN, WT; the step's worker config is DIR/step.yaml.
-start_serve_slurm() {
-    local d=$1 extra=${2-}
-    mkdir -p "$d/steps" "$d/out"
-    ADMIN=$("$KILN_BIN" token create --data "$d/data" --role admin | grep -oE 'kiln_[0-9a-f]{48}')
-    WT=$("$KILN_BIN" token create --data "$d/data" --role worker | grep -oE 'kiln_[0-9a-f]{48}')
-    printf '%s\n' "$WT" >"$d/worker.token"
-    chmod 600 "$d/worker.token"
-    PORT=${PORT:-$(slurm_free_port)}
-    cat >"$d/step.yaml" <<Y
-server: http://127.0.0.1:$PORT
-token_file: $d/worker.token
-work_dir: $d/steps
-limit_method: poll
-Y
-    cat >"$d/serve.yaml" <<Y
-slurm:
-  pools:
-    - name: it
-      partition: kiln
-      kiln: $KILN_BIN
-      worker_config: $d/step.yaml
-      out_dir: $d/out
-      poll_ms: 250
-      gpus: {"90": {gres: "gpu:h100", feature: "sm_90"}}
-      isa_features: {avx2: x86-64-v3}
-$extra
-Y
-    "$KILN_BIN" serve --listen 127.0.0.1:$PORT --data "$d/data" --config "$d/serve.yaml" \
-        >>"$d/serve.log" 2>&1 &
-    SERVE_PID=$!
-    U=http://127.0.0.1:$PORT/api/v1
-    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.05; done
-    # the pool registers once sinfo and squeue answered
-    for _ in $(seq 1 100); do
-        curl -fs -H "Authorization: Bearer $ADMIN" "$U/workers" 2>/dev/null | grep -q '"slurm-it"' && return 0
-        sleep 0.1
-    done
-    echo "slurm pool did not register:"; tail -20 "$d/serve.log"
-    return 1
 }
