@@ -129,3 +129,48 @@ stop_slurm() {
     for p in $(slurm_own_stepds); do kill -KILL "$p" 2>/dev/null; done
     return 0
 }
+
+# start_serve_slurm DIR [POOL_YAML_EXTRA]: kiln serve on a free loopback
+# port with one Slurm pool "it" on partition kiln (SM 90 -> gpu:h100 +
+# sm_90, avx2 -> x86-64-v3). Needs start_slurm first and KILN_BIN. Sets
+# SERVE_PID, PORT, U, ADMIN, WT; the step's worker config is DIR/step.yaml.
+start_serve_slurm() {
+    local d=$1 extra=${2-}
+    mkdir -p "$d/steps" "$d/out"
+    ADMIN=$("$KILN_BIN" token create --data "$d/data" --role admin | grep -oE 'kiln_[0-9a-f]{48}')
+    WT=$("$KILN_BIN" token create --data "$d/data" --role worker | grep -oE 'kiln_[0-9a-f]{48}')
+    printf '%s\n' "$WT" >"$d/worker.token"
+    chmod 600 "$d/worker.token"
+    PORT=${PORT:-$(slurm_free_port)}
+    cat >"$d/step.yaml" <<Y
+server: http://127.0.0.1:$PORT
+token_file: $d/worker.token
+work_dir: $d/steps
+limit_method: poll
+Y
+    cat >"$d/serve.yaml" <<Y
+slurm:
+  pools:
+    - name: it
+      partition: kiln
+      kiln: $KILN_BIN
+      worker_config: $d/step.yaml
+      out_dir: $d/out
+      poll_ms: 250
+      gpus: {"90": {gres: "gpu:h100", feature: "sm_90"}}
+      isa_features: {avx2: x86-64-v3}
+$extra
+Y
+    "$KILN_BIN" serve --listen 127.0.0.1:$PORT --data "$d/data" --config "$d/serve.yaml" \
+        >>"$d/serve.log" 2>&1 &
+    SERVE_PID=$!
+    U=http://127.0.0.1:$PORT/api/v1
+    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.05; done
+    # the pool registers once sinfo and squeue answered
+    for _ in $(seq 1 100); do
+        curl -fs -H "Authorization: Bearer $ADMIN" "$U/workers" 2>/dev/null | grep -q '"slurm-it"' && return 0
+        sleep 0.1
+    done
+    echo "slurm pool did not register:"; tail -20 "$d/serve.log"
+    return 1
+}
