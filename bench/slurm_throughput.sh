@@ -29,10 +29,10 @@ for i in $(seq 1 "$N"); do
 done
 for _ in $(seq 1 6000); do [ -z "$(squeue -h -t PD,R,CG)" ] && break; sleep 0.05; done
 t1=$(now)
-sb=$(python3 -c "print($t1 - $t0)")
+sb=$("$PY" -c "print($t1 - $t0)")
 
 submit_noops() { # URL TOKEN NAME
-    python3 - "$1" "$2" "$3" "$N" <<'PY'
+    "$PY" - "$1" "$2" "$3" "$N" <<'PY'
 import json, sys, urllib.request
 u, tok, name, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 yaml = f"""
@@ -61,7 +61,7 @@ t0=$(now)
 submit_noops "$U" "$ADMIN" noop-slurm
 wait_done "$T/k1/data/kiln.db" "$N" || exit 1
 t1=$(now)
-ks=$(python3 -c "print($t1 - $t0)")
+ks=$("$PY" -c "print($t1 - $t0)")
 stop_pid "$SERVE_PID"; SERVE_PID=""
 
 # kiln, agent executor (no slurm section)
@@ -81,9 +81,9 @@ t0=$(now)
 submit_noops "http://127.0.0.1:$P2/api/v1" "$ADMIN" noop-agent
 wait_done "$T/k2/data/kiln.db" "$N" || exit 1
 t1=$(now)
-ka=$(python3 -c "print($t1 - $t0)")
+ka=$("$PY" -c "print($t1 - $t0)")
 
-python3 - "$N" "$sb" "$ks" "$ka" <<'PY'
+"$PY" - "$N" "$sb" "$ks" "$ka" <<'PY'
 import sys
 n = int(sys.argv[1]); sb, ks, ka = map(float, sys.argv[2:5])
 print(f"no-op stages: {n}, 8 slots (2 nodes x 4 CPUs), same host, same run")

@@ -81,7 +81,8 @@ static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, co
         rc = kiln_httpc_json(&h, "GET", path, NULL, 0, &status, &o, &err);
         if (!rc && status < 500) break;
         if (waited_ms >= 300000) break;
-        struct timespec ts = {.tv_sec = pause_ms / 1000, .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
+        struct timespec ts = {.tv_sec = pause_ms / 1000,
+                              .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     kiln_httpc_cleanup(&h);

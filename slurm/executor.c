@@ -23,9 +23,10 @@ static int str_key(json_t *o, const char *k, char *out, size_t n, int required,
 {
     json_t *v = json_object_get(o, k);
     if (!v) return required ? kiln_fail(err, KILN_EINVAL, "slurm pool: %s is required", k) : 0;
-    if (!json_is_string(v) || strlen(json_string_value(v)) >= n || strchr(json_string_value(v), '\n'))
-        return kiln_fail(err, KILN_EINVAL, "slurm pool: %s must be a string (at most %zu bytes)",
-                         k, n - 1);
+    if (!json_is_string(v) || strlen(json_string_value(v)) >= n ||
+        strchr(json_string_value(v), '\n'))
+        return kiln_fail(err, KILN_EINVAL, "slurm pool: %s must be a string (at most %zu bytes)", k,
+                         n - 1);
     snprintf(out, n, "%s", json_string_value(v));
     return 0;
 }
@@ -82,9 +83,9 @@ int kiln_slurm_pool_parse(json_t *o, struct kiln_slurm_pool *p, struct kiln_erro
     p->driver = 999;
     p->poll_ms = 1000;
     if (!json_is_object(o)) return kiln_fail(err, KILN_EINVAL, "slurm pool: must be a mapping");
-    static const char *known[] = {"name",     "partition", "kiln",         "worker_config",
-                                  "out_dir",  "platform",  "driver",       "poll_ms",
-                                  "gpus",     "isa_features", "extra_args", NULL};
+    static const char *known[] = {"name",    "partition",    "kiln",       "worker_config",
+                                  "out_dir", "platform",     "driver",     "poll_ms",
+                                  "gpus",    "isa_features", "extra_args", NULL};
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v)
@@ -121,8 +122,9 @@ int kiln_slurm_pool_parse(json_t *o, struct kiln_slurm_pool *p, struct kiln_erro
         size_t i;
         json_t *e;
         if (!json_is_array(v) || json_array_size(v) > KILN_SLURM_MAX_EXTRA)
-            return kiln_fail(err, KILN_EINVAL, "slurm pool: extra_args must be a list of at most "
-                                               "%d sbatch arguments",
+            return kiln_fail(err, KILN_EINVAL,
+                             "slurm pool: extra_args must be a list of at most "
+                             "%d sbatch arguments",
                              KILN_SLURM_MAX_EXTRA);
         json_array_foreach(v, i, e)
         {
@@ -226,8 +228,7 @@ int kiln_slurm_sbatch_argv(const struct kiln_slurm_pool *p, const char *script,
           push(out, &n, &used, "worker") || push(out, &n, &used, "--config") ||
           push(out, &n, &used, "%s", p->worker_config) || push(out, &n, &used, "--step") ||
           push(out, &n, &used, "%" PRId64 ":%" PRId64, s->job, s->attempt) ||
-          push(out, &n, &used, "--step-worker") ||
-          push(out, &n, &used, "%" PRId64, s->worker_id);
+          push(out, &n, &used, "--step-worker") || push(out, &n, &used, "%" PRId64, s->worker_id);
     if (bad) return kiln_fail(err, KILN_ELIMIT, "sbatch arguments too long");
     return 0;
 }
@@ -266,8 +267,8 @@ int kiln_slurm_qjob_parse(const char *line, struct kiln_slurm_qjob *q)
 
 int kiln_slurm_state_infra(const char *s)
 {
-    static const char *infra[] = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "REVOKED",
-                                  NULL};
+    static const char *infra[] = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED",
+                                  "DEADLINE",  "REVOKED",   NULL};
     for (int i = 0; infra[i]; i++)
         if (!strcmp(s, infra[i])) return 1;
     return 0;
@@ -275,9 +276,9 @@ int kiln_slurm_state_infra(const char *s)
 
 int kiln_slurm_state_final(const char *s)
 {
-    static const char *fin[] = {"COMPLETED", "FAILED",    "CANCELLED", "TIMEOUT",  "OUT_OF_MEMORY",
-                                "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "REVOKED",
-                                "SPECIAL_EXIT", NULL};
+    static const char *fin[] = {"COMPLETED",     "FAILED",    "CANCELLED",    "TIMEOUT",
+                                "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",    "PREEMPTED",
+                                "DEADLINE",      "REVOKED",   "SPECIAL_EXIT", NULL};
     for (int i = 0; fin[i]; i++)
         if (!strcmp(s, fin[i])) return 1;
     return 0;

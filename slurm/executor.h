@@ -50,9 +50,9 @@ struct kiln_slurm_pool {
     unsigned poll_ms;             /* squeue interval (default 1000) */
     int ngpu;
     struct {
-        char sm[16];       /* "90" */
-        char gres[64];     /* "gpu:h100" -> --gres=gpu:h100:1 */
-        char feature[64];  /* "" or a node feature -> --constraint */
+        char sm[16];      /* "90" */
+        char gres[64];    /* "gpu:h100" -> --gres=gpu:h100:1 */
+        char feature[64]; /* "" or a node feature -> --constraint */
     } gpu[KILN_SLURM_MAX_MAP];
     int nisa;
     struct {
@@ -71,7 +71,7 @@ struct kiln_slurm_stage {
     const char *stage; /* "build" | "test" */
     int cores;
     int64_t ram_mb;
-    double timeout_s; /* <= 0: the partition's limit */
+    double timeout_s;   /* <= 0: the partition's limit */
     const char *gpu_sm; /* "" = none */
     const char *isa;    /* "" = any */
 };

@@ -35,8 +35,8 @@ extern char **environ;
  * job). */
 static int env_wanted(const char *kv)
 {
-    static const char *keep[] = {"PATH=", "HOME=", "USER=", "LOGNAME=", "LANG=", "LC_ALL=",
-                                 "TZ=",   "SLURM_", "SQUEUE_", "SBATCH_", "SINFO_", NULL};
+    static const char *keep[] = {"PATH=", "HOME=",  "USER=",   "LOGNAME=", "LANG=",  "LC_ALL=",
+                                 "TZ=",   "SLURM_", "SQUEUE_", "SBATCH_",  "SINFO_", NULL};
     for (int i = 0; keep[i]; i++)
         if (!strncmp(kv, keep[i], strlen(keep[i]))) return 1;
     return 0;
@@ -68,8 +68,7 @@ static void maybe_finish(struct run *r)
 {
     if (!r->exited || !r->out_eof || !r->err_eof) return;
     uv_timer_stop(&r->timer);
-    r->done(r->arg, r->status, r->obuf.data ? r->obuf.data : "",
-            r->ebuf.data ? r->ebuf.data : "");
+    r->done(r->arg, r->status, r->obuf.data ? r->obuf.data : "", r->ebuf.data ? r->ebuf.data : "");
     uv_close((uv_handle_t *)&r->proc, on_close);
     uv_close((uv_handle_t *)&r->out, on_close);
     uv_close((uv_handle_t *)&r->errp, on_close);

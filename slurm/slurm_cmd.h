@@ -5,8 +5,8 @@
  * - kiln_slurm_cmd_run() starts argv[0] (found on PATH) with argv as given:
  *   never a shell, so nothing in an argument is ever interpreted. stdin is
  *   /dev/null; the environment is the service's trimmed to PATH, HOME, USER,
- *   LOGNAME, LANG, LC_ALL, TZ and SLURM_*, SQUEUE_*, SBATCH_*, SINFO_*; stdout is collected (capped at 4 MiB, the rest dropped),
- *   stderr is collected (capped at 4 KiB) for the error sentence.
+ *   LOGNAME, LANG, LC_ALL, TZ and SLURM_*, SQUEUE_*, SBATCH_*, SINFO_*; stdout is collected (capped
+ * at 4 MiB, the rest dropped), stderr is collected (capped at 4 KiB) for the error sentence.
  * - done is called exactly once on the loop thread, with status = the exit
  *   status (or 128+signal, or -1 when it could not start) and both outputs
  *   NUL-terminated; the buffers are freed after done returns.

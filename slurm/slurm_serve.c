@@ -214,8 +214,10 @@ static void cmd_done(void *arg, int status, const char *out, const char *errout)
     struct cmd_ctx *c = arg;
     struct kiln_slurm_serve *ss = c->ss;
     ss->inflight--;
-    if (!ss->freed) c->done(c->arg, status, out, errout);
-    else if (c->done == scancel_done) free(c->arg);
+    if (!ss->freed)
+        c->done(c->arg, status, out, errout);
+    else if (c->done == scancel_done)
+        free(c->arg);
     free(c);
     if (ss->freed && ss->inflight == 0) free(ss);
 }
@@ -358,8 +360,8 @@ static void rearm_pool(struct pool *p)
            guard++ < 1000) {
         p->want_wait = 0;
         struct kiln_offer off = {.free_cores = -1, .free_ram_mb = -1};
-        p->waiter = kiln_dispatch_wait(srv->dispatch, p->worker_id, &off, LEASE_WAIT_MS, on_lease,
-                                       p);
+        p->waiter =
+            kiln_dispatch_wait(srv->dispatch, p->worker_id, &off, LEASE_WAIT_MS, on_lease, p);
     }
     if (guard) kiln_events_notify(srv->events);
 }
@@ -421,10 +423,9 @@ static json_t *size_json(struct pool *p)
         for (int k = 0; k < p->conf.ngpu; k++) {
             int n = p->conf.gpu[k].gres[0] ? kiln_slurm_node_gpus(nd, p->conf.gpu[k].gres) : 0;
             for (int g = 0; g < n && json_array_size(gpus) < KILN_MAX_GPUS; g++)
-                json_array_append_new(gpus, json_pack("{s:i,s:s,s:i,s:i}", "index",
-                                                      (int)json_array_size(gpus), "sm",
-                                                      p->conf.gpu[k].sm, "driver", p->conf.driver,
-                                                      "memory_mb", 0));
+                json_array_append_new(
+                    gpus, json_pack("{s:i,s:s,s:i,s:i}", "index", (int)json_array_size(gpus), "sm",
+                                    p->conf.gpu[k].sm, "driver", p->conf.driver, "memory_mb", 0));
         }
     }
     json_object_set_new(labels, "executor", json_string("slurm"));
@@ -587,8 +588,8 @@ static void settle(struct pool *p, double now)
         char why[400];
         if (s->ended_at && kiln_slurm_state_infra(s->state)) {
             snprintf(why, sizeof why,
-                     "Slurm ended it with %s%s%s: requeued as an infrastructure failure",
-                     s->state, s->nodes[0] ? " on node " : "", s->nodes);
+                     "Slurm ended it with %s%s%s: requeued as an infrastructure failure", s->state,
+                     s->nodes[0] ? " on node " : "", s->nodes);
             infra_fail(p, s, why);
             drop_sjob(p, s);
         } else if (s->ended_at && now - s->ended_at >= END_GRACE_S) {
@@ -608,14 +609,16 @@ static void settle(struct pool *p, double now)
                     kiln_jobs_report(&p->ss->srv->jobs, s->job, p->worker_id, &r, now, NULL, &err);
                     kiln_serve_changed(p->ss->srv);
                 } else {
-                    snprintf(why, sizeof why, "its Slurm job %" PRId64 " ended (%s) without a report",
-                             s->slurm_id, s->state);
+                    snprintf(why, sizeof why,
+                             "its Slurm job %" PRId64 " ended (%s) without a report", s->slurm_id,
+                             s->state);
                     infra_fail(p, s, why);
                 }
             }
             drop_sjob(p, s);
         } else if (!s->ended_at && s->slurm_id && now - s->seen_at > GONE_GRACE_S) {
-            snprintf(why, sizeof why, "its Slurm job %" PRId64 " vanished from squeue", s->slurm_id);
+            snprintf(why, sizeof why, "its Slurm job %" PRId64 " vanished from squeue",
+                     s->slurm_id);
             infra_fail(p, s, why);
             drop_sjob(p, s);
         }
@@ -628,8 +631,7 @@ static void squeue_done(void *arg, int status, const char *out, const char *erro
     p->squeue_inflight = 0;
     double now = kiln_now();
     if (status != 0) {
-        snprintf(p->last_error, sizeof p->last_error, "squeue failed (%d): %.200s", status,
-                 errout);
+        snprintf(p->last_error, sizeof p->last_error, "squeue failed (%d): %.200s", status, errout);
         log_pool(p, KILN_LOG_WARN, "%s", p->last_error);
         /* nothing is decided on a failed listing: jobs are not "gone" */
         for (struct sjob *s = p->jobs; s; s = s->next)
@@ -781,31 +783,30 @@ static void h_status(struct kiln_server *srv, struct kiln_http_req *req, void *c
         for (int k = 0; k < p->nnodes; k++)
             json_array_append_new(
                 nodes, json_pack("{s:s,s:i,s:I,s:s,s:s,s:s}", "name", p->nodes[k].name, "cpus",
-                                 p->nodes[k].cpus, "ram_mb", (json_int_t)p->nodes[k].ram_mb,
-                                 "gres", p->nodes[k].gres, "features", p->nodes[k].features,
-                                 "state", p->nodes[k].state));
+                                 p->nodes[k].cpus, "ram_mb", (json_int_t)p->nodes[k].ram_mb, "gres",
+                                 p->nodes[k].gres, "features", p->nodes[k].features, "state",
+                                 p->nodes[k].state));
         for (struct sjob *s = p->jobs; s; s = s->next) {
             char text[300] = "";
             if (!strcmp(s->state, "PENDING")) kiln_slurm_reason_text(s->reason, text, sizeof text);
             json_array_append_new(
-                jobs, json_pack("{s:I,s:I,s:I,s:s,s:s,s:s,s:s}", "job", (json_int_t)s->job,
-                                "attempt", (json_int_t)s->attempt, "slurm_id",
-                                (json_int_t)s->slurm_id, "state", s->state, "reason", s->reason,
-                                "reason_text", text, "nodes", s->nodes));
+                jobs,
+                json_pack("{s:I,s:I,s:I,s:s,s:s,s:s,s:s}", "job", (json_int_t)s->job, "attempt",
+                          (json_int_t)s->attempt, "slurm_id", (json_int_t)s->slurm_id, "state",
+                          s->state, "reason", s->reason, "reason_text", text, "nodes", s->nodes));
         }
-        json_array_append_new(
-            pools, json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:s}", "name", p->conf.name, "partition",
-                             p->conf.partition, "worker", p->worker_name, "worker_id",
-                             (json_int_t)p->worker_id, "nodes", nodes, "jobs", jobs, "last_error",
-                             p->last_error));
+        json_array_append_new(pools,
+                              json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:s}", "name", p->conf.name,
+                                        "partition", p->conf.partition, "worker", p->worker_name,
+                                        "worker_id", (json_int_t)p->worker_id, "nodes", nodes,
+                                        "jobs", jobs, "last_error", p->last_error));
     }
     kiln_http_respond_json(req, 200, json_pack("{s:o}", "pools", pools ? pools : json_array()));
 }
 
 /* ---- the feature ---- */
 
-static int slurm_init(struct kiln_server *srv, json_t *config, void **state,
-                      struct kiln_error *err)
+static int slurm_init(struct kiln_server *srv, json_t *config, void **state, struct kiln_error *err)
 {
     *state = NULL;
     json_t *sec = json_object_get(config, "slurm");
@@ -818,10 +819,8 @@ static int slurm_init(struct kiln_server *srv, json_t *config, void **state,
         if (strcmp(k, "pools"))
             return kiln_fail(err, KILN_EINVAL, "slurm: unknown key '%s' (only pools:)", k);
     }
-    if (!json_is_array(pools) || json_array_size(pools) < 1 ||
-        json_array_size(pools) > MAX_POOLS)
-        return kiln_fail(err, KILN_EINVAL, "slurm: pools must be a list of 1..%d pools",
-                         MAX_POOLS);
+    if (!json_is_array(pools) || json_array_size(pools) < 1 || json_array_size(pools) > MAX_POOLS)
+        return kiln_fail(err, KILN_EINVAL, "slurm: pools must be a list of 1..%d pools", MAX_POOLS);
     struct kiln_slurm_serve *ss = calloc(1, sizeof *ss);
     if (!ss) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     ss->srv = srv;

@@ -732,8 +732,10 @@ static void start_job(struct agent *a, json_t *jo)
             if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
             if (!q) q = sh_quote(&gcmd, dir);
             if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
-            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
-            else cmd = gcmd.data;
+            if (q)
+                rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else
+                cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {
@@ -1187,7 +1189,8 @@ static void pump(struct agent *a)
         if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
         if (rep)
             send_report(a, rep);
-        else if (!a->step && now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
+        else if (!a->step &&
+                 now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
     if (!a->step && !a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&

@@ -28,9 +28,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct kiln_error e;
         if (!kiln_slurm_pool_parse(o, &p, &e)) {
             struct kiln_slurm_argv av;
-            struct kiln_slurm_stage s = {.job = 1, .attempt = 1, .worker_id = 1, .stage = "test",
-                                         .cores = 2, .ram_mb = 100, .timeout_s = 60,
-                                         .gpu_sm = "90", .isa = "avx2"};
+            struct kiln_slurm_stage s = {.job = 1,
+                                         .attempt = 1,
+                                         .worker_id = 1,
+                                         .stage = "test",
+                                         .cores = 2,
+                                         .ram_mb = 100,
+                                         .timeout_s = 60,
+                                         .gpu_sm = "90",
+                                         .isa = "avx2"};
             kiln_slurm_sbatch_argv(&p, "/s.sh", &s, &av, &e);
         }
         json_decref(o);

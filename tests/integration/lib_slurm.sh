@@ -13,11 +13,14 @@
 SLURM_N1=""
 SLURM_N2=
 : "${KILN_SRC:?set KILN_SRC}"
+# The real interpreter, not a version manager's shim (a shim costs a second
+# per call on a busy host, and the tests call python often).
+PY=$(python3 -c 'import sys; print(sys.executable)')
 SLURM_DIR=""
 declare -A SLURM_PID=()
 
 slurm_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 slurm_start_node() {

@@ -23,8 +23,8 @@ start_slurm "$T/slurm"
 rc=$?; [ $rc -eq 0 ] || exit $rc
 start_serve_slurm "$T" || fail "serve"
 export KILN_SERVER=http://127.0.0.1:$PORT KILN_TOKEN=$ADMIN
-jid() { python3 -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
-jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | python3 -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
+jid() { "$PY" -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
+jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | "$PY" -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
 wait_final() {
     for _ in $(seq 1 900); do
         case $(jget "$1" 'd["state"]') in succeeded|failed|cancelled) return 0;; esac
@@ -50,8 +50,8 @@ curl -fs -X POST -H "Authorization: Bearer $ADMIN" "$U/jobs/$c/cancel" >/dev/nul
 for _ in $(seq 100); do grep -q "REQUEST_KILL_JOB JobId=$sid " "$T/slurm/slurmctld.log" && break; sleep 0.02; done
 stamp=$(grep -m1 "REQUEST_KILL_JOB JobId=$sid " "$T/slurm/slurmctld.log" | sed 's/^\[\([^]]*\)\].*/\1/')
 [ -n "$stamp" ] || fail "slurmctld never got a kill for $sid"
-dt=$(python3 -c "import datetime,sys; t=datetime.datetime.fromisoformat('$stamp').timestamp(); print(f'{t - $t0:.2f}')")
-python3 -c "import sys; sys.exit(0 if $dt < 1.0 else 1)" || fail "scancel reached Slurm $dt s after the cancel"
+dt=$("$PY" -c "import datetime,sys; t=datetime.datetime.fromisoformat('$stamp').timestamp(); print(f'{t - $t0:.2f}')")
+"$PY" -c "import sys; sys.exit(0 if $dt < 1.0 else 1)" || fail "scancel reached Slurm $dt s after the cancel"
 for _ in $(seq 150); do [ -z "$(squeue -h -j "$sid" -t PENDING,RUNNING,CONFIGURING 2>/dev/null)" ] && break; sleep 0.02; done
 [ -z "$(squeue -h -j "$sid" -t PENDING,RUNNING,CONFIGURING 2>/dev/null)" ] || fail "Slurm job $sid still runs"
 [ "$(jget "$c" 'd["state"]')" = cancelled ] || fail "kiln state after cancel"
@@ -85,7 +85,7 @@ if part 3; then
 REC=$T/records
 : >"$REC"
 # one POST: 30 stages, each 1-3 s, so that the kills land mid-run
-python3 - "$U" "$ADMIN" "$REC" >"$T/ids" <<'PY' || fail "submit"
+"$PY" - "$U" "$ADMIN" "$REC" >"$T/ids" <<'PY' || fail "submit"
 import json, sys, urllib.request
 u, tok, rec = sys.argv[1:4]
 yaml = f"""

@@ -25,8 +25,8 @@ start_slurm "$T/slurm"
 rc=$?; [ $rc -eq 0 ] || exit $rc
 start_serve_slurm "$T" || fail "serve"
 export KILN_SERVER=http://127.0.0.1:$PORT KILN_TOKEN=$ADMIN
-jid() { python3 -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
-jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | python3 -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
+jid() { "$PY" -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
+jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | "$PY" -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
 wait_final() {
     for _ in $(seq 1 600); do
         case $(jget "$1" 'd["state"]') in succeeded|failed|cancelled) return 0;; esac
@@ -87,7 +87,7 @@ echo "ok 2 env with \$( ) \` ; \" ' \\ & | > %j reached the job literally, nothi
 
 # 3. twice its RAM
 oom=$("$KILN" submit --json --name eats-twice --ram 150M -- \
-    "python3 -c 'import time; b = bytearray(300 * 1024 * 1024); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(5)'" | jid)
+    ""$PY" -c 'import time; b = bytearray(300 * 1024 * 1024); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(5)'" | jid)
 wait_final "$oom"
 show=$("$KILN" show "$oom")
 [ "$(jget "$oom" 'd["state"]')" = failed ] || fail "oom job: $show"

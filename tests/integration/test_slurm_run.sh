@@ -45,7 +45,7 @@ done
 echo "$out"
 SMI
 chmod +x "$T/fakebin/nvidia-smi"
-python3 - "$U" "$ADMIN" "$REC" "$N" "$T/fakebin" <<'PY' || fail "submit"
+"$PY" - "$U" "$ADMIN" "$REC" "$N" "$T/fakebin" <<'PY' || fail "submit"
 import json, sys, urllib.request, urllib.error
 u, tok, rec, n, fakebin = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 yaml = f"""
@@ -93,7 +93,7 @@ dups=$(grep '^start ' "$REC" | awk '{print $2}' | sort | uniq -d | head -3)
     fail "build commands: $starts starts, $ends ends for $total jobs; twice: $dups"
 echo "ok 2 every build command ran exactly once ($starts)"
 # Slurm's completion log: one Slurm job per stage, none retried.
-python3 - "$T/slurm/jobcomp.txt" "$N" <<'PY' || fail "jobcomp check"
+"$PY" - "$T/slurm/jobcomp.txt" "$N" <<'PY' || fail "jobcomp check"
 import re, sys, collections
 path, n = sys.argv[1], int(sys.argv[2])
 rows = [dict(re.findall(r'(\w+)=(\S*)', l)) for l in open(path)]
@@ -110,7 +110,7 @@ print(f"ok 3 Slurm ran {len(rows)} jobs, one per stage, all COMPLETED; attempts 
 PY
 # GPU test stages: attempt 2 of each gpu-I job (build was attempt 1) ran on n2.
 gpu_ids=$(sqlite3 "$db" "SELECT id FROM jobs WHERE name LIKE 'gpu-%'" | tr '\n' ' ')
-python3 - "$T/slurm/jobcomp.txt" "$gpu_ids" "$SLURM_N2" <<'PY' || fail "GPU placement"
+"$PY" - "$T/slurm/jobcomp.txt" "$gpu_ids" "$SLURM_N2" <<'PY' || fail "GPU placement"
 import re, sys
 rows = [dict(re.findall(r'(\w+)=(\S*)', l)) for l in open(sys.argv[1])]
 gpu = set(int(x) for x in sys.argv[2].split())

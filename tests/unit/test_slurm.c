@@ -14,7 +14,8 @@
 static const char POOL[] =
     "{\"name\":\"it\",\"partition\":\"kiln\",\"kiln\":\"/opt/kiln\",\"worker_config\":\"/etc/"
     "kiln/step.yaml\",\"out_dir\":\"/var/log/kiln\",\"gpus\":{\"90\":{\"gres\":\"gpu:h100\","
-    "\"feature\":\"sm_90\"},\"80\":{\"feature\":\"a100\"}},\"isa_features\":{\"avx2\":\"x86-64-v3\"},"
+    "\"feature\":\"sm_90\"},\"80\":{\"feature\":\"a100\"}},\"isa_features\":{\"avx2\":\"x86-64-"
+    "v3\"},"
     "\"extra_args\":[\"--account=kiln\"]}";
 
 static void pool(struct kiln_slurm_pool *p)
@@ -38,8 +39,14 @@ static void test_argv_build(void **state)
     (void)state;
     struct kiln_slurm_pool p;
     pool(&p);
-    struct kiln_slurm_stage s = {.job = 42, .attempt = 3, .worker_id = 7, .stage = "build",
-                                 .cores = 8, .ram_mb = 4096, .timeout_s = 3600, .gpu_sm = "",
+    struct kiln_slurm_stage s = {.job = 42,
+                                 .attempt = 3,
+                                 .worker_id = 7,
+                                 .stage = "build",
+                                 .cores = 8,
+                                 .ram_mb = 4096,
+                                 .timeout_s = 3600,
+                                 .gpu_sm = "",
                                  .isa = "avx2"};
     struct kiln_slurm_argv a;
     struct kiln_error e = {0};
@@ -71,21 +78,29 @@ static void test_argv_gpu(void **state)
     (void)state;
     struct kiln_slurm_pool p;
     pool(&p);
-    struct kiln_slurm_stage s = {.job = 1, .attempt = 2, .worker_id = 7, .stage = "test",
-                                 .cores = 1, .ram_mb = 100, .gpu_sm = "90", .isa = "avx2"};
+    struct kiln_slurm_stage s = {.job = 1,
+                                 .attempt = 2,
+                                 .worker_id = 7,
+                                 .stage = "test",
+                                 .cores = 1,
+                                 .ram_mb = 100,
+                                 .gpu_sm = "90",
+                                 .isa = "avx2"};
     struct kiln_slurm_argv a;
     struct kiln_error e = {0};
     assert_int_equal(kiln_slurm_sbatch_argv(&p, "/s.sh", &s, &a, &e), KILN_OK);
     assert_true(has(&a, "--gres=gpu:h100:1"));
     assert_true(has(&a, "--constraint=sm_90&x86-64-v3"));
     assert_true(has(&a, "--comment=kiln job=1 attempt=2 stage=test"));
-    for (int i = 0; a.argv[i]; i++) assert_null(strstr(a.argv[i], "--time"));
+    for (int i = 0; a.argv[i]; i++)
+        assert_null(strstr(a.argv[i], "--time"));
     /* a feature-only mapping gives a constraint and no GRES */
     s.gpu_sm = "80";
     s.isa = "";
     assert_int_equal(kiln_slurm_sbatch_argv(&p, "/s.sh", &s, &a, &e), KILN_OK);
     assert_true(has(&a, "--constraint=a100"));
-    for (int i = 0; a.argv[i]; i++) assert_null(strstr(a.argv[i], "--gres"));
+    for (int i = 0; a.argv[i]; i++)
+        assert_null(strstr(a.argv[i], "--gres"));
     /* an SM the pool does not map is an error naming it */
     s.gpu_sm = "100";
     assert_int_equal(kiln_slurm_sbatch_argv(&p, "/s.sh", &s, &a, &e), KILN_EINVAL);
@@ -96,9 +111,9 @@ static void test_pool_errors(void **state)
 {
     (void)state;
     static const char *bad[] = {
-        "{\"name\":\"it\"}",                                           /* no worker_config */
-        "{\"name\":\"a b\",\"worker_config\":\"/w\"}",                 /* bad name */
-        "{\"name\":\"it\",\"worker_config\":\"/w\",\"bogus\":1}",      /* unknown key */
+        "{\"name\":\"it\"}",                                      /* no worker_config */
+        "{\"name\":\"a b\",\"worker_config\":\"/w\"}",            /* bad name */
+        "{\"name\":\"it\",\"worker_config\":\"/w\",\"bogus\":1}", /* unknown key */
         "{\"name\":\"it\",\"worker_config\":\"/w\",\"partition\":\"x;y\"}",
         "{\"name\":\"it\",\"worker_config\":\"/w\",\"extra_args\":[\"no-dash\"]}",
         "{\"name\":\"it\",\"worker_config\":\"/w\",\"isa_features\":{\"avx2\":\"a b\"}}",
