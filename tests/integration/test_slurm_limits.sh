@@ -124,4 +124,12 @@ done
 [ "$seen2" -gt "$seen1" ] && [ "$seen1" -ge 1 ] || fail "log did not grow while running ($seen1, $seen2)"
 wait_final "$lv"
 echo "ok 5 live log of a running Slurm stage grew from $seen1 to $seen2 lines while it ran"
+
+# 6. the partition as a kiln sim farm (same GRES / feature mapping)
+"$PY" "$KILN_SRC/scripts/slurm-farm.py" --config "$T/serve.yaml" >"$T/farm.yaml" || fail "slurm-farm.py"
+[ "$(grep -c '^  - ' "$T/farm.yaml")" = 2 ] || fail "farm: $(cat "$T/farm.yaml")"
+grep "\"name\": \"$SLURM_N2\"" "$T/farm.yaml" | grep -q '"sm": "90"' || fail "GPU node in farm: $(cat "$T/farm.yaml")"
+"$KILN" sim --farm "$T/farm.yaml" "$KILN_SRC/recipes/demo.yaml" --where sm=90,isa=avx2 >"$T/sim.txt" 2>&1 || fail "kiln sim: $(cat "$T/sim.txt")"
+grep -q "^$SLURM_N2 " "$T/sim.txt" || fail "sim lacks the GRES node: $(cat "$T/sim.txt")"
+echo "ok 6 scripts/slurm-farm.py made a 2-host farm from sinfo ($SLURM_N2 with SM 90); kiln sim ran the demo recipe on it"
 echo PASS
