@@ -2,7 +2,8 @@
 # The Slurm executor's mixed run against a real Slurm (lib_slurm.sh: munged,
 # slurmctld, slurmd on two nodes; the second has the only gpu:h100). One inline recipe
 # expands to 3*N variants: base-I (build), app-I (build, depends on base-I),
-# gpu-I (build, depends on base-I, then a GPU test stage for SM 90). Every
+# gpu-I (build, depends on base-I, then a GPU test stage for SM 90, then
+# publish: the stages report no outputs, so the catalog publishes nothing). Every
 # stage is one Slurm job. Afterwards:
 #   - every kiln job succeeded;
 #   - every build command ran exactly once (its start/end lines);
@@ -62,9 +63,11 @@ depends:
   - name: "base-{{i}}"
     when: {{kind: [app, gpu]}}
 selftest: {{sm: "90", checks: []}}
+publish: {{name: "{{name}}"}}
 rules:
   - when: {{kind: [base, app]}}
     selftest: false
+    publish: false
 """
 body = json.dumps({"recipe_yaml": yaml}).encode()
 req = urllib.request.Request(u + "/jobs", data=body, method="POST",
@@ -123,4 +126,7 @@ PY
 nst=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE name LIKE 'gpu-%' AND json_extract(selftest,'\$.ok') = 1")
 [ "$nst" = "$N" ] || fail "selftest JSON on $nst of $N gpu jobs"
 echo "ok 5 selftest JSON came back for all $N GPU jobs"
+npub=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE name LIKE 'gpu-%' AND stages LIKE '%publish%' AND state = 'succeeded'")
+[ "$npub" = "$N" ] || fail "published: $npub of $N gpu jobs went through their publish stage"
+echo "ok 6 all $N GPU jobs went build -> test (Slurm) -> publish (server) to succeeded"
 echo PASS
