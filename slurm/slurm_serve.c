@@ -292,7 +292,9 @@ static void submit(struct pool *p, json_t *lease)
     struct kiln_error err = {0};
     char path[PATH_MAX + 64];
     lease_path(p->ss, job, attempt, path, sizeof path);
-    char *text = json_dumps(json_pack("{s:O}", "job", lease), JSON_COMPACT);
+    json_t *doc = json_pack("{s:O}", "job", lease);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
     struct kiln_stage_needs nd;
     int rc = KILN_OK;
     if (!text)
@@ -677,6 +679,7 @@ static void start_squeue(struct pool *p)
     argv[n++] = "squeue";
     argv[n++] = "-h";
     argv[n++] = "--states=all";
+    argv[n++] = "--me"; /* only kiln's user's jobs: a busy cluster lists many more */
     argv[n++] = "-o";
     argv[n++] = "%i|%j|%T|%r|%N";
     if (p->conf.partition[0]) argv[n++] = "-p", argv[n++] = p->conf.partition;
