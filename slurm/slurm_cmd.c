@@ -5,6 +5,7 @@
 #include "slurm/slurm_cmd.h"
 
 #include "common/buf.h"
+#include "common/spawn.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -116,7 +117,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 static void on_timeout(uv_timer_t *t)
 {
     struct run *r = t->data;
-    if (!r->exited) uv_process_kill(&r->proc, SIGKILL);
+    if (!r->exited) kiln_spawn_kill_group(r->proc.pid, SIGKILL);
 }
 
 int kiln_slurm_cmd_run(uv_loop_t *loop, const char *const *argv, unsigned timeout_ms,
@@ -136,22 +137,18 @@ int kiln_slurm_cmd_run(uv_loop_t *loop, const char *const *argv, unsigned timeou
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->errp},
     };
     char **env = child_env();
-    uv_process_options_t o = {.exit_cb = on_exit_cb,
-                              .file = argv[0],
-                              .args = (char **)argv,
-                              .env = env,
-                              .stdio_count = 3,
-                              .stdio = io};
-    int e = env ? uv_spawn(loop, &r->proc, &o) : UV_ENOMEM;
+    struct kiln_error serr = {0};
+    int rc = env ? kiln_spawn_uv(loop, &r->proc, (char **)argv, NULL, env, io, on_exit_cb, &serr)
+                 : kiln_fail(&serr, KILN_ENOMEM, "out of memory");
     free(env);
-    if (e) {
+    if (rc) {
         /* libuv wants every handle closed, the failed process's too. */
         r->open_handles = 4;
         uv_close((uv_handle_t *)&r->proc, on_close);
         uv_close((uv_handle_t *)&r->out, on_close);
         uv_close((uv_handle_t *)&r->errp, on_close);
         uv_close((uv_handle_t *)&r->timer, on_close);
-        return kiln_fail(err, KILN_EIO, "cannot run %s: %s", argv[0], uv_strerror(e));
+        return kiln_fail(err, rc, "%s", serr.msg);
     }
     r->open_handles = 4;
     uv_read_start((uv_stream_t *)&r->out, on_alloc, on_read);

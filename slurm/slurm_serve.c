@@ -5,6 +5,7 @@
  * as child processes (slurm_cmd.h), never blocking the loop. */
 #include "slurm/slurm_serve.h"
 
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/isa.h"
 #include "slurm/executor.h"
@@ -145,7 +146,7 @@ static void infra_fail(struct pool *p, struct sjob *s, const char *why)
 {
     struct kiln_error err = {0};
     if (!current(p, s)) return;
-    if (kiln_jobs_infra_fail(&p->ss->srv->jobs, s->job, why, kiln_now(), &err))
+    if (kiln_jobs_infra_fail(&p->ss->srv->jobs, s->job, why, kiln_clock_wall(), &err))
         log_pool(p, KILN_LOG_WARN, "job %" PRId64 ": cannot requeue: %s", s->job, err.msg);
     else
         log_pool(p, KILN_LOG_INFO, "job %" PRId64 " attempt %" PRId64 ": %s", s->job, s->attempt,
@@ -269,7 +270,7 @@ static void sbatch_done(void *arg, int status, const char *out, const char *erro
         return;
     }
     s->slurm_id = id;
-    s->seen_at = kiln_now();
+    s->seen_at = kiln_clock_wall();
     if (s->cancel_wanted) scancel(p, s);
 }
 
@@ -284,7 +285,7 @@ static void submit(struct pool *p, json_t *lease)
     s->p = p;
     s->job = job;
     s->attempt = attempt;
-    s->seen_at = kiln_now();
+    s->seen_at = kiln_clock_wall();
     snprintf(s->state, sizeof s->state, "SUBMITTING");
     s->next = p->jobs;
     p->jobs = s;
@@ -460,7 +461,7 @@ static void do_register(struct pool *p)
     int64_t id = 0;
     json_t *cancel = NULL;
     struct kiln_error err = {0};
-    if (kiln_registry_register(&p->ss->srv->jobs, body, kiln_now(), &id, &cancel, &err)) {
+    if (kiln_registry_register(&p->ss->srv->jobs, body, kiln_clock_wall(), &id, &cancel, &err)) {
         log_pool(p, KILN_LOG_ERROR, "cannot register: %s", err.msg);
         json_decref(body);
         return;
@@ -483,8 +484,8 @@ static void heartbeat(struct pool *p)
     json_t *cancel = NULL;
     int drain = 0;
     struct kiln_error err = {0};
-    int rc = body ? kiln_registry_heartbeat(&p->ss->srv->jobs, p->worker_id, body, kiln_now(),
-                                            &cancel, &drain, &err)
+    int rc = body ? kiln_registry_heartbeat(&p->ss->srv->jobs, p->worker_id, body,
+                                            kiln_clock_wall(), &cancel, &drain, &err)
                   : KILN_ENOMEM;
     json_decref(body);
     if (rc == KILN_ENOTFOUND) {
@@ -631,7 +632,7 @@ static void squeue_done(void *arg, int status, const char *out, const char *erro
 {
     struct pool *p = arg;
     p->squeue_inflight = 0;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     if (status != 0) {
         snprintf(p->last_error, sizeof p->last_error, "squeue failed (%d): %.200s", status, errout);
         log_pool(p, KILN_LOG_WARN, "%s", p->last_error);
@@ -692,7 +693,7 @@ static void start_squeue(struct pool *p)
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_slurm_serve *ss = t->data;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     for (int i = 0; i < ss->npools; i++) {
         struct pool *p = &ss->pools[i];
         if (!p->sinfo_inflight && now >= p->next_sinfo) {
