@@ -95,7 +95,9 @@ dups=$(grep '^start ' "$REC" | awk '{print $2}' | sort | uniq -d | head -3)
 [ "$starts" = "$total" ] && [ "$ends" = "$total" ] && [ -z "$dups" ] ||
     fail "build commands: $starts starts, $ends ends for $total jobs; twice: $dups"
 echo "ok 2 every build command ran exactly once ($starts)"
-# Slurm's completion log: one Slurm job per stage, none retried.
+# Slurm's completion log: one Slurm job per stage, none retried. A step
+# exits just after its report, so let the last Slurm jobs finish first.
+for _ in $(seq 1 300); do [ -z "$(squeue -h -t PD,R,CG,CF)" ] && break; sleep 0.1; done
 "$PY" - "$T/slurm/jobcomp.txt" "$N" <<'PY' || fail "jobcomp check"
 import re, sys, collections
 path, n = sys.argv[1], int(sys.argv[2])
