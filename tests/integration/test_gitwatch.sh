@@ -65,6 +65,7 @@ echo readme > README.md
 git add -A; git commit -qm init
 git push -q "$T/origin.git" main
 git push -q "$T/hooked.git" main
+git init -q --bare "$T/own.git" && git push -q "$T/own.git" main
 
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
@@ -81,6 +82,12 @@ repos:
     recipes: [recipes/lib.yaml, recipes/app.yaml]
     poll_s: 0
     initial_build: false
+  - name: own
+    url: $T/own.git
+    recipes: [recipes/lib.yaml, recipes/app.yaml]
+    poll_s: 0
+    initial_build: false
+    secret: its-own
 hooks:
   secret: s3cret
 Y
@@ -199,4 +206,23 @@ echo "ok: valid webhook -> app-b enqueued in $(( ($(date +%s%N) - t0) / 1000000 
 code=$(curl -s -o "$T/dup.json" -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d2' -H "X-Hub-Signature-256: $sig" --data "$body" "$URL/api/v1/hooks/github")
 grep -q duplicate "$T/dup.json" || fail "replayed delivery not recognised ($code)"
 echo "ok: replayed delivery -> duplicate, nothing enqueued"
+# Issue 16: the delivery id is not signed, so a replay under a new id is
+# still the same signed body: caught (the old code accepted it as new).
+code=$(curl -s -o "$T/dup2.json" -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d-forged' -H "X-Hub-Signature-256: $sig" --data "$body" "$URL/api/v1/hooks/github")
+grep -q duplicate "$T/dup2.json" || fail "replay under a new delivery id accepted ($code)"
+echo "ok: replay under a forged delivery id -> duplicate"
+# Issue 16: a POST to exactly /api/v1/hooks names no forge (the old code read
+# the query string as one).
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d5' -H "X-Hub-Signature-256: $sig" --data "$body" "$URL/api/v1/hooks?github")
+[ "$code" = 404 ] || fail "POST /api/v1/hooks?github got $code"
+echo "ok: POST /api/v1/hooks?github -> 404"
+# Issue 16: a repository with its own secret is not triggered by the global one.
+obody="{\"ref\":\"refs/heads/main\",\"after\":\"$HC\",\"repository\":{\"clone_url\":\"$T/own.git\",\"full_name\":\"o/own\"}}"
+osig="sha256=$(printf '%s' "$obody" | openssl dgst -sha256 -hmac s3cret | sed 's/^.*= //')"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d6' -H "X-Hub-Signature-256: $osig" --data "$obody" "$URL/api/v1/hooks/github")
+[ "$code" = 401 ] || fail "global secret triggered a repository with its own secret: $code"
+osig="sha256=$(printf '%s' "$obody" | openssl dgst -sha256 -hmac its-own | sed 's/^.*= //')"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d7' -H "X-Hub-Signature-256: $osig" --data "$obody" "$URL/api/v1/hooks/github/own")
+[ "$code" = 202 ] || fail "own secret on its own path got $code"
+echo "ok: a repository with its own secret answers to that secret only"
 echo "PASS"
