@@ -305,6 +305,14 @@ static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, co
         /* 409: not current (any more): nothing to run, and that is fine */
         return status == 409 ? STEP_NOTHING : KILN_EXIT_FAIL;
     }
+    /* From here the step acts as the pool's worker, with its credential. */
+    const char *cred = json_string_value(json_object_get(o, "credential"));
+    if (!cred || strlen(cred) >= sizeof cfg->token) {
+        fprintf(stderr, "kiln worker: step %s: the server sent no credential\n", step);
+        json_decref(o);
+        return KILN_EXIT_FAIL;
+    }
+    snprintf(cfg->token, sizeof cfg->token, "%s", cred);
     cfg->step_lease = json_incref(jo);
     cfg->step_worker_id = worker;
     json_decref(o);

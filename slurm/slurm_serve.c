@@ -10,6 +10,8 @@
 #include "common/isa.h"
 #include "slurm/executor.h"
 #include "slurm/slurm_cmd.h"
+#include "server/auth.h"
+#include "state/access.h"
 #include "state/registry.h"
 
 #include <errno.h>
@@ -70,6 +72,7 @@ struct pool {
     struct kiln_slurm_node nodes[MAX_NODES];
     json_t *last_size; /* what the worker registered with (re-register on change) */
     double next_poll, next_sinfo, next_hb;
+    char credential[KILN_TOKEN_LEN]; /* the pool worker's, handed to its steps */
     char last_error[256];
 };
 
@@ -446,6 +449,38 @@ static json_t *size_json(struct pool *p)
                      gpus, "labels", labels);
 }
 
+/* The pool worker's credential: its steps report with it (the server binds
+ * reports to the credential's worker). Kept in DATA/slurm/<pool>.credential
+ * (0600) and reused across restarts, because issuing a new one revokes the
+ * old one that running steps hold. */
+static void ensure_credential(struct pool *p)
+{
+    struct kiln_server *srv = p->ss->srv;
+    char path[PATH_MAX + 100], hash[KILN_SHA256_HEX];
+    snprintf(path, sizeof path, "%s/%s.credential", p->ss->dir, p->conf.name);
+    struct kiln_buf b = {0};
+    struct kiln_principal who;
+    struct kiln_error err = {0};
+    if (!kiln_read_file(path, KILN_TOKEN_LEN + 8, &b) && b.len >= KILN_TOKEN_LEN - 1) {
+        snprintf(p->credential, sizeof p->credential, "%.*s", KILN_TOKEN_LEN - 1, b.data);
+        if (!kiln_token_hash(p->credential, hash) &&
+            !kiln_access_identify(srv->st, hash, &who, &err) && who.worker_id == p->worker_id) {
+            kiln_buf_free(&b);
+            return;
+        }
+    }
+    kiln_buf_free(&b);
+    p->credential[0] = '\0';
+    if (kiln_access_issue_worker_credential(srv->st, p->worker_id, p->worker_name,
+                                            kiln_clock_wall(), p->credential, &err)) {
+        log_pool(p, KILN_LOG_ERROR, "cannot issue the pool's credential: %s", err.msg);
+        p->credential[0] = '\0';
+        return;
+    }
+    if (kiln_write_file_atomic(path, p->credential, strlen(p->credential), 0600))
+        log_pool(p, KILN_LOG_WARN, "cannot keep the credential in %s: %s", path, strerror(errno));
+}
+
 static void do_register(struct pool *p)
 {
     json_t *body = size_json(p);
@@ -471,6 +506,7 @@ static void do_register(struct pool *p)
         log_pool(p, KILN_LOG_INFO, "registered as worker %" PRId64 " (%s), %d node%s", id,
                  p->worker_name, p->nnodes, p->nnodes == 1 ? "" : "s");
     p->worker_id = id;
+    ensure_credential(p);
     cancel_list(p, cancel);
     json_decref(cancel);
     p->want_wait = 1;
@@ -744,6 +780,17 @@ static void h_lease(struct kiln_server *srv, struct kiln_http_req *req, void *ct
     long long job = 0, attempt = 0;
     char tail;
     const char *path = kiln_http_req_path(req);
+    /* The step holds the site's registration token (its worker config) or
+     * the pool's credential; the route is open in the table and checks here
+     * (a registration token may do nothing else). */
+    struct kiln_principal who;
+    struct kiln_error aerr = {0};
+    if (kiln_auth_identify(srv->st, kiln_http_req_header(req, "Authorization"), &who, &aerr) ||
+        who.role != KILN_ROLE_WORKER) {
+        kiln_http_respond_error(req, 401, "unauthorized", "%s",
+                                aerr.msg[0] ? aerr.msg : "a worker token is needed");
+        return;
+    }
     if (sscanf(path, "/api/v1/slurm/lease/%lld/%lld%c", &job, &attempt, &tail) != 2 || job <= 0 ||
         attempt <= 0) {
         kiln_http_respond_error(req, 404, "not_found", "no such lease: %s", path);
@@ -761,15 +808,20 @@ static void h_lease(struct kiln_server *srv, struct kiln_http_req *req, void *ct
          * runs on this pool's worker and its lease file exists. */
         struct sjob probe = {.p = p, .job = job, .attempt = attempt};
         if (!current(p, &probe)) continue;
+        if (who.worker_id && who.worker_id != p->worker_id) break;
+        if (!p->credential[0]) {
+            kiln_http_respond_error(req, 503, "unavailable", "the pool has no credential yet");
+            return;
+        }
         char lp[PATH_MAX + 64];
         lease_path(ss, job, attempt, lp, sizeof lp);
         json_error_t je;
         json_t *o = json_load_file(lp, 0, &je);
         if (!o) break;
+        json_object_set_new(o, "credential", json_string(p->credential));
         kiln_http_respond_json(req, 200, o);
         return;
     }
-    (void)srv;
     kiln_http_respond_error(req, 409, "conflict",
                             "job %lld attempt %lld is not a current Slurm stage (cancelled, "
                             "requeued or already run)",
@@ -862,7 +914,7 @@ static int slurm_init(struct kiln_server *srv, json_t *config, void **state, str
         free(ss);
         return kiln_fail(err, KILN_EIO, "slurm: cannot prepare %s: %s", leases, strerror(e));
     }
-    if (kiln_serve_add_route(srv, "GET", "/api/v1/slurm/lease", KILN_ROLE_WORKER, h_lease, ss) ||
+    if (kiln_serve_add_route(srv, "GET", "/api/v1/slurm/lease", KILN_ROLE_NONE, h_lease, ss) ||
         kiln_serve_add_route(srv, "GET", "/api/v1/slurm", KILN_ROLE_READ, h_status, ss)) {
         free(ss);
         return kiln_fail(err, KILN_ELIMIT, "slurm: no room for its routes");
