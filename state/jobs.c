@@ -217,6 +217,12 @@ static int load_depends(struct kiln_jobs *j, int64_t id, json_t *o, struct kiln_
 static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, struct kiln_error *err)
 {
     const char *state = json_string_value(json_object_get(o, "state"));
+    if (state && j->exec_reason && (!strcmp(state, "building") || !strcmp(state, "testing"))) {
+        char why[512] = "";
+        j->exec_reason(j->exec_ctx, o, why, sizeof why);
+        json_object_set_new(o, "wait_reason", why[0] ? json_string(why) : json_null());
+        return KILN_OK;
+    }
     if (!state || (strcmp(state, "queued") && strcmp(state, "built") && strcmp(state, "tested"))) {
         json_object_set_new(o, "wait_reason", json_null());
         return KILN_OK;
