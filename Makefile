@@ -6,8 +6,8 @@
 #   make bench      build the benchmarks in bench/
 #   make format     clang-format every C source
 #
-# Sources are discovered by wildcard: every .c under common/ scheduler/
-# workers/ recipes/ kernels-selftest/ cli/ goes into libkiln.a (cli/main.c is
+# Sources are discovered by wildcard: every .c under the MODULE_DIRS (one
+# folder per concern, listed bottom-up) goes into libkiln.a (cli/main.c is
 # the entry point), every tests/unit/test_*.c is one cmocka program, every
 # tests/fuzz/fuzz_*.c one libFuzzer target, every bench/*.c one benchmark.
 
@@ -27,7 +27,7 @@ SAN ?=
 CFLAGS_ALL = $(WARN) $(DEFS) $(INCS) $(OPT) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS_ALL = $(SAN)
 
-MODULE_DIRS := common scheduler workers recipes kernels-selftest cli
+MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git workers cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach d,$(MODULE_DIRS),$(wildcard $(d)/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 MAIN_OBJ := $(B)/obj/cli/main.o
@@ -77,7 +77,7 @@ run: deps
 check: deps
 	@bash scripts/check.sh
 
-check-unit check-asan check-integration check-fuzz:
+check-includes check-unit check-asan check-integration check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)
 
 fuzz: # long random fuzzing, outside make check: FUZZ_SECONDS (600) per target, see scripts/fuzz.sh

@@ -11,8 +11,8 @@
  */
 #include "common/httpc.h"
 #include "common/token.h"
-#include "scheduler/serve.h"
-#include "scheduler/store.h"
+#include "server/serve.h"
+#include "state/store.h"
 
 #include <pthread.h>
 #include <signal.h>

@@ -10,7 +10,7 @@
  *    Baseline: the same bytes into a libuv socket that discards them.
  * Prints each figure and the ratio kiln/baseline.
  */
-#include "scheduler/http.h"
+#include "http/http.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

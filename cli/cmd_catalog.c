@@ -5,10 +5,10 @@
 
 #include "common/err.h"
 #include "common/hash.h"
-#include "scheduler/catalog.h"
-#include "scheduler/http.h"
-#include "scheduler/publish.h"
-#include "scheduler/s3.h"
+#include "catalog/catalog.h"
+#include "http/http.h"
+#include "catalog/publish.h"
+#include "catalog/s3.h"
 #include "workers/export.h"
 
 #include <getopt.h>

@@ -7,7 +7,7 @@
 #include "cli/commands.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
-#include "scheduler/gitrepo.h"
+#include "git/gitrepo.h"
 
 #include <errno.h>
 #include <fcntl.h>

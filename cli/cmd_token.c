@@ -3,7 +3,7 @@
 #include "cli/commands.h"
 #include "common/fsutil.h"
 #include "common/token.h"
-#include "scheduler/store.h"
+#include "state/store.h"
 
 #include <errno.h>
 #include <limits.h>

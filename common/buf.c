@@ -1,6 +1,6 @@
-#include "buf.h"
+#include "common/buf.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <stdio.h>
 #include <stdlib.h>

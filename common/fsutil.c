@@ -1,6 +1,6 @@
-#include "fsutil.h"
+#include "common/fsutil.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <fcntl.h>

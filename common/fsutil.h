@@ -8,7 +8,7 @@
 #ifndef KILN_FSUTIL_H
 #define KILN_FSUTIL_H
 
-#include "buf.h"
+#include "common/buf.h"
 
 #include <stddef.h>
 #include <sys/types.h>

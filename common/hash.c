@@ -1,6 +1,6 @@
-#include "hash.h"
+#include "common/hash.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "httpc.h"
+#include "common/httpc.h"
 
 #include <curl/curl.h>
 #include <stdio.h>

@@ -13,8 +13,8 @@
 #ifndef KILN_HTTPC_H
 #define KILN_HTTPC_H
 
-#include "buf.h"
-#include "err.h"
+#include "common/buf.h"
+#include "common/err.h"
 
 #include <jansson.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
-#include "isa.h"
+#include "common/isa.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-#include "log.h"
+#include "common/log.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
-#include "token.h"
+#include "common/token.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <string.h>
 

@@ -12,7 +12,7 @@
 #ifndef KILN_TOKEN_H
 #define KILN_TOKEN_H
 
-#include "hash.h"
+#include "common/hash.h"
 
 #define KILN_TOKEN_LEN 54 /* "kiln_" + 48 hex + NUL */
 

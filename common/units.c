@@ -1,6 +1,6 @@
-#include "units.h"
+#include "common/units.h"
 
-#include "err.h"
+#include "common/err.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
-#include "yaml_json.h"
+#include "common/yaml_json.h"
 
-#include "buf.h"
-#include "fsutil.h"
+#include "common/buf.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <math.h>

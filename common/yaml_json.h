@@ -14,7 +14,7 @@
 #ifndef KILN_YAML_JSON_H
 #define KILN_YAML_JSON_H
 
-#include "err.h"
+#include "common/err.h"
 
 #include <jansson.h>
 #include <stddef.h>

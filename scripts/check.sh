@@ -10,7 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(unit asan integration fuzz browser)
+[ ${#steps[@]} -eq 0 ] && steps=(includes unit asan integration fuzz browser)
 JOBS=${JOBS:-2}
 FUZZ_RUNS=${FUZZ_RUNS:-5000}
 FUZZ_SEED=${FUZZ_SEED:-1}
@@ -100,6 +100,16 @@ build_variant() {
 
 for step in "${steps[@]}"; do
     case $step in
+    includes)
+        note "include graph"
+        log="$logdir/includes.log"
+        if python3 scripts/check-includes.py >"$log" 2>&1; then
+            passed=$((passed + 1)); r=passed
+        else
+            failed=$((failed + 1)); r=FAILED; failures+=("includes (log: $log)"); cat "$log"
+        fi
+        printf '%-8s %-40s %s\n' check check-includes.py "$r"
+        ;;
     unit)
         note "unit tests"
         if build_variant build; then

@@ -1,9 +1,9 @@
 /* libFuzzer target: publish request bodies (JSON metadata, nix info, names,
  * digests) against a real catalog in a temp dir, plus the S3 XML reply
  * reader. Each input is one publish attempt of a fixed blob. */
-#include "scheduler/catalog.h"
-#include "scheduler/publish.h"
-#include "scheduler/s3.h"
+#include "catalog/catalog.h"
+#include "catalog/publish.h"
+#include "catalog/s3.h"
 
 #include <stdint.h>
 #include <stdio.h>

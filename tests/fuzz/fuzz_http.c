@@ -2,7 +2,7 @@
  * at input-chosen points, must never crash, never loop, and never let a head
  * or buffered body past its limit. The first two bytes choose the limits,
  * body modes and split sizes; the rest is the connection's byte stream. */
-#include "scheduler/http_parse.h"
+#include "http/http_parse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* libFuzzer target: narinfo text (kiln_narinfo_parse), then format and
  * fingerprint whatever parsed, and the nix32 decoder. */
-#include "scheduler/nixcache.h"
+#include "nix/nixcache.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* libFuzzer target: job-submission validation (scheduler/jobspec.c). Any
  * input must give a valid spec or a clear error - never a crash or leak. */
-#include "scheduler/jobspec.h"
+#include "state/jobspec.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* libFuzzer target: webhook bodies and signature headers. The first byte
  * picks the forge; the signature is computed over the rest so the JSON
  * parsing path is reached, and a second pass uses a broken signature. */
-#include "scheduler/webhook.h"
+#include "git/webhook.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,8 +8,10 @@
 
 #include "common/httpc.h"
 #include "common/token.h"
-#include "scheduler/serve.h"
-#include "scheduler/store.h"
+#include "catalog/catalog_serve.h"
+#include "git/git_serve.h"
+#include "server/serve.h"
+#include "state/store.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -77,6 +79,9 @@ static int setup(void **state)
     /* Tests run from the repository root (scripts/check.sh). */
     snprintf(cfg.recipes_dir, sizeof cfg.recipes_dir, "recipes");
     cfg.log_level = KILN_LOG_WARN;
+    static const struct kiln_serve_feature *const features[] = {&kiln_catalog_feature,
+                                                                &kiln_git_feature, NULL};
+    cfg.features = features;
     uv_loop_init(&f->loop);
     struct kiln_error err = {0};
     if (kiln_server_init(&f->srv, &f->loop, &cfg, &err)) {
@@ -576,6 +581,11 @@ static void test_config_file(void **state)
     struct kiln_serve_config c;
     kiln_serve_config_defaults(&c);
     struct kiln_error err = {0};
+    /* Without the catalog feature, its section is an unknown setting. */
+    assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "unknown setting 'catalog'"));
+    static const struct kiln_serve_feature *const features[] = {&kiln_catalog_feature, NULL};
+    c.features = features;
     assert_int_equal(kiln_serve_config_load(&c, path, &err), KILN_OK);
     assert_string_equal(c.listen, "0.0.0.0:9000");
     assert_int_equal(c.allow_anonymous_read, 1);

@@ -7,7 +7,7 @@
 #include <cmocka.h>
 
 #include "common/hash.h"
-#include "scheduler/catalog.h"
+#include "catalog/catalog.h"
 
 #include <dirent.h>
 #include <sqlite3.h>

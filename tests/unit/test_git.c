@@ -7,9 +7,9 @@
 #include <cmocka.h>
 
 #include "common/fsutil.h"
-#include "scheduler/affected.h"
-#include "scheduler/gitrepo.h"
-#include "scheduler/webhook.h"
+#include "git/affected.h"
+#include "git/gitrepo.h"
+#include "git/webhook.h"
 
 #include <stdio.h>
 #include <stdlib.h>

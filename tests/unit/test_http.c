@@ -8,8 +8,8 @@
 #include <cmocka.h>
 
 #include "common/err.h"
-#include "scheduler/http.h"
-#include "scheduler/http_parse.h"
+#include "http/http.h"
+#include "http/http_parse.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>

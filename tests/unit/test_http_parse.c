@@ -6,7 +6,7 @@
 #include <cmocka.h>
 
 #include "common/err.h"
-#include "scheduler/http_parse.h"
+#include "http/http_parse.h"
 
 #include <stdio.h>
 #include <stdlib.h>

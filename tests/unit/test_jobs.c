@@ -5,11 +5,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "scheduler/dispatch.h"
-#include "scheduler/jobs.h"
-#include "scheduler/jobspec.h"
-#include "scheduler/registry.h"
-#include "scheduler/store.h"
+#include "server/dispatch.h"
+#include "state/jobs.h"
+#include "state/jobspec.h"
+#include "state/registry.h"
+#include "state/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

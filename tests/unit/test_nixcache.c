@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "common/hash.h"
-#include "scheduler/nixcache.h"
+#include "nix/nixcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
 #include <cmocka.h>
 
 #include "common/fsutil.h"
-#include "scheduler/catalog.h"
-#include "scheduler/publish.h"
+#include "catalog/catalog.h"
+#include "catalog/publish.h"
 
 #include <stdio.h>
 #include <stdlib.h>

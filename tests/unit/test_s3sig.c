@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "scheduler/s3.h"
+#include "catalog/s3.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -6,7 +6,7 @@
 #include <cmocka.h>
 
 #include "common/token.h"
-#include "scheduler/store.h"
+#include "state/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,455 @@
+#include "git/git_serve.h"
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+#include "git/gitwatch.h"
+#include "state/jobspec.h"
+#include "git/webhook.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DELIVERIES 1024
+
+struct kiln_serve_git {
+    struct kiln_server *srv;
+    struct kiln_gitwatch *gw;
+    char hooks_secret[256];
+    char state_path[4200];
+    json_t *state; /* {"last":{repo_id:{branch:commit}}, "api_repos":[...], "deliveries":[...]} */
+};
+
+/* --- config --- */
+
+static int str_field(json_t *o, const char *k, char *out, size_t n, int required,
+                     struct kiln_error *err)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v)) {
+        if (required) return kiln_fail(err, KILN_EINVAL, "repos: '%s' is required", k);
+        return KILN_OK;
+    }
+    if (json_is_array(v)) { /* lists become comma-separated */
+        struct kiln_buf b = {0};
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(e)) {
+                kiln_buf_free(&b);
+                return kiln_fail(err, KILN_EINVAL, "repos: '%s' must list strings", k);
+            }
+            kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
+        }
+        int too_long = b.len >= n;
+        if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
+        kiln_buf_free(&b);
+        if (too_long) return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
+        return KILN_OK;
+    }
+    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "repos: '%s' must be a string", k);
+    if (strlen(json_string_value(v)) >= n)
+        return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
+    snprintf(out, n, "%s", json_string_value(v));
+    return KILN_OK;
+}
+
+static int64_t stable_id(const char *name)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: the id names the mirror dir */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (int64_t)(h & 0x7fffffffffffull) + 1;
+}
+
+int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
+{
+    static const char *known[] = {
+        "name",          "url",   "branches", "recipes", "poll_s", "auto_publish",
+        "initial_build", "token", "ssh_key",  "secret",  NULL};
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(o))
+        return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        int ok = 0;
+        for (const char **p = known; *p; p++)
+            ok |= !strcmp(*p, k);
+        if (!ok)
+            return kiln_fail(err, KILN_EINVAL,
+                             "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
+                             "poll_s, auto_publish, initial_build, token, ssh_key, secret)",
+                             k);
+    }
+    int rc;
+    if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||
+        (rc = str_field(o, "recipes", c->recipes, sizeof c->recipes, 1, err)) ||
+        (rc = str_field(o, "name", c->name, sizeof c->name, 0, err)) ||
+        (rc = str_field(o, "branches", c->branches, sizeof c->branches, 0, err)) ||
+        (rc = str_field(o, "token", c->token, sizeof c->token, 0, err)) ||
+        (rc = str_field(o, "ssh_key", c->ssh_key, sizeof c->ssh_key, 0, err)) ||
+        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)))
+        return rc;
+    if (!c->name[0]) snprintf(c->name, sizeof c->name, "%.127s", c->url);
+    if (!c->branches[0]) snprintf(c->branches, sizeof c->branches, "*");
+    json_t *p = json_object_get(o, "poll_s");
+    c->poll_s = 60;
+    if (p && !json_is_null(p)) {
+        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 86400)
+            return kiln_fail(
+                err, KILN_EINVAL,
+                "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
+        c->poll_s = (int)json_integer_value(p);
+    }
+    json_t *ap = json_object_get(o, "auto_publish"), *ib = json_object_get(o, "initial_build");
+    if ((ap && !json_is_boolean(ap)) || (ib && !json_is_boolean(ib)))
+        return kiln_fail(err, KILN_EINVAL,
+                         "repos: auto_publish and initial_build must be true or false");
+    c->auto_publish = ap ? json_is_true(ap) : 0;
+    c->initial_build = ib ? json_is_true(ib) : 1;
+    c->id = stable_id(c->name);
+    return KILN_OK;
+}
+
+/* --- state file --- */
+
+static int save_state(struct kiln_serve_git *g)
+{
+    char *text = json_dumps(g->state, JSON_INDENT(1) | JSON_SORT_KEYS);
+    if (!text) return KILN_ENOMEM;
+    int rc = kiln_write_file_atomic(g->state_path, text, strlen(text), 0600);
+    free(text);
+    if (rc)
+        kiln_log(&g->srv->log, KILN_LOG_ERROR, "cannot write %s: %s", g->state_path,
+                 kiln_strerror(rc));
+    return rc;
+}
+
+static json_t *last_of(struct kiln_serve_git *g, int64_t id)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%lld", (long long)id);
+    json_t *last = json_object_get(g->state, "last");
+    json_t *r = json_object_get(last, key);
+    if (!r) {
+        r = json_object();
+        json_object_set_new(last, key, r);
+    }
+    return r;
+}
+
+/* --- push -> jobs --- */
+
+static int on_push(void *ctx, const struct kiln_push *p)
+{
+    struct kiln_serve_git *g = ctx;
+    struct kiln_server *s = g->srv;
+    if (p->error) {
+        kiln_log(&s->log, KILN_LOG_WARN, "repo %s %s@%.12s: %s", p->repo_name, p->branch,
+                 p->new_commit, p->error);
+        json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
+        return save_state(g);
+    }
+    json_t *jobs = json_array(), *names = json_object();
+    struct kiln_error err = {0};
+    int rc = (!jobs || !names) ? KILN_ENOMEM : KILN_OK;
+    size_t i;
+    json_t *v;
+    json_array_foreach(p->variants, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (!rc && name && json_object_get(p->affected, name))
+            json_object_set_new(names, name, json_true());
+    }
+    json_array_foreach(p->variants, i, v)
+    {
+        if (rc) break;
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (!name || !json_object_get(p->affected, name)) continue;
+        json_t *job = NULL;
+        if ((rc = kiln_jobspec_from_variant(v, 0, p->new_commit, &job, &err))) break;
+        /* Workers build the pushed commit itself: they check out source_url
+         * at the job's commit (kiln source checkout) instead of running in a
+         * fixed source dir. */
+        json_t *attrs = json_object_get(job, "attrs");
+        if (json_is_object(attrs) && p->repo_url) {
+            /* A copy: the job shares the variant's attrs, and the variants
+             * are kept to diff the next push against. */
+            attrs = json_deep_copy(attrs);
+            json_object_set_new(attrs, "source_url", json_string(p->repo_url));
+            json_object_set_new(job, "attrs", attrs);
+        }
+        /* Dependencies outside this push resolve to the newest job of that
+         * name; one kiln never built is taken as provided (published). */
+        json_t *deps = json_object_get(job, "depends"), *keep = json_array();
+        size_t di;
+        json_t *d;
+        json_array_foreach(deps, di, d)
+        {
+            const char *dn = json_string_value(d);
+            if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
+                json_array_append(keep, d);
+        }
+        json_object_set_new(job, "depends", keep);
+        if (!p->auto_publish) {
+            json_t *stages = json_object_get(job, "stages"), *ns = json_array();
+            size_t si;
+            json_t *st;
+            json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish"))
+                json_array_append(ns, st);
+            json_object_set_new(job, "stages", ns);
+        }
+        json_array_append_new(jobs, job);
+    }
+    json_t *ids = NULL;
+    if (!rc && json_array_size(jobs))
+        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_now(), &ids, &err);
+    if (rc) {
+        kiln_log(&s->log, KILN_LOG_ERROR, "repo %s %s@%.12s: cannot enqueue: %s", p->repo_name,
+                 p->branch, p->new_commit, err.msg);
+    } else {
+        kiln_log(&s->log, KILN_LOG_INFO, "repo %s %s %.12s..%.12s%s: %zu of %zu variants affected",
+                 p->repo_name, p->branch, p->old_commit ? p->old_commit : "(none)", p->new_commit,
+                 p->forced ? " (force-push)" : "", json_array_size(jobs),
+                 json_array_size(p->variants));
+        json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
+        rc = save_state(g);
+        s->m.jobs_submitted += json_array_size(jobs);
+        kiln_serve_changed(s);
+    }
+    json_decref(ids);
+    json_decref(jobs);
+    json_decref(names);
+    return rc;
+}
+
+static void on_error(void *ctx, int64_t repo_id, const char *message)
+{
+    struct kiln_serve_git *g = ctx;
+    kiln_log(&g->srv->log, KILN_LOG_WARN, "repo %lld: %s", (long long)repo_id, message);
+}
+
+/* --- HTTP --- */
+
+static const char *req_header(void *arg, const char *name)
+{
+    return kiln_http_req_header(arg, name);
+}
+
+static int seen_delivery(struct kiln_serve_git *g, const char *id)
+{
+    json_t *d = json_object_get(g->state, "deliveries");
+    size_t i;
+    json_t *v;
+    json_array_foreach(d, i, v) if (!strcmp(json_string_value(v), id)) return 1;
+    json_array_append_new(d, json_string(id));
+    while (json_array_size(d) > MAX_DELIVERIES)
+        json_array_remove(d, 0);
+    return 0;
+}
+
+static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
+{
+    struct kiln_serve_git *g = ctx;
+    const char *rest = kiln_http_req_path(req) + strlen("/api/v1/hooks/");
+    char forge_s[32] = "", repo_name[256] = "";
+    const char *slash = strchr(rest, '/');
+    snprintf(forge_s, sizeof forge_s, "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)),
+             rest);
+    if (slash) snprintf(repo_name, sizeof repo_name, "%s", slash + 1);
+    enum kiln_forge forge;
+    if (kiln_forge_parse(forge_s, &forge)) {
+        kiln_http_respond_error(
+            req, 404, "not_found",
+            "unknown webhook kind '%s' (github, gitea, forgejo, gitlab, generic)", forge_s);
+        return;
+    }
+    int64_t by_path = repo_name[0] ? kiln_gitwatch_match(g->gw, NULL, repo_name) : 0;
+    if (repo_name[0] && !by_path) {
+        kiln_http_respond_error(req, 404, "not_found", "no tracked repository named '%s'",
+                                repo_name);
+        return;
+    }
+    const struct kiln_repo_conf *pc = by_path ? kiln_gitwatch_conf(g->gw, by_path) : NULL;
+    const char *secret = pc && pc->secret[0] ? pc->secret : g->hooks_secret;
+    size_t len = 0;
+    const char *body = kiln_http_req_body(req, &len);
+    struct kiln_webhook_event ev;
+    struct kiln_error err = {0};
+    int rc = kiln_webhook_parse(forge, secret, req_header, req, body ? body : "", len, &ev, &err);
+    if (rc) {
+        s->m.auth_failures += rc == KILN_EAUTH;
+        kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
+        return;
+    }
+    if (ev.delivery[0] && seen_delivery(g, ev.delivery)) {
+        kiln_http_respond_json(req, 200,
+                               json_pack("{s:b,s:s}", "duplicate", 1, "delivery", ev.delivery));
+        return;
+    }
+    if (ev.delivery[0]) save_state(g);
+    if (ev.is_ping || !ev.is_push) {
+        kiln_http_respond_json(req, 200, json_pack("{s:b}", "ok", 1));
+        return;
+    }
+    int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
+    if (!id) {
+        kiln_http_respond_error(req, 404, "not_found", "the pushed repository (%s) is not tracked",
+                                ev.repo_url[0] ? ev.repo_url : ev.repo_name);
+        return;
+    }
+    /* The payload's commit is a hint only: the watcher fetches and resolves. */
+    kiln_gitwatch_trigger(g->gw, id);
+    kiln_http_respond_json(req, 202,
+                           json_pack("{s:I,s:s}", "repo", (json_int_t)id, "branch", ev.branch));
+}
+
+static void h_repos_get(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
+{
+    struct kiln_serve_git *g = ctx;
+    (void)s;
+    const char *path = kiln_http_req_path(req);
+    if (strcmp(path, "/api/v1/repos") && strcmp(path, "/api/v1/repos/")) {
+        kiln_http_respond_error(req, 404, "not_found", "no such resource %s", path);
+        return;
+    }
+    kiln_http_respond_json(req, 200, kiln_gitwatch_status(g->gw));
+}
+
+static void h_repos_post(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
+{
+    struct kiln_serve_git *g = ctx;
+    const char *path = kiln_http_req_path(req);
+    long long id = 0;
+    char tail[16] = "";
+    if (sscanf(path, "/api/v1/repos/%lld/%15s", &id, tail) == 2 && !strcmp(tail, "fetch")) {
+        if (kiln_gitwatch_trigger(g->gw, id)) {
+            kiln_http_respond_error(req, 404, "not_found", "repository %lld is not tracked", id);
+            return;
+        }
+        kiln_http_respond_json(req, 202, json_pack("{s:I}", "repo", (json_int_t)id));
+        return;
+    }
+    if (strcmp(path, "/api/v1/repos")) {
+        kiln_http_respond_error(req, 404, "not_found", "no such resource %s", path);
+        return;
+    }
+    size_t len = 0;
+    const char *body = kiln_http_req_body(req, &len);
+    json_error_t jerr;
+    json_t *o = json_loadb(body ? body : "", len, 0, &jerr);
+    struct kiln_repo_conf conf;
+    struct kiln_error err = {0};
+    int rc = o ? kiln_serve_git_parse_repo(o, &conf, &err)
+               : kiln_fail(&err, KILN_EPARSE, "body is not JSON: %s", jerr.text);
+    if (!rc) rc = kiln_gitwatch_add(g->gw, &conf, NULL, &err);
+    if (!rc) {
+        json_array_append(json_object_get(g->state, "api_repos"), o);
+        rc = save_state(g);
+        if (rc) kiln_fail(&err, rc, "cannot record the repository");
+    }
+    json_decref(o);
+    if (rc) {
+        kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
+        return;
+    }
+    kiln_http_respond_json(req, 201,
+                           json_pack("{s:I,s:s}", "id", (json_int_t)conf.id, "name", conf.name));
+}
+
+static void git_stop(struct kiln_serve_git *g);
+
+static int git_init(struct kiln_server *s, json_t *config, struct kiln_serve_git **out,
+                    struct kiln_error *err)
+{
+    struct kiln_serve_git *g = calloc(1, sizeof *g);
+    if (!g) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    g->srv = s;
+    json_t *hooks = json_object_get(config, "hooks");
+    const char *sec = json_string_value(json_object_get(hooks, "secret"));
+    if (sec) snprintf(g->hooks_secret, sizeof g->hooks_secret, "%s", sec);
+    snprintf(g->state_path, sizeof g->state_path, "%s/git/state.json", s->cfg.data_dir);
+    int rc = KILN_OK;
+    struct kiln_buf text = {0};
+    if (kiln_read_file(g->state_path, 64u << 20, &text) == KILN_OK)
+        g->state = json_loadb(text.data, text.len, 0, NULL);
+    kiln_buf_free(&text);
+    if (!json_is_object(g->state)) {
+        json_decref(g->state);
+        g->state = json_object();
+    }
+    static const char *parts[] = {"last", "api_repos", "deliveries"};
+    for (int i = 0; i < 3; i++)
+        if (!json_object_get(g->state, parts[i]))
+            json_object_set_new(g->state, parts[i], i == 0 ? json_object() : json_array());
+    struct kiln_gitwatch_callbacks cb = {.on_push = on_push, .on_error = on_error, .ctx = g};
+    if ((rc = kiln_gitwatch_start(s->loop, s->cfg.data_dir, cb, &g->gw))) {
+        json_decref(g->state);
+        free(g);
+        return kiln_fail(err, rc, "cannot start the git watcher");
+    }
+    json_t *lists[2] = {json_object_get(config, "repos"), json_object_get(g->state, "api_repos")};
+    for (int l = 0; l < 2 && !rc; l++) {
+        if (lists[l] && !json_is_array(lists[l])) {
+            rc = kiln_fail(err, KILN_EINVAL, "config: repos must be a list of repositories");
+            break;
+        }
+        size_t i;
+        json_t *o;
+        json_array_foreach(lists[l], i, o)
+        {
+            struct kiln_repo_conf conf;
+            if ((rc = kiln_serve_git_parse_repo(o, &conf, err))) break;
+            if (kiln_gitwatch_conf(g->gw, conf.id)) continue; /* listed in both */
+            if ((rc = kiln_gitwatch_add(g->gw, &conf, last_of(g, conf.id), err))) break;
+        }
+    }
+    if (!rc) rc = kiln_serve_add_route(s, "POST", "/api/v1/hooks", KILN_ROLE_NONE, h_hook, g);
+    if (!rc) rc = kiln_serve_add_route(s, "GET", "/api/v1/repos", KILN_ROLE_READ, h_repos_get, g);
+    if (!rc)
+        rc = kiln_serve_add_route(s, "POST", "/api/v1/repos", KILN_ROLE_ADMIN, h_repos_post, g);
+    if (rc) {
+        git_stop(g);
+        return rc;
+    }
+    *out = g;
+    return KILN_OK;
+}
+
+static void git_stop(struct kiln_serve_git *g)
+{
+    if (!g) return;
+    kiln_gitwatch_stop(g->gw);
+    json_decref(g->state);
+    free(g);
+}
+
+static int feature_init(struct kiln_server *srv, json_t *config, void **state,
+                        struct kiln_error *err)
+{
+    struct kiln_serve_git *g = NULL;
+    int rc = git_init(srv, config, &g, err);
+    *state = g;
+    return rc;
+}
+
+static void feature_stop(struct kiln_server *srv, void *state)
+{
+    (void)srv;
+    git_stop(state);
+}
+
+static const char *const sections[] = {"repos", "hooks", NULL};
+
+/* Stopped (watcher closed, state freed) before the loop ends: nothing is
+ * left for cleanup. */
+const struct kiln_serve_feature kiln_git_feature = {
+    .name = "git",
+    .config_sections = sections,
+    .init = feature_init,
+    .stop = feature_stop,
+    .cleanup = NULL,
+};

@@ -1,0 +1,35 @@
+/* nar.h - Nix store paths as NARs, through the `nix-store` command.
+ *
+ * Contract:
+ * - Every function blocks (subprocesses, file I/O): call them from a thread
+ *   (uv_queue_work), a worker or a CLI, never on an event loop.
+ * - Nothing is ever held whole in memory: dumps stream through a fixed
+ *   1 MiB buffer.
+ * - Used by the worker (uploads), the catalog (imports from this host's
+ *   store) and the CLI; it knows nothing of any of them.
+ */
+#ifndef KILN_NIX_NAR_H
+#define KILN_NIX_NAR_H
+
+#include "common/err.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Spawn argv (PATH lookup) with its stdout on a pipe: *pid and the read end. */
+int kiln_nar_spawn_read(char *const argv[], pid_t *pid, int *rfd, struct kiln_error *err);
+/* Reap pid; KILN_OK only for exit status 0 ("what failed (exit status N)"). */
+int kiln_nar_wait(pid_t pid, const char *what, struct kiln_error *err);
+/* `nix-store --dump PATH` into a temp file under tmpdir, hashed on the way;
+ * the caller unlinks *out_file. digest is "sha256:<hex>". */
+int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_file, size_t outlen,
+                       char digest[72], uint64_t *size, struct kiln_error *err);
+/* {"store_path":..., "references":[...], "deriver":...|""} from nix-store -q. */
+int kiln_nar_path_info(const char *store_path, json_t **out, struct kiln_error *err);
+/* NarHash ("sha256:<hex>") and NarSize as the local Nix database records them. */
+int kiln_nar_hash_size(const char *store_path, char digest[72], uint64_t *size,
+                       struct kiln_error *err);
+
+#endif

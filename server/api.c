@@ -1,0 +1,867 @@
+/* api.c - routes, auth and handlers of the v1 API. */
+#include "server/api.h"
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+#include "common/hash.h"
+#include "state/jobspec.h"
+#include "state/registry.h"
+#include "server/serve.h"
+#include "state/submit.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "dev"
+#endif
+
+#define MAX_SEGS 8
+
+struct ctx {
+    struct kiln_server *srv;
+    struct kiln_http_req *req;
+    int64_t id;     /* {id} segment */
+    char name[128]; /* {name} segment */
+    enum kiln_role role;
+};
+
+typedef void (*handler)(struct ctx *c);
+
+static void fail(struct ctx *c, int code, const char *msg)
+{
+    kiln_http_respond_error(c->req, kiln_err_http_status(code), kiln_code_name(code), "%s", msg);
+}
+
+static void fail_err(struct ctx *c, const struct kiln_error *err, int code)
+{
+    fail(c, code, err->msg[0] ? err->msg : kiln_strerror(code));
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    if (!s[0] || strlen(s) > 18) return 0;
+    for (const char *p = s; *p; p++)
+        if (!isdigit((unsigned char)*p)) return 0;
+    *out = strtoll(s, NULL, 10);
+    return 1;
+}
+
+/* Optional integer query parameter; 0 ok, else answered 400. */
+static int param_i64(struct ctx *c, const char *name, int64_t lo, int64_t hi, int64_t *out,
+                     int *present)
+{
+    char v[32];
+    int r = kiln_http_req_param(c->req, name, v, sizeof v);
+    if (present) *present = r == 1;
+    if (r == 0) return 0;
+    int64_t x;
+    if (r < 0 || !parse_i64(v, &x) || x < lo || x > hi) {
+        kiln_http_respond_error(c->req, 400, "invalid",
+                                "query parameter %s must be an integer from %lld to %lld", name,
+                                (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static json_t *body_json(struct ctx *c, int allow_empty)
+{
+    size_t len;
+    const char *b = kiln_http_req_body(c->req, &len);
+    if (!b || len == 0) {
+        if (allow_empty) return json_object();
+        fail(c, KILN_EINVAL, "request body is empty; expected a JSON object");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *o = json_loadb(b, len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        kiln_http_respond_error(c->req, 400, "parse_error",
+                                "body is not valid JSON: %s at line %d column %d", je.text, je.line,
+                                je.column);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        fail(c, KILN_EINVAL, "body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* --- jobs --- */
+
+static void h_jobs_submit(struct ctx *c)
+{
+    size_t len;
+    const char *b = kiln_http_req_body(c->req, &len);
+    struct kiln_jobspec spec;
+    struct kiln_error err = {0};
+    int rc = kiln_jobspec_parse(b, len, &spec, &err);
+    if (rc) return fail_err(c, &err, rc);
+    json_t *ids;
+    if (spec.kind == KILN_JOBSPEC_RECIPE)
+        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_now(), &ids,
+                                &err);
+    else
+        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_now(), &ids, &err);
+    kiln_jobspec_free(&spec);
+    if (rc) return fail_err(c, &err, rc);
+    json_t *jobs = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        json_t *o;
+        if (kiln_jobs_get(&c->srv->jobs, json_integer_value(v), &o, NULL) == KILN_OK)
+            json_array_append_new(jobs, o);
+    }
+    c->srv->m.jobs_submitted += json_array_size(ids);
+    json_decref(ids);
+    /* A recipe batch may have superseded running jobs: end their follows. */
+    kiln_logs_finish_if(c->srv->logs, kiln_serve_job_is_final, c->srv);
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 201, json_pack("{s:o}", "jobs", jobs));
+}
+
+static void h_jobs_list(struct ctx *c)
+{
+    char state[32] = "", recipe[128] = "", branch[128] = "", name[256] = "", q[256] = "";
+    if (kiln_http_req_param(c->req, "state", state, sizeof state) < 0 ||
+        kiln_http_req_param(c->req, "recipe", recipe, sizeof recipe) < 0 ||
+        kiln_http_req_param(c->req, "branch", branch, sizeof branch) < 0 ||
+        kiln_http_req_param(c->req, "name", name, sizeof name) < 0 ||
+        kiln_http_req_param(c->req, "q", q, sizeof q) < 0)
+        return fail(c, KILN_EINVAL, "a query parameter is too long or badly escaped");
+    int64_t limit = 100, before = 0, worker = 0;
+    if (param_i64(c, "limit", 1, 1000, &limit, NULL) ||
+        param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL) ||
+        param_i64(c, "worker", 0, INT64_MAX / 2, &worker, NULL))
+        return;
+    struct kiln_jobs_filter f = {state, recipe, branch, name, q, worker, (int)limit, before};
+    json_t *out;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_list(&c->srv->jobs, &f, &out, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, out);
+}
+
+static void h_job_get(struct ctx *c)
+{
+    json_t *o;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_get(&c->srv->jobs, c->id, &o, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, o);
+}
+
+static void respond_job(struct ctx *c, int status)
+{
+    json_t *o;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_get(&c->srv->jobs, c->id, &o, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, status, o);
+}
+
+static void h_job_cancel(struct ctx *c)
+{
+    int64_t wid = 0;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_now(), &wid, &err);
+    if (rc) return fail_err(c, &err, rc);
+    if (wid) kiln_dispatch_wake_cancel(c->srv->dispatch, wid, c->id);
+    kiln_logs_finish(c->srv->logs, c->id);
+    kiln_serve_changed(c->srv);
+    respond_job(c, 200);
+}
+
+static void h_job_retry(struct ctx *c)
+{
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_now(), &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_serve_changed(c->srv);
+    respond_job(c, 200);
+}
+
+static void h_log_get(struct ctx *c)
+{
+    const char *state;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_log_state(&c->srv->jobs, c->id, NULL, NULL, &state, &err);
+    if (rc) return fail_err(c, &err, rc);
+    int64_t offset = 0, follow = 0;
+    if (param_i64(c, "offset", 0, INT64_MAX / 2, &offset, NULL) ||
+        param_i64(c, "follow", 0, 1, &follow, NULL))
+        return;
+    kiln_logs_serve(c->srv->logs, c->req, c->id, offset, (int)follow, kiln_job_state_final(state));
+}
+
+static void h_log_post(struct ctx *c)
+{
+    int64_t attempt = 0, offset = 0;
+    int has_a, has_o;
+    if (param_i64(c, "attempt", 0, INT64_MAX / 2, &attempt, &has_a) ||
+        param_i64(c, "offset", 0, INT64_MAX / 2, &offset, &has_o))
+        return;
+    if (!has_a || !has_o)
+        return fail(c, KILN_EINVAL, "query parameters attempt and offset are required");
+    int64_t cur_attempt, base;
+    const char *state;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_log_state(&c->srv->jobs, c->id, &cur_attempt, &base, &state, &err);
+    if (rc) return fail_err(c, &err, rc);
+    if (attempt != cur_attempt || (strcmp(state, "building") && strcmp(state, "testing")))
+        return (void)kiln_http_respond_error(
+            c->req, 409, "conflict",
+            "log for job %lld attempt %lld is stale (job is %s, attempt %lld)", (long long)c->id,
+            (long long)attempt, state, (long long)cur_attempt);
+    size_t len;
+    const char *b = kiln_http_req_body(c->req, &len);
+    if (base + offset + (int64_t)len > c->srv->cfg.max_log_bytes)
+        return (void)kiln_http_respond_error(
+            c->req, 413, "too_large", "job %lld's log would exceed %lld bytes", (long long)c->id,
+            (long long)c->srv->cfg.max_log_bytes);
+    int64_t before, size;
+    if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
+    rc = kiln_logs_append_at(c->srv->logs, c->id, base + offset, b ? b : "", len, &size, &err);
+    if (rc == KILN_ECONFLICT) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "log offset %lld is past the %lld bytes the server has for attempt %lld; resend "
+                 "from there",
+                 (long long)offset, (long long)(size - base), (long long)attempt);
+        json_t *o = json_pack("{s:{s:s,s:s},s:I}", "error", "code", "conflict", "message", msg,
+                              "size", (json_int_t)(size - base));
+        kiln_http_respond_json(c->req, 409, o);
+        return;
+    }
+    if (rc) return fail_err(c, &err, rc);
+    if (size > before) {
+        c->srv->m.log_bytes += (uint64_t)(size - before);
+        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size, kiln_now(),
+                                     &err)))
+            return fail_err(c, &err, rc);
+        kiln_logs_notify(c->srv->logs, c->id);
+        kiln_events_notify(c->srv->events);
+    }
+    kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
+}
+
+static int opt_int(json_t *o, const char *k, int64_t def, int64_t *out)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return 1;
+    }
+    if (!json_is_integer(v)) return 0;
+    *out = json_integer_value(v);
+    return 1;
+}
+
+static void h_report(struct ctx *c)
+{
+    json_t *o = body_json(c, 0);
+    if (!o) return;
+    struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
+    int64_t attempt, code, sig, peak;
+    json_t *stage = json_object_get(o, "stage"), *reason = json_object_get(o, "reason");
+    json_t *infra = json_object_get(o, "infra"), *cpu = json_object_get(o, "cpu_s");
+    json_t *selftest = json_object_get(o, "selftest"), *outputs = json_object_get(o, "outputs");
+    const char *bad = NULL;
+    if (!json_is_integer(json_object_get(o, "attempt")))
+        bad = "attempt: is required and must be an integer";
+    else if (!opt_int(o, "exit_code", 0, &code) || code < -1 || code > 255)
+        bad = "exit_code: must be an integer from -1 to 255";
+    else if (!opt_int(o, "signal", 0, &sig) || sig < 0 || sig > 128)
+        bad = "signal: must be an integer from 0 to 128";
+    else if (!opt_int(o, "peak_ram_mb", -1, &peak))
+        bad = "peak_ram_mb: must be an integer";
+    else if (stage && !json_is_null(stage) && !json_is_string(stage))
+        bad = "stage: must be a string";
+    else if (reason && !json_is_null(reason) &&
+             (!json_is_string(reason) || json_string_length(reason) > 4000))
+        bad = "reason: must be a string of at most 4000 bytes";
+    else if (infra && !json_is_null(infra) && !json_is_boolean(infra))
+        bad = "infra: must be true or false";
+    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
+        bad = "cpu_s: must be a number";
+    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
+        bad = "selftest: must be an object or null";
+    else if (outputs && !json_is_null(outputs) && !json_is_array(outputs))
+        bad = "outputs: must be an array of paths";
+    if (bad) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, bad);
+    }
+    attempt = json_integer_value(json_object_get(o, "attempt"));
+    r.attempt = attempt;
+    r.stage = json_string_value(stage);
+    r.exit_code = (int)code;
+    r.signal = (int)sig;
+    r.reason = json_string_value(reason);
+    r.infra = json_is_true(infra);
+    r.peak_ram_mb = peak;
+    r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
+    r.selftest = json_is_object(selftest) ? selftest : NULL;
+    r.outputs = json_is_array(outputs) ? outputs : NULL;
+    const char *state = NULL;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_now(), &state, &err);
+    json_decref(o);
+    if (rc) return fail_err(c, &err, rc);
+    c->srv->m.reports++;
+    if (kiln_job_state_final(state)) kiln_logs_finish(c->srv->logs, c->id);
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:s}", "state", state));
+}
+
+/* --- workers --- */
+
+static void h_register(struct ctx *c)
+{
+    json_t *o = body_json(c, 0);
+    if (!o) return;
+    int64_t id;
+    json_t *cancel;
+    struct kiln_error err = {0};
+    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
+    json_decref(o);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 200,
+                           json_pack("{s:I,s:i,s:i,s:o}", "worker_id", (json_int_t)id,
+                                     "heartbeat_s", (int)c->srv->cfg.heartbeat_s, "lost_after_s",
+                                     (int)c->srv->cfg.lost_after_s, "cancel", cancel));
+}
+
+static void h_heartbeat(struct ctx *c)
+{
+    json_t *o = body_json(c, 1);
+    if (!o) return;
+    json_t *cancel;
+    int drain = 0;
+    struct kiln_error err = {0};
+    int rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_now(), &cancel, &drain, &err);
+    json_decref(o);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o,s:b}", "cancel", cancel, "drain", drain));
+}
+
+struct lease_wait {
+    struct kiln_server *srv;
+    struct kiln_http_req *req;
+    struct kiln_waiter *w;
+    int in_call;
+    int answered;
+};
+
+static void lease_answer(void *arg, int status, json_t *body)
+{
+    struct lease_wait *lw = arg;
+    lw->answered = 1;
+    if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
+    if (status == 200 && json_object_get(body, "job")) lw->srv->m.leases++;
+    if (status == 204)
+        kiln_http_respond(lw->req, 204, NULL, NULL, NULL, 0);
+    else
+        kiln_http_respond_json(lw->req, status, body);
+    if (status == 200) kiln_events_notify(lw->srv->events);
+    if (!lw->in_call) free(lw);
+}
+
+static void lease_closed(struct kiln_http_req *req, void *arg)
+{
+    struct lease_wait *lw = arg;
+    (void)req;
+    kiln_dispatch_unwait(lw->srv->dispatch, lw->w);
+    free(lw);
+}
+
+static void h_lease(struct ctx *c)
+{
+    int64_t wait = 0;
+    if (param_i64(c, "wait", 0, 3600, &wait, NULL)) return;
+    if (wait > c->srv->cfg.max_lease_wait_s) wait = c->srv->cfg.max_lease_wait_s;
+    json_t *o = body_json(c, 1);
+    if (!o) return;
+    struct kiln_offer off = {.free_cores = -1, .free_ram_mb = -1};
+    json_t *fc = json_object_get(o, "free_cores"), *fr = json_object_get(o, "free_ram_mb");
+    json_t *fg = json_object_get(o, "free_gpus");
+    const char *bad = NULL;
+    if (fc && !json_is_null(fc) && (!json_is_integer(fc) || json_integer_value(fc) < 0))
+        bad = "free_cores: must be a non-negative integer";
+    else if (fr && !json_is_null(fr) && (!json_is_integer(fr) || json_integer_value(fr) < 0))
+        bad = "free_ram_mb: must be a non-negative integer";
+    else if (fg && !json_is_null(fg) && (!json_is_array(fg) || json_array_size(fg) > KILN_MAX_GPUS))
+        bad = "free_gpus: must be an array of GPU indexes";
+    if (!bad && json_is_array(fg)) {
+        size_t i;
+        json_t *g;
+        off.gpus_given = 1;
+        json_array_foreach(fg, i, g)
+        {
+            if (!json_is_integer(g) || json_integer_value(g) < 0 || json_integer_value(g) > 31) {
+                bad = "free_gpus: must be an array of GPU indexes";
+                break;
+            }
+            off.free_gpus[off.nfree_gpus++] = (int)json_integer_value(g);
+        }
+    }
+    if (json_is_integer(fc)) off.free_cores = (int)json_integer_value(fc);
+    if (json_is_integer(fr)) off.free_ram_mb = json_integer_value(fr);
+    json_decref(o);
+    if (bad) return fail(c, KILN_EINVAL, bad);
+    struct kiln_worker_info w;
+    struct kiln_error err = {0};
+    int rc = kiln_registry_get(&c->srv->jobs, c->id, &w, &err);
+    if (rc) return fail_err(c, &err, rc);
+    if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
+        return fail(c, KILN_ESTATE, "worker is marked lost; register again");
+    /* Asking for work is a sign of life, like a heartbeat. */
+    kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
+    struct lease_wait *lw = calloc(1, sizeof *lw);
+    if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
+    lw->srv = c->srv;
+    lw->req = c->req;
+    lw->in_call = 1;
+    struct kiln_waiter *wt =
+        kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (unsigned)wait * 1000u, lease_answer, lw);
+    lw->in_call = 0;
+    if (!wt) {
+        free(lw);
+        return;
+    }
+    lw->w = wt;
+    kiln_http_req_on_close(c->req, lease_closed, lw);
+}
+
+static void h_workers(struct ctx *c)
+{
+    json_t *o;
+    struct kiln_error err = {0};
+    int rc = kiln_registry_list(&c->srv->jobs, &o, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, o);
+}
+
+static void h_drain(struct ctx *c)
+{
+    json_t *o = body_json(c, 1);
+    if (!o) return;
+    json_t *d = json_object_get(o, "drain");
+    if (d && !json_is_boolean(d)) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, "drain: must be true or false");
+    }
+    int drain = d ? json_is_true(d) : 1;
+    json_decref(o);
+    struct kiln_error err = {0};
+    int rc = kiln_registry_drain(&c->srv->jobs, c->id, drain, kiln_now(), &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_serve_changed(c->srv);
+    json_t *w;
+    if ((rc = kiln_registry_worker_json(&c->srv->jobs, c->id, &w, &err)))
+        return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, w);
+}
+
+/* --- events, health, metrics, recipes --- */
+
+static void h_events(struct ctx *c)
+{
+    int64_t last = -1;
+    const char *h = kiln_http_req_header(c->req, "Last-Event-ID");
+    if (h && !parse_i64(h, &last))
+        return fail(c, KILN_EINVAL, "Last-Event-ID must be an event id (an integer)");
+    int present;
+    int64_t q = -1;
+    if (param_i64(c, "last_event_id", 0, INT64_MAX / 2, &q, &present)) return;
+    if (!h && present) last = q;
+    kiln_events_subscribe(c->srv->events, c->req, last);
+}
+
+static void h_healthz(struct ctx *c)
+{
+    kiln_http_respond_json(c->req, 200,
+                           json_pack("{s:s,s:s,s:f}", "status", "ok", "version", KILN_VERSION,
+                                     "uptime_s", kiln_now() - c->srv->started_at));
+}
+
+static void h_metrics(struct ctx *c)
+{
+    struct kiln_server *s = c->srv;
+    struct kiln_buf b = {0};
+    json_t *counts = NULL;
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_counts(&s->jobs, &counts, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_buf_puts(&b, "# HELP kiln_jobs Jobs by state.\n# TYPE kiln_jobs gauge\n");
+    const char *k;
+    json_t *v;
+    json_object_foreach(counts, k, v)
+        kiln_buf_printf(&b, "kiln_jobs{state=\"%s\"} %lld\n", k, (long long)json_integer_value(v));
+    json_decref(counts);
+    static const char *wstates[] = {"online", "draining", "lost", "offline"};
+    int wc[4] = {0};
+    struct kiln_worker_info *ws = NULL;
+    int nw = 0;
+    if (kiln_registry_all(&s->jobs, &ws, &nw, NULL) == KILN_OK) {
+        for (int i = 0; i < nw; i++)
+            for (int j = 0; j < 4; j++)
+                if (!strcmp(ws[i].state, wstates[j])) wc[j]++;
+    }
+    kiln_buf_puts(&b, "# HELP kiln_workers Workers by state.\n# TYPE kiln_workers gauge\n");
+    for (int j = 0; j < 4; j++)
+        kiln_buf_printf(&b, "kiln_workers{state=\"%s\"} %d\n", wstates[j], wc[j]);
+    long long cores = 0, used = 0;
+    for (int i = 0; i < nw; i++)
+        if (!strcmp(ws[i].state, "online") || !strcmp(ws[i].state, "draining")) {
+            cores += ws[i].cores;
+            used += ws[i].cores_used;
+        }
+    free(ws);
+    kiln_buf_printf(&b, "# TYPE kiln_worker_cores gauge\nkiln_worker_cores %lld\n", cores);
+    kiln_buf_printf(&b, "# TYPE kiln_worker_cores_used gauge\nkiln_worker_cores_used %lld\n", used);
+    struct {
+        const char *name, *help;
+        uint64_t v;
+    } ctr[] = {
+        {"kiln_http_requests_total", "HTTP requests received.", s->m.http_requests},
+        {"kiln_auth_failures_total", "Requests refused with 401 or 403.", s->m.auth_failures},
+        {"kiln_jobs_submitted_total", "Jobs submitted.", s->m.jobs_submitted},
+        {"kiln_leases_total", "Jobs handed to workers.", s->m.leases},
+        {"kiln_reports_total", "Results reported by workers.", s->m.reports},
+        {"kiln_log_bytes_total", "Log bytes received.", s->m.log_bytes},
+        {"kiln_workers_lost_total", "Workers declared lost.", s->m.workers_lost},
+        {"kiln_timeouts_total", "Attempts that ran over their timeout.", s->m.timeouts},
+    };
+    for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
+        kiln_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", ctr[i].name, ctr[i].help,
+                        ctr[i].name, ctr[i].name, (unsigned long long)ctr[i].v);
+    kiln_buf_printf(&b,
+                    "# TYPE kiln_lease_waiting gauge\nkiln_lease_waiting %d\n"
+                    "# TYPE kiln_sse_clients gauge\nkiln_sse_clients %d\n"
+                    "# TYPE kiln_log_streams gauge\nkiln_log_streams %d\n"
+                    "# TYPE kiln_last_event_id gauge\nkiln_last_event_id %lld\n",
+                    kiln_dispatch_waiting(s->dispatch), kiln_events_subscribers(s->events),
+                    kiln_logs_streams(s->logs), (long long)kiln_store_last_event_id(s->st));
+    if (!b.data) return fail(c, KILN_ENOMEM, "out of memory");
+    kiln_http_respond(c->req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.data, b.len);
+    kiln_buf_free(&b);
+}
+
+static void h_recipes(struct ctx *c)
+{
+    json_t *arr = json_array();
+    DIR *d = c->srv->cfg.recipes_dir[0] ? opendir(c->srv->cfg.recipes_dir) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            size_t n = strlen(e->d_name);
+            if (n > 5 && !strcmp(e->d_name + n - 5, ".yaml") && e->d_name[0] != '.') {
+                char name[256];
+                snprintf(name, sizeof name, "%.*s", (int)(n - 5), e->d_name);
+                json_array_append_new(arr, json_string(name));
+            }
+        }
+        closedir(d);
+    }
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "recipes", arr));
+}
+
+static void h_recipe_expand(struct ctx *c)
+{
+    char branch[128] = "", where[1024] = "";
+    if (kiln_http_req_param(c->req, "branch", branch, sizeof branch) < 0 ||
+        kiln_http_req_param(c->req, "where", where, sizeof where) < 0)
+        return fail(c, KILN_EINVAL, "branch or where is too long or badly escaped");
+    json_t *variants;
+    struct kiln_error err = {0};
+    int rc =
+        kiln_submit_expand(c->srv->cfg.recipes_dir, c->name, NULL, branch, where, &variants, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "variants", variants));
+}
+
+/* --- the page --- */
+
+static const char *content_type(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".html", "text/html; charset=utf-8"},
+                 {".js", "text/javascript; charset=utf-8"},
+                 {".mjs", "text/javascript; charset=utf-8"},
+                 {".css", "text/css; charset=utf-8"},
+                 {".json", "application/json"},
+                 {".svg", "image/svg+xml"},
+                 {".png", "image/png"},
+                 {".ico", "image/x-icon"},
+                 {".txt", "text/plain; charset=utf-8"},
+                 {".woff2", "font/woff2"}};
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(dot, types[i].ext)) return types[i].type;
+    return "application/octet-stream";
+}
+
+#define CSP_HEADERS                                                                                \
+    "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "               \
+    "frame-ancestors 'none'; form-action 'self'\r\n"                                               \
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                          \
+    "Cache-Control: no-cache\r\n"
+
+static void serve_static(struct ctx *c, const char *rel)
+{
+    if (!c->srv->cfg.web_dir[0]) return fail(c, KILN_ENOTFOUND, "no web directory configured");
+    /* Only plain names: no "..", no hidden files, no backslashes. */
+    if (!rel[0] || strlen(rel) > 200 || strstr(rel, "..") || strstr(rel, "/.") || rel[0] == '.' ||
+        strchr(rel, '\\') || strchr(rel, '%'))
+        return fail(c, KILN_ENOTFOUND, "no such file");
+    for (const char *p = rel; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("/._-", *p))
+            return fail(c, KILN_ENOTFOUND, "no such file");
+    char path[PATH_MAX];
+    if (kiln_path_join(path, sizeof path, c->srv->cfg.web_dir, rel))
+        return fail(c, KILN_ENOTFOUND, "no such file");
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) return fail(c, KILN_ENOTFOUND, "no such file");
+    struct kiln_buf b = {0};
+    int rc = kiln_read_file(path, 8u << 20, &b);
+    if (rc) {
+        kiln_buf_free(&b);
+        return fail(c, rc == KILN_ELIMIT ? KILN_ELIMIT : KILN_EIO, "cannot read the file");
+    }
+    kiln_http_respond(c->req, 200, content_type(path), CSP_HEADERS, b.data ? b.data : "", b.len);
+    kiln_buf_free(&b);
+}
+
+static void h_index(struct ctx *c)
+{
+    serve_static(c, "index.html");
+}
+
+static void h_web(struct ctx *c)
+{
+    const char *p = kiln_http_req_path(c->req);
+    serve_static(c, p + strlen("/web/"));
+}
+
+/* --- router --- */
+
+struct route {
+    const char *method;
+    const char *pattern; /* segments; {id} = integer, {name} = token, * = rest */
+    enum kiln_role role; /* KILN_ROLE_NONE = no auth at all */
+    handler fn;
+};
+
+static const struct route routes[] = {
+    {"POST", "/api/v1/jobs", KILN_ROLE_SUBMIT, h_jobs_submit},
+    {"GET", "/api/v1/jobs", KILN_ROLE_READ, h_jobs_list},
+    {"GET", "/api/v1/jobs/{id}", KILN_ROLE_READ, h_job_get},
+    {"POST", "/api/v1/jobs/{id}/cancel", KILN_ROLE_SUBMIT, h_job_cancel},
+    {"POST", "/api/v1/jobs/{id}/retry", KILN_ROLE_SUBMIT, h_job_retry},
+    {"GET", "/api/v1/jobs/{id}/log", KILN_ROLE_READ, h_log_get},
+    {"POST", "/api/v1/jobs/{id}/log", KILN_ROLE_WORKER, h_log_post},
+    {"POST", "/api/v1/jobs/{id}/report", KILN_ROLE_WORKER, h_report},
+    {"GET", "/api/v1/events", KILN_ROLE_READ, h_events},
+    {"GET", "/api/v1/workers", KILN_ROLE_READ, h_workers},
+    {"POST", "/api/v1/workers/register", KILN_ROLE_WORKER, h_register},
+    {"POST", "/api/v1/workers/{id}/lease", KILN_ROLE_WORKER, h_lease},
+    {"POST", "/api/v1/workers/{id}/heartbeat", KILN_ROLE_WORKER, h_heartbeat},
+    {"POST", "/api/v1/workers/{id}/drain", KILN_ROLE_ADMIN, h_drain},
+    {"GET", "/api/v1/recipes", KILN_ROLE_READ, h_recipes},
+    {"GET", "/api/v1/recipes/{name}/expand", KILN_ROLE_READ, h_recipe_expand},
+    {"GET", "/healthz", KILN_ROLE_NONE, h_healthz},
+    {"GET", "/metrics", KILN_ROLE_READ, h_metrics},
+    {"GET", "/", KILN_ROLE_NONE, h_index},
+    {"GET", "/index.html", KILN_ROLE_NONE, h_index},
+    {"GET", "/web/*", KILN_ROLE_NONE, h_web},
+};
+
+/* 1 if path matches pattern, filling c->id / c->name. */
+static int match(const char *pattern, const char *path, struct ctx *c)
+{
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p == '*') return 1;
+        if (!strncmp(p, "{id}", 4) || !strncmp(p, "{name}", 6)) {
+            const char *end = strchr(s, '/');
+            size_t n = end ? (size_t)(end - s) : strlen(s);
+            char seg[128];
+            if (n == 0 || n >= sizeof seg) return 0;
+            memcpy(seg, s, n);
+            seg[n] = '\0';
+            if (p[1] == 'i') {
+                if (!parse_i64(seg, &c->id) || c->id <= 0) return 0;
+                p += 4;
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    if (!isalnum((unsigned char)seg[i]) && !strchr("-_.+", seg[i])) return 0;
+                snprintf(c->name, sizeof c->name, "%s", seg);
+                p += 6;
+            }
+            s += n;
+            continue;
+        }
+        if (*p != *s) return 0;
+        p++;
+        s++;
+    }
+    if (*p == '*') return 1;
+    return *p == '\0' && *s == '\0';
+}
+
+/* Role of the bearer token: 0 ok, else the error code (EAUTH) already answered. */
+static int authenticate(struct ctx *c, int *has_token)
+{
+    const char *h = kiln_http_req_header(c->req, "Authorization");
+    *has_token = 0;
+    c->role = KILN_ROLE_NONE;
+    if (!h) return KILN_OK;
+    *has_token = 1;
+    if (strncasecmp(h, "Bearer ", 7)) return KILN_EAUTH;
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1) return KILN_EAUTH;
+    char hash[KILN_SHA256_HEX];
+    if (kiln_token_hash(tok, hash)) return KILN_EAUTH;
+    enum kiln_role r;
+    if (kiln_store_token_lookup(c->srv->st, hash, &r, NULL)) return KILN_EAUTH;
+    c->role = r;
+    return KILN_OK;
+}
+
+static int authorize(struct ctx *c, enum kiln_role need)
+{
+    if (need == KILN_ROLE_NONE) return 1;
+    int has_token;
+    if (authenticate(c, &has_token)) {
+        c->srv->m.auth_failures++;
+        kiln_http_respond_error(c->req, 401, "unauthorized",
+                                "the bearer token is not valid (kiln token create makes one)");
+        return 0;
+    }
+    if (!has_token) {
+        if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) return 1;
+        c->srv->m.auth_failures++;
+        kiln_http_respond_error(c->req, 401, "unauthorized",
+                                "this needs a token: send Authorization: Bearer kiln_...");
+        return 0;
+    }
+    if (!kiln_role_allows(c->role, need)) {
+        c->srv->m.auth_failures++;
+        kiln_http_respond_error(c->req, 403, "forbidden", "a %s token may not do this (needs %s)",
+                                kiln_role_name(c->role), kiln_role_name(need));
+        return 0;
+    }
+    return 1;
+}
+
+static int dispatch_extra(struct ctx *c, const char *method, const char *path)
+{
+    struct kiln_server *s = c->srv;
+    for (int i = 0; i < s->nroutes; i++) {
+        struct kiln_route *r = &s->routes[i];
+        size_t n = strlen(r->prefix);
+        if (strncmp(path, r->prefix, n) || (path[n] && path[n] != '/')) continue;
+        if (strcmp(method, r->method) &&
+            !(strcmp(r->method, "GET") == 0 && !strcmp(method, "HEAD")))
+            continue;
+        if (authorize(c, r->role)) r->fn(s, c->req, r->ctx);
+        return 1;
+    }
+    return 0;
+}
+
+void kiln_api_on_request(struct kiln_http_req *req, void *server)
+{
+    struct kiln_server *srv = server;
+    struct ctx c = {.srv = srv, .req = req};
+    const char *method = kiln_http_req_method(req);
+    const char *path = kiln_http_req_path(req);
+    const char *m = !strcmp(method, "HEAD") ? "GET" : method;
+    srv->m.http_requests++;
+    if (srv->stopping) {
+        kiln_http_respond_error(req, 503, "unavailable", "the server is shutting down");
+        return;
+    }
+    char allow[64] = "";
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        struct ctx t = c;
+        if (!match(routes[i].pattern, path, &t)) continue;
+        if (strcmp(routes[i].method, m)) {
+            if (!strstr(allow, routes[i].method)) {
+                size_t l = strlen(allow);
+                snprintf(allow + l, sizeof allow - l, "%s%s", l ? ", " : "", routes[i].method);
+            }
+            continue;
+        }
+        if (authorize(&t, routes[i].role)) routes[i].fn(&t);
+        return;
+    }
+    if (dispatch_extra(&c, m, path)) return;
+    if (allow[0]) {
+        char hdr[96];
+        snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+        char body[256];
+        int n =
+            snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"%s is not "
+                     "allowed here; use %s\"}}",
+                     !strcmp(method, "GET") || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
+                             !strcmp(method, "DELETE") || !strcmp(method, "PATCH") ||
+                             !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS")
+                         ? method
+                         : "this method",
+                     allow);
+        kiln_http_respond(req, 405, "application/json", hdr, body, (size_t)n);
+        return;
+    }
+    kiln_http_respond_error(req, 404, "not_found", "no such endpoint: %.200s", path);
+}
+
+int kiln_api_on_headers(struct kiln_http_req *req, void *server)
+{
+    struct kiln_server *srv = server;
+    const char *path = kiln_http_req_path(req);
+    const struct kiln_stream_route *sr = NULL;
+    for (int i = 0; i < srv->nstreams && !sr; i++)
+        if (!strncmp(path, srv->streams[i].prefix, strlen(srv->streams[i].prefix)))
+            sr = &srv->streams[i];
+    if (!sr || srv->stopping) return 0;
+    struct ctx c = {.srv = srv, .req = req};
+    int has_token;
+    if (authenticate(&c, &has_token)) {
+        srv->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "the bearer token is not valid (kiln token create makes one)");
+        return 0;
+    }
+    enum kiln_role role = c.role;
+    if (!has_token) role = srv->cfg.allow_anonymous_read ? KILN_ROLE_READ : KILN_ROLE_NONE;
+    if (!has_token && !srv->cfg.allow_anonymous_read) {
+        srv->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "this needs a token: send Authorization: Bearer kiln_...");
+        return 0;
+    }
+    if (sr->fn(srv, req, role, sr->ctx) == 1) srv->m.http_requests++;
+    return 0;
+}

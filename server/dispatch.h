@@ -1,0 +1,78 @@
+/* dispatch.h - matching workers' lease long-polls to runnable jobs.
+ *
+ * Contract:
+ * - A worker's lease request becomes a waiter (worker id + what it offers:
+ *   free cores, RAM, GPUs). kiln_dispatch_wait() tries to match it at once;
+ *   if nothing fits it waits up to wait_ms and is retried on every
+ *   kiln_dispatch_kick() (called on submit, report, register, cancel, retry,
+ *   drain) and when a backoff expires - never by a periodic full scan.
+ * - The whole matching policy is kiln_dispatch_match(): one function, so a
+ *   richer placement (scheduler/placement.h) can replace it. The current one
+ *   takes the highest-priority runnable job that fits: same platform, cores
+ *   and RAM within both what the worker offers and what the store has not
+ *   already committed on it (never overcommitted), and for test stages a free
+ *   GPU of the job's SM (newer same-major SM with sm_compat), driver and ISA.
+ * - Leasing is committed by lease_fn (store transaction) before the waiter's
+ *   callback sends anything, so a lost response is recovered by the
+ *   lease-acknowledgement path in registry.h.
+ * - kiln_dispatch_wait_reason() is a kiln_wait_reason_fn: a plain sentence
+ *   saying why a runnable job is not running on the current farm.
+ * - Runs on the loop thread only.
+ */
+#ifndef KILN_DISPATCH_H
+#define KILN_DISPATCH_H
+
+#include "state/jobs.h"
+#include "state/registry.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+struct kiln_offer {
+    int free_cores;      /* <0: not given (use the worker's size) */
+    int64_t free_ram_mb; /* <0: not given */
+    int gpus_given;      /* 0: all GPUs the store does not have busy */
+    int nfree_gpus;
+    int free_gpus[KILN_MAX_GPUS];
+};
+
+/* The matcher: *job_id 0 when nothing fits. */
+int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
+                        const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
+                        struct kiln_error *err);
+
+/* Commit a lease (store transaction) and build the response object. */
+typedef int (*kiln_lease_fn)(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
+                             json_t **lease, struct kiln_error *err);
+/* Result for a waiter: status 200 with body (ownership passes), or 204 and
+ * NULL when the wait expired. Called exactly once unless unwaited. */
+typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
+
+struct kiln_dispatch;
+struct kiln_waiter;
+
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+                      struct kiln_dispatch **out, struct kiln_error *err);
+/* Answers no waiter; closes handles (memory freed once the loop runs them). */
+void kiln_dispatch_free(struct kiln_dispatch *d);
+
+/* Returns NULL when cb has already been called (matched at once, wait_ms 0,
+ * or an error: 503). Otherwise the waiter handle for kiln_dispatch_unwait. */
+struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_id,
+                                       const struct kiln_offer *o, unsigned wait_ms,
+                                       kiln_waiter_cb cb, void *arg);
+/* The client went away: drop the waiter without calling cb. */
+void kiln_dispatch_unwait(struct kiln_dispatch *d, struct kiln_waiter *w);
+void kiln_dispatch_kick(struct kiln_dispatch *d);
+/* Answer the worker's pending lease (if any) with {"cancel":[job]}. */
+void kiln_dispatch_wake_cancel(struct kiln_dispatch *d, int64_t worker_id, int64_t job_id);
+/* Mark workers with a pending lease as seen now (they are alive). */
+void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now);
+/* Answer every waiter with 204 (shutdown). */
+void kiln_dispatch_flush(struct kiln_dispatch *d);
+int kiln_dispatch_waiting(const struct kiln_dispatch *d);
+
+/* ctx is the struct kiln_jobs. */
+void kiln_dispatch_wait_reason(void *jobs, json_t *job, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,1468 @@
+/* jobs.c - job state machine over the store (one transaction per change). */
+#include "state/jobs.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define JOB_COLS                                                                                   \
+    "j.id, j.name, j.recipe, j.branch, j.commit_id, j.state, j.stage, j.stages, j.priority, "      \
+    "j.attempt, j.max_attempts, j.command, j.env, j.cores, j.ram_mb, j.platform, j.isa, "          \
+    "j.gpu_sm, j.driver_min, j.attrs, j.worker_id, w.name, j.failed_stage, j.reason, "             \
+    "j.exit_code, j.timeout_s, j.created_at, j.started_at, j.finished_at, j.log_size, "            \
+    "j.peak_ram_mb, j.cpu_s, j.selftest, j.artifact, j.not_before, j.selftest_spec, "              \
+    "j.publish_spec, j.gpu_index, j.est_duration_s, j.stage_started_at, j.infra_failures, "        \
+    "j.outputs, j.sm_compat "
+#define JOB_FROM " FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id "
+
+enum {
+    C_ID,
+    C_NAME,
+    C_RECIPE,
+    C_BRANCH,
+    C_COMMIT,
+    C_STATE,
+    C_STAGE,
+    C_STAGES,
+    C_PRIORITY,
+    C_ATTEMPT,
+    C_MAX_ATTEMPTS,
+    C_COMMAND,
+    C_ENV,
+    C_CORES,
+    C_RAM,
+    C_PLATFORM,
+    C_ISA,
+    C_GPU_SM,
+    C_DRIVER_MIN,
+    C_ATTRS,
+    C_WORKER_ID,
+    C_WORKER,
+    C_FAILED_STAGE,
+    C_REASON,
+    C_EXIT_CODE,
+    C_TIMEOUT,
+    C_CREATED,
+    C_STARTED,
+    C_FINISHED,
+    C_LOG_SIZE,
+    C_PEAK_RAM,
+    C_CPU_S,
+    C_SELFTEST,
+    C_ARTIFACT,
+    C_NOT_BEFORE,
+    C_SELFTEST_SPEC,
+    C_PUBLISH_SPEC,
+    C_GPU_INDEX,
+    C_EST,
+    C_STAGE_STARTED,
+    C_INFRA,
+    C_OUTPUTS,
+    C_SM_COMPAT
+};
+
+static const char *final_states[] = {"succeeded", "failed", "cancelled", "superseded"};
+
+int kiln_job_state_final(const char *state)
+{
+    for (size_t i = 0; i < sizeof final_states / sizeof final_states[0]; i++)
+        if (!strcmp(state, final_states[i])) return 1;
+    return 0;
+}
+
+void kiln_jobs_init(struct kiln_jobs *j, struct kiln_store *st)
+{
+    memset(j, 0, sizeof *j);
+    j->st = st;
+    j->policy.backoff_base_s = 5;
+    j->policy.backoff_max_s = 600;
+    j->policy.lease_ack_s = 30;
+}
+
+static const char *col_text(sqlite3_stmt *s, int c)
+{
+    return (const char *)sqlite3_column_text(s, c);
+}
+
+static json_t *col_str_or_null(sqlite3_stmt *s, int c)
+{
+    const char *t = col_text(s, c);
+    return t ? json_string(t) : json_null();
+}
+
+static json_t *col_int_or_null(sqlite3_stmt *s, int c)
+{
+    return sqlite3_column_type(s, c) == SQLITE_NULL
+               ? json_null()
+               : json_integer((json_int_t)sqlite3_column_int64(s, c));
+}
+
+static json_t *col_real_or_null(sqlite3_stmt *s, int c)
+{
+    return sqlite3_column_type(s, c) == SQLITE_NULL ? json_null()
+                                                    : json_real(sqlite3_column_double(s, c));
+}
+
+static int step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
+                     const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
+    return KILN_OK;
+}
+
+/* First unfinished dependency's name, and how many there are. */
+static int pending_deps(struct kiln_jobs *j, int64_t id, char *first, size_t n, int *count,
+                        const char **first_state, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc =
+        kiln_store_stmt(j->st,
+                        "SELECT d.name, d.state FROM job_edges e JOIN jobs d ON d.id = e.needs "
+                        "WHERE e.job = ? AND d.state != 'succeeded' ORDER BY d.id",
+                        &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    *count = 0;
+    first[0] = '\0';
+    if (first_state) *first_state = NULL;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*count == 0) {
+            snprintf(first, n, "%s", col_text(s, 0) ? col_text(s, 0) : "?");
+            if (first_state) {
+                const char *st = col_text(s, 1) ? col_text(s, 1) : "";
+                *first_state = kiln_job_state_final(st) ? "final" : "waiting";
+            }
+        }
+        (*count)++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(j->st, rc, err, "reading dependencies");
+    return KILN_OK;
+}
+
+static json_t *row_to_json(struct kiln_jobs *j, sqlite3_stmt *s, double now)
+{
+    json_t *o = json_object();
+    if (!o) return NULL;
+    int64_t id = sqlite3_column_int64(s, C_ID);
+    const char *state = col_text(s, C_STATE) ? col_text(s, C_STATE) : "queued";
+    json_object_set_new(o, "id", json_integer((json_int_t)id));
+    json_object_set_new(o, "name", col_str_or_null(s, C_NAME));
+    json_object_set_new(o, "recipe", col_str_or_null(s, C_RECIPE));
+    json_object_set_new(o, "branch", col_str_or_null(s, C_BRANCH));
+    json_object_set_new(o, "commit", col_str_or_null(s, C_COMMIT));
+    json_object_set_new(o, "state", json_string(state));
+    json_object_set_new(o, "stage", col_str_or_null(s, C_STAGE));
+    json_object_set_new(o, "priority", json_integer(sqlite3_column_int64(s, C_PRIORITY)));
+    json_object_set_new(o, "attempt", json_integer(sqlite3_column_int64(s, C_ATTEMPT)));
+    json_object_set_new(o, "max_attempts", json_integer(sqlite3_column_int64(s, C_MAX_ATTEMPTS)));
+    json_object_set_new(o, "command", col_str_or_null(s, C_COMMAND));
+    json_object_set_new(o, "env", kiln_store_col_json(s, C_ENV));
+    json_t *res = json_object();
+    if (res) {
+        json_object_set_new(res, "cores", json_integer(sqlite3_column_int64(s, C_CORES)));
+        json_object_set_new(res, "ram_mb", json_integer(sqlite3_column_int64(s, C_RAM)));
+        json_object_set_new(res, "platform", col_str_or_null(s, C_PLATFORM));
+        json_object_set_new(res, "isa", col_str_or_null(s, C_ISA));
+        json_object_set_new(res, "gpu_sm", col_str_or_null(s, C_GPU_SM));
+        json_object_set_new(res, "driver_min", col_int_or_null(s, C_DRIVER_MIN));
+        json_object_set_new(res, "est_duration_s", col_int_or_null(s, C_EST));
+        json_object_set_new(o, "resources", res);
+    }
+    json_object_set_new(o, "attrs", kiln_store_col_json(s, C_ATTRS));
+    json_object_set_new(o, "stages", kiln_store_col_json(s, C_STAGES));
+    json_object_set_new(o, "worker", col_str_or_null(s, C_WORKER));
+    json_object_set_new(o, "worker_id", col_int_or_null(s, C_WORKER_ID));
+    json_object_set_new(o, "gpu_index", col_int_or_null(s, C_GPU_INDEX));
+    json_object_set_new(o, "failed_stage", col_str_or_null(s, C_FAILED_STAGE));
+    json_object_set_new(o, "reason", col_str_or_null(s, C_REASON));
+    json_object_set_new(o, "exit_code", col_int_or_null(s, C_EXIT_CODE));
+    json_object_set_new(o, "timeout_s", json_integer(sqlite3_column_int64(s, C_TIMEOUT)));
+    json_object_set_new(o, "created_at", col_real_or_null(s, C_CREATED));
+    json_object_set_new(o, "started_at", col_real_or_null(s, C_STARTED));
+    json_object_set_new(o, "finished_at", col_real_or_null(s, C_FINISHED));
+    json_object_set_new(o, "stage_started_at", col_real_or_null(s, C_STAGE_STARTED));
+    json_object_set_new(o, "log_size", json_integer(sqlite3_column_int64(s, C_LOG_SIZE)));
+    json_object_set_new(o, "peak_ram_mb", col_int_or_null(s, C_PEAK_RAM));
+    json_object_set_new(o, "cpu_s", col_real_or_null(s, C_CPU_S));
+    json_object_set_new(o, "selftest", kiln_store_col_json(s, C_SELFTEST));
+    json_object_set_new(o, "artifact", kiln_store_col_json(s, C_ARTIFACT));
+    json_object_set_new(o, "outputs", kiln_store_col_json(s, C_OUTPUTS));
+    json_object_set_new(o, "selftest_spec", kiln_store_col_json(s, C_SELFTEST_SPEC));
+    json_object_set_new(o, "publish_spec", kiln_store_col_json(s, C_PUBLISH_SPEC));
+    json_object_set_new(o, "infra_failures", json_integer(sqlite3_column_int64(s, C_INFRA)));
+    json_object_set_new(o, "sm_compat", json_boolean(sqlite3_column_int(s, C_SM_COMPAT)));
+    double not_before = sqlite3_column_double(s, C_NOT_BEFORE);
+    json_object_set_new(o, "not_before", not_before > 0 ? json_real(not_before) : json_null());
+    (void)now;
+    return o;
+}
+
+static int load_depends(struct kiln_jobs *j, int64_t id, json_t *o, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc =
+        kiln_store_stmt(j->st, "SELECT needs FROM job_edges WHERE job = ? ORDER BY needs", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    json_t *arr = json_array();
+    if (!arr) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        json_array_append_new(arr, json_integer(sqlite3_column_int64(s, 0)));
+    sqlite3_reset(s);
+    json_object_set_new(o, "depends", arr);
+    if (rc != SQLITE_DONE) return kiln_store_fail(j->st, rc, err, "reading dependencies");
+    return KILN_OK;
+}
+
+/* wait_reason for a job object (state already set). */
+static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, struct kiln_error *err)
+{
+    const char *state = json_string_value(json_object_get(o, "state"));
+    if (!state || (strcmp(state, "queued") && strcmp(state, "built") && strcmp(state, "tested"))) {
+        json_object_set_new(o, "wait_reason", json_null());
+        return KILN_OK;
+    }
+    char reason[512] = "";
+    if (!strcmp(state, "tested")) {
+        snprintf(reason, sizeof reason, "waiting for the publisher");
+    } else {
+        char first[256];
+        int count;
+        int rc = pending_deps(j, json_integer_value(json_object_get(o, "id")), first, sizeof first,
+                              &count, NULL, err);
+        if (rc) return rc;
+        double nb = json_real_value(json_object_get(o, "not_before"));
+        if (count == 1)
+            snprintf(reason, sizeof reason, "waiting for %s", first);
+        else if (count > 1)
+            snprintf(reason, sizeof reason, "waiting for %s and %d more dependencies", first,
+                     count - 1);
+        else if (nb > now)
+            snprintf(reason, sizeof reason, "retrying in %.0f s after: %s", ceil(nb - now),
+                     json_string_value(json_object_get(o, "reason"))
+                         ? json_string_value(json_object_get(o, "reason"))
+                         : "an infrastructure failure");
+        else if (j->wait_reason)
+            j->wait_reason(j->wait_ctx, o, reason, sizeof reason);
+        else
+            snprintf(reason, sizeof reason, "waiting for a worker to ask for work");
+    }
+    json_object_set_new(o, "wait_reason", json_string(reason));
+    return KILN_OK;
+}
+
+static int job_json(struct kiln_jobs *j, sqlite3_stmt *s, double now, json_t **out,
+                    struct kiln_error *err)
+{
+    json_t *o = row_to_json(j, s, now);
+    if (!o) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    *out = o;
+    return KILN_OK;
+}
+
+static int finish_json(struct kiln_jobs *j, json_t *o, double now, struct kiln_error *err)
+{
+    int rc = load_depends(j, json_integer_value(json_object_get(o, "id")), o, err);
+    if (!rc) rc = add_wait_reason(j, o, now, err);
+    return rc;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    *out = NULL;
+    int rc = kiln_store_stmt(j->st, "SELECT " JOB_COLS JOB_FROM "WHERE j.id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(s);
+        return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
+    }
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        return kiln_store_fail(j->st, rc, err, "reading a job");
+    }
+    json_t *o = NULL;
+    rc = job_json(j, s, now, &o, err);
+    sqlite3_reset(s);
+    if (rc) return rc;
+    if ((rc = finish_json(j, o, now, err))) {
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return KILN_OK;
+}
+
+int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
+{
+    return get_at(j, id, wall_now(), out, err);
+}
+
+int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    json_t *o = NULL;
+    int rc = get_at(j, id, now, &o, err);
+    if (rc) return rc;
+    /* Internal bookkeeping stays out of the event stream. */
+    rc = kiln_store_event(j->st, "job", o, now, err);
+    json_decref(o);
+    return rc;
+}
+
+#define NEEDS_COLS                                                                                 \
+    "stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, driver_min, priority, created_at, "   \
+    "est_duration_s, id"
+
+static void needs_from_row(sqlite3_stmt *s, struct kiln_stage_needs *n)
+{
+    memset(n, 0, sizeof *n);
+    n->job = sqlite3_column_int64(s, 11);
+    snprintf(n->stage, sizeof n->stage, "%s", col_text(s, 0) ? col_text(s, 0) : "build");
+    n->cores = sqlite3_column_int(s, 1);
+    n->ram_mb = sqlite3_column_int64(s, 2);
+    snprintf(n->platform, sizeof n->platform, "%s", col_text(s, 3) ? col_text(s, 3) : "");
+    snprintf(n->isa, sizeof n->isa, "%s", col_text(s, 4) ? col_text(s, 4) : "");
+    snprintf(n->gpu_sm, sizeof n->gpu_sm, "%s", col_text(s, 5) ? col_text(s, 5) : "");
+    n->sm_compat = sqlite3_column_int(s, 6);
+    n->driver_min = sqlite3_column_int(s, 7);
+    n->priority = sqlite3_column_int(s, 8);
+    n->created_at = sqlite3_column_double(s, 9);
+    n->est_s = sqlite3_column_double(s, 10);
+    if (!strcmp(n->stage, "test")) {
+        /* A smoke test loads the artifact and runs kernels: it needs the GPU
+         * and the CPU ISA, not the build's parallelism. */
+        n->cores = 1;
+        if (n->ram_mb > 4096) n->ram_mb = 4096;
+    } else {
+        /* Builds compile for the target SM/ISA; any host of the platform can. */
+        n->gpu_sm[0] = '\0';
+        n->isa[0] = '\0';
+        n->driver_min = 0;
+    }
+}
+
+int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *n,
+                    struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    memset(n, 0, sizeof *n);
+    int rc = kiln_store_row_by_id(j->st, "SELECT " NEEDS_COLS " FROM jobs WHERE id = ?", id, "job",
+                                  &s, err);
+    if (rc) return rc;
+    needs_from_row(s, n);
+    sqlite3_reset(s);
+    return KILN_OK;
+}
+
+#define PER_CLASS 8
+#define MAX_CLASSES 128
+
+int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_needs *out, int max,
+                             int *n, struct kiln_error *err)
+{
+    *n = 0;
+    /* The head (best PER_CLASS runnable jobs) of every resource class: that
+     * is all placement needs - the rest of a class waits behind its head -
+     * and a class no host can run never hides the others behind it. Both
+     * queries read the jobs_class index in order (no sort, no table scan of
+     * finished jobs). */
+    static const char *states[] = {"built", "queued"};
+    for (int si = 0; si < 2 && *n < max; si++) {
+        sqlite3_stmt *cls;
+        int rc = kiln_store_stmt(j->st,
+                                 "SELECT stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
+                                 "driver_min FROM jobs WHERE state = ? GROUP BY stage, platform, "
+                                 "cores, ram_mb, isa, gpu_sm, sm_compat, driver_min LIMIT ?",
+                                 &cls, err);
+        if (rc) return rc;
+        sqlite3_bind_text(cls, 1, states[si], -1, SQLITE_STATIC);
+        sqlite3_bind_int(cls, 2, MAX_CLASSES);
+        struct {
+            char stage[16], platform[64], isa[32], gpu_sm[16];
+            int has_isa, has_sm, has_drv;
+            int64_t cores, ram;
+            int sm_compat, drv;
+        } c[MAX_CLASSES];
+        int nc = 0;
+        while (nc < MAX_CLASSES && (rc = sqlite3_step(cls)) == SQLITE_ROW) {
+            snprintf(c[nc].stage, sizeof c[nc].stage, "%s",
+                     col_text(cls, 0) ? col_text(cls, 0) : "");
+            snprintf(c[nc].platform, sizeof c[nc].platform, "%s",
+                     col_text(cls, 1) ? col_text(cls, 1) : "");
+            c[nc].cores = sqlite3_column_int64(cls, 2);
+            c[nc].ram = sqlite3_column_int64(cls, 3);
+            c[nc].has_isa = col_text(cls, 4) != NULL;
+            snprintf(c[nc].isa, sizeof c[nc].isa, "%s", col_text(cls, 4) ? col_text(cls, 4) : "");
+            c[nc].has_sm = col_text(cls, 5) != NULL;
+            snprintf(c[nc].gpu_sm, sizeof c[nc].gpu_sm, "%s",
+                     col_text(cls, 5) ? col_text(cls, 5) : "");
+            c[nc].sm_compat = sqlite3_column_int(cls, 6);
+            c[nc].has_drv = sqlite3_column_type(cls, 7) != SQLITE_NULL;
+            c[nc].drv = sqlite3_column_int(cls, 7);
+            nc++;
+        }
+        sqlite3_reset(cls);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+            return kiln_store_fail(j->st, rc, err, "listing job classes");
+        for (int k = 0; k < nc && *n < max; k++) {
+            sqlite3_stmt *s;
+            if ((rc = kiln_store_stmt(
+                     j->st,
+                     "SELECT " NEEDS_COLS
+                     " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND stage = ?2 AND "
+                     "platform = ?3 AND cores = ?4 AND ram_mb = ?5 AND isa IS ?6 AND gpu_sm IS ?7 "
+                     "AND sm_compat = ?8 AND driver_min IS ?9 AND not_before <= ?10 AND NOT "
+                     "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE "
+                     "e.job = j.id AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT "
+                     "?11",
+                     &s, err)))
+                return rc;
+            sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, c[k].stage, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 3, c[k].platform, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 4, c[k].cores);
+            sqlite3_bind_int64(s, 5, c[k].ram);
+            if (c[k].has_isa) sqlite3_bind_text(s, 6, c[k].isa, -1, SQLITE_STATIC);
+            if (c[k].has_sm) sqlite3_bind_text(s, 7, c[k].gpu_sm, -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 8, c[k].sm_compat);
+            if (c[k].has_drv) sqlite3_bind_int(s, 9, c[k].drv);
+            sqlite3_bind_double(s, 10, now);
+            sqlite3_bind_int(s, 11, PER_CLASS);
+            while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
+                needs_from_row(s, &out[(*n)++]);
+            sqlite3_reset(s);
+            if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
+        }
+    }
+    return KILN_OK;
+}
+
+/* Resolve a depends entry to a job id. batch_names/batch_ids: jobs created
+ * earlier in this submission. */
+static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_t *batch,
+                       int64_t *out, struct kiln_error *err)
+{
+    if (json_is_integer(d)) {
+        sqlite3_stmt *s;
+        int rc = kiln_store_stmt(j->st, "SELECT id FROM jobs WHERE id = ?", &s, err);
+        if (rc) return rc;
+        sqlite3_bind_int64(s, 1, json_integer_value(d));
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            return kiln_fail(err, KILN_EINVAL, "depends: job %lld does not exist",
+                             (long long)json_integer_value(d));
+        if (rc != SQLITE_ROW) return kiln_store_fail(j->st, rc, err, "resolving a dependency");
+        *out = json_integer_value(d);
+        return KILN_OK;
+    }
+    if (!json_is_string(d))
+        return kiln_fail(err, KILN_EINVAL, "depends: entries must be ids or names");
+    json_t *id = json_object_get(batch, json_string_value(d));
+    if (id) {
+        *out = json_integer_value(id);
+        return KILN_OK;
+    }
+    sqlite3_stmt *s;
+    int rc =
+        kiln_store_stmt(j->st,
+                        "SELECT id FROM jobs WHERE name = ? AND (branch IS ? OR ? IS NULL) "
+                        "AND state NOT IN ('failed','cancelled','superseded') ORDER BY id DESC "
+                        "LIMIT 1",
+                        &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, json_string_value(d));
+    kiln_store_bind_text(s, 2, branch);
+    kiln_store_bind_text(s, 3, branch);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        return KILN_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return kiln_fail(err, KILN_EINVAL,
+                         "depends: no job named %.200s to depend on (submit it first or in the "
+                         "same request)",
+                         json_string_value(d));
+    return kiln_store_fail(j->st, rc, err, "resolving a dependency");
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch, int64_t keep,
+                           double now, struct kiln_error *err)
+{
+    /* Running attempts are superseded too: the next heartbeat tells the
+     * worker that the job is no longer building and it kills the process
+     * group, so an outdated commit stops using the host at once. */
+    sqlite3_stmt *s;
+    int64_t ids[256];
+    int n = 0;
+    int rc = kiln_store_stmt(j->st,
+                             "SELECT id FROM jobs WHERE name = ? AND branch IS ? AND id != ? AND "
+                             "state IN ('queued','built','tested','building','testing') LIMIT 256",
+                             &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, name);
+    kiln_store_bind_text(s, 2, branch);
+    sqlite3_bind_int64(s, 3, keep);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 256)
+        ids[n++] = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *u;
+        if ((rc = kiln_store_stmt(j->st,
+                                  "UPDATE jobs SET state = 'superseded', finished_at = ?, "
+                                  "reason = ? WHERE id = ?",
+                                  &u, err)))
+            return rc;
+        char why[64];
+        snprintf(why, sizeof why, "superseded by job %lld", (long long)keep);
+        sqlite3_bind_double(u, 1, now);
+        kiln_store_bind_text(u, 2, why);
+        sqlite3_bind_int64(u, 3, ids[i]);
+        if ((rc = step_done(j->st, u, err, "superseding a job"))) return rc;
+        if ((rc = kiln_jobs_emit(j, ids[i], now, err))) return rc;
+    }
+    return KILN_OK;
+}
+
+static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err);
+
+int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
+                     struct kiln_error *err)
+{
+    *ids_out = NULL;
+    if (!json_is_array(jobs) || json_array_size(jobs) == 0)
+        return kiln_fail(err, KILN_EINVAL, "nothing to submit");
+    json_t *ids = json_array();
+    json_t *batch = json_object();
+    if (!ids || !batch) {
+        json_decref(ids);
+        json_decref(batch);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) goto out;
+    size_t i;
+    json_t *job;
+    json_array_foreach(jobs, i, job)
+    {
+        sqlite3_stmt *s;
+        rc = kiln_store_stmt(
+            j->st,
+            "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
+            "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
+            "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
+            "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            &s, err);
+        if (rc) goto fail;
+        json_t *selftest = json_object_get(job, "selftest");
+        kiln_store_bind_text(s, 1, jstr(job, "name"));
+        kiln_store_bind_text(s, 2, jstr(job, "recipe"));
+        kiln_store_bind_text(s, 3, jstr(job, "branch"));
+        kiln_store_bind_text(s, 4, jstr(job, "commit"));
+        kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
+        sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
+        sqlite3_bind_int64(s, 7,
+                           json_integer_value(json_object_get(job, "max_attempts")) > 0
+                               ? json_integer_value(json_object_get(job, "max_attempts"))
+                               : 3);
+        kiln_store_bind_text(s, 8, jstr(job, "command"));
+        kiln_store_bind_json(s, 9, json_object_get(job, "env"));
+        sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
+        sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
+        kiln_store_bind_text(s, 12, jstr(job, "platform"));
+        kiln_store_bind_text(s, 13, jstr(job, "isa"));
+        kiln_store_bind_text(s, 14, jstr(job, "gpu_sm"));
+        sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
+        json_t *dm = json_object_get(selftest, "driver_min");
+        if (json_is_integer(dm))
+            sqlite3_bind_int64(s, 16, json_integer_value(dm));
+        else
+            sqlite3_bind_null(s, 16);
+        json_t *est = json_object_get(job, "est_duration_s");
+        if (json_is_integer(est) && json_integer_value(est) > 0)
+            sqlite3_bind_int64(s, 17, json_integer_value(est));
+        else
+            sqlite3_bind_null(s, 17);
+        kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
+        kiln_store_bind_json(s, 19, selftest);
+        kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
+        sqlite3_bind_int64(s, 21,
+                           json_integer_value(json_object_get(job, "timeout_s")) > 0
+                               ? json_integer_value(json_object_get(job, "timeout_s"))
+                               : 14400);
+        sqlite3_bind_double(s, 22, now);
+        if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
+        int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
+        json_array_append_new(ids, json_integer(id));
+        if (jstr(job, "name")) json_object_set_new(batch, jstr(job, "name"), json_integer(id));
+        json_t *deps = json_object_get(job, "depends");
+        size_t k;
+        json_t *d;
+        json_array_foreach(deps, k, d)
+        {
+            int64_t need = 0;
+            if ((rc = resolve_dep(j, d, jstr(job, "branch"), batch, &need, err))) goto fail;
+            if (need == id) {
+                rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
+                               jstr(job, "name"));
+                goto fail;
+            }
+            sqlite3_stmt *e;
+            if ((rc = kiln_store_stmt(
+                     j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
+                goto fail;
+            sqlite3_bind_int64(e, 1, id);
+            sqlite3_bind_int64(e, 2, need);
+            if ((rc = step_done(j->st, e, err, "adding a dependency"))) goto fail;
+        }
+        if (supersede && jstr(job, "name") &&
+            (rc = supersede_older(j, jstr(job, "name"), jstr(job, "branch"), id, now, err)))
+            goto fail;
+    }
+    /* Events after all edges exist so wait reasons are right; a dependency
+     * that already failed fails the new job at once. */
+    json_array_foreach(ids, i, job)
+    {
+        int64_t id = json_integer_value(job);
+        char first[256];
+        int count;
+        const char *fst;
+        if ((rc = pending_deps(j, id, first, sizeof first, &count, &fst, err))) goto fail;
+        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    }
+    json_array_foreach(ids, i, job)
+    {
+        /* Dependencies that are already failed/cancelled doom the job. */
+        sqlite3_stmt *s;
+        if ((rc = kiln_store_stmt(j->st,
+                                  "SELECT d.id FROM job_edges e JOIN jobs d ON d.id = e.needs "
+                                  "WHERE e.job = ? AND d.state IN "
+                                  "('failed','cancelled','superseded') LIMIT 1",
+                                  &s, err)))
+            goto fail;
+        sqlite3_bind_int64(s, 1, json_integer_value(job));
+        int r = sqlite3_step(s);
+        int64_t bad = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (bad && (rc = fail_dependents(j, bad, now, err))) goto fail;
+    }
+    if ((rc = kiln_store_commit(j->st, err))) goto out;
+    *ids_out = ids;
+    ids = NULL;
+    goto out;
+fail:
+    kiln_store_rollback(j->st);
+out:
+    json_decref(ids);
+    json_decref(batch);
+    return rc;
+}
+
+/* Fail (recursively) every waiting job that depends on id. */
+static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    int64_t queue[1024];
+    int head = 0, tail = 0;
+    queue[tail++] = id;
+    int rc = KILN_OK;
+    while (head < tail) {
+        int64_t cur = queue[head++];
+        char name[256] = "?", state[32] = "failed";
+        sqlite3_stmt *s;
+        if ((rc = kiln_store_stmt(j->st, "SELECT name, state FROM jobs WHERE id = ?", &s, err)))
+            return rc;
+        sqlite3_bind_int64(s, 1, cur);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            snprintf(name, sizeof name, "%s", col_text(s, 0) ? col_text(s, 0) : "?");
+            snprintf(state, sizeof state, "%s", col_text(s, 1) ? col_text(s, 1) : "failed");
+        }
+        sqlite3_reset(s);
+        int64_t deps[256];
+        int nd = 0;
+        if ((rc = kiln_store_stmt(j->st,
+                                  "SELECT e.job FROM job_edges e JOIN jobs d ON d.id = e.job "
+                                  "WHERE e.needs = ? AND d.state IN ('queued','built') LIMIT 256",
+                                  &s, err)))
+            return rc;
+        sqlite3_bind_int64(s, 1, cur);
+        while (sqlite3_step(s) == SQLITE_ROW && nd < 256)
+            deps[nd++] = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        for (int i = 0; i < nd; i++) {
+            char why[400];
+            snprintf(why, sizeof why, "dependency %s %s", name,
+                     !strcmp(state, "cancelled")    ? "was cancelled"
+                     : !strcmp(state, "superseded") ? "was superseded"
+                                                    : "failed");
+            sqlite3_stmt *u;
+            if ((rc = kiln_store_stmt(j->st,
+                                      "UPDATE jobs SET state = 'failed', failed_stage = "
+                                      "'dependency', reason = ?, finished_at = ?, "
+                                      "worker_id = NULL WHERE id = ?",
+                                      &u, err)))
+                return rc;
+            kiln_store_bind_text(u, 1, why);
+            sqlite3_bind_double(u, 2, now);
+            sqlite3_bind_int64(u, 3, deps[i]);
+            if ((rc = step_done(j->st, u, err, "failing a dependent"))) return rc;
+            if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
+            if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
+        }
+    }
+    return KILN_OK;
+}
+
+int kiln_jobs_counts(struct kiln_jobs *j, json_t **out, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(j->st, "SELECT state, COUNT(*) FROM jobs GROUP BY state", &s, err);
+    if (rc) return rc;
+    json_t *c = json_object();
+    if (!c) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    static const char *all[] = {"queued",     "building",  "built",  "testing",   "tested",
+                                "publishing", "succeeded", "failed", "cancelled", "superseded"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        json_object_set_new(c, all[i], json_integer(0));
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        json_object_set_new(c, col_text(s, 0), json_integer(sqlite3_column_int64(s, 1)));
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        json_decref(c);
+        return kiln_store_fail(j->st, rc, err, "counting jobs");
+    }
+    *out = c;
+    return KILN_OK;
+}
+
+int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t **out,
+                   struct kiln_error *err)
+{
+    *out = NULL;
+    int limit = f->limit > 0 ? f->limit : 100;
+    if (limit > 1000) limit = 1000;
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(
+        j->st,
+        "SELECT " JOB_COLS JOB_FROM
+        "WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.recipe = ?2) AND "
+        "(?3 IS NULL OR j.branch = ?3) AND (?4 IS NULL OR j.name = ?4) AND "
+        "(?5 IS NULL OR instr(j.name, ?5) > 0 OR instr(COALESCE(j.reason,''), ?5) > 0) AND "
+        "(?6 = 0 OR j.id < ?6) AND (?7 = 0 OR j.worker_id = ?7) ORDER BY j.id DESC LIMIT ?8",
+        &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, f->state && f->state[0] ? f->state : NULL);
+    kiln_store_bind_text(s, 2, f->recipe && f->recipe[0] ? f->recipe : NULL);
+    kiln_store_bind_text(s, 3, f->branch && f->branch[0] ? f->branch : NULL);
+    kiln_store_bind_text(s, 4, f->name && f->name[0] ? f->name : NULL);
+    kiln_store_bind_text(s, 5, f->q && f->q[0] ? f->q : NULL);
+    sqlite3_bind_int64(s, 6, f->before_id > 0 ? f->before_id : 0);
+    sqlite3_bind_int64(s, 7, f->worker_id);
+    sqlite3_bind_int(s, 8, limit + 1);
+    json_t *arr = json_array();
+    if (!arr) {
+        sqlite3_reset(s);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    double now = wall_now();
+    int n = 0;
+    int more = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == limit) {
+            more = 1;
+            break;
+        }
+        json_t *o = NULL;
+        if ((rc = job_json(j, s, now, &o, err))) {
+            sqlite3_reset(s);
+            json_decref(arr);
+            return rc;
+        }
+        json_array_append_new(arr, o);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (!more && rc != SQLITE_DONE) {
+        json_decref(arr);
+        return kiln_store_fail(j->st, rc, err, "listing jobs");
+    }
+    size_t i;
+    json_t *o = NULL;
+    json_array_foreach(arr, i, o)
+    {
+        if ((rc = finish_json(j, o, now, err))) {
+            json_decref(arr);
+            return rc;
+        }
+    }
+    json_t *counts;
+    if ((rc = kiln_jobs_counts(j, &counts, err))) {
+        json_decref(arr);
+        return rc;
+    }
+    json_t *next = json_null();
+    if (more && n > 0)
+        next = json_integer(json_integer_value(json_object_get(json_array_get(arr, n - 1), "id")));
+    *out = json_pack("{s:o,s:o,s:o}", "jobs", arr, "next_before_id", next, "counts", counts);
+    return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+/* Current state, stage, attempt and worker of a job. */
+struct jrow {
+    char state[16];
+    char stage[16];
+    char name[256];
+    int64_t attempt;
+    int64_t worker_id;
+    int64_t max_attempts;
+    int64_t infra_failures;
+    json_t *stages;
+};
+
+static int load_row(struct kiln_jobs *j, int64_t id, struct jrow *r, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    memset(r, 0, sizeof *r);
+    int rc =
+        kiln_store_row_by_id(j->st,
+                             "SELECT state, stage, attempt, COALESCE(worker_id, 0), max_attempts, "
+                             "infra_failures, stages, name FROM jobs WHERE id = ?",
+                             id, "job", &s, err);
+    if (rc) return rc;
+    snprintf(r->state, sizeof r->state, "%s", col_text(s, 0) ? col_text(s, 0) : "");
+    snprintf(r->stage, sizeof r->stage, "%s", col_text(s, 1) ? col_text(s, 1) : "");
+    r->attempt = sqlite3_column_int64(s, 2);
+    r->worker_id = sqlite3_column_int64(s, 3);
+    r->max_attempts = sqlite3_column_int64(s, 4);
+    r->infra_failures = sqlite3_column_int64(s, 5);
+    r->stages = kiln_store_col_json(s, 6);
+    snprintf(r->name, sizeof r->name, "%s", col_text(s, 7) ? col_text(s, 7) : "");
+    sqlite3_reset(s);
+    return KILN_OK;
+}
+
+static void free_row(struct jrow *r)
+{
+    json_decref(r->stages);
+    r->stages = NULL;
+}
+
+static int running_state(const char *state)
+{
+    return !strcmp(state, "building") || !strcmp(state, "testing");
+}
+
+int kiln_jobs_cancel(struct kiln_jobs *j, int64_t id, double now, int64_t *worker_id_out,
+                     struct kiln_error *err)
+{
+    if (worker_id_out) *worker_id_out = 0;
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    struct jrow r;
+    if ((rc = load_row(j, id, &r, err))) goto fail;
+    if (kiln_job_state_final(r.state)) {
+        rc = kiln_fail(err, KILN_ESTATE, "job %lld is already %s", (long long)id, r.state);
+        goto fail;
+    }
+    if (worker_id_out && running_state(r.state)) *worker_id_out = r.worker_id;
+    sqlite3_stmt *s;
+    if ((rc =
+             kiln_store_stmt(j->st,
+                             "UPDATE jobs SET state = 'cancelled', reason = 'cancelled by a user', "
+                             "failed_stage = NULL, finished_at = ? WHERE id = ?",
+                             &s, err)))
+        goto fail;
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int64(s, 2, id);
+    if ((rc = step_done(j->st, s, err, "cancelling a job"))) goto fail;
+    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    if ((rc = fail_dependents(j, id, now, err))) goto fail;
+    free_row(&r);
+    return kiln_store_commit(j->st, err);
+fail:
+    free_row(&r);
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+static int requeue_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    int64_t queue[1024];
+    int head = 0, tail = 0;
+    queue[tail++] = id;
+    int rc;
+    while (head < tail) {
+        int64_t cur = queue[head++];
+        int64_t deps[256];
+        int nd = 0;
+        sqlite3_stmt *s;
+        if ((rc = kiln_store_stmt(j->st,
+                                  "SELECT e.job FROM job_edges e JOIN jobs d ON d.id = e.job "
+                                  "WHERE e.needs = ? AND d.state = 'failed' AND "
+                                  "d.failed_stage = 'dependency' LIMIT 256",
+                                  &s, err)))
+            return rc;
+        sqlite3_bind_int64(s, 1, cur);
+        while (sqlite3_step(s) == SQLITE_ROW && nd < 256)
+            deps[nd++] = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        for (int i = 0; i < nd; i++) {
+            sqlite3_stmt *u;
+            if ((rc = kiln_store_stmt(j->st,
+                                      "UPDATE jobs SET state = 'queued', stage = 'build', "
+                                      "failed_stage = NULL, reason = NULL, finished_at = NULL, "
+                                      "not_before = 0 WHERE id = ?",
+                                      &u, err)))
+                return rc;
+            sqlite3_bind_int64(u, 1, deps[i]);
+            if ((rc = step_done(j->st, u, err, "requeueing a dependent"))) return rc;
+            if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
+            if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
+        }
+    }
+    return KILN_OK;
+}
+
+int kiln_jobs_retry(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    struct jrow r;
+    if ((rc = load_row(j, id, &r, err))) goto fail;
+    if (strcmp(r.state, "failed") && strcmp(r.state, "cancelled") &&
+        strcmp(r.state, "superseded")) {
+        rc = kiln_fail(err, KILN_ESTATE,
+                       "job %lld is %s; only failed, cancelled or superseded jobs can be retried",
+                       (long long)id, r.state);
+        goto fail;
+    }
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET state = 'queued', stage = 'build', failed_stage = "
+                              "NULL, reason = NULL, exit_code = NULL, finished_at = NULL, "
+                              "not_before = 0, infra_failures = 0, worker_id = NULL, gpu_index = "
+                              "NULL WHERE id = ?",
+                              &s, err)))
+        goto fail;
+    sqlite3_bind_int64(s, 1, id);
+    if ((rc = step_done(j->st, s, err, "retrying a job"))) goto fail;
+    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    if ((rc = requeue_dependents(j, id, now, err))) goto fail;
+    free_row(&r);
+    return kiln_store_commit(j->st, err);
+fail:
+    free_row(&r);
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, int *n,
+                       struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    *n = 0;
+    int rc = kiln_store_stmt(
+        j->st,
+        "SELECT id FROM jobs j WHERE state IN ('queued','built') AND not_before <= ? AND "
+        "NOT EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE e.job = j.id "
+        "AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT ?",
+        &s, err);
+    if (rc) return rc;
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int(s, 2, max);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+        ids[(*n)++] = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return kiln_store_fail(j->st, rc, err, "finding runnable jobs");
+    return KILN_OK;
+}
+
+double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now)
+{
+    double t = 0;
+    static const char *states[] = {"queued", "built"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *s;
+        if (kiln_store_stmt(j->st,
+                            "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?",
+                            &s, NULL))
+            return 0;
+        sqlite3_bind_text(s, 1, states[i], -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+            double v = sqlite3_column_double(s, 0);
+            if (t == 0 || v < t) t = v;
+        }
+        sqlite3_reset(s);
+    }
+    return t;
+}
+
+int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_index,
+                    int64_t log_base, double now, json_t **lease_out, struct kiln_error *err)
+{
+    *lease_out = NULL;
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    struct jrow r;
+    if ((rc = load_row(j, id, &r, err))) goto fail;
+    const char *next;
+    if (!strcmp(r.state, "queued"))
+        next = "building";
+    else if (!strcmp(r.state, "built"))
+        next = "testing";
+    else {
+        rc = kiln_fail(err, KILN_ESTATE, "job %lld is %s, not waiting", (long long)id, r.state);
+        goto fail;
+    }
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET state = ?, attempt = attempt + 1, worker_id = ?, "
+                              "gpu_index = ?, started_at = COALESCE(started_at, ?), "
+                              "stage_started_at = ?, log_base = ? WHERE id = ?",
+                              &s, err)))
+        goto fail;
+    sqlite3_bind_text(s, 1, next, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, worker_id);
+    if (gpu_index >= 0)
+        sqlite3_bind_int(s, 3, gpu_index);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_double(s, 4, now);
+    sqlite3_bind_double(s, 5, now);
+    sqlite3_bind_int64(s, 6, log_base);
+    sqlite3_bind_int64(s, 7, id);
+    if ((rc = step_done(j->st, s, err, "leasing a job"))) goto fail;
+    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    json_t *o = NULL;
+    if ((rc = get_at(j, id, now, &o, err))) goto fail;
+    struct kiln_stage_needs nd;
+    if ((rc = kiln_jobs_needs(j, id, &nd, err))) {
+        json_decref(o);
+        goto fail;
+    }
+    json_t *lease = json_pack(
+        "{s:O,s:O,s:O,s:O,s:O,s:O,s:i,s:I,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "id",
+        json_object_get(o, "id"), "attempt", json_object_get(o, "attempt"), "stage",
+        json_object_get(o, "stage"), "name", json_object_get(o, "name"), "command",
+        json_object_get(o, "command"), "env", json_object_get(o, "env"), "cores", nd.cores,
+        "ram_mb", (json_int_t)nd.ram_mb, "timeout_s", json_object_get(o, "timeout_s"), "gpu_index",
+        json_object_get(o, "gpu_index"), "selftest", json_object_get(o, "selftest_spec"), "attrs",
+        json_object_get(o, "attrs"), "outputs", json_object_get(o, "outputs"), "publish",
+        json_object_get(o, "publish_spec"), "platform",
+        json_object_get(json_object_get(o, "resources"), "platform"), "commit",
+        json_object_get(o, "commit"));
+    json_decref(o);
+    if (!lease) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory building the lease");
+        goto fail;
+    }
+    if ((rc = kiln_store_commit(j->st, err))) {
+        json_decref(lease);
+        free_row(&r);
+        return rc;
+    }
+    free_row(&r);
+    *lease_out = lease;
+    return KILN_OK;
+fail:
+    free_row(&r);
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+/* Next stage after `stage` in the stages array, or NULL. */
+static const char *next_stage(json_t *stages, const char *stage)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(stages, i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), stage)) {
+            json_t *n = json_array_get(stages, i + 1);
+            return json_is_string(n) ? json_string_value(n) : NULL;
+        }
+    }
+    return NULL;
+}
+
+int kiln_jobs_infra_fail_tx(struct kiln_jobs *j, int64_t id, const char *reason, double now,
+                            struct kiln_error *err)
+{
+    struct jrow r;
+    int rc = load_row(j, id, &r, err);
+    if (rc) return rc;
+    if (!running_state(r.state)) {
+        free_row(&r);
+        return KILN_OK; /* already moved on: nothing to requeue */
+    }
+    sqlite3_stmt *s;
+    if (r.infra_failures + 1 >= r.max_attempts) {
+        char why[600];
+        snprintf(why, sizeof why, "gave up after %lld infrastructure failures; last: %s",
+                 (long long)(r.infra_failures + 1), reason);
+        if ((rc = kiln_store_stmt(j->st,
+                                  "UPDATE jobs SET state = 'failed', failed_stage = stage, reason "
+                                  "= ?, finished_at = ?, infra_failures = infra_failures + 1 "
+                                  "WHERE id = ?",
+                                  &s, err)))
+            goto out;
+        kiln_store_bind_text(s, 1, why);
+        sqlite3_bind_double(s, 2, now);
+        sqlite3_bind_int64(s, 3, id);
+        if ((rc = step_done(j->st, s, err, "failing a job"))) goto out;
+        if ((rc = kiln_jobs_emit(j, id, now, err))) goto out;
+        rc = fail_dependents(j, id, now, err);
+        goto out;
+    }
+    double delay = j->policy.backoff_base_s * pow(2.0, (double)r.infra_failures);
+    if (delay > j->policy.backoff_max_s) delay = j->policy.backoff_max_s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET state = CASE stage WHEN 'build' THEN 'queued' ELSE "
+                              "'built' END, reason = ?, not_before = ?, infra_failures = "
+                              "infra_failures + 1 WHERE id = ?",
+                              &s, err)))
+        goto out;
+    kiln_store_bind_text(s, 1, reason);
+    sqlite3_bind_double(s, 2, now + delay);
+    sqlite3_bind_int64(s, 3, id);
+    if ((rc = step_done(j->st, s, err, "requeueing a job"))) goto out;
+    rc = kiln_jobs_emit(j, id, now, err);
+out:
+    free_row(&r);
+    return rc;
+}
+
+int kiln_jobs_infra_fail(struct kiln_jobs *j, int64_t id, const char *reason, double now,
+                         struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    if ((rc = kiln_jobs_infra_fail_tx(j, id, reason, now, err))) {
+        kiln_store_rollback(j->st);
+        return rc;
+    }
+    return kiln_store_commit(j->st, err);
+}
+
+int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
+                     const struct kiln_report *rep, double now, const char **new_state,
+                     struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    struct jrow r;
+    if ((rc = load_row(j, id, &r, err))) goto fail;
+    if (!running_state(r.state) || rep->attempt != r.attempt ||
+        (worker_id && r.worker_id != worker_id)) {
+        rc = kiln_fail(err, KILN_ECONFLICT,
+                       "report for job %lld attempt %lld is stale (job is %s, attempt %lld)",
+                       (long long)id, (long long)rep->attempt, r.state, (long long)r.attempt);
+        goto fail;
+    }
+    if (rep->stage && rep->stage[0] && strcmp(rep->stage, r.stage)) {
+        rc = kiln_fail(err, KILN_ECONFLICT, "report is for stage %s but job %lld is in stage %s",
+                       rep->stage, (long long)id, r.stage);
+        goto fail;
+    }
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET exit_code = ?, peak_ram_mb = COALESCE(?, "
+                              "peak_ram_mb), cpu_s = COALESCE(?, cpu_s), selftest = COALESCE(?, "
+                              "selftest), outputs = COALESCE(?, outputs) WHERE id = ?",
+                              &s, err)))
+        goto fail;
+    sqlite3_bind_int(s, 1, rep->signal ? 128 + rep->signal : rep->exit_code);
+    if (rep->peak_ram_mb >= 0)
+        sqlite3_bind_int64(s, 2, rep->peak_ram_mb);
+    else
+        sqlite3_bind_null(s, 2);
+    if (rep->cpu_s >= 0)
+        sqlite3_bind_double(s, 3, rep->cpu_s);
+    else
+        sqlite3_bind_null(s, 3);
+    kiln_store_bind_json(s, 4, rep->selftest);
+    kiln_store_bind_json(s, 5, rep->outputs);
+    sqlite3_bind_int64(s, 6, id);
+    if ((rc = step_done(j->st, s, err, "recording a report"))) goto fail;
+    const char *state;
+    int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
+    if (!ok && rep->infra) {
+        char why[600];
+        snprintf(why, sizeof why, "%s",
+                 rep->reason && rep->reason[0] ? rep->reason
+                                               : "the worker reported an infrastructure failure");
+        if ((rc = kiln_jobs_infra_fail_tx(j, id, why, now, err))) goto fail;
+        struct jrow r2;
+        if ((rc = load_row(j, id, &r2, err))) goto fail;
+        state = !strcmp(r2.state, "queued")  ? "queued"
+                : !strcmp(r2.state, "built") ? "built"
+                                             : "failed";
+        free_row(&r2);
+    } else if (!ok) {
+        char why[600];
+        if (rep->reason && rep->reason[0])
+            snprintf(why, sizeof why, "%s", rep->reason);
+        else if (rep->signal)
+            snprintf(why, sizeof why, "%s killed by signal %d", r.stage, rep->signal);
+        else
+            snprintf(why, sizeof why, "%s exited with code %d", r.stage, rep->exit_code);
+        if ((rc = kiln_store_stmt(j->st,
+                                  "UPDATE jobs SET state = 'failed', failed_stage = stage, reason "
+                                  "= ?, finished_at = ? WHERE id = ?",
+                                  &s, err)))
+            goto fail;
+        kiln_store_bind_text(s, 1, why);
+        sqlite3_bind_double(s, 2, now);
+        sqlite3_bind_int64(s, 3, id);
+        if ((rc = step_done(j->st, s, err, "failing a job"))) goto fail;
+        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+        if ((rc = fail_dependents(j, id, now, err))) goto fail;
+        state = "failed";
+    } else {
+        const char *nx = next_stage(r.stages, r.stage);
+        if (!nx)
+            state = "succeeded";
+        else if (!strcmp(nx, "test"))
+            state = "built";
+        else
+            state = "tested"; /* next is publish: the server's publisher takes it */
+        if ((rc = kiln_store_stmt(j->st,
+                                  "UPDATE jobs SET state = ?, stage = COALESCE(?, stage), reason = "
+                                  "NULL, not_before = 0, finished_at = CASE WHEN ? THEN ? ELSE "
+                                  "NULL END, infra_failures = 0 WHERE id = ?",
+                                  &s, err)))
+            goto fail;
+        sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
+        kiln_store_bind_text(s, 2, nx);
+        sqlite3_bind_int(s, 3, nx == NULL);
+        sqlite3_bind_double(s, 4, now);
+        sqlite3_bind_int64(s, 5, id);
+        if ((rc = step_done(j->st, s, err, "advancing a job"))) goto fail;
+        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    }
+    free_row(&r);
+    if ((rc = kiln_store_commit(j->st, err))) return rc;
+    if (new_state) *new_state = state;
+    return KILN_OK;
+fail:
+    free_row(&r);
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_check_timeouts(struct kiln_jobs *j, double now, int *n, struct kiln_error *err)
+{
+    *n = 0;
+    sqlite3_stmt *s;
+    int64_t ids[256];
+    int64_t tmo[256];
+    int cnt = 0;
+    int rc = kiln_store_stmt(j->st,
+                             "SELECT id, timeout_s FROM jobs WHERE state IN ('building','testing') "
+                             "AND stage_started_at + timeout_s < ? LIMIT 256",
+                             &s, err);
+    if (rc) return rc;
+    sqlite3_bind_double(s, 1, now);
+    while (sqlite3_step(s) == SQLITE_ROW && cnt < 256) {
+        ids[cnt] = sqlite3_column_int64(s, 0);
+        tmo[cnt++] = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    for (int i = 0; i < cnt; i++) {
+        char why[128];
+        snprintf(why, sizeof why, "timed out after %lld s", (long long)tmo[i]);
+        if ((rc = kiln_jobs_infra_fail(j, ids[i], why, now, err))) return rc;
+        (*n)++;
+    }
+    return KILN_OK;
+}
+
+int kiln_jobs_log_state(struct kiln_jobs *j, int64_t id, int64_t *attempt, int64_t *log_base,
+                        const char **state, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc =
+        kiln_store_stmt(j->st, "SELECT attempt, log_base, state FROM jobs WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            return kiln_fail(err, KILN_ENOTFOUND, "job %lld not found", (long long)id);
+        return kiln_store_fail(j->st, rc, err, "reading a job");
+    }
+    if (attempt) *attempt = sqlite3_column_int64(s, 0);
+    if (log_base) *log_base = sqlite3_column_int64(s, 1);
+    if (state) {
+        const char *t = col_text(s, 2) ? col_text(s, 2) : "";
+        static const char *names[] = {"queued",    "building",   "built",     "testing",
+                                      "tested",    "publishing", "succeeded", "failed",
+                                      "cancelled", "superseded"};
+        *state = "queued";
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (!strcmp(t, names[i])) *state = names[i];
+    }
+    sqlite3_reset(s);
+    return KILN_OK;
+}
+
+int kiln_jobs_log_grew(struct kiln_jobs *j, int64_t id, int64_t offset, int64_t len,
+                       int64_t new_size, double now, struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st, "UPDATE jobs SET log_size = ? WHERE id = ?", &s, err)))
+        goto fail;
+    sqlite3_bind_int64(s, 1, new_size);
+    sqlite3_bind_int64(s, 2, id);
+    if ((rc = step_done(j->st, s, err, "recording the log size"))) goto fail;
+    json_t *ev = json_pack("{s:I,s:I,s:I}", "job", (json_int_t)id, "offset", (json_int_t)offset,
+                           "len", (json_int_t)len);
+    if (!ev) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = kiln_store_event(j->st, "log", ev, now, err);
+    json_decref(ev);
+    if (rc) goto fail;
+    return kiln_store_commit(j->st, err);
+fail:
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_publish_start(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET state = 'publishing', stage = 'publish', "
+                              "stage_started_at = ? WHERE id = ? AND state = 'tested'",
+                              &s, err)))
+        goto fail;
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int64(s, 2, id);
+    if ((rc = step_done(j->st, s, err, "starting a publish"))) goto fail;
+    if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
+        rc = kiln_fail(err, KILN_ESTATE, "job %lld is not waiting to be published", (long long)id);
+        goto fail;
+    }
+    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    return kiln_store_commit(j->st, err);
+fail:
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_publish_done(struct kiln_jobs *j, int64_t id, int ok, const char *reason,
+                           json_t *artifact, double now, struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "UPDATE jobs SET state = ?, failed_stage = CASE WHEN ? THEN NULL "
+                              "ELSE 'publish' END, reason = ?, artifact = COALESCE(?, artifact), "
+                              "finished_at = ? WHERE id = ? AND state = 'publishing'",
+                              &s, err)))
+        goto fail;
+    sqlite3_bind_text(s, 1, ok ? "succeeded" : "failed", -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, ok);
+    kiln_store_bind_text(s, 3, ok ? NULL : (reason ? reason : "publishing failed"));
+    kiln_store_bind_json(s, 4, artifact);
+    sqlite3_bind_double(s, 5, now);
+    sqlite3_bind_int64(s, 6, id);
+    if ((rc = step_done(j->st, s, err, "finishing a publish"))) goto fail;
+    if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
+        rc = kiln_fail(err, KILN_ESTATE, "job %lld is not being published", (long long)id);
+        goto fail;
+    }
+    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    if (!ok && (rc = fail_dependents(j, id, now, err))) goto fail;
+    return kiln_store_commit(j->st, err);
+fail:
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int max, int *n,
+                       struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    *n = 0;
+    int rc =
+        kiln_store_stmt(j->st, "SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT ?", &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, state);
+    sqlite3_bind_int(s, 2, max);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+        ids[(*n)++] = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return kiln_store_fail(j->st, rc, err, "listing jobs by state");
+    return KILN_OK;
+}
+
+int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err)
+{
+    int64_t ids[256];
+    int n = 0;
+    int rc = kiln_jobs_in_state(j, "publishing", ids, 256, &n, err);
+    if (rc || n == 0) return rc;
+    if ((rc = kiln_store_begin(j->st, err))) return rc;
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *s;
+        if ((rc = kiln_store_stmt(j->st, "UPDATE jobs SET state = 'tested' WHERE id = ?", &s, err)))
+            goto fail;
+        sqlite3_bind_int64(s, 1, ids[i]);
+        if ((rc = step_done(j->st, s, err, "recovering a publish"))) goto fail;
+        if ((rc = kiln_jobs_emit(j, ids[i], now, err))) goto fail;
+    }
+    return kiln_store_commit(j->st, err);
+fail:
+    kiln_store_rollback(j->st);
+    return rc;
+}
+
+int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch)
+{
+    sqlite3_stmt *s;
+    if (kiln_store_stmt(j->st,
+                        "SELECT 1 FROM jobs WHERE name = ? AND branch IS ? AND state NOT IN "
+                        "('cancelled','superseded') LIMIT 1",
+                        &s, NULL))
+        return 0;
+    kiln_store_bind_text(s, 1, name);
+    kiln_store_bind_text(s, 2, branch);
+    int found = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_reset(s);
+    return found;
+}

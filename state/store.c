@@ -1,0 +1,450 @@
+/* store.c - SQLite store: open, migrate, statement cache, events, tokens. */
+#include "state/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STMT_CACHE_MAX 128
+
+struct cached_stmt {
+    const char *sql;
+    sqlite3_stmt *stmt;
+};
+
+struct kiln_store {
+    sqlite3 *db;
+    int in_tx;
+    size_t nstmts;
+    struct cached_stmt stmts[STMT_CACHE_MAX];
+};
+
+/* Ordered migrations: index i brings the schema from version i to i+1. */
+static const char *migrations[] = {
+    /* 1: the initial schema */
+    "CREATE TABLE workers ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL UNIQUE,"
+    " state TEXT NOT NULL DEFAULT 'online',"
+    " cores INTEGER NOT NULL DEFAULT 0,"
+    " ram_mb INTEGER NOT NULL DEFAULT 0,"
+    " platform TEXT NOT NULL DEFAULT '',"
+    " isa_features TEXT NOT NULL DEFAULT '[]',"
+    " isa_mask INTEGER NOT NULL DEFAULT 0,"
+    " gpus TEXT NOT NULL DEFAULT '[]',"
+    " labels TEXT NOT NULL DEFAULT '{}',"
+    " drain INTEGER NOT NULL DEFAULT 0,"
+    " disk_free_mb INTEGER,"
+    " mem_pressure INTEGER NOT NULL DEFAULT 0,"
+    " registered_at REAL NOT NULL DEFAULT 0,"
+    " last_seen REAL NOT NULL DEFAULT 0);"
+    "CREATE TABLE jobs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL,"
+    " recipe TEXT, branch TEXT, commit_id TEXT,"
+    " state TEXT NOT NULL DEFAULT 'queued',"
+    " stage TEXT NOT NULL DEFAULT 'build',"
+    " stages TEXT NOT NULL DEFAULT '[\"build\"]',"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " attempt INTEGER NOT NULL DEFAULT 0,"
+    " max_attempts INTEGER NOT NULL DEFAULT 3,"
+    " infra_failures INTEGER NOT NULL DEFAULT 0,"
+    " command TEXT NOT NULL DEFAULT '',"
+    " env TEXT NOT NULL DEFAULT '{}',"
+    " cores INTEGER NOT NULL DEFAULT 1,"
+    " ram_mb INTEGER NOT NULL DEFAULT 1024,"
+    " platform TEXT NOT NULL DEFAULT 'x86_64-linux',"
+    " isa TEXT, gpu_sm TEXT, sm_compat INTEGER NOT NULL DEFAULT 0,"
+    " driver_min INTEGER,"
+    " est_duration_s INTEGER,"
+    " attrs TEXT NOT NULL DEFAULT '{}',"
+    " selftest_spec TEXT, publish_spec TEXT,"
+    " worker_id INTEGER REFERENCES workers(id),"
+    " gpu_index INTEGER,"
+    " failed_stage TEXT, reason TEXT, exit_code INTEGER,"
+    " timeout_s INTEGER NOT NULL DEFAULT 14400,"
+    " created_at REAL NOT NULL, started_at REAL, finished_at REAL,"
+    " stage_started_at REAL, not_before REAL NOT NULL DEFAULT 0,"
+    " log_size INTEGER NOT NULL DEFAULT 0, log_base INTEGER NOT NULL DEFAULT 0,"
+    " peak_ram_mb INTEGER, cpu_s REAL, selftest TEXT, artifact TEXT, outputs TEXT);"
+    "CREATE INDEX jobs_runnable ON jobs(state, priority DESC, id);"
+    "CREATE INDEX jobs_worker ON jobs(worker_id);"
+    "CREATE INDEX jobs_name ON jobs(name);"
+    "CREATE TABLE job_edges ("
+    " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    " needs INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    " PRIMARY KEY (job, needs)) WITHOUT ROWID;"
+    "CREATE INDEX job_edges_needs ON job_edges(needs);"
+    "CREATE TABLE tokens ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " role TEXT NOT NULL,"
+    " hash TEXT NOT NULL UNIQUE,"
+    " created_at REAL NOT NULL);"
+    "CREATE TABLE events ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " type TEXT NOT NULL,"
+    " data TEXT NOT NULL,"
+    " at REAL NOT NULL);",
+    /* 2: indexes for the hot paths: resources in use per worker, and the
+     * earliest backoff end, without scanning job history. */
+    "CREATE INDEX jobs_worker_state ON jobs(worker_id, state);"
+    "CREATE INDEX jobs_state_not_before ON jobs(state, not_before);",
+    /* 3: resource classes of waiting jobs and each class's best jobs come
+     * straight from one index (dispatch reads the head of every class). */
+    "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
+    "sm_compat, driver_min, priority DESC, id);",
+};
+
+int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
+{
+    return kiln_fail(err, KILN_EDB, "database error while %s: %s (%d)", what,
+                     st && st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc), rc);
+}
+
+static int exec(struct kiln_store *st, const char *sql, struct kiln_error *err, const char *what)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        kiln_fail(err, KILN_EDB, "database error while %s: %s", what,
+                  msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return KILN_EDB;
+    }
+    return KILN_OK;
+}
+
+int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "SELECT version FROM schema_version LIMIT 1", &s, err);
+    if (rc) return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int(s, 0);
+        sqlite3_reset(s);
+        return KILN_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        *version = 0;
+        return KILN_OK;
+    }
+    return kiln_store_fail(st, rc, err, "reading the schema version");
+}
+
+static int migrate(struct kiln_store *st, struct kiln_error *err)
+{
+    int rc = exec(st, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", err,
+                  "creating schema_version");
+    if (rc) return rc;
+    int n = (int)(sizeof migrations / sizeof migrations[0]);
+    for (;;) {
+        int v;
+        if ((rc = kiln_store_begin(st, err))) return rc;
+        if ((rc = kiln_store_schema_version(st, &v, err))) goto fail;
+        if (v > n) {
+            rc = kiln_fail(err, KILN_EUNSUPPORTED,
+                           "database schema version %d is newer than this kiln (%d); upgrade kiln",
+                           v, n);
+            goto fail;
+        }
+        if (v == n) {
+            kiln_store_rollback(st);
+            return KILN_OK;
+        }
+        if ((rc = exec(st, migrations[v], err, "migrating the schema"))) goto fail;
+        char sql[96];
+        snprintf(sql, sizeof sql,
+                 v == 0 ? "INSERT INTO schema_version(version) VALUES (%d)"
+                        : "UPDATE schema_version SET version = %d",
+                 v + 1);
+        if ((rc = exec(st, sql, err, "recording the schema version"))) goto fail;
+        if ((rc = kiln_store_commit(st, err))) return rc;
+    }
+fail:
+    kiln_store_rollback(st);
+    return rc;
+}
+
+int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err)
+{
+    *out = NULL;
+    struct kiln_store *st = calloc(1, sizeof *st);
+    if (!st) return kiln_fail(err, KILN_ENOMEM, "out of memory opening the store");
+    int rc = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        kiln_fail(err, KILN_EDB, "cannot open database %s: %s", path,
+                  st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        kiln_store_close(st);
+        return KILN_EDB;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_extended_result_codes(st->db, 1);
+    if ((rc = exec(st, "PRAGMA journal_mode=WAL", err, "enabling WAL")) ||
+        (rc = exec(st, "PRAGMA foreign_keys=ON", err, "enabling foreign keys")) ||
+        (rc = exec(st, "PRAGMA synchronous=NORMAL", err, "setting synchronous")) ||
+        (rc = migrate(st, err))) {
+        kiln_store_close(st);
+        return rc;
+    }
+    *out = st;
+    return KILN_OK;
+}
+
+void kiln_store_close(struct kiln_store *st)
+{
+    if (!st) return;
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_finalize(st->stmts[i].stmt);
+    if (st->db) sqlite3_close(st->db);
+    free(st);
+}
+
+sqlite3 *kiln_store_db(struct kiln_store *st)
+{
+    return st->db;
+}
+
+int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
+                    struct kiln_error *err)
+{
+    for (size_t i = 0; i < st->nstmts; i++) {
+        if (st->stmts[i].sql == sql || strcmp(st->stmts[i].sql, sql) == 0) {
+            sqlite3_reset(st->stmts[i].stmt);
+            sqlite3_clear_bindings(st->stmts[i].stmt);
+            *out = st->stmts[i].stmt;
+            return KILN_OK;
+        }
+    }
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+    if (rc != SQLITE_OK) return kiln_store_fail(st, rc, err, "preparing a statement");
+    if (st->nstmts == STMT_CACHE_MAX) {
+        /* Cache full: a programming error (too many distinct queries), but
+         * keep working by evicting the oldest entry. */
+        sqlite3_finalize(st->stmts[0].stmt);
+        memmove(&st->stmts[0], &st->stmts[1], (STMT_CACHE_MAX - 1) * sizeof st->stmts[0]);
+        st->nstmts--;
+    }
+    st->stmts[st->nstmts].sql = sql;
+    st->stmts[st->nstmts].stmt = s;
+    st->nstmts++;
+    *out = s;
+    return KILN_OK;
+}
+
+int kiln_store_begin(struct kiln_store *st, struct kiln_error *err)
+{
+    if (st->in_tx) return kiln_fail(err, KILN_EDB, "nested transaction (internal error)");
+    int rc = exec(st, "BEGIN IMMEDIATE", err, "starting a transaction");
+    if (rc == KILN_OK) st->in_tx = 1;
+    return rc;
+}
+
+int kiln_store_commit(struct kiln_store *st, struct kiln_error *err)
+{
+    int rc = exec(st, "COMMIT", err, "committing");
+    if (rc) {
+        kiln_store_rollback(st);
+        return rc;
+    }
+    st->in_tx = 0;
+    return KILN_OK;
+}
+
+void kiln_store_rollback(struct kiln_store *st)
+{
+    if (!st->in_tx) return;
+    /* Statements still mid-step would keep the transaction open. */
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_reset(st->stmts[i].stmt);
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->in_tx = 0;
+}
+
+int kiln_store_in_tx(struct kiln_store *st)
+{
+    return st->in_tx;
+}
+
+int kiln_store_bind_text(sqlite3_stmt *s, int idx, const char *t)
+{
+    return t ? sqlite3_bind_text(s, idx, t, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(s, idx);
+}
+
+int kiln_store_bind_json(sqlite3_stmt *s, int idx, json_t *v)
+{
+    if (!v || json_is_null(v)) return sqlite3_bind_null(s, idx);
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!t) return SQLITE_NOMEM;
+    return sqlite3_bind_text(s, idx, t, -1, free);
+}
+
+json_t *kiln_store_col_json(sqlite3_stmt *s, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(s, col);
+    if (!t) return json_null();
+    json_t *v = json_loads(t, JSON_DECODE_ANY, NULL);
+    return v ? v : json_null();
+}
+
+int kiln_store_event(struct kiln_store *st, const char *type, json_t *data, double now,
+                     struct kiln_error *err)
+{
+    if (!st->in_tx) return kiln_fail(err, KILN_EDB, "event outside a transaction (internal error)");
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "INSERT INTO events(type, data, at) VALUES (?, ?, ?)", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_text(s, 1, type, -1, SQLITE_STATIC);
+    if (kiln_store_bind_json(s, 2, data) != SQLITE_OK)
+        return kiln_fail(err, KILN_ENOMEM, "out of memory serializing an event");
+    sqlite3_bind_double(s, 3, now);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "appending an event");
+    return KILN_OK;
+}
+
+int kiln_store_events_after(struct kiln_store *st, int64_t after, int limit,
+                            int (*cb)(void *arg, int64_t id, const char *type, const char *data),
+                            void *arg, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(
+        st, "SELECT id, type, data FROM events WHERE id > ? ORDER BY id LIMIT ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, after);
+    sqlite3_bind_int(s, 2, limit);
+    int ret = KILN_OK;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        ret = cb(arg, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1),
+                 (const char *)sqlite3_column_text(s, 2));
+        if (ret) break;
+    }
+    sqlite3_reset(s);
+    if (!ret && rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "reading events");
+    return ret;
+}
+
+int64_t kiln_store_last_event_id(struct kiln_store *st)
+{
+    sqlite3_stmt *s;
+    if (kiln_store_stmt(st, "SELECT COALESCE(MAX(id), 0) FROM events", &s, NULL)) return 0;
+    int64_t id = 0;
+    if (sqlite3_step(s) == SQLITE_ROW) id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return id;
+}
+
+int kiln_store_events_prune(struct kiln_store *st, int64_t keep, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                             &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, keep);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "pruning events");
+    return KILN_OK;
+}
+
+int kiln_store_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
+                         const char *hash_hex, double now, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(
+        st, "INSERT INTO tokens(name, role, hash, created_at) VALUES (?, ?, ?, ?)", &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, name ? name : "");
+    kiln_store_bind_text(s, 2, kiln_role_name(role));
+    kiln_store_bind_text(s, 3, hash_hex);
+    sqlite3_bind_double(s, 4, now);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "adding a token");
+    return KILN_OK;
+}
+
+int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum kiln_role *role,
+                            struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "SELECT role FROM tokens WHERE hash = ?", &s, err);
+    if (rc) return rc;
+    kiln_store_bind_text(s, 1, hash_hex);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const char *r = (const char *)sqlite3_column_text(s, 0);
+        int prc = kiln_role_parse(r ? r : "", role);
+        sqlite3_reset(s);
+        if (prc) return kiln_fail(err, KILN_EAUTH, "token has an unknown role");
+        return KILN_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) return kiln_fail(err, KILN_EAUTH, "unknown token");
+    return kiln_store_fail(st, rc, err, "looking up a token");
+}
+
+int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "SELECT id, name, role, created_at, hash FROM tokens ORDER BY id",
+                             &s, err);
+    if (rc) return rc;
+    json_t *arr = json_array();
+    if (!arr) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        char hp[13];
+        const char *h = (const char *)sqlite3_column_text(s, 4);
+        snprintf(hp, sizeof hp, "%s", h ? h : "");
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:f,s:s}", "id",
+                                             (json_int_t)sqlite3_column_int64(s, 0), "name",
+                                             (const char *)sqlite3_column_text(s, 1), "role",
+                                             (const char *)sqlite3_column_text(s, 2), "created_at",
+                                             sqlite3_column_double(s, 3), "hash_prefix", hp));
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return kiln_store_fail(st, rc, err, "listing tokens");
+    }
+    *out = json_pack("{s:o}", "tokens", arr);
+    return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+int kiln_store_token_revoke(struct kiln_store *st, int64_t id, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, "DELETE FROM tokens WHERE id = ?", &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "revoking a token");
+    if (sqlite3_changes(st->db) == 0)
+        return kiln_fail(err, KILN_ENOTFOUND, "no token with id %lld", (long long)id);
+    return KILN_OK;
+}
+
+int kiln_store_row_by_id(struct kiln_store *st, const char *sql, int64_t id, const char *what,
+                         sqlite3_stmt **out, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(st, sql, &s, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *out = s;
+        return KILN_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return kiln_fail(err, KILN_ENOTFOUND, "%s %lld not found", what, (long long)id);
+    char doing[64];
+    snprintf(doing, sizeof doing, "reading a %s", what);
+    return kiln_store_fail(st, rc, err, doing);
+}
