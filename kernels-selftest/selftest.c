@@ -470,10 +470,15 @@ static int inspect_isolated(const struct kiln_selftest_opts *o, long timeout_ms,
         json_decref(*out);
         *out = NULL;
     } else if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 1 && kind == 'E') {
+        /* "E<negative code> <sentence>", as inspect_child() writes it. */
         char *end = NULL;
         long code = strtol(body, &end, 10);
-        if (code >= 0 || !end || *end != ' ') code = KILN_EIO;
-        rc = kiln_fail(err, (int)code, "%.*s", (int)(body_len - (size_t)(end - body) - 1), end + 1);
+        if (code < 0 && code > -1000 && end < body + body_len && *end == ' ') {
+            size_t n = body_len - (size_t)(end + 1 - body);
+            rc = kiln_fail(err, (int)code, "%.*s", (int)(n < 400 ? n : 400), end + 1);
+        } else {
+            rc = kiln_fail(err, KILN_EIO, "the inspection failed without a readable error");
+        }
         goto out;
     }
     /* No report: killed by a signal, or (under ASan, which turns SIGSEGV
