@@ -214,7 +214,7 @@ int cmd_submit(int argc, char **argv)
     struct kiln_buf command = {0};
     const char *recipe = NULL;
     int i;
-    for (i = 1; i < argc && rc == KILN_EXIT_OK; i++) {
+    for (i = 1; i < argc && rc == KILN_EXIT_OK; i += 2) { /* "--opt value" */
         const char *a = argv[i];
         if (!strcmp(a, "--")) {
             i++;
@@ -227,7 +227,6 @@ int cmd_submit(int argc, char **argv)
             break;
         }
         rc = submit_option(a, argv[i + 1], body, env, &recipe);
-        i++;
     }
     for (; i < argc && rc == KILN_EXIT_OK; i++) {
         if (command.len) kiln_buf_puts(&command, " ");
