@@ -25,6 +25,7 @@ struct kiln_waiter {
 struct kiln_dispatch {
     uv_loop_t *loop;
     struct kiln_jobs *j;
+    struct kiln_policy pol;
     kiln_lease_fn lease_fn;
     void *lease_ctx;
     struct kiln_waiter *head, *tail;
@@ -152,6 +153,9 @@ static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer
                 : !strcmp(w->state, "lost")     ? KILN_PW_LOST
                                                 : KILN_PW_OFFLINE;
     pw->healthy = !w->mem_pressure;
+    /* A lease answer carries one job: the next item in the same pass must
+     * go to another asking worker, not wait for this one to ask again. */
+    pw->max_new = 1;
 }
 
 struct offer_ref {
@@ -161,8 +165,9 @@ struct offer_ref {
 
 /* One placement: the runnable jobs (with their needs, one query) over the
  * online workers in offers, each with what it offers. */
-static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers, double now,
-                struct kiln_assignment **out, size_t *nout, struct kiln_error *err)
+static int plan(struct kiln_jobs *j, const struct kiln_policy *pol, const struct offer_ref *offers,
+                int noffers, double now, struct kiln_assignment **out, size_t *nout,
+                struct kiln_error *err)
 {
     *out = NULL;
     *nout = 0;
@@ -174,9 +179,7 @@ static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers
     if (!nds) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     if ((rc = kiln_jobs_runnable_needs(j, now, nds, MAX_CANDIDATES, &n, err)) || n == 0) goto out;
     if ((rc = kiln_registry_all(j, &ws, &nw, err))) goto out;
-    struct kiln_policy pol;
-    kiln_policy_default(&pol);
-    if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
+    if ((rc = kiln_placer_new(pol, &pl, err))) goto out;
     for (int i = 0; i < nw; i++) {
         if (strcmp(ws[i].state, "online") || ws[i].drain || ws[i].mem_pressure) continue;
         /* Only workers asking for work now: a job given to a busy host
@@ -242,7 +245,9 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
     struct offer_ref ref = {w->id, o};
     struct kiln_assignment *as;
     size_t n;
-    int rc = plan(j, &ref, 1, now, &as, &n, err);
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    int rc = plan(j, &pol, &ref, 1, now, &as, &n, err);
     if (rc == KILN_ENOMEM) return rc;
     if (rc) {
         /* Placement refused the snapshot (a bad item): keep serving. */
@@ -463,7 +468,7 @@ static void run_pass(struct kiln_dispatch *d)
     size_t n = 0;
     struct kiln_error err = {0};
     double now = now_s();
-    if (plan(d->j, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
+    if (plan(d->j, &d->pol, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
         for (size_t k = 0; k < n; k++) {
             struct kiln_waiter *w = d->head;
             while (w && w->worker_id != as[k].worker_id)
@@ -507,13 +512,36 @@ static void on_wake(uv_timer_t *t)
     run_pass(t->data);
 }
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
-                      struct kiln_dispatch **out, struct kiln_error *err)
+int kiln_dispatch_policy_load(json_t *config, struct kiln_policy *pol, struct kiln_error *err)
+{
+    kiln_policy_default(pol);
+    json_t *sec = config ? json_object_get(config, "placement") : NULL;
+    if (!sec || json_is_null(sec)) return KILN_OK;
+    if (!json_is_object(sec))
+        return kiln_fail(err, KILN_EINVAL, "config: placement must be a mapping (host_policy)");
+    const char *k;
+    json_t *v;
+    json_object_foreach(sec, k, v)
+    {
+        if (strcmp(k, "host_policy"))
+            return kiln_fail(err, KILN_EINVAL, "config: unknown placement setting '%.64s'", k);
+        if (!json_is_string(v) ||
+            kiln_host_policy_parse(json_string_value(v), &pol->host_policy, NULL))
+            return kiln_fail(err, KILN_EINVAL,
+                             "config: placement.host_policy must be spread or pack");
+    }
+    return KILN_OK;
+}
+
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_policy *pol,
+                      kiln_lease_fn lease_fn, void *lease_ctx, struct kiln_dispatch **out,
+                      struct kiln_error *err)
 {
     struct kiln_dispatch *d = calloc(1, sizeof *d);
     if (!d) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     d->loop = loop;
     d->j = j;
+    d->pol = *pol;
     d->lease_fn = lease_fn;
     d->lease_ctx = lease_ctx;
     if (uv_timer_init(loop, &d->kick_timer) || uv_timer_init(loop, &d->wake_timer)) {

@@ -22,6 +22,7 @@
 #ifndef KILN_DISPATCH_H
 #define KILN_DISPATCH_H
 
+#include "scheduler/placement.h"
 #include "state/jobs.h"
 #include "state/registry.h"
 
@@ -51,8 +52,15 @@ typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
 struct kiln_dispatch;
 struct kiln_waiter;
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
-                      struct kiln_dispatch **out, struct kiln_error *err);
+/* The policy from the config's `placement:` section (NULL or absent:
+ * kiln_policy_default). Keys: host_policy (spread|pack). KILN_EINVAL with a
+ * sentence naming a bad value or an unknown key. */
+int kiln_dispatch_policy_load(json_t *config, struct kiln_policy *pol, struct kiln_error *err);
+
+/* pol: the placement policy the service runs (copied). */
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_policy *pol,
+                      kiln_lease_fn lease_fn, void *lease_ctx, struct kiln_dispatch **out,
+                      struct kiln_error *err);
 /* Answers no waiter; closes handles (memory freed once the loop runs them). */
 void kiln_dispatch_free(struct kiln_dispatch *d);
 

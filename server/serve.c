@@ -342,7 +342,9 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     }
     if ((rc = kiln_logs_new(path, &s->logs, err))) goto fail;
     if ((rc = kiln_events_new(loop, s->st, c->keepalive_ms, &s->events, err))) goto fail;
-    if ((rc = kiln_dispatch_new(loop, &s->jobs, lease_fn, s, &s->dispatch, err))) goto fail;
+    struct kiln_policy pol;
+    if ((rc = kiln_dispatch_policy_load(c->raw, &pol, err))) goto fail;
+    if ((rc = kiln_dispatch_new(loop, &s->jobs, &pol, lease_fn, s, &s->dispatch, err))) goto fail;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
                                    .max_body_bytes = c->max_body_bytes};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};

@@ -64,6 +64,18 @@ static struct kiln_pitem test(int64_t id, const char *plat, const char *sm, int 
     return it;
 }
 
+static struct kiln_placer *placer_host(int mode, int host_policy)
+{
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    pol.mode = mode;
+    pol.host_policy = host_policy;
+    struct kiln_placer *p = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_placer_new(&pol, &p, &err), 0);
+    return p;
+}
+
 static struct kiln_placer *placer(int mode)
 {
     struct kiln_policy pol;
@@ -118,7 +130,7 @@ static void test_sm_rules(void **state)
 static void test_build_never_overcommits_and_best_fit(void **state)
 {
     (void)state;
-    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_placer *p = placer_host(KILN_POLICY_KILN, KILN_HOST_PACK);
     struct kiln_error err = {0};
     struct kiln_pworker big = worker(1, "big", "x86_64-linux", 64, 262144);
     struct kiln_pworker small = worker(2, "small", "x86_64-linux", 16, 65536);
@@ -150,6 +162,56 @@ static void test_build_never_overcommits_and_best_fit(void **state)
     assert_int_equal(out[0].job_id, 6);
     assert_int_equal(out[0].worker_id, 2);
     kiln_placer_free(p);
+}
+
+/* spread (the default) puts an item on the least loaded host, pack on the
+ * fullest one it fits; with max_new = 1 (one job per lease request) either
+ * policy hands the second item to the other, idle worker in the same pass
+ * instead of holding it for the busy one. */
+static void test_host_policy_spread_pack(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_policy def;
+    kiln_policy_default(&def);
+    assert_int_equal(def.host_policy, KILN_HOST_SPREAD);
+    int hp = -1;
+    assert_int_equal(kiln_host_policy_parse("pack", &hp, &err), 0);
+    assert_int_equal(hp, KILN_HOST_PACK);
+    assert_int_equal(kiln_host_policy_parse("spread", &hp, &err), 0);
+    assert_int_equal(hp, KILN_HOST_SPREAD);
+    assert_int_equal(kiln_host_policy_parse("random", &hp, &err), KILN_EINVAL);
+    assert_string_equal(kiln_host_policy_name(KILN_HOST_PACK), "pack");
+    for (int pol = KILN_HOST_SPREAD; pol <= KILN_HOST_PACK; pol++) {
+        struct kiln_placer *p = placer_host(KILN_POLICY_KILN, pol);
+        struct kiln_pworker busy = worker(1, "busy", "x86_64-linux", 4, 2048);
+        struct kiln_pworker idle = worker(2, "idle", "x86_64-linux", 4, 2048);
+        busy.cores_free = 3;
+        busy.ram_free_mb = 1792;
+        assert_int_equal(kiln_placer_set_worker(p, &busy, &err), 0);
+        assert_int_equal(kiln_placer_set_worker(p, &idle, &err), 0);
+        struct kiln_pitem a = build(1, "x86_64-linux", 1, 256);
+        assert_int_equal(kiln_placer_add(p, &a, &err), 0);
+        struct kiln_assignment out[4];
+        assert_int_equal(dispatch(p, 0, out, 4), 1);
+        assert_int_equal(out[0].worker_id, pol == KILN_HOST_SPREAD ? 2 : 1);
+        kiln_placer_free(p);
+
+        p = placer_host(KILN_POLICY_KILN, pol);
+        busy.max_new = idle.max_new = 1;
+        assert_int_equal(kiln_placer_set_worker(p, &busy, &err), 0);
+        assert_int_equal(kiln_placer_set_worker(p, &idle, &err), 0);
+        for (int i = 1; i <= 3; i++) {
+            struct kiln_pitem b = build(i, "x86_64-linux", 1, 256);
+            assert_int_equal(kiln_placer_add(p, &b, &err), 0);
+        }
+        assert_int_equal(dispatch(p, 0, out, 4), 2);
+        assert_true(out[0].worker_id != out[1].worker_id);
+        assert_int_equal(kiln_placer_queued(p), 1);
+        /* the next pass (a new lease request) may give each one more */
+        assert_int_equal(dispatch(p, 1, out, 4), 1);
+        kiln_placer_free(p);
+    }
 }
 
 static void test_reasons(void **state)
@@ -899,6 +961,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sm_rules),
         cmocka_unit_test(test_build_never_overcommits_and_best_fit),
+        cmocka_unit_test(test_host_policy_spread_pack),
         cmocka_unit_test(test_reasons),
         cmocka_unit_test(test_one_test_per_gpu_and_compat),
         cmocka_unit_test(test_priority_aging_and_critical_path),
