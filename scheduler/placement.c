@@ -533,6 +533,11 @@ void kiln_placer_free(struct kiln_placer *p)
     free(p);
 }
 
+void kiln_placer_policy(const struct kiln_placer *p, struct kiln_policy *out)
+{
+    *out = p->pol;
+}
+
 size_t kiln_placer_queued(const struct kiln_placer *p)
 {
     return p->nqueued;
@@ -775,7 +780,8 @@ static int worker_takes_work(const struct kiln_pworker *w)
 /* Takes work and has not had its share of this pass yet. */
 static int slot_takes_work(const struct wslot *ws)
 {
-    return worker_takes_work(&ws->w) && (!ws->w.max_new || ws->taken < ws->w.max_new);
+    return worker_takes_work(&ws->w) && ws->w.max_new >= 0 &&
+           (!ws->w.max_new || ws->taken < ws->w.max_new);
 }
 
 /* Best free GPU on w for class c, -1 if none. Prefers an exact SM match

@@ -130,9 +130,10 @@ struct kiln_pworker {
     const struct kiln_prun *running;
     size_t nrunning;
     int no_builds; /* 1 = a test host: takes only test stages */
-    int max_new;   /* most items it takes in one dispatch; 0 = no limit (a
-                      lease request carries one job, so the service sets 1
-                      and the next item goes to another asking worker) */
+    int max_new;   /* most items it takes in one dispatch: 0 = no limit, < 0
+                      none now (online but not asking for work). A lease
+                      request carries one job, so the service sets 1 for an
+                      asking worker: the next item goes to another one. */
 };
 
 /* Host choice among the workers where an item can start now (Hydra's
@@ -187,6 +188,8 @@ struct kiln_placer;
 int kiln_placer_new(const struct kiln_policy *pol, struct kiln_placer **out,
                     struct kiln_error *err);
 void kiln_placer_free(struct kiln_placer *p);
+/* The policy it runs. */
+void kiln_placer_policy(const struct kiln_placer *p, struct kiln_policy *out);
 
 /* Add or replace a worker (by id). Free resources and GPU busy flags are
  * taken from w as the truth; running (if given) replaces the known running
