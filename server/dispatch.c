@@ -80,6 +80,12 @@ struct feed {
     FILE *trace;           /* NULL: not recording */
     struct kiln_assignment *as;
     size_t capas;
+    /* critical paths of the unfinished jobs (ids sorted), as of the store
+     * state crit_event; recomputed only when something is to be added */
+    int64_t *crit_ids;
+    double *crit;
+    size_t ncrit;
+    int64_t crit_event;
 };
 
 static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_policy *recorded,
@@ -88,6 +94,7 @@ static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_poli
     memset(f, 0, sizeof *f);
     f->j = j;
     f->pol = *recorded;
+    f->crit_event = -1;
     f->trace = trace;
     int rc = kiln_placer_new(runs, &f->pl, err);
     if (rc || !trace) return rc;
@@ -105,6 +112,8 @@ static void feed_fini(struct feed *f)
     free(f->queued.k);
     free(f->running.k);
     free(f->as);
+    free(f->crit_ids);
+    free(f->crit);
     memset(f, 0, sizeof *f);
 }
 
@@ -190,6 +199,99 @@ static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
     it->est_s = nd->est_s;
 }
 
+#define UNFINISHED "state NOT IN ('succeeded','failed','cancelled','superseded')"
+
+static size_t id_index(const int64_t *ids, size_t n, int64_t id)
+{
+    const int64_t *p = bsearch(&id, ids, n, sizeof id, cmp_i64);
+    return p ? (size_t)(p - ids) : n;
+}
+
+/* Critical path of every unfinished job over the dependency DAG (the
+ * placer's tie-break after priority): its estimate plus the longest path
+ * through the jobs that wait for it. Unknown estimates count 0. */
+static int compute_crit(struct feed *f, struct kiln_error *err)
+{
+    int64_t ev = kiln_store_last_event_id(f->j->st);
+    if (ev == f->crit_event) return KILN_OK;
+    struct keyset ids = {0}, edges = {0};
+    double *est = NULL, *crit = NULL;
+    size_t *off = NULL, *deps = NULL;
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(f->j->st,
+                             "SELECT id, COALESCE(est_duration_s, 0) FROM jobs WHERE " UNFINISHED
+                             " ORDER BY id",
+                             &s, err);
+    if (rc) return rc;
+    size_t cap = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (ids.n == cap) {
+            cap = cap ? cap * 2 : 256;
+            double *n = realloc(est, cap * sizeof *n);
+            if (!n) break;
+            est = n;
+        }
+        if (keyset_push(&ids, sqlite3_column_int64(s, 0))) break;
+        est[ids.n - 1] = sqlite3_column_double(s, 1);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        rc = rc == SQLITE_ROW ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+                              : kiln_store_fail(f->j->st, rc, err, "reading job estimates");
+        goto out;
+    }
+    /* edges between unfinished jobs, grouped by the job that waits */
+    if ((rc = kiln_store_stmt(f->j->st,
+                              "SELECT e.job, e.needs FROM job_edges e JOIN jobs j ON j.id = e.job "
+                              "JOIN jobs d ON d.id = e.needs WHERE j." UNFINISHED
+                              " AND d." UNFINISHED " ORDER BY e.job",
+                              &s, err)))
+        goto out;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        size_t a = id_index(ids.k, ids.n, sqlite3_column_int64(s, 0));
+        size_t b = id_index(ids.k, ids.n, sqlite3_column_int64(s, 1));
+        if (a == ids.n || b == ids.n) continue;
+        if (keyset_push(&edges, (int64_t)a) || keyset_push(&edges, (int64_t)b)) break;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        rc = rc == SQLITE_ROW ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+                              : kiln_store_fail(f->j->st, rc, err, "reading job dependencies");
+        goto out;
+    }
+    size_t ne = edges.n / 2;
+    off = calloc(ids.n + 1, sizeof *off);
+    deps = malloc((ne ? ne : 1) * sizeof *deps);
+    crit = malloc((ids.n ? ids.n : 1) * sizeof *crit);
+    if (!off || !deps || !crit) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t e = 0; e < ne; e++)
+        off[edges.k[2 * e] + 1]++;
+    for (size_t i = 0; i < ids.n; i++)
+        off[i + 1] += off[i];
+    for (size_t e = 0; e < ne; e++) /* already grouped by job, in order */
+        deps[e] = (size_t)edges.k[2 * e + 1];
+    if ((rc = kiln_dag_critical_paths(ids.n, est, off, deps, crit, err))) goto out;
+    free(f->crit_ids);
+    free(f->crit);
+    f->crit_ids = ids.k;
+    f->crit = crit;
+    f->ncrit = ids.n;
+    f->crit_event = ev;
+    ids.k = NULL;
+    crit = NULL;
+out:
+    free(ids.k);
+    free(edges.k);
+    free(est);
+    free(crit);
+    free(off);
+    free(deps);
+    return rc;
+}
+
 /* Placed items that no longer run in the store (ended, cancelled, lost,
  * or a lease that failed) give their resources back. */
 static int sync_running(struct feed *f, double now, struct kiln_error *err)
@@ -268,6 +370,13 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
             goto out;
         }
     qsort(snap.k, snap.n, sizeof *snap.k, cmp_i64);
+    /* a dependency cycle or a failed read leaves the critical paths out
+     * (0: the placer uses the item's own estimate), never the item */
+    struct kiln_error ce = {0};
+    if (n && compute_crit(f, &ce) == KILN_ENOMEM) {
+        rc = kiln_fail(err, KILN_ENOMEM, "%s", ce.msg);
+        goto out;
+    }
     for (size_t i = 0; i < f->queued.n; i++) {
         int64_t k = f->queued.k[i];
         if (has_key(snap.k, snap.n, k)) {
@@ -285,6 +394,8 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
     for (int i = 0; i < n; i++) {
         struct kiln_trace_event ev = {.kind = KILN_TEV_ADD, .t = now};
         to_pitem(&nds[i], &ev.it);
+        size_t ci = id_index(f->crit_ids, f->ncrit, ev.it.job_id);
+        if (ci < f->ncrit) ev.it.crit_s = f->crit[ci];
         int64_t k = ikey(ev.it.job_id, ev.it.stage);
         if (has_key(f->queued.k, f->queued.n, k) || has_key(f->running.k, f->running.n, k))
             continue;

@@ -442,6 +442,36 @@ static void test_service_arch_specific_sm(void **state)
     json_decref(o);
 }
 
+/* The service gives the placer each job's critical path: a short job that
+ * a long one waits for starts before a medium independent one. */
+static void test_service_critical_path(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    json_t *arr = json_array();
+    const char *names[] = {"head", "tail", "alone"};
+    int est[] = {100, 1000, 500};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:{},s:{},s:{s:i,s:i,s:i},s:s,s:[]}", "name",
+                              names[i], "recipe", "r", "branch", "main", "platform", "x86_64-linux",
+                              "attrs", "env", "resources", "cores", 8, "ram_mb", 1024,
+                              "est_duration_s", est[i], "command", "true", "depends");
+        if (i == 1) json_array_append_new(json_object_get(v, "depends"), json_string("head"));
+        json_t *job;
+        assert_int_equal(kiln_jobspec_from_variant(v, 0, "abc", &job, &err), KILN_OK);
+        json_array_append_new(arr, job);
+        json_decref(v);
+    }
+    json_t *ids;
+    assert_int_equal(kiln_jobs_submit(&f->j, arr, 0, 100.0, &ids, &err), KILN_OK);
+    int64_t head = json_integer_value(json_array_get(ids, 0));
+    json_decref(ids);
+    json_decref(arr);
+    int64_t w = reg(f, W8, NULL);
+    /* by its own estimate "alone" (500 s) would go first; head + tail is 1100 s */
+    assert_int_equal(match(f, w, NULL), head);
+}
+
 static void test_gpu_test_stage(void **state)
 {
     struct fx *f = *state;
@@ -601,6 +631,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_service_arch_specific_sm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_critical_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_head_of_line_blocking, setup, teardown),
