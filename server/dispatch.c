@@ -43,7 +43,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static int has_key(const int64_t *keys, size_t n, int64_t k)
 {
-    return bsearch(&k, keys, n, sizeof k, cmp_i64) != NULL;
+    return n && bsearch(&k, keys, n, sizeof k, cmp_i64) != NULL;
 }
 
 struct keyset {
@@ -62,6 +62,11 @@ static int keyset_push(struct keyset *s, int64_t k)
     }
     s->k[s->n++] = k;
     return KILN_OK;
+}
+
+static void keyset_sort(struct keyset *s)
+{
+    if (s->n) qsort(s->k, s->n, sizeof *s->k, cmp_i64);
 }
 
 /* What asks for work now: a worker's open lease request and its offer. */
@@ -203,7 +208,7 @@ static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
 
 static size_t id_index(const int64_t *ids, size_t n, int64_t id)
 {
-    const int64_t *p = bsearch(&id, ids, n, sizeof id, cmp_i64);
+    const int64_t *p = n ? bsearch(&id, ids, n, sizeof id, cmp_i64) : NULL;
     return p ? (size_t)(p - ids) : n;
 }
 
@@ -316,7 +321,7 @@ static int sync_running(struct feed *f, double now, struct kiln_error *err)
         free(live.k);
         return kiln_store_fail(f->j->st, rc, err, "reading running jobs");
     }
-    qsort(live.k, live.n, sizeof *live.k, cmp_i64);
+    keyset_sort(&live);
     size_t keep = 0;
     for (size_t i = 0; i < f->running.n && !rc; i++) {
         int64_t k = f->running.k[i];
@@ -369,7 +374,7 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
             rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
             goto out;
         }
-    qsort(snap.k, snap.n, sizeof *snap.k, cmp_i64);
+    keyset_sort(&snap);
     /* a dependency cycle or a failed read leaves the critical paths out
      * (0: the placer uses the item's own estimate), never the item */
     struct kiln_error ce = {0};
@@ -413,7 +418,7 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
             goto out;
         }
     }
-    qsort(next.k, next.n, sizeof *next.k, cmp_i64);
+    keyset_sort(&next);
     free(f->queued.k);
     f->queued = next;
     next.k = NULL;
@@ -455,7 +460,7 @@ static int feed_pass(struct feed *f, double now, const struct asking *ask, int n
         if (keyset_push(&f->running, ikey(f->as[k].job_id, f->as[k].stage)))
             return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
-    qsort(f->running.k, f->running.n, sizeof *f->running.k, cmp_i64);
+    keyset_sort(&f->running);
     if (f->trace) fflush(f->trace);
     *as = f->as;
     return KILN_OK;
