@@ -93,6 +93,8 @@ struct feed {
     int64_t crit_event;
 };
 
+static void feed_record(struct feed *f, const struct kiln_trace_event *ev);
+
 static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_policy *recorded,
                      const struct kiln_policy *runs, FILE *trace, struct kiln_error *err)
 {
@@ -102,12 +104,9 @@ static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_poli
     f->crit_event = -1;
     f->trace = trace;
     int rc = kiln_placer_new(runs, &f->pl, err);
-    if (rc || !trace) return rc;
+    if (rc) return rc;
     struct kiln_trace_event ev = {.kind = KILN_TEV_POLICY, .pol = *recorded};
-    json_t *o = kiln_trace_to_json(&ev);
-    if (o) json_dumpf(o, trace, JSON_COMPACT);
-    json_decref(o);
-    fputc('\n', trace);
+    feed_record(f, &ev);
     return KILN_OK;
 }
 
@@ -321,6 +320,7 @@ static int sync_running(struct feed *f, double now, struct kiln_error *err)
         free(live.k);
         return kiln_store_fail(f->j->st, rc, err, "reading running jobs");
     }
+    rc = KILN_OK;
     keyset_sort(&live);
     size_t keep = 0;
     for (size_t i = 0; i < f->running.n && !rc; i++) {

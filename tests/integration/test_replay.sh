@@ -51,6 +51,10 @@ run() {
 }
 
 run same
+# A second policy line means the service's glue hit an error and started
+# over from the store: that must not happen in a healthy run.
+resets=$(grep -c '"ev":"policy"' "$T/same/trace.jsonl")
+[ "$resets" = 1 ] || fail "the service's placer started over $((resets - 1)) time(s)"
 "$KILN" sim --replay "$T/same/trace.jsonl" >"$T/same/replay.txt" 2>&1
 rc=$?
 cat "$T/same/replay.txt"
