@@ -3,7 +3,8 @@
 #   make            build build/kiln (and the selftest binaries when nvcc exists)
 #   make run        install missing Debian packages, build, start a local farm
 #   make check      unit tests, ASan+UBSan unit tests, integration tests, fuzzers
-#   make bench      build the benchmarks in bench/
+#   make bench      build and run every benchmark (bench/run_all.sh), record in docs/BENCHMARKS.md
+#   make bench-quick the short forms (under 5 minutes); bench-bin only builds
 #   make format     clang-format every C source
 #
 # Sources are discovered by wildcard: every .c under the MODULE_DIRS (one
@@ -19,7 +20,7 @@ CC      ?= cc
 KILN_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 WARN    := -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 DEFS    := -D_GNU_SOURCE -DKILN_VERSION=\"$(KILN_VERSION)\"
-INCS    := -I. -Icommon
+INCS    := -I.
 
 B ?= build
 OPT ?= -O2 -g
@@ -27,7 +28,7 @@ SAN ?=
 CFLAGS_ALL = $(WARN) $(DEFS) $(INCS) $(OPT) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS_ALL = $(SAN)
 
-MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git workers cli
+MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git slurm workers cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach d,$(MODULE_DIRS),$(wildcard $(d)/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 MAIN_OBJ := $(B)/obj/cli/main.o
@@ -38,7 +39,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 
-.PHONY: all run check check-unit check-asan check-integration check-fuzz bench format clean deps selftest
+.PHONY: all run chaos check check-includes check-unit check-asan check-integration check-fuzz fuzz bench bench-bin bench-quick format clean deps selftest
 
 all: $(B)/kiln
 
@@ -63,7 +64,14 @@ $(B)/bench/%: bench/%.c $(B)/libkiln.a
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(B)/libkiln.a $(PKG_LIBS) $(LDFLAGS_ALL)
 
 tests-bin: $(TEST_BINS)
-bench: $(BENCH_BINS)
+bench-bin: $(B)/kiln $(BENCH_BINS)
+
+# Benchmarks run on demand, never inside make check (no timed tests there).
+bench: bench-bin
+	@B=$(B) bash bench/run_all.sh full
+
+bench-quick: bench-bin
+	@B=$(B) bash bench/run_all.sh quick
 
 deps:
 	@bash scripts/install-deps.sh
@@ -77,8 +85,17 @@ run: deps
 check: deps
 	@bash scripts/check.sh
 
+# The chaos suite's full form (issue 16); its bounded form runs in the
+# integration step (tests/integration/test_chaos_bounded.sh).
+chaos: all
+	CHAOS_KILLS=25 CHAOS_JOBS=100 KILN_BIN=$(CURDIR)/$(B)/kiln KILN_SRC=$(CURDIR) \
+		bash tests/chaos/test_chaos_serve.sh
+
 check-includes check-unit check-asan check-integration check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)
+
+fuzz: # long random fuzzing, outside make check: FUZZ_SECONDS (600) per target, see scripts/fuzz.sh
+	@bash scripts/fuzz.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

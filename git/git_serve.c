@@ -1,57 +1,53 @@
 #include "git/git_serve.h"
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
+#include "common/json_field.h"
+#include "state/access.h"
 #include "git/gitwatch.h"
 #include "state/jobspec.h"
+#include "state/submit.h"
 #include "git/webhook.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DELIVERIES 1024
-
 struct kiln_serve_git {
     struct kiln_server *srv;
     struct kiln_gitwatch *gw;
     char hooks_secret[256];
     char state_path[4200];
-    json_t *state; /* {"last":{repo_id:{branch:commit}}, "api_repos":[...], "deliveries":[...]} */
+    json_t *
+        state; /* {"last":{repo_id:{branch:commit}}, "api_repos":[...]} (delivery ids: the store) */
 };
 
 /* --- config --- */
 
+/* A string field, or a list of strings joined with commas (branches:
+ * [main, "release-1"] reads like branches: "main,release-1"). */
 static int str_field(json_t *o, const char *k, char *out, size_t n, int required,
                      struct kiln_error *err)
 {
     json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) {
-        if (required) return kiln_fail(err, KILN_EINVAL, "repos: '%s' is required", k);
-        return KILN_OK;
-    }
-    if (json_is_array(v)) { /* lists become comma-separated */
-        struct kiln_buf b = {0};
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e)) {
-                kiln_buf_free(&b);
-                return kiln_fail(err, KILN_EINVAL, "repos: '%s' must list strings", k);
-            }
-            kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
+    if (!json_is_array(v)) return kiln_json_field_strcpy(o, k, required, out, n, err);
+    struct kiln_buf b = {0};
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e)) {
+            kiln_buf_free(&b);
+            return kiln_fail(err, KILN_EINVAL, "%s: must list strings", k);
         }
-        int too_long = b.len >= n;
-        if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
-        kiln_buf_free(&b);
-        if (too_long) return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-        return KILN_OK;
+        kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
     }
-    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "repos: '%s' must be a string", k);
-    if (strlen(json_string_value(v)) >= n)
-        return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-    snprintf(out, n, "%s", json_string_value(v));
+    int too_long = b.len >= n;
+    if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
+    kiln_buf_free(&b);
+    if (too_long) return kiln_fail(err, KILN_ELIMIT, "%s: is too long", k);
     return KILN_OK;
 }
 
@@ -85,31 +81,27 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
                              k);
     }
     int rc;
+    long long poll_s;
+    int auto_publish, initial_build;
     if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||
         (rc = str_field(o, "recipes", c->recipes, sizeof c->recipes, 1, err)) ||
         (rc = str_field(o, "name", c->name, sizeof c->name, 0, err)) ||
         (rc = str_field(o, "branches", c->branches, sizeof c->branches, 0, err)) ||
         (rc = str_field(o, "token", c->token, sizeof c->token, 0, err)) ||
         (rc = str_field(o, "ssh_key", c->ssh_key, sizeof c->ssh_key, 0, err)) ||
-        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)))
-        return rc;
+        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)) ||
+        (rc = kiln_json_field_int(o, "poll_s", 0, 86400, 60, &poll_s, err)) ||
+        (rc = kiln_json_field_bool(o, "auto_publish", 0, &auto_publish, err)) ||
+        (rc = kiln_json_field_bool(o, "initial_build", 1, &initial_build, err))) {
+        char why[KILN_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err ? err->msg : "");
+        return kiln_fail(err, rc, "repos: %s", why);
+    }
     if (!c->name[0]) snprintf(c->name, sizeof c->name, "%.127s", c->url);
     if (!c->branches[0]) snprintf(c->branches, sizeof c->branches, "*");
-    json_t *p = json_object_get(o, "poll_s");
-    c->poll_s = 60;
-    if (p && !json_is_null(p)) {
-        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 86400)
-            return kiln_fail(
-                err, KILN_EINVAL,
-                "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
-        c->poll_s = (int)json_integer_value(p);
-    }
-    json_t *ap = json_object_get(o, "auto_publish"), *ib = json_object_get(o, "initial_build");
-    if ((ap && !json_is_boolean(ap)) || (ib && !json_is_boolean(ib)))
-        return kiln_fail(err, KILN_EINVAL,
-                         "repos: auto_publish and initial_build must be true or false");
-    c->auto_publish = ap ? json_is_true(ap) : 0;
-    c->initial_build = ib ? json_is_true(ib) : 1;
+    c->poll_s = (int)poll_s; /* 0: webhooks only */
+    c->auto_publish = auto_publish;
+    c->initial_build = initial_build;
     c->id = stable_id(c->name);
     return KILN_OK;
 }
@@ -153,60 +145,49 @@ static int on_push(void *ctx, const struct kiln_push *p)
         json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
         return save_state(g);
     }
-    json_t *jobs = json_array(), *names = json_object();
+    /* The affected variants become jobs under the one dependency rule
+     * (state/submit.h): a dependency outside this push resolves to a live
+     * job of that name; one kiln is not building is taken as provided
+     * (published), so nothing outside the push is pulled in. */
+    json_t *batch = json_array(), *jobs = NULL;
     struct kiln_error err = {0};
-    int rc = (!jobs || !names) ? KILN_ENOMEM : KILN_OK;
+    int rc = batch ? KILN_OK : KILN_ENOMEM;
     size_t i;
     json_t *v;
     json_array_foreach(p->variants, i, v)
     {
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!rc && name && json_object_get(p->affected, name))
-            json_object_set_new(names, name, json_true());
+        const char *name = kiln_json_str(v, "name");
+        if (!rc && name && json_object_get(p->affected, name)) json_array_append(batch, v);
     }
-    json_array_foreach(p->variants, i, v)
+    struct kiln_submit_plan_opts o = {
+        .branch = p->branch, .commit = p->new_commit, .missing_ok = 1};
+    if (!rc) rc = kiln_submit_plan(&s->jobs, batch, &o, &jobs, &err);
+    json_decref(batch);
+    json_array_foreach(rc ? NULL : jobs, i, v)
     {
-        if (rc) break;
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!name || !json_object_get(p->affected, name)) continue;
-        json_t *job = NULL;
-        if ((rc = kiln_jobspec_from_variant(v, 0, p->new_commit, &job, &err))) break;
         /* Workers build the pushed commit itself: they check out source_url
          * at the job's commit (kiln source checkout) instead of running in a
          * fixed source dir. */
-        json_t *attrs = json_object_get(job, "attrs");
+        json_t *attrs = json_object_get(v, "attrs");
         if (json_is_object(attrs) && p->repo_url) {
             /* A copy: the job shares the variant's attrs, and the variants
              * are kept to diff the next push against. */
             attrs = json_deep_copy(attrs);
             json_object_set_new(attrs, "source_url", json_string(p->repo_url));
-            json_object_set_new(job, "attrs", attrs);
+            json_object_set_new(v, "attrs", attrs);
         }
-        /* Dependencies outside this push resolve to the newest job of that
-         * name; one kiln never built is taken as provided (published). */
-        json_t *deps = json_object_get(job, "depends"), *keep = json_array();
-        size_t di;
-        json_t *d;
-        json_array_foreach(deps, di, d)
-        {
-            const char *dn = json_string_value(d);
-            if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
-                json_array_append(keep, d);
-        }
-        json_object_set_new(job, "depends", keep);
         if (!p->auto_publish) {
-            json_t *stages = json_object_get(job, "stages"), *ns = json_array();
+            json_t *stages = json_object_get(v, "stages"), *ns = json_array();
             size_t si;
             json_t *st;
             json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish"))
                 json_array_append(ns, st);
-            json_object_set_new(job, "stages", ns);
+            json_object_set_new(v, "stages", ns);
         }
-        json_array_append_new(jobs, job);
     }
     json_t *ids = NULL;
     if (!rc && json_array_size(jobs))
-        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_now(), &ids, &err);
+        rc = kiln_jobs_submit(&s->jobs, jobs, KILN_SUPERSEDE_OWN, kiln_clock_wall(), &ids, &err);
     if (rc) {
         kiln_log(&s->log, KILN_LOG_ERROR, "repo %s %s@%.12s: cannot enqueue: %s", p->repo_name,
                  p->branch, p->new_commit, err.msg);
@@ -222,7 +203,6 @@ static int on_push(void *ctx, const struct kiln_push *p)
     }
     json_decref(ids);
     json_decref(jobs);
-    json_decref(names);
     return rc;
 }
 
@@ -239,22 +219,41 @@ static const char *req_header(void *arg, const char *name)
     return kiln_http_req_header(arg, name);
 }
 
-static int seen_delivery(struct kiln_serve_git *g, const char *id)
+/* Replays are caught by the signed content, not only by the delivery id a
+ * forge sends beside it (unsigned, so anyone replaying a captured hook can
+ * change it): the body's digest and the delivery id are both remembered in
+ * the store, which outlives restarts, for HOOK_REPLAY_KEEP_S. None of the
+ * supported forges signs a timestamp, so there is no time window to check.
+ * Returns KILN_OK for a fresh hook, KILN_EEXIST for a replay. */
+#define HOOK_REPLAY_KEEP_S (30 * 86400.0)
+static int hook_replayed(struct kiln_server *s, enum kiln_forge forge, const char *delivery,
+                         const char *body, size_t len, struct kiln_error *err)
 {
-    json_t *d = json_object_get(g->state, "deliveries");
-    size_t i;
-    json_t *v;
-    json_array_foreach(d, i, v) if (!strcmp(json_string_value(v), id)) return 1;
-    json_array_append_new(d, json_string(id));
-    while (json_array_size(d) > MAX_DELIVERIES)
-        json_array_remove(d, 0);
-    return 0;
+    char key[8 + KILN_SHA256_HEX];
+    memcpy(key, "sha256:", 7);
+    int rc = kiln_sha256_hex(body, len, key + 7);
+    if (rc) return kiln_fail(err, rc, "cannot hash the hook body");
+    double now = kiln_clock_wall();
+    rc =
+        kiln_access_delivery_seen(s->st, kiln_forge_name(forge), key, now, HOOK_REPLAY_KEEP_S, err);
+    if (!rc && delivery[0])
+        rc = kiln_access_delivery_seen(s->st, kiln_forge_name(forge), delivery, now,
+                                       HOOK_REPLAY_KEEP_S, err);
+    return rc;
 }
 
 static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
 {
     struct kiln_serve_git *g = ctx;
-    const char *rest = kiln_http_req_path(req) + strlen("/api/v1/hooks/");
+    const char *path = kiln_http_req_path(req);
+    /* The route is a prefix: "/api/v1/hooks" alone names no forge. */
+    if (strncmp(path, "/api/v1/hooks/", 14) || !path[14]) {
+        kiln_http_respond_error(req, 404, "not_found",
+                                "post hooks to /api/v1/hooks/<forge>[/<repository>] (forge: "
+                                "github, gitea, forgejo, gitlab, generic)");
+        return;
+    }
+    const char *rest = path + strlen("/api/v1/hooks/");
     char forge_s[32] = "", repo_name[256] = "";
     const char *slash = strchr(rest, '/');
     snprintf(forge_s, sizeof forge_s, "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)),
@@ -285,17 +284,32 @@ static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
         kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
         return;
     }
-    if (ev.delivery[0] && seen_delivery(g, ev.delivery)) {
+    int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
+    const struct kiln_repo_conf *mc = id && !by_path ? kiln_gitwatch_conf(g->gw, id) : NULL;
+    if (mc && mc->secret[0]) {
+        /* Verified with the global secret only: a repository with its own
+         * secret is checked against that one alone. */
+        s->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "repository %s has its own secret; send its hooks to "
+                                "/api/v1/hooks/%s/<its name>",
+                                ev.repo_name[0] ? ev.repo_name : ev.repo_url, forge_s);
+        return;
+    }
+    rc = hook_replayed(s, forge, ev.delivery, body ? body : "", len, &err);
+    if (rc == KILN_EEXIST) {
         kiln_http_respond_json(req, 200,
                                json_pack("{s:b,s:s}", "duplicate", 1, "delivery", ev.delivery));
         return;
     }
-    if (ev.delivery[0]) save_state(g);
+    if (rc) {
+        kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
+        return;
+    }
     if (ev.is_ping || !ev.is_push) {
         kiln_http_respond_json(req, 200, json_pack("{s:b}", "ok", 1));
         return;
     }
-    int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
     if (!id) {
         kiln_http_respond_error(req, 404, "not_found", "the pushed repository (%s) is not tracked",
                                 ev.repo_url[0] ? ev.repo_url : ev.repo_name);
@@ -381,8 +395,8 @@ static int git_init(struct kiln_server *s, json_t *config, struct kiln_serve_git
         json_decref(g->state);
         g->state = json_object();
     }
-    static const char *parts[] = {"last", "api_repos", "deliveries"};
-    for (int i = 0; i < 3; i++)
+    static const char *parts[] = {"last", "api_repos"};
+    for (int i = 0; i < 2; i++)
         if (!json_object_get(g->state, parts[i]))
             json_object_set_new(g->state, parts[i], i == 0 ? json_object() : json_array());
     struct kiln_gitwatch_callbacks cb = {.on_push = on_push, .on_error = on_error, .ctx = g};

@@ -10,11 +10,15 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 struct mapped {
@@ -151,9 +155,143 @@ static int symbols_in(const void *data, size_t len, const struct kiln_fatbin_lis
     return KILN_OK;
 }
 
-int kiln_selftest_inspect(const char *const *paths, size_t npaths,
-                          const struct kiln_inspect_opts *opts, json_t **out,
-                          struct kiln_error *err)
+/* The file's device code: cubins and PTX by target (each once), and every
+ * entry as found. */
+static void list_targets(struct jctx *c, json_t *f, const struct kiln_fatbin_list *l)
+{
+    json_t *cubins = json_array(), *ptx = json_array(), *entries = json_array();
+    jset(c, f, "cubins", cubins);
+    jset(c, f, "ptx", ptx);
+    jset(c, f, "entries", entries);
+    jset(c, f, "containers", json_integer(l->containers));
+    char t[32];
+    for (size_t k = 0; k < l->n && cubins && ptx && entries; k++) {
+        const struct kiln_fatbin_entry *en = &l->v[k];
+        kiln_fatbin_entry_target(en, t, sizeof t);
+        jpush(c, entries, entry_json(c, en));
+        int dup = 0;
+        for (size_t j = 0; j < k; j++)
+            dup |= l->v[j].kind == en->kind && l->v[j].sm == en->sm && l->v[j].suffix == en->suffix;
+        if (dup) continue;
+        if (en->kind == KILN_FB_CUBIN) {
+            jpush(c, cubins, jstr(c, t));
+        } else if (en->kind == KILN_FB_PTX) {
+            char isa[32];
+            snprintf(isa, sizeof isa, "%u.%u", en->major, en->minor);
+            jpush(c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
+        }
+    }
+}
+
+/* Can the file's code run on o->expect_sm? 1 yes, 0 no (reason added). */
+static int file_runs_on(struct jctx *c, json_t *f, const struct kiln_fatbin_list *l,
+                        const struct kiln_inspect_opts *o, const char *path, json_t *reasons)
+{
+    char how[96] = "";
+    struct kiln_error se;
+    kiln_error_clear(&se);
+    int src = kiln_fatbin_check_sm(l, o->expect_sm, how, sizeof how, &se);
+    json_t *x = json_object();
+    jset(c, f, "expect_sm", x);
+    if (x) {
+        jset(c, x, "sm", json_integer(o->expect_sm));
+        jset(c, x, "ok", json_boolean(src == KILN_OK));
+        jset(c, x, src == KILN_OK ? "how" : "reason", jstr(c, src == KILN_OK ? how : se.msg));
+    }
+    if (src == KILN_OK) return 1;
+    add_reason(c, reasons, "%s: %s", path, se.msg);
+    return 0;
+}
+
+/* What inspect_files() tells whoever watches it (inspect_isolated()). */
+struct inspect_watch {
+    int progress_fd; /* "F<index>\n" before each file is opened */
+    void (*hook)(const char *path, void *arg);
+    void *hook_arg;
+};
+
+/* One file into f: 1 passed, 0 failed (reasons added), KILN_ENOMEM.
+ * found/match collect the expected symbols across files; w (may be NULL)
+ * gets its hook called once the file is mapped. */
+static int inspect_file(struct jctx *c, json_t *f, const char *path,
+                        const struct kiln_inspect_opts *o, const struct inspect_watch *w,
+                        int *found, char **match, json_t *reasons, int *any_device)
+{
+    jset(c, f, "file", jstr(c, path));
+    struct mapped m;
+    struct kiln_error fe;
+    kiln_error_clear(&fe);
+    int frc = map_file(path, &m, &fe);
+    if (frc == KILN_OK && w && w->hook) w->hook(path, w->hook_arg);
+    struct kiln_fatbin_list l;
+    memset(&l, 0, sizeof l);
+    if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
+    if (frc != KILN_OK) {
+        jset(c, f, "ok", json_false());
+        jset(c, f, "error", jstr(c, fe.msg));
+        add_reason(c, reasons, "%s: %s", path, fe.msg);
+        unmap_file(&m);
+        return 0;
+    }
+    int fok = 1;
+    list_targets(c, f, &l);
+    if (l.n) *any_device = 1;
+    if (o->expect_sm && l.n) fok &= file_runs_on(c, f, &l, o, path, reasons);
+    if (o->nsymbols) {
+        struct kiln_error ye;
+        kiln_error_clear(&ye);
+        int yrc = symbols_in(m.data, m.len, &l, o, found, match, &ye);
+        if (yrc == KILN_ENOMEM) {
+            kiln_fatbin_list_free(&l);
+            unmap_file(&m);
+            return KILN_ENOMEM;
+        }
+        if (yrc) {
+            fok = 0;
+            jset(c, f, "error", jstr(c, ye.msg));
+            add_reason(c, reasons, "%s: symbol table: %s", path, ye.msg);
+        }
+    }
+    jset(c, f, "ok", json_boolean(fok));
+    kiln_fatbin_list_free(&l);
+    unmap_file(&m);
+    return fok;
+}
+
+/* doc.symbols: which expected symbols were found where, which are missing.
+ * 1 when all were found, else 0 (reason added). */
+static int symbols_report(struct jctx *c, json_t *doc, const struct kiln_inspect_opts *o,
+                          const int *found, char *const *match, json_t *reasons)
+{
+    json_t *sy = json_object(), *fo = json_object(), *mi = json_array();
+    jset(c, doc, "symbols", sy);
+    if (sy) {
+        jset(c, sy, "found", fo);
+        jset(c, sy, "missing", mi);
+    }
+    int sok = 1;
+    char missing[KILN_ERR_MSG_MAX] = "";
+    size_t ml = 0;
+    for (size_t k = 0; k < o->nsymbols && fo && mi; k++) {
+        if (found[k]) {
+            jset(c, fo, o->symbols[k], jstr(c, match[k]));
+        } else {
+            sok = 0;
+            jpush(c, mi, jstr(c, o->symbols[k]));
+            if (ml < sizeof missing)
+                ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s", ml ? ", " : "",
+                                       o->symbols[k]);
+        }
+    }
+    if (sy) jset(c, sy, "ok", json_boolean(sok));
+    if (!sok)
+        add_reason(c, reasons, "expected symbols missing (no defined symbol matches): %s", missing);
+    return sok;
+}
+
+static int inspect_files(const char *const *paths, size_t npaths,
+                         const struct kiln_inspect_opts *opts, const struct inspect_watch *w,
+                         json_t **out, struct kiln_error *err)
 {
     *out = NULL;
     if (npaths == 0) return kiln_fail(err, KILN_EINVAL, "no files to inspect");
@@ -172,85 +310,16 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
         json_t *f = json_object();
         jpush(&c, files, f);
         if (!f) break;
-        jset(&c, f, "file", jstr(&c, paths[i]));
-        struct mapped m;
-        struct kiln_error fe;
-        kiln_error_clear(&fe);
-        int frc = map_file(paths[i], &m, &fe);
-        struct kiln_fatbin_list l;
-        memset(&l, 0, sizeof l);
-        if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
-        if (frc != KILN_OK) {
-            ok = 0;
-            jset(&c, f, "ok", json_false());
-            jset(&c, f, "error", jstr(&c, fe.msg));
-            add_reason(&c, reasons, "%s: %s", paths[i], fe.msg);
-            unmap_file(&m);
-            continue;
+        if (w && dprintf(w->progress_fd, "F%zu\n", i) < 0) {
+            rc = kiln_fail(err, KILN_EIO, "cannot report progress: %s", strerror(errno));
+            goto out;
         }
-        int fok = 1;
-        json_t *cubins = json_array(), *ptx = json_array(), *entries = json_array();
-        jset(&c, f, "cubins", cubins);
-        jset(&c, f, "ptx", ptx);
-        jset(&c, f, "entries", entries);
-        jset(&c, f, "containers", json_integer(l.containers));
-        char t[32];
-        for (size_t k = 0; k < l.n && cubins && ptx && entries; k++) {
-            const struct kiln_fatbin_entry *en = &l.v[k];
-            kiln_fatbin_entry_target(en, t, sizeof t);
-            jpush(&c, entries, entry_json(&c, en));
-            int dup = 0;
-            for (size_t j = 0; j < k; j++)
-                dup |=
-                    l.v[j].kind == en->kind && l.v[j].sm == en->sm && l.v[j].suffix == en->suffix;
-            if (dup) continue;
-            if (en->kind == KILN_FB_CUBIN) {
-                jpush(&c, cubins, jstr(&c, t));
-            } else if (en->kind == KILN_FB_PTX) {
-                char isa[32];
-                snprintf(isa, sizeof isa, "%u.%u", en->major, en->minor);
-                jpush(&c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
-            }
+        int fok = inspect_file(&c, f, paths[i], o, w, found, match, reasons, &any_device);
+        if (fok < 0) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
         }
-        if (l.n) any_device = 1;
-        if (o->expect_sm && l.n) {
-            char how[96] = "";
-            struct kiln_error se;
-            kiln_error_clear(&se);
-            int src = kiln_fatbin_check_sm(&l, o->expect_sm, how, sizeof how, &se);
-            json_t *x = json_object();
-            jset(&c, f, "expect_sm", x);
-            if (x) {
-                jset(&c, x, "sm", json_integer(o->expect_sm));
-                jset(&c, x, "ok", json_boolean(src == KILN_OK));
-                jset(&c, x, src == KILN_OK ? "how" : "reason",
-                     jstr(&c, src == KILN_OK ? how : se.msg));
-            }
-            if (src != KILN_OK) {
-                fok = 0;
-                add_reason(&c, reasons, "%s: %s", paths[i], se.msg);
-            }
-        }
-        if (o->nsymbols) {
-            struct kiln_error ye;
-            kiln_error_clear(&ye);
-            int yrc = symbols_in(m.data, m.len, &l, o, found, match, &ye);
-            if (yrc == KILN_ENOMEM) {
-                kiln_fatbin_list_free(&l);
-                unmap_file(&m);
-                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-                goto out;
-            }
-            if (yrc) {
-                fok = 0;
-                jset(&c, f, "error", jstr(&c, ye.msg));
-                add_reason(&c, reasons, "%s: symbol table: %s", paths[i], ye.msg);
-            }
-        }
-        jset(&c, f, "ok", json_boolean(fok));
         ok &= fok;
-        kiln_fatbin_list_free(&l);
-        unmap_file(&m);
     }
     if (o->expect_sm && !any_device) {
         ok = 0;
@@ -258,34 +327,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                    "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
                    o->expect_sm);
     }
-    if (o->nsymbols) {
-        json_t *sy = json_object(), *fo = json_object(), *mi = json_array();
-        jset(&c, doc, "symbols", sy);
-        if (sy) {
-            jset(&c, sy, "found", fo);
-            jset(&c, sy, "missing", mi);
-        }
-        int sok = 1;
-        char missing[KILN_ERR_MSG_MAX] = "";
-        size_t ml = 0;
-        for (size_t k = 0; k < o->nsymbols && fo && mi; k++) {
-            if (found[k]) {
-                jset(&c, fo, o->symbols[k], jstr(&c, match[k]));
-            } else {
-                sok = 0;
-                jpush(&c, mi, jstr(&c, o->symbols[k]));
-                if (ml < sizeof missing)
-                    ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s",
-                                           ml ? ", " : "", o->symbols[k]);
-            }
-        }
-        if (sy) jset(&c, sy, "ok", json_boolean(sok));
-        if (!sok) {
-            ok = 0;
-            add_reason(&c, reasons, "expected symbols missing (no defined symbol matches): %s",
-                       missing);
-        }
-    }
+    if (o->nsymbols) ok &= symbols_report(&c, doc, o, found, match, reasons);
     jset(&c, doc, "ok", json_boolean(ok));
     jset(&c, doc, "reasons", reasons);
     reasons = NULL;
@@ -309,6 +351,177 @@ out:
     return rc;
 }
 
+int kiln_selftest_inspect(const char *const *paths, size_t npaths,
+                          const struct kiln_inspect_opts *opts, json_t **out,
+                          struct kiln_error *err)
+{
+    return inspect_files(paths, npaths, opts, NULL, out, err);
+}
+
+/* ---- inspection in a child process ----
+ *
+ * The parsers are fuzzed and bounds-checked, but a worker must not take a
+ * missed bug (or a file truncated while it is mapped: SIGBUS) for a broken
+ * machine. kiln_selftest_run() therefore inspects in a forked child that
+ * writes, over a pipe, "F<index>\n" before each file and then either
+ * "J<report JSON>" (exit 0) or "E<code> <sentence>" (exit 1, an error such
+ * as out of memory). A child killed by a signal, or still running at the
+ * timeout, becomes a failed inspection naming the file it was on.
+ * Trade-off: fork without exec from a process that may have other threads;
+ * the child only maps files, parses, and uses malloc and jansson (glibc
+ * keeps malloc usable after fork), then leaves with _exit(). */
+
+#define INSPECT_REPORT_MAX (64u << 20)
+
+static void inspect_child(const struct kiln_selftest_opts *o, int fd)
+{
+    /* Die of a fault here, where the parent sees it: a handler inherited
+     * from the parent (a test runner's longjmp, a daemon's crash report)
+     * would run the parent's code in this child instead. */
+    const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        signal(faults[i], SIG_DFL);
+    struct inspect_watch w = {fd, o->inspect_hook, o->inspect_hook_arg};
+    json_t *doc = NULL;
+    struct kiln_error e;
+    kiln_error_clear(&e);
+    int rc = inspect_files(o->inspect, o->ninspect, &o->inspect_opts, &w, &doc, &e);
+    if (rc) {
+        dprintf(fd, "E%d %s", rc, e.msg);
+        _exit(1);
+    }
+    if (dprintf(fd, "J") < 0 || json_dumpfd(doc, fd, JSON_COMPACT) != 0) _exit(1);
+    _exit(0);
+}
+
+/* Read the child's pipe to EOF or until timeout_ms; 1 if it timed out. */
+static int read_child(int fd, long timeout_ms, struct kiln_buf *b, struct kiln_error *err, int *rc)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char chunk[65536];
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (spent >= timeout_ms) return 1;
+        struct pollfd p = {fd, POLLIN, 0};
+        int n = poll(&p, 1, (int)(timeout_ms - spent));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            *rc = kiln_fail(err, KILN_EIO, "poll failed: %s", strerror(errno));
+            return 0;
+        }
+        if (n == 0) continue; /* the deadline check above ends it */
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            *rc = kiln_fail(err, KILN_EIO, "reading the inspection report: %s", strerror(errno));
+            return 0;
+        }
+        if (r == 0) return 0;
+        if (b->len + (size_t)r > INSPECT_REPORT_MAX) {
+            *rc = kiln_fail(err, KILN_ELIMIT, "the inspection report is larger than %u bytes",
+                            INSPECT_REPORT_MAX);
+            return 0;
+        }
+        if (kiln_buf_append(b, chunk, (size_t)r)) {
+            *rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+}
+
+/* The report for an inspection that did not finish: ok false, one reason. */
+static int unfinished_report(const char *file, const char *reason, int sig, json_t **out,
+                             struct kiln_error *err)
+{
+    *out =
+        json_pack("{s:b,s:[s],s:[{s:s,s:b,s:s}],s:{s:s,s:i}}", "ok", 0, "reasons", reason, "files",
+                  "file", file, "ok", 0, "error", reason, "crashed", "file", file, "signal", sig);
+    return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+static int inspect_isolated(const struct kiln_selftest_opts *o, long timeout_ms, json_t **out,
+                            struct kiln_error *err)
+{
+    *out = NULL;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot create a pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        inspect_child(o, fds[1]);
+    }
+    close(fds[1]);
+    struct kiln_buf b = {0};
+    int rc = KILN_OK;
+    int timed_out = read_child(fds[0], timeout_ms, &b, err, &rc);
+    close(fds[0]);
+    if (timed_out || rc) kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            if (!rc) rc = kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
+            break;
+        }
+    if (rc) goto out;
+    /* Which file it was on: the last "F<index>" before any J or E. */
+    const char *file = NULL, *body = NULL;
+    char kind = 0;
+    for (size_t at = 0; at < b.len && !kind;) {
+        const char *p = b.data + at;
+        if (*p == 'F') {
+            unsigned long idx = strtoul(p + 1, NULL, 10);
+            if (idx < o->ninspect) file = o->inspect[idx];
+            const char *nl = memchr(p, '\n', b.len - at);
+            at = nl ? (size_t)(nl - b.data) + 1 : b.len;
+        } else {
+            kind = *p;
+            body = p + 1;
+        }
+    }
+    size_t body_len = body ? b.len - (size_t)(body - b.data) : 0;
+    char reason[KILN_ERR_MSG_MAX];
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0 && kind == 'J') {
+        json_error_t je;
+        *out = json_loadb(body, body_len, 0, &je);
+        if (json_is_object(*out)) goto out;
+        json_decref(*out);
+        *out = NULL;
+    } else if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 1 && kind == 'E') {
+        /* "E<negative code> <sentence>", as inspect_child() writes it. */
+        char *end = NULL;
+        long code = strtol(body, &end, 10);
+        if (code < 0 && code > -1000 && end < body + body_len && *end == ' ') {
+            size_t n = body_len - (size_t)(end + 1 - body);
+            rc = kiln_fail(err, (int)code, "%.*s", (int)(n < 400 ? n : 400), end + 1);
+        } else {
+            rc = kiln_fail(err, KILN_EIO, "the inspection failed without a readable error");
+        }
+        goto out;
+    }
+    /* No report: killed by a signal, or (under ASan, which turns SIGSEGV
+     * into a report and exit status 1) exited without one. Both are a
+     * crash of the inspector on that file. */
+    const char *name = file ? file : "(before its first file)";
+    if (timed_out)
+        snprintf(reason, sizeof reason, "inspection timed out on %s after %ld s", name,
+                 timeout_ms / 1000);
+    else
+        snprintf(reason, sizeof reason, "inspection crashed on %s", name);
+    rc = unfinished_report(name, reason, WIFSIGNALED(status) ? WTERMSIG(status) : 0, out, err);
+out:
+    kiln_buf_free(&b);
+    return rc;
+}
+
 static json_t *check_json(struct jctx *c, const char *name, const char *cmd,
                           const struct kiln_check_result *r)
 {
@@ -326,6 +539,73 @@ static json_t *check_json(struct jctx *c, const char *name, const char *cmd,
     jset(c, o, "seconds", json_real(r->seconds));
     jset(c, o, "reason", r->passed ? json_null() : jstr(c, r->reason));
     return o;
+}
+
+/* Why the selftest binary failed: its own per-kernel reasons are more
+ * precise than the log classification. */
+static void binary_reasons(struct jctx *c, json_t *st, const struct kiln_check_result *r,
+                           json_t *reasons)
+{
+    json_t *ks = st ? json_object_get(st, "kernels") : NULL;
+    size_t idx;
+    json_t *k;
+    int named = 0;
+    json_array_foreach(ks, idx, k)
+    {
+        const char *status = json_string_value(json_object_get(k, "status"));
+        if (status && strcmp(status, "fail") == 0) {
+            const char *why = json_string_value(json_object_get(k, "reason"));
+            const char *kname = json_string_value(json_object_get(k, "name"));
+            add_reason(c, reasons, "selftest %s failed: %s", kname ? kname : "?",
+                       why ? why : "no reason given");
+            named++;
+        }
+    }
+    const char *fatal = st ? json_string_value(json_object_get(st, "error")) : NULL;
+    if (fatal)
+        add_reason(c, reasons, "selftest could not run: %s", fatal);
+    else if (!named)
+        add_reason(c, reasons, "selftest failed: %s", r->reason);
+}
+
+/* The selftest binary, writing its JSON report to jsontmp: doc gets
+ * selftest_run and selftest; *ok drops to 0 when it failed. */
+static int run_binary(struct jctx *c, const struct kiln_selftest_opts *o, const char *log,
+                      long timeout, char *jsontmp, json_t *doc, json_t *reasons, int *ok,
+                      struct kiln_error *err)
+{
+    size_t nextra = 0;
+    for (char *const *a = o->binary_args; a && *a; a++)
+        nextra++;
+    char **argv = calloc(nextra + 4, sizeof *argv);
+    if (!argv) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    argv[0] = (char *)o->binary;
+    argv[1] = (char *)"--json-file";
+    argv[2] = jsontmp;
+    for (size_t i = 0; i < nextra; i++)
+        argv[3 + i] = o->binary_args[i];
+    struct kiln_check_spec spec = {.name = "kiln-selftest",
+                                   .argv = argv,
+                                   .timeout_ms = timeout,
+                                   .log_path = log,
+                                   .cwd = o->cwd};
+    struct kiln_check_result r;
+    int rc = kiln_check_run(&spec, &r, err);
+    free(argv);
+    if (rc) return rc;
+    jset(c, doc, "selftest_run", check_json(c, "kiln-selftest", o->binary, &r));
+    json_error_t je;
+    json_t *st = json_load_file(jsontmp, 0, &je);
+    if (st && !json_is_object(st)) {
+        json_decref(st);
+        st = NULL;
+    }
+    jset(c, doc, "selftest", st ? st : json_null());
+    if (!r.passed) {
+        *ok = 0;
+        binary_reasons(c, st, &r, reasons);
+    }
+    return KILN_OK;
 }
 
 int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct kiln_error *err)
@@ -363,64 +643,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         }
         close(fd);
         have_jsontmp = 1;
-        size_t nextra = 0;
-        for (char *const *a = o->binary_args; a && *a; a++)
-            nextra++;
-        char **argv = calloc(nextra + 4, sizeof *argv);
-        if (!argv) {
-            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-            goto out;
-        }
-        argv[0] = (char *)o->binary;
-        argv[1] = (char *)"--json-file";
-        argv[2] = jsontmp;
-        for (size_t i = 0; i < nextra; i++)
-            argv[3 + i] = o->binary_args[i];
-        struct kiln_check_spec spec = {.name = "kiln-selftest",
-                                       .argv = argv,
-                                       .timeout_ms = timeout,
-                                       .log_path = log,
-                                       .cwd = o->cwd};
-        struct kiln_check_result r;
-        rc = kiln_check_run(&spec, &r, err);
-        free(argv);
-        if (rc) goto out;
-        json_t *run = check_json(&c, "kiln-selftest", o->binary, &r);
-        jset(&c, doc, "selftest_run", run);
-        json_error_t je;
-        json_t *st = json_load_file(jsontmp, 0, &je);
-        if (st && !json_is_object(st)) {
-            json_decref(st);
-            st = NULL;
-        }
-        jset(&c, doc, "selftest", st ? st : json_null());
-        if (!r.passed) {
-            ok = 0;
-            /* The binary's own per-kernel reasons are more precise than the
-             * log classification. */
-            json_t *ks = st ? json_object_get(st, "kernels") : NULL;
-            size_t idx;
-            json_t *k;
-            int named = 0;
-            json_array_foreach(ks, idx, k)
-            {
-                const char *status = json_string_value(json_object_get(k, "status"));
-                if (status && strcmp(status, "fail") == 0) {
-                    const char *why = json_string_value(json_object_get(k, "reason"));
-                    add_reason(&c, reasons, "selftest %s failed: %s",
-                               json_string_value(json_object_get(k, "name"))
-                                   ? json_string_value(json_object_get(k, "name"))
-                                   : "?",
-                               why ? why : "no reason given");
-                    named++;
-                }
-            }
-            const char *fatal = st ? json_string_value(json_object_get(st, "error")) : NULL;
-            if (fatal)
-                add_reason(&c, reasons, "selftest could not run: %s", fatal);
-            else if (!named)
-                add_reason(&c, reasons, "selftest failed: %s", r.reason);
-        }
+        if ((rc = run_binary(&c, o, log, timeout, jsontmp, doc, reasons, &ok, err))) goto out;
     }
     json_t *carr = checks;
     jset(&c, doc, "checks", checks);
@@ -453,7 +676,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     }
     if (o->ninspect) {
         json_t *ins = NULL;
-        rc = kiln_selftest_inspect(o->inspect, o->ninspect, &o->inspect_opts, &ins, err);
+        rc = inspect_isolated(o, timeout, &ins, err);
         if (rc) goto out;
         if (!json_is_true(json_object_get(ins, "ok"))) {
             ok = 0;

@@ -17,6 +17,23 @@ static int add_field(json_t *fields, const char *a, const char *b)
     return json_array_append_new(fields, json_string(path));
 }
 
+/* Keys of object field k that differ between o and n, as "k.key". */
+static int fields_in(const char *k, json_t *ov, json_t *nv, json_t *fields)
+{
+    const char *k2;
+    json_t *v2;
+    json_object_foreach(ov, k2, v2)
+    {
+        if (!json_equal(v2, json_object_get(nv, k2)) && add_field(fields, k, k2))
+            return KILN_ENOMEM;
+    }
+    json_object_foreach(nv, k2, v2)
+    {
+        if (!json_object_get(ov, k2) && add_field(fields, k, k2)) return KILN_ENOMEM;
+    }
+    return 0;
+}
+
 /* Differences between two variant objects as dotted field paths. */
 static int fields_of(const json_t *o, const json_t *n, json_t *fields)
 {
@@ -27,17 +44,7 @@ static int fields_of(const json_t *o, const json_t *n, json_t *fields)
         json_t *nv = json_object_get(n, k);
         if (json_equal(ov, nv)) continue;
         if (json_is_object(ov) && json_is_object(nv)) {
-            const char *k2;
-            json_t *v2;
-            json_object_foreach(ov, k2, v2)
-            {
-                if (!json_equal(v2, json_object_get(nv, k2)) && add_field(fields, k, k2))
-                    return KILN_ENOMEM;
-            }
-            json_object_foreach(nv, k2, v2)
-            {
-                if (!json_object_get(ov, k2) && add_field(fields, k, k2)) return KILN_ENOMEM;
-            }
+            if (fields_in(k, ov, nv, fields)) return KILN_ENOMEM;
         } else if (add_field(fields, k, NULL)) {
             return KILN_ENOMEM;
         }

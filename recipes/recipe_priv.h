@@ -1,6 +1,17 @@
 /* recipe_priv.h - private to recipes/: the marked YAML node tree, the arena
- * and the diagnostics list shared by recipe_yaml.c and recipe.c. Other
- * modules use recipe.h only. */
+ * and the diagnostics list that every stage of the recipe module shares.
+ * Other modules use recipe.h only.
+ *
+ * The module, one stage per file, each feeding the next:
+ *   recipe_yaml.c     YAML text -> node tree with line:col (this header)
+ *   recipe_compile.c  node tree -> checked struct recipe (recipe_compile.h)
+ *   recipe_cond.c     conditions: compiled with the recipe, tested per
+ *                     variant (recipe_cond.h)
+ *   recipe_expand.c   recipe -> variants of one branch (recipe_expand.h)
+ *   recipe_deps.c     dependencies between variants, cycles (recipe_deps.h)
+ *   recipe.c          the entry points of recipe.h; problems -> errors
+ *   recipe_diff.c     two expansions compared (recipe.h only)
+ */
 #ifndef KILN_RECIPE_PRIV_H
 #define KILN_RECIPE_PRIV_H
 

@@ -1,7 +1,7 @@
-/* recipe_yaml.c - the first half of recipes: libyaml events -> a node tree
+/* recipe_yaml.c - the first stage of recipes: libyaml events -> a node tree
  * that remembers line:column of every node, with the size, nesting and alias
  * limits of recipe.h; plus the arena, diagnostics and small helpers the
- * compiler/expander (recipe.c) shares. Everything here is static to the
+ * compiler and expander share. Everything here is static to the
  * recipes module and reached through recipe_priv.h. */
 #include "recipes/recipe_priv.h"
 
@@ -278,6 +278,111 @@ static char *ld_anchor_name(struct loader *L, const yaml_char_t *a)
     return ar_strndup(L->a, (const char *)a, strlen((const char *)a));
 }
 
+static int ld_syntax_error(struct diags *d, const yaml_parser_t *p)
+{
+    int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
+    if (p->error == YAML_MEMORY_ERROR)
+        return dg_add(d, KILN_ENOMEM, line, col, "out of memory while reading YAML");
+    if (p->context)
+        return dg_add(d, KILN_EPARSE, line, col, "YAML syntax error: %s %s (line %d)",
+                      p->problem ? p->problem : "malformed input", p->context,
+                      (int)p->context_mark.line + 1);
+    return dg_add(d, KILN_EPARSE, line, col, "YAML syntax error: %s",
+                  p->problem ? p->problem : "malformed input");
+}
+
+static int ld_scalar(struct loader *L, const yaml_event_t *ev, int line, int col)
+{
+    struct node *n = ar_alloc(L->a, sizeof(*n));
+    char *s =
+        n ? ar_strndup(L->a, (const char *)ev->data.scalar.value, ev->data.scalar.length) : NULL;
+    if (!s) return KILN_ENOMEM;
+    n->kind = N_SCALAR;
+    n->line = line;
+    n->col = col;
+    n->s = s;
+    n->len = ev->data.scalar.length;
+    n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    /* A merge key is a key position in a mapping with "<<". */
+    if (n->plain && n->len == 2 && !memcmp(n->s, "<<", 2) && L->depth > 0 &&
+        L->stack[L->depth - 1].n->kind == N_MAP && L->stack[L->depth - 1].count % 2 == 0)
+        return dg_add(L->d, KILN_EINVAL, line, col,
+                      "YAML merge keys (<<) are not supported in recipes; put shared "
+                      "values in the recipe's attrs (defaults) or in a rule");
+    n->style = (int)ev->data.scalar.style;
+    n->weight = 1;
+    if (ev->data.scalar.anchor) {
+        char *an = ld_anchor_name(L, ev->data.scalar.anchor);
+        if (!an || ld_add_anchor(L, an, n)) return KILN_ENOMEM;
+    }
+    return ld_attach(L, n, line, col);
+}
+
+/* A sequence or mapping starts: push a frame that collects its children. */
+static int ld_open(struct loader *L, const yaml_event_t *ev, int line, int col)
+{
+    if (L->depth >= KILN_RECIPE_MAX_DEPTH)
+        return dg_add(L->d, KILN_ELIMIT, line, col,
+                      "YAML nesting is deeper than %d levels, more than a recipe needs",
+                      KILN_RECIPE_MAX_DEPTH);
+    struct node *n = ar_alloc(L->a, sizeof(*n));
+    if (!n) return KILN_ENOMEM;
+    n->kind = ev->type == YAML_MAPPING_START_EVENT ? N_MAP : N_SEQ;
+    n->line = line;
+    n->col = col;
+    n->weight = 1;
+    struct frame *f = &L->stack[L->depth++];
+    memset(f, 0, sizeof(*f));
+    f->n = n;
+    const yaml_char_t *an = ev->type == YAML_MAPPING_START_EVENT ? ev->data.mapping_start.anchor
+                                                                 : ev->data.sequence_start.anchor;
+    if (an) {
+        f->anchor = ld_anchor_name(L, an);
+        if (!f->anchor) return KILN_ENOMEM;
+    }
+    return 0;
+}
+
+/* A sequence or mapping ends: its children become an array, and the node
+ * joins its parent. */
+static int ld_close(struct loader *L)
+{
+    struct frame *f = &L->stack[--L->depth];
+    struct node *n = f->n;
+    n->n = f->count;
+    if (f->count) {
+        n->kids = ar_alloc(L->a, f->count * sizeof(*n->kids));
+        if (!n->kids) return KILN_ENOMEM;
+        size_t i = 0;
+        for (struct slot *s = f->first; s; s = s->next)
+            n->kids[i++] = s->n;
+    }
+    if (n->kind == N_MAP) n->n /= 2;
+    /* Anchors are registered at the end, so an alias inside its own
+     * anchored node is "undefined" instead of a cycle. */
+    if (f->anchor && ld_add_anchor(L, f->anchor, n)) return KILN_ENOMEM;
+    /* The frame's weight was counted child by child; attach only
+     * adds the node itself to the document total. */
+    size_t w = n->weight;
+    n->weight = 1;
+    int rc = ld_attach(L, n, n->line, n->col);
+    n->weight = w;
+    if (rc == 0 && L->depth > 0) L->stack[L->depth - 1].n->weight += w - 1;
+    return rc;
+}
+
+static int ld_alias(struct loader *L, const yaml_event_t *ev, int line, int col)
+{
+    const char *name = (const char *)ev->data.alias.anchor;
+    struct node *t = NULL;
+    for (size_t i = 0; i < L->nanchors; i++)
+        if (strcmp(L->anchors[i].name, name) == 0) t = L->anchors[i].n;
+    if (!t)
+        return dg_add(L->d, KILN_EINVAL, line, col, "alias *%s names no anchor defined before it",
+                      name);
+    return ld_attach(L, t, line, col);
+}
+
 int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, struct node **root)
 {
     *root = NULL;
@@ -298,16 +403,7 @@ int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, st
     while (!done && rc == 0) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
-            int line = (int)p.problem_mark.line + 1, col = (int)p.problem_mark.column + 1;
-            if (p.error == YAML_MEMORY_ERROR)
-                rc = dg_add(d, KILN_ENOMEM, line, col, "out of memory while reading YAML");
-            else if (p.context)
-                rc = dg_add(d, KILN_EPARSE, line, col, "YAML syntax error: %s %s (line %d)",
-                            p.problem ? p.problem : "malformed input", p.context,
-                            (int)p.context_mark.line + 1);
-            else
-                rc = dg_add(d, KILN_EPARSE, line, col, "YAML syntax error: %s",
-                            p.problem ? p.problem : "malformed input");
+            rc = ld_syntax_error(d, &p);
             break;
         }
         int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
@@ -319,113 +415,20 @@ int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, st
             if (++docs > 1)
                 rc = dg_add(d, KILN_EINVAL, line, col, "a recipe file holds one YAML document");
             break;
-        case YAML_SCALAR_EVENT: {
-            struct node *n = ar_alloc(a, sizeof(*n));
-            char *s =
-                n ? ar_strndup(a, (const char *)ev.data.scalar.value, ev.data.scalar.length) : NULL;
-            if (!s) {
-                rc = KILN_ENOMEM;
-                break;
-            }
-            n->kind = N_SCALAR;
-            n->line = line;
-            n->col = col;
-            n->s = s;
-            n->len = ev.data.scalar.length;
-            n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-            /* A merge key is a key position in a mapping with "<<". */
-            if (n->plain && n->len == 2 && !memcmp(n->s, "<<", 2) && L.depth > 0 &&
-                L.stack[L.depth - 1].n->kind == N_MAP && L.stack[L.depth - 1].count % 2 == 0) {
-                rc = dg_add(d, KILN_EINVAL, line, col,
-                            "YAML merge keys (<<) are not supported in recipes; put shared "
-                            "values in the recipe's attrs (defaults) or in a rule");
-                break;
-            }
-            n->style = (int)ev.data.scalar.style;
-            n->weight = 1;
-            if (ev.data.scalar.anchor) {
-                char *an = ld_anchor_name(&L, ev.data.scalar.anchor);
-                if (!an || ld_add_anchor(&L, an, n)) {
-                    rc = KILN_ENOMEM;
-                    break;
-                }
-            }
-            rc = ld_attach(&L, n, line, col);
+        case YAML_SCALAR_EVENT:
+            rc = ld_scalar(&L, &ev, line, col);
             break;
-        }
         case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT: {
-            if (L.depth >= KILN_RECIPE_MAX_DEPTH) {
-                rc = dg_add(d, KILN_ELIMIT, line, col,
-                            "YAML nesting is deeper than %d levels, more than a recipe needs",
-                            KILN_RECIPE_MAX_DEPTH);
-                break;
-            }
-            struct node *n = ar_alloc(a, sizeof(*n));
-            if (!n) {
-                rc = KILN_ENOMEM;
-                break;
-            }
-            n->kind = ev.type == YAML_MAPPING_START_EVENT ? N_MAP : N_SEQ;
-            n->line = line;
-            n->col = col;
-            n->weight = 1;
-            struct frame *f = &L.stack[L.depth++];
-            memset(f, 0, sizeof(*f));
-            f->n = n;
-            const yaml_char_t *an = ev.type == YAML_MAPPING_START_EVENT
-                                        ? ev.data.mapping_start.anchor
-                                        : ev.data.sequence_start.anchor;
-            if (an) {
-                f->anchor = ld_anchor_name(&L, an);
-                if (!f->anchor) rc = KILN_ENOMEM;
-            }
+        case YAML_MAPPING_START_EVENT:
+            rc = ld_open(&L, &ev, line, col);
             break;
-        }
         case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT: {
-            struct frame *f = &L.stack[--L.depth];
-            struct node *n = f->n;
-            n->n = f->count;
-            if (f->count) {
-                n->kids = ar_alloc(a, f->count * sizeof(*n->kids));
-                if (!n->kids) {
-                    rc = KILN_ENOMEM;
-                    break;
-                }
-                size_t i = 0;
-                for (struct slot *s = f->first; s; s = s->next)
-                    n->kids[i++] = s->n;
-            }
-            if (n->kind == N_MAP) n->n /= 2;
-            /* Anchors are registered at the end, so an alias inside its own
-             * anchored node is "undefined" instead of a cycle. */
-            if (f->anchor && ld_add_anchor(&L, f->anchor, n)) {
-                rc = KILN_ENOMEM;
-                break;
-            }
-            /* The frame's weight was counted child by child; attach only
-             * adds the node itself to the document total. */
-            size_t w = n->weight;
-            n->weight = 1;
-            rc = ld_attach(&L, n, n->line, n->col);
-            n->weight = w;
-            if (rc == 0 && L.depth > 0) L.stack[L.depth - 1].n->weight += w - 1;
+        case YAML_MAPPING_END_EVENT:
+            rc = ld_close(&L);
             break;
-        }
-        case YAML_ALIAS_EVENT: {
-            const char *name = (const char *)ev.data.alias.anchor;
-            struct node *t = NULL;
-            for (size_t i = 0; i < L.nanchors; i++)
-                if (strcmp(L.anchors[i].name, name) == 0) t = L.anchors[i].n;
-            if (!t) {
-                rc = dg_add(d, KILN_EINVAL, line, col,
-                            "alias *%s names no anchor defined before it", name);
-                break;
-            }
-            rc = ld_attach(&L, t, line, col);
+        case YAML_ALIAS_EVENT:
+            rc = ld_alias(&L, &ev, line, col);
             break;
-        }
         default:
             break;
         }
@@ -443,6 +446,20 @@ int yaml_load(struct arena *a, struct diags *d, const char *text, size_t len, st
 
 /* ---------- marks inside scalars ---------- */
 
+/* Line:column (1-based) of byte off of src. */
+static void line_col_at(const char *src, size_t off, int *line, int *col)
+{
+    int ll = 1;
+    size_t ls = 0;
+    for (size_t k = 0; k < off; k++)
+        if (src[k] == '\n') {
+            ll++;
+            ls = k + 1;
+        }
+    *line = ll;
+    *col = (int)(off - ls) + 1;
+}
+
 void scalar_pos(const char *src, size_t srclen, const struct node *n, const char *needle, int *line,
                 int *col)
 {
@@ -459,33 +476,22 @@ void scalar_pos(const char *src, size_t srclen, const struct node *n, const char
         if (src[i] == '\n') l++;
         i++;
     }
-    size_t start = i;
     size_t c = 1;
     while (i < srclen && c < (size_t)n->col && src[i] != '\n') {
         i++;
         c++;
     }
     size_t nl = strlen(needle);
-    size_t limit = srclen;
     /* Do not wander more than a few hundred lines past the scalar. */
     int lines = 0;
-    for (size_t j = i; j + nl <= limit; j++) {
+    for (size_t j = i; j + nl <= srclen; j++) {
         if (src[j] == '\n') {
             if (++lines > 400) break;
             continue;
         }
         if (memcmp(src + j, needle, nl) == 0) {
-            int ll = 1;
-            size_t ls = 0;
-            for (size_t k = 0; k < j; k++)
-                if (src[k] == '\n') {
-                    ll++;
-                    ls = k + 1;
-                }
-            *line = ll;
-            *col = (int)(j - ls) + 1;
+            line_col_at(src, j, line, col);
             return;
         }
     }
-    (void)start;
 }

@@ -10,24 +10,17 @@
  * feeds them to a fresh placer to prove the decisions are the placer's. */
 #include "server/dispatch.h"
 
+#include "common/clock.h"
 #include "common/isa.h"
 #include "scheduler/trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Runnable items read per pass: jobs.c returns the head of each resource
  * class (8 per class), so this bounds classes x 8, not the queue. */
 #define MAX_CANDIDATES 1024
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Item keys: (job, stage) as one sortable integer. */
 static int64_t ikey(int64_t job, int stage)
@@ -509,7 +502,7 @@ void kiln_dispatch_reason_once(struct kiln_jobs *j, json_t *job, char *out, size
     size_t n;
     snprintf(out, outlen, "waiting for a worker");
     if (!feed_init(&f, j, &pol, &pol, NULL, NULL) &&
-        !feed_pass(&f, now_s(), NULL, 0, &as, &n, NULL))
+        !feed_pass(&f, kiln_clock_wall(), NULL, 0, &as, &n, NULL))
         job_reason(&f, json_integer_value(json_object_get(job, "id")), out, outlen);
     feed_fini(&f);
 }
@@ -603,7 +596,7 @@ static void on_wake(uv_timer_t *t);
 static void arm_wakeup(struct kiln_dispatch *d)
 {
     if (d->closing || !d->head) return;
-    double now = now_s();
+    double now = kiln_clock_wall();
     double t = kiln_jobs_next_wakeup(d->j, now);
     if (t <= 0) return;
     double ms = (t - now) * 1000.0 + 5;
@@ -624,7 +617,7 @@ static void run_pass(struct kiln_dispatch *d)
     const struct kiln_assignment *as;
     size_t n = 0;
     struct kiln_error err = {0};
-    if (feed_pass(&d->feed, now_s(), ask, nask, &as, &n, &err)) {
+    if (feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err)) {
         /* The placer and the glue's key sets may disagree now: start over
          * from the store (the trace gets a new policy line: a reset). */
         struct kiln_policy runs;
@@ -853,7 +846,7 @@ void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
         const struct kiln_assignment *as;
         size_t n;
         struct kiln_error err = {0};
-        if (feed_pass(&d->feed, now_s(), NULL, 0, &as, &n, &err)) {
+        if (feed_pass(&d->feed, kiln_clock_wall(), NULL, 0, &as, &n, &err)) {
             snprintf(out, outlen, "waiting for a worker");
             return;
         }

@@ -1,9 +1,12 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "server/serve.h"
 
+#include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
+#include "server/logquota.h"
 #include "state/registry.h"
 
 #include <errno.h>
@@ -12,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-double kiln_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 void kiln_serve_config_defaults(struct kiln_serve_config *c)
 {
@@ -37,6 +33,11 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->max_log_bytes = 4LL << 30;
     c->max_body_bytes = 8u << 20;
     c->max_header_bytes = 16u << 10;
+    c->max_connections_per_client = 128;
+    c->max_streams = 256;
+    c->max_lease_waits = 1024;
+    c->log_quota_bytes = 64LL << 30;
+    c->log_retention_days = 90;
     c->log_level = KILN_LOG_INFO;
 }
 
@@ -46,23 +47,21 @@ void kiln_serve_config_free(struct kiln_serve_config *c)
     c->raw = NULL;
 }
 
+/* Config keys are named "config: <key>" in errors; the checks themselves
+ * are common/json_field's. */
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
-    if (!json_is_string(v) || json_string_length(v) >= n)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a string shorter than %zu bytes",
-                         key, n);
-    snprintf(out, n, "%s", json_string_value(v));
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_strcpy(v, name, out, n, err);
 }
 
 static int cfg_num(json_t *v, const char *key, double lo, double hi, double *out,
                    struct kiln_error *err)
 {
-    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a number from %g to %g", key, lo,
-                         hi);
-    *out = json_number_value(v);
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_number(v, name, lo, hi, out, err);
 }
 
 int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct kiln_error *err)
@@ -127,6 +126,21 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             if (!(rc = cfg_num(v, k, 1024, 1e13, &d, err))) c->max_log_bytes = (int64_t)d;
         } else if (!strcmp(k, "max_body_bytes")) {
             if (!(rc = cfg_num(v, k, 1024, 1e10, &d, err))) c->max_body_bytes = (size_t)d;
+        } else if (!strcmp(k, "max_connections_per_client")) { /* issue 16 */
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err)))
+                c->max_connections_per_client = (unsigned)d;
+        } else if (!strcmp(k, "header_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 600000, &d, err))) c->header_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "body_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 3600000, &d, err))) c->body_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "log_quota_bytes")) {
+            if (!(rc = cfg_num(v, k, 0, 1e15, &d, err))) c->log_quota_bytes = (int64_t)d;
+        } else if (!strcmp(k, "log_retention_days")) {
+            rc = cfg_num(v, k, 0, 36500, &c->log_retention_days, err);
+        } else if (!strcmp(k, "max_streams")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_streams = (unsigned)d;
+        } else if (!strcmp(k, "max_lease_waits")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_lease_waits = (unsigned)d;
         } else {
             known = 0;
             for (const char **f = foreign; *f; f++)
@@ -167,7 +181,8 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
              attempt > 0 ? "\n" : "", (long long)(attempt + 1),
              !strcmp(state, "built") ? "test" : "build", w.name);
     if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) return rc;
-    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_now(), lease, err);
+    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
+                         err);
     if (rc == KILN_OK) {
         kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)job_id,
                  (long long)(attempt + 1), w.name);
@@ -187,7 +202,7 @@ static void default_publish(struct kiln_server *srv, int64_t job, void *ctx)
 int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,
                             json_t *artifact, struct kiln_error *err)
 {
-    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_now(), err);
+    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_clock_wall(), err);
     if (rc) return rc;
     kiln_logs_finish(srv->logs, job);
     kiln_serve_changed(srv);
@@ -201,7 +216,7 @@ static void start_publishes(struct kiln_server *s)
     if (kiln_jobs_in_state(&s->jobs, "tested", ids, 64, &n, NULL)) return;
     for (int i = 0; i < n; i++) {
         struct kiln_error err = {0};
-        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_now(), &err)) continue;
+        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_clock_wall(), &err)) continue;
         kiln_events_notify(s->events);
         if (s->publish)
             s->publish(s, ids[i], s->publish_ctx);
@@ -253,10 +268,24 @@ int kiln_serve_job_is_final(void *ctx, int64_t job)
     return kiln_job_state_final(state);
 }
 
+static void enforce_log_quota(struct kiln_server *s, double now)
+{
+    struct kiln_error err = {0};
+    int removed = 0;
+    if (kiln_logquota_enforce(s->st, s->logs, s->cfg.log_quota_bytes,
+                              s->cfg.log_retention_days * 86400.0, now, &s->log_total, &removed,
+                              &err))
+        kiln_log(&s->log, KILN_LOG_WARN, "log quota: %s", err.msg);
+    else if (removed)
+        kiln_log(&s->log, KILN_LOG_INFO,
+                 "log quota: removed %d finished job log(s); %lld bytes kept", removed,
+                 (long long)s->log_total);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     struct kiln_error err = {0};
     int n = 0, changed = 0;
     /* A worker blocked in a lease long-poll is alive. */
@@ -277,6 +306,7 @@ static void on_tick(uv_timer_t *t)
     }
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
+    if (s->ticks % 60 == 1) enforce_log_quota(s, now);
     if (changed) {
         kiln_logs_finish_if(s->logs, kiln_serve_job_is_final, s);
         kiln_serve_changed(s);
@@ -312,7 +342,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->cfg = *c;
     s->log.min = c->log_level;
     s->log.component = "serve";
-    s->started_at = kiln_now();
+    s->started_at = kiln_clock_wall();
     char addr[96];
     int port = 0;
     int rc = parse_listen(c->listen, addr, sizeof addr, &port, err);
@@ -328,7 +358,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->jobs.policy.backoff_base_s = c->backoff_base_s;
     s->jobs.policy.backoff_max_s = c->backoff_max_s;
     s->jobs.policy.lease_ack_s = c->lease_ack_s;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     /* Recovery: workers get lost_after_s to reconnect and re-attach their
      * running jobs; interrupted publishes go back to waiting (idempotent). */
     if ((rc = kiln_registry_grace(&s->jobs, now, err)) ||
@@ -348,7 +378,10 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->jobs.wait_reason = kiln_dispatch_wait_reason;
     s->jobs.wait_ctx = s->dispatch;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
-                                   .max_body_bytes = c->max_body_bytes};
+                                   .max_body_bytes = c->max_body_bytes,
+                                   .max_connections_per_client = c->max_connections_per_client,
+                                   .header_timeout_ms = c->header_timeout_ms,
+                                   .body_timeout_ms = c->body_timeout_ms};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
     struct kiln_http_callbacks cb = {
         .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};

@@ -44,6 +44,11 @@ struct kiln_jobs {
     struct kiln_jobs_policy policy;
     kiln_wait_reason_fn wait_reason; /* optional */
     void *wait_ctx;
+    /* Optional (issue 17): for a leased job that its executor has not
+     * started yet (a Slurm job still pending), the executor's sentence;
+     * "" = it runs. */
+    kiln_wait_reason_fn exec_reason;
+    void *exec_ctx;
 };
 
 void kiln_jobs_init(struct kiln_jobs *j, struct kiln_store *st);
@@ -71,6 +76,11 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *ou
  * first within this batch, then to the newest job of that name on the same
  * branch. A recipe batch (supersede=1) supersedes older waiting jobs of the
  * same name and branch. *ids_out = array of the new ids. */
+/* supersede: 0 none; KILN_SUPERSEDE_OWN: older live jobs of the same name,
+ * branch and owner (each job's optional "owner", a token id; none = the
+ * server); KILN_SUPERSEDE_ANY: whoever owns them (an admin's submission). */
+#define KILN_SUPERSEDE_OWN 1
+#define KILN_SUPERSEDE_ANY 2
 int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
                      struct kiln_error *err);
 
@@ -156,10 +166,6 @@ int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int
 
 /* After a restart: interrupted publishes go back to tested. */
 int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err);
-
-/* 1 if a job of that name exists on branch (not cancelled/superseded): the
- * git watcher keeps such dependencies and drops ones kiln never built. */
-int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch);
 
 /* 1 if state is final (succeeded, failed, cancelled, superseded). */
 int kiln_job_state_final(const char *state);

@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/httpc.h"
+#include "common/token.h"
 #include "workers/limits.h"
 #include "workers/proc.h"
 
@@ -38,6 +39,7 @@ extern char **environ;
 #define BACKOFF_MAX_MS 10000
 #define CANCEL_HB_MS 1500 /* heartbeat at least this often while jobs run */
 #define HARD_EXIT_MS 10000
+#define MAX_BATCH_LEASE 16 /* jobs one lease answer may carry (?max=N) */
 
 enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
 
@@ -101,6 +103,13 @@ struct agent {
     uv_signal_t sigterm, sigint;
     long worker_id;
     int registered;
+    /* The credential the server issued at registration (docs/API.md): every
+     * call after registering uses it, and so does registering again, which
+     * proves this is the same worker. "" = none yet: the configured token
+     * (a registration token) is used. Kept in cred_path across restarts. */
+    char credential[KILN_TOKEN_LEN];
+    char cred_path[PATH_MAX]; /* "" = not kept */
+    int cred_used;            /* the last register request carried it */
     int backoff_ms;
     int backoff_pending;
     int heartbeat_s;
@@ -119,9 +128,11 @@ struct agent {
     char name[128];
     char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
     char selftest_dir[PATH_MAX]; /* "" = none found */
+    int step;                    /* step mode: one preset lease, then exit */
 };
 
 static void pump(struct agent *a);
+static void step_explain_oom(struct ajob *j);
 
 static uint64_t now_ns(void)
 {
@@ -202,6 +213,9 @@ static struct req *req_new(struct agent *a, enum chan_id ch, const char *method,
 static int req_submit(struct req *r)
 {
     struct agent *a = r->a;
+    /* The channel is idle, so no thread reads its token while it changes. */
+    snprintf(a->http[r->ch].token, sizeof a->http[r->ch].token, "%s",
+             a->credential[0] ? a->credential : a->cfg->token);
     a->busy[r->ch] = 1;
     int e = uv_queue_work(&a->loop, &r->w, req_work, req_after);
     if (e) {
@@ -229,7 +243,8 @@ static void lost_connection(struct agent *a, const char *why)
 {
     if (a->registered)
         kiln_log(a->lg, KILN_LOG_WARN, "lost the server (%s); reconnecting with backoff", why);
-    a->registered = 0;
+    /* A step has no registration of its own: it only retries its calls. */
+    if (!a->step) a->registered = 0;
     if (a->backoff_pending) return;
     a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (a->backoff_ms > BACKOFF_MAX_MS) a->backoff_ms = BACKOFF_MAX_MS;
@@ -395,6 +410,7 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     j->res = *res;
     read_job_report(a, j);
     read_selftest_doc(a, j);
+    if (a->step) step_explain_oom(j);
     char peak[32];
     kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
@@ -587,6 +603,64 @@ static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const
     return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
 }
 
+/* Step mode: the cluster decided the cores and the GPU; the job sees those
+ * (NIX_BUILD_CORES = the cores Slurm granted), not the lease's numbers. */
+static void step_grant(struct ajob *j)
+{
+    const char *c = getenv("SLURM_CPUS_PER_TASK");
+    if (!c) c = getenv("SLURM_CPUS_ON_NODE");
+    char *e;
+    long v = c ? strtol(c, &e, 10) : 0;
+    if (c && !*e && v > 0 && v < 100000) j->cores = (int)v;
+    const char *g = getenv("CUDA_VISIBLE_DEVICES");
+    if (j->gpu_index >= 0 && g) {
+        v = strtol(g, &e, 10);
+        if (!*e && e != g && v >= 0 && v < KILN_MAX_GPUS) j->gpu_index = (int)v;
+    }
+}
+
+/* Step mode: a SIGKILL (or a shell's 137 for its killed child) with an OOM
+ * kill counted in our own (Slurm's) memory cgroup means the cluster stopped
+ * the job for its memory limit. */
+static void step_explain_oom(struct ajob *j)
+{
+    if (j->res.term_signal != SIGKILL && j->res.exit_code != 128 + SIGKILL) return;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f) return;
+    char line[1024], path[1024] = "";
+    while (fgets(line, sizeof line, f)) {
+        char *m = strstr(line, ":memory:");
+        if (m) {
+            snprintf(path, sizeof path, "%s", m + 8);
+            path[strcspn(path, "\n")] = '\0';
+        }
+    }
+    fclose(f);
+    /* the job's cgroup and its parents up to the step: Slurm counts there */
+    for (int up = 0; path[0] && up < 3; up++) {
+        char file[1200];
+        snprintf(file, sizeof file, "/sys/fs/cgroup/memory%s/memory.oom_control", path);
+        long kills = 0;
+        if ((f = fopen(file, "re"))) {
+            while (fgets(line, sizeof line, f))
+                if (sscanf(line, "oom_kill %ld", &kills) == 1) break;
+            fclose(f);
+        }
+        if (kills > 0) {
+            char peak[32];
+            kiln_size_format(j->res.peak_ram, peak, sizeof peak);
+            snprintf(j->res.reason, sizeof j->res.reason,
+                     "killed by Slurm: it used more memory than its limit of %ld MiB "
+                     "(--mem, enforced by Slurm's cgroup), peak %s",
+                     j->ram_mb, peak);
+            return;
+        }
+        char *slash = strrchr(path, '/');
+        if (!slash || slash == path) break;
+        *slash = '\0';
+    }
+}
+
 static void start_job(struct agent *a, json_t *jo)
 {
     json_int_t id = json_integer_value(json_object_get(jo, "id"));
@@ -617,6 +691,7 @@ static void start_job(struct agent *a, json_t *jo)
     j->ram_mb = json_is_integer(v) && json_integer_value(v) > 0 ? (long)json_integer_value(v) : 0;
     v = json_object_get(jo, "gpu_index");
     j->gpu_index = json_is_integer(v) ? (int)json_integer_value(v) : -1;
+    if (a->step) step_grant(j);
     j->next = a->jobs;
     a->jobs = j;
 
@@ -669,8 +744,10 @@ static void start_job(struct agent *a, json_t *jo)
             if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
             if (!q) q = sh_quote(&gcmd, dir);
             if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
-            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
-            else cmd = gcmd.data;
+            if (q)
+                rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else
+                cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {
@@ -681,7 +758,8 @@ static void start_job(struct agent *a, json_t *jo)
                                        .cwd = cwd,
                                        .log_path = j->log_path,
                                        .timeout_s = timeout > 0 ? timeout : 0,
-                                       .ram_bytes = (uint64_t)j->ram_mb << 20,
+                                       /* a step's limit is the cluster's (--mem) */
+                                       .ram_bytes = a->step ? 0 : (uint64_t)j->ram_mb << 20,
                                        .name = cg,
                                        .limits = &a->limits};
             rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
@@ -730,9 +808,40 @@ static json_t *running_list(struct agent *a, int with_offsets)
     return arr;
 }
 
+/* The issued credential, kept (mode 0600) so a restarted agent can prove it
+ * is the worker the server knows; failures only cost that convenience. */
+static void keep_credential(struct agent *a, const char *cred)
+{
+    snprintf(a->credential, sizeof a->credential, "%s", cred);
+    if (!a->cred_path[0]) return;
+    int rc = cred[0] ? kiln_write_file_atomic(a->cred_path, cred, strlen(cred), 0600)
+                     : (unlink(a->cred_path) == 0 || errno == ENOENT ? KILN_OK : KILN_EIO);
+    if (rc)
+        kiln_log(a->lg, KILN_LOG_WARN, "cannot update %s: the credential lives in memory only",
+                 a->cred_path);
+}
+
+static void load_credential(struct agent *a)
+{
+    struct kiln_buf b = {0};
+    if (a->cred_path[0] && kiln_read_file(a->cred_path, 256, &b) == KILN_OK && b.data &&
+        b.len == KILN_TOKEN_LEN - 1 && !strncmp(b.data, "kiln_", 5))
+        snprintf(a->credential, sizeof a->credential, "%.*s", (int)b.len, b.data);
+    kiln_buf_free(&b);
+}
+
 static void register_done(struct req *r)
 {
     struct agent *a = r->a;
+    if (!r->rc && r->status == 401 && a->cred_used) {
+        /* Revoked or rotated: start over with the registration token. */
+        kiln_log(a->lg, KILN_LOG_WARN,
+                 "the server refused this worker's credential; "
+                 "registering anew with the configured token");
+        keep_credential(a, "");
+        lost_connection(a, "credential refused");
+        return;
+    }
     if (common_status(a, r)) return;
     if (r->status != 200 && r->status != 201) {
         char m[400];
@@ -751,6 +860,12 @@ static void register_done(struct req *r)
         return;
     }
     a->worker_id = (long)json_integer_value(id);
+    const char *cred = json_string_value(json_object_get(r->resp, "credential"));
+    if (!cred || strlen(cred) != KILN_TOKEN_LEN - 1) {
+        lost_connection(a, "registration answer has no credential");
+        return;
+    }
+    keep_credential(a, cred);
     json_t *hb = json_object_get(r->resp, "heartbeat_s");
     a->heartbeat_s = a->cfg->heartbeat_s > 0 ? a->cfg->heartbeat_s
                      : json_is_integer(hb) && json_integer_value(hb) > 0
@@ -771,6 +886,7 @@ static void send_register(struct agent *a)
 {
     struct req *r = req_new(a, CH_CTL, "POST", register_done);
     if (!r) return;
+    a->cred_used = a->credential[0] != '\0';
     snprintf(r->path, sizeof r->path, "/api/v1/workers/register");
     json_t *h = kiln_host_to_json(a->host);
     json_t *run = running_list(a, 1);
@@ -917,11 +1033,17 @@ static void lease_done(struct req *r)
         return;
     }
     cancel_jobs(a, json_object_get(r->resp, "cancel"));
-    json_t *jo = json_object_get(r->resp, "job");
+    json_t *jobs = json_object_get(r->resp, "jobs"), *jo;
+    size_t i;
+    if (json_is_array(jobs)) { /* a batch lease (?max=N) */
+        json_array_foreach(jobs, i, jo) if (json_is_object(jo)) start_job(a, jo);
+        return;
+    }
+    jo = json_object_get(r->resp, "job");
     if (json_is_object(jo)) start_job(a, jo);
 }
 
-static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
+static void send_lease(struct agent *a, int cores, long ram, json_t *gpus, int njobs)
 {
     struct req *r = req_new(a, CH_LEASE, "POST", lease_done);
     if (!r) {
@@ -929,7 +1051,13 @@ static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
         return;
     }
     int wait = a->cfg->lease_wait_s;
-    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d", a->worker_id, wait);
+    /* Ask for as many jobs as could start now (one core each at least):
+     * on a farm of short jobs one round trip then fills every free slot. */
+    int max = cores < 1 ? 1 : cores > MAX_BATCH_LEASE ? MAX_BATCH_LEASE : cores;
+    if (a->cfg->max_jobs > 0 && max > a->cfg->max_jobs - njobs) max = a->cfg->max_jobs - njobs;
+    if (max < 1) max = 1;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", a->worker_id,
+             wait, max);
     r->timeout_ms = (long)wait * 1000 + 15000;
     r->body = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
                         "free_gpus", gpus);
@@ -1102,10 +1230,15 @@ static void pump(struct agent *a)
             return;
         }
     }
+    if (a->step && !a->jobs) {
+        stop_loop(a); /* the one job is reported (or was cancelled) */
+        return;
+    }
     if (!a->registered) {
         if (!a->backoff_pending && !a->busy[CH_CTL]) send_register(a);
         return;
     }
+    if (a->step && a->backoff_pending) return;
     if (!a->busy[CH_LOG]) send_log(a);
     if (!a->busy[CH_CTL]) {
         struct ajob *rep = NULL;
@@ -1118,10 +1251,11 @@ static void pump(struct agent *a)
         if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
         if (rep)
             send_report(a, rep);
-        else if (now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
+        else if (!a->step &&
+                 now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
-    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
+    if (!a->step && !a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
         now_ns() >= a->next_lease_ns) {
         int cores, njobs;
         long ram;
@@ -1133,7 +1267,7 @@ static void pump(struct agent *a)
         }
         int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
         if (room)
-            send_lease(a, cores, ram, gpus);
+            send_lease(a, cores, ram, gpus, njobs);
         else
             json_decref(gpus);
     }
@@ -1192,6 +1326,17 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
         free(a);
         return rc;
     }
+    /* One credential file per worker name, so agents sharing a work dir
+     * keep theirs apart; names with other characters are not kept. */
+    int plain = a->name[0] != '\0';
+    for (const char *p = a->name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("-_.+", *p)))
+            plain = 0;
+    if (plain && snprintf(a->cred_path, sizeof a->cred_path, "%s/.kiln-credential-%s",
+                          cfg->work_dir, a->name) >= (int)sizeof a->cred_path)
+        a->cred_path[0] = '\0';
+    load_credential(a);
     ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
     a->exe[n > 0 ? n : 0] = '\0';
     if (cfg->selftest_dir[0]) {
@@ -1244,6 +1389,12 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
+    if (cfg->step_lease) {
+        a->step = 1;
+        a->registered = 1;
+        a->worker_id = cfg->step_worker_id;
+        start_job(a, cfg->step_lease);
+    }
     pump(a);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     /* Everything is closed; handles of finished jobs too. */
