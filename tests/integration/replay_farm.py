@@ -60,6 +60,8 @@ class Worker:
         st, o = call(WTOK, "POST", "/workers/register", body)
         assert st == 200, (st, o)
         self.id = o["worker_id"]
+        # lease, heartbeat and report need the worker's own credential
+        self.tok = o.get("credential") or WTOK
 
     def free(self):
         with self.lock:
@@ -74,7 +76,7 @@ class Worker:
             return
         with self.lock:
             self.running.pop(lease["id"], None)
-        call(WTOK, "POST", "/jobs/%d/report" % lease["id"],
+        call(self.tok, "POST", "/jobs/%d/report" % lease["id"],
              {"attempt": lease["attempt"], "stage": lease["stage"], "exit_code": 0})
 
     def lease_loop(self, stop):
@@ -83,7 +85,7 @@ class Worker:
             if c <= 0 or r <= 0:
                 time.sleep(0.02)
                 continue
-            st, o = call(WTOK, "POST", "/workers/%d/lease?wait=2" % self.id,
+            st, o = call(self.tok, "POST", "/workers/%d/lease?wait=2" % self.id,
                          {"free_cores": c, "free_ram_mb": r, "free_gpus": g})
             if self.dead:
                 return
@@ -109,7 +111,7 @@ class Worker:
         while not stop.is_set() and not self.dead:
             with self.lock:
                 run = [{"job": j, "attempt": l["attempt"]} for j, l in self.running.items()]
-            st, o = call(WTOK, "POST", "/workers/%d/heartbeat" % self.id, {"running": run})
+            st, o = call(self.tok, "POST", "/workers/%d/heartbeat" % self.id, {"running": run})
             if st == 200 and o:
                 with self.lock:
                     for j in o.get("cancel", []):
