@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # bench/sim_seed.sh - kiln sim over the seed: 98 vLLM variants + the custom
-# PyTorch builds they depend on, on bench/farms/seed-farm.yaml. Prints the
-# kiln policy beside the FIFO first-fit baseline (same run), the ratio to the
-# lower bound, and "what if I add one build host". Also runs the variant where
+# PyTorch builds they depend on, on bench/farms/seed-farm.yaml. kiln sim runs
+# the service's own placer the way the service feeds it (scheduler/trace.h
+# events, one job per worker per pass; `kiln sim --replay` checks a service
+# trace against it). Prints the service's default policy (kiln order,
+# host_policy spread) beside the FIFO first-fit baseline (same run), then the
+# pack host policy, the ratio to the lower bound, and "what if I add one
+# build host". Also runs the variant where
 # dependents wait only for the dependency's build, and a 256 GiB-per-host
 # farm where RAM, not cores, is the bottleneck.
 #   bash bench/sim_seed.sh            (uses build/kiln, or $KILN_BIN)
@@ -18,7 +22,9 @@ run() {
     echo
 }
 run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
-    --add build --svg "${SVG:-$tmp/seed.svg}"
+    --host-policy spread --add build --svg "${SVG:-$tmp/seed.svg}"
+run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
+    --host-policy pack | sed -n "1,6p"
 run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
     --deps-build-only | sed -n "1,6p"
 sed 's/ram: 512GiB/ram: 256GiB/' bench/farms/seed-farm.yaml >"$tmp/seed-256g.yaml"

@@ -17,6 +17,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: kiln serve [--listen ADDR:PORT] [--data DIR] [--config FILE]\n"
                "                  [--recipes DIR] [--web DIR] [--allow-anonymous-read]\n"
                "                  [--tls-cert PEM --tls-key PEM] [--log-level LEVEL]\n"
+               "                  [--trace FILE]   (placement events, for kiln sim --replay)\n"
                "  defaults: --listen 127.0.0.1:8080 --data ./var --web ./web\n");
 }
 
@@ -83,6 +84,8 @@ int cmd_serve(int argc, char **argv)
             bad = copy(cfg.web_dir, sizeof cfg.web_dir, v, a);
         else if (!strcmp(a, "--tls-cert"))
             bad = copy(cfg.tls_cert, sizeof cfg.tls_cert, v, a);
+        else if (!strcmp(a, "--trace"))
+            bad = copy(cfg.trace_path, sizeof cfg.trace_path, v, a);
         else if (!strcmp(a, "--tls-key"))
             bad = copy(cfg.tls_key, sizeof cfg.tls_key, v, a);
         else if (!strcmp(a, "--log-level")) {

@@ -2,7 +2,9 @@
  *
  *   kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... [--variants FILE.json]...
  *            [--branch B] [--where sm=90] [--svg OUT.svg] [--policy kiln|fifo]
- *            [--add HOST[:N]] [--deps-build-only] [--no-backfill] [--json]
+ *            [--add HOST[:N]] [--deps-build-only] [--no-backfill]
+ *            [--host-policy spread|pack] [--json]
+ *   kiln sim --replay TRACE   (a `kiln serve --trace` file)
  *
  * Runs the placement code (scheduler/placement.h) on a virtual clock
  * (scheduler/sim.h) once with the chosen policy and once with the other,
@@ -12,7 +14,10 @@
  * answers "what if I add N more hosts like HOST?". A dependent build waits
  * for its dependency's build and test; --deps-build-only waits for the build
  * alone.
- * Exit: 0 done, 1 some tasks can never run on this farm, 2 usage, 7 error.
+ * --replay feeds the placer events the service recorded to a fresh placer
+ * (scheduler/trace.h) and compares every decision with the service's.
+ * Exit: 0 done (replay: all decisions identical), 1 some tasks can never run
+ * on this farm (replay: a decision differs), 2 usage, 7 error.
  */
 #include "cli/commands.h"
 
@@ -22,6 +27,7 @@
 #include "recipes/recipe.h"
 #include "scheduler/farm.h"
 #include "scheduler/sim.h"
+#include "scheduler/trace.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -36,7 +42,55 @@ static void usage(void)
                     "[--variants FILE.json]...\n"
                     "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
                     "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
-                    "                [--no-backfill] [--json]\n");
+                    "                [--no-backfill] [--host-policy spread|pack] [--json]\n"
+                    "       kiln sim --replay TRACE\n");
+}
+
+/* Replay a service trace line by line through the same placer. */
+static int replay(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "kiln sim: cannot read %s\n", path);
+        return KILN_EXIT_INTERNAL;
+    }
+    struct kiln_replay *r = NULL;
+    struct kiln_error err = {0};
+    int rc = kiln_replay_new(&r, &err);
+    char *line = NULL;
+    size_t cap = 0;
+    long lineno = 0;
+    while (!rc && getline(&line, &cap, f) > 0) {
+        lineno++;
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        if (!o) {
+            rc = kiln_fail(&err, KILN_EINVAL, "not JSON: %s", je.text);
+        } else {
+            rc = kiln_replay_line(r, o, &err);
+            json_decref(o);
+        }
+    }
+    if (!rc) rc = kiln_replay_end(r, &err);
+    free(line);
+    fclose(f);
+    if (rc) {
+        fprintf(stderr, "kiln sim: %s:%ld: %s\n", path, lineno, err.msg);
+        kiln_replay_free(r);
+        return rc == KILN_EINVAL ? KILN_EXIT_USAGE : KILN_EXIT_INTERNAL;
+    }
+    struct kiln_replay_stats st;
+    kiln_replay_stats(r, &st);
+    kiln_replay_free(r);
+    printf("replayed %zu events, %zu dispatches, %zu decisions\n", st.events, st.dispatches,
+           st.decisions);
+    if (st.mismatches) {
+        printf("DIFFERENT: %zu decision(s) differ from the service's; first: %s\n", st.mismatches,
+               st.first_mismatch);
+        return 1;
+    }
+    printf("identical: every decision matches the service's\n");
+    return 0;
 }
 
 static void hm(double s, char *out, size_t n)
@@ -138,7 +192,17 @@ int cmd_sim(int argc, char **argv)
         }                                                                                          \
         i++;                                                                                       \
     } while (0)
-        if (!strcmp(a, "--farm")) {
+        if (!strcmp(a, "--replay")) {
+            NEEDVAL;
+            return replay(val);
+        } else if (!strcmp(a, "--host-policy")) {
+            NEEDVAL;
+            struct kiln_error e = {0};
+            if (kiln_host_policy_parse(val, &opts.policy.host_policy, &e)) {
+                fprintf(stderr, "kiln sim: --%s\n", e.msg);
+                return KILN_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--farm")) {
             NEEDVAL;
             farm_path = val;
         } else if (!strcmp(a, "--branch")) {

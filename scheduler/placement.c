@@ -64,6 +64,7 @@ struct wslot {
     int64_t spare_ram;
     int res_gpu;
     int64_t res_job;
+    int taken; /* items given to it in this pass (for w.max_new) */
 };
 
 struct pclass {
@@ -110,6 +111,24 @@ void kiln_policy_default(struct kiln_policy *pol)
     pol->mode = KILN_POLICY_KILN;
     pol->aging_per_hour = 1.0;
     pol->backfill = 1;
+    pol->host_policy = KILN_HOST_SPREAD;
+}
+
+int kiln_host_policy_parse(const char *name, int *out, struct kiln_error *err)
+{
+    if (name && !strcmp(name, "spread"))
+        *out = KILN_HOST_SPREAD;
+    else if (name && !strcmp(name, "pack"))
+        *out = KILN_HOST_PACK;
+    else
+        return kiln_fail(err, KILN_EINVAL, "host policy is spread or pack, not '%.32s'",
+                         name ? name : "");
+    return KILN_OK;
+}
+
+const char *kiln_host_policy_name(int host_policy)
+{
+    return host_policy == KILN_HOST_PACK ? "pack" : "spread";
 }
 
 /* ---------- SM and driver helpers ---------- */
@@ -514,6 +533,11 @@ void kiln_placer_free(struct kiln_placer *p)
     free(p);
 }
 
+void kiln_placer_policy(const struct kiln_placer *p, struct kiln_policy *out)
+{
+    *out = p->pol;
+}
+
 size_t kiln_placer_queued(const struct kiln_placer *p)
 {
     return p->nqueued;
@@ -753,6 +777,13 @@ static int worker_takes_work(const struct kiln_pworker *w)
     return w->state == KILN_PW_ONLINE && w->healthy;
 }
 
+/* Takes work and has not had its share of this pass yet. */
+static int slot_takes_work(const struct wslot *ws)
+{
+    return worker_takes_work(&ws->w) && ws->w.max_new >= 0 &&
+           (!ws->w.max_new || ws->taken < ws->w.max_new);
+}
+
 /* Best free GPU on w for class c, -1 if none. Prefers an exact SM match
  * (a newer compatible GPU is kept for what needs it). */
 static int pick_gpu(const struct pclass *c, const struct kiln_pworker *w, int avoid)
@@ -776,7 +807,7 @@ static int can_start(const struct kiln_placer *p, const struct wslot *ws, const 
                      const struct qitem *q, double now, int *gpu, int *spare)
 {
     const struct kiln_pworker *w = &ws->w;
-    if (!worker_takes_work(w)) return 0;
+    if (!slot_takes_work(ws)) return 0;
     if (w->cores_free < c->cores || w->ram_free_mb < c->ram_mb) return 0;
     *gpu = -1;
     *spare = 0;
@@ -797,14 +828,15 @@ static int can_start(const struct kiln_placer *p, const struct wslot *ws, const 
     return 0;
 }
 
-/* Smaller is better: the share of the host left idle beside the item, and
- * builds keep off GPU hosts when a CPU host fits (tests need those). */
-static double waste(const struct wslot *ws, const struct pclass *c, int gpu)
+/* Smaller is better. pack: the share of the host left idle beside the item
+ * (best fit); spread: the share in use once it runs (least loaded). Both
+ * keep builds off GPU hosts when a CPU host fits (tests need those). */
+static double host_score(int host_policy, const struct wslot *ws, const struct pclass *c, int gpu)
 {
     const struct kiln_pworker *w = &ws->w;
     double sc = w->cores_total ? (double)(w->cores_free - c->cores) / w->cores_total : 0;
     double sr = w->ram_total_mb ? (double)(w->ram_free_mb - c->ram_mb) / w->ram_total_mb : 0;
-    double v = sc + sr;
+    double v = host_policy == KILN_HOST_PACK ? sc + sr : 2.0 - (sc + sr);
     if (!needs_gpu(c) && w->ngpus) v += 2.0 + w->ngpus * 0.01;
     if (gpu >= 0) {
         struct smv a, b;
@@ -951,7 +983,7 @@ static void reserve_for(struct kiln_placer *p, struct pclass *c, const struct qi
     double bt = T_INF, bd = 0;
     for (size_t i = 0; i < c->ncompat; i++) {
         struct wslot *ws = &p->ws[c->compat[i]];
-        if (ws->reserved || !worker_takes_work(&ws->w)) continue;
+        if (ws->reserved || !slot_takes_work(ws)) continue;
         int sc = 0, gpu = -1;
         int64_t sr = 0;
         double t = earliest_start(ws, c, now, &sc, &sr, &gpu);
@@ -1022,8 +1054,10 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
 {
     *nout = 0;
     if (!isfinite(now)) return kiln_fail(err, KILN_EINVAL, "dispatch time must be finite");
-    for (size_t s = 0; s < p->nws; s++)
+    for (size_t s = 0; s < p->nws; s++) {
         p->ws[s].reserved = 0;
+        p->ws[s].taken = 0;
+    }
     p->last_now = now;
     if (p->capcheap < p->ncls) {
         int *n = realloc(p->cheap, p->ncls * sizeof *n);
@@ -1063,7 +1097,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
                     bgpu = gpu;
                     break;
                 }
-                double wv = waste(&p->ws[s], c, gpu);
+                double wv = host_score(p->pol.host_policy, &p->ws[s], c, gpu);
                 if (bs < 0 || wv < bw) {
                     bs = s;
                     bw = wv;
@@ -1095,6 +1129,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
         if (run_push(ws, &r)) return kiln_fail(err, KILN_ENOMEM, "out of memory in dispatch");
         ws->w.cores_free -= c->cores;
         ws->w.ram_free_mb -= c->ram_mb;
+        ws->taken++;
         if (bgpu >= 0) ws->w.gpus[bgpu].busy = 1;
         if (ws->reserved && bspare) {
             ws->spare_cores -= c->cores;

@@ -25,8 +25,10 @@
  * down to the minute so a batch submitted together is ordered by critical
  * path; pass the job's submission time, not the stage's ready time), then the
  * longer critical path, then the older item, then the lower job id. Each item
- * goes to the feasible worker where it leaves the least waste (best fit;
- * builds prefer hosts without GPUs, tests an exact SM over a compatible one).
+ * goes to the feasible worker the host policy prefers: spread (the least
+ * loaded one, the default) or pack (the one it leaves the least waste on,
+ * best fit); either way builds prefer hosts without GPUs and tests an exact
+ * SM over a compatible one.
  * The first item of each resource class that cannot start gets a reservation
  * on the worker where it can start soonest (from running items' end times);
  * lower items may use that worker only if they are estimated to finish before
@@ -128,6 +130,19 @@ struct kiln_pworker {
     const struct kiln_prun *running;
     size_t nrunning;
     int no_builds; /* 1 = a test host: takes only test stages */
+    int max_new;   /* most items it takes in one dispatch: 0 = no limit, < 0
+                      none now (online but not asking for work). A lease
+                      request carries one job, so the service sets 1 for an
+                      asking worker: the next item goes to another one. */
+};
+
+/* Host choice among the workers where an item can start now (Hydra's
+ * "machine sort"): both keep builds off GPU hosts and exact SMs first. */
+enum kiln_host_policy {
+    KILN_HOST_SPREAD = 0, /* least loaded host: short jobs run side by side on
+                             idle hosts; suits farms of equal hosts */
+    KILN_HOST_PACK = 1,   /* best fit: fill the busiest host that fits, keep
+                             whole hosts free for big items */
 };
 
 enum kiln_policy_mode {
@@ -139,10 +154,14 @@ struct kiln_policy {
     int mode;              /* enum kiln_policy_mode */
     double aging_per_hour; /* priority points gained per hour of waiting */
     int backfill;          /* 1 = reserve for blocked heads + backfill */
+    int host_policy;       /* enum kiln_host_policy (KILN mode only) */
 };
 
-/* Defaults: KILN mode, aging 1 point/hour, backfill on. */
+/* Defaults: KILN mode, aging 1 point/hour, backfill on, spread. */
 void kiln_policy_default(struct kiln_policy *pol);
+/* "spread" or "pack" -> enum kiln_host_policy; KILN_EINVAL otherwise. */
+int kiln_host_policy_parse(const char *name, int *out, struct kiln_error *err);
+const char *kiln_host_policy_name(int host_policy);
 
 struct kiln_assignment {
     int64_t job_id;
@@ -169,6 +188,8 @@ struct kiln_placer;
 int kiln_placer_new(const struct kiln_policy *pol, struct kiln_placer **out,
                     struct kiln_error *err);
 void kiln_placer_free(struct kiln_placer *p);
+/* The policy it runs. */
+void kiln_placer_policy(const struct kiln_placer *p, struct kiln_policy *out);
 
 /* Add or replace a worker (by id). Free resources and GPU busy flags are
  * taken from w as the truth; running (if given) replaces the known running

@@ -1,6 +1,8 @@
 /* sim.c - discrete-event simulation of a farm (see sim.h for the model). */
 #include "scheduler/sim.h"
 
+#include "scheduler/trace.h"
+
 #include "common/isa.h"
 
 #include <math.h>
@@ -522,11 +524,17 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
             goto done;
         }
     if ((rc = build_graph(&c, opts, &out->missing_deps, err))) goto done;
+    /* The placer is fed the events the service feeds its own
+     * (scheduler/trace.h), and like the service's workers each host takes
+     * one item per pass (one lease request); passes repeat at the same
+     * virtual time until nothing more starts, as agents ask again at once. */
     if ((rc = kiln_placer_new(&opts->policy, &pl, err))) goto done;
+    size_t nodecide;
     for (size_t h = 0; h < farm->nhosts && !rc; h++) {
-        struct kiln_pworker w;
-        kiln_farm_worker(farm, h, &w);
-        rc = kiln_placer_set_worker(pl, &w, err);
+        struct kiln_trace_event wev = {.kind = KILN_TEV_WORKER};
+        kiln_farm_worker(farm, h, &wev.w);
+        wev.w.max_new = 1;
+        rc = kiln_trace_apply(pl, &wev, NULL, 0, &nodecide, err);
         struct kiln_sim_host *sh = &out->hosts[h];
         snprintf(sh->name, sizeof sh->name, "%s", farm->hosts[h].name);
         sh->cores = farm->hosts[h].cores;
@@ -536,9 +544,9 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
     out->nhosts = farm->nhosts;
     for (size_t i = 0; i < c.nt && !rc; i++)
         if (!c.pending[i]) {
-            struct kiln_pitem it;
-            make_item(&c, i, &it);
-            rc = kiln_placer_add(pl, &it, err);
+            struct kiln_trace_event add = {.kind = KILN_TEV_ADD};
+            make_item(&c, i, &add.it);
+            rc = kiln_trace_apply(pl, &add, NULL, 0, &nodecide, err);
         }
     if (rc) goto done;
 
@@ -547,7 +555,8 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
     size_t done_n = 0;
     for (;;) {
         size_t na = 0;
-        rc = kiln_placer_dispatch(pl, now, c.asg, c.nt, &na, err);
+        struct kiln_trace_event dev = {.kind = KILN_TEV_DISPATCH, .t = now};
+        rc = kiln_trace_apply(pl, &dev, c.asg, c.nt, &na, err);
         out->ndispatch++;
         if (rc) goto done;
         for (size_t k = 0; k < na; k++) {
@@ -567,6 +576,7 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
             if (c.host_cores[h] > sh->cores_peak) sh->cores_peak = c.host_cores[h];
             ev_push(&ev, ti);
         }
+        if (na) continue; /* the hosts ask again at once */
         if (!ev.n) break;
         size_t first = ev_pop(&ev);
         now = c.tasks[first].end;
@@ -579,17 +589,18 @@ int kiln_sim_run(const struct kiln_farm *farm, const json_t *variants,
             out->hosts[h].core_s += t->cores * (t->end - t->start);
             if (t->gpu >= 0) out->hosts[h].gpu_s += t->end - t->start;
             out->hosts[h].tasks++;
-            if (kiln_placer_finish(pl, (int64_t)t->variant + 1, t->stage)) {
-                rc = kiln_fail(err, KILN_EINVAL, "internal: placer lost %s", t->name);
-                goto done;
-            }
+            struct kiln_trace_event fin = {.kind = KILN_TEV_FINISH,
+                                           .t = now,
+                                           .job_id = (int64_t)t->variant + 1,
+                                           .stage = t->stage};
+            if ((rc = kiln_trace_apply(pl, &fin, NULL, 0, &nodecide, err))) goto done;
             done_n++;
             for (size_t e = c.rdep_off[cur]; e < c.rdep_off[cur + 1]; e++) {
                 size_t d = c.rdeps[e];
                 if (--c.pending[d] == 0) {
-                    struct kiln_pitem it;
-                    make_item(&c, d, &it);
-                    if ((rc = kiln_placer_add(pl, &it, err))) goto done;
+                    struct kiln_trace_event add = {.kind = KILN_TEV_ADD, .t = now};
+                    make_item(&c, d, &add.it);
+                    if ((rc = kiln_trace_apply(pl, &add, NULL, 0, &nodecide, err))) goto done;
                 }
             }
             if (!ev.n || c.tasks[ev.a[0]].end > now) break;

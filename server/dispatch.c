@@ -1,131 +1,149 @@
-/* dispatch.c - lease long-polls, the matcher, and wait reasons. */
+/* dispatch.c - lease long-polls, and the glue between the store and the
+ * service's one long-lived placer (scheduler/placement.h).
+ *
+ * No matching rule lives here. Every pass turns what changed in the store
+ * into placer input events (scheduler/trace.h) - finish, worker, remove,
+ * add, dispatch, in that order, so a worker's free resources always come
+ * from the store after the items that ended gave theirs back - applies them
+ * with kiln_trace_apply(), and hands each decision to the waiting worker it
+ * names. With a trace file the same events go there, and `kiln sim --replay`
+ * feeds them to a fresh placer to prove the decisions are the placer's. */
 #include "server/dispatch.h"
 
+#include "common/clock.h"
 #include "common/isa.h"
-#include "scheduler/placement.h"
+#include "scheduler/trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define MAX_CANDIDATES 256
+/* Runnable items read per pass: jobs.c returns the head of each resource
+ * class (8 per class), so this bounds classes x 8, not the queue. */
+#define MAX_CANDIDATES 1024
 
-struct kiln_waiter {
-    struct kiln_dispatch *d;
-    struct kiln_waiter *next, *prev;
+/* Item keys: (job, stage) as one sortable integer. */
+static int64_t ikey(int64_t job, int stage)
+{
+    return job * 2 + stage;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int has_key(const int64_t *keys, size_t n, int64_t k)
+{
+    return n && bsearch(&k, keys, n, sizeof k, cmp_i64) != NULL;
+}
+
+struct keyset {
+    int64_t *k;
+    size_t n, cap;
+};
+
+static int keyset_push(struct keyset *s, int64_t k)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 64;
+        int64_t *n = realloc(s->k, nc * sizeof *n);
+        if (!n) return KILN_ENOMEM;
+        s->k = n;
+        s->cap = nc;
+    }
+    s->k[s->n++] = k;
+    return KILN_OK;
+}
+
+static void keyset_sort(struct keyset *s)
+{
+    if (s->n) qsort(s->k, s->n, sizeof *s->k, cmp_i64);
+}
+
+/* What asks for work now: a worker's open lease request and its offer. */
+struct asking {
     int64_t worker_id;
-    struct kiln_offer offer;
-    kiln_waiter_cb cb;
-    void *arg;
-    uv_timer_t timer;
-    int linked;
+    const struct kiln_offer *offer;
 };
 
-struct kiln_dispatch {
-    uv_loop_t *loop;
+/* The placer and what the glue knows it holds (sorted key sets). */
+struct feed {
     struct kiln_jobs *j;
-    kiln_lease_fn lease_fn;
-    void *lease_ctx;
-    struct kiln_waiter *head, *tail;
-    int nwaiting;
-    uv_timer_t kick_timer;
-    uv_timer_t wake_timer;
-    int kick_pending;
-    int closing;
-    int handles_open;
+    struct kiln_policy pol; /* the policy the service records it runs */
+    struct kiln_placer *pl;
+    struct keyset queued;  /* added, not yet placed or removed */
+    struct keyset running; /* placed, not yet finished */
+    FILE *trace;           /* NULL: not recording */
+    struct kiln_assignment *as;
+    size_t capas;
+    /* critical paths of the unfinished jobs (ids sorted), as of the store
+     * state crit_event; recomputed only when something is to be added */
+    int64_t *crit_ids;
+    double *crit;
+    size_t ncrit;
+    int64_t crit_event;
 };
 
-static double now_s(void)
+static void feed_record(struct feed *f, const struct kiln_trace_event *ev);
+
+static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_policy *recorded,
+                     const struct kiln_policy *runs, FILE *trace, struct kiln_error *err)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    memset(f, 0, sizeof *f);
+    f->j = j;
+    f->pol = *recorded;
+    f->crit_event = -1;
+    f->trace = trace;
+    int rc = kiln_placer_new(runs, &f->pl, err);
+    if (rc) return rc;
+    struct kiln_trace_event ev = {.kind = KILN_TEV_POLICY, .pol = *recorded};
+    feed_record(f, &ev);
+    return KILN_OK;
 }
 
-static int sm_num(const char *sm)
+static void feed_fini(struct feed *f)
 {
-    return atoi(sm);
+    kiln_placer_free(f->pl);
+    free(f->queued.k);
+    free(f->running.k);
+    free(f->as);
+    free(f->crit_ids);
+    free(f->crit);
+    memset(f, 0, sizeof *f);
 }
 
-static int gpu_fits(const struct kiln_gpu_info *g, const struct kiln_stage_needs *n)
+static void feed_record(struct feed *f, const struct kiln_trace_event *ev)
 {
-    if (!n->gpu_sm[0]) return 1;
-    if (strcmp(g->sm, n->gpu_sm)) {
-        if (!n->sm_compat) return 0;
-        int have = sm_num(g->sm), need = sm_num(n->gpu_sm);
-        if (have / 10 != need / 10 || have < need) return 0;
-    }
-    if (n->driver_min > 0 && g->driver_major > 0 && g->driver_major < n->driver_min) return 0;
-    return 1;
+    if (!f->trace) return;
+    json_t *o = kiln_trace_to_json(ev);
+    if (!o || json_dumpf(o, f->trace, JSON_COMPACT | JSON_REAL_PRECISION(17)))
+        fputs("{\"ev\":\"lost\"}", f->trace); /* the replay stops on it */
+    fputc('\n', f->trace);
+    json_decref(o);
 }
 
-static int gpu_offered(const struct kiln_worker_info *w, const struct kiln_offer *o, int index)
+/* Record and apply one input event. */
+static int feed_event(struct feed *f, const struct kiln_trace_event *ev, size_t *nout,
+                      struct kiln_error *err)
 {
-    if (index < 32 && (w->gpus_used & (1u << index))) return 0;
-    if (!o || !o->gpus_given) return 1;
-    for (int i = 0; i < o->nfree_gpus; i++)
-        if (o->free_gpus[i] == index) return 1;
-    return 0;
-}
-
-/* Static capability (ignoring what is in use): could w ever run n? */
-static int host_capable(const struct kiln_worker_info *w, const struct kiln_stage_needs *n,
-                        int *gpu_ok)
-{
-    if (strcmp(w->platform, n->platform)) return 0;
-    if (n->isa[0]) {
-        uint32_t need = kiln_isa_level_features(n->isa);
-        if (need && !kiln_isa_satisfies(w->isa_mask, need)) return 0;
-    }
-    int any = !n->gpu_sm[0];
-    for (int i = 0; i < w->ngpus && !any; i++)
-        if (gpu_fits(&w->gpus[i], n)) any = 1;
-    if (gpu_ok) *gpu_ok = any;
-    return any;
-}
-
-/* First-fit matcher: the fallback if placement itself fails. */
-static int match_first_fit(struct kiln_jobs *j, const struct kiln_worker_info *w,
-                           const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
-                           struct kiln_error *err)
-{
-    *job_id = 0;
-    *gpu_index = -1;
-    if (strcmp(w->state, "online") || w->drain || w->mem_pressure) return KILN_OK;
-    int64_t free_cores = w->cores - w->cores_used;
-    int64_t free_ram = w->ram_mb - w->ram_used_mb;
-    if (o && o->free_cores >= 0 && o->free_cores < free_cores) free_cores = o->free_cores;
-    if (o && o->free_ram_mb >= 0 && o->free_ram_mb < free_ram) free_ram = o->free_ram_mb;
-    if (free_cores <= 0 || free_ram <= 0) return KILN_OK;
-    int64_t *ids = malloc(MAX_CANDIDATES * sizeof *ids);
-    if (!ids) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    int n;
-    int rc = kiln_jobs_runnable(j, now, ids, MAX_CANDIDATES, &n, err);
-    for (int i = 0; !rc && i < n; i++) {
-        struct kiln_stage_needs nd;
-        if ((rc = kiln_jobs_needs(j, ids[i], &nd, err))) break;
-        if (nd.cores > free_cores || nd.ram_mb > free_ram) continue;
-        if (!host_capable(w, &nd, NULL)) continue;
-        int gi = -1;
-        if (nd.gpu_sm[0]) {
-            for (int g = 0; g < w->ngpus; g++) {
-                if (gpu_fits(&w->gpus[g], &nd) && gpu_offered(w, o, w->gpus[g].index)) {
-                    gi = w->gpus[g].index;
-                    break;
-                }
-            }
-            if (gi < 0) continue;
+    feed_record(f, ev);
+    size_t cap = 0;
+    if (ev->kind == KILN_TEV_DISPATCH) {
+        cap = kiln_placer_queued(f->pl);
+        if (cap > f->capas) {
+            struct kiln_assignment *n = realloc(f->as, cap * sizeof *n);
+            if (!n) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+            f->as = n;
+            f->capas = cap;
         }
-        *job_id = ids[i];
-        *gpu_index = gi;
-        break;
     }
-    free(ids);
-    return rc;
+    size_t dummy;
+    return kiln_trace_apply(f->pl, ev, f->as, cap, nout ? nout : &dummy, err);
 }
 
-static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o,
+static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o, int asking,
                        struct kiln_pworker *pw)
 {
     memset(pw, 0, sizeof *pw);
@@ -142,220 +160,380 @@ static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer
     pw->isa = w->isa_mask;
     for (int g = 0; g < w->ngpus && g < KILN_PLACE_MAX_GPUS; g++) {
         struct kiln_pgpu *pg = &pw->gpus[pw->ngpus++];
-        pg->index = w->gpus[g].index;
+        int idx = w->gpus[g].index, offered = !o || !o->gpus_given;
+        pg->index = idx;
         snprintf(pg->sm, sizeof pg->sm, "%.*s", (int)sizeof pg->sm - 1, w->gpus[g].sm);
         pg->driver = w->gpus[g].driver_major;
-        pg->busy = !gpu_offered(w, o, w->gpus[g].index);
+        for (int i = 0; o && i < o->nfree_gpus && !offered; i++)
+            if (o->free_gpus[i] == idx) offered = 1;
+        pg->busy = (idx < 32 && (w->gpus_used & (1u << idx))) || !offered;
     }
     pw->state = !strcmp(w->state, "online")     ? (w->drain ? KILN_PW_DRAINING : KILN_PW_ONLINE)
                 : !strcmp(w->state, "draining") ? KILN_PW_DRAINING
                 : !strcmp(w->state, "lost")     ? KILN_PW_LOST
                                                 : KILN_PW_OFFLINE;
     pw->healthy = !w->mem_pressure;
+    /* Only a worker asking now takes work (an agent keeps a lease request
+     * open whenever it has room), and one job per request: the next item in
+     * the same pass goes to another asking worker, not to this one later. */
+    pw->max_new = asking ? 1 : -1;
 }
 
-struct offer_ref {
-    int64_t worker_id;
-    const struct kiln_offer *offer;
-};
-
-/* One placement: the runnable jobs (with their needs, one query) over the
- * online workers in offers, each with what it offers. */
-static int plan(struct kiln_jobs *j, const struct offer_ref *offers, int noffers, double now,
-                struct kiln_assignment **out, size_t *nout, struct kiln_error *err)
+static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
 {
-    *out = NULL;
-    *nout = 0;
-    struct kiln_stage_needs *nds = malloc(MAX_CANDIDATES * sizeof *nds);
-    struct kiln_worker_info *ws = NULL;
-    struct kiln_placer *pl = NULL;
-    struct kiln_assignment *as = NULL;
-    int nw = 0, n = 0, rc;
-    if (!nds) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    if ((rc = kiln_jobs_runnable_needs(j, now, nds, MAX_CANDIDATES, &n, err)) || n == 0) goto out;
-    if ((rc = kiln_registry_all(j, &ws, &nw, err))) goto out;
-    struct kiln_policy pol;
-    kiln_policy_default(&pol);
-    if ((rc = kiln_placer_new(&pol, &pl, err))) goto out;
-    for (int i = 0; i < nw; i++) {
-        if (strcmp(ws[i].state, "online") || ws[i].drain || ws[i].mem_pressure) continue;
-        /* Only workers asking for work now: a job given to a busy host
-         * would wait while an idle one asks (agents keep a lease open
-         * whenever they have room, so "asking" means "has room"). */
-        const struct kiln_offer *o = NULL;
-        int asking = 0;
-        for (int k = 0; k < noffers; k++)
-            if (offers[k].worker_id == ws[i].id) {
-                o = offers[k].offer;
-                asking = 1;
-            }
-        if (!asking) continue;
-        struct kiln_pworker pw;
-        to_pworker(&ws[i], o, &pw);
-        if ((rc = kiln_placer_set_worker(pl, &pw, err))) goto out;
+    memset(it, 0, sizeof *it);
+    it->job_id = nd->job;
+    it->stage = strcmp(nd->stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
+    it->priority = nd->priority;
+    it->enqueued_at = nd->created_at;
+    snprintf(it->platform, sizeof it->platform, "%.*s", (int)sizeof it->platform - 1, nd->platform);
+    it->cores = nd->cores;
+    it->ram_mb = nd->ram_mb;
+    it->isa = nd->isa[0] ? kiln_isa_level_features(nd->isa) : 0;
+    snprintf(it->gpu_sm, sizeof it->gpu_sm, "%.*s", (int)sizeof it->gpu_sm - 1, nd->gpu_sm);
+    it->sm_compat = nd->sm_compat;
+    it->driver_min = nd->driver_min;
+    it->est_s = nd->est_s;
+}
+
+#define UNFINISHED "state NOT IN ('succeeded','failed','cancelled','superseded')"
+
+static size_t id_index(const int64_t *ids, size_t n, int64_t id)
+{
+    const int64_t *p = n ? bsearch(&id, ids, n, sizeof id, cmp_i64) : NULL;
+    return p ? (size_t)(p - ids) : n;
+}
+
+/* Critical path of every unfinished job over the dependency DAG (the
+ * placer's tie-break after priority): its estimate plus the longest path
+ * through the jobs that wait for it. Unknown estimates count 0. */
+static int compute_crit(struct feed *f, struct kiln_error *err)
+{
+    int64_t ev = kiln_store_last_event_id(f->j->st);
+    if (ev == f->crit_event) return KILN_OK;
+    struct keyset ids = {0}, edges = {0};
+    double *est = NULL, *crit = NULL;
+    size_t *off = NULL, *deps = NULL;
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(f->j->st,
+                             "SELECT id, COALESCE(est_duration_s, 0) FROM jobs WHERE " UNFINISHED
+                             " ORDER BY id",
+                             &s, err);
+    if (rc) return rc;
+    size_t cap = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (ids.n == cap) {
+            cap = cap ? cap * 2 : 256;
+            double *n = realloc(est, cap * sizeof *n);
+            if (!n) break;
+            est = n;
+        }
+        if (keyset_push(&ids, sqlite3_column_int64(s, 0))) break;
+        est[ids.n - 1] = sqlite3_column_double(s, 1);
     }
-    for (int i = 0; i < n; i++) {
-        struct kiln_stage_needs *nd = &nds[i];
-        struct kiln_pitem it;
-        memset(&it, 0, sizeof it);
-        it.job_id = nd->job;
-        it.stage = strcmp(nd->stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
-        it.priority = nd->priority;
-        it.enqueued_at = nd->created_at;
-        snprintf(it.platform, sizeof it.platform, "%.*s", (int)sizeof it.platform - 1,
-                 nd->platform);
-        it.cores = nd->cores;
-        it.ram_mb = nd->ram_mb;
-        it.isa = nd->isa[0] ? kiln_isa_level_features(nd->isa) : 0;
-        snprintf(it.gpu_sm, sizeof it.gpu_sm, "%.*s", (int)sizeof it.gpu_sm - 1, nd->gpu_sm);
-        it.sm_compat = nd->sm_compat;
-        it.driver_min = nd->driver_min;
-        it.est_s = nd->est_s;
-        if ((rc = kiln_placer_add(pl, &it, err))) goto out;
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        rc = rc == SQLITE_ROW ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+                              : kiln_store_fail(f->j->st, rc, err, "reading job estimates");
+        goto out;
     }
-    if (!(as = calloc((size_t)n, sizeof *as))) {
+    /* edges between unfinished jobs, grouped by the job that waits */
+    if ((rc = kiln_store_stmt(f->j->st,
+                              "SELECT e.job, e.needs FROM job_edges e JOIN jobs j ON j.id = e.job "
+                              "JOIN jobs d ON d.id = e.needs WHERE j." UNFINISHED
+                              " AND d." UNFINISHED " ORDER BY e.job",
+                              &s, err)))
+        goto out;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        size_t a = id_index(ids.k, ids.n, sqlite3_column_int64(s, 0));
+        size_t b = id_index(ids.k, ids.n, sqlite3_column_int64(s, 1));
+        if (a == ids.n || b == ids.n) continue;
+        if (keyset_push(&edges, (int64_t)a) || keyset_push(&edges, (int64_t)b)) break;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        rc = rc == SQLITE_ROW ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+                              : kiln_store_fail(f->j->st, rc, err, "reading job dependencies");
+        goto out;
+    }
+    size_t ne = edges.n / 2;
+    off = calloc(ids.n + 1, sizeof *off);
+    deps = malloc((ne ? ne : 1) * sizeof *deps);
+    crit = malloc((ids.n ? ids.n : 1) * sizeof *crit);
+    if (!off || !deps || !crit) {
         rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = kiln_placer_dispatch(pl, now, as, (size_t)n, nout, err))) goto out;
-    *out = as;
-    as = NULL;
+    for (size_t e = 0; e < ne; e++)
+        off[edges.k[2 * e] + 1]++;
+    for (size_t i = 0; i < ids.n; i++)
+        off[i + 1] += off[i];
+    for (size_t e = 0; e < ne; e++) /* already grouped by job, in order */
+        deps[e] = (size_t)edges.k[2 * e + 1];
+    if ((rc = kiln_dag_critical_paths(ids.n, est, off, deps, crit, err))) goto out;
+    free(f->crit_ids);
+    free(f->crit);
+    f->crit_ids = ids.k;
+    f->crit = crit;
+    f->ncrit = ids.n;
+    f->crit_event = ev;
+    ids.k = NULL;
+    crit = NULL;
 out:
-    free(as);
-    kiln_placer_free(pl);
+    free(ids.k);
+    free(edges.k);
+    free(est);
+    free(crit);
+    free(off);
+    free(deps);
+    return rc;
+}
+
+/* Placed items that no longer run in the store (ended, cancelled, lost,
+ * or a lease that failed) give their resources back. */
+static int sync_running(struct feed *f, double now, struct kiln_error *err)
+{
+    if (!f->running.n) return KILN_OK;
+    struct keyset live = {0};
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(
+        f->j->st, "SELECT id, state FROM jobs WHERE state IN ('building','testing')", &s, err);
+    if (rc) return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *st = (const char *)sqlite3_column_text(s, 1);
+        int stage = st && !strcmp(st, "testing") ? KILN_PSTAGE_TEST : KILN_PSTAGE_BUILD;
+        if (keyset_push(&live, ikey(sqlite3_column_int64(s, 0), stage))) {
+            sqlite3_reset(s);
+            free(live.k);
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
+        }
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        free(live.k);
+        return kiln_store_fail(f->j->st, rc, err, "reading running jobs");
+    }
+    rc = KILN_OK;
+    keyset_sort(&live);
+    size_t keep = 0;
+    for (size_t i = 0; i < f->running.n && !rc; i++) {
+        int64_t k = f->running.k[i];
+        if (has_key(live.k, live.n, k)) {
+            f->running.k[keep++] = k;
+            continue;
+        }
+        struct kiln_trace_event ev = {
+            .kind = KILN_TEV_FINISH, .t = now, .job_id = k / 2, .stage = (int)(k % 2)};
+        rc = feed_event(f, &ev, NULL, err);
+    }
+    f->running.n = keep;
+    free(live.k);
+    return rc;
+}
+
+static int sync_workers(struct feed *f, double now, const struct asking *ask, int nask,
+                        struct kiln_error *err)
+{
+    struct kiln_worker_info *ws = NULL;
+    int nw = 0;
+    int rc = kiln_registry_all(f->j, &ws, &nw, err);
+    for (int i = 0; !rc && i < nw; i++) {
+        const struct kiln_offer *o = NULL;
+        int asking = 0;
+        for (int k = 0; k < nask; k++)
+            if (ask[k].worker_id == ws[i].id) {
+                o = ask[k].offer;
+                asking = 1;
+            }
+        struct kiln_trace_event ev = {.kind = KILN_TEV_WORKER, .t = now};
+        to_pworker(&ws[i], o, asking, &ev.w);
+        rc = feed_event(f, &ev, NULL, err);
+    }
     free(ws);
+    return rc;
+}
+
+/* The runnable window from the store against what the placer queues:
+ * what left it is removed, what is new is added. */
+static int sync_items(struct feed *f, double now, struct kiln_error *err)
+{
+    struct kiln_stage_needs *nds = malloc(MAX_CANDIDATES * sizeof *nds);
+    struct keyset snap = {0}, next = {0};
+    int n = 0, rc;
+    if (!nds) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if ((rc = kiln_jobs_runnable_needs(f->j, now, nds, MAX_CANDIDATES, &n, err))) goto out;
+    for (int i = 0; i < n; i++)
+        if (keyset_push(&snap, ikey(nds[i].job, strcmp(nds[i].stage, "test") ? 0 : 1))) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
+        }
+    keyset_sort(&snap);
+    /* a dependency cycle or a failed read leaves the critical paths out
+     * (0: the placer uses the item's own estimate), never the item */
+    struct kiln_error ce = {0};
+    if (n && compute_crit(f, &ce) == KILN_ENOMEM) {
+        rc = kiln_fail(err, KILN_ENOMEM, "%s", ce.msg);
+        goto out;
+    }
+    for (size_t i = 0; i < f->queued.n; i++) {
+        int64_t k = f->queued.k[i];
+        if (has_key(snap.k, snap.n, k)) {
+            if (keyset_push(&next, k)) {
+                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+                goto out;
+            }
+            continue;
+        }
+        struct kiln_trace_event ev = {
+            .kind = KILN_TEV_REMOVE, .t = now, .job_id = k / 2, .stage = (int)(k % 2)};
+        if ((rc = feed_event(f, &ev, NULL, err))) goto out;
+    }
+    /* in the store's order (best first), so the trace reads naturally */
+    for (int i = 0; i < n; i++) {
+        struct kiln_trace_event ev = {.kind = KILN_TEV_ADD, .t = now};
+        to_pitem(&nds[i], &ev.it);
+        size_t ci = id_index(f->crit_ids, f->ncrit, ev.it.job_id);
+        if (ci < f->ncrit) ev.it.crit_s = f->crit[ci];
+        int64_t k = ikey(ev.it.job_id, ev.it.stage);
+        if (has_key(f->queued.k, f->queued.n, k) || has_key(f->running.k, f->running.n, k))
+            continue;
+        struct kiln_error e2 = {0};
+        rc = feed_event(f, &ev, NULL, &e2);
+        if (rc == KILN_ENOMEM) {
+            kiln_fail(err, rc, "%s", e2.msg);
+            goto out;
+        }
+        /* An item the placer refuses (a malformed need) stays out; its
+         * job's wait reason says it waits for a placement pass. */
+        rc = KILN_OK;
+        if (keyset_push(&next, k)) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    keyset_sort(&next);
+    free(f->queued.k);
+    f->queued = next;
+    next.k = NULL;
+out:
+    free(next.k);
+    free(snap.k);
     free(nds);
     return rc;
 }
 
-/* The matcher: scheduler/placement.h decides (priority with aging, critical
- * path, best fit, backfill) among the runnable jobs for the workers asking
- * now; a pass over several waiting leases (run_pass) places them together,
- * so a job goes to the waiting host it fits best. */
+/* Bring the placer up to the store, then dispatch: as and nas get the
+ * decisions (f->as, valid until the next pass). */
+static int feed_pass(struct feed *f, double now, const struct asking *ask, int nask,
+                     const struct kiln_assignment **as, size_t *nas, struct kiln_error *err)
+{
+    *nas = 0;
+    *as = NULL;
+    int rc;
+    if ((rc = sync_running(f, now, err)) || (rc = sync_workers(f, now, ask, nask, err)) ||
+        (rc = sync_items(f, now, err)))
+        return rc;
+    struct kiln_trace_event ev = {.kind = KILN_TEV_DISPATCH, .t = now};
+    if ((rc = feed_event(f, &ev, nas, err))) return rc;
+    size_t keep = 0;
+    for (size_t i = 0; i < f->queued.n; i++) {
+        int placed = 0;
+        for (size_t k = 0; k < *nas && !placed; k++)
+            placed = f->queued.k[i] == ikey(f->as[k].job_id, f->as[k].stage);
+        if (!placed) f->queued.k[keep++] = f->queued.k[i];
+    }
+    f->queued.n = keep;
+    for (size_t k = 0; k < *nas; k++) {
+        struct kiln_trace_event d = {.kind = KILN_TEV_DECIDE,
+                                     .job_id = f->as[k].job_id,
+                                     .stage = f->as[k].stage,
+                                     .worker_id = f->as[k].worker_id,
+                                     .gpu_index = f->as[k].gpu_index};
+        feed_record(f, &d);
+        if (keyset_push(&f->running, ikey(f->as[k].job_id, f->as[k].stage)))
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    keyset_sort(&f->running);
+    if (f->trace) fflush(f->trace);
+    *as = f->as;
+    return KILN_OK;
+}
+
+static void job_reason(struct feed *f, int64_t id, char *out, size_t outlen)
+{
+    struct kiln_stage_needs nd;
+    if (kiln_jobs_needs(f->j, id, &nd, NULL) ||
+        kiln_placer_reason(f->pl, id, strcmp(nd.stage, "test") ? 0 : 1, out, outlen))
+        /* not in the runnable window jobs.c reads (the head of each class) */
+        snprintf(out, outlen, "waiting behind higher-priority jobs");
+}
+
+/* ---- the one-shot forms (tests, tools): the same feed over a snapshot ---- */
+
 int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err)
 {
     *job_id = 0;
     *gpu_index = -1;
-    if (strcmp(w->state, "online") || w->drain || w->mem_pressure) return KILN_OK;
-    struct offer_ref ref = {w->id, o};
-    struct kiln_assignment *as;
-    size_t n;
-    int rc = plan(j, &ref, 1, now, &as, &n, err);
-    if (rc == KILN_ENOMEM) return rc;
-    if (rc) {
-        /* Placement refused the snapshot (a bad item): keep serving. */
-        struct kiln_error e2 = {0};
-        return match_first_fit(j, w, o, now, job_id, gpu_index, &e2);
-    }
-    for (size_t k = 0; k < n; k++) {
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    struct feed f;
+    int rc = feed_init(&f, j, &pol, &pol, NULL, err);
+    struct asking ask = {w->id, o};
+    const struct kiln_assignment *as;
+    size_t n = 0;
+    if (!rc) rc = feed_pass(&f, now, &ask, 1, &as, &n, err);
+    for (size_t k = 0; !rc && k < n; k++)
         if (as[k].worker_id == w->id) {
             *job_id = as[k].job_id;
             *gpu_index = as[k].gpu_index;
-            break;
         }
-    }
-    free(as);
-    return KILN_OK;
+    feed_fini(&f);
+    return rc;
 }
 
-static void fmt_ram(char *out, size_t n, int64_t mb)
+void kiln_dispatch_reason_once(struct kiln_jobs *j, json_t *job, char *out, size_t outlen)
 {
-    if (mb % 1024 == 0)
-        snprintf(out, n, "%lld GiB", (long long)(mb / 1024));
-    else if (mb >= 1024)
-        snprintf(out, n, "%.1f GiB", (double)mb / 1024.0);
-    else
-        snprintf(out, n, "%lld MiB", (long long)mb);
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    struct feed f;
+    const struct kiln_assignment *as;
+    size_t n;
+    snprintf(out, outlen, "waiting for a worker");
+    if (!feed_init(&f, j, &pol, &pol, NULL, NULL) &&
+        !feed_pass(&f, kiln_clock_wall(), NULL, 0, &as, &n, NULL))
+        job_reason(&f, json_integer_value(json_object_get(job, "id")), out, outlen);
+    feed_fini(&f);
 }
 
-void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
-{
-    struct kiln_jobs *j = ctx;
-    struct kiln_stage_needs nd;
-    int64_t id = json_integer_value(json_object_get(job, "id"));
-    if (kiln_jobs_needs(j, id, &nd, NULL)) {
-        snprintf(out, outlen, "waiting for a worker");
-        return;
-    }
-    struct kiln_worker_info *ws = NULL;
-    int nw = 0;
-    if (kiln_registry_all(j, &ws, &nw, NULL)) {
-        snprintf(out, outlen, "waiting for a worker");
-        return;
-    }
-    char need_ram[32];
-    fmt_ram(need_ram, sizeof need_ram, nd.ram_mb);
-    char gpu_desc[160] = "";
-    if (nd.gpu_sm[0])
-        snprintf(gpu_desc, sizeof gpu_desc, " with an SM %s GPU%s%s%s", nd.gpu_sm,
-                 nd.isa[0] ? " and CPU ISA " : "", nd.isa, "");
-    int online = 0, draining = 0, pressure = 0, capable = 0, big = 0, lost = 0;
-    const char *lost_name = NULL;
-    int64_t best_free_cores = -1, best_free_ram = 0, max_cores = 0, max_ram = 0;
-    for (int i = 0; i < nw; i++) {
-        struct kiln_worker_info *w = &ws[i];
-        if (strcmp(w->platform, nd.platform)) continue;
-        if (!strcmp(w->state, "lost")) {
-            int gok;
-            if (host_capable(w, &nd, &gok)) {
-                lost++;
-                if (!lost_name) lost_name = w->name;
-            }
-            continue;
-        }
-        if (strcmp(w->state, "online") && strcmp(w->state, "draining")) continue;
-        online++;
-        if (!host_capable(w, &nd, NULL)) continue;
-        capable++;
-        if (w->drain || !strcmp(w->state, "draining")) {
-            draining++;
-            continue;
-        }
-        if (w->mem_pressure) {
-            pressure++;
-            continue;
-        }
-        if (w->cores > max_cores) max_cores = w->cores;
-        if (w->ram_mb > max_ram) max_ram = w->ram_mb;
-        if (w->cores >= nd.cores && w->ram_mb >= nd.ram_mb) big++;
-        int64_t fc = w->cores - w->cores_used, fr = w->ram_mb - w->ram_used_mb;
-        if (fc > best_free_cores || (fc == best_free_cores && fr > best_free_ram)) {
-            best_free_cores = fc;
-            best_free_ram = fr;
-        }
-    }
-    free(ws);
-    if (capable == 0 && lost > 0)
-        snprintf(out, outlen, "waiting for worker %s (%s%s) to come back; it was lost", lost_name,
-                 nd.platform, gpu_desc);
-    else if (online == 0)
-        snprintf(out, outlen, "no online worker for %s", nd.platform);
-    else if (capable == 0)
-        snprintf(out, outlen, "no online %s worker%s", nd.platform,
-                 gpu_desc[0] ? gpu_desc : " that can run it");
-    else if (draining == capable)
-        snprintf(out, outlen, "every %s worker that can run it is draining", nd.platform);
-    else if (pressure + draining == capable)
-        snprintf(out, outlen, "the %s workers that can run it are under memory pressure",
-                 nd.platform);
-    else if (big == 0) {
-        char have[32];
-        fmt_ram(have, sizeof have, max_ram);
-        snprintf(out, outlen, "needs %d cores and %s on %s; biggest host has %lld cores and %s",
-                 nd.cores, need_ram, nd.platform, (long long)max_cores, have);
-    } else if (best_free_cores < nd.cores || best_free_ram < nd.ram_mb) {
-        char have[32];
-        fmt_ram(have, sizeof have, best_free_ram > 0 ? best_free_ram : 0);
-        snprintf(out, outlen, "needs %d cores and %s on %s; best host has %lld cores and %s free",
-                 nd.cores, need_ram, nd.platform,
-                 (long long)(best_free_cores > 0 ? best_free_cores : 0), have);
-    } else if (nd.gpu_sm[0])
-        snprintf(out, outlen, "waiting for a free SM %s GPU on %s", nd.gpu_sm, nd.platform);
-    else
-        snprintf(out, outlen, "ready; waiting for a %s worker to ask for work", nd.platform);
-}
+struct kiln_waiter {
+    struct kiln_dispatch *d;
+    struct kiln_waiter *next, *prev;
+    int64_t worker_id;
+    struct kiln_offer offer;
+    kiln_waiter_cb cb;
+    void *arg;
+    uv_timer_t timer;
+    int linked;
+};
+
+struct kiln_dispatch {
+    uv_loop_t *loop;
+    struct kiln_jobs *j;
+    struct feed feed;
+    FILE *trace;
+    int64_t probe_event_id; /* store state of the last reason-only pass */
+    kiln_lease_fn lease_fn;
+    void *lease_ctx;
+    struct kiln_waiter *head, *tail;
+    int nwaiting;
+    uv_timer_t kick_timer;
+    uv_timer_t wake_timer;
+    int kick_pending;
+    int closing;
+    int handles_open;
+};
 
 /* --- waiters --- */
 
@@ -413,36 +591,12 @@ static void on_waiter_timeout(uv_timer_t *t)
     answer(w->d, w, 204, NULL);
 }
 
-/* Try to lease something to worker_id. 1 = leased (*lease set), 0 = none. */
-static int try_match(struct kiln_dispatch *d, int64_t worker_id, const struct kiln_offer *o,
-                     json_t **lease, struct kiln_error *err)
-{
-    *lease = NULL;
-    struct kiln_worker_info w;
-    int rc = kiln_registry_get(d->j, worker_id, &w, err);
-    if (rc) return rc;
-    for (int tries = 0; tries < 4; tries++) {
-        int64_t job;
-        int gpu;
-        if ((rc = kiln_dispatch_match(d->j, &w, o, now_s(), &job, &gpu, err))) return rc;
-        if (!job) return 0;
-        json_t *l = NULL;
-        rc = d->lease_fn(d->lease_ctx, job, worker_id, gpu, &l, err);
-        if (rc == KILN_ESTATE) continue; /* raced with a cancel: pick again */
-        if (rc) return rc;
-        *lease = json_pack("{s:o}", "job", l);
-        if (!*lease) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-        return 1;
-    }
-    return 0;
-}
-
 static void on_wake(uv_timer_t *t);
 
 static void arm_wakeup(struct kiln_dispatch *d)
 {
     if (d->closing || !d->head) return;
-    double now = now_s();
+    double now = kiln_clock_wall();
     double t = kiln_jobs_next_wakeup(d->j, now);
     if (t <= 0) return;
     double ms = (t - now) * 1000.0 + 5;
@@ -453,46 +607,39 @@ static void arm_wakeup(struct kiln_dispatch *d)
 static void run_pass(struct kiln_dispatch *d)
 {
     d->kick_pending = 0;
-    if (!d->head) return;
-    /* One placement for every waiting worker (not one per waiter). */
-    struct offer_ref refs[256];
-    int nrefs = 0;
-    for (struct kiln_waiter *w = d->head; w && nrefs < 256; w = w->next)
-        refs[nrefs++] = (struct offer_ref){w->worker_id, &w->offer};
-    struct kiln_assignment *as = NULL;
+    if (!d->head || d->closing) return;
+    /* One pass for every waiting worker (not one per waiter), so a job
+     * goes to the asking host the host policy prefers. */
+    struct asking ask[256];
+    int nask = 0;
+    for (struct kiln_waiter *w = d->head; w && nask < 256; w = w->next)
+        ask[nask++] = (struct asking){w->worker_id, &w->offer};
+    const struct kiln_assignment *as;
     size_t n = 0;
     struct kiln_error err = {0};
-    double now = now_s();
-    if (plan(d->j, refs, nrefs, now, &as, &n, &err) == KILN_OK) {
-        for (size_t k = 0; k < n; k++) {
-            struct kiln_waiter *w = d->head;
-            while (w && w->worker_id != as[k].worker_id)
-                w = w->next;
-            if (!w) continue; /* that worker is busy; it gets it when it asks */
-            json_t *l = NULL;
-            struct kiln_error e2 = {0};
-            if (d->lease_fn(d->lease_ctx, as[k].job_id, w->worker_id, as[k].gpu_index, &l, &e2))
-                continue;
-            json_t *lease = json_pack("{s:o}", "job", l);
-            if (lease) answer(d, w, 200, lease);
-        }
-        free(as);
-    } else {
-        /* Placement failed: fall back to matching waiter by waiter. */
+    if (feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err)) {
+        /* The placer and the glue's key sets may disagree now: start over
+         * from the store (the trace gets a new policy line: a reset). */
+        struct kiln_policy runs;
+        kiln_placer_policy(d->feed.pl, &runs);
+        struct kiln_policy rec = d->feed.pol;
+        feed_fini(&d->feed);
+        if (feed_init(&d->feed, d->j, &rec, &runs, d->trace, &err)) d->closing = 1;
+        arm_wakeup(d);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
         struct kiln_waiter *w = d->head;
-        while (w) {
-            struct kiln_waiter *next = w->next;
-            json_t *lease;
-            struct kiln_error e3 = {0};
-            int rc = try_match(d, w->worker_id, &w->offer, &lease, &e3);
-            if (rc == 1)
-                answer(d, w, 200, lease);
-            else if (rc == KILN_ENOTFOUND)
-                answer(d, w, 204, NULL);
-            else if (rc < 0)
-                break;
-            w = next;
-        }
+        while (w && w->worker_id != as[k].worker_id)
+            w = w->next;
+        if (!w) continue; /* cannot happen: only asking workers take work */
+        json_t *l = NULL;
+        struct kiln_error e2 = {0};
+        /* A failed lease (raced with a cancel) is seen as ended next pass. */
+        if (d->lease_fn(d->lease_ctx, as[k].job_id, w->worker_id, as[k].gpu_index, &l, &e2))
+            continue;
+        json_t *lease = json_pack("{s:o}", "job", l);
+        if (lease) answer(d, w, 200, lease);
     }
     arm_wakeup(d);
 }
@@ -507,13 +654,51 @@ static void on_wake(uv_timer_t *t)
     run_pass(t->data);
 }
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+int kiln_dispatch_policy_load(json_t *config, struct kiln_policy *pol, struct kiln_error *err)
+{
+    kiln_policy_default(pol);
+    json_t *sec = config ? json_object_get(config, "placement") : NULL;
+    if (!sec || json_is_null(sec)) return KILN_OK;
+    if (!json_is_object(sec))
+        return kiln_fail(err, KILN_EINVAL, "config: placement must be a mapping (host_policy)");
+    const char *k;
+    json_t *v;
+    json_object_foreach(sec, k, v)
+    {
+        if (strcmp(k, "host_policy"))
+            return kiln_fail(err, KILN_EINVAL, "config: unknown placement setting '%.64s'", k);
+        if (!json_is_string(v) ||
+            kiln_host_policy_parse(json_string_value(v), &pol->host_policy, NULL))
+            return kiln_fail(err, KILN_EINVAL,
+                             "config: placement.host_policy must be spread or pack");
+    }
+    return KILN_OK;
+}
+
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_policy *pol,
+                      const char *trace_path, kiln_lease_fn lease_fn, void *lease_ctx,
                       struct kiln_dispatch **out, struct kiln_error *err)
 {
     struct kiln_dispatch *d = calloc(1, sizeof *d);
     if (!d) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     d->loop = loop;
     d->j = j;
+    d->probe_event_id = -1;
+    if (trace_path && !(d->trace = fopen(trace_path, "w"))) {
+        free(d);
+        return kiln_fail(err, KILN_EIO, "cannot write the trace %s", trace_path);
+    }
+    /* Test hook for the replay's negative check: the service runs the other
+     * host policy than the one it records, as a drifted service would. */
+    struct kiln_policy runs = *pol;
+    if (getenv("KILN_TEST_SKEW_HOST_POLICY"))
+        runs.host_policy = pol->host_policy == KILN_HOST_PACK ? KILN_HOST_SPREAD : KILN_HOST_PACK;
+    int rc = feed_init(&d->feed, j, pol, &runs, d->trace, err);
+    if (rc) {
+        if (d->trace) fclose(d->trace);
+        free(d);
+        return rc;
+    }
     d->lease_fn = lease_fn;
     d->lease_ctx = lease_ctx;
     if (uv_timer_init(loop, &d->kick_timer) || uv_timer_init(loop, &d->wake_timer)) {
@@ -530,7 +715,10 @@ int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_
 static void dispatch_handle_closed(uv_handle_t *h)
 {
     struct kiln_dispatch *d = h->data;
-    if (--d->handles_open == 0) free(d);
+    if (--d->handles_open) return;
+    feed_fini(&d->feed);
+    if (d->trace) fclose(d->trace);
+    free(d);
 }
 
 void kiln_dispatch_flush(struct kiln_dispatch *d)
@@ -560,20 +748,16 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
                                        const struct kiln_offer *o, unsigned wait_ms,
                                        kiln_waiter_cb cb, void *arg)
 {
-    json_t *lease;
+    struct kiln_worker_info wi;
     struct kiln_error err = {0};
-    int rc = try_match(d, worker_id, o, &lease, &err);
-    if (rc == 1) {
-        cb(arg, 200, lease);
+    int rc = kiln_registry_get(d->j, worker_id, &wi, &err);
+    if (rc == KILN_ENOTFOUND || d->closing) {
+        cb(arg, 204, NULL);
         return NULL;
     }
-    if (rc < 0 && rc != KILN_ENOTFOUND) {
+    if (rc) {
         cb(arg, 503,
            json_pack("{s:{s:s,s:s}}", "error", "code", kiln_code_name(rc), "message", err.msg));
-        return NULL;
-    }
-    if (wait_ms == 0 || d->closing || rc == KILN_ENOTFOUND) {
-        cb(arg, 204, NULL);
         return NULL;
     }
     struct kiln_waiter *w = calloc(1, sizeof *w);
@@ -591,8 +775,16 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     w->arg = arg;
     w->timer.data = w;
     link_waiter(d, w);
+    /* The request joins a pass with every other waiting worker at once:
+     * the closed timer frees w only when the loop runs, so linked is safe
+     * to read after an answer. */
+    run_pass(d);
+    if (!w->linked) return NULL;
+    if (wait_ms == 0) {
+        answer(d, w, 204, NULL);
+        return NULL;
+    }
     uv_timer_start(&w->timer, on_waiter_timeout, wait_ms, 0);
-    arm_wakeup(d);
     return w;
 }
 
@@ -632,4 +824,33 @@ void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now)
         sqlite3_step(s);
         sqlite3_reset(s);
     }
+}
+
+void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
+{
+    struct kiln_dispatch *d = ctx;
+    int64_t id = json_integer_value(json_object_get(job, "id"));
+    struct kiln_stage_needs nd;
+    if (kiln_jobs_needs(d->j, id, &nd, NULL)) {
+        snprintf(out, outlen, "waiting for a worker");
+        return;
+    }
+    int stage = strcmp(nd.stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
+    if (!kiln_placer_reason(d->feed.pl, id, stage, out, outlen)) return;
+    /* Not queued in the placer yet (just submitted, or no pass since the
+     * store changed): one pass in which no worker asks brings it up to date
+     * and decides nothing; at most one per store change. */
+    int64_t ev = kiln_store_last_event_id(d->j->st);
+    if (ev != d->probe_event_id) {
+        d->probe_event_id = ev;
+        const struct kiln_assignment *as;
+        size_t n;
+        struct kiln_error err = {0};
+        if (feed_pass(&d->feed, kiln_clock_wall(), NULL, 0, &as, &n, &err)) {
+            snprintf(out, outlen, "waiting for a worker");
+            return;
+        }
+        kiln_dispatch_kick(d); /* the waiting workers were left out of that pass */
+    }
+    job_reason(&d->feed, id, out, outlen);
 }

@@ -1,27 +1,30 @@
-/* dispatch.h - matching workers' lease long-polls to runnable jobs.
+/* dispatch.h - workers' lease long-polls, answered by the service's one
+ * placer.
  *
  * Contract:
+ * - The policy is scheduler/placement.h, nothing else: the dispatcher keeps
+ *   one long-lived placer and feeds it events read from the store (a job
+ *   becomes runnable or leaves the queue, a placed job ends, a worker
+ *   registers, asks, drains or is lost) through scheduler/trace.h, the same
+ *   events `kiln sim --replay` applies. With a trace path they are written
+ *   there, with the decisions, one JSON line each.
  * - A worker's lease request becomes a waiter (worker id + what it offers:
- *   free cores, RAM, GPUs). kiln_dispatch_wait() tries to match it at once;
- *   if nothing fits it waits up to wait_ms and is retried on every
- *   kiln_dispatch_kick() (called on submit, report, register, cancel, retry,
- *   drain) and when a backoff expires - never by a periodic full scan.
- * - The whole matching policy is kiln_dispatch_match(): one function, so a
- *   richer placement (scheduler/placement.h) can replace it. The current one
- *   takes the highest-priority runnable job that fits: same platform, cores
- *   and RAM within both what the worker offers and what the store has not
- *   already committed on it (never overcommitted), and for test stages a free
- *   GPU of the job's SM (newer same-major SM with sm_compat), driver and ISA.
+ *   free cores, RAM, GPUs). Each request runs one placement pass over every
+ *   waiting worker at once; so does every kiln_dispatch_kick() (submit,
+ *   report, register, cancel, retry, drain) and a backoff's expiry - never a
+ *   periodic full scan. Only waiting workers take work, one job per request,
+ *   so an idle asking worker gets queued work before a busier one asks again.
  * - Leasing is committed by lease_fn (store transaction) before the waiter's
  *   callback sends anything, so a lost response is recovered by the
  *   lease-acknowledgement path in registry.h.
- * - kiln_dispatch_wait_reason() is a kiln_wait_reason_fn: a plain sentence
- *   saying why a runnable job is not running on the current farm.
+ * - kiln_dispatch_wait_reason() is a kiln_wait_reason_fn (ctx: the
+ *   dispatcher): the placer's sentence for why a runnable job is not running.
  * - Runs on the loop thread only.
  */
 #ifndef KILN_DISPATCH_H
 #define KILN_DISPATCH_H
 
+#include "scheduler/placement.h"
 #include "state/jobs.h"
 #include "state/registry.h"
 
@@ -36,7 +39,8 @@ struct kiln_offer {
     int free_gpus[KILN_MAX_GPUS];
 };
 
-/* The matcher: *job_id 0 when nothing fits. */
+/* One pass over a snapshot with a fresh placer (tests, tools): what the
+ * worker w, asking with offer o, would get; *job_id 0 when nothing fits. */
 int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err);
@@ -51,7 +55,17 @@ typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
 struct kiln_dispatch;
 struct kiln_waiter;
 
-int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, kiln_lease_fn lease_fn, void *lease_ctx,
+/* The policy from the config's `placement:` section (NULL or absent:
+ * kiln_policy_default). Keys: host_policy (spread|pack). KILN_EINVAL with a
+ * sentence naming a bad value or an unknown key. */
+int kiln_dispatch_policy_load(json_t *config, struct kiln_policy *pol, struct kiln_error *err);
+
+/* pol: the placement policy the service runs (copied). trace_path: NULL,
+ * or a file to record the placer's events in (truncated). The environment
+ * variable KILN_TEST_SKEW_HOST_POLICY (tests only) makes the placer run the
+ * other host policy than the one recorded, so the replay must disagree. */
+int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_policy *pol,
+                      const char *trace_path, kiln_lease_fn lease_fn, void *lease_ctx,
                       struct kiln_dispatch **out, struct kiln_error *err);
 /* Answers no waiter; closes handles (memory freed once the loop runs them). */
 void kiln_dispatch_free(struct kiln_dispatch *d);
@@ -72,7 +86,9 @@ void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now);
 void kiln_dispatch_flush(struct kiln_dispatch *d);
 int kiln_dispatch_waiting(const struct kiln_dispatch *d);
 
-/* ctx is the struct kiln_jobs. */
-void kiln_dispatch_wait_reason(void *jobs, json_t *job, char *out, size_t outlen);
+/* ctx is the struct kiln_dispatch. */
+void kiln_dispatch_wait_reason(void *dispatch, json_t *job, char *out, size_t outlen);
+/* The same sentence from a one-shot pass over a snapshot (tests, tools). */
+void kiln_dispatch_reason_once(struct kiln_jobs *j, json_t *job, char *out, size_t outlen);
 
 #endif

@@ -359,8 +359,6 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->jobs.policy.backoff_base_s = c->backoff_base_s;
     s->jobs.policy.backoff_max_s = c->backoff_max_s;
     s->jobs.policy.lease_ack_s = c->lease_ack_s;
-    s->jobs.wait_reason = kiln_dispatch_wait_reason;
-    s->jobs.wait_ctx = &s->jobs;
     double now = kiln_clock_wall();
     /* Recovery: workers get lost_after_s to reconnect and re-attach their
      * running jobs; interrupted publishes go back to waiting (idempotent). */
@@ -373,7 +371,13 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     }
     if ((rc = kiln_logs_new(path, &s->logs, err))) goto fail;
     if ((rc = kiln_events_new(loop, s->st, c->keepalive_ms, &s->events, err))) goto fail;
-    if ((rc = kiln_dispatch_new(loop, &s->jobs, lease_fn, s, &s->dispatch, err))) goto fail;
+    struct kiln_policy pol;
+    if ((rc = kiln_dispatch_policy_load(c->raw, &pol, err))) goto fail;
+    if ((rc = kiln_dispatch_new(loop, &s->jobs, &pol, c->trace_path[0] ? c->trace_path : NULL,
+                                lease_fn, s, &s->dispatch, err)))
+        goto fail;
+    s->jobs.wait_reason = kiln_dispatch_wait_reason;
+    s->jobs.wait_ctx = s->dispatch;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
                                    .max_body_bytes = c->max_body_bytes,
                                    .max_connections_per_client = c->max_connections_per_client,

@@ -48,6 +48,7 @@ struct kiln_serve_config {
     char web_dir[PATH_MAX];
     char tls_cert[PATH_MAX];
     char tls_key[PATH_MAX];
+    char trace_path[PATH_MAX]; /* "" or where the placer's events go (--trace) */
     int allow_anonymous_read;
     unsigned heartbeat_s;      /* told to workers (5) */
     unsigned lost_after_s;     /* silent this long -> lost (20) */

@@ -347,22 +347,110 @@ static void test_wait_reasons_and_fit(void **state)
     assert_int_equal(match(f, w, NULL), 0);
     char why[300];
     json_t *o = get(f, big);
-    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
-    assert_string_equal(why, "needs 16 cores and 128 GiB on x86_64-linux; biggest host has 8 "
+    kiln_dispatch_reason_once(&f->j, o, why, sizeof why);
+    /* the placer's sentences (scheduler/placement.c), not a second copy */
+    assert_string_equal(why, "needs 16 cores and 128 GiB on x86_64-linux; largest host has 8 "
                              "cores and 16 GiB");
     json_decref(o);
     o = get(f, arm);
-    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
-    assert_string_equal(why, "no online worker for aarch64-linux");
+    kiln_dispatch_reason_once(&f->j, o, why, sizeof why);
+    assert_string_equal(why, "no worker for builds on aarch64-linux");
     json_decref(o);
     int64_t small = submit(f, "{\"name\":\"s\",\"command\":\"x\",\"cores\":6}");
     json_decref(lease(f, small, w, -1));
     int64_t s2 = submit(f, "{\"name\":\"s2\",\"command\":\"x\",\"cores\":4}");
     assert_int_equal(match(f, w, NULL), 0); /* only 2 cores free: never overcommit */
     o = get(f, s2);
-    kiln_dispatch_wait_reason(&f->j, o, why, sizeof why);
+    kiln_dispatch_reason_once(&f->j, o, why, sizeof why);
     assert_non_null(strstr(why, "best host has 2 cores"));
     json_decref(o);
+}
+
+/* The service's path (store -> dispatch -> placer) gives the placer's answer
+ * for the two SM cases its old copy of the rules got wrong (issue 14). */
+static int64_t submit_sm_test(struct jobs_fx *f, const char *name, const char *sm, int compat)
+{
+    struct kiln_error err = {0};
+    json_t *variant =
+        json_pack("{s:s,s:s,s:s,s:s,s:{},s:{},s:{s:i,s:i},s:s,s:[],s:{s:s,s:b,s:[]}}", "name", name,
+                  "recipe", "r", "branch", "main", "platform", "x86_64-linux", "attrs", "env",
+                  "resources", "cores", 1, "ram_mb", 512, "command", "true", "depends", "selftest",
+                  "sm", sm, "sm_compat", compat, "checks");
+    json_t *job;
+    assert_int_equal(kiln_jobspec_from_variant(variant, 0, "abc", &job, &err), KILN_OK);
+    json_t *arr = json_array(), *ids;
+    json_array_append_new(arr, job);
+    assert_int_equal(kiln_jobs_submit(&f->j, arr, 0, 100.0, &ids, &err), KILN_OK);
+    int64_t id = json_integer_value(json_array_get(ids, 0));
+    json_decref(ids);
+    json_decref(arr);
+    json_decref(variant);
+    return id;
+}
+
+static void test_service_arch_specific_sm(void **state)
+{
+    struct jobs_fx *f = *state;
+    int64_t b = reg(f, W8, NULL);
+    int64_t g90 =
+        reg(f,
+            "{\"name\":\"g90\",\"cores\":8,\"ram_mb\":16384,\"platform\":"
+            "\"x86_64-linux\",\"gpus\":[{\"index\":0,\"sm\":\"90\",\"driver\":\"580.1\"}]}",
+            NULL);
+    int64_t g91 =
+        reg(f,
+            "{\"name\":\"g91\",\"cores\":8,\"ram_mb\":16384,\"platform\":"
+            "\"x86_64-linux\",\"gpus\":[{\"index\":0,\"sm\":\"91\",\"driver\":\"580.1\"}]}",
+            NULL);
+    int64_t a = submit_sm_test(f, "a90a", "90a", 0), c = submit_sm_test(f, "c90a", "90a", 1);
+    int64_t ids[2] = {a, c};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(match(f, b, NULL), ids[i]);
+        json_decref(lease(f, ids[i], b, -1));
+        assert_string_equal(report(f, ids[i], b, 1, 0, 0, KILN_OK), "built");
+    }
+    /* "90a" with sm_compat on SM 91: no; on SM 90 (either job): yes */
+    assert_int_equal(match(f, g91, NULL), 0);
+    int gi = -1;
+    assert_int_equal(match(f, g90, &gi), a); /* "90a" on SM 90 without sm_compat */
+    assert_int_equal(gi, 0);
+    json_decref(lease(f, a, g90, 0));
+    assert_int_equal(match(f, g91, NULL), 0);
+    char why[300];
+    json_t *o = get(f, c);
+    kiln_dispatch_reason_once(&f->j, o, why, sizeof why);
+    assert_non_null(strstr(why, "sm_90a"));
+    json_decref(o);
+}
+
+/* The service gives the placer each job's critical path: a short job that
+ * a long one waits for starts before a medium independent one. */
+static void test_service_critical_path(void **state)
+{
+    struct jobs_fx *f = *state;
+    struct kiln_error err = {0};
+    json_t *arr = json_array();
+    const char *names[] = {"head", "tail", "alone"};
+    int est[] = {100, 1000, 500};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:{},s:{},s:{s:i,s:i,s:i},s:s,s:[]}", "name",
+                              names[i], "recipe", "r", "branch", "main", "platform", "x86_64-linux",
+                              "attrs", "env", "resources", "cores", 8, "ram_mb", 1024,
+                              "est_duration_s", est[i], "command", "true", "depends");
+        if (i == 1) json_array_append_new(json_object_get(v, "depends"), json_string("head"));
+        json_t *job;
+        assert_int_equal(kiln_jobspec_from_variant(v, 0, "abc", &job, &err), KILN_OK);
+        json_array_append_new(arr, job);
+        json_decref(v);
+    }
+    json_t *ids;
+    assert_int_equal(kiln_jobs_submit(&f->j, arr, 0, 100.0, &ids, &err), KILN_OK);
+    int64_t head = json_integer_value(json_array_get(ids, 0));
+    json_decref(ids);
+    json_decref(arr);
+    int64_t w = reg(f, W8, NULL);
+    /* by its own estimate "alone" (500 s) would go first; head + tail is 1100 s */
+    assert_int_equal(match(f, w, NULL), head);
 }
 
 static void test_gpu_test_stage(void **state)
@@ -523,6 +611,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lease_not_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_reasons_and_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_arch_specific_sm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_critical_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_test_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_head_of_line_blocking, setup, teardown),

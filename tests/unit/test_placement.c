@@ -64,6 +64,18 @@ static struct kiln_pitem test(int64_t id, const char *plat, const char *sm, int 
     return it;
 }
 
+static struct kiln_placer *placer_host(int mode, int host_policy)
+{
+    struct kiln_policy pol;
+    kiln_policy_default(&pol);
+    pol.mode = mode;
+    pol.host_policy = host_policy;
+    struct kiln_placer *p = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_placer_new(&pol, &p, &err), 0);
+    return p;
+}
+
 static struct kiln_placer *placer(int mode)
 {
     struct kiln_policy pol;
@@ -118,7 +130,7 @@ static void test_sm_rules(void **state)
 static void test_build_never_overcommits_and_best_fit(void **state)
 {
     (void)state;
-    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_placer *p = placer_host(KILN_POLICY_KILN, KILN_HOST_PACK);
     struct kiln_error err = {0};
     struct kiln_pworker big = worker(1, "big", "x86_64-linux", 64, 262144);
     struct kiln_pworker small = worker(2, "small", "x86_64-linux", 16, 65536);
@@ -150,6 +162,214 @@ static void test_build_never_overcommits_and_best_fit(void **state)
     assert_int_equal(out[0].job_id, 6);
     assert_int_equal(out[0].worker_id, 2);
     kiln_placer_free(p);
+}
+
+/* spread (the default) puts an item on the least loaded host, pack on the
+ * fullest one it fits; with max_new = 1 (one job per lease request) either
+ * policy hands the second item to the other, idle worker in the same pass
+ * instead of holding it for the busy one. */
+static void test_host_policy_spread_pack(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_policy def;
+    kiln_policy_default(&def);
+    assert_int_equal(def.host_policy, KILN_HOST_SPREAD);
+    int hp = -1;
+    assert_int_equal(kiln_host_policy_parse("pack", &hp, &err), 0);
+    assert_int_equal(hp, KILN_HOST_PACK);
+    assert_int_equal(kiln_host_policy_parse("spread", &hp, &err), 0);
+    assert_int_equal(hp, KILN_HOST_SPREAD);
+    assert_int_equal(kiln_host_policy_parse("random", &hp, &err), KILN_EINVAL);
+    assert_string_equal(kiln_host_policy_name(KILN_HOST_PACK), "pack");
+    for (int pol = KILN_HOST_SPREAD; pol <= KILN_HOST_PACK; pol++) {
+        struct kiln_placer *p = placer_host(KILN_POLICY_KILN, pol);
+        struct kiln_pworker busy = worker(1, "busy", "x86_64-linux", 4, 2048);
+        struct kiln_pworker idle = worker(2, "idle", "x86_64-linux", 4, 2048);
+        busy.cores_free = 3;
+        busy.ram_free_mb = 1792;
+        assert_int_equal(kiln_placer_set_worker(p, &busy, &err), 0);
+        assert_int_equal(kiln_placer_set_worker(p, &idle, &err), 0);
+        struct kiln_pitem a = build(1, "x86_64-linux", 1, 256);
+        assert_int_equal(kiln_placer_add(p, &a, &err), 0);
+        struct kiln_assignment out[4];
+        assert_int_equal(dispatch(p, 0, out, 4), 1);
+        assert_int_equal(out[0].worker_id, pol == KILN_HOST_SPREAD ? 2 : 1);
+        kiln_placer_free(p);
+
+        p = placer_host(KILN_POLICY_KILN, pol);
+        busy.max_new = idle.max_new = 1;
+        assert_int_equal(kiln_placer_set_worker(p, &busy, &err), 0);
+        assert_int_equal(kiln_placer_set_worker(p, &idle, &err), 0);
+        for (int i = 1; i <= 3; i++) {
+            struct kiln_pitem b = build(i, "x86_64-linux", 1, 256);
+            assert_int_equal(kiln_placer_add(p, &b, &err), 0);
+        }
+        assert_int_equal(dispatch(p, 0, out, 4), 2);
+        assert_true(out[0].worker_id != out[1].worker_id);
+        assert_int_equal(kiln_placer_queued(p), 1);
+        /* the next pass (a new lease request) may give each one more */
+        assert_int_equal(dispatch(p, 1, out, 4), 1);
+        kiln_placer_free(p);
+    }
+}
+
+/* ---------- one test per matching rule (the service runs these too) ----------
+ * fits(): does one dispatch place item it on a worker w alone? */
+static int fits(const struct kiln_pworker *w, const struct kiln_pitem *it)
+{
+    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_placer_set_worker(p, w, &err), 0);
+    assert_int_equal(kiln_placer_add(p, it, &err), 0);
+    struct kiln_assignment out[2];
+    size_t n = dispatch(p, 0, out, 2);
+    kiln_placer_free(p);
+    return n == 1;
+}
+
+static struct kiln_pworker gpu_host(const char *sm, int driver)
+{
+    struct kiln_pworker w = worker(1, "g", "x86_64-linux", 8, 16384);
+    add_gpu(&w, sm, driver);
+    return w;
+}
+
+static struct kiln_pitem sm_test(const char *sm, int compat)
+{
+    struct kiln_pitem it = test(1, "x86_64-linux", sm, 0);
+    it.sm_compat = compat;
+    return it;
+}
+
+static void test_rule_platform(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = worker(1, "a", "aarch64-linux", 64, 65536);
+    struct kiln_pitem it = build(1, "x86_64-linux", 1, 1);
+    assert_false(fits(&w, &it));
+    snprintf(it.platform, sizeof it.platform, "aarch64-linux");
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_cores_and_ram_never_overcommit(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = worker(1, "a", "x86_64-linux", 8, 16384);
+    w.cores_free = 3;
+    w.ram_free_mb = 4096;
+    struct kiln_pitem it = build(1, "x86_64-linux", 4, 1024);
+    assert_false(fits(&w, &it)); /* cores */
+    it.cores = 3;
+    it.ram_mb = 4097;
+    assert_false(fits(&w, &it)); /* RAM */
+    it.ram_mb = 4096;
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_isa(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("90", 580);
+    w.isa = kiln_isa_level_features("avx2");
+    struct kiln_pitem it = sm_test("90", 0);
+    it.isa = kiln_isa_level_features("avx512");
+    assert_false(fits(&w, &it));
+    w.isa = kiln_isa_level_features("avx512");
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_sm_exact(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("89", 580);
+    struct kiln_pitem it = sm_test("86", 0);
+    assert_false(fits(&w, &it)); /* newer minor, but no sm_compat */
+    it = sm_test("89", 0);
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_sm_compat_newer_minor_same_major(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("89", 580);
+    struct kiln_pitem it = sm_test("86", 1);
+    assert_true(fits(&w, &it));
+    w = gpu_host("80", 580);
+    assert_false(fits(&w, &it)); /* older minor */
+    w = gpu_host("90", 580);
+    assert_false(fits(&w, &it)); /* other major */
+}
+
+/* The two cases the old service copy answered differently (issue 14):
+ * arch-specific code ("90a", "100f") runs on exactly that SM, with or
+ * without sm_compat; sm_compat lets only plain (non-a/f) code move up. */
+static void test_rule_arch_specific_exact_only(void **state)
+{
+    (void)state;
+    struct kiln_pworker w90 = gpu_host("90", 580), w91 = gpu_host("91", 580);
+    struct kiln_pitem a = sm_test("90a", 0);
+    assert_true(fits(&w90, &a)); /* "90a" on SM 90 without sm_compat: yes */
+    a = sm_test("90a", 1);
+    assert_false(fits(&w91, &a)); /* "90a" on SM 91 with sm_compat: no */
+    assert_true(fits(&w90, &a));
+    struct kiln_pitem f = sm_test("100f", 1);
+    struct kiln_pworker w103 = gpu_host("103", 580);
+    assert_false(fits(&w103, &f));
+    struct kiln_pitem plain = sm_test("90", 1);
+    assert_true(fits(&w91, &plain)); /* the non-a arch may move up */
+}
+
+static void test_rule_driver_min(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("90", 550);
+    struct kiln_pitem it = test(1, "x86_64-linux", "90", 560);
+    assert_false(fits(&w, &it));
+    w = gpu_host("90", 560);
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_one_test_per_gpu(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("90", 580);
+    struct kiln_pitem it = sm_test("90", 0);
+    w.gpus[0].busy = 1;
+    assert_false(fits(&w, &it));
+    w.gpus[0].busy = 0;
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_worker_takes_work(void **state)
+{
+    (void)state;
+    struct kiln_pitem it = build(1, "x86_64-linux", 1, 1);
+    struct kiln_pworker w = worker(1, "a", "x86_64-linux", 8, 16384);
+    int states[] = {KILN_PW_DRAINING, KILN_PW_LOST, KILN_PW_OFFLINE};
+    for (int i = 0; i < 3; i++) {
+        w.state = states[i];
+        assert_false(fits(&w, &it));
+    }
+    w.state = KILN_PW_ONLINE;
+    w.healthy = 0;
+    assert_false(fits(&w, &it));
+    w.healthy = 1;
+    w.max_new = -1; /* online but not asking */
+    assert_false(fits(&w, &it));
+    w.max_new = 0;
+    assert_true(fits(&w, &it));
+}
+
+static void test_rule_no_builds(void **state)
+{
+    (void)state;
+    struct kiln_pworker w = gpu_host("90", 580);
+    w.no_builds = 1;
+    struct kiln_pitem b = build(1, "x86_64-linux", 1, 1);
+    assert_false(fits(&w, &b));
+    struct kiln_pitem t = sm_test("90", 0);
+    assert_true(fits(&w, &t));
 }
 
 static void test_reasons(void **state)
@@ -899,6 +1119,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sm_rules),
         cmocka_unit_test(test_build_never_overcommits_and_best_fit),
+        cmocka_unit_test(test_host_policy_spread_pack),
+        cmocka_unit_test(test_rule_platform),
+        cmocka_unit_test(test_rule_cores_and_ram_never_overcommit),
+        cmocka_unit_test(test_rule_isa),
+        cmocka_unit_test(test_rule_sm_exact),
+        cmocka_unit_test(test_rule_sm_compat_newer_minor_same_major),
+        cmocka_unit_test(test_rule_arch_specific_exact_only),
+        cmocka_unit_test(test_rule_driver_min),
+        cmocka_unit_test(test_rule_one_test_per_gpu),
+        cmocka_unit_test(test_rule_worker_takes_work),
+        cmocka_unit_test(test_rule_no_builds),
         cmocka_unit_test(test_reasons),
         cmocka_unit_test(test_one_test_per_gpu_and_compat),
         cmocka_unit_test(test_priority_aging_and_critical_path),
