@@ -1,5 +1,6 @@
 /* catalog.c - the embedded catalog: blob store, SQLite index, signatures. */
 #include "catalog/catalog.h"
+#include "catalog/release.h"
 
 #include "common/fsutil.h"
 #include "common/hash.h"
@@ -52,6 +53,11 @@ void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop)
 uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c)
 {
     return c->loop ? c->loop : uv_default_loop();
+}
+
+sqlite3 *kiln_catalog_db(struct kiln_catalog *c)
+{
+    return c->db;
 }
 
 struct kiln_catalog_upload {
@@ -286,6 +292,7 @@ int kiln_catalog_open(const char *data_dir, struct kiln_catalog **out, struct ki
         }
         if ((rc = db_exec(c, "COMMIT", err)) != KILN_OK) goto fail;
     }
+    if ((rc = kiln_release_schema(c->db, err)) != KILN_OK) goto fail;
     sweep(c, OPEN_ORPHAN_GRACE_S, NULL, NULL, NULL);
     *out = c;
     return KILN_OK;
@@ -648,6 +655,13 @@ static void bind_opt_text(sqlite3_stmt *st, int idx, json_t *v)
 int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *digest_in, int64_t *id,
                          int *created, struct kiln_error *err)
 {
+    return kiln_catalog_publish_held(c, meta, digest_in, 0, id, created, err);
+}
+
+int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *digest_in,
+                              int64_t release_id, int64_t *id, int *created,
+                              struct kiln_error *err)
+{
     char hex[65], digest[KILN_DIGEST_STR];
     int rc;
     if (created) *created = 0;
@@ -736,8 +750,8 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
     const char *sql =
         "INSERT INTO entries(name, version, recipe, branch, commit_id, platform, sm, capability,"
         " isa, cuda, driver_min, python, store_path, size, digest, log_digest, selftest, meta,"
-        " signature, key, created_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,"
-        "?16,?17,?18,?19,?20,?21)";
+        " signature, key, created_at, release_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,"
+        "?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)";
     rc = KILN_EDB;
     if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -762,6 +776,10 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
         sqlite3_bind_text(st, 19, sigb64, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, c->key_line, -1, SQLITE_STATIC);
         sqlite3_bind_double(st, 21, now_s());
+        if (release_id > 0)
+            sqlite3_bind_int64(st, 22, release_id);
+        else
+            sqlite3_bind_null(st, 22);
         if (sqlite3_step(st) == SQLITE_DONE) rc = KILN_OK;
     }
     if (rc != KILN_OK) kiln_fail(err, KILN_EDB, "catalog insert failed: %s", sqlite3_errmsg(c->db));
@@ -871,7 +889,7 @@ int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct ki
 {
     *out = NULL;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1", -1, &st,
+    if (sqlite3_prepare_v2(c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1 AND " KILN_RELEASE_VISIBLE(""), -1, &st,
                            NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_int64(st, 1, id);
@@ -896,7 +914,7 @@ int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out, str
         {"digest", "digest"}, {"commit", "commit_id"},  {"python", "python"}, {NULL, NULL}};
     *out = NULL;
     struct kiln_buf sql = {0};
-    int rc = kiln_buf_puts(&sql, "SELECT " ENTRY_COLS " FROM entries WHERE 1");
+    int rc = kiln_buf_puts(&sql, "SELECT " ENTRY_COLS " FROM entries WHERE " KILN_RELEASE_VISIBLE(""));
     const char *vals[16];
     int nv = 0;
     for (int i = 0; fcols[i][0] && rc == KILN_OK; i++) {
@@ -980,6 +998,12 @@ int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out)
     return kiln_buf_puts(out, "StoreDir: " KILN_NIX_STORE_DIR "\nWantMassQuery: 1\nPriority: 30\n");
 }
 
+/* A NAR is served while some visible entry has it: the same store path may
+ * be rebuilt into a release that is still held. */
+#define NAR_VISIBLE                                                                                \
+    "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND "                         \
+    KILN_RELEASE_VISIBLE("e.") ")"
+
 static int load_narinfo(struct kiln_catalog *c, const char *hashpart, struct kiln_narinfo *ni,
                         char digest[KILN_DIGEST_STR], struct kiln_error *err)
 {
@@ -987,7 +1011,7 @@ static int load_narinfo(struct kiln_catalog *c, const char *hashpart, struct kil
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(c->db,
                            "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
-                           " WHERE hashpart=?1",
+                           " WHERE hashpart=?1 AND " NAR_VISIBLE,
                            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
@@ -1051,8 +1075,8 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     snprintf(digest, sizeof digest, "sha256:%s", hex);
     sqlite3_stmt *st = NULL;
     int found = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM narinfo WHERE digest=?1 LIMIT 1", -1, &st, NULL) ==
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " LIMIT 1", -1,
+                           &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
     }
