@@ -659,8 +659,7 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
 }
 
 int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *digest_in,
-                              int64_t release_id, int64_t *id, int *created,
-                              struct kiln_error *err)
+                              int64_t release_id, int64_t *id, int *created, struct kiln_error *err)
 {
     char hex[65], digest[KILN_DIGEST_STR];
     int rc;
@@ -889,8 +888,9 @@ int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct ki
 {
     *out = NULL;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1 AND " KILN_RELEASE_VISIBLE(""), -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1 AND " KILN_RELEASE_VISIBLE(""),
+            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_int64(st, 1, id);
     int r = sqlite3_step(st), rc = KILN_OK;
@@ -914,7 +914,10 @@ int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out, str
         {"digest", "digest"}, {"commit", "commit_id"},  {"python", "python"}, {NULL, NULL}};
     *out = NULL;
     struct kiln_buf sql = {0};
-    int rc = kiln_buf_puts(&sql, "SELECT " ENTRY_COLS " FROM entries WHERE " KILN_RELEASE_VISIBLE(""));
+    int rc = kiln_buf_puts(&sql, json_is_true(json_object_get(filters, "held"))
+                                     ? "SELECT " ENTRY_COLS " FROM entries WHERE 1"
+                                     : "SELECT " ENTRY_COLS
+                                       " FROM entries WHERE " KILN_RELEASE_VISIBLE(""));
     const char *vals[16];
     int nv = 0;
     for (int i = 0; fcols[i][0] && rc == KILN_OK; i++) {
@@ -1001,17 +1004,20 @@ int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out)
 /* A NAR is served while some visible entry has it: the same store path may
  * be rebuilt into a release that is still held. */
 #define NAR_VISIBLE                                                                                \
-    "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND "                         \
-    KILN_RELEASE_VISIBLE("e.") ")"
+    "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND " KILN_RELEASE_VISIBLE(   \
+        "e.") ")"
 
-static int load_narinfo(struct kiln_catalog *c, const char *hashpart, struct kiln_narinfo *ni,
-                        char digest[KILN_DIGEST_STR], struct kiln_error *err)
+static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
+                        struct kiln_narinfo *ni, char digest[KILN_DIGEST_STR],
+                        struct kiln_error *err)
 {
     memset(ni, 0, sizeof *ni);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(c->db,
-                           "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
-                           " WHERE hashpart=?1 AND " NAR_VISIBLE,
+                           held ? "SELECT store_path, digest, nar_size, refs, deriver, sig"
+                                  " FROM narinfo WHERE hashpart=?1"
+                                : "SELECT store_path, digest, nar_size, refs, deriver, sig"
+                                  " FROM narinfo WHERE hashpart=?1 AND " NAR_VISIBLE,
                            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
@@ -1051,7 +1057,7 @@ int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, struct ki
         return kiln_fail(err, KILN_ENOTFOUND, "no narinfo for %s", hashpart);
     struct kiln_narinfo ni;
     char digest[KILN_DIGEST_STR];
-    int rc = load_narinfo(c, hashpart, &ni, digest, err);
+    int rc = load_narinfo(c, hashpart, 0, &ni, digest, err);
     if (rc != KILN_OK) return rc;
     rc = kiln_narinfo_format(&ni, out);
     kiln_narinfo_free(&ni);
@@ -1075,7 +1081,8 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     snprintf(digest, sizeof digest, "sha256:%s", hex);
     sqlite3_stmt *st = NULL;
     int found = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " LIMIT 1", -1,
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " LIMIT 1", -1,
                            &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
@@ -1111,7 +1118,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
         rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
         goto out;
     }
-    json_t *filt = json_pack("{s:i}", "limit", 10000);
+    json_t *filt = json_pack("{s:i,s:b}", "limit", 10000, "held", 1);
     rc = kiln_catalog_list(c, filt, &all, err);
     json_decref(filt);
     if (rc != KILN_OK) goto out;
@@ -1154,7 +1161,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
             struct kiln_narinfo ni;
             char digest[KILN_DIGEST_STR];
             struct kiln_error e2 = {0};
-            if (load_narinfo(c, hp, &ni, digest, &e2) != KILN_OK) {
+            if (load_narinfo(c, hp, 1, &ni, digest, &e2) != KILN_OK) {
                 add_problem(problems, id, "narinfo %s: %s", hp, e2.msg);
             } else {
                 if (have_key < 0) have_key = nix_key(c, NULL) == KILN_OK;

@@ -91,7 +91,8 @@ int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *
 /* Entry as JSON (id, name, version, ..., digest, size, meta, signature, key). */
 int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct kiln_error *err);
 /* filters: object with optional string members name, version, sm, isa, cuda,
- * platform, branch, recipe, digest; limit (default 1000). */
+ * platform, branch, recipe, digest; limit (default 1000); "held": true also
+ * lists entries held in unfinished releases (maintenance). */
 int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out,
                       struct kiln_error *err);
 /* 1 when the entry's stored signature matches its metadata, else 0. */

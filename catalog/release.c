@@ -95,9 +95,8 @@ int kiln_release_open(struct kiln_catalog *c, const char *branch, const char *co
     rc = kiln_release_find(c, branch, commit, id, err);
     if (rc == KILN_OK) return exec(db, "COMMIT", err);
     kiln_error_clear(err);
-    rc = step_one(db,
-                  "INSERT INTO releases(branch, commit_id, created_at) VALUES (?2, ?3, ?4)",
-                  0, branch, commit, now, err);
+    rc = step_one(db, "INSERT INTO releases(branch, commit_id, created_at) VALUES (?2, ?3, ?4)", 0,
+                  branch, commit, now, err);
     if (!rc) {
         *id = sqlite3_last_insert_rowid(db);
         /* A newer commit on the branch: the unfinished ones will never ship. */
@@ -168,9 +167,8 @@ static json_t *row_release(sqlite3_stmt *st)
     json_t *o = json_pack(
         "{s:I,s:s,s:s,s:s,s:f,s:o,s:o,s:o}", "id", (json_int_t)sqlite3_column_int64(st, 0),
         "branch", (const char *)sqlite3_column_text(st, 1), "commit",
-        (const char *)sqlite3_column_text(st, 2), "state",
-        (const char *)sqlite3_column_text(st, 3), "created_at", sqlite3_column_double(st, 4),
-        "completed_at",
+        (const char *)sqlite3_column_text(st, 2), "state", (const char *)sqlite3_column_text(st, 3),
+        "created_at", sqlite3_column_double(st, 4), "completed_at",
         sqlite3_column_type(st, 5) == SQLITE_NULL ? json_null()
                                                   : json_real(sqlite3_column_double(st, 5)),
         "superseded_by",
@@ -193,15 +191,15 @@ static int entries_of(sqlite3 *db, int64_t id, json_t **out, struct kiln_error *
     int r;
     while (arr && (r = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sp = (const char *)sqlite3_column_text(st, 5);
-        json_array_append_new(
-            arr, json_pack("{s:I,s:s,s:s,s:s,s:I,s:s?}", "id",
-                           (json_int_t)sqlite3_column_int64(st, 0), "name",
-                           (const char *)sqlite3_column_text(st, 1), "version",
-                           (const char *)sqlite3_column_text(st, 2), "digest",
-                           (const char *)sqlite3_column_text(st, 3), "size",
-                           (json_int_t)sqlite3_column_int64(st, 4), "store_path", sp));
+        json_array_append_new(arr,
+                              json_pack("{s:I,s:s,s:s,s:s,s:I,s:s?}", "id",
+                                        (json_int_t)sqlite3_column_int64(st, 0), "name",
+                                        (const char *)sqlite3_column_text(st, 1), "version",
+                                        (const char *)sqlite3_column_text(st, 2), "digest",
+                                        (const char *)sqlite3_column_text(st, 3), "size",
+                                        (json_int_t)sqlite3_column_int64(st, 4), "store_path", sp));
     }
-    int rc = !arr ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+    int rc = !arr               ? kiln_fail(err, KILN_ENOMEM, "out of memory")
              : r != SQLITE_DONE ? db_fail(db, err, "listing a release's entries")
                                 : KILN_OK;
     sqlite3_finalize(st);
@@ -243,8 +241,7 @@ int kiln_release_get(struct kiln_catalog *c, int64_t id, json_t **out, struct ki
     return KILN_OK;
 }
 
-int kiln_release_list(struct kiln_catalog *c, json_t *filters, json_t **out,
-                      struct kiln_error *err)
+int kiln_release_list(struct kiln_catalog *c, json_t *filters, json_t **out, struct kiln_error *err)
 {
     sqlite3 *db = kiln_catalog_db(c);
     *out = NULL;
@@ -275,7 +272,7 @@ int kiln_release_list(struct kiln_catalog *c, json_t *filters, json_t **out,
             arr = NULL;
         }
     }
-    int rc = !arr ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+    int rc = !arr               ? kiln_fail(err, KILN_ENOMEM, "out of memory")
              : r != SQLITE_DONE ? db_fail(db, err, "listing releases")
                                 : KILN_OK;
     sqlite3_finalize(st);

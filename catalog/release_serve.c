@@ -178,8 +178,9 @@ static void evaluate(struct kiln_release_serve *rs, int64_t id)
                      (long long)id, err.msg);
     }
     if (done) {
-        kiln_log(&rs->srv->log, KILN_LOG_INFO, "release %lld (%s@%.12s): all %zu variants passed; "
-                                               "published",
+        kiln_log(&rs->srv->log, KILN_LOG_INFO,
+                 "release %lld (%s@%.12s): all %zu variants passed; "
+                 "published",
                  (long long)id, json_string_value(json_object_get(rel, "branch")),
                  json_string_value(json_object_get(rel, "commit")), json_array_size(jobs));
         kiln_events_notify(rs->srv->events);
