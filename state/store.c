@@ -94,7 +94,7 @@ static const char *migrations[] = {
     "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
     "sm_compat, driver_min, priority DESC, id);",
     /* issue 15 (releases, forge statuses): the jobs of one commit */
-    "CREATE INDEX jobs_commit ON jobs(commit_id, branch);",
+    "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
