@@ -20,7 +20,7 @@ struct post {
     char sha[65];
     char context[200];
     char state[16];
-    char description[160];
+    char description[141];
     char target_url[700];
 };
 
@@ -51,7 +51,7 @@ struct forge_feature {
     double base_s, max_s;
     int n;
     struct forge *forges;
-    json_t *last; /* "url sha context" -> the state last queued */
+    json_t *last; /* "forge-index sha context" -> the state last queued */
 };
 
 /* --- the queue --- */
@@ -147,7 +147,7 @@ static void report(struct forge *f, const char *sha, const char *context, const 
 {
     json_t *last = f->ff->last;
     char key[1500];
-    snprintf(key, sizeof key, "%s %s %s", f->t.url, sha, context);
+    snprintf(key, sizeof key, "%d %s %s", (int)(f - f->ff->forges), sha, context);
     const char *was = json_string_value(json_object_get(last, key));
     if (was && !strcmp(was, state)) return;
     if (json_object_size(last) > MAX_REMEMBERED) json_object_clear(last);
@@ -157,7 +157,7 @@ static void report(struct forge *f, const char *sha, const char *context, const 
     snprintf(p->sha, sizeof p->sha, "%s", sha);
     snprintf(p->context, sizeof p->context, "%s", context);
     snprintf(p->state, sizeof p->state, "%s", state);
-    snprintf(p->description, sizeof p->description, "%s", description);
+    snprintf(p->description, 141, "%s", description); /* GitHub's limit */
     snprintf(p->target_url, sizeof p->target_url, "%s", target_url);
     if (f->tail)
         f->tail->next = p;
