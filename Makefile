@@ -19,7 +19,7 @@ CC      ?= cc
 KILN_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 WARN    := -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 DEFS    := -D_GNU_SOURCE -DKILN_VERSION=\"$(KILN_VERSION)\"
-INCS    := -I. -Icommon
+INCS    := -I.
 
 B ?= build
 OPT ?= -O2 -g

@@ -9,6 +9,7 @@
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100]
  */
+#include "common/clock.h"
 #include "common/httpc.h"
 #include "common/token.h"
 #include "server/serve.h"
@@ -33,13 +34,6 @@ struct run {
     atomic_int done_jobs;
     atomic_int stop;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 struct wctx {
     struct run *r;
@@ -76,7 +70,7 @@ static void *worker(void *arg)
         if (st == 200 && job) {
             int id = (int)json_integer_value(json_object_get(job, "id"));
             json_int_t att = json_integer_value(json_object_get(job, "attempt"));
-            if (id > 0 && id <= r->maxid) r->start_t[id] = now_s();
+            if (id > 0 && id <= r->maxid) r->start_t[id] = kiln_clock_mono();
             char rp[96];
             snprintf(rp, sizeof rp, "/api/v1/jobs/%d/report", id);
             json_t *rep =
@@ -99,7 +93,7 @@ static void *worker(void *arg)
 
 static int submit_one(struct kiln_httpc *c, struct run *r)
 {
-    double t = now_s();
+    double t = kiln_clock_mono();
     json_t *in = json_pack("{s:s,s:s}", "name", "noop", "command", "true"), *out = NULL;
     long st;
     if (kiln_httpc_json(c, "POST", "/api/v1/jobs", in, 0, &st, &out, NULL) || st != 201) {
@@ -196,12 +190,12 @@ static struct result one_run(int long_poll, int n, int w, int m)
     kiln_httpc_init(&c, r->url, r->sub);
     struct result res;
     /* Throughput: a batch of n. */
-    double t0 = now_s();
+    double t0 = kiln_clock_mono();
     for (int i = 0; i < n; i++)
         submit_one(&c, r);
     while (atomic_load(&r->done_jobs) < n)
         usleep(1000);
-    res.jobs_per_s = n / (now_s() - t0);
+    res.jobs_per_s = n / (kiln_clock_mono() - t0);
     /* Latency: one at a time onto idle workers. */
     double *lat = calloc((size_t)m, sizeof *lat);
     for (int i = 0; i < m; i++) {

@@ -10,6 +10,7 @@
  *    Baseline: the same bytes into a libuv socket that discards them.
  * Prints each figure and the ratio kiln/baseline.
  */
+#include "common/clock.h"
 #include "http/http.h"
 
 #include <arpa/inet.h>
@@ -165,13 +166,6 @@ static int dial(int port)
     return fd;
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static int send_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -189,7 +183,7 @@ static double req_rate(int port, int n)
     int fd = dial(port);
     static const char req[] = "GET /x HTTP/1.1\r\nHost: b\r\n\r\n";
     char buf[4096];
-    double t0 = now();
+    double t0 = kiln_clock_mono();
     for (int i = 0; i < n; i++) {
         if (send_all(fd, req, sizeof req - 1)) exit(1);
         size_t have = 0;
@@ -203,7 +197,7 @@ static double req_rate(int port, int n)
             if (have >= 2 && memcmp(buf + have - 2, "ok", 2) == 0) break;
         }
     }
-    double el = now() - t0;
+    double el = kiln_clock_mono() - t0;
     close(fd);
     return n / el;
 }
@@ -213,7 +207,7 @@ static double upload_rate(int port, size_t total, int http)
     int fd = dial(port);
     static char block[1 << 20];
     memset(block, 'x', sizeof block);
-    double t0 = now();
+    double t0 = kiln_clock_mono();
     if (!http) send_all(fd, "POST", 4); /* marks the baseline connection a sink */
     if (http) {
         char h[128];
@@ -240,7 +234,7 @@ static double upload_rate(int port, size_t total, int http)
         while (recv(fd, &c, 1, 0) > 0) {
         }
     }
-    double el = now() - t0;
+    double el = kiln_clock_mono() - t0;
     close(fd);
     return (double)total / el / 1e6;
 }

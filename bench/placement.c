@@ -11,6 +11,7 @@
  *
  *   make bench && build/bench/placement [jobs] [workers] [decisions]
  */
+#include "common/clock.h"
 #include "common/isa.h"
 #include "scheduler/placement.h"
 
@@ -25,13 +26,6 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -232,10 +226,10 @@ int main(int argc, char **argv)
         struct kiln_pitem it;
         make_item(rng, next++, vt, &it);
         if (kiln_placer_add(p, &it, &err)) return 1;
-        double a = now_s(), aw = wall_s();
+        double a = now_s(), aw = kiln_clock_mono();
         if (kiln_placer_dispatch(p, vt, out, njobs, &n, &err)) return 1;
         lat[d] = now_s() - a;
-        wlat[d] = wall_s() - aw;
+        wlat[d] = kiln_clock_mono() - aw;
         started += n;
         for (size_t i = 0; i < n; i++)
             run[nrun++] = (struct running){out[i].job_id, out[i].stage};

@@ -9,6 +9,7 @@
  *   make B=build build/bench/recipe_expand && ./build/bench/recipe_expand
  */
 #include "common/buf.h"
+#include "common/clock.h"
 #include "recipes/recipe.h"
 
 #include <stdio.h>
@@ -18,13 +19,6 @@
 #include <yaml.h>
 
 #define REPS 15
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* CPU time of this (single-threaded) process: on a shared, loaded machine
  * wall time mostly measures the other tenants. */
@@ -74,7 +68,7 @@ static int make_recipe(struct kiln_buf *b)
 
 static double time_yaml_only(const char *text, size_t len)
 {
-    double t0 = now();
+    double t0 = kiln_clock_mono();
     yaml_parser_t p;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
@@ -86,12 +80,12 @@ static double time_yaml_only(const char *text, size_t len)
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&p);
-    return now() - t0;
+    return kiln_clock_mono() - t0;
 }
 
 static double time_jansson_objects(size_t n)
 {
-    double t0 = now();
+    double t0 = kiln_clock_mono();
     json_t *arr = json_array();
     char name[96], buf[256];
     for (size_t i = 0; i < n; i++) {
@@ -120,7 +114,7 @@ static double time_jansson_objects(size_t n)
     }
     size_t got = json_array_size(arr);
     json_decref(arr);
-    double dt = now() - t0;
+    double dt = kiln_clock_mono() - t0;
     if (got != n) {
         fprintf(stderr, "baseline built %zu objects, not %zu\n", got, n);
         return -1;
@@ -140,9 +134,9 @@ int main(void)
     for (int r = 0; r < REPS; r++) {
         json_t *v = NULL;
         struct kiln_error err = {0};
-        double t0 = now(), c0 = cpu();
+        double t0 = kiln_clock_mono(), c0 = cpu();
         int rc = kiln_recipe_expand_text("bench.yaml", b.data, b.len, NULL, NULL, &v, &err);
-        double dt = now() - t0, dc = cpu() - c0;
+        double dt = kiln_clock_mono() - t0, dc = cpu() - c0;
         if (dc < best_cpu) best_cpu = dc;
         if (rc) {
             fprintf(stderr, "%s\n", err.msg);

@@ -1,9 +1,11 @@
 /* catalog.c - the embedded catalog: blob store, SQLite index, signatures. */
 #include "catalog/catalog.h"
 #include "catalog/release.h"
+#include "common/clock.h"
 
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/sqlite_open.h"
 #include "nix/nixcache.h"
 
 #include <dirent.h>
@@ -22,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
 #define OPEN_ORPHAN_GRACE_S 3600.0
 
 struct kiln_catalog {
@@ -83,13 +84,6 @@ static void crash_point(const struct kiln_catalog *c, int n)
 #endif
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int kiln_catalog_name_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -129,7 +123,9 @@ static int db_exec(struct kiln_catalog *c, const char *sql, struct kiln_error *e
     return KILN_OK;
 }
 
-static const char *schema_sql =
+/* Ordered migrations (common/sqlite_open): index i brings version i to i+1. */
+static const char *const migrations[] = {
+    /* 1: the initial schema */
     "CREATE TABLE IF NOT EXISTS entries("
     " id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,"
     " recipe TEXT, branch TEXT, commit_id TEXT, platform TEXT, sm TEXT, capability TEXT,"
@@ -142,7 +138,18 @@ static const char *schema_sql =
     " hashpart TEXT PRIMARY KEY, store_path TEXT NOT NULL, digest TEXT NOT NULL,"
     " nar_size INTEGER NOT NULL, refs TEXT NOT NULL, deriver TEXT NOT NULL, sig TEXT NOT NULL,"
     " entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE);"
-    "CREATE INDEX IF NOT EXISTS narinfo_digest ON narinfo(digest);";
+    "CREATE INDEX IF NOT EXISTS narinfo_digest ON narinfo(digest);",
+    /* issue 15: releases (catalog/release.h); an entry with a release_id is
+     * hidden until that release is complete */
+    "CREATE TABLE releases("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, branch TEXT NOT NULL,"
+    " commit_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',"
+    " created_at REAL NOT NULL, completed_at REAL, superseded_by INTEGER,"
+    " targets TEXT, UNIQUE(branch, commit_id));"
+    "CREATE INDEX releases_state ON releases(state, branch);"
+    "ALTER TABLE entries ADD COLUMN release_id INTEGER REFERENCES releases(id);"
+    "CREATE INDEX entries_release ON entries(release_id);",
+};
 
 static int blob_path_hex(struct kiln_catalog *c, const char *hex, char *out, size_t outlen)
 {
@@ -194,7 +201,7 @@ static int sweep(struct kiln_catalog *c, double grace_s, uint64_t *files, uint64
         closedir(d);
     }
     if (grace_s < 0) return KILN_OK;
-    double now = now_s();
+    double now = kiln_clock_wall();
     snprintf(path, sizeof path, "%s/blobs/sha256", c->dir);
     DIR *top = opendir(path);
     if (!top) return KILN_OK;
@@ -261,38 +268,10 @@ int kiln_catalog_open(const char *data_dir, struct kiln_catalog **out, struct ki
     if ((rc = kiln_nixkey_load_or_create(p, "kiln-catalog-1", &c->key, err)) != KILN_OK) goto fail;
     kiln_nixkey_public_line(&c->key, c->key_line, sizeof c->key_line);
     snprintf(p, sizeof p, "%s/catalog.db", c->dir);
-    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-        rc = kiln_fail(err, KILN_EDB, "cannot open %s: %s", p,
-                       c->db ? sqlite3_errmsg(c->db) : "out of memory");
+    if ((rc = kiln_sqlite_open(p, KILN_SQLITE_DURABLE, migrations,
+                               (int)(sizeof migrations / sizeof migrations[0]), &c->db, err)) !=
+        KILN_OK)
         goto fail;
-    }
-    sqlite3_busy_timeout(c->db, 10000);
-    if ((rc = db_exec(c,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                      " PRAGMA foreign_keys=ON;",
-                      err)) != KILN_OK)
-        goto fail;
-    sqlite3_stmt *st = NULL;
-    int ver = 0;
-    if (sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        ver = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (ver > SCHEMA_VERSION) {
-        rc = kiln_fail(err, KILN_EDB, "%s has schema version %d, newer than this kiln (%d)", p, ver,
-                       SCHEMA_VERSION);
-        goto fail;
-    }
-    if (ver < SCHEMA_VERSION) {
-        if ((rc = db_exec(c, "BEGIN IMMEDIATE", err)) != KILN_OK) goto fail;
-        if ((rc = db_exec(c, schema_sql, err)) != KILN_OK ||
-            (rc = db_exec(c, "PRAGMA user_version=1", err)) != KILN_OK) {
-            db_exec(c, "ROLLBACK", NULL);
-            goto fail;
-        }
-        if ((rc = db_exec(c, "COMMIT", err)) != KILN_OK) goto fail;
-    }
-    if ((rc = kiln_release_schema(c->db, err)) != KILN_OK) goto fail;
     sweep(c, OPEN_ORPHAN_GRACE_S, NULL, NULL, NULL);
     *out = c;
     return KILN_OK;
@@ -652,6 +631,144 @@ static void bind_opt_text(sqlite3_stmt *st, int idx, json_t *v)
         sqlite3_bind_null(st, idx);
 }
 
+/* The entry's document: meta without id/signature, plus digest and size,
+ * plus the signed narinfo's store path when meta has a "nix" section (then
+ * *have_nix and *ni are set; the caller frees ni). *canon is the canonical
+ * JSON that sigb64 signs. */
+static int signed_doc(struct kiln_catalog *c, json_t *meta, const char *digest, const char *hex,
+                      uint64_t size, json_t **doc_out, struct kiln_narinfo *ni, int *have_nix,
+                      char **canon_out, char sigb64[100], struct kiln_error *err)
+{
+    int rc;
+    *have_nix = 0;
+    *canon_out = NULL;
+    json_t *doc = json_deep_copy(meta);
+    *doc_out = doc;
+    if (!doc) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    json_object_del(doc, "id");
+    json_object_del(doc, "signature");
+    json_object_set_new(doc, "digest", json_string(digest));
+    json_object_set_new(doc, "size", json_integer((json_int_t)size));
+    json_t *nix = json_object_get(doc, "nix");
+    if (nix && !json_is_null(nix)) {
+        if ((rc = nix_info_from_meta(nix, ni, err)) != KILN_OK) return rc;
+        *have_nix = 1;
+        if ((rc = nix_key(c, err)) != KILN_OK) return rc;
+        kiln_unhex(hex, ni->nar_hash, 32);
+        memcpy(ni->file_hash, ni->nar_hash, 32);
+        ni->nar_size = ni->file_size = size;
+        if ((rc = kiln_narinfo_sign(ni, &c->nix_key)) != KILN_OK)
+            return kiln_fail(err, rc, "cannot sign the narinfo");
+        if (!json_object_get(doc, "store_path"))
+            json_object_set_new(doc, "store_path", json_string(ni->store_path));
+    }
+    char *canon = canonical(doc);
+    if (!canon) return kiln_fail(err, KILN_ENOMEM, "cannot serialize metadata");
+    unsigned char sig[64];
+    if ((rc = kiln_ed25519_sign(&c->key, canon, strlen(canon), sig)) != KILN_OK) {
+        free(canon);
+        return kiln_fail(err, rc, "cannot sign metadata");
+    }
+    kiln_base64(sig, 64, sigb64);
+    *canon_out = canon;
+    return KILN_OK;
+}
+
+/* INSERT the entry row (inside the caller's transaction). */
+static int insert_entry(struct kiln_catalog *c, json_t *doc, const char *digest, uint64_t size,
+                        const char *canon, const char *sigb64, int64_t release_id, int64_t *new_id,
+                        struct kiln_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        "INSERT INTO entries(name, version, recipe, branch, commit_id, platform, sm, capability,"
+        " isa, cuda, driver_min, python, store_path, size, digest, log_digest, selftest, meta,"
+        " signature, key, created_at, release_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,"
+        "?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)";
+    int rc = KILN_EDB;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        bind_opt_text(st, 1, json_object_get(doc, "name"));
+        bind_opt_text(st, 2, json_object_get(doc, "version"));
+        for (int i = 0; i < 10; i++) /* recipe .. python, store_path */
+            bind_opt_text(st, 3 + i + (i >= 8 ? 1 : 0), json_object_get(doc, str_fields[i]));
+        json_t *dm = json_object_get(doc, "driver_min");
+        if (json_is_integer(dm))
+            sqlite3_bind_int64(st, 11, json_integer_value(dm));
+        else
+            sqlite3_bind_null(st, 11);
+        sqlite3_bind_int64(st, 14, (sqlite3_int64)size);
+        sqlite3_bind_text(st, 15, digest, -1, SQLITE_STATIC);
+        bind_opt_text(st, 16, json_object_get(doc, "log_digest"));
+        json_t *stt = json_object_get(doc, "selftest");
+        char *sts = stt && !json_is_null(stt) ? canonical(stt) : NULL;
+        if (sts)
+            sqlite3_bind_text(st, 17, sts, -1, free);
+        else
+            sqlite3_bind_null(st, 17);
+        sqlite3_bind_text(st, 18, canon, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 19, sigb64, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 20, c->key_line, -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 21, kiln_clock_wall());
+        if (release_id > 0)
+            sqlite3_bind_int64(st, 22, release_id);
+        else
+            sqlite3_bind_null(st, 22);
+        if (sqlite3_step(st) == SQLITE_DONE) rc = KILN_OK;
+    }
+    if (rc != KILN_OK) kiln_fail(err, KILN_EDB, "catalog insert failed: %s", sqlite3_errmsg(c->db));
+    sqlite3_finalize(st);
+    *new_id = sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+/* Record the entry's narinfo (inside the caller's transaction); a store path
+ * already cached with another NAR is a conflict. */
+static int insert_narinfo(struct kiln_catalog *c, const struct kiln_narinfo *ni, const char *digest,
+                          uint64_t size, int64_t entry_id, struct kiln_error *err)
+{
+    int rc = KILN_OK;
+    char hp[KILN_NIX_HASHPART_LEN + 1];
+    kiln_nix_hashpart(ni->store_path, hp);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(c->db, "SELECT digest FROM narinfo WHERE hashpart=?1", -1, &q, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(q, 1, hp, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW &&
+            strcmp((const char *)sqlite3_column_text(q, 0), digest))
+            rc = kiln_fail(err, KILN_ECONFLICT,
+                           "store path %s is already in the cache with a different NAR",
+                           ni->store_path);
+    }
+    sqlite3_finalize(q);
+    struct kiln_buf refs = {0};
+    for (size_t i = 0; rc == KILN_OK && i < ni->nrefs; i++)
+        rc = kiln_buf_printf(&refs, "%s%s", i ? " " : "", ni->refs[i]);
+    if (rc == KILN_OK && !refs.data) rc = kiln_buf_puts(&refs, "");
+    if (rc == KILN_OK) {
+        rc = KILN_EDB;
+        if (sqlite3_prepare_v2(c->db,
+                               "INSERT OR REPLACE INTO narinfo(hashpart, store_path, digest,"
+                               " nar_size, refs, deriver, sig, entry_id)"
+                               " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+                               -1, &q, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, hp, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 2, ni->store_path, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 3, digest, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 4, (sqlite3_int64)size);
+            sqlite3_bind_text(q, 5, refs.data, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 6, ni->deriver, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 7, ni->sig, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 8, entry_id);
+            if (sqlite3_step(q) == SQLITE_DONE) rc = KILN_OK;
+        }
+        if (rc != KILN_OK)
+            kiln_fail(err, KILN_EDB, "narinfo insert failed: %s", sqlite3_errmsg(c->db));
+        sqlite3_finalize(q);
+    }
+    kiln_buf_free(&refs);
+    return rc;
+}
+
 int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *digest_in, int64_t *id,
                          int *created, struct kiln_error *err)
 {
@@ -688,56 +805,19 @@ int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *
         return kiln_fail(err, KILN_ENOTFOUND, "blob %s is not in the catalog; upload it first",
                          digest);
 
-    json_t *doc = json_deep_copy(meta);
-    if (!doc) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    json_object_del(doc, "id");
-    json_object_del(doc, "signature");
-    json_object_set_new(doc, "digest", json_string(digest));
-    json_object_set_new(doc, "size", json_integer((json_int_t)size));
+    json_t *doc;
     struct kiln_narinfo ni;
-    int have_nix = 0;
-    json_t *nix = json_object_get(doc, "nix");
-    if (nix && !json_is_null(nix)) {
-        if ((rc = nix_info_from_meta(nix, &ni, err)) != KILN_OK) {
-            json_decref(doc);
-            return rc;
-        }
-        have_nix = 1;
-        if ((rc = nix_key(c, err)) != KILN_OK) goto out_doc;
-        kiln_unhex(hex, ni.nar_hash, 32);
-        memcpy(ni.file_hash, ni.nar_hash, 32);
-        ni.nar_size = ni.file_size = size;
-        if ((rc = kiln_narinfo_sign(&ni, &c->nix_key)) != KILN_OK) {
-            kiln_fail(err, rc, "cannot sign the narinfo");
-            goto out_doc;
-        }
-        if (!json_object_get(doc, "store_path"))
-            json_object_set_new(doc, "store_path", json_string(ni.store_path));
-    }
-    char *canon = canonical(doc);
-    if (!canon) {
-        rc = kiln_fail(err, KILN_ENOMEM, "cannot serialize metadata");
-        goto out_doc;
-    }
-    unsigned char sig[64];
-    char sigb64[100];
-    if ((rc = kiln_ed25519_sign(&c->key, canon, strlen(canon), sig)) != KILN_OK) {
-        kiln_fail(err, rc, "cannot sign metadata");
-        free(canon);
-        goto out_doc;
-    }
-    kiln_base64(sig, 64, sigb64);
+    int have_nix;
+    char *canon = NULL, sigb64[100];
+    rc = signed_doc(c, meta, digest, hex, size, &doc, &ni, &have_nix, &canon, sigb64, err);
+    if (rc != KILN_OK) goto out_doc;
     crash_point(c, 6);
-    if ((rc = db_exec(c, "BEGIN IMMEDIATE", err)) != KILN_OK) {
-        free(canon);
-        goto out_doc;
-    }
+    if ((rc = db_exec(c, "BEGIN IMMEDIATE", err)) != KILN_OK) goto out_doc;
     crash_point(c, 7);
     /* Re-check inside the write lock: another process may have won the race. */
     rc = lookup_entry(c, name, ver, &old_id, old_digest);
     if (rc == KILN_OK) {
         db_exec(c, "ROLLBACK", NULL);
-        free(canon);
         if (strcmp(old_digest, digest))
             rc = kiln_fail(err, KILN_ECONFLICT, "%s %s is already published with digest %s", name,
                            ver, old_digest);
@@ -745,88 +825,10 @@ int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *
             *id = old_id;
         goto out_doc;
     }
-    sqlite3_stmt *st = NULL;
-    const char *sql =
-        "INSERT INTO entries(name, version, recipe, branch, commit_id, platform, sm, capability,"
-        " isa, cuda, driver_min, python, store_path, size, digest, log_digest, selftest, meta,"
-        " signature, key, created_at, release_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,"
-        "?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)";
-    rc = KILN_EDB;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, ver, -1, SQLITE_STATIC);
-        for (int i = 0; i < 10; i++) /* recipe .. python, store_path */
-            bind_opt_text(st, 3 + i + (i >= 8 ? 1 : 0), json_object_get(doc, str_fields[i]));
-        json_t *dm = json_object_get(doc, "driver_min");
-        if (json_is_integer(dm))
-            sqlite3_bind_int64(st, 11, json_integer_value(dm));
-        else
-            sqlite3_bind_null(st, 11);
-        sqlite3_bind_int64(st, 14, (sqlite3_int64)size);
-        sqlite3_bind_text(st, 15, digest, -1, SQLITE_STATIC);
-        bind_opt_text(st, 16, json_object_get(doc, "log_digest"));
-        json_t *stt = json_object_get(doc, "selftest");
-        char *sts = stt && !json_is_null(stt) ? canonical(stt) : NULL;
-        if (sts)
-            sqlite3_bind_text(st, 17, sts, -1, free);
-        else
-            sqlite3_bind_null(st, 17);
-        sqlite3_bind_text(st, 18, canon, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 19, sigb64, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 20, c->key_line, -1, SQLITE_STATIC);
-        sqlite3_bind_double(st, 21, now_s());
-        if (release_id > 0)
-            sqlite3_bind_int64(st, 22, release_id);
-        else
-            sqlite3_bind_null(st, 22);
-        if (sqlite3_step(st) == SQLITE_DONE) rc = KILN_OK;
-    }
-    if (rc != KILN_OK) kiln_fail(err, KILN_EDB, "catalog insert failed: %s", sqlite3_errmsg(c->db));
-    sqlite3_finalize(st);
-    int64_t new_id = sqlite3_last_insert_rowid(c->db);
+    int64_t new_id;
+    rc = insert_entry(c, doc, digest, size, canon, sigb64, release_id, &new_id, err);
     crash_point(c, 8);
-    if (rc == KILN_OK && have_nix) {
-        char hp[KILN_NIX_HASHPART_LEN + 1];
-        kiln_nix_hashpart(ni.store_path, hp);
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(c->db, "SELECT digest FROM narinfo WHERE hashpart=?1", -1, &q,
-                               NULL) == SQLITE_OK) {
-            sqlite3_bind_text(q, 1, hp, -1, SQLITE_STATIC);
-            if (sqlite3_step(q) == SQLITE_ROW &&
-                strcmp((const char *)sqlite3_column_text(q, 0), digest))
-                rc = kiln_fail(err, KILN_ECONFLICT,
-                               "store path %s is already in the cache with a different NAR",
-                               ni.store_path);
-        }
-        sqlite3_finalize(q);
-        struct kiln_buf refs = {0};
-        for (size_t i = 0; rc == KILN_OK && i < ni.nrefs; i++)
-            rc = kiln_buf_printf(&refs, "%s%s", i ? " " : "", ni.refs[i]);
-        if (rc == KILN_OK && !refs.data) rc = kiln_buf_puts(&refs, "");
-        if (rc == KILN_OK) {
-            rc = KILN_EDB;
-            if (sqlite3_prepare_v2(c->db,
-                                   "INSERT OR REPLACE INTO narinfo(hashpart, store_path, digest,"
-                                   " nar_size, refs, deriver, sig, entry_id)"
-                                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
-                                   -1, &q, NULL) == SQLITE_OK) {
-                sqlite3_bind_text(q, 1, hp, -1, SQLITE_STATIC);
-                sqlite3_bind_text(q, 2, ni.store_path, -1, SQLITE_STATIC);
-                sqlite3_bind_text(q, 3, digest, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(q, 4, (sqlite3_int64)size);
-                sqlite3_bind_text(q, 5, refs.data, -1, SQLITE_STATIC);
-                sqlite3_bind_text(q, 6, ni.deriver, -1, SQLITE_STATIC);
-                sqlite3_bind_text(q, 7, ni.sig, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(q, 8, new_id);
-                if (sqlite3_step(q) == SQLITE_DONE) rc = KILN_OK;
-            }
-            if (rc != KILN_OK)
-                kiln_fail(err, KILN_EDB, "narinfo insert failed: %s", sqlite3_errmsg(c->db));
-            sqlite3_finalize(q);
-        }
-        kiln_buf_free(&refs);
-    }
-    free(canon);
+    if (rc == KILN_OK && have_nix) rc = insert_narinfo(c, &ni, digest, size, new_id, err);
     crash_point(c, 9);
     if (rc == KILN_OK) rc = db_exec(c, "COMMIT", err);
     if (rc != KILN_OK) {
@@ -838,6 +840,7 @@ int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *
     if (created) *created = 1;
     if (c->on_publish) c->on_publish(c->on_publish_arg, new_id);
 out_doc:
+    free(canon);
     if (have_nix) kiln_narinfo_free(&ni);
     json_decref(doc);
     return rc;
@@ -1007,6 +1010,7 @@ int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out)
     "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND " KILN_RELEASE_VISIBLE(   \
         "e.") ")"
 
+/* held: also narinfos of entries held in unfinished releases (verify). */
 static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
                         struct kiln_narinfo *ni, char digest[KILN_DIGEST_STR],
                         struct kiln_error *err)

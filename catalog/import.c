@@ -11,6 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
+static int upload_sink(void *arg, const void *data, size_t n, struct kiln_error *err)
+{
+    return kiln_catalog_upload_write(arg, data, n, err);
+}
+
 int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, char digest[72],
                              uint64_t *size, json_t **nix, struct kiln_error *err)
 {
@@ -28,33 +33,7 @@ int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, cha
     }
     struct kiln_catalog_upload *u = NULL;
     rc = kiln_catalog_upload_begin(c, known ? expect : NULL, known ? (int64_t)esize : -1, &u, err);
-    pid_t pid;
-    int fd = -1;
-    char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-    if (rc == KILN_OK) rc = kiln_nar_spawn_read(argv, &pid, &fd, err);
-    if (rc != KILN_OK) {
-        kiln_catalog_upload_abort(u);
-        json_decref(*nix);
-        *nix = NULL;
-        return rc;
-    }
-    char *buf = malloc(1 << 20);
-    if (!buf) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-    while (rc == KILN_OK) {
-        ssize_t r = read(fd, buf, 1 << 20);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = kiln_fail(err, KILN_EIO, "reading nix-store --dump: %s", strerror(errno));
-            break;
-        }
-        if (r == 0) break;
-        rc = kiln_catalog_upload_write(u, buf, (size_t)r, err);
-    }
-    free(buf);
-    close(fd);
-    if (rc != KILN_OK) kill(pid, SIGKILL);
-    int wrc = kiln_nar_wait(pid, "nix-store --dump", rc == KILN_OK ? err : NULL);
-    if (rc == KILN_OK) rc = wrc;
+    if (rc == KILN_OK) rc = kiln_nar_dump(store_path, upload_sink, u, err);
     if (rc == KILN_OK) return kiln_catalog_upload_finish(u, digest, size, err);
     kiln_catalog_upload_abort(u);
     json_decref(*nix);

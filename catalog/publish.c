@@ -4,6 +4,7 @@
 
 #include "catalog/s3.h"
 #include "catalog/catalog.h"
+#include "common/spawn.h"
 
 #include <fnmatch.h>
 #include <limits.h>
@@ -359,21 +360,14 @@ static int start_command(struct job *j, json_t *t, json_t *vars, struct kiln_err
     io[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     io[1].data.stream = (uv_stream_t *)&j->out;
     io[2].flags = UV_IGNORE;
-    uv_process_options_t o = {0};
-    o.file = "/bin/sh";
-    o.args = args;
-    o.exit_cb = cmd_exit;
-    o.stdio = io;
-    o.stdio_count = 3;
-    o.flags = UV_PROCESS_DETACHED; /* own process group: the timeout kills all of it */
     j->proc.data = j;
-    int e = uv_spawn(r->p->loop, &j->proc, &o);
+    rc = kiln_spawn_uv(r->p->loop, &j->proc, args, NULL, NULL, io, cmd_exit, err);
     kiln_buf_free(&cmd);
     kiln_buf_free(&full);
-    if (e != 0) {
+    if (rc != KILN_OK) {
         uv_close((uv_handle_t *)&j->out, cmd_handle_closed);
         uv_close((uv_handle_t *)&j->timer, cmd_handle_closed);
-        return kiln_fail(err, KILN_EIO, "cannot start /bin/sh: %s", uv_strerror(e));
+        return rc;
     }
     j->handles++;
     json_int_t to = json_integer_value(json_object_get(t, "timeout_s"));

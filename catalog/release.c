@@ -21,29 +21,6 @@ static int exec(sqlite3 *db, const char *sql, struct kiln_error *err)
     return KILN_EDB;
 }
 
-int kiln_release_schema(sqlite3 *db, struct kiln_error *err)
-{
-    int rc = exec(db,
-                  "CREATE TABLE IF NOT EXISTS releases("
-                  " id INTEGER PRIMARY KEY AUTOINCREMENT, branch TEXT NOT NULL,"
-                  " commit_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',"
-                  " created_at REAL NOT NULL, completed_at REAL, superseded_by INTEGER,"
-                  " targets TEXT, UNIQUE(branch, commit_id));"
-                  "CREATE INDEX IF NOT EXISTS releases_state ON releases(state, branch);",
-                  err);
-    if (rc) return rc;
-    /* entries predates releases: add the column to an older catalog. */
-    sqlite3_stmt *st = NULL;
-    int have = sqlite3_prepare_v2(db, "SELECT release_id FROM entries LIMIT 0", -1, &st, NULL) ==
-               SQLITE_OK;
-    sqlite3_finalize(st);
-    if (have) return KILN_OK;
-    return exec(db,
-                "ALTER TABLE entries ADD COLUMN release_id INTEGER REFERENCES releases(id);"
-                "CREATE INDEX IF NOT EXISTS entries_release ON entries(release_id);",
-                err);
-}
-
 int kiln_release_find(struct kiln_catalog *c, const char *branch, const char *commit, int64_t *id,
                       struct kiln_error *err)
 {

@@ -9,8 +9,8 @@
  * Contract:
  * - Tables in catalog.db: releases(id, branch, commit_id, state, created_at,
  *   completed_at, superseded_by, targets) and entries.release_id (NULL: an
- *   ordinary entry, visible at once). kiln_release_schema() adds them to a
- *   catalog of any age; it is idempotent.
+ *   ordinary entry, visible at once), created by the catalog's migrations
+ *   (catalog.c).
  * - States: open -> complete, or open -> superseded. Nothing leaves complete
  *   or superseded. An entry is visible iff its release_id is NULL or its
  *   release is complete (KILN_RELEASE_VISIBLE), so completing a release is
@@ -36,9 +36,6 @@
 #define KILN_RELEASE_VISIBLE(p)                                                                    \
     "(" p "release_id IS NULL OR " p "release_id IN (SELECT id FROM releases WHERE state = "       \
     "'complete'))"
-
-/* Create the releases table and entries.release_id when missing. */
-int kiln_release_schema(sqlite3 *db, struct kiln_error *err);
 
 /* The release of (branch, commit); *created = 1 when this call made it (and
  * superseded the branch's older open releases). branch may be "". */

@@ -2,6 +2,7 @@
 #include "catalog/release_serve.h"
 
 #include "catalog/release.h"
+#include "common/clock.h"
 #include "state/jobs_commit.h"
 
 #include <stdio.h>
@@ -45,7 +46,7 @@ int kiln_release_serve_for_job(struct kiln_release_serve *rs, json_t *job, int64
     *release_id = 0;
     if (!rs || !kiln_release_job_wants(job)) return KILN_OK;
     return kiln_release_open(rs->cat, job_branch(job),
-                             json_string_value(json_object_get(job, "commit")), kiln_now(),
+                             json_string_value(json_object_get(job, "commit")), kiln_clock_wall(),
                              release_id, NULL, err);
 }
 
@@ -173,7 +174,7 @@ static void evaluate(struct kiln_release_serve *rs, int64_t id)
     }
     int done = 0;
     if (all && !strcmp(json_string_value(json_object_get(rel, "state")), "open")) {
-        if (kiln_release_complete(rs->cat, id, kiln_now(), &done, &err))
+        if (kiln_release_complete(rs->cat, id, kiln_clock_wall(), &done, &err))
             kiln_log(&rs->srv->log, KILN_LOG_ERROR, "release %lld: cannot complete: %s",
                      (long long)id, err.msg);
     }
@@ -198,7 +199,7 @@ static void on_job_change(struct kiln_server *srv, json_t *job, void *ctx)
     int created = 0;
     struct kiln_error err = {0};
     const char *commit = json_string_value(json_object_get(job, "commit"));
-    if (kiln_release_open(rs->cat, job_branch(job), commit, kiln_now(), &id, &created, &err)) {
+    if (kiln_release_open(rs->cat, job_branch(job), commit, kiln_clock_wall(), &id, &created, &err)) {
         kiln_log(&srv->log, KILN_LOG_WARN, "release of %s@%.12s: %s", job_branch(job), commit,
                  err.msg);
         return;

@@ -62,14 +62,11 @@ void kiln_cli_cleanup(struct kiln_cli *cli)
     kiln_httpc_cleanup(&cli->http);
 }
 
-int kiln_cli_exit_for_status(long status)
+int kiln_cli_exit_for_status(long status, json_t *body)
 {
-    if (status < 400) return KILN_EXIT_OK;
-    if (status == 401 || status == 403) return KILN_EXIT_AUTH;
-    if (status == 404) return KILN_EXIT_NOTFOUND;
-    if (status == 409) return KILN_EXIT_CONFLICT;
-    if (status >= 500) return KILN_EXIT_INTERNAL;
-    return KILN_EXIT_USAGE;
+    json_t *e = json_object_get(body, "error");
+    return kiln_err_exit_code(
+        kiln_err_from_http(status, json_string_value(json_object_get(e, "code"))));
 }
 
 int kiln_cli_call(struct kiln_cli *cli, const char *method, const char *path, json_t *body,
@@ -86,8 +83,9 @@ int kiln_cli_call(struct kiln_cli *cli, const char *method, const char *path, js
     if (status >= 400) {
         fprintf(stderr, "kiln %s: %s (HTTP %ld)\n", cli->cmd,
                 kiln_httpc_error_message(resp, status), status);
+        int code = kiln_cli_exit_for_status(status, resp);
         json_decref(resp);
-        return kiln_cli_exit_for_status(status);
+        return code;
     }
     if (out)
         *out = resp;

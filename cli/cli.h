@@ -23,7 +23,9 @@ void kiln_cli_cleanup(struct kiln_cli *cli);
  * stderr and returns the exit code; on success returns 0 and *out. */
 int kiln_cli_call(struct kiln_cli *cli, const char *method, const char *path, json_t *body,
                   json_t **out);
-int kiln_cli_exit_for_status(long status);
+/* Exit status for an HTTP error answer (body may be NULL): the code it
+ * names, else its status, through kiln_err_exit_code(). */
+int kiln_cli_exit_for_status(long status, json_t *body);
 /* Print a JSON value to stdout, indented. */
 void kiln_cli_print_json(json_t *j);
 /* Small helpers for tables. */

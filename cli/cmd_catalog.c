@@ -53,31 +53,6 @@ struct opts {
     char *args[4];
 };
 
-static int exit_for(int code)
-{
-    switch (code) {
-    case KILN_OK:
-        return KILN_EXIT_OK;
-    case KILN_EINVAL:
-    case KILN_EPARSE:
-        return KILN_EXIT_FAIL;
-    case KILN_ENOTFOUND:
-        return KILN_EXIT_NOTFOUND;
-    case KILN_ECONFLICT:
-    case KILN_ESTATE:
-    case KILN_EEXIST:
-        return KILN_EXIT_CONFLICT;
-    case KILN_ENET:
-    case KILN_ETIMEOUT:
-        return KILN_EXIT_UNREACHABLE;
-    case KILN_EAUTH:
-    case KILN_EPERM:
-        return KILN_EXIT_AUTH;
-    default:
-        return KILN_EXIT_INTERNAL;
-    }
-}
-
 static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = {
@@ -185,12 +160,13 @@ static int parse(int argc, char **argv, struct opts *o)
     return 0;
 }
 
+/* KILN_EXIT_OK, or the exit code for why the catalog cannot be opened. */
 static int open_cat(struct opts *o, struct kiln_catalog **c)
 {
     struct kiln_error err = {0};
     int rc = kiln_catalog_open(o->data, c, &err);
     if (rc != KILN_OK) fprintf(stderr, "kiln catalog: %s\n", err.msg);
-    return rc;
+    return kiln_err_exit_code(rc);
 }
 
 static json_t *build_meta(struct opts *o, struct kiln_error *err)
@@ -215,7 +191,8 @@ static json_t *build_meta(struct opts *o, struct kiln_error *err)
 static int do_ls(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *f = json_object();
     const char *keys[] = {"name", "sm", "isa", "cuda", "platform", "branch", "version"};
     const char *vals[] = {o->name,       o->f_sm,     o->f_isa,  o->f_cuda,
@@ -229,7 +206,7 @@ static int do_ls(struct opts *o)
     if (rc != KILN_OK) {
         fprintf(stderr, "kiln catalog ls: %s\n", err.msg);
         kiln_catalog_close(c);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     if (o->json) {
         json_dumpf(arr, stdout, JSON_INDENT(2));
@@ -264,7 +241,8 @@ static int do_show(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *e;
     struct kiln_error err = {0};
     int rc = kiln_catalog_get(c, atoll(o->args[0]), &e, &err);
@@ -277,20 +255,21 @@ static int do_show(struct opts *o)
         fprintf(stderr, "kiln catalog show: %s\n", err.msg);
     }
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_verify(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     json_t *problems = NULL, *notes = NULL;
     struct kiln_error err = {0};
     int n = kiln_catalog_verify(c, &problems, &notes, &err);
     if (n < 0) {
         fprintf(stderr, "kiln catalog verify: %s\n", err.msg);
         kiln_catalog_close(c);
-        return exit_for(n);
+        return kiln_err_exit_code(n);
     }
     json_t *all = NULL;
     json_t *f = json_pack("{s:i}", "limit", 10000);
@@ -323,7 +302,8 @@ static int do_verify(struct opts *o)
 static int do_gc(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     uint64_t files = 0, bytes = 0;
     struct kiln_error err = {0};
     int rc = kiln_catalog_gc(c, o->grace, &files, &bytes, &err);
@@ -332,7 +312,7 @@ static int do_gc(struct opts *o)
     else
         fprintf(stderr, "kiln catalog gc: %s\n", err.msg);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_publish(struct opts *o)
@@ -348,9 +328,10 @@ static int do_publish(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) {
+    int orc = open_cat(o, &c);
+    if (orc) {
         json_decref(meta);
-        return KILN_EXIT_INTERNAL;
+        return orc;
     }
     char digest[KILN_DIGEST_STR];
     uint64_t size = 0;
@@ -373,7 +354,7 @@ static int do_publish(struct opts *o)
         fprintf(stderr, "kiln catalog publish: %s\n", err.msg);
     json_decref(meta);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 static int do_push(struct opts *o, int export)
@@ -398,7 +379,7 @@ static int do_push(struct opts *o, int export)
     json_decref(meta);
     if (rc != KILN_OK) {
         fprintf(stderr, "kiln catalog %s: %s\n", export ? "export" : "push", err.msg);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     printf("%s %lld %s %s (%s)\n",
            json_is_true(json_object_get(entry, "created")) ? "published" : "unchanged",
@@ -447,7 +428,8 @@ static int do_serve(struct opts *o)
 {
     signal(SIGPIPE, SIG_IGN);
     struct srv s = {0};
-    if (open_cat(o, &s.c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &s.c);
+    if (orc) return orc;
     s.token = getenv("KILN_CATALOG_TOKEN");
     uv_loop_t *loop = uv_default_loop();
     kiln_catalog_set_loop(s.c, loop);
@@ -533,14 +515,14 @@ static int do_s3(struct opts *o)
         kiln_s3_put_file(cl, &cfg, o->args[1], o->args[0], NULL, s3_progress, s3_done, &r, &err) !=
             KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", err.msg);
-        return exit_for(err.code);
+        return kiln_err_exit_code(err.code);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_s3_client_free(cl);
     uv_run(loop, UV_RUN_DEFAULT);
     if (r.rc != KILN_OK) {
         fprintf(stderr, "kiln catalog s3-put: %s\n", r.msg);
-        return exit_for(r.rc);
+        return kiln_err_exit_code(r.rc);
     }
     printf("%s s3://%s/%s\n", r.msg, cfg.bucket, o->args[1]);
     return KILN_EXIT_OK;
@@ -549,7 +531,8 @@ static int do_s3(struct opts *o)
 static int do_key(struct opts *o)
 {
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) return KILN_EXIT_INTERNAL;
+    int orc = open_cat(o, &c);
+    if (orc) return orc;
     char pub[200];
     struct kiln_error err = {0};
     int rc = kiln_catalog_nix_public_key(c, pub, sizeof pub, &err);
@@ -558,7 +541,7 @@ static int do_key(struct opts *o)
     else
         fprintf(stderr, "kiln catalog key: %s\n", err.msg);
     kiln_catalog_close(c);
-    return exit_for(rc);
+    return kiln_err_exit_code(rc);
 }
 
 struct trun {
@@ -588,9 +571,10 @@ static int do_targets(struct opts *o)
         return KILN_EXIT_USAGE;
     }
     struct kiln_catalog *c;
-    if (open_cat(o, &c) != KILN_OK) {
+    int orc = open_cat(o, &c);
+    if (orc) {
         json_decref(cfg);
-        return KILN_EXIT_INTERNAL;
+        return orc;
     }
     uv_loop_t *loop = uv_default_loop();
     struct kiln_publisher *p = NULL;
@@ -604,7 +588,7 @@ static int do_targets(struct opts *o)
         kiln_publisher_free(p);
         uv_run(loop, UV_RUN_DEFAULT);
         kiln_catalog_close(c);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_publisher_free(p);
@@ -618,7 +602,7 @@ static int do_targets(struct opts *o)
         json_is_true(json_object_get(r, "ok")) ? "ok" : "FAILED",
         json_string_value(json_object_get(r, "message")));
     json_decref(t.results);
-    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : exit_for(t.rc ? t.rc : KILN_EIO);
+    return t.called && t.rc == KILN_OK ? KILN_EXIT_OK : kiln_err_exit_code(t.rc ? t.rc : KILN_EIO);
 }
 
 int cmd_catalog(int argc, char **argv)

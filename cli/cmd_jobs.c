@@ -91,6 +91,99 @@ static void default_name(const char *cmd, char *out, size_t outlen)
         snprintf(out, outlen, "job");
 }
 
+/* --where sm=90,isa=avx2 into body.where. */
+static int parse_where(const char *v, json_t *body)
+{
+    int rc = KILN_EXIT_OK;
+    json_t *w = json_object();
+    char *copy = strdup(v), *save = NULL;
+    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            fprintf(stderr, "kiln submit: --where wants key=value[,key=value], got '%s'\n", tok);
+            rc = KILN_EXIT_USAGE;
+            break;
+        }
+        *eq = '\0';
+        json_object_set_new(w, tok, json_string(eq + 1));
+    }
+    free(copy);
+    json_object_set_new(body, "where", w);
+    return rc;
+}
+
+/* One `--flag value` of kiln submit into the request body. */
+static int submit_option(const char *a, const char *v, json_t *body, json_t *env,
+                         const char **recipe)
+{
+    if (!strcmp(a, "--name"))
+        json_object_set_new(body, "name", json_string(v));
+    else if (!strcmp(a, "--cores"))
+        json_object_set_new(body, "cores", json_integer(atoll(v)));
+    else if (!strcmp(a, "--priority"))
+        json_object_set_new(body, "priority", json_integer(atoll(v)));
+    else if (!strcmp(a, "--timeout"))
+        json_object_set_new(body, "timeout_s", json_integer(atoll(v)));
+    else if (!strcmp(a, "--platform"))
+        json_object_set_new(body, "platform", json_string(v));
+    else if (!strcmp(a, "--branch"))
+        json_object_set_new(body, "branch", json_string(v));
+    else if (!strcmp(a, "--recipe"))
+        *recipe = v;
+    else if (!strcmp(a, "--env"))
+        return add_env(env, v, "submit");
+    else if (!strcmp(a, "--where"))
+        return parse_where(v, body);
+    else if (!strcmp(a, "--ram")) {
+        uint64_t bytes;
+        if (kiln_parse_size(v, &bytes)) {
+            fprintf(stderr, "kiln submit: --ram '%s' is not a size like 4G or 512M\n", v);
+            return KILN_EXIT_USAGE;
+        }
+        json_object_set_new(body, "ram_mb", json_integer((json_int_t)(bytes >> 20)));
+    } else {
+        fprintf(stderr, "kiln submit: unknown option %s (see --help)\n", a);
+        return KILN_EXIT_USAGE;
+    }
+    return KILN_EXIT_OK;
+}
+
+/* What the job runs: a recipe (a file is sent inline, a bare name refers to
+ * the server's recipes) or the command. */
+static int what_to_run(json_t *body, const char *recipe, const struct kiln_buf *command)
+{
+    if (recipe && (strchr(recipe, '/') || strstr(recipe, ".yaml") || strstr(recipe, ".yml"))) {
+        struct kiln_buf text = {0};
+        int frc = kiln_read_file(recipe, 16u << 20, &text);
+        if (frc) {
+            fprintf(stderr, "kiln submit: cannot read recipe %s: %s\n", recipe, kiln_strerror(frc));
+            kiln_buf_free(&text);
+            return KILN_EXIT_USAGE;
+        }
+        json_object_set_new(body, "recipe_yaml", json_string(text.data));
+        json_object_set_new(body, "recipe_file", json_string(recipe));
+        kiln_buf_free(&text);
+        return KILN_EXIT_OK;
+    }
+    if (recipe) {
+        json_object_set_new(body, "recipe", json_string(recipe));
+        return KILN_EXIT_OK;
+    }
+    if (!command->len) {
+        fprintf(stderr,
+                "kiln submit: nothing to run: give -- COMMAND... or --recipe (see --help)\n");
+        return KILN_EXIT_USAGE;
+    }
+    json_object_set_new(body, "command", json_string(command->data));
+    if (!json_object_get(body, "name")) {
+        char name[65];
+        default_name(command->data, name, sizeof name);
+        json_object_set_new(body, "name", json_string(name));
+    }
+    return KILN_EXIT_OK;
+}
+
 int cmd_submit(int argc, char **argv)
 {
     if (want_help(argc, argv)) {
@@ -133,105 +226,29 @@ int cmd_submit(int argc, char **argv)
             rc = KILN_EXIT_USAGE;
             break;
         }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--name"))
-            json_object_set_new(body, "name", json_string(v));
-        else if (!strcmp(a, "--cores"))
-            json_object_set_new(body, "cores", json_integer(atoll(v)));
-        else if (!strcmp(a, "--priority"))
-            json_object_set_new(body, "priority", json_integer(atoll(v)));
-        else if (!strcmp(a, "--timeout"))
-            json_object_set_new(body, "timeout_s", json_integer(atoll(v)));
-        else if (!strcmp(a, "--platform"))
-            json_object_set_new(body, "platform", json_string(v));
-        else if (!strcmp(a, "--branch"))
-            json_object_set_new(body, "branch", json_string(v));
-        else if (!strcmp(a, "--recipe"))
-            recipe = v;
-        else if (!strcmp(a, "--env"))
-            rc = add_env(env, v, "submit");
-        else if (!strcmp(a, "--where")) {
-            json_t *w = json_object();
-            char *copy = strdup(v), *save = NULL;
-            for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok;
-                 tok = strtok_r(NULL, ",", &save)) {
-                char *eq = strchr(tok, '=');
-                if (!eq) {
-                    fprintf(stderr, "kiln submit: --where wants key=value[,key=value], got '%s'\n",
-                            tok);
-                    rc = KILN_EXIT_USAGE;
-                    break;
-                }
-                *eq = '\0';
-                json_object_set_new(w, tok, json_string(eq + 1));
-            }
-            free(copy);
-            json_object_set_new(body, "where", w);
-        } else if (!strcmp(a, "--ram")) {
-            uint64_t bytes;
-            if (kiln_parse_size(v, &bytes)) {
-                fprintf(stderr, "kiln submit: --ram '%s' is not a size like 4G or 512M\n", v);
-                rc = KILN_EXIT_USAGE;
-            } else {
-                json_object_set_new(body, "ram_mb", json_integer((json_int_t)(bytes >> 20)));
-            }
-        } else {
-            fprintf(stderr, "kiln submit: unknown option %s (see --help)\n", a);
-            rc = KILN_EXIT_USAGE;
-        }
+        rc = submit_option(a, argv[i + 1], body, env, &recipe);
+        i++;
     }
     for (; i < argc && rc == KILN_EXIT_OK; i++) {
         if (command.len) kiln_buf_puts(&command, " ");
         kiln_buf_puts(&command, argv[i]);
     }
-    if (rc == KILN_EXIT_OK && recipe) {
-        /* A path to a file is sent inline; a bare name refers to the server's recipes. */
-        if (strchr(recipe, '/') || strstr(recipe, ".yaml") || strstr(recipe, ".yml")) {
-            struct kiln_buf text = {0};
-            int frc = kiln_read_file(recipe, 16u << 20, &text);
-            if (frc) {
-                fprintf(stderr, "kiln submit: cannot read recipe %s: %s\n", recipe,
-                        kiln_strerror(frc));
-                rc = KILN_EXIT_USAGE;
-            } else {
-                json_object_set_new(body, "recipe_yaml", json_string(text.data));
-                json_object_set_new(body, "recipe_file", json_string(recipe));
-            }
-            kiln_buf_free(&text);
-        } else {
-            json_object_set_new(body, "recipe", json_string(recipe));
-        }
-    } else if (rc == KILN_EXIT_OK) {
-        if (!command.len) {
-            fprintf(stderr,
-                    "kiln submit: nothing to run: give -- COMMAND... or --recipe (see --help)\n");
-            rc = KILN_EXIT_USAGE;
-        } else {
-            json_object_set_new(body, "command", json_string(command.data));
-            if (!json_object_get(body, "name")) {
-                char name[65];
-                default_name(command.data, name, sizeof name);
-                json_object_set_new(body, "name", json_string(name));
-            }
-        }
-    }
+    if (rc == KILN_EXIT_OK) rc = what_to_run(body, recipe, &command);
     if (json_object_size(env)) json_object_set(body, "env", env);
     json_decref(env);
     kiln_buf_free(&command);
     json_t *resp = NULL;
     if (rc == KILN_EXIT_OK) rc = kiln_cli_call(&cli, "POST", "/api/v1/jobs", body, &resp);
     json_decref(body);
-    if (rc == KILN_EXIT_OK) {
-        if (cli.json) {
-            kiln_cli_print_json(resp);
-        } else {
-            json_t *jobs = json_object_get(resp, "jobs");
-            size_t k;
-            json_t *j;
-            print_job_header();
-            json_array_foreach(jobs, k, j) print_job_row(j);
-            fprintf(stderr, "%zu job(s) submitted\n", json_array_size(jobs));
-        }
+    if (rc == KILN_EXIT_OK && cli.json) {
+        kiln_cli_print_json(resp);
+    } else if (rc == KILN_EXIT_OK) {
+        json_t *jobs = json_object_get(resp, "jobs");
+        size_t k;
+        json_t *j;
+        print_job_header();
+        json_array_foreach(jobs, k, j) print_job_row(j);
+        fprintf(stderr, "%zu job(s) submitted\n", json_array_size(jobs));
     }
     json_decref(resp);
     kiln_cli_cleanup(&cli);
@@ -398,7 +415,7 @@ int cmd_logs(int argc, char **argv)
             rc = KILN_EXIT_UNREACHABLE;
         } else if (status >= 400) {
             fprintf(stderr, "kiln logs: job %lld: HTTP %ld\n", id, status);
-            rc = kiln_cli_exit_for_status(status);
+            rc = kiln_cli_exit_for_status(status, NULL);
         }
     }
     kiln_cli_cleanup(&cli);

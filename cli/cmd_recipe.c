@@ -15,13 +15,6 @@ static int usage(void)
     return KILN_EXIT_USAGE;
 }
 
-static int exit_for(int code)
-{
-    if (code == KILN_ENOMEM) return KILN_EXIT_INTERNAL;
-    if (code == KILN_ENOTFOUND) return KILN_EXIT_NOTFOUND;
-    return KILN_EXIT_FAIL;
-}
-
 struct opts {
     const char *files[2];
     int nfiles;
@@ -103,7 +96,7 @@ static int do_expand(int argc, char **argv)
     int rc = kiln_recipe_expand_file(o.files[0], o.branch, o.where, &arr, &err);
     if (rc) {
         fprintf(stderr, "%s\n", err.msg);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     if (o.json) {
         if (json_dumpf(arr, stdout, JSON_INDENT(2)) == 0) fputc('\n', stdout);
@@ -155,7 +148,7 @@ static int do_diff(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         json_decref(a);
         json_decref(b);
-        return exit_for(rc);
+        return kiln_err_exit_code(rc);
     }
     if (o.json) {
         if (json_dumpf(d, stdout, JSON_INDENT(2)) == 0) fputc('\n', stdout);

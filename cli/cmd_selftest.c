@@ -229,25 +229,24 @@ static void detect_gpus(struct kiln_host_facts *h)
     unlink(logp);
 }
 
-static int cmd_host(int argc, char **argv)
+/* kiln selftest host's flags: what is needed, and host facts given instead
+ * of detected. -1: go on; otherwise the exit code. */
+static int host_args(int argc, char **argv, struct kiln_host_need *need, struct kiln_host_facts *h,
+                     int *json, int *have_gpu, int *have_isa)
 {
-    struct kiln_host_need need = {0};
-    struct kiln_host_facts h;
-    memset(&h, 0, sizeof h);
-    int json = 0, have_gpu = 0, have_isa = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) {
-            json = 1;
+            *json = 1;
         } else if (strcmp(a, "--compatible") == 0) {
-            need.allow_compatible = 1;
+            need->allow_compatible = 1;
         } else if (strcmp(a, "--sm") == 0 && v) {
-            if (parse_sm_arg(a, v, &need.sm)) return KILN_EXIT_USAGE;
+            if (parse_sm_arg(a, v, &need->sm)) return KILN_EXIT_USAGE;
             i++;
         } else if (strcmp(a, "--driver-min") == 0 && v) {
             unsigned minor;
-            if (kiln_hostcheck_parse_driver(v, &need.driver_min, &minor) != KILN_OK) {
+            if (kiln_hostcheck_parse_driver(v, &need->driver_min, &minor) != KILN_OK) {
                 fprintf(stderr, "kiln selftest host: bad --driver-min \"%s\"\n", v);
                 return KILN_EXIT_USAGE;
             }
@@ -260,36 +259,36 @@ static int cmd_host(int argc, char **argv)
                         v);
                 return KILN_EXIT_USAGE;
             }
-            need.isa_level = v;
+            need->isa_level = v;
             i++;
         } else if (strcmp(a, "--gpu-sm") == 0 && v) {
             char *copy = strdup(v), *save = NULL;
             if (!copy) return KILN_EXIT_INTERNAL;
             for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
                 unsigned sm;
-                if (parse_sm_arg(a, t, &sm) || h.ngpu >= KILN_HOST_MAX_GPUS) {
+                if (parse_sm_arg(a, t, &sm) || h->ngpu >= KILN_HOST_MAX_GPUS) {
                     free(copy);
                     return KILN_EXIT_USAGE;
                 }
-                h.gpu_sm[h.ngpu++] = sm;
+                h->gpu_sm[h->ngpu++] = sm;
             }
             free(copy);
-            have_gpu = 1;
+            *have_gpu = 1;
             i++;
         } else if (strcmp(a, "--driver") == 0 && v) {
-            if (kiln_hostcheck_parse_driver(v, &h.driver_major, &h.driver_minor) != KILN_OK) {
+            if (kiln_hostcheck_parse_driver(v, &h->driver_major, &h->driver_minor) != KILN_OK) {
                 fprintf(stderr, "kiln selftest host: bad --driver \"%s\"\n", v);
                 return KILN_EXIT_USAGE;
             }
-            h.have_driver = 1;
+            h->have_driver = 1;
             i++;
         } else if (strcmp(a, "--cpu-isa") == 0 && v) {
             char bad[64];
-            if (kiln_isa_parse_features(v, &h.cpu_isa, bad, sizeof bad) != KILN_OK) {
+            if (kiln_isa_parse_features(v, &h->cpu_isa, bad, sizeof bad) != KILN_OK) {
                 fprintf(stderr, "kiln selftest host: unknown CPU feature \"%s\"\n", bad);
                 return KILN_EXIT_USAGE;
             }
-            have_isa = 1;
+            *have_isa = 1;
             i++;
         } else if (strcmp(a, "--help") == 0) {
             usage(stdout);
@@ -299,6 +298,47 @@ static int cmd_host(int argc, char **argv)
             return KILN_EXIT_USAGE;
         }
     }
+    return -1;
+}
+
+/* The verdict, as text or JSON. */
+static int host_verdict(const struct kiln_host_facts *h, int rc, const struct kiln_error *e,
+                        int json)
+{
+    char isa[256] = "";
+    kiln_isa_feature_list(h->cpu_isa, isa, sizeof isa);
+    if (json) {
+        json_t *sms = json_array();
+        for (size_t i = 0; sms && i < h->ngpu; i++)
+            json_array_append_new(sms, json_integer(h->gpu_sm[i]));
+        char drv[32] = "";
+        if (h->have_driver) snprintf(drv, sizeof drv, "%u.%02u", h->driver_major, h->driver_minor);
+        json_t *doc =
+            json_pack("{s:b,s:s?,s:{s:o,s:s?,s:s}}", "ok", rc == KILN_OK, "reason",
+                      rc == KILN_OK ? NULL : e->msg, "host", "gpu_sm", sms ? sms : json_array(),
+                      "driver", h->have_driver ? drv : NULL, "cpu_features", isa);
+        if (!doc) {
+            fprintf(stderr, "kiln selftest host: out of memory\n");
+            return KILN_EXIT_INTERNAL;
+        }
+        print_json(doc, stdout);
+        json_decref(doc);
+    } else if (rc == KILN_OK) {
+        printf("ok: host qualifies\n");
+    } else {
+        printf("FAIL: %s\n", e->msg);
+    }
+    return rc == KILN_OK ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+}
+
+static int cmd_host(int argc, char **argv)
+{
+    struct kiln_host_need need = {0};
+    struct kiln_host_facts h;
+    memset(&h, 0, sizeof h);
+    int json = 0, have_gpu = 0, have_isa = 0;
+    int x = host_args(argc, argv, &need, &h, &json, &have_gpu, &have_isa);
+    if (x >= 0) return x;
     if (!need.sm && !need.driver_min && !need.isa_level) {
         fprintf(stderr, "kiln selftest host: give at least one of --sm, --driver-min, --isa\n");
         return KILN_EXIT_USAGE;
@@ -326,30 +366,7 @@ static int cmd_host(int argc, char **argv)
         fprintf(stderr, "kiln selftest host: %s\n", e.msg);
         return KILN_EXIT_USAGE;
     }
-    char isa[256] = "";
-    kiln_isa_feature_list(h.cpu_isa, isa, sizeof isa);
-    if (json) {
-        json_t *sms = json_array();
-        for (size_t i = 0; sms && i < h.ngpu; i++)
-            json_array_append_new(sms, json_integer(h.gpu_sm[i]));
-        char drv[32] = "";
-        if (h.have_driver) snprintf(drv, sizeof drv, "%u.%02u", h.driver_major, h.driver_minor);
-        json_t *doc =
-            json_pack("{s:b,s:s?,s:{s:o,s:s?,s:s}}", "ok", rc == KILN_OK, "reason",
-                      rc == KILN_OK ? NULL : e.msg, "host", "gpu_sm", sms ? sms : json_array(),
-                      "driver", h.have_driver ? drv : NULL, "cpu_features", isa);
-        if (!doc) {
-            fprintf(stderr, "kiln selftest host: out of memory\n");
-            return KILN_EXIT_INTERNAL;
-        }
-        print_json(doc, stdout);
-        json_decref(doc);
-    } else if (rc == KILN_OK) {
-        printf("ok: host qualifies\n");
-    } else {
-        printf("FAIL: %s\n", e.msg);
-    }
-    return rc == KILN_OK ? KILN_EXIT_OK : KILN_EXIT_FAIL;
+    return host_verdict(&h, rc, &e, json);
 }
 
 static int emit_doc(json_t *doc, const char *outp)
@@ -517,16 +534,7 @@ static int cmd_run(int argc, char **argv)
         rc = e.code == KILN_EINVAL ? KILN_EXIT_USAGE : KILN_EXIT_INTERNAL;
         goto out;
     }
-    print_json(doc, stdout);
-    rc = json_is_true(json_object_get(doc, "ok")) ? KILN_EXIT_OK : KILN_EXIT_FAIL;
-    if (outp) {
-        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-        if (!s || kiln_write_file_atomic(outp, s, strlen(s), 0644) != KILN_OK) {
-            fprintf(stderr, "kiln selftest run: cannot write %s\n", outp);
-            rc = KILN_EXIT_INTERNAL;
-        }
-        free(s);
-    }
+    rc = emit_doc(doc, outp);
     json_decref(doc);
 out:
     kiln_elfsym_split_free(syms, nsyms);

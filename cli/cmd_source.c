@@ -77,15 +77,15 @@ int cmd_source(int argc, char **argv)
         fprintf(stderr, "kiln source: fetching %s\n", url);
         rc = kiln_git_fetch(mirror, url, NULL, &err);
         if (!rc && !kiln_git_has_commit(mirror, commit))
-            rc = kiln_fail(&err, KILN_ENOTFOUND,
-                           "commit %.40s is not in %s (force-pushed away?)", commit, url);
+            rc = kiln_fail(&err, KILN_ENOTFOUND, "commit %.40s is not in %s (force-pushed away?)",
+                           commit, url);
     }
     if (!rc) rc = kiln_git_checkout(mirror, commit, dir, &err);
     kiln_git_shutdown();
     close(lfd);
     if (rc) {
         fprintf(stderr, "kiln source: %s\n", err.msg[0] ? err.msg : kiln_strerror(rc));
-        return KILN_EXIT_FAIL;
+        return kiln_err_exit_code(rc);
     }
     fprintf(stderr, "kiln source: %s at %.12s checked out in %s\n", url, commit, dir);
     return KILN_EXIT_OK;

@@ -33,9 +33,10 @@ static int open_store(const char *data, struct kiln_store **st)
         fprintf(stderr, "kiln token: data path is too long\n");
         return KILN_EXIT_USAGE;
     }
-    if (kiln_store_open(path, st, &err)) {
+    int rc = kiln_store_open(path, st, &err);
+    if (rc) {
         fprintf(stderr, "kiln token: %s\n", err.msg);
-        return KILN_EXIT_FAIL;
+        return kiln_err_exit_code(rc);
     }
     return KILN_EXIT_OK;
 }
@@ -43,7 +44,8 @@ static int open_store(const char *data, struct kiln_store **st)
 int cmd_token(int argc, char **argv)
 {
     int help = 0;
-    for (int i = 1; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    for (int i = 1; i < argc; i++)
+        help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
     if (argc < 2 || help) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? KILN_EXIT_USAGE : KILN_EXIT_OK;
@@ -87,10 +89,10 @@ int cmd_token(int argc, char **argv)
             return KILN_EXIT_INTERNAL;
         }
         if ((rc = open_store(data, &st))) return rc;
-        if (kiln_store_token_add(st, r, name, hash, (double)time(NULL), &err)) {
+        if ((rc = kiln_store_token_add(st, r, name, hash, (double)time(NULL), &err))) {
             fprintf(stderr, "kiln token create: %s\n", err.msg);
             kiln_store_close(st);
-            return KILN_EXIT_FAIL;
+            return kiln_err_exit_code(rc);
         }
         kiln_store_close(st);
         printf("%s\n", tok);
@@ -101,10 +103,10 @@ int cmd_token(int argc, char **argv)
     if (!strcmp(sub, "list")) {
         if ((rc = open_store(data, &st))) return rc;
         json_t *list;
-        if (kiln_store_token_list(st, &list, &err)) {
+        if ((rc = kiln_store_token_list(st, &list, &err))) {
             fprintf(stderr, "kiln token list: %s\n", err.msg);
             kiln_store_close(st);
-            return KILN_EXIT_FAIL;
+            return kiln_err_exit_code(rc);
         }
         kiln_store_close(st);
         printf("%-5s %-8s %-14s %s\n", "ID", "ROLE", "HASH", "NAME");
@@ -133,7 +135,7 @@ int cmd_token(int argc, char **argv)
         kiln_store_close(st);
         if (rc) {
             fprintf(stderr, "kiln token revoke: %s\n", err.msg);
-            return rc == KILN_ENOTFOUND ? KILN_EXIT_NOTFOUND : KILN_EXIT_FAIL;
+            return kiln_err_exit_code(rc);
         }
         fprintf(stderr, "kiln token: revoked token %lld\n", v);
         return KILN_EXIT_OK;

@@ -39,7 +39,16 @@ static int set_str(char *dst, size_t n, const char *v, const char *what)
     return 0;
 }
 
-int cmd_worker(int argc, char **argv)
+/* Flags are collected first and applied after the config file, so that
+ * they win over it. */
+struct flags {
+    int detect, as_json;
+    const char *config, *server, *token, *name, *cores, *ram, *maxjobs, *workdir, *method, *ca,
+        *loglevel, *srcdir, *stdir;
+};
+
+/* -1: go on; otherwise the exit code (help or a usage error, printed). */
+static int parse_flags(int argc, char **argv, struct flags *f)
 {
     enum {
         O_DETECT = 256,
@@ -78,62 +87,56 @@ int cmd_worker(int argc, char **argv)
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
-    int detect = 0, as_json = 0;
-    const char *config = NULL;
-    /* Flags are collected first and applied after the config file, so that
-     * they win over it. */
-    const char *o_server = NULL, *o_token = NULL, *o_name = NULL, *o_cores = NULL, *o_ram = NULL,
-               *o_maxjobs = NULL, *o_workdir = NULL, *o_method = NULL, *o_ca = NULL,
-               *o_loglevel = NULL, *o_srcdir = NULL, *o_stdir = NULL;
+    memset(f, 0, sizeof *f);
     optind = 1;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_DETECT:
-            detect = 1;
+            f->detect = 1;
             break;
         case O_JSON:
-            as_json = 1;
+            f->as_json = 1;
             break;
         case O_SERVER:
-            o_server = optarg;
+            f->server = optarg;
             break;
         case O_TOKEN:
-            o_token = optarg;
+            f->token = optarg;
             break;
         case O_CONFIG:
-            config = optarg;
+            f->config = optarg;
             break;
         case O_NAME:
-            o_name = optarg;
+            f->name = optarg;
             break;
         case O_CORES:
-            o_cores = optarg;
+            f->cores = optarg;
             break;
         case O_RAM:
-            o_ram = optarg;
+            f->ram = optarg;
             break;
         case O_MAXJOBS:
-            o_maxjobs = optarg;
+            f->maxjobs = optarg;
             break;
         case O_SRCDIR:
-            o_srcdir = optarg;
+            f->srcdir = optarg;
             break;
         case O_STDIR:
-            o_stdir = optarg;
+            f->stdir = optarg;
             break;
         case O_WORKDIR:
-            o_workdir = optarg;
+            f->workdir = optarg;
             break;
         case O_METHOD:
-            o_method = optarg;
+            f->method = optarg;
             break;
         case O_CA:
-            o_ca = optarg;
+            f->ca = optarg;
             break;
         case O_LOGLEVEL:
-            o_loglevel = optarg;
+            f->loglevel = optarg;
             break;
         case O_HELP:
             worker_usage(stdout);
@@ -149,67 +152,104 @@ int cmd_worker(int argc, char **argv)
         worker_usage(stderr);
         return KILN_EXIT_USAGE;
     }
+    return -1;
+}
 
+/* A whole number in [lo, hi] from a flag, or -1 after saying what is wrong. */
+static long flag_count(const char *v, long lo, long hi, const char *flag)
+{
+    char *e;
+    long n = strtol(v, &e, 10);
+    if (*e || e == v || n < lo || n > hi) {
+        fprintf(stderr, "kiln worker: %s must be a positive whole number\n", flag);
+        return -1;
+    }
+    return n;
+}
+
+/* The environment, then the flags, over what the config file set. */
+static int apply_flags(struct kiln_worker_config *cfg, const struct flags *f)
+{
+    if (!cfg->server[0] && getenv("KILN_SERVER") && !f->detect)
+        set_str(cfg->server, sizeof cfg->server, getenv("KILN_SERVER"), "KILN_SERVER");
+    if (!cfg->token[0] && getenv("KILN_TOKEN"))
+        set_str(cfg->token, sizeof cfg->token, getenv("KILN_TOKEN"), "KILN_TOKEN");
+    if ((f->server && set_str(cfg->server, sizeof cfg->server, f->server, "--server")) ||
+        (f->token && set_str(cfg->token, sizeof cfg->token, f->token, "--token")) ||
+        (f->name && set_str(cfg->name, sizeof cfg->name, f->name, "--name")) ||
+        (f->workdir && set_str(cfg->work_dir, sizeof cfg->work_dir, f->workdir, "--work-dir")) ||
+        (f->srcdir &&
+         set_str(cfg->source_dir, sizeof cfg->source_dir, f->srcdir, "--source-dir")) ||
+        (f->stdir &&
+         set_str(cfg->selftest_dir, sizeof cfg->selftest_dir, f->stdir, "--selftest-dir")) ||
+        (f->ca && set_str(cfg->ca_file, sizeof cfg->ca_file, f->ca, "--ca-file")) ||
+        (f->loglevel && set_str(cfg->log_level, sizeof cfg->log_level, f->loglevel, "--log-level")))
+        return KILN_EXIT_USAGE;
+    long n;
+    if (f->cores) {
+        if ((n = flag_count(f->cores, 1, 100000, "--cores")) < 0) return KILN_EXIT_USAGE;
+        cfg->cores = (int)n;
+    }
+    if (f->maxjobs) {
+        if ((n = flag_count(f->maxjobs, 1, 10000, "--max-jobs")) < 0) return KILN_EXIT_USAGE;
+        cfg->max_jobs = (int)n;
+    }
+    if (f->ram) {
+        uint64_t bytes;
+        struct kiln_error err = {0};
+        if (kiln_size_parse(f->ram, &bytes, &err) || bytes < (1u << 20)) {
+            fprintf(stderr, "kiln worker: --ram: %s\n",
+                    err.msg[0] ? err.msg : "must be at least 1M");
+            return KILN_EXIT_USAGE;
+        }
+        cfg->ram_mb = (long)(bytes >> 20);
+    }
+    if (f->method && kiln_limit_method_parse(f->method, &cfg->limit_method)) {
+        fprintf(stderr, "kiln worker: --limit-method must be auto, cgroup2, cgroup1 or poll\n");
+        return KILN_EXIT_USAGE;
+    }
+    return KILN_EXIT_OK;
+}
+
+/* kiln worker --detect: what this host offers, as text or JSON. */
+static int print_detected(const struct kiln_worker_config *cfg, const struct kiln_host *host,
+                          int as_json)
+{
+    if (!as_json) {
+        char desc[8192];
+        if (kiln_host_describe(host, desc, sizeof desc)) return KILN_EXIT_INTERNAL;
+        fputs(desc, stdout);
+        return KILN_EXIT_OK;
+    }
+    json_t *j = kiln_host_to_json(host);
+    if (!j || (cfg->labels && json_object_set(j, "labels", cfg->labels))) {
+        json_decref(j);
+        fprintf(stderr, "kiln worker: out of memory\n");
+        return KILN_EXIT_INTERNAL;
+    }
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!s) return KILN_EXIT_INTERNAL;
+    printf("%s\n", s);
+    free(s);
+    return KILN_EXIT_OK;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    struct flags f;
+    int rc = parse_flags(argc, argv, &f);
+    if (rc >= 0) return rc;
     struct kiln_worker_config cfg;
     kiln_worker_config_defaults(&cfg);
     struct kiln_error err = {0};
-    int rc = KILN_EXIT_OK;
-    if (config && kiln_worker_config_load(&cfg, config, &err)) {
+    rc = KILN_EXIT_OK;
+    if (f.config && kiln_worker_config_load(&cfg, f.config, &err)) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);
         rc = KILN_EXIT_USAGE;
         goto out;
     }
-    if (!cfg.server[0] && getenv("KILN_SERVER") && !detect)
-        set_str(cfg.server, sizeof cfg.server, getenv("KILN_SERVER"), "KILN_SERVER");
-    if (!cfg.token[0] && getenv("KILN_TOKEN"))
-        set_str(cfg.token, sizeof cfg.token, getenv("KILN_TOKEN"), "KILN_TOKEN");
-    if ((o_server && set_str(cfg.server, sizeof cfg.server, o_server, "--server")) ||
-        (o_token && set_str(cfg.token, sizeof cfg.token, o_token, "--token")) ||
-        (o_name && set_str(cfg.name, sizeof cfg.name, o_name, "--name")) ||
-        (o_workdir && set_str(cfg.work_dir, sizeof cfg.work_dir, o_workdir, "--work-dir")) ||
-        (o_srcdir && set_str(cfg.source_dir, sizeof cfg.source_dir, o_srcdir, "--source-dir")) ||
-        (o_stdir &&
-         set_str(cfg.selftest_dir, sizeof cfg.selftest_dir, o_stdir, "--selftest-dir")) ||
-        (o_ca && set_str(cfg.ca_file, sizeof cfg.ca_file, o_ca, "--ca-file")) ||
-        (o_loglevel && set_str(cfg.log_level, sizeof cfg.log_level, o_loglevel, "--log-level"))) {
-        rc = KILN_EXIT_USAGE;
-        goto out;
-    }
-    if (o_cores) {
-        char *e;
-        long v = strtol(o_cores, &e, 10);
-        if (*e || e == o_cores || v < 1 || v > 100000) {
-            fprintf(stderr, "kiln worker: --cores must be a positive whole number\n");
-            rc = KILN_EXIT_USAGE;
-            goto out;
-        }
-        cfg.cores = (int)v;
-    }
-    if (o_maxjobs) {
-        char *e;
-        long v = strtol(o_maxjobs, &e, 10);
-        if (*e || e == o_maxjobs || v < 1 || v > 10000) {
-            fprintf(stderr, "kiln worker: --max-jobs must be a positive whole number\n");
-            rc = KILN_EXIT_USAGE;
-            goto out;
-        }
-        cfg.max_jobs = (int)v;
-    }
-    if (o_ram) {
-        uint64_t bytes;
-        if (kiln_size_parse(o_ram, &bytes, &err) || bytes < (1u << 20)) {
-            fprintf(stderr, "kiln worker: --ram: %s\n",
-                    err.msg[0] ? err.msg : "must be at least 1M");
-            rc = KILN_EXIT_USAGE;
-            goto out;
-        }
-        cfg.ram_mb = (long)(bytes >> 20);
-    }
-    if (o_method && kiln_limit_method_parse(o_method, &cfg.limit_method)) {
-        fprintf(stderr, "kiln worker: --limit-method must be auto, cgroup2, cgroup1 or poll\n");
-        rc = KILN_EXIT_USAGE;
-        goto out;
-    }
+    if ((rc = apply_flags(&cfg, &f))) goto out;
     enum kiln_log_level lvl;
     if (kiln_log_level_parse(cfg.log_level, &lvl)) {
         fprintf(stderr, "kiln worker: log level must be debug, info, warn or error\n");
@@ -226,32 +266,8 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     kiln_worker_config_apply(&cfg, &host);
-
-    if (detect) {
-        if (as_json) {
-            json_t *j = kiln_host_to_json(&host);
-            if (!j || (cfg.labels && json_object_set(j, "labels", cfg.labels))) {
-                json_decref(j);
-                fprintf(stderr, "kiln worker: out of memory\n");
-                rc = KILN_EXIT_INTERNAL;
-                goto out;
-            }
-            char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-            json_decref(j);
-            if (!s) {
-                rc = KILN_EXIT_INTERNAL;
-                goto out;
-            }
-            printf("%s\n", s);
-            free(s);
-        } else {
-            char desc[8192];
-            if (kiln_host_describe(&host, desc, sizeof desc)) {
-                rc = KILN_EXIT_INTERNAL;
-                goto out;
-            }
-            fputs(desc, stdout);
-        }
+    if (f.detect) {
+        rc = print_detected(&cfg, &host, f.as_json);
         goto out;
     }
 
@@ -271,9 +287,7 @@ int cmd_worker(int argc, char **argv)
     rc = kiln_agent_run(&cfg, &host, &lg, &err);
     if (rc) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);
-        rc = rc == KILN_EAUTH || rc == KILN_EPERM ? KILN_EXIT_AUTH
-             : rc == KILN_ENET                    ? KILN_EXIT_UNREACHABLE
-                                                  : KILN_EXIT_FAIL;
+        rc = kiln_err_exit_code(rc);
     }
 out:
     kiln_worker_config_free(&cfg);

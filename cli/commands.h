@@ -1,25 +1,15 @@
 /* commands.h - the kiln subcommands (like git: one binary, small commands).
  *
  * Contract: each command is `int cmd_X(int argc, char **argv)` where argv[0]
- * is the command name. It returns a process exit code (see docs/cli.md):
- *   0 success, 1 the operation failed (job failed, check found problems),
- *   2 usage error, 3 server unreachable, 4 auth error (401/403),
- *   5 not found, 6 conflict/bad state, 7 internal error.
+ * is the command name. It returns a process exit code, KILN_EXIT_* in
+ * common/err.h; a failing library call's code becomes one through
+ * kiln_err_exit_code(), so every command maps errors the same way.
  * Only main() calls exit(); commands return.
  */
 #ifndef KILN_COMMANDS_H
 #define KILN_COMMANDS_H
 
-enum {
-    KILN_EXIT_OK = 0,
-    KILN_EXIT_FAIL = 1,
-    KILN_EXIT_USAGE = 2,
-    KILN_EXIT_UNREACHABLE = 3,
-    KILN_EXIT_AUTH = 4,
-    KILN_EXIT_NOTFOUND = 5,
-    KILN_EXIT_CONFLICT = 6,
-    KILN_EXIT_INTERNAL = 7,
-};
+#include "common/err.h" /* KILN_EXIT_* and kiln_err_exit_code(), the one map */
 
 int cmd_serve(int argc, char **argv);    /* cli/cmd_serve.c */
 int cmd_worker(int argc, char **argv);   /* cli/cmd_worker.c */

@@ -3,8 +3,9 @@
  * Contract: every fallible function in kiln returns an int: 0 (KILN_OK) on
  * success or one of the negative KILN_E* codes below. Where a caller needs to
  * tell a person what went wrong, the function also fills a struct kiln_error
- * (code + one plain sentence). Codes are stable: the CLI maps them to exit
- * codes and the API to HTTP statuses (see kiln_err_http_status()).
+ * (code + one plain sentence). Codes are stable. One table in err.c maps
+ * each code to its name, sentence, HTTP status (the API) and exit status
+ * (every CLI command, through kiln_err_exit_code()); nothing else maps them.
  */
 #ifndef KILN_ERR_H
 #define KILN_ERR_H
@@ -30,6 +31,19 @@ enum kiln_code {
     KILN_EUNSUPPORTED = -15, /* not available on this host/build */
 };
 
+/* Exit statuses of the kiln commands (README "Exit codes"). 2 (usage) is
+ * only for a command line the command cannot parse: no error code maps to it. */
+enum kiln_exit {
+    KILN_EXIT_OK = 0,
+    KILN_EXIT_FAIL = 1,        /* the operation failed (bad input, job failed...) */
+    KILN_EXIT_USAGE = 2,       /* the command line is wrong */
+    KILN_EXIT_UNREACHABLE = 3, /* network error or timeout */
+    KILN_EXIT_AUTH = 4,        /* missing/invalid token, or not allowed */
+    KILN_EXIT_NOTFOUND = 5,
+    KILN_EXIT_CONFLICT = 6, /* exists, conflict, wrong state */
+    KILN_EXIT_INTERNAL = 7, /* out of memory, I/O or database error */
+};
+
 #define KILN_ERR_MSG_MAX 512
 
 struct kiln_error {
@@ -43,6 +57,11 @@ const char *kiln_code_name(int code);
 const char *kiln_strerror(int code);
 /* HTTP status that corresponds to a code (404 for KILN_ENOTFOUND...). */
 int kiln_err_http_status(int code);
+/* Exit status for a code (KILN_EXIT_*); unknown codes are KILN_EXIT_INTERNAL. */
+int kiln_err_exit_code(int code);
+/* The code behind an HTTP error: the body's code name when it is one of
+ * ours, else the first code answered with that status. KILN_OK below 400. */
+int kiln_err_from_http(long status, const char *name);
 
 /* Fill err (if non-NULL) with code and a printf-style message; returns code
  * so callers can write `return kiln_fail(err, KILN_EINVAL, "...")`. */

@@ -2,6 +2,7 @@
  * one POST at a time on the thread pool, retried with backoff. */
 #include "forge/forge_serve.h"
 
+#include "common/clock.h"
 #include "common/httpc.h"
 #include "forge/forge_status.h"
 #include "state/jobs_commit.h"
@@ -116,7 +117,7 @@ static void after_cb(uv_work_t *w, int status)
             f->dropped++;
             f->attempt = 0;
         } else {
-            double now = kiln_now();
+            double now = kiln_clock_wall();
             if (!f->failing_since) f->failing_since = now;
             double d = f->ff->base_s * pow(2, f->attempt < 30 ? f->attempt : 30);
             if (d > f->ff->max_s) d = f->ff->max_s;

@@ -1,9 +1,12 @@
 #include "git/git_serve.h"
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "git/gitwatch.h"
 #include "state/jobspec.h"
+#include "state/submit.h"
 #include "git/webhook.h"
 
 #include <fnmatch.h>
@@ -23,36 +26,28 @@ struct kiln_serve_git {
 
 /* --- config --- */
 
+/* A string field, or a list of strings joined with commas (branches:
+ * [main, "release-1"] reads like branches: "main,release-1"). */
 static int str_field(json_t *o, const char *k, char *out, size_t n, int required,
                      struct kiln_error *err)
 {
     json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) {
-        if (required) return kiln_fail(err, KILN_EINVAL, "repos: '%s' is required", k);
-        return KILN_OK;
-    }
-    if (json_is_array(v)) { /* lists become comma-separated */
-        struct kiln_buf b = {0};
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e)) {
-                kiln_buf_free(&b);
-                return kiln_fail(err, KILN_EINVAL, "repos: '%s' must list strings", k);
-            }
-            kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
+    if (!json_is_array(v)) return kiln_json_field_strcpy(o, k, required, out, n, err);
+    struct kiln_buf b = {0};
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e)) {
+            kiln_buf_free(&b);
+            return kiln_fail(err, KILN_EINVAL, "%s: must list strings", k);
         }
-        int too_long = b.len >= n;
-        if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
-        kiln_buf_free(&b);
-        if (too_long) return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-        return KILN_OK;
+        kiln_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(e));
     }
-    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "repos: '%s' must be a string", k);
-    if (strlen(json_string_value(v)) >= n)
-        return kiln_fail(err, KILN_ELIMIT, "repos: '%s' is too long", k);
-    snprintf(out, n, "%s", json_string_value(v));
+    int too_long = b.len >= n;
+    if (!too_long) snprintf(out, n, "%s", b.data ? b.data : "");
+    kiln_buf_free(&b);
+    if (too_long) return kiln_fail(err, KILN_ELIMIT, "%s: is too long", k);
     return KILN_OK;
 }
 
@@ -109,9 +104,9 @@ static int make_release_job(json_t *job)
 
 int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
 {
-    static const char *known[] = {
-        "name",          "url",   "branches", "recipes", "poll_s", "auto_publish",
-        "initial_build", "token", "ssh_key",  "secret",  "publish", NULL};
+    static const char *known[] = {"name",    "url",          "branches",      "recipes",
+                                  "poll_s",  "auto_publish", "initial_build", "token",
+                                  "ssh_key", "secret",       "publish",       NULL};
     memset(c, 0, sizeof *c);
     if (!json_is_object(o))
         return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
@@ -123,37 +118,34 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
         for (const char **p = known; *p; p++)
             ok |= !strcmp(*p, k);
         if (!ok)
-            return kiln_fail(err, KILN_EINVAL,
-                             "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
-                             "poll_s, auto_publish, initial_build, token, ssh_key, secret, publish)",
-                             k);
+            return kiln_fail(
+                err, KILN_EINVAL,
+                "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
+                "poll_s, auto_publish, initial_build, token, ssh_key, secret, publish)",
+                k);
     }
     int rc;
+    long long poll_s;
+    int auto_publish, initial_build;
     if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||
         (rc = str_field(o, "recipes", c->recipes, sizeof c->recipes, 1, err)) ||
         (rc = str_field(o, "name", c->name, sizeof c->name, 0, err)) ||
         (rc = str_field(o, "branches", c->branches, sizeof c->branches, 0, err)) ||
         (rc = str_field(o, "token", c->token, sizeof c->token, 0, err)) ||
         (rc = str_field(o, "ssh_key", c->ssh_key, sizeof c->ssh_key, 0, err)) ||
-        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)))
-        return rc;
+        (rc = str_field(o, "secret", c->secret, sizeof c->secret, 0, err)) ||
+        (rc = kiln_json_field_int(o, "poll_s", 0, 86400, 60, &poll_s, err)) ||
+        (rc = kiln_json_field_bool(o, "auto_publish", 0, &auto_publish, err)) ||
+        (rc = kiln_json_field_bool(o, "initial_build", 1, &initial_build, err))) {
+        char why[KILN_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err ? err->msg : "");
+        return kiln_fail(err, rc, "repos: %s", why);
+    }
     if (!c->name[0]) snprintf(c->name, sizeof c->name, "%.127s", c->url);
     if (!c->branches[0]) snprintf(c->branches, sizeof c->branches, "*");
-    json_t *p = json_object_get(o, "poll_s");
-    c->poll_s = 60;
-    if (p && !json_is_null(p)) {
-        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 86400)
-            return kiln_fail(
-                err, KILN_EINVAL,
-                "repos: poll_s must be a number of seconds from 0 (webhooks only) to 86400");
-        c->poll_s = (int)json_integer_value(p);
-    }
-    json_t *ap = json_object_get(o, "auto_publish"), *ib = json_object_get(o, "initial_build");
-    if ((ap && !json_is_boolean(ap)) || (ib && !json_is_boolean(ib)))
-        return kiln_fail(err, KILN_EINVAL,
-                         "repos: auto_publish and initial_build must be true or false");
-    c->auto_publish = ap ? json_is_true(ap) : 0;
-    c->initial_build = ib ? json_is_true(ib) : 1;
+    c->poll_s = (int)poll_s; /* 0: webhooks only */
+    c->auto_publish = auto_publish;
+    c->initial_build = initial_build;
     if ((rc = parse_publish(o, c, err))) return rc;
     c->id = stable_id(c->name);
     return KILN_OK;
@@ -198,63 +190,52 @@ static int on_push(void *ctx, const struct kiln_push *p)
         json_object_set_new(last_of(g, p->repo_id), p->branch, json_string(p->new_commit));
         return save_state(g);
     }
-    json_t *jobs = json_array(), *names = json_object();
+    /* The affected variants become jobs under the one dependency rule
+     * (state/submit.h): a dependency outside this push resolves to a live
+     * job of that name; one kiln is not building is taken as provided
+     * (published), so nothing outside the push is pulled in. */
+    json_t *batch = json_array(), *jobs = NULL;
     struct kiln_error err = {0};
     int release_branch = is_release_branch(kiln_gitwatch_conf(g->gw, p->repo_id), p->branch);
-    int rc = (!jobs || !names) ? KILN_ENOMEM : KILN_OK;
+    int rc = batch ? KILN_OK : KILN_ENOMEM;
     size_t i;
     json_t *v;
     json_array_foreach(p->variants, i, v)
     {
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!rc && name && json_object_get(p->affected, name))
-            json_object_set_new(names, name, json_true());
+        const char *name = kiln_json_str(v, "name");
+        if (!rc && name && json_object_get(p->affected, name)) json_array_append(batch, v);
     }
-    json_array_foreach(p->variants, i, v)
+    struct kiln_submit_plan_opts o = {
+        .branch = p->branch, .commit = p->new_commit, .missing_ok = 1};
+    if (!rc) rc = kiln_submit_plan(&s->jobs, batch, &o, &jobs, &err);
+    json_decref(batch);
+    json_array_foreach(rc ? NULL : jobs, i, v)
     {
-        if (rc) break;
-        const char *name = json_string_value(json_object_get(v, "name"));
-        if (!name || !json_object_get(p->affected, name)) continue;
-        json_t *job = NULL;
-        if ((rc = kiln_jobspec_from_variant(v, 0, p->new_commit, &job, &err))) break;
         /* Workers build the pushed commit itself: they check out source_url
          * at the job's commit (kiln source checkout) instead of running in a
          * fixed source dir. */
-        json_t *attrs = json_object_get(job, "attrs");
+        json_t *attrs = json_object_get(v, "attrs");
         if (json_is_object(attrs) && p->repo_url) {
             /* A copy: the job shares the variant's attrs, and the variants
              * are kept to diff the next push against. */
             attrs = json_deep_copy(attrs);
             json_object_set_new(attrs, "source_url", json_string(p->repo_url));
-            json_object_set_new(job, "attrs", attrs);
+            json_object_set_new(v, "attrs", attrs);
         }
-        /* Dependencies outside this push resolve to the newest job of that
-         * name; one kiln never built is taken as provided (published). */
-        json_t *deps = json_object_get(job, "depends"), *keep = json_array();
-        size_t di;
-        json_t *d;
-        json_array_foreach(deps, di, d)
-        {
-            const char *dn = json_string_value(d);
-            if (!dn || json_object_get(names, dn) || kiln_jobs_name_known(&s->jobs, dn, p->branch))
-                json_array_append(keep, d);
-        }
-        json_object_set_new(job, "depends", keep);
         if (release_branch) {
-            if (make_release_job(job)) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            if (make_release_job(v)) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
         } else if (!p->auto_publish) {
-            json_t *stages = json_object_get(job, "stages"), *ns = json_array();
+            json_t *stages = json_object_get(v, "stages"), *ns = json_array();
             size_t si;
             json_t *st;
             json_array_foreach(stages, si, st) if (strcmp(json_string_value(st), "publish"))
                 json_array_append(ns, st);
-            json_object_set_new(job, "stages", ns);
+            json_object_set_new(v, "stages", ns);
         }
-        json_array_append_new(jobs, job);
     }
     json_t *ids = NULL;
     if (!rc && json_array_size(jobs))
-        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_now(), &ids, &err);
+        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_clock_wall(), &ids, &err);
     if (rc) {
         kiln_log(&s->log, KILN_LOG_ERROR, "repo %s %s@%.12s: cannot enqueue: %s", p->repo_name,
                  p->branch, p->new_commit, err.msg);
@@ -270,7 +251,6 @@ static int on_push(void *ctx, const struct kiln_push *p)
     }
     json_decref(ids);
     json_decref(jobs);
-    json_decref(names);
     return rc;
 }
 

@@ -2,6 +2,7 @@
 
 #include "common/buf.h"
 #include "common/fsutil.h"
+#include "common/spawn.h"
 #include "recipes/recipe.h"
 #include "git/affected.h"
 
@@ -165,11 +166,13 @@ static int expand_all(const char *dir, const char *recipes, const char *branch, 
 
 static void rm_rf(const char *dir)
 {
-    /* Only ever called on directories this module created under DATA/git/tmp. */
-    char cmd[2200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) { /* best effort: a leftover tmp dir is cleaned next time */
-    }
+    /* Only ever called on directories this module created under DATA/git/tmp;
+     * best effort: a leftover tmp dir is cleaned next time. */
+    char *argv[] = {"rm", "-rf", "--", (char *)dir, NULL};
+    struct kiln_spawn_spec sp = {
+        .argv = argv, .out_fd = KILN_SPAWN_NULL, .err_fd = KILN_SPAWN_NULL};
+    struct kiln_spawn_result r;
+    (void)kiln_spawn_run(&sp, 60000, &r, NULL);
 }
 
 static int expand_at(struct scan *s, const char *commit, const char *branch, json_t **out,

@@ -1,6 +1,7 @@
 #include "git/webhook.h"
 
 #include "common/hash.h"
+#include "common/json_field.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -57,11 +58,6 @@ static void copy(char *dst, size_t n, const char *src)
     snprintf(dst, n, "%s", src ? src : "");
 }
 
-static const char *jstr(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn header, void *harg,
                        const char *body, size_t len, struct kiln_webhook_event *ev,
                        struct kiln_error *err)
@@ -115,7 +111,7 @@ int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn
         return kiln_fail(err, KILN_EPARSE, "webhook body is not a JSON object (line %d: %s)",
                          jerr.line, jerr.text);
     }
-    const char *ref = jstr(root, "ref");
+    const char *ref = kiln_json_str(root, "ref");
     json_t *repo = json_object_get(root, forge == KILN_FORGE_GITLAB ? "project" : "repository");
     if (json_object_get(root, "zen") ||
         (forge == KILN_FORGE_GENERIC && event && !strcmp(event, "ping"))) {
@@ -128,17 +124,17 @@ int kiln_webhook_parse(enum kiln_forge forge, const char *secret, kiln_header_fn
         copy(ev->branch, sizeof ev->branch, ref + 11);
     }
     copy(ev->after, sizeof ev->after,
-         jstr(root, forge == KILN_FORGE_GITLAB ? "checkout_sha" : "after"));
-    if (!ev->after[0]) copy(ev->after, sizeof ev->after, jstr(root, "after"));
+         kiln_json_str(root, forge == KILN_FORGE_GITLAB ? "checkout_sha" : "after"));
+    if (!ev->after[0]) copy(ev->after, sizeof ev->after, kiln_json_str(root, "after"));
     const char *url = NULL;
     if (forge == KILN_FORGE_GITLAB)
-        url = jstr(repo, "git_http_url");
+        url = kiln_json_str(repo, "git_http_url");
     else
-        url = jstr(repo, "clone_url");
-    if (!url) url = jstr(repo, "url");
+        url = kiln_json_str(repo, "clone_url");
+    if (!url) url = kiln_json_str(repo, "url");
     copy(ev->repo_url, sizeof ev->repo_url, url);
     copy(ev->repo_name, sizeof ev->repo_name,
-         jstr(repo, forge == KILN_FORGE_GITLAB ? "path_with_namespace" : "full_name"));
+         kiln_json_str(repo, forge == KILN_FORGE_GITLAB ? "path_with_namespace" : "full_name"));
     json_decref(root);
     return KILN_OK;
 }

@@ -1,6 +1,8 @@
 /* checks.c - check command runner and CUDA error classification; see checks.h. */
 #include "kernels-selftest/checks.h"
 
+#include "common/spawn.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -116,67 +118,6 @@ int kiln_check_read_tail(const char *path, uint64_t from, size_t max, char **out
     return KILN_OK;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* Child side: never returns. Only async-signal-safe calls until exec. */
-static void child_exec(const struct kiln_check_spec *spec, int logfd)
-{
-    setpgid(0, 0);
-    int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0) dup2(devnull, 0);
-    int outfd = logfd >= 0 ? logfd : devnull;
-    if (outfd >= 0) {
-        dup2(outfd, 1);
-        dup2(outfd, 2);
-    }
-    if (spec->cwd && chdir(spec->cwd) != 0) {
-        dprintf(2, "kiln check: cannot enter %s: %s\n", spec->cwd, strerror(errno));
-        _exit(127);
-    }
-    for (char *const *e = spec->env_add; e && *e; e++)
-        putenv(*e);
-    signal(SIGPIPE, SIG_DFL);
-    if (spec->argv)
-        execvp(spec->argv[0], spec->argv);
-    else
-        execl("/bin/sh", "sh", "-c", spec->command, (char *)NULL);
-    dprintf(2, "kiln check: cannot run %s: %s\n", spec->argv ? spec->argv[0] : "/bin/sh",
-            strerror(errno));
-    _exit(127);
-}
-
-/* Wait up to ms for pid to exit, without reaping it (WNOWAIT) so that its
- * pid - and so its process group id - cannot be reused while we still
- * signal the group. 1 if exited, 0 if still running, <0 on error. */
-static int wait_exit(pid_t pid, long ms)
-{
-    double end = now_s() + (double)ms / 1000.0;
-    long step = 1;
-    for (;;) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        int r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return -1;
-        if (si.si_pid == pid) return 1;
-        if (now_s() >= end) return 0;
-        sleep_ms(step);
-        if (step < 20) step *= 2;
-    }
-}
-
 int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result *res,
                    struct kiln_error *err)
 {
@@ -201,47 +142,20 @@ int kiln_check_run(const struct kiln_check_spec *spec, struct kiln_check_result 
         struct stat st;
         if (fstat(logfd, &st) == 0 && st.st_size > 0) log_start = (uint64_t)st.st_size;
     }
-    double t0 = now_s();
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        if (logfd >= 0) close(logfd);
-        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
-    }
-    if (pid == 0) {
-        if (logfd >= 0) {
-            /* O_CLOEXEC must not close our own stdout copy: dup2 clears it. */
-            int fl = fcntl(logfd, F_GETFD);
-            if (fl >= 0) fcntl(logfd, F_SETFD, fl & ~FD_CLOEXEC);
-        }
-        child_exec(spec, logfd);
-    }
-    setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
+    struct kiln_spawn_spec sp = {.argv = spec->argv,
+                                 .command = spec->command,
+                                 .cwd = spec->cwd,
+                                 .env_add = spec->env_add,
+                                 .out_fd = logfd >= 0 ? logfd : KILN_SPAWN_NULL,
+                                 .err_fd = KILN_SPAWN_STDOUT};
+    struct kiln_spawn_result sr;
+    int rc = kiln_spawn_run(&sp, timeout, &sr, err);
     if (logfd >= 0) close(logfd);
-    int r = wait_exit(pid, timeout);
-    if (r == 0) {
-        res->timed_out = 1;
-        kill(-pid, SIGTERM);
-        kill(pid, SIGTERM);
-        r = wait_exit(pid, 2000);
-        if (r == 0) {
-            kill(-pid, SIGKILL);
-            kill(pid, SIGKILL);
-        }
-    }
-    /* Leftover children of the check die with it. */
-    kill(-pid, SIGKILL);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
-    }
-    res->seconds = now_s() - t0;
-    if (WIFEXITED(status)) {
-        res->exit_code = WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-        res->exit_code = -1;
-        res->term_signal = WTERMSIG(status);
-    }
+    if (rc) return rc;
+    res->timed_out = sr.timed_out;
+    res->exit_code = sr.exit_code;
+    res->term_signal = sr.term_signal;
+    res->seconds = sr.seconds;
     res->passed = !res->timed_out && res->exit_code == 0 && !res->term_signal;
     if (res->passed) return KILN_OK;
 

@@ -151,6 +151,131 @@ static int symbols_in(const void *data, size_t len, const struct kiln_fatbin_lis
     return KILN_OK;
 }
 
+/* The file's device code: cubins and PTX by target (each once), and every
+ * entry as found. */
+static void list_targets(struct jctx *c, json_t *f, const struct kiln_fatbin_list *l)
+{
+    json_t *cubins = json_array(), *ptx = json_array(), *entries = json_array();
+    jset(c, f, "cubins", cubins);
+    jset(c, f, "ptx", ptx);
+    jset(c, f, "entries", entries);
+    jset(c, f, "containers", json_integer(l->containers));
+    char t[32];
+    for (size_t k = 0; k < l->n && cubins && ptx && entries; k++) {
+        const struct kiln_fatbin_entry *en = &l->v[k];
+        kiln_fatbin_entry_target(en, t, sizeof t);
+        jpush(c, entries, entry_json(c, en));
+        int dup = 0;
+        for (size_t j = 0; j < k; j++)
+            dup |= l->v[j].kind == en->kind && l->v[j].sm == en->sm && l->v[j].suffix == en->suffix;
+        if (dup) continue;
+        if (en->kind == KILN_FB_CUBIN) {
+            jpush(c, cubins, jstr(c, t));
+        } else if (en->kind == KILN_FB_PTX) {
+            char isa[32];
+            snprintf(isa, sizeof isa, "%u.%u", en->major, en->minor);
+            jpush(c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
+        }
+    }
+}
+
+/* Can the file's code run on o->expect_sm? 1 yes, 0 no (reason added). */
+static int file_runs_on(struct jctx *c, json_t *f, const struct kiln_fatbin_list *l,
+                        const struct kiln_inspect_opts *o, const char *path, json_t *reasons)
+{
+    char how[96] = "";
+    struct kiln_error se;
+    kiln_error_clear(&se);
+    int src = kiln_fatbin_check_sm(l, o->expect_sm, how, sizeof how, &se);
+    json_t *x = json_object();
+    jset(c, f, "expect_sm", x);
+    if (x) {
+        jset(c, x, "sm", json_integer(o->expect_sm));
+        jset(c, x, "ok", json_boolean(src == KILN_OK));
+        jset(c, x, src == KILN_OK ? "how" : "reason", jstr(c, src == KILN_OK ? how : se.msg));
+    }
+    if (src == KILN_OK) return 1;
+    add_reason(c, reasons, "%s: %s", path, se.msg);
+    return 0;
+}
+
+/* One file into f: 1 passed, 0 failed (reasons added), KILN_ENOMEM.
+ * found/match collect the expected symbols across files. */
+static int inspect_file(struct jctx *c, json_t *f, const char *path,
+                        const struct kiln_inspect_opts *o, int *found, char **match,
+                        json_t *reasons, int *any_device)
+{
+    jset(c, f, "file", jstr(c, path));
+    struct mapped m;
+    struct kiln_error fe;
+    kiln_error_clear(&fe);
+    int frc = map_file(path, &m, &fe);
+    struct kiln_fatbin_list l;
+    memset(&l, 0, sizeof l);
+    if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
+    if (frc != KILN_OK) {
+        jset(c, f, "ok", json_false());
+        jset(c, f, "error", jstr(c, fe.msg));
+        add_reason(c, reasons, "%s: %s", path, fe.msg);
+        unmap_file(&m);
+        return 0;
+    }
+    int fok = 1;
+    list_targets(c, f, &l);
+    if (l.n) *any_device = 1;
+    if (o->expect_sm && l.n) fok &= file_runs_on(c, f, &l, o, path, reasons);
+    if (o->nsymbols) {
+        struct kiln_error ye;
+        kiln_error_clear(&ye);
+        int yrc = symbols_in(m.data, m.len, &l, o, found, match, &ye);
+        if (yrc == KILN_ENOMEM) {
+            kiln_fatbin_list_free(&l);
+            unmap_file(&m);
+            return KILN_ENOMEM;
+        }
+        if (yrc) {
+            fok = 0;
+            jset(c, f, "error", jstr(c, ye.msg));
+            add_reason(c, reasons, "%s: symbol table: %s", path, ye.msg);
+        }
+    }
+    jset(c, f, "ok", json_boolean(fok));
+    kiln_fatbin_list_free(&l);
+    unmap_file(&m);
+    return fok;
+}
+
+/* doc.symbols: which expected symbols were found where, which are missing.
+ * 1 when all were found, else 0 (reason added). */
+static int symbols_report(struct jctx *c, json_t *doc, const struct kiln_inspect_opts *o,
+                          const int *found, char *const *match, json_t *reasons)
+{
+    json_t *sy = json_object(), *fo = json_object(), *mi = json_array();
+    jset(c, doc, "symbols", sy);
+    if (sy) {
+        jset(c, sy, "found", fo);
+        jset(c, sy, "missing", mi);
+    }
+    int sok = 1;
+    char missing[KILN_ERR_MSG_MAX] = "";
+    size_t ml = 0;
+    for (size_t k = 0; k < o->nsymbols && fo && mi; k++) {
+        if (found[k]) {
+            jset(c, fo, o->symbols[k], jstr(c, match[k]));
+        } else {
+            sok = 0;
+            jpush(c, mi, jstr(c, o->symbols[k]));
+            if (ml < sizeof missing)
+                ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s", ml ? ", " : "",
+                                       o->symbols[k]);
+        }
+    }
+    if (sy) jset(c, sy, "ok", json_boolean(sok));
+    if (!sok)
+        add_reason(c, reasons, "expected symbols missing (no defined symbol matches): %s", missing);
+    return sok;
+}
+
 int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                           const struct kiln_inspect_opts *opts, json_t **out,
                           struct kiln_error *err)
@@ -172,85 +297,12 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
         json_t *f = json_object();
         jpush(&c, files, f);
         if (!f) break;
-        jset(&c, f, "file", jstr(&c, paths[i]));
-        struct mapped m;
-        struct kiln_error fe;
-        kiln_error_clear(&fe);
-        int frc = map_file(paths[i], &m, &fe);
-        struct kiln_fatbin_list l;
-        memset(&l, 0, sizeof l);
-        if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
-        if (frc != KILN_OK) {
-            ok = 0;
-            jset(&c, f, "ok", json_false());
-            jset(&c, f, "error", jstr(&c, fe.msg));
-            add_reason(&c, reasons, "%s: %s", paths[i], fe.msg);
-            unmap_file(&m);
-            continue;
+        int fok = inspect_file(&c, f, paths[i], o, found, match, reasons, &any_device);
+        if (fok < 0) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
         }
-        int fok = 1;
-        json_t *cubins = json_array(), *ptx = json_array(), *entries = json_array();
-        jset(&c, f, "cubins", cubins);
-        jset(&c, f, "ptx", ptx);
-        jset(&c, f, "entries", entries);
-        jset(&c, f, "containers", json_integer(l.containers));
-        char t[32];
-        for (size_t k = 0; k < l.n && cubins && ptx && entries; k++) {
-            const struct kiln_fatbin_entry *en = &l.v[k];
-            kiln_fatbin_entry_target(en, t, sizeof t);
-            jpush(&c, entries, entry_json(&c, en));
-            int dup = 0;
-            for (size_t j = 0; j < k; j++)
-                dup |=
-                    l.v[j].kind == en->kind && l.v[j].sm == en->sm && l.v[j].suffix == en->suffix;
-            if (dup) continue;
-            if (en->kind == KILN_FB_CUBIN) {
-                jpush(&c, cubins, jstr(&c, t));
-            } else if (en->kind == KILN_FB_PTX) {
-                char isa[32];
-                snprintf(isa, sizeof isa, "%u.%u", en->major, en->minor);
-                jpush(&c, ptx, json_pack("{s:s,s:s}", "target", t, "isa", isa));
-            }
-        }
-        if (l.n) any_device = 1;
-        if (o->expect_sm && l.n) {
-            char how[96] = "";
-            struct kiln_error se;
-            kiln_error_clear(&se);
-            int src = kiln_fatbin_check_sm(&l, o->expect_sm, how, sizeof how, &se);
-            json_t *x = json_object();
-            jset(&c, f, "expect_sm", x);
-            if (x) {
-                jset(&c, x, "sm", json_integer(o->expect_sm));
-                jset(&c, x, "ok", json_boolean(src == KILN_OK));
-                jset(&c, x, src == KILN_OK ? "how" : "reason",
-                     jstr(&c, src == KILN_OK ? how : se.msg));
-            }
-            if (src != KILN_OK) {
-                fok = 0;
-                add_reason(&c, reasons, "%s: %s", paths[i], se.msg);
-            }
-        }
-        if (o->nsymbols) {
-            struct kiln_error ye;
-            kiln_error_clear(&ye);
-            int yrc = symbols_in(m.data, m.len, &l, o, found, match, &ye);
-            if (yrc == KILN_ENOMEM) {
-                kiln_fatbin_list_free(&l);
-                unmap_file(&m);
-                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-                goto out;
-            }
-            if (yrc) {
-                fok = 0;
-                jset(&c, f, "error", jstr(&c, ye.msg));
-                add_reason(&c, reasons, "%s: symbol table: %s", paths[i], ye.msg);
-            }
-        }
-        jset(&c, f, "ok", json_boolean(fok));
         ok &= fok;
-        kiln_fatbin_list_free(&l);
-        unmap_file(&m);
     }
     if (o->expect_sm && !any_device) {
         ok = 0;
@@ -258,34 +310,7 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
                    "no cubin or PTX for sm_%u: none of the files holds CUDA device code",
                    o->expect_sm);
     }
-    if (o->nsymbols) {
-        json_t *sy = json_object(), *fo = json_object(), *mi = json_array();
-        jset(&c, doc, "symbols", sy);
-        if (sy) {
-            jset(&c, sy, "found", fo);
-            jset(&c, sy, "missing", mi);
-        }
-        int sok = 1;
-        char missing[KILN_ERR_MSG_MAX] = "";
-        size_t ml = 0;
-        for (size_t k = 0; k < o->nsymbols && fo && mi; k++) {
-            if (found[k]) {
-                jset(&c, fo, o->symbols[k], jstr(&c, match[k]));
-            } else {
-                sok = 0;
-                jpush(&c, mi, jstr(&c, o->symbols[k]));
-                if (ml < sizeof missing)
-                    ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s",
-                                           ml ? ", " : "", o->symbols[k]);
-            }
-        }
-        if (sy) jset(&c, sy, "ok", json_boolean(sok));
-        if (!sok) {
-            ok = 0;
-            add_reason(&c, reasons, "expected symbols missing (no defined symbol matches): %s",
-                       missing);
-        }
-    }
+    if (o->nsymbols) ok &= symbols_report(&c, doc, o, found, match, reasons);
     jset(&c, doc, "ok", json_boolean(ok));
     jset(&c, doc, "reasons", reasons);
     reasons = NULL;
@@ -328,6 +353,73 @@ static json_t *check_json(struct jctx *c, const char *name, const char *cmd,
     return o;
 }
 
+/* Why the selftest binary failed: its own per-kernel reasons are more
+ * precise than the log classification. */
+static void binary_reasons(struct jctx *c, json_t *st, const struct kiln_check_result *r,
+                           json_t *reasons)
+{
+    json_t *ks = st ? json_object_get(st, "kernels") : NULL;
+    size_t idx;
+    json_t *k;
+    int named = 0;
+    json_array_foreach(ks, idx, k)
+    {
+        const char *status = json_string_value(json_object_get(k, "status"));
+        if (status && strcmp(status, "fail") == 0) {
+            const char *why = json_string_value(json_object_get(k, "reason"));
+            const char *kname = json_string_value(json_object_get(k, "name"));
+            add_reason(c, reasons, "selftest %s failed: %s", kname ? kname : "?",
+                       why ? why : "no reason given");
+            named++;
+        }
+    }
+    const char *fatal = st ? json_string_value(json_object_get(st, "error")) : NULL;
+    if (fatal)
+        add_reason(c, reasons, "selftest could not run: %s", fatal);
+    else if (!named)
+        add_reason(c, reasons, "selftest failed: %s", r->reason);
+}
+
+/* The selftest binary, writing its JSON report to jsontmp: doc gets
+ * selftest_run and selftest; *ok drops to 0 when it failed. */
+static int run_binary(struct jctx *c, const struct kiln_selftest_opts *o, const char *log,
+                      long timeout, char *jsontmp, json_t *doc, json_t *reasons, int *ok,
+                      struct kiln_error *err)
+{
+    size_t nextra = 0;
+    for (char *const *a = o->binary_args; a && *a; a++)
+        nextra++;
+    char **argv = calloc(nextra + 4, sizeof *argv);
+    if (!argv) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    argv[0] = (char *)o->binary;
+    argv[1] = (char *)"--json-file";
+    argv[2] = jsontmp;
+    for (size_t i = 0; i < nextra; i++)
+        argv[3 + i] = o->binary_args[i];
+    struct kiln_check_spec spec = {.name = "kiln-selftest",
+                                   .argv = argv,
+                                   .timeout_ms = timeout,
+                                   .log_path = log,
+                                   .cwd = o->cwd};
+    struct kiln_check_result r;
+    int rc = kiln_check_run(&spec, &r, err);
+    free(argv);
+    if (rc) return rc;
+    jset(c, doc, "selftest_run", check_json(c, "kiln-selftest", o->binary, &r));
+    json_error_t je;
+    json_t *st = json_load_file(jsontmp, 0, &je);
+    if (st && !json_is_object(st)) {
+        json_decref(st);
+        st = NULL;
+    }
+    jset(c, doc, "selftest", st ? st : json_null());
+    if (!r.passed) {
+        *ok = 0;
+        binary_reasons(c, st, &r, reasons);
+    }
+    return KILN_OK;
+}
+
 int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct kiln_error *err)
 {
     *out = NULL;
@@ -363,64 +455,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
         }
         close(fd);
         have_jsontmp = 1;
-        size_t nextra = 0;
-        for (char *const *a = o->binary_args; a && *a; a++)
-            nextra++;
-        char **argv = calloc(nextra + 4, sizeof *argv);
-        if (!argv) {
-            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-            goto out;
-        }
-        argv[0] = (char *)o->binary;
-        argv[1] = (char *)"--json-file";
-        argv[2] = jsontmp;
-        for (size_t i = 0; i < nextra; i++)
-            argv[3 + i] = o->binary_args[i];
-        struct kiln_check_spec spec = {.name = "kiln-selftest",
-                                       .argv = argv,
-                                       .timeout_ms = timeout,
-                                       .log_path = log,
-                                       .cwd = o->cwd};
-        struct kiln_check_result r;
-        rc = kiln_check_run(&spec, &r, err);
-        free(argv);
-        if (rc) goto out;
-        json_t *run = check_json(&c, "kiln-selftest", o->binary, &r);
-        jset(&c, doc, "selftest_run", run);
-        json_error_t je;
-        json_t *st = json_load_file(jsontmp, 0, &je);
-        if (st && !json_is_object(st)) {
-            json_decref(st);
-            st = NULL;
-        }
-        jset(&c, doc, "selftest", st ? st : json_null());
-        if (!r.passed) {
-            ok = 0;
-            /* The binary's own per-kernel reasons are more precise than the
-             * log classification. */
-            json_t *ks = st ? json_object_get(st, "kernels") : NULL;
-            size_t idx;
-            json_t *k;
-            int named = 0;
-            json_array_foreach(ks, idx, k)
-            {
-                const char *status = json_string_value(json_object_get(k, "status"));
-                if (status && strcmp(status, "fail") == 0) {
-                    const char *why = json_string_value(json_object_get(k, "reason"));
-                    add_reason(&c, reasons, "selftest %s failed: %s",
-                               json_string_value(json_object_get(k, "name"))
-                                   ? json_string_value(json_object_get(k, "name"))
-                                   : "?",
-                               why ? why : "no reason given");
-                    named++;
-                }
-            }
-            const char *fatal = st ? json_string_value(json_object_get(st, "error")) : NULL;
-            if (fatal)
-                add_reason(&c, reasons, "selftest could not run: %s", fatal);
-            else if (!named)
-                add_reason(&c, reasons, "selftest failed: %s", r.reason);
-        }
+        if ((rc = run_binary(&c, o, log, timeout, jsontmp, doc, reasons, &ok, err))) goto out;
     }
     json_t *carr = checks;
     jset(&c, doc, "checks", checks);

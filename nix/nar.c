@@ -3,48 +3,67 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
+#include "common/spawn.h"
 #include "nix/nixcache.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <spawn.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
-/* Spawn argv with stdout to a pipe; returns pid and the read end. */
-int kiln_nar_spawn_read(char *const argv[], pid_t *pid, int *rfd, struct kiln_error *err)
+int kiln_nar_dump(const char *store_path, kiln_nar_sink sink, void *arg, struct kiln_error *err)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) return kiln_fail(err, KILN_EIO, "pipe: %s", strerror(errno));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    int rc = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[1]);
-    if (rc != 0) {
-        close(p[0]);
-        return kiln_fail(err, KILN_EUNSUPPORTED, "cannot run %s: %s", argv[0], strerror(rc));
+    if (!kiln_nix_store_path_valid(store_path, 0))
+        return kiln_fail(err, KILN_EINVAL, "%s is not a /nix/store path", store_path);
+    char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
+    struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+    struct kiln_spawn_proc proc;
+    int rc = kiln_spawn_start(&sp, &proc, err);
+    if (rc != KILN_OK) return rc;
+    char *buf = malloc(1 << 20);
+    if (!buf) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    while (rc == KILN_OK) {
+        ssize_t r = read(proc.out_fd, buf, 1 << 20);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rc = kiln_fail(err, KILN_EIO, "reading nix-store --dump: %s", strerror(errno));
+            break;
+        }
+        if (r == 0) break;
+        rc = sink(arg, buf, (size_t)r, err);
     }
-    *rfd = p[0];
-    return KILN_OK;
+    free(buf);
+    close(proc.out_fd);
+    if (rc != KILN_OK) kiln_spawn_kill_group(proc.pid, SIGKILL);
+    int wrc = kiln_spawn_finish(&proc, 0, "nix-store --dump", rc == KILN_OK ? err : NULL);
+    return rc == KILN_OK ? wrc : rc;
 }
 
-int kiln_nar_wait(pid_t pid, const char *what, struct kiln_error *err)
+/* kiln_nar_dump_file's sink: hash and write to the temp file. */
+struct to_file {
+    EVP_MD_CTX *md;
+    int fd;
+    const char *path;
+    uint64_t total;
+};
+
+static int write_hashed(void *arg, const void *data, size_t n, struct kiln_error *err)
 {
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid: %s", strerror(errno));
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return KILN_OK;
-    return kiln_fail(err, KILN_EIO, "%s failed (%s %d)", what,
-                     WIFEXITED(st) ? "exit status" : "signal",
-                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    struct to_file *t = arg;
+    EVP_DigestUpdate(t->md, data, n);
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(t->fd, (const char *)data + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return kiln_fail(err, KILN_EIO, "writing %s: %s", t->path, strerror(errno));
+        off += (size_t)w;
+    }
+    t->total += n;
+    return KILN_OK;
 }
 
 int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_file, size_t outlen,
@@ -54,79 +73,35 @@ int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_fil
         return kiln_fail(err, KILN_EINVAL, "%s is not a /nix/store path", store_path);
     if (snprintf(out_file, outlen, "%s/kiln-nar-XXXXXX", tmpdir) >= (int)outlen)
         return kiln_fail(err, KILN_ELIMIT, "temp dir path too long");
-    int fd = mkostemp(out_file, O_CLOEXEC);
-    if (fd < 0) return kiln_fail(err, KILN_EIO, "cannot create %s: %s", out_file, strerror(errno));
-    char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-    pid_t pid;
-    int rfd, rc = kiln_nar_spawn_read(argv, &pid, &rfd, err);
-    if (rc != KILN_OK) {
-        close(fd);
-        unlink(out_file);
-        return rc;
-    }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    char *buf = malloc(1 << 20);
-    uint64_t total = 0;
-    if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+    struct to_file t = {
+        .md = EVP_MD_CTX_new(), .fd = mkostemp(out_file, O_CLOEXEC), .path = out_file};
+    int rc = KILN_OK;
+    if (t.fd < 0)
+        rc = kiln_fail(err, KILN_EIO, "cannot create %s: %s", out_file, strerror(errno));
+    else if (!t.md || EVP_DigestInit_ex(t.md, EVP_sha256(), NULL) != 1)
         rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-    while (rc == KILN_OK) {
-        ssize_t r = read(rfd, buf, 1 << 20);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = kiln_fail(err, KILN_EIO, "reading nix-store output: %s", strerror(errno));
-            break;
-        }
-        if (r == 0) break;
-        EVP_DigestUpdate(md, buf, (size_t)r);
-        for (ssize_t off = 0; off < r;) {
-            ssize_t w = write(fd, buf + off, (size_t)(r - off));
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-                rc = kiln_fail(err, KILN_EIO, "writing %s: %s", out_file, strerror(errno));
-                break;
-            }
-            off += w;
-        }
-        total += (uint64_t)r;
-    }
-    close(rfd);
-    int wrc = kiln_nar_wait(pid, "nix-store --dump", rc == KILN_OK ? err : NULL);
-    if (rc == KILN_OK) rc = wrc;
+    if (rc == KILN_OK) rc = kiln_nar_dump(store_path, write_hashed, &t, err);
     unsigned char h[32];
     unsigned hl;
-    if (rc == KILN_OK && EVP_DigestFinal_ex(md, h, &hl) == 1) {
+    if (rc == KILN_OK && EVP_DigestFinal_ex(t.md, h, &hl) == 1) {
         char hex[65];
         kiln_hex(h, 32, hex);
         snprintf(digest, 72, "sha256:%s", hex);
-        if (size) *size = total;
+        if (size) *size = t.total;
     }
-    EVP_MD_CTX_free(md);
-    free(buf);
-    close(fd);
-    if (rc != KILN_OK) unlink(out_file);
+    EVP_MD_CTX_free(t.md);
+    if (t.fd >= 0) close(t.fd);
+    if (rc != KILN_OK && t.fd >= 0) unlink(out_file);
     return rc;
 }
 
 static int run_lines(char *const argv[], json_t *arr, struct kiln_error *err)
 {
-    pid_t pid;
-    int rfd, rc = kiln_nar_spawn_read(argv, &pid, &rfd, err);
-    if (rc != KILN_OK) return rc;
+    struct kiln_spawn_spec sp = {.argv = argv, .err_fd = 2};
+    struct kiln_spawn_result r;
     struct kiln_buf out = {0};
-    out.max = 4 << 20;
-    char chunk[8192];
-    for (;;) {
-        ssize_t r = read(rfd, chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        if (kiln_buf_append(&out, chunk, (size_t)r) != KILN_OK) {
-            rc = kiln_fail(err, KILN_ELIMIT, "%s printed too much", argv[0]);
-            break;
-        }
-    }
-    close(rfd);
-    int wrc = kiln_nar_wait(pid, argv[0], rc == KILN_OK ? err : NULL);
-    if (rc == KILN_OK) rc = wrc;
+    int rc = kiln_spawn_capture(&sp, 0, 4 << 20, &out, &r, err);
+    if (rc == KILN_OK) rc = kiln_spawn_status(&r, argv[0], err);
     char *save = NULL;
     for (char *t = out.data ? strtok_r(out.data, "\n", &save) : NULL; t && rc == KILN_OK;
          t = strtok_r(NULL, "\n", &save))

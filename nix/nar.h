@@ -18,10 +18,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Spawn argv (PATH lookup) with its stdout on a pipe: *pid and the read end. */
-int kiln_nar_spawn_read(char *const argv[], pid_t *pid, int *rfd, struct kiln_error *err);
-/* Reap pid; KILN_OK only for exit status 0 ("what failed (exit status N)"). */
-int kiln_nar_wait(pid_t pid, const char *what, struct kiln_error *err);
+/* Takes each chunk of a dump; an error stops the dump and is returned. */
+typedef int (*kiln_nar_sink)(void *arg, const void *data, size_t n, struct kiln_error *err);
+/* `nix-store --dump PATH` streamed through sink, 1 MiB at a time; KILN_OK
+ * only when the sink took everything and nix-store exited 0. */
+int kiln_nar_dump(const char *store_path, kiln_nar_sink sink, void *arg, struct kiln_error *err);
 /* `nix-store --dump PATH` into a temp file under tmpdir, hashed on the way;
  * the caller unlinks *out_file. digest is "sha256:<hex>". */
 int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_file, size_t outlen,

@@ -12,6 +12,6 @@ lib:
 	$(MAKE) --no-print-directory -f Makefile CC=clang B=build/fuzz OPT="-O1 -g" SAN="$(FSAN)" build/fuzz/libkiln.a
 
 build/fuzz/%: tests/fuzz/%.c lib
-	clang -std=c11 -D_GNU_SOURCE -I. -Icommon -O1 -g -fsanitize=fuzzer,address,undefined \
+	clang -std=c11 -D_GNU_SOURCE -I. -O1 -g -fsanitize=fuzzer,address,undefined \
 	  $(shell pkg-config --cflags $(PKGS)) -o $@ $< build/fuzz/libkiln.a \
 	  $(shell pkg-config --libs $(PKGS)) -lhttp_parser -ldl -lpthread -lm

@@ -2,8 +2,10 @@
 #include "server/api.h"
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/json_field.h"
 #include "state/jobspec.h"
 #include "state/registry.h"
 #include "server/serve.h"
@@ -110,10 +112,10 @@ static void h_jobs_submit(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
-        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_now(), &ids,
-                                &err);
+        rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_clock_wall(),
+                                &ids, &err);
     else
-        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_now(), &ids, &err);
+        rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_clock_wall(), &ids, &err);
     kiln_jobspec_free(&spec);
     if (rc) return fail_err(c, &err, rc);
     json_t *jobs = json_array();
@@ -177,7 +179,7 @@ static void h_job_cancel(struct ctx *c)
 {
     int64_t wid = 0;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_now(), &wid, &err);
+    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_clock_wall(), &wid, &err);
     if (rc) return fail_err(c, &err, rc);
     if (wid) kiln_dispatch_wake_cancel(c->srv->dispatch, wid, c->id);
     kiln_logs_finish(c->srv->logs, c->id);
@@ -188,7 +190,7 @@ static void h_job_cancel(struct ctx *c)
 static void h_job_retry(struct ctx *c)
 {
     struct kiln_error err = {0};
-    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_now(), &err);
+    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_clock_wall(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     respond_job(c, 200);
@@ -249,8 +251,8 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (size > before) {
         c->srv->m.log_bytes += (uint64_t)(size - before);
-        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size, kiln_now(),
-                                     &err)))
+        if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size,
+                                     kiln_clock_wall(), &err)))
             return fail_err(c, &err, rc);
         kiln_logs_notify(c->srv->logs, c->id);
         kiln_events_notify(c->srv->events);
@@ -258,67 +260,51 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
-static int opt_int(json_t *o, const char *k, int64_t def, int64_t *out)
-{
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return 1;
-    }
-    if (!json_is_integer(v)) return 0;
-    *out = json_integer_value(v);
-    return 1;
-}
-
 static void h_report(struct ctx *c)
 {
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
-    int64_t attempt, code, sig, peak;
-    json_t *stage = json_object_get(o, "stage"), *reason = json_object_get(o, "reason");
-    json_t *infra = json_object_get(o, "infra"), *cpu = json_object_get(o, "cpu_s");
-    json_t *selftest = json_object_get(o, "selftest"), *outputs = json_object_get(o, "outputs");
-    const char *bad = NULL;
+    long long attempt, code, sig, peak;
+    int infra;
+    const char *stage, *reason;
+    json_t *cpu = json_object_get(o, "cpu_s");
+    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    struct kiln_error err = {0};
+    int rc = 0;
     if (!json_is_integer(json_object_get(o, "attempt")))
-        bad = "attempt: is required and must be an integer";
-    else if (!opt_int(o, "exit_code", 0, &code) || code < -1 || code > 255)
-        bad = "exit_code: must be an integer from -1 to 255";
-    else if (!opt_int(o, "signal", 0, &sig) || sig < 0 || sig > 128)
-        bad = "signal: must be an integer from 0 to 128";
-    else if (!opt_int(o, "peak_ram_mb", -1, &peak))
-        bad = "peak_ram_mb: must be an integer";
-    else if (stage && !json_is_null(stage) && !json_is_string(stage))
-        bad = "stage: must be a string";
-    else if (reason && !json_is_null(reason) &&
-             (!json_is_string(reason) || json_string_length(reason) > 4000))
-        bad = "reason: must be a string of at most 4000 bytes";
-    else if (infra && !json_is_null(infra) && !json_is_boolean(infra))
-        bad = "infra: must be true or false";
+        rc = kiln_fail(&err, KILN_EINVAL, "attempt: is required and must be an integer");
+    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, &err)) ||
+             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, &err)) ||
+             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, &err)) ||
+             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, &err)) ||
+             (rc = kiln_json_field_str(o, "stage", 0, &stage, &err)) ||
+             (rc = kiln_json_field_str(o, "reason", 0, &reason, &err)) ||
+             (rc = kiln_json_field_bool(o, "infra", 0, &infra, &err)) ||
+             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, &err)))
+        ;
+    else if (reason && strlen(reason) > 4000)
+        rc = kiln_fail(&err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
     else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
-        bad = "cpu_s: must be a number";
+        rc = kiln_fail(&err, KILN_EINVAL, "cpu_s: must be a number");
     else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
-        bad = "selftest: must be an object or null";
-    else if (outputs && !json_is_null(outputs) && !json_is_array(outputs))
-        bad = "outputs: must be an array of paths";
-    if (bad) {
+        rc = kiln_fail(&err, KILN_EINVAL, "selftest: must be an object or null");
+    if (rc) {
         json_decref(o);
-        return fail(c, KILN_EINVAL, bad);
+        return fail_err(c, &err, rc);
     }
-    attempt = json_integer_value(json_object_get(o, "attempt"));
     r.attempt = attempt;
-    r.stage = json_string_value(stage);
+    r.stage = stage;
     r.exit_code = (int)code;
     r.signal = (int)sig;
-    r.reason = json_string_value(reason);
-    r.infra = json_is_true(infra);
+    r.reason = reason;
+    r.infra = infra;
     r.peak_ram_mb = peak;
     r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
-    struct kiln_error err = {0};
-    int rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_now(), &state, &err);
+    rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_clock_wall(), &state, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     c->srv->m.reports++;
@@ -336,7 +322,7 @@ static void h_register(struct ctx *c)
     int64_t id;
     json_t *cancel;
     struct kiln_error err = {0};
-    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_now(), &id, &cancel, &err);
+    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_clock_wall(), &id, &cancel, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -353,7 +339,8 @@ static void h_heartbeat(struct ctx *c)
     json_t *cancel;
     int drain = 0;
     struct kiln_error err = {0};
-    int rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_now(), &cancel, &drain, &err);
+    int rc =
+        kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_clock_wall(), &cancel, &drain, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -431,7 +418,7 @@ static void h_lease(struct ctx *c)
     if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
     /* Asking for work is a sign of life, like a heartbeat. */
-    kiln_registry_touch(&c->srv->jobs, c->id, kiln_now());
+    kiln_registry_touch(&c->srv->jobs, c->id, kiln_clock_wall());
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
@@ -469,7 +456,7 @@ static void h_drain(struct ctx *c)
     int drain = d ? json_is_true(d) : 1;
     json_decref(o);
     struct kiln_error err = {0};
-    int rc = kiln_registry_drain(&c->srv->jobs, c->id, drain, kiln_now(), &err);
+    int rc = kiln_registry_drain(&c->srv->jobs, c->id, drain, kiln_clock_wall(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     json_t *w;
@@ -497,7 +484,7 @@ static void h_healthz(struct ctx *c)
 {
     kiln_http_respond_json(c->req, 200,
                            json_pack("{s:s,s:s,s:f}", "status", "ok", "version", KILN_VERSION,
-                                     "uptime_s", kiln_now() - c->srv->started_at));
+                                     "uptime_s", kiln_clock_wall() - c->srv->started_at));
 }
 
 static void h_metrics(struct ctx *c)
@@ -748,9 +735,11 @@ static int authenticate(struct ctx *c, int *has_token)
     return KILN_OK;
 }
 
-static int authorize(struct ctx *c, enum kiln_role need)
+/* Who is asking, for a route that needs `need`: the token's role, or read
+ * access for a request without a token when allow_anonymous_read is on (the
+ * one place that rule lives). Answers 401 itself and returns 0 otherwise. */
+static int caller_role(struct ctx *c, enum kiln_role need, enum kiln_role *role)
 {
-    if (need == KILN_ROLE_NONE) return 1;
     int has_token;
     if (authenticate(c, &has_token)) {
         c->srv->m.auth_failures++;
@@ -758,17 +747,27 @@ static int authorize(struct ctx *c, enum kiln_role need)
                                 "the bearer token is not valid (kiln token create makes one)");
         return 0;
     }
-    if (!has_token) {
-        if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) return 1;
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
+    *role = c->role;
+    if (has_token) return 1;
+    if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) {
+        *role = KILN_ROLE_READ;
+        return 1;
     }
-    if (!kiln_role_allows(c->role, need)) {
+    c->srv->m.auth_failures++;
+    kiln_http_respond_error(c->req, 401, "unauthorized",
+                            "this needs a token: send Authorization: Bearer kiln_...");
+    return 0;
+}
+
+static int authorize(struct ctx *c, enum kiln_role need)
+{
+    enum kiln_role role;
+    if (need == KILN_ROLE_NONE) return 1;
+    if (!caller_role(c, need, &role)) return 0;
+    if (!kiln_role_allows(role, need)) {
         c->srv->m.auth_failures++;
         kiln_http_respond_error(c->req, 403, "forbidden", "a %s token may not do this (needs %s)",
-                                kiln_role_name(c->role), kiln_role_name(need));
+                                kiln_role_name(role), kiln_role_name(need));
         return 0;
     }
     return 1;
@@ -847,21 +846,8 @@ int kiln_api_on_headers(struct kiln_http_req *req, void *server)
             sr = &srv->streams[i];
     if (!sr || srv->stopping) return 0;
     struct ctx c = {.srv = srv, .req = req};
-    int has_token;
-    if (authenticate(&c, &has_token)) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "the bearer token is not valid (kiln token create makes one)");
-        return 0;
-    }
-    enum kiln_role role = c.role;
-    if (!has_token) role = srv->cfg.allow_anonymous_read ? KILN_ROLE_READ : KILN_ROLE_NONE;
-    if (!has_token && !srv->cfg.allow_anonymous_read) {
-        srv->m.auth_failures++;
-        kiln_http_respond_error(req, 401, "unauthorized",
-                                "this needs a token: send Authorization: Bearer kiln_...");
-        return 0;
-    }
+    enum kiln_role role;
+    if (!caller_role(&c, KILN_ROLE_READ, &role)) return 0;
     if (sr->fn(srv, req, role, sr->ctx) == 1) srv->m.http_requests++;
     return 0;
 }

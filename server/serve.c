@@ -1,7 +1,9 @@
 /* serve.c - wiring of `kiln serve`: config, store, HTTP, timers, signals. */
 #include "server/serve.h"
 
+#include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
 #include "state/registry.h"
@@ -12,13 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-double kiln_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 void kiln_serve_config_defaults(struct kiln_serve_config *c)
 {
@@ -46,23 +41,21 @@ void kiln_serve_config_free(struct kiln_serve_config *c)
     c->raw = NULL;
 }
 
+/* Config keys are named "config: <key>" in errors; the checks themselves
+ * are common/json_field's. */
 static int cfg_str(json_t *v, const char *key, char *out, size_t n, struct kiln_error *err)
 {
-    if (!json_is_string(v) || json_string_length(v) >= n)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a string shorter than %zu bytes",
-                         key, n);
-    snprintf(out, n, "%s", json_string_value(v));
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_strcpy(v, name, out, n, err);
 }
 
 static int cfg_num(json_t *v, const char *key, double lo, double hi, double *out,
                    struct kiln_error *err)
 {
-    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a number from %g to %g", key, lo,
-                         hi);
-    *out = json_number_value(v);
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_number(v, name, lo, hi, out, err);
 }
 
 int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct kiln_error *err)
@@ -167,7 +160,8 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
              attempt > 0 ? "\n" : "", (long long)(attempt + 1),
              !strcmp(state, "built") ? "test" : "build", w.name);
     if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) return rc;
-    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_now(), lease, err);
+    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
+                         err);
     if (rc == KILN_OK) {
         kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)job_id,
                  (long long)(attempt + 1), w.name);
@@ -187,7 +181,7 @@ static void default_publish(struct kiln_server *srv, int64_t job, void *ctx)
 int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,
                             json_t *artifact, struct kiln_error *err)
 {
-    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_now(), err);
+    int rc = kiln_jobs_publish_done(&srv->jobs, job, ok, reason, artifact, kiln_clock_wall(), err);
     if (rc) return rc;
     kiln_logs_finish(srv->logs, job);
     kiln_serve_changed(srv);
@@ -201,7 +195,7 @@ static void start_publishes(struct kiln_server *s)
     if (kiln_jobs_in_state(&s->jobs, "tested", ids, 64, &n, NULL)) return;
     for (int i = 0; i < n; i++) {
         struct kiln_error err = {0};
-        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_now(), &err)) continue;
+        if (kiln_jobs_publish_start(&s->jobs, ids[i], kiln_clock_wall(), &err)) continue;
         kiln_events_notify(s->events);
         if (s->publish)
             s->publish(s, ids[i], s->publish_ctx);
@@ -292,7 +286,7 @@ int kiln_serve_job_is_final(void *ctx, int64_t job)
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     struct kiln_error err = {0};
     int n = 0, changed = 0;
     /* A worker blocked in a lease long-poll is alive. */
@@ -349,7 +343,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->cfg = *c;
     s->log.min = c->log_level;
     s->log.component = "serve";
-    s->started_at = kiln_now();
+    s->started_at = kiln_clock_wall();
     char addr[96];
     int port = 0;
     int rc = parse_listen(c->listen, addr, sizeof addr, &port, err);
@@ -367,7 +361,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     s->jobs.policy.lease_ack_s = c->lease_ack_s;
     s->jobs.wait_reason = kiln_dispatch_wait_reason;
     s->jobs.wait_ctx = &s->jobs;
-    double now = kiln_now();
+    double now = kiln_clock_wall();
     /* Recovery: workers get lost_after_s to reconnect and re-attach their
      * running jobs; interrupted publishes go back to waiting (idempotent). */
     if ((rc = kiln_registry_grace(&s->jobs, now, err)) ||

@@ -162,7 +162,6 @@ struct kiln_server {
     int64_t job_cursor;
 };
 
-double kiln_now(void);
 void kiln_serve_changed(struct kiln_server *srv);
 /* 1 if the job (ctx = the server) is final or gone; for kiln_logs_finish_if. */
 int kiln_serve_job_is_final(void *srv, int64_t job);

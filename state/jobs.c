@@ -1,6 +1,9 @@
 /* jobs.c - job state machine over the store (one transaction per change). */
 #include "state/jobs.h"
 
+#include "common/clock.h"
+#include "common/json_field.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,15 +106,6 @@ static json_t *col_real_or_null(sqlite3_stmt *s, int c)
 {
     return sqlite3_column_type(s, c) == SQLITE_NULL ? json_null()
                                                     : json_real(sqlite3_column_double(s, c));
-}
-
-static int step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
-                     const char *what)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
-    return KILN_OK;
 }
 
 /* First unfinished dependency's name, and how many there are. */
@@ -272,13 +266,6 @@ static int finish_json(struct kiln_jobs *j, json_t *o, double now, struct kiln_e
     return rc;
 }
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, struct kiln_error *err)
 {
     sqlite3_stmt *s;
@@ -309,7 +296,7 @@ static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, str
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
 {
-    return get_at(j, id, wall_now(), out, err);
+    return get_at(j, id, kiln_clock_wall(), out, err);
 }
 
 int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
@@ -504,12 +491,6 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
     return kiln_store_fail(j->st, rc, err, "resolving a dependency");
 }
 
-static const char *jstr(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch, int64_t keep,
                            double now, struct kiln_error *err)
 {
@@ -542,13 +523,97 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
         sqlite3_bind_double(u, 1, now);
         kiln_store_bind_text(u, 2, why);
         sqlite3_bind_int64(u, 3, ids[i]);
-        if ((rc = step_done(j->st, u, err, "superseding a job"))) return rc;
+        if ((rc = kiln_store_step_done(j->st, u, err, "superseding a job"))) return rc;
         if ((rc = kiln_jobs_emit(j, ids[i], now, err))) return rc;
     }
     return KILN_OK;
 }
 
 static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err);
+
+/* INSERT one job object (jobspec.h) as queued; *id = its new id. */
+static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
+                      struct kiln_error *err)
+{
+    int rc;
+    sqlite3_stmt *s;
+    rc = kiln_store_stmt(
+        j->st,
+        "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
+        "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
+        "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
+        "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        &s, err);
+    if (rc) return rc;
+    json_t *selftest = json_object_get(job, "selftest");
+    kiln_store_bind_text(s, 1, kiln_json_str(job, "name"));
+    kiln_store_bind_text(s, 2, kiln_json_str(job, "recipe"));
+    kiln_store_bind_text(s, 3, kiln_json_str(job, "branch"));
+    kiln_store_bind_text(s, 4, kiln_json_str(job, "commit"));
+    kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
+    sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
+    sqlite3_bind_int64(s, 7,
+                       json_integer_value(json_object_get(job, "max_attempts")) > 0
+                           ? json_integer_value(json_object_get(job, "max_attempts"))
+                           : 3);
+    kiln_store_bind_text(s, 8, kiln_json_str(job, "command"));
+    kiln_store_bind_json(s, 9, json_object_get(job, "env"));
+    sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
+    sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
+    kiln_store_bind_text(s, 12, kiln_json_str(job, "platform"));
+    kiln_store_bind_text(s, 13, kiln_json_str(job, "isa"));
+    kiln_store_bind_text(s, 14, kiln_json_str(job, "gpu_sm"));
+    sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
+    json_t *dm = json_object_get(selftest, "driver_min");
+    if (json_is_integer(dm))
+        sqlite3_bind_int64(s, 16, json_integer_value(dm));
+    else
+        sqlite3_bind_null(s, 16);
+    json_t *est = json_object_get(job, "est_duration_s");
+    if (json_is_integer(est) && json_integer_value(est) > 0)
+        sqlite3_bind_int64(s, 17, json_integer_value(est));
+    else
+        sqlite3_bind_null(s, 17);
+    kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
+    kiln_store_bind_json(s, 19, selftest);
+    kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
+    sqlite3_bind_int64(s, 21,
+                       json_integer_value(json_object_get(job, "timeout_s")) > 0
+                           ? json_integer_value(json_object_get(job, "timeout_s"))
+                           : 14400);
+    sqlite3_bind_double(s, 22, now);
+    if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) return rc;
+    *id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
+    return KILN_OK;
+}
+
+/* The job's depends as edges: names resolve within the batch first. */
+static int add_edges(struct kiln_jobs *j, json_t *job, int64_t id, json_t *batch,
+                     struct kiln_error *err)
+{
+    int rc;
+    json_t *deps = json_object_get(job, "depends");
+    size_t k;
+    json_t *d;
+    json_array_foreach(deps, k, d)
+    {
+        int64_t need = 0;
+        if ((rc = resolve_dep(j, d, kiln_json_str(job, "branch"), batch, &need, err))) return rc;
+        if (need == id) {
+            rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
+                           kiln_json_str(job, "name"));
+            return rc;
+        }
+        sqlite3_stmt *e;
+        if ((rc = kiln_store_stmt(
+                 j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
+            return rc;
+        sqlite3_bind_int64(e, 1, id);
+        sqlite3_bind_int64(e, 2, need);
+        if ((rc = kiln_store_step_done(j->st, e, err, "adding a dependency"))) return rc;
+    }
+    return KILN_OK;
+}
 
 int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
                      struct kiln_error *err)
@@ -569,78 +634,15 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
     json_t *job;
     json_array_foreach(jobs, i, job)
     {
-        sqlite3_stmt *s;
-        rc = kiln_store_stmt(
-            j->st,
-            "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
-            "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
-            "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
-            "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            &s, err);
-        if (rc) goto fail;
-        json_t *selftest = json_object_get(job, "selftest");
-        kiln_store_bind_text(s, 1, jstr(job, "name"));
-        kiln_store_bind_text(s, 2, jstr(job, "recipe"));
-        kiln_store_bind_text(s, 3, jstr(job, "branch"));
-        kiln_store_bind_text(s, 4, jstr(job, "commit"));
-        kiln_store_bind_json(s, 5, json_object_get(job, "stages"));
-        sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(job, "priority")));
-        sqlite3_bind_int64(s, 7,
-                           json_integer_value(json_object_get(job, "max_attempts")) > 0
-                               ? json_integer_value(json_object_get(job, "max_attempts"))
-                               : 3);
-        kiln_store_bind_text(s, 8, jstr(job, "command"));
-        kiln_store_bind_json(s, 9, json_object_get(job, "env"));
-        sqlite3_bind_int64(s, 10, json_integer_value(json_object_get(job, "cores")));
-        sqlite3_bind_int64(s, 11, json_integer_value(json_object_get(job, "ram_mb")));
-        kiln_store_bind_text(s, 12, jstr(job, "platform"));
-        kiln_store_bind_text(s, 13, jstr(job, "isa"));
-        kiln_store_bind_text(s, 14, jstr(job, "gpu_sm"));
-        sqlite3_bind_int(s, 15, json_is_true(json_object_get(selftest, "sm_compat")));
-        json_t *dm = json_object_get(selftest, "driver_min");
-        if (json_is_integer(dm))
-            sqlite3_bind_int64(s, 16, json_integer_value(dm));
-        else
-            sqlite3_bind_null(s, 16);
-        json_t *est = json_object_get(job, "est_duration_s");
-        if (json_is_integer(est) && json_integer_value(est) > 0)
-            sqlite3_bind_int64(s, 17, json_integer_value(est));
-        else
-            sqlite3_bind_null(s, 17);
-        kiln_store_bind_json(s, 18, json_object_get(job, "attrs"));
-        kiln_store_bind_json(s, 19, selftest);
-        kiln_store_bind_json(s, 20, json_object_get(job, "publish"));
-        sqlite3_bind_int64(s, 21,
-                           json_integer_value(json_object_get(job, "timeout_s")) > 0
-                               ? json_integer_value(json_object_get(job, "timeout_s"))
-                               : 14400);
-        sqlite3_bind_double(s, 22, now);
-        if ((rc = step_done(j->st, s, err, "inserting a job"))) goto fail;
-        int64_t id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
+        int64_t id;
+        if ((rc = insert_job(j, job, now, &id, err))) goto fail;
         json_array_append_new(ids, json_integer(id));
-        if (jstr(job, "name")) json_object_set_new(batch, jstr(job, "name"), json_integer(id));
-        json_t *deps = json_object_get(job, "depends");
-        size_t k;
-        json_t *d;
-        json_array_foreach(deps, k, d)
-        {
-            int64_t need = 0;
-            if ((rc = resolve_dep(j, d, jstr(job, "branch"), batch, &need, err))) goto fail;
-            if (need == id) {
-                rc = kiln_fail(err, KILN_EINVAL, "depends: job %s depends on itself",
-                               jstr(job, "name"));
-                goto fail;
-            }
-            sqlite3_stmt *e;
-            if ((rc = kiln_store_stmt(
-                     j->st, "INSERT OR IGNORE INTO job_edges(job, needs) VALUES (?, ?)", &e, err)))
-                goto fail;
-            sqlite3_bind_int64(e, 1, id);
-            sqlite3_bind_int64(e, 2, need);
-            if ((rc = step_done(j->st, e, err, "adding a dependency"))) goto fail;
-        }
-        if (supersede && jstr(job, "name") &&
-            (rc = supersede_older(j, jstr(job, "name"), jstr(job, "branch"), id, now, err)))
+        if (kiln_json_str(job, "name"))
+            json_object_set_new(batch, kiln_json_str(job, "name"), json_integer(id));
+        if ((rc = add_edges(j, job, id, batch, err))) goto fail;
+        if (supersede && kiln_json_str(job, "name") &&
+            (rc = supersede_older(j, kiln_json_str(job, "name"), kiln_json_str(job, "branch"), id,
+                                  now, err)))
             goto fail;
     }
     /* Events after all edges exist so wait reasons are right; a dependency
@@ -728,7 +730,7 @@ static int fail_dependents(struct kiln_jobs *j, int64_t id, double now, struct k
             kiln_store_bind_text(u, 1, why);
             sqlite3_bind_double(u, 2, now);
             sqlite3_bind_int64(u, 3, deps[i]);
-            if ((rc = step_done(j->st, u, err, "failing a dependent"))) return rc;
+            if ((rc = kiln_store_step_done(j->st, u, err, "failing a dependent"))) return rc;
             if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
             if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
         }
@@ -787,7 +789,7 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
         sqlite3_reset(s);
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
-    double now = wall_now();
+    double now = kiln_clock_wall();
     int n = 0;
     int more = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -897,7 +899,7 @@ int kiln_jobs_cancel(struct kiln_jobs *j, int64_t id, double now, int64_t *worke
         goto fail;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "cancelling a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "cancelling a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     if ((rc = fail_dependents(j, id, now, err))) goto fail;
     free_row(&r);
@@ -938,7 +940,7 @@ static int requeue_dependents(struct kiln_jobs *j, int64_t id, double now, struc
                                       &u, err)))
                 return rc;
             sqlite3_bind_int64(u, 1, deps[i]);
-            if ((rc = step_done(j->st, u, err, "requeueing a dependent"))) return rc;
+            if ((rc = kiln_store_step_done(j->st, u, err, "requeueing a dependent"))) return rc;
             if ((rc = kiln_jobs_emit(j, deps[i], now, err))) return rc;
             if (tail < (int)(sizeof queue / sizeof queue[0])) queue[tail++] = deps[i];
         }
@@ -968,7 +970,7 @@ int kiln_jobs_retry(struct kiln_jobs *j, int64_t id, double now, struct kiln_err
                               &s, err)))
         goto fail;
     sqlite3_bind_int64(s, 1, id);
-    if ((rc = step_done(j->st, s, err, "retrying a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "retrying a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     if ((rc = requeue_dependents(j, id, now, err))) goto fail;
     free_row(&r);
@@ -1056,7 +1058,7 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
     sqlite3_bind_double(s, 5, now);
     sqlite3_bind_int64(s, 6, log_base);
     sqlite3_bind_int64(s, 7, id);
-    if ((rc = step_done(j->st, s, err, "leasing a job"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "leasing a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     json_t *o = NULL;
     if ((rc = get_at(j, id, now, &o, err))) goto fail;
@@ -1134,7 +1136,7 @@ int kiln_jobs_infra_fail_tx(struct kiln_jobs *j, int64_t id, const char *reason,
         kiln_store_bind_text(s, 1, why);
         sqlite3_bind_double(s, 2, now);
         sqlite3_bind_int64(s, 3, id);
-        if ((rc = step_done(j->st, s, err, "failing a job"))) goto out;
+        if ((rc = kiln_store_step_done(j->st, s, err, "failing a job"))) goto out;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto out;
         rc = fail_dependents(j, id, now, err);
         goto out;
@@ -1150,7 +1152,7 @@ int kiln_jobs_infra_fail_tx(struct kiln_jobs *j, int64_t id, const char *reason,
     kiln_store_bind_text(s, 1, reason);
     sqlite3_bind_double(s, 2, now + delay);
     sqlite3_bind_int64(s, 3, id);
-    if ((rc = step_done(j->st, s, err, "requeueing a job"))) goto out;
+    if ((rc = kiln_store_step_done(j->st, s, err, "requeueing a job"))) goto out;
     rc = kiln_jobs_emit(j, id, now, err);
 out:
     free_row(&r);
@@ -1208,7 +1210,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     kiln_store_bind_json(s, 4, rep->selftest);
     kiln_store_bind_json(s, 5, rep->outputs);
     sqlite3_bind_int64(s, 6, id);
-    if ((rc = step_done(j->st, s, err, "recording a report"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "recording a report"))) goto fail;
     const char *state;
     int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
     if (!ok && rep->infra) {
@@ -1239,7 +1241,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         kiln_store_bind_text(s, 1, why);
         sqlite3_bind_double(s, 2, now);
         sqlite3_bind_int64(s, 3, id);
-        if ((rc = step_done(j->st, s, err, "failing a job"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "failing a job"))) goto fail;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
         if ((rc = fail_dependents(j, id, now, err))) goto fail;
         state = "failed";
@@ -1262,7 +1264,7 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         sqlite3_bind_int(s, 3, nx == NULL);
         sqlite3_bind_double(s, 4, now);
         sqlite3_bind_int64(s, 5, id);
-        if ((rc = step_done(j->st, s, err, "advancing a job"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "advancing a job"))) goto fail;
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     }
     free_row(&r);
@@ -1342,7 +1344,7 @@ int kiln_jobs_log_grew(struct kiln_jobs *j, int64_t id, int64_t offset, int64_t 
         goto fail;
     sqlite3_bind_int64(s, 1, new_size);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "recording the log size"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "recording the log size"))) goto fail;
     json_t *ev = json_pack("{s:I,s:I,s:I}", "job", (json_int_t)id, "offset", (json_int_t)offset,
                            "len", (json_int_t)len);
     if (!ev) {
@@ -1370,7 +1372,7 @@ int kiln_jobs_publish_start(struct kiln_jobs *j, int64_t id, double now, struct 
         goto fail;
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "starting a publish"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "starting a publish"))) goto fail;
     if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
         rc = kiln_fail(err, KILN_ESTATE, "job %lld is not waiting to be published", (long long)id);
         goto fail;
@@ -1400,7 +1402,7 @@ int kiln_jobs_publish_done(struct kiln_jobs *j, int64_t id, int ok, const char *
     kiln_store_bind_json(s, 4, artifact);
     sqlite3_bind_double(s, 5, now);
     sqlite3_bind_int64(s, 6, id);
-    if ((rc = step_done(j->st, s, err, "finishing a publish"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "finishing a publish"))) goto fail;
     if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
         rc = kiln_fail(err, KILN_ESTATE, "job %lld is not being published", (long long)id);
         goto fail;
@@ -1443,26 +1445,11 @@ int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err)
         if ((rc = kiln_store_stmt(j->st, "UPDATE jobs SET state = 'tested' WHERE id = ?", &s, err)))
             goto fail;
         sqlite3_bind_int64(s, 1, ids[i]);
-        if ((rc = step_done(j->st, s, err, "recovering a publish"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "recovering a publish"))) goto fail;
         if ((rc = kiln_jobs_emit(j, ids[i], now, err))) goto fail;
     }
     return kiln_store_commit(j->st, err);
 fail:
     kiln_store_rollback(j->st);
     return rc;
-}
-
-int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch)
-{
-    sqlite3_stmt *s;
-    if (kiln_store_stmt(j->st,
-                        "SELECT 1 FROM jobs WHERE name = ? AND branch IS ? AND state NOT IN "
-                        "('cancelled','superseded') LIMIT 1",
-                        &s, NULL))
-        return 0;
-    kiln_store_bind_text(s, 1, name);
-    kiln_store_bind_text(s, 2, branch);
-    int found = sqlite3_step(s) == SQLITE_ROW;
-    sqlite3_reset(s);
-    return found;
 }

@@ -157,10 +157,6 @@ int kiln_jobs_in_state(struct kiln_jobs *j, const char *state, int64_t *ids, int
 /* After a restart: interrupted publishes go back to tested. */
 int kiln_jobs_recover(struct kiln_jobs *j, double now, struct kiln_error *err);
 
-/* 1 if a job of that name exists on branch (not cancelled/superseded): the
- * git watcher keeps such dependencies and drops ones kiln never built. */
-int kiln_jobs_name_known(struct kiln_jobs *j, const char *name, const char *branch);
-
 /* 1 if state is final (succeeded, failed, cancelled, superseded). */
 int kiln_job_state_final(const char *state);
 /* Append a "job" event with the job's current object (inside a tx). */

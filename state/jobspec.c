@@ -1,6 +1,8 @@
 /* jobspec.c - submission validation (pure; fuzzed by tests/fuzz/fuzz_submit.c). */
 #include "state/jobspec.h"
 
+#include "common/json_field.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,36 +58,6 @@ static int valid_short(const char *s, size_t max)
     return 1;
 }
 
-static int get_int(json_t *o, const char *key, long long lo, long long hi, long long def,
-                   long long *out, struct kiln_error *err)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return KILN_OK;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return kiln_fail(err, KILN_EINVAL, "%s: must be an integer from %lld to %lld", key, lo, hi);
-    *out = json_integer_value(v);
-    return KILN_OK;
-}
-
-static int get_str(json_t *o, const char *key, int required, const char **out,
-                   struct kiln_error *err)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = NULL;
-        if (required) return kiln_fail(err, KILN_EINVAL, "%s: is required", key);
-        return KILN_OK;
-    }
-    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "%s: must be a string", key);
-    if (strlen(json_string_value(v)) != json_string_length(v))
-        return kiln_fail(err, KILN_EINVAL, "%s: must not contain NUL bytes", key);
-    *out = json_string_value(v);
-    return KILN_OK;
-}
-
 static int check_env(json_t *env, const char *field, struct kiln_error *err)
 {
     if (!json_is_object(env))
@@ -138,17 +110,18 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
     if (rc) return rc;
     const char *name, *command, *platform, *isa, *gpu_sm, *branch, *commit;
     long long cores, ram_mb, priority, timeout_s, max_attempts;
-    if ((rc = get_str(o, "name", 1, &name, err)) ||
-        (rc = get_str(o, "command", 1, &command, err)) ||
-        (rc = get_str(o, "platform", 0, &platform, err)) ||
-        (rc = get_str(o, "isa", 0, &isa, err)) || (rc = get_str(o, "gpu_sm", 0, &gpu_sm, err)) ||
-        (rc = get_str(o, "branch", 0, &branch, err)) ||
-        (rc = get_str(o, "commit", 0, &commit, err)) ||
-        (rc = get_int(o, "cores", 1, 4096, 1, &cores, err)) ||
-        (rc = get_int(o, "ram_mb", 1, 64LL * 1024 * 1024, 1024, &ram_mb, err)) ||
-        (rc = get_int(o, "priority", -1000, 1000, 0, &priority, err)) ||
-        (rc = get_int(o, "timeout_s", 1, 7 * 24 * 3600, 14400, &timeout_s, err)) ||
-        (rc = get_int(o, "max_attempts", 1, 20, 3, &max_attempts, err)))
+    if ((rc = kiln_json_field_str(o, "name", 1, &name, err)) ||
+        (rc = kiln_json_field_str(o, "command", 1, &command, err)) ||
+        (rc = kiln_json_field_str(o, "platform", 0, &platform, err)) ||
+        (rc = kiln_json_field_str(o, "isa", 0, &isa, err)) ||
+        (rc = kiln_json_field_str(o, "gpu_sm", 0, &gpu_sm, err)) ||
+        (rc = kiln_json_field_str(o, "branch", 0, &branch, err)) ||
+        (rc = kiln_json_field_str(o, "commit", 0, &commit, err)) ||
+        (rc = kiln_json_field_int(o, "cores", 1, 4096, 1, &cores, err)) ||
+        (rc = kiln_json_field_int(o, "ram_mb", 1, 64LL * 1024 * 1024, 1024, &ram_mb, err)) ||
+        (rc = kiln_json_field_int(o, "priority", -1000, 1000, 0, &priority, err)) ||
+        (rc = kiln_json_field_int(o, "timeout_s", 1, 7 * 24 * 3600, 14400, &timeout_s, err)) ||
+        (rc = kiln_json_field_int(o, "max_attempts", 1, 20, 3, &max_attempts, err)))
         return rc;
     if (!kiln_jobspec_valid_name(name))
         return kiln_fail(err, KILN_EINVAL,
@@ -213,11 +186,11 @@ static int parse_recipe(json_t *o, struct kiln_jobspec *out, struct kiln_error *
     if (rc) return rc;
     const char *recipe, *yaml, *branch, *commit;
     long long priority;
-    if ((rc = get_str(o, "recipe", 0, &recipe, err)) ||
-        (rc = get_str(o, "recipe_yaml", 0, &yaml, err)) ||
-        (rc = get_str(o, "branch", 0, &branch, err)) ||
-        (rc = get_str(o, "commit", 0, &commit, err)) ||
-        (rc = get_int(o, "priority", -1000, 1000, 0, &priority, err)))
+    if ((rc = kiln_json_field_str(o, "recipe", 0, &recipe, err)) ||
+        (rc = kiln_json_field_str(o, "recipe_yaml", 0, &yaml, err)) ||
+        (rc = kiln_json_field_str(o, "branch", 0, &branch, err)) ||
+        (rc = kiln_json_field_str(o, "commit", 0, &commit, err)) ||
+        (rc = kiln_json_field_int(o, "priority", -1000, 1000, 0, &priority, err)))
         return rc;
     if (recipe && yaml)
         return kiln_fail(err, KILN_EINVAL, "recipe_yaml: give either recipe or recipe_yaml");
@@ -290,24 +263,18 @@ void kiln_jobspec_free(struct kiln_jobspec *spec)
     memset(spec, 0, sizeof *spec);
 }
 
-static const char *obj_str(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit, json_t **out,
                               struct kiln_error *err)
 {
     *out = NULL;
     if (!json_is_object(variant)) return kiln_fail(err, KILN_EINVAL, "variant: not an object");
-    const char *name = obj_str(variant, "name");
-    const char *command = obj_str(variant, "command");
+    const char *name = kiln_json_str(variant, "name");
+    const char *command = kiln_json_str(variant, "command");
     if (!name || !kiln_jobspec_valid_name(name))
         return kiln_fail(err, KILN_EINVAL, "variant name is missing or not valid");
     if (!command || !command[0])
         return kiln_fail(err, KILN_EINVAL, "variant %s has no command", name);
-    const char *platform = obj_str(variant, "platform");
+    const char *platform = kiln_json_str(variant, "platform");
     if (!platform) platform = "x86_64-linux";
     json_t *res = json_object_get(variant, "resources");
     json_t *attrs = json_object_get(variant, "attrs");
@@ -334,9 +301,9 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
         publish = release_spec = json_pack("{s:b}", "release", 1);
     if (json_is_object(selftest)) json_array_append_new(stages, json_string("test"));
     if (json_is_object(publish)) json_array_append_new(stages, json_string("publish"));
-    const char *isa = obj_str(attrs, "isa");
-    const char *sm = json_is_object(selftest) ? obj_str(selftest, "sm") : NULL;
-    if (!sm) sm = obj_str(attrs, "sm");
+    const char *isa = kiln_json_str(attrs, "isa");
+    const char *sm = json_is_object(selftest) ? kiln_json_str(selftest, "sm") : NULL;
+    if (!sm) sm = kiln_json_str(attrs, "sm");
     json_t *job = json_pack(
         "{s:s,s:s,s:I,s:I,s:s,s:I,s:o,s:I,s:I,s:o,s:s?,s:s?,s:o,s:o,s:s?,s:s?,s:s?,s:o,s:o,s:I}",
         "name", name, "command", command, "cores", cores, "ram_mb", ram, "platform", platform,
@@ -345,8 +312,8 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
         "max_attempts", (json_int_t)3, "depends",
         json_is_array(deps) ? json_incref(deps) : json_array(), "isa", isa, "gpu_sm", sm, "attrs",
         json_is_object(attrs) ? json_incref(attrs) : json_object(), "stages", stages, "branch",
-        obj_str(variant, "branch"), "commit", commit && commit[0] ? commit : NULL, "recipe",
-        obj_str(variant, "recipe"), "selftest",
+        kiln_json_str(variant, "branch"), "commit", commit && commit[0] ? commit : NULL, "recipe",
+        kiln_json_str(variant, "recipe"), "selftest",
         json_is_object(selftest) ? json_incref(selftest) : json_null(), "publish",
         json_is_object(publish) ? json_incref(publish) : json_null(), "est_duration_s", est);
     json_decref(release_spec);

@@ -12,15 +12,6 @@
     "id, name, state, cores, ram_mb, platform, isa_mask, gpus, drain, mem_pressure, "              \
     "COALESCE(disk_free_mb, -1), last_seen, isa_features, labels, registered_at"
 
-static int step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
-                     const char *what)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
-    return KILN_OK;
-}
-
 static int worker_event(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
 {
     json_t *o;
@@ -410,7 +401,7 @@ int kiln_registry_register(struct kiln_jobs *j, json_t *body, double now, int64_
     else
         sqlite3_bind_text(s, 8, "{}", -1, SQLITE_STATIC);
     sqlite3_bind_double(s, 9, now);
-    if ((rc = step_done(j->st, s, err, "registering a worker"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "registering a worker"))) goto fail;
     if ((rc = kiln_store_stmt(j->st, "SELECT id FROM workers WHERE name = ?", &s, err))) goto fail;
     kiln_store_bind_text(s, 1, json_string_value(name));
     int64_t id = 0;
@@ -479,7 +470,7 @@ int kiln_registry_heartbeat(struct kiln_jobs *j, int64_t id, json_t *body, doubl
         sqlite3_bind_null(s, 2);
     sqlite3_bind_int(s, 3, mem_pressure);
     sqlite3_bind_int64(s, 4, id);
-    if ((rc = step_done(j->st, s, err, "recording a heartbeat"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "recording a heartbeat"))) goto fail;
     json_t *empty = json_array();
     rc = reconcile(j, id, w.name, json_is_array(running) ? running : empty, now,
                    j->policy.lease_ack_s,
@@ -502,7 +493,7 @@ int kiln_registry_heartbeat(struct kiln_jobs *j, int64_t id, json_t *body, doubl
         sqlite3_bind_int64(s, 2, json_integer_value(json_object_get(e, "job")));
         sqlite3_bind_int64(s, 3, id);
         sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(e, "attempt")));
-        if ((rc = step_done(j->st, s, err, "recording peak RAM"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "recording peak RAM"))) goto fail;
     }
     if (changed && (rc = worker_event(j, id, now, err))) goto fail;
     if ((rc = kiln_store_commit(j->st, err))) {
@@ -544,7 +535,7 @@ int kiln_registry_check_lost(struct kiln_jobs *j, double now, double lost_after_
                  kiln_store_stmt(j->st, "UPDATE workers SET state = 'lost' WHERE id = ?", &s, err)))
             goto fail;
         sqlite3_bind_int64(s, 1, ids[i]);
-        if ((rc = step_done(j->st, s, err, "marking a worker lost"))) goto fail;
+        if ((rc = kiln_store_step_done(j->st, s, err, "marking a worker lost"))) goto fail;
         sqlite3_stmt *q;
         if ((rc = kiln_store_stmt(j->st,
                                   "SELECT id FROM jobs WHERE worker_id = ? AND state IN "
@@ -581,7 +572,7 @@ int kiln_registry_grace(struct kiln_jobs *j, double now, struct kiln_error *err)
                              &s, err);
     if (rc) return rc;
     sqlite3_bind_double(s, 1, now);
-    return step_done(j->st, s, err, "refreshing workers after a restart");
+    return kiln_store_step_done(j->st, s, err, "refreshing workers after a restart");
 }
 
 int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
@@ -598,7 +589,7 @@ int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
         goto fail;
     sqlite3_bind_int(s, 1, drain ? 1 : 0);
     sqlite3_bind_int64(s, 2, id);
-    if ((rc = step_done(j->st, s, err, "draining a worker"))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "draining a worker"))) goto fail;
     if (sqlite3_changes(kiln_store_db(j->st)) == 0) {
         rc = kiln_fail(err, KILN_ENOTFOUND, "worker %lld not found", (long long)id);
         goto fail;

@@ -1,6 +1,8 @@
 /* store.c - SQLite store: open, migrate, statement cache, events, tokens. */
 #include "state/store.h"
 
+#include "common/sqlite_open.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,70 +105,18 @@ int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const
                      st && st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc), rc);
 }
 
-static int exec(struct kiln_store *st, const char *sql, struct kiln_error *err, const char *what)
+int kiln_store_step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
+                         const char *what)
 {
-    char *msg = NULL;
-    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-        kiln_fail(err, KILN_EDB, "database error while %s: %s", what,
-                  msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        return KILN_EDB;
-    }
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, what);
     return KILN_OK;
 }
 
 int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_error *err)
 {
-    sqlite3_stmt *s;
-    int rc = kiln_store_stmt(st, "SELECT version FROM schema_version LIMIT 1", &s, err);
-    if (rc) return rc;
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *version = sqlite3_column_int(s, 0);
-        sqlite3_reset(s);
-        return KILN_OK;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) {
-        *version = 0;
-        return KILN_OK;
-    }
-    return kiln_store_fail(st, rc, err, "reading the schema version");
-}
-
-static int migrate(struct kiln_store *st, struct kiln_error *err)
-{
-    int rc = exec(st, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", err,
-                  "creating schema_version");
-    if (rc) return rc;
-    int n = (int)(sizeof migrations / sizeof migrations[0]);
-    for (;;) {
-        int v;
-        if ((rc = kiln_store_begin(st, err))) return rc;
-        if ((rc = kiln_store_schema_version(st, &v, err))) goto fail;
-        if (v > n) {
-            rc = kiln_fail(err, KILN_EUNSUPPORTED,
-                           "database schema version %d is newer than this kiln (%d); upgrade kiln",
-                           v, n);
-            goto fail;
-        }
-        if (v == n) {
-            kiln_store_rollback(st);
-            return KILN_OK;
-        }
-        if ((rc = exec(st, migrations[v], err, "migrating the schema"))) goto fail;
-        char sql[96];
-        snprintf(sql, sizeof sql,
-                 v == 0 ? "INSERT INTO schema_version(version) VALUES (%d)"
-                        : "UPDATE schema_version SET version = %d",
-                 v + 1);
-        if ((rc = exec(st, sql, err, "recording the schema version"))) goto fail;
-        if ((rc = kiln_store_commit(st, err))) return rc;
-    }
-fail:
-    kiln_store_rollback(st);
-    return rc;
+    return kiln_sqlite_version(st->db, version, err);
 }
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err)
@@ -174,21 +124,10 @@ int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error
     *out = NULL;
     struct kiln_store *st = calloc(1, sizeof *st);
     if (!st) return kiln_fail(err, KILN_ENOMEM, "out of memory opening the store");
-    int rc = sqlite3_open_v2(
-        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        kiln_fail(err, KILN_EDB, "cannot open database %s: %s", path,
-                  st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
-        kiln_store_close(st);
-        return KILN_EDB;
-    }
-    sqlite3_busy_timeout(st->db, 5000);
-    sqlite3_extended_result_codes(st->db, 1);
-    if ((rc = exec(st, "PRAGMA journal_mode=WAL", err, "enabling WAL")) ||
-        (rc = exec(st, "PRAGMA foreign_keys=ON", err, "enabling foreign keys")) ||
-        (rc = exec(st, "PRAGMA synchronous=NORMAL", err, "setting synchronous")) ||
-        (rc = migrate(st, err))) {
-        kiln_store_close(st);
+    int rc = kiln_sqlite_open(path, KILN_SQLITE_ONE_THREAD, migrations,
+                              (int)(sizeof migrations / sizeof migrations[0]), &st->db, err);
+    if (rc) {
+        free(st);
         return rc;
     }
     *out = st;
@@ -240,14 +179,14 @@ int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
 int kiln_store_begin(struct kiln_store *st, struct kiln_error *err)
 {
     if (st->in_tx) return kiln_fail(err, KILN_EDB, "nested transaction (internal error)");
-    int rc = exec(st, "BEGIN IMMEDIATE", err, "starting a transaction");
+    int rc = kiln_sqlite_exec(st->db, "BEGIN IMMEDIATE", "starting a transaction", err);
     if (rc == KILN_OK) st->in_tx = 1;
     return rc;
 }
 
 int kiln_store_commit(struct kiln_store *st, struct kiln_error *err)
 {
-    int rc = exec(st, "COMMIT", err, "committing");
+    int rc = kiln_sqlite_exec(st->db, "COMMIT", "committing", err);
     if (rc) {
         kiln_store_rollback(st);
         return rc;

@@ -1,10 +1,10 @@
 /* store.h - kiln's SQLite store (var/kiln.db).
  *
  * Contract:
- * - kiln_store_open() opens (creating if needed) the database in WAL mode
- *   with foreign keys on and a busy timeout, then applies the ordered
- *   migrations that schema_version says are missing, each in one
- *   transaction. Tables: jobs, job_edges (job needs job), workers, tokens
+ * - kiln_store_open() opens (creating if needed) the database and applies
+ *   the ordered migrations it lacks through common/sqlite_open (WAL, foreign
+ *   keys, busy timeout, version in PRAGMA user_version, each migration in
+ *   one transaction). Tables: jobs, job_edges (job needs job), workers, tokens
  *   (SHA-256 hex + role), events (append-only; id = SSE event id).
  * - Every query goes through kiln_store_stmt(): prepared once, cached for
  *   the life of the store, handed back reset with bindings cleared.
@@ -37,6 +37,10 @@ int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_e
  * store, normally a literal). */
 int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
                     struct kiln_error *err);
+/* Step a statement that returns no rows (INSERT/UPDATE/DELETE) and reset
+ * it; anything but SQLITE_DONE is kiln_store_fail(..., what). */
+int kiln_store_step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
+                         const char *what);
 /* Map a sqlite result code to KILN_EDB with the database's message. */
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what);
 /* Prepare sql (its one parameter is an id), bind id and step. On KILN_OK the

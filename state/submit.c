@@ -2,6 +2,7 @@
 #include "state/submit.h"
 
 #include "common/fsutil.h"
+#include "common/json_field.h"
 #include "recipes/recipe.h"
 
 #include <dirent.h>
@@ -77,7 +78,8 @@ int kiln_submit_expand(const char *recipes_dir, const char *name, const char *ya
     return kiln_recipe_expand_file(path, b, where, variants, err);
 }
 
-/* Is there a live job of that name on the branch? */
+/* Is there a live job of that name on the branch? The same rows
+ * kiln_jobs_submit() links a dependency name to. */
 static int live_job(struct kiln_jobs *j, const char *name, const char *branch)
 {
     sqlite3_stmt *s;
@@ -101,19 +103,117 @@ static json_t *find_variant(json_t *arr, const char *name)
     json_t *v;
     json_array_foreach(arr, i, v)
     {
-        const char *n = json_string_value(json_object_get(v, "name"));
+        const char *n = kiln_json_str(v, "name");
         if (n && !strcmp(n, name)) return v;
     }
     return NULL;
 }
 
-/* Variants of every other recipe (cached across lookups of one submission). */
-static int other_variants(const char *dir, const char *self, const char *branch, json_t **cache)
+/* One dependency of cur that is neither in the batch nor a live job: from
+ * the pool (appended to extra and pending), dropped, or an error. */
+static int resolve_missing(const struct kiln_submit_plan_opts *o, json_t **pool, json_t *cur,
+                           const char *dn, json_t *seen, json_t *extra, json_t *pending, int *drop,
+                           struct kiln_error *err)
 {
-    if (*cache) return KILN_OK;
-    *cache = json_array();
-    if (!*cache) return KILN_ENOMEM;
-    DIR *d = dir && dir[0] ? opendir(dir) : NULL;
+    *drop = 0;
+    if (o->pool && !*pool && o->pool(o->pool_arg, pool))
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    json_t *found = *pool ? find_variant(*pool, dn) : NULL;
+    if (found) {
+        json_object_set(seen, dn, json_true());
+        json_array_append(extra, found);
+        json_array_append(pending, found);
+        return KILN_OK;
+    }
+    if (o->missing_ok) {
+        *drop = 1;
+        return KILN_OK;
+    }
+    return kiln_fail(err, KILN_EINVAL,
+                     "variant %s depends on %s, which is neither submitted nor %s",
+                     kiln_json_str(cur, "name"), dn, o->pool_name ? o->pool_name : "a live job");
+}
+
+int kiln_submit_plan(struct kiln_jobs *j, json_t *variants, const struct kiln_submit_plan_opts *o,
+                     json_t **jobs_out, struct kiln_error *err)
+{
+    *jobs_out = NULL;
+    int rc = KILN_OK;
+    json_t *seen = json_object(), *pool = NULL, *extra = json_array();
+    json_t *pending = json_array(), *ordered = json_array(), *dropped = json_object();
+    if (!seen || !extra || !pending || !ordered || !dropped) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(variants, i, v)
+    {
+        const char *n = kiln_json_str(v, "name");
+        json_object_set(seen, n ? n : "", json_true());
+        json_array_append(pending, v);
+    }
+    /* Breadth-first over missing dependency names, bounded. */
+    for (size_t guard = 0; !rc && json_array_size(pending) && guard < 10000; guard++) {
+        json_t *cur = json_incref(json_array_get(pending, 0));
+        json_array_remove(pending, 0);
+        size_t k;
+        json_t *d;
+        json_array_foreach(json_object_get(cur, "depends"), k, d)
+        {
+            const char *dn = json_string_value(d);
+            if (!dn || json_object_get(seen, dn) || live_job(j, dn, o->branch)) continue;
+            int drop;
+            if ((rc = resolve_missing(o, &pool, cur, dn, seen, extra, pending, &drop, err))) break;
+            if (drop) json_object_set(dropped, dn, json_true());
+        }
+        json_decref(cur);
+    }
+    /* Dependencies pulled in are placed first, deepest last-found first. */
+    for (size_t e = json_array_size(extra); !rc && e > 0; e--) {
+        json_t *job;
+        if (!(rc = kiln_jobspec_from_variant(json_array_get(extra, e - 1), o->priority, o->commit,
+                                             &job, err)))
+            json_array_append_new(ordered, job);
+    }
+    json_array_foreach(variants, i, v)
+    {
+        json_t *job;
+        if (rc || (rc = kiln_jobspec_from_variant(v, o->priority, o->commit, &job, err))) break;
+        json_array_append_new(ordered, job);
+    }
+    /* Dropped names leave the jobs' depends: they are taken as provided. */
+    json_array_foreach(ordered, i, v)
+    {
+        json_t *deps = json_object_get(v, "depends"), *keep = json_array(), *d;
+        size_t k;
+        json_array_foreach(deps, k, d) if (!json_object_get(dropped, json_string_value(d)))
+            json_array_append(keep, d);
+        json_object_set_new(v, "depends", keep);
+    }
+    if (!rc) *jobs_out = json_incref(ordered);
+out:
+    json_decref(seen);
+    json_decref(pool);
+    json_decref(extra);
+    json_decref(pending);
+    json_decref(ordered);
+    json_decref(dropped);
+    return rc;
+}
+
+/* Variants of every other recipe in the recipe dir: the pool a submission's
+ * missing dependencies come from. */
+struct others {
+    const char *dir, *self, *branch;
+};
+
+static int other_variants(void *arg, json_t **out)
+{
+    struct others *o = arg;
+    *out = json_array();
+    if (!*out) return KILN_ENOMEM;
+    DIR *d = o->dir && o->dir[0] ? opendir(o->dir) : NULL;
     if (!d) return KILN_OK;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -121,12 +221,12 @@ static int other_variants(const char *dir, const char *self, const char *branch,
         if (n <= 5 || strcmp(e->d_name + n - 5, ".yaml") || e->d_name[0] == '.') continue;
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(n - 5), e->d_name);
-        if (self && !strcmp(name, self)) continue;
+        if (o->self && !strcmp(name, o->self)) continue;
         json_t *vs = NULL;
-        if (kiln_submit_expand(dir, name, NULL, branch, NULL, &vs, NULL) &&
-            kiln_submit_expand(dir, name, NULL, NULL, NULL, &vs, NULL))
+        if (kiln_submit_expand(o->dir, name, NULL, o->branch, NULL, &vs, NULL) &&
+            kiln_submit_expand(o->dir, name, NULL, NULL, NULL, &vs, NULL))
             continue; /* a broken neighbour recipe only matters if needed */
-        json_array_extend(*cache, vs);
+        json_array_extend(*out, vs);
         json_decref(vs);
     }
     closedir(d);
@@ -150,77 +250,20 @@ int kiln_submit_recipe(struct kiln_jobs *j, const char *recipes_dir,
         return kiln_fail(err, KILN_EINVAL, "no variant of %s matches where %s",
                          spec->recipe[0] ? spec->recipe : "the recipe", where[0] ? where : "{}");
     }
-    /* Work list: dependencies found elsewhere go before their dependents. */
-    json_t *ordered = json_array();
-    json_t *others = NULL;
-    json_t *seen = json_object();
-    if (!ordered || !seen) {
-        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-        goto out;
-    }
-    size_t i;
-    json_t *v;
-    json_array_foreach(variants, i, v)
-        json_object_set(seen,
-                        json_string_value(json_object_get(v, "name"))
-                            ? json_string_value(json_object_get(v, "name"))
-                            : "",
-                        json_true());
-    /* Breadth-first over missing dependency names, bounded. */
-    json_t *pending = json_copy(variants);
-    json_t *extra = json_array();
-    for (size_t guard = 0; json_array_size(pending) && guard < 10000; guard++) {
-        json_t *cur = json_incref(json_array_get(pending, 0));
-        json_array_remove(pending, 0);
-        size_t k;
-        json_t *d;
-        json_array_foreach(json_object_get(cur, "depends"), k, d)
-        {
-            const char *dn = json_string_value(d);
-            if (!dn || json_object_get(seen, dn) || live_job(j, dn, spec->branch)) continue;
-            if (other_variants(recipes_dir, spec->recipe, spec->branch, &others)) {
-                json_decref(cur);
-                rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-                goto out2;
-            }
-            json_t *found = find_variant(others, dn);
-            if (!found) {
-                json_decref(cur);
-                rc = kiln_fail(err, KILN_EINVAL,
-                               "variant %s depends on %s, which is neither submitted nor in any "
-                               "recipe of %s",
-                               json_string_value(json_object_get(cur, "name")), dn,
-                               recipes_dir && recipes_dir[0] ? recipes_dir : "(no recipe dir)");
-                goto out2;
-            }
-            json_object_set(seen, dn, json_true());
-            json_array_append(extra, found);
-            json_array_append(pending, found);
-        }
-        json_decref(cur);
-    }
-    /* Dependencies pulled in are placed first, deepest last-found first. */
-    for (size_t e = json_array_size(extra); e > 0; e--) {
-        json_t *job;
-        if ((rc = kiln_jobspec_from_variant(json_array_get(extra, e - 1), spec->priority,
-                                            spec->commit, &job, err)))
-            goto out2;
-        json_array_append_new(ordered, job);
-    }
-    json_array_foreach(variants, i, v)
-    {
-        json_t *job;
-        if ((rc = kiln_jobspec_from_variant(v, spec->priority, spec->commit, &job, err))) goto out2;
-        json_array_append_new(ordered, job);
-    }
-    rc = kiln_jobs_submit(j, ordered, 1, now, ids_out, err);
-out2:
-    json_decref(pending);
-    json_decref(extra);
-out:
-    json_decref(others);
-    json_decref(seen);
-    json_decref(ordered);
+    struct others others = {recipes_dir, spec->recipe, spec->branch};
+    char pool_name[PATH_MAX + 32];
+    snprintf(pool_name, sizeof pool_name, "in any recipe of %s",
+             recipes_dir && recipes_dir[0] ? recipes_dir : "(no recipe dir)");
+    struct kiln_submit_plan_opts o = {.branch = spec->branch,
+                                      .commit = spec->commit,
+                                      .priority = spec->priority,
+                                      .pool = other_variants,
+                                      .pool_arg = &others,
+                                      .pool_name = pool_name};
+    json_t *jobs = NULL;
+    rc = kiln_submit_plan(j, variants, &o, &jobs, err);
+    if (!rc) rc = kiln_jobs_submit(j, jobs, 1, now, ids_out, err);
+    json_decref(jobs);
     json_decref(variants);
     return rc;
 }

@@ -6,6 +6,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/isa.h"
+#include "common/json_field.h"
 
 #include "common/yaml_json.h"
 
@@ -76,32 +77,24 @@ void kiln_size_format(uint64_t bytes, char *out, size_t outlen)
     kiln_format_size(bytes, out, outlen);
 }
 
+/* Config keys are named "config: <key>" in errors, like every other
+ * problem this file reports; the checks themselves are common/json_field's.
+ * Numbers may come quoted: YAML users write cores: "8" as often as 8. */
 static int get_str(json_t *v, const char *key, char *out, size_t outlen, struct kiln_error *err)
 {
-    if (!json_is_string(v)) return kiln_fail(err, KILN_EINVAL, "config: %s must be a string", key);
-    if (json_string_length(v) >= outlen)
-        return kiln_fail(err, KILN_EINVAL, "config: %s is too long", key);
-    snprintf(out, outlen, "%s", json_string_value(v));
-    return KILN_OK;
+    char name[96];
+    snprintf(name, sizeof name, "config: %s", key);
+    return kiln_json_want_strcpy(v, name, out, outlen, err);
 }
 
 static int get_int(json_t *v, const char *key, long lo, long hi, long *out, struct kiln_error *err)
 {
+    char name[96];
     long long x;
-    if (json_is_integer(v))
-        x = json_integer_value(v);
-    else if (json_is_string(v)) {
-        char *e;
-        errno = 0;
-        x = strtoll(json_string_value(v), &e, 10);
-        if (errno || e == json_string_value(v) || *e)
-            return kiln_fail(err, KILN_EINVAL, "config: %s must be a whole number", key);
-    } else
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be a whole number", key);
-    if (x < lo || x > hi)
-        return kiln_fail(err, KILN_EINVAL, "config: %s must be between %ld and %ld", key, lo, hi);
-    *out = (long)x;
-    return KILN_OK;
+    snprintf(name, sizeof name, "config: %s", key);
+    int rc = kiln_json_want_int(v, name, lo, hi, 1, &x, err);
+    if (!rc) *out = (long)x;
+    return rc;
 }
 
 static int get_size_mb(json_t *v, const char *key, long *out, struct kiln_error *err)
@@ -144,7 +137,7 @@ static int parse_gpus(struct kiln_worker_config *c, json_t *v, struct kiln_error
         json_t *x;
         json_object_foreach(g, k, x)
         {
-            long n;
+            long n = 0;
             char key[64];
             snprintf(key, sizeof key, "gpus[%zu].%.30s", i, k);
             int rc;
@@ -251,7 +244,7 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
     json_object_foreach(doc, k, v)
     {
         int rc;
-        long n;
+        long n = 0;
         if (!strcmp(k, "server"))
             rc = get_str(v, k, c->server, sizeof c->server, err);
         else if (!strcmp(k, "token"))

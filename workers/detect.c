@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/isa.h"
+#include "common/spawn.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -477,32 +478,23 @@ int kiln_detect_gpus_smi(const char *smi_command, struct kiln_gpu *gpus, int max
     const char *cmd = smi_command ? smi_command : "nvidia-smi";
     if (find_in_path(cmd, path, sizeof path))
         return kiln_fail(err, KILN_EUNSUPPORTED, "%s is not installed", cmd);
-    for (const char *c = path; *c; c++)
-        if (*c == '\'') return kiln_fail(err, KILN_EINVAL, "odd characters in the nvidia-smi path");
-    char line[PATH_MAX + 200];
-    snprintf(line, sizeof line,
-             "timeout 30 '%s' --query-gpu=index,name,compute_cap,memory.total,driver_version "
-             "--format=csv,noheader,nounits 2>/dev/null",
-             path);
-    FILE *f = popen(line, "r");
-    if (!f) return kiln_fail(err, KILN_EIO, "could not run nvidia-smi: %s", strerror(errno));
+    char *argv[] = {path, "--query-gpu=index,name,compute_cap,memory.total,driver_version",
+                    "--format=csv,noheader,nounits", NULL};
+    struct kiln_spawn_spec sp = {.argv = argv, .err_fd = KILN_SPAWN_NULL};
+    struct kiln_spawn_result r;
     struct kiln_buf b = {0};
-    b.max = 1 << 20;
-    char chunk[4096];
-    size_t got;
-    int rc = KILN_OK;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if ((rc = kiln_buf_append(&b, chunk, got)) != KILN_OK) break;
-    int st = pclose(f);
+    /* A wedged driver can make nvidia-smi hang; 30 s is far above its usual second. */
+    int rc = kiln_spawn_capture(&sp, 30000, 1 << 20, &b, &r, err);
+    if (rc == KILN_OK && r.timed_out)
+        rc =
+            kiln_fail(err, KILN_ETIMEOUT, "nvidia-smi did not answer in 30 s: the driver may hang");
+    else if (rc == KILN_OK && (r.exit_code != 0 || r.term_signal))
+        rc = kiln_fail(err, KILN_EIO,
+                       "nvidia-smi failed (exit status %d): the driver may not be loaded",
+                       r.exit_code);
     if (rc) {
         kiln_buf_free(&b);
-        return kiln_fail(err, rc, "nvidia-smi output is too large");
-    }
-    if (st != 0) {
-        kiln_buf_free(&b);
-        return kiln_fail(err, KILN_EIO,
-                         "nvidia-smi failed (exit status %d): the driver may not be loaded",
-                         WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return rc;
     }
     rc = kiln_detect_parse_smi_csv(b.data ? b.data : "", b.len, gpus, max, n, err);
     kiln_buf_free(&b);

@@ -3,6 +3,7 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
+#include "common/spawn.h"
 #include "nix/nar.h"
 #include "nix/nixcache.h"
 
@@ -11,7 +12,6 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,17 +40,95 @@ static size_t wr_cb(char *p, size_t size, size_t n, void *arg)
     return kiln_buf_append(b, p, size * n) == KILN_OK ? size * n : 0;
 }
 
-static const char *server_message(struct kiln_buf *b, char *out, size_t outlen)
+/* A refusal from the kiln server as an error: the code its body names (or
+ * its status means, common/err's one map) and its message. */
+static int refused(long status, const struct kiln_buf *b, const char *what, struct kiln_error *err)
 {
     json_t *j = b->data ? json_loads(b->data, 0, NULL) : NULL;
-    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-    snprintf(out, outlen, "%s", m ? m : (b->data ? b->data : ""));
+    json_t *e = json_object_get(j, "error");
+    const char *m = json_string_value(json_object_get(e, "message"));
+    int code = kiln_err_from_http(status, json_string_value(json_object_get(e, "code")));
+    kiln_fail(err, code, "%s refused (%ld): %.400s", what, status,
+              m ? m : (b->data ? b->data : ""));
     json_decref(j);
-    return out;
+    return code;
 }
 
-/* The body comes from `file`, or from `nix-store --dump store_path` piped
- * straight into the request (no temp file) when file is NULL. */
+/* PUT the blob (its HEAD said it is missing). The body comes from `file`,
+ * or from `nix-store --dump store_path` piped straight into the request (no
+ * temp file) when file is NULL. *sent: 1 when the server stored new bytes. */
+static int upload_blob(CURL *c, const char *server, const char *file, const char *store_path,
+                       uint64_t size, struct kiln_buf *resp, int *sent, struct kiln_error *err)
+{
+    struct rd r = {-1};
+    struct kiln_spawn_proc proc = {.pid = -1};
+    int rc;
+    if (file) {
+        r.fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (r.fd < 0) return kiln_fail(err, KILN_EIO, "cannot open %s: %s", file, strerror(errno));
+    } else {
+        char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
+        struct kiln_spawn_spec sp = {.argv = argv, .out_fd = KILN_SPAWN_PIPE, .err_fd = 2};
+        if ((rc = kiln_spawn_start(&sp, &proc, err)) != KILN_OK) return rc;
+        r.fd = proc.out_fd;
+    }
+    kiln_buf_reset(resp);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, rd_cb);
+    curl_easy_setopt(c, CURLOPT_READDATA, &r);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
+    CURLcode cr = curl_easy_perform(c);
+    close(r.fd);
+    if (proc.pid > 0) {
+        if (cr != CURLE_OK) kiln_spawn_kill_group(proc.pid, SIGKILL);
+        struct kiln_error we = {0};
+        if (kiln_spawn_finish(&proc, 0, "nix-store --dump", &we) != KILN_OK && cr == CURLE_OK)
+            return kiln_fail(err, KILN_EIO, "%s", we.msg);
+    }
+    if (cr != CURLE_OK)
+        return kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server, curl_easy_strerror(cr));
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 && status != 201) return refused(status, resp, "upload", err);
+    if (sent) *sent = status == 201;
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 0L);
+    return KILN_OK;
+}
+
+/* POST the catalog entry for digest; *entry = the server's answer. */
+static int publish_meta(CURL *c, struct curl_slist **h, const char *server, const char *digest,
+                        json_t *meta, struct kiln_buf *resp, json_t **entry, struct kiln_error *err)
+{
+    json_t *body = json_pack("{s:s,s:O}", "digest", digest, "meta", meta);
+    char *js = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!js) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    struct curl_slist *t = curl_slist_append(*h, "Content-Type: application/json");
+    if (t) *h = t;
+    kiln_buf_reset(resp);
+    char url[1200];
+    snprintf(url, sizeof url, "%s/api/v1/catalog", server);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, *h);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, js);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(js));
+    CURLcode cr = curl_easy_perform(c);
+    free(js);
+    if (cr != CURLE_OK)
+        return kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server,
+                         curl_easy_strerror(cr));
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 && status != 201) return refused(status, resp, "publish", err);
+    if (entry) *entry = resp->data ? json_loads(resp->data, 0, NULL) : NULL;
+    return KILN_OK;
+}
+
+/* HEAD the blob, upload it when the server lacks it, then publish meta. */
 static int push_impl(const char *server, const char *token, const char *file,
                      const char *store_path, const char *digest, uint64_t size, json_t *meta,
                      json_t **entry, int *sent, struct kiln_error *err)
@@ -60,7 +138,7 @@ static int push_impl(const char *server, const char *token, const char *file,
     CURL *c = curl_easy_init();
     if (!c) return kiln_fail(err, KILN_ENOMEM, "cannot start libcurl");
     char url[1200], auth[300];
-    struct curl_slist *h = NULL, *t;
+    struct curl_slist *h = NULL;
     if (token && *token) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
         h = curl_slist_append(NULL, auth);
@@ -71,7 +149,6 @@ static int push_impl(const char *server, const char *token, const char *file,
     resp.max = 1 << 20;
     long status = 0;
     int rc = KILN_OK;
-    char msg[400];
     snprintf(url, sizeof url, "%s/api/v1/catalog/blobs/%s", server, digest);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -81,98 +158,11 @@ static int push_impl(const char *server, const char *token, const char *file,
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, wr_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
     CURLcode cr = curl_easy_perform(c);
-    if (cr != CURLE_OK) {
+    if (cr != CURLE_OK)
         rc = kiln_fail(err, KILN_ENET, "cannot reach %s: %s", server, curl_easy_strerror(cr));
-        goto out;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
-        struct rd r = {-1};
-        pid_t pid = -1;
-        if (file) {
-            r.fd = open(file, O_RDONLY | O_CLOEXEC);
-            if (r.fd < 0) {
-                rc = kiln_fail(err, KILN_EIO, "cannot open %s: %s", file, strerror(errno));
-                goto out;
-            }
-        } else {
-            char *argv[] = {"nix-store", "--dump", (char *)store_path, NULL};
-            if ((rc = kiln_nar_spawn_read(argv, &pid, &r.fd, err)) != KILN_OK) goto out;
-        }
-        kiln_buf_reset(&resp);
-        curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, rd_cb);
-        curl_easy_setopt(c, CURLOPT_READDATA, &r);
-        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
-        curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
-        cr = curl_easy_perform(c);
-        close(r.fd);
-        if (pid > 0) {
-            if (cr != CURLE_OK) kill(pid, SIGKILL);
-            struct kiln_error we = {0};
-            if (kiln_nar_wait(pid, "nix-store --dump", &we) != KILN_OK && cr == CURLE_OK) {
-                rc = kiln_fail(err, KILN_EIO, "%s", we.msg);
-                goto out;
-            }
-        }
-        if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "upload to %s failed: %s", server,
-                           curl_easy_strerror(cr));
-            goto out;
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (status != 200 && status != 201) {
-            rc = kiln_fail(err,
-                           status == 401   ? KILN_EAUTH
-                           : status == 403 ? KILN_EPERM
-                                           : KILN_EINVAL,
-                           "upload refused (%ld): %s", status,
-                           server_message(&resp, msg, sizeof msg));
-            goto out;
-        }
-        if (sent) *sent = status == 201;
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 0L);
-    }
-    if (meta) {
-        json_t *body = json_pack("{s:s,s:O}", "digest", digest, "meta", meta);
-        char *js = body ? json_dumps(body, JSON_COMPACT) : NULL;
-        json_decref(body);
-        if (!js) {
-            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-            goto out;
-        }
-        t = curl_slist_append(h, "Content-Type: application/json");
-        if (t) h = t;
-        kiln_buf_reset(&resp);
-        snprintf(url, sizeof url, "%s/api/v1/catalog", server);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, js);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(js));
-        cr = curl_easy_perform(c);
-        free(js);
-        if (cr != CURLE_OK) {
-            rc = kiln_fail(err, KILN_ENET, "publish to %s failed: %s", server,
-                           curl_easy_strerror(cr));
-            goto out;
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (status != 200 && status != 201) {
-            rc = kiln_fail(err,
-                           status == 409   ? KILN_ECONFLICT
-                           : status == 401 ? KILN_EAUTH
-                           : status == 403 ? KILN_EPERM
-                                           : KILN_EINVAL,
-                           "publish refused (%ld): %s", status,
-                           server_message(&resp, msg, sizeof msg));
-            goto out;
-        }
-        if (entry) *entry = resp.data ? json_loads(resp.data, 0, NULL) : NULL;
-    }
-out:
+    if (!rc) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (!rc && status != 200) rc = upload_blob(c, server, file, store_path, size, &resp, sent, err);
+    if (!rc && meta) rc = publish_meta(c, &h, server, digest, meta, &resp, entry, err);
     kiln_buf_free(&resp);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);

@@ -1,6 +1,7 @@
 /* proc.c - one job's process tree under libuv. */
 #include "workers/proc.h"
 
+#include "common/spawn.h"
 #include "workers/config.h"
 
 #include <errno.h>
@@ -201,31 +202,20 @@ int kiln_proc_start(uv_loop_t *loop, const struct kiln_proc_spec *spec, kiln_pro
     stdio[1].data.fd = logfd;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = logfd;
-    uv_process_options_t o;
-    memset(&o, 0, sizeof o);
-    o.file = "/bin/sh";
-    o.args = argv;
-    o.env = spec->env;
-    o.cwd = spec->cwd;
-    o.flags = UV_PROCESS_DETACHED; /* setsid(): own session and process group */
-    o.exit_cb = on_exit_cb;
-    o.stdio_count = 3;
-    o.stdio = stdio;
-
     uv_timer_init(loop, &p->sample);
     uv_timer_init(loop, &p->timeout);
     uv_timer_init(loop, &p->reap);
     p->sample.data = p->timeout.data = p->reap.data = p->proc.data = p;
     p->handles_open = 4;
     p->start_ns = uv_hrtime();
-    int e = uv_spawn(loop, &p->proc, &o);
+    rc = kiln_spawn_uv(loop, &p->proc, argv, (char *)spec->cwd, spec->env, stdio, on_exit_cb, err);
     close(logfd);
     close(nullfd);
-    if (e) {
+    if (rc) {
         kiln_limits_job_destroy(&p->jl);
         p->done_called = 1;
         close_all(p); /* a failed spawn still needs uv_close */
-        return kiln_fail(err, KILN_EIO, "cannot start /bin/sh: %s", uv_strerror(e));
+        return rc;
     }
     p->jl.sid = p->proc.pid;
     uv_timer_start(&p->sample, on_sample, SAMPLE_MS, SAMPLE_MS);

@@ -16,7 +16,7 @@ PKGS="libuv libgit2 libcurl sqlite3 yaml-0.1 jansson libcrypto libssl"
 # The crash points exist only in this test binary, never in build/kiln.
 # (When KILN_BIN is a sanitizer build, link the same way.)
 crash_build() {
-    cc -std=c11 -D_GNU_SOURCE -DKILN_CRASH_POINTS -I"$KILN_SRC" -I"$KILN_SRC/common" -O1 "$@" \
+    cc -std=c11 -D_GNU_SOURCE -DKILN_CRASH_POINTS -I"$KILN_SRC" -O1 "$@" \
         $(pkg-config --cflags $PKGS) -c "$KILN_SRC/catalog/catalog.c" -o "$W/catalog_crash.o" &&
     cc "$@" -o "$W/kiln-crash" "$BDIR/obj/cli/main.o" "$W/catalog_crash.o" "$BDIR/libkiln.a" \
         $(pkg-config --libs $PKGS) -lhttp_parser -ldl -lpthread -lm

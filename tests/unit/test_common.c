@@ -6,14 +6,18 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "common/json_field.h"
+#include "common/spawn.h"
 #include "common/token.h"
 #include "common/units.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void test_buf_append_and_limit(void **state)
@@ -98,6 +102,20 @@ static void test_error_codes(void **state)
     assert_int_equal(kiln_err_http_status(KILN_ENOTFOUND), 404);
     assert_int_equal(kiln_err_http_status(KILN_EAUTH), 401);
     assert_string_equal(kiln_code_name(KILN_EPERM), "forbidden");
+    /* One map to exit codes: a conflict is 6 whichever command meets it. */
+    assert_int_equal(kiln_err_exit_code(KILN_ECONFLICT), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(KILN_ESTATE), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(KILN_EINVAL), KILN_EXIT_FAIL);
+    assert_int_equal(kiln_err_exit_code(KILN_ENOTFOUND), KILN_EXIT_NOTFOUND);
+    assert_int_equal(kiln_err_exit_code(-999), KILN_EXIT_INTERNAL);
+    for (int c = KILN_OK; c >= KILN_EUNSUPPORTED; c--)
+        assert_int_not_equal(kiln_err_exit_code(c), KILN_EXIT_USAGE);
+    /* HTTP answers: the body's code wins, else the status. */
+    assert_int_equal(kiln_err_from_http(409, "bad_state"), KILN_ESTATE);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(409, NULL)), KILN_EXIT_CONFLICT);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(500, "internal")), KILN_EXIT_INTERNAL);
+    assert_int_equal(kiln_err_exit_code(kiln_err_from_http(403, NULL)), KILN_EXIT_AUTH);
+    assert_int_equal(kiln_err_from_http(200, NULL), KILN_OK);
 }
 
 static void test_units(void **state)
@@ -122,6 +140,106 @@ static void test_units(void **state)
     assert_string_equal(s, "1m05s");
 }
 
+/* Properties only: the wall clock is past 2020 and near time(), the
+ * monotonic clock never goes backwards. */
+static void test_clock(void **state)
+{
+    (void)state;
+    double w = kiln_clock_wall();
+    assert_true(w > 1.58e9);
+    assert_true(w - (double)time(NULL) < 2.0 && (double)time(NULL) - w < 2.0);
+    double a = kiln_clock_mono(), b = kiln_clock_mono();
+    assert_true(b >= a);
+}
+
+/* Each reader: default when absent or null, the value when right, and a
+ * sentence naming the field when wrong. */
+static void test_json_field(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s,s:i,s:b,s:[],s:n,s:s#,s:s}", "name", "a", "cores", 8, "on", 1,
+                          "list", "gone", "nul", "a\0b", (size_t)3, "n", "12");
+    struct kiln_error err = {0};
+    const char *s;
+    long long x;
+    int b;
+    json_t *a;
+    char buf[2];
+    assert_int_equal(kiln_json_field_str(o, "name", 1, &s, &err), KILN_OK);
+    assert_string_equal(s, "a");
+    assert_int_equal(kiln_json_field_str(o, "gone", 0, &s, &err), KILN_OK);
+    assert_null(s);
+    assert_int_equal(kiln_json_field_str(o, "missing", 1, &s, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "missing: is required");
+    assert_int_equal(kiln_json_field_str(o, "cores", 0, &s, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "cores: must be a string");
+    assert_int_equal(kiln_json_field_str(o, "nul", 0, &s, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_field_strcpy(o, "name", 1, buf, sizeof buf, &err), KILN_OK);
+    assert_string_equal(buf, "a");
+    assert_int_equal(kiln_json_field_strcpy(o, "n", 1, buf, sizeof buf, &err), KILN_ELIMIT);
+    assert_int_equal(kiln_json_field_int(o, "cores", 1, 16, 1, &x, &err), KILN_OK);
+    assert_true(x == 8);
+    assert_int_equal(kiln_json_field_int(o, "missing", 1, 16, 3, &x, &err), KILN_OK);
+    assert_true(x == 3);
+    assert_int_equal(kiln_json_field_int(o, "cores", 1, 4, 1, &x, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "cores: must be an integer from 1 to 4");
+    assert_int_equal(kiln_json_field_int(o, "n", 1, 99, 1, &x, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_want_int(json_object_get(o, "n"), "n", 1, 99, 1, &x, &err), KILN_OK);
+    assert_true(x == 12);
+    assert_int_equal(kiln_json_field_bool(o, "on", 0, &b, &err), KILN_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(kiln_json_field_bool(o, "gone", 1, &b, &err), KILN_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(kiln_json_field_bool(o, "name", 0, &b, &err), KILN_EINVAL);
+    assert_int_equal(kiln_json_field_array(o, "list", 1, &a, &err), KILN_OK);
+    assert_non_null(a);
+    assert_int_equal(kiln_json_field_array(o, "name", 0, &a, &err), KILN_EINVAL);
+    assert_string_equal(err.msg, "name: must be a list");
+    assert_string_equal(kiln_json_str(o, "name"), "a");
+    assert_null(kiln_json_str(o, "cores"));
+    json_decref(o);
+}
+
+/* The spawn contract: output, env and cwd reach the program; a program that
+ * cannot start reads as 127; a timeout ends the program and the children it
+ * started (the grandchild's pipe end closes, so capture returns). */
+static void test_spawn(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_spawn_result r;
+    struct kiln_buf out = {0};
+    char *env[] = {"KILN_SPAWN_T=yes", NULL};
+    struct kiln_spawn_spec s = {.command = "echo $KILN_SPAWN_T; pwd; exit 3",
+                                .cwd = "/",
+                                .env_add = env,
+                                .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&s, 10000, 1 << 20, &out, &r, &err), KILN_OK);
+    assert_string_equal(out.data, "yes\n/\n");
+    assert_int_equal(r.exit_code, 3);
+    assert_int_equal(kiln_spawn_status(&r, "t", &err), KILN_EIO);
+    assert_string_equal(err.msg, "t failed (exit status 3)");
+    kiln_buf_free(&out);
+
+    char *none[] = {"/nonexistent/kiln-spawn-test", NULL};
+    struct kiln_spawn_spec n = {.argv = none, .out_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_run(&n, 1000, &r, &err), KILN_OK);
+    assert_int_equal(r.exit_code, 127);
+    struct kiln_spawn_proc p;
+    assert_int_equal(kiln_spawn_start(&n, &p, &err), KILN_EUNSUPPORTED);
+
+    struct kiln_spawn_spec slow = {.command = "sleep 600 & echo started; wait",
+                                   .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&slow, 300, 1 << 20, &out, &r, &err), KILN_OK);
+    assert_int_equal(r.timed_out, 1);
+    assert_string_equal(out.data, "started\n");
+    kiln_buf_free(&out);
+
+    struct kiln_spawn_spec big = {.command = "yes", .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&big, 10000, 1000, &out, &r, &err), KILN_ELIMIT);
+    kiln_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +250,9 @@ int main(void)
         cmocka_unit_test(test_atomic_write_and_read_limit),
         cmocka_unit_test(test_error_codes),
         cmocka_unit_test(test_units),
+        cmocka_unit_test(test_clock),
+        cmocka_unit_test(test_json_field),
+        cmocka_unit_test(test_spawn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "jobs_fixture.h"
 #include "server/dispatch.h"
 #include "state/jobs.h"
 #include "state/jobspec.h"
@@ -16,42 +17,22 @@
 #include <string.h>
 #include <unistd.h>
 
-struct fx {
-    char path[64];
-    struct kiln_store *st;
-    struct kiln_jobs j;
-};
-
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
-    snprintf(f->path, sizeof f->path, "/tmp/kiln-jobs-XXXXXX");
-    int fd = mkstemp(f->path);
-    if (fd < 0) return -1;
-    close(fd);
-    unlink(f->path);
-    struct kiln_error err = {0};
-    if (kiln_store_open(f->path, &f->st, &err)) return -1;
-    kiln_jobs_init(&f->j, f->st);
+    struct jobs_fx *f = calloc(1, sizeof *f);
+    if (!f || jobs_fx_open(f)) return -1;
     *state = f;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    kiln_store_close(f->st);
-    char b[80];
-    unlink(f->path);
-    snprintf(b, sizeof b, "%s-wal", f->path);
-    unlink(b);
-    snprintf(b, sizeof b, "%s-shm", f->path);
-    unlink(b);
-    free(f);
+    jobs_fx_close(*state);
+    free(*state);
     return 0;
 }
 
-static int64_t submit(struct fx *f, const char *body)
+static int64_t submit(struct jobs_fx *f, const char *body)
 {
     struct kiln_jobspec spec;
     struct kiln_error err = {0};
@@ -68,7 +49,7 @@ static int64_t submit(struct fx *f, const char *body)
     return id;
 }
 
-static json_t *get(struct fx *f, int64_t id)
+static json_t *get(struct jobs_fx *f, int64_t id)
 {
     json_t *o;
     struct kiln_error err = {0};
@@ -76,7 +57,7 @@ static json_t *get(struct fx *f, int64_t id)
     return o;
 }
 
-static void assert_state(struct fx *f, int64_t id, const char *state)
+static void assert_state(struct jobs_fx *f, int64_t id, const char *state)
 {
     json_t *o = get(f, id);
     const char *s = json_string_value(json_object_get(o, "state"));
@@ -85,7 +66,7 @@ static void assert_state(struct fx *f, int64_t id, const char *state)
     json_decref(o);
 }
 
-static int64_t reg(struct fx *f, const char *body, json_t **cancel)
+static int64_t reg(struct jobs_fx *f, const char *body, json_t **cancel)
 {
     json_error_t je;
     json_t *b = json_loads(body, 0, &je);
@@ -104,7 +85,7 @@ static int64_t reg(struct fx *f, const char *body, json_t **cancel)
     return id;
 }
 
-static int64_t match(struct fx *f, int64_t wid, int *gpu)
+static int64_t match(struct jobs_fx *f, int64_t wid, int *gpu)
 {
     struct kiln_worker_info w;
     struct kiln_error err = {0};
@@ -117,7 +98,7 @@ static int64_t match(struct fx *f, int64_t wid, int *gpu)
     return job;
 }
 
-static json_t *lease(struct fx *f, int64_t job, int64_t wid, int gpu)
+static json_t *lease(struct jobs_fx *f, int64_t job, int64_t wid, int gpu)
 {
     json_t *l;
     struct kiln_error err = {0};
@@ -125,7 +106,7 @@ static json_t *lease(struct fx *f, int64_t job, int64_t wid, int gpu)
     return l;
 }
 
-static const char *report(struct fx *f, int64_t job, int64_t wid, int64_t attempt, int code,
+static const char *report(struct jobs_fx *f, int64_t job, int64_t wid, int64_t attempt, int code,
                           int infra, int expect_rc)
 {
     struct kiln_report r = {
@@ -142,7 +123,7 @@ static const char *report(struct fx *f, int64_t job, int64_t wid, int64_t attemp
 
 static void test_adhoc_end_to_end(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     int64_t id =
         submit(f, "{\"name\":\"hello\",\"command\":\"echo hi\",\"cores\":2,\"ram_mb\":512}");
     assert_state(f, id, "queued");
@@ -170,7 +151,7 @@ static void test_adhoc_end_to_end(void **state)
 
 static void test_build_failure_no_retry_and_retry(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     int64_t id = submit(f, "{\"name\":\"bad\",\"command\":\"false\"}");
     int64_t w = reg(f, W8, NULL);
     json_decref(lease(f, id, w, -1));
@@ -190,7 +171,7 @@ static void test_build_failure_no_retry_and_retry(void **state)
 
 static void test_infra_backoff_and_give_up(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     int64_t id = submit(f, "{\"name\":\"flaky\",\"command\":\"x\",\"max_attempts\":2}");
     int64_t w = reg(f, W8, NULL);
     json_decref(lease(f, id, w, -1));
@@ -218,7 +199,7 @@ static void test_infra_backoff_and_give_up(void **state)
 
 static void test_dependencies(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"torch\",\"command\":\"x\"}");
     char body[200];
@@ -260,7 +241,7 @@ static void test_dependencies(void **state)
 
 static void test_cancel(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t id = submit(f, "{\"name\":\"long\",\"command\":\"sleep 100\"}");
     int64_t w = reg(f, W8, NULL);
@@ -285,7 +266,7 @@ static void test_cancel(void **state)
 
 static void test_worker_lost_and_reregister(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
     int64_t b = submit(f, "{\"name\":\"b\",\"command\":\"x\"}");
@@ -320,7 +301,7 @@ static void test_worker_lost_and_reregister(void **state)
 
 static void test_lease_not_acknowledged(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
     int64_t w = reg(f, W8, NULL);
@@ -341,7 +322,7 @@ static void test_lease_not_acknowledged(void **state)
 
 static void test_timeout(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\",\"timeout_s\":10}");
     int64_t w = reg(f, W8, NULL);
@@ -359,7 +340,7 @@ static void test_timeout(void **state)
 
 static void test_wait_reasons_and_fit(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     int64_t big = submit(f, "{\"name\":\"big\",\"command\":\"x\",\"cores\":16,\"ram_mb\":131072}");
     int64_t arm = submit(f, "{\"name\":\"arm\",\"command\":\"x\",\"platform\":\"aarch64-linux\"}");
     int64_t w = reg(f, W8, NULL);
@@ -386,7 +367,7 @@ static void test_wait_reasons_and_fit(void **state)
 
 static void test_gpu_test_stage(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     json_t *variant = json_loads(
         "{\"name\":\"vllm-sm90-avx512\",\"recipe\":\"vllm\",\"branch\":\"main\","
@@ -439,7 +420,7 @@ static void test_gpu_test_stage(void **state)
 
 static void test_placement_order(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     int64_t low = submit(f, "{\"name\":\"low\",\"command\":\"x\",\"priority\":-5}");
     int64_t high = submit(f, "{\"name\":\"high\",\"command\":\"x\",\"priority\":7}");
     int64_t w = reg(f, W8, NULL);
@@ -451,7 +432,7 @@ static void test_placement_order(void **state)
 
 static void test_no_head_of_line_blocking(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     /* Many urgent jobs no host can run must not hide one that can run. */
     for (int i = 0; i < 40; i++)
         submit(f, "{\"name\":\"arm\",\"command\":\"x\",\"platform\":\"aarch64-linux\","
@@ -508,7 +489,7 @@ static void test_jobspec_errors(void **state)
 
 static void test_list_filters_and_paging(void **state)
 {
-    struct fx *f = *state;
+    struct jobs_fx *f = *state;
     for (int i = 0; i < 5; i++)
         submit(f, "{\"name\":\"p\",\"command\":\"x\"}");
     submit(f, "{\"name\":\"other\",\"command\":\"x\"}");

@@ -63,35 +63,45 @@ static void test_open_migrate_reopen(void **state)
     cleanup(p);
 }
 
-static void test_migrates_old_schema(void **state)
+/* A new database at p, then sql run on it raw (to make it look older). */
+static void create_then(const char *p, const char *sql)
 {
-    (void)state;
-    const char *p = tmpdb();
     struct kiln_store *st;
     struct kiln_error err = {0};
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
-    /* Make it a version-1 database again. */
-    assert_int_equal(sqlite3_exec(kiln_store_db(st),
-                                  "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
-                                  "DROP INDEX jobs_class; "
-                                  "UPDATE schema_version SET version = 1",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(kiln_store_db(st), sql, NULL, NULL, NULL), SQLITE_OK);
     kiln_store_close(st);
+}
+
+/* Reopen p: it must come up at the current version; returns the count a
+ * COUNT(*) query gives then. */
+static int reopen_count(const char *p, const char *count_sql)
+{
+    struct kiln_store *st;
+    struct kiln_error err = {0};
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
     int v;
     assert_int_equal(kiln_store_schema_version(st, &v, &err), KILN_OK);
     assert_int_equal(v, KILN_STORE_SCHEMA_VERSION);
     sqlite3_stmt *s;
-    assert_int_equal(kiln_store_stmt(st,
-                                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND "
-                                     "name IN ('jobs_worker_state', 'jobs_state_not_before')",
-                                     &s, &err),
-                     KILN_OK);
+    assert_int_equal(kiln_store_stmt(st, count_sql, &s, &err), KILN_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    int n = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
     kiln_store_close(st);
+    return n;
+}
+
+static void test_migrates_old_schema(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    /* Make it a version-1 database again. */
+    create_then(p, "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
+                   "DROP INDEX jobs_class; PRAGMA user_version = 1");
+    assert_int_equal(reopen_count(p, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                                     "AND name IN ('jobs_worker_state', 'jobs_state_not_before')"),
+                     2);
     cleanup(p);
 }
 
@@ -101,13 +111,26 @@ static void test_newer_schema_refused(void **state)
     const char *p = tmpdb();
     struct kiln_store *st;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
-    assert_int_equal(
-        sqlite3_exec(kiln_store_db(st), "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
-        SQLITE_OK);
-    kiln_store_close(st);
+    create_then(p, "PRAGMA user_version = 99");
     assert_int_equal(kiln_store_open(p, &st, &err), KILN_EUNSUPPORTED);
     assert_non_null(strstr(err.msg, "newer"));
+    cleanup(p);
+}
+
+/* A database from before common/sqlite_open kept its version in a
+ * schema_version table: it opens at that version, with the table gone. */
+static void test_adopts_old_version_table(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+             "INSERT INTO schema_version VALUES (%d); PRAGMA user_version = 0",
+             KILN_STORE_SCHEMA_VERSION);
+    create_then(p, sql);
+    assert_int_equal(
+        reopen_count(p, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'"), 0);
     cleanup(p);
 }
 
@@ -214,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_open_migrate_reopen),
         cmocka_unit_test(test_migrates_old_schema),
         cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_adopts_old_version_table),
         cmocka_unit_test(test_stmt_cache_reuses),
         cmocka_unit_test(test_events_commit_and_rollback),
         cmocka_unit_test(test_tokens),

@@ -1,0 +1,279 @@
+/* spawn.c - starting programs in their own process group; see spawn.h. */
+#include "common/spawn.h"
+
+#include "common/clock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Grace between SIGTERM and SIGKILL for a group that ran out of time. */
+#define TERM_GRACE_MS 2000
+
+/* environ with env_add laid over it (same key: env_add wins), NULL-terminated;
+ * the strings are borrowed, only the array is allocated. */
+static char **merged_env(char *const *add)
+{
+    size_t n = 0, m = 0;
+    while (environ[n])
+        n++;
+    while (add && add[m])
+        m++;
+    char **env = calloc(n + m + 1, sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+        int replaced = 0;
+        for (size_t j = 0; j < m && !replaced; j++)
+            replaced = !strncmp(add[j], environ[i], klen);
+        if (!replaced) env[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++)
+        env[k++] = add[j];
+    env[k] = NULL;
+    return env;
+}
+
+/* Where fd `target` of the child comes from: /dev/null or a descriptor. */
+static int route(posix_spawn_file_actions_t *fa, int target, int from, int flags)
+{
+    if (from == KILN_SPAWN_NULL)
+        return posix_spawn_file_actions_addopen(fa, target, "/dev/null", flags, 0);
+    return posix_spawn_file_actions_adddup2(fa, from, target);
+}
+
+int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc *p,
+                     struct kiln_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->out_fd = -1;
+    if (!spec->argv && !spec->command) return kiln_fail(err, KILN_EINVAL, "no command to run");
+    if (spec->argv && !spec->argv[0]) return kiln_fail(err, KILN_EINVAL, "empty argv");
+    char *sh[] = {"/bin/sh", "-c", (char *)spec->command, NULL};
+    char *const *argv = spec->argv ? spec->argv : sh;
+    snprintf(p->what, sizeof p->what, "%s", argv[0]);
+
+    int pfd[2] = {-1, -1};
+    if (spec->out_fd == KILN_SPAWN_PIPE && pipe2(pfd, O_CLOEXEC) != 0)
+        return kiln_fail(err, KILN_EIO, "pipe: %s", strerror(errno));
+    int out = spec->out_fd == KILN_SPAWN_PIPE ? pfd[1] : spec->out_fd;
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    char **env = merged_env(spec->env_add);
+    int rc = env ? 0 : ENOMEM;
+    int fa_ok = 0, at_ok = 0;
+    if (!rc) fa_ok = !(rc = posix_spawn_file_actions_init(&fa));
+    if (!rc) at_ok = !(rc = posix_spawnattr_init(&at));
+    if (!rc) rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (!rc) rc = route(&fa, 1, out, O_WRONLY);
+    if (!rc && spec->err_fd == KILN_SPAWN_STDOUT) rc = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (!rc && spec->err_fd != KILN_SPAWN_STDOUT) rc = route(&fa, 2, spec->err_fd, O_WRONLY);
+    if (!rc && spec->cwd) rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGPIPE);
+    if (!rc) rc = posix_spawnattr_setpgroup(&at, 0);
+    if (!rc) rc = posix_spawnattr_setsigmask(&at, &none);
+    if (!rc) rc = posix_spawnattr_setsigdefault(&at, &dfl);
+    if (!rc)
+        rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                               POSIX_SPAWN_SETSIGDEF);
+    p->t0 = kiln_clock_mono();
+    if (!rc) rc = posix_spawnp(&p->pid, argv[0], &fa, &at, argv, env);
+    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+    if (at_ok) posix_spawnattr_destroy(&at);
+    free(env);
+    if (pfd[1] >= 0) close(pfd[1]);
+    if (rc) {
+        if (pfd[0] >= 0) close(pfd[0]);
+        p->pid = -1;
+        if (rc == ENOMEM) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+        return kiln_fail(err, KILN_EUNSUPPORTED, "cannot run %s%s%s: %s", argv[0],
+                         spec->cwd ? " in " : "", spec->cwd ? spec->cwd : "", strerror(rc));
+    }
+    p->out_fd = pfd[0];
+    return KILN_OK;
+}
+
+void kiln_spawn_kill_group(pid_t pid, int sig)
+{
+    if (pid <= 0) return;
+    kill(-pid, sig);
+    kill(pid, sig);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Wait up to ms (< 0: forever) for pid to exit, without reaping it (WNOWAIT)
+ * so that its pid - and so its process group id - cannot be reused while we
+ * still signal the group. 1 if exited, 0 if still running, <0 on error. */
+static int wait_exit(pid_t pid, long ms)
+{
+    double end = kiln_clock_mono() + (double)ms / 1000.0;
+    long step = 1;
+    for (;;) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT | (ms < 0 ? 0 : WNOHANG));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
+        if (si.si_pid == pid) return 1;
+        if (kiln_clock_mono() >= end) return 0;
+        sleep_ms(step);
+        if (step < 20) step *= 2;
+    }
+}
+
+int kiln_spawn_wait(struct kiln_spawn_proc *p, long timeout_ms, struct kiln_spawn_result *r,
+                    struct kiln_error *err)
+{
+    memset(r, 0, sizeof *r);
+    int w = wait_exit(p->pid, timeout_ms > 0 ? timeout_ms : -1);
+    if (w == 0) {
+        r->timed_out = 1;
+        kiln_spawn_kill_group(p->pid, SIGTERM);
+        if (wait_exit(p->pid, TERM_GRACE_MS) == 0) kiln_spawn_kill_group(p->pid, SIGKILL);
+    }
+    /* Leftover children of the program die with it. */
+    kill(-p->pid, SIGKILL);
+    int status = 0;
+    while (waitpid(p->pid, &status, 0) < 0)
+        if (errno != EINTR) return kiln_fail(err, KILN_EIO, "waitpid: %s", strerror(errno));
+    p->pid = -1;
+    r->seconds = kiln_clock_mono() - p->t0;
+    if (WIFEXITED(status)) {
+        r->exit_code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        r->exit_code = -1;
+        r->term_signal = WTERMSIG(status);
+    }
+    return KILN_OK;
+}
+
+int kiln_spawn_run(const struct kiln_spawn_spec *spec, long timeout_ms, struct kiln_spawn_result *r,
+                   struct kiln_error *err)
+{
+    struct kiln_spawn_proc p;
+    struct kiln_error why = {0};
+    memset(r, 0, sizeof *r);
+    int rc = kiln_spawn_start(spec, &p, &why);
+    if (rc == KILN_EUNSUPPORTED) {
+        /* As in a shell: a program that cannot start exits 127, and says why
+         * where its errors would have gone. */
+        int fd = spec->err_fd == KILN_SPAWN_STDOUT ? spec->out_fd : spec->err_fd;
+        if (fd >= 0) dprintf(fd, "kiln: %s\n", why.msg);
+        r->exit_code = 127;
+        return KILN_OK;
+    }
+    if (rc) return kiln_fail(err, rc, "%s", why.msg);
+    return kiln_spawn_wait(&p, timeout_ms, r, err);
+}
+
+int kiln_spawn_capture(const struct kiln_spawn_spec *spec, long timeout_ms, size_t max,
+                       struct kiln_buf *out, struct kiln_spawn_result *r, struct kiln_error *err)
+{
+    struct kiln_spawn_spec s = *spec;
+    s.out_fd = KILN_SPAWN_PIPE;
+    struct kiln_spawn_proc p;
+    memset(r, 0, sizeof *r);
+    int rc = kiln_spawn_start(&s, &p, err);
+    if (rc) return rc;
+    double end = timeout_ms > 0 ? p.t0 + (double)timeout_ms / 1000.0 : 0;
+    char chunk[8192];
+    size_t got = 0;
+    for (;;) {
+        int left = -1;
+        if (end > 0) {
+            double ms = (end - kiln_clock_mono()) * 1000.0;
+            if (ms <= 0) break; /* out of time: the wait below ends the group */
+            left = ms > 1e9 ? 1000000000 : (int)ms + 1;
+        }
+        struct pollfd pf = {.fd = p.out_fd, .events = POLLIN};
+        int pr = poll(&pf, 1, left);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr < 0) {
+            rc = kiln_fail(err, KILN_EIO, "poll: %s", strerror(errno));
+            break;
+        }
+        if (pr == 0) continue;
+        ssize_t n = read(p.out_fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            rc = kiln_fail(err, KILN_EIO, "reading %s's output: %s", p.what, strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+        if (got > max || kiln_buf_append(out, chunk, (size_t)n) != KILN_OK) {
+            rc = kiln_fail(err, got > max ? KILN_ELIMIT : KILN_ENOMEM, "%s printed too much",
+                           p.what);
+            break;
+        }
+    }
+    close(p.out_fd);
+    p.out_fd = -1;
+    if (rc) kiln_spawn_kill_group(p.pid, SIGKILL);
+    long rest = 1;
+    if (end > 0 && !rc) {
+        double ms = (end - kiln_clock_mono()) * 1000.0;
+        rest = ms < 1 ? 1 : (long)ms;
+    }
+    int wrc = kiln_spawn_wait(&p, end > 0 || rc ? rest : 0, r, rc ? NULL : err);
+    return rc ? rc : wrc;
+}
+
+int kiln_spawn_status(const struct kiln_spawn_result *r, const char *what, struct kiln_error *err)
+{
+    if (r->timed_out) return kiln_fail(err, KILN_ETIMEOUT, "%s timed out", what);
+    if (r->term_signal)
+        return kiln_fail(err, KILN_EIO, "%s failed (signal %d)", what, r->term_signal);
+    if (r->exit_code != 0)
+        return kiln_fail(err, KILN_EIO, "%s failed (exit status %d)", what, r->exit_code);
+    return KILN_OK;
+}
+
+int kiln_spawn_finish(struct kiln_spawn_proc *p, long timeout_ms, const char *what,
+                      struct kiln_error *err)
+{
+    struct kiln_spawn_result r;
+    int rc = kiln_spawn_wait(p, timeout_ms, &r, err);
+    return rc ? rc : kiln_spawn_status(&r, what, err);
+}
+
+int kiln_spawn_uv(uv_loop_t *loop, uv_process_t *proc, char **argv, const char *cwd, char **env,
+                  uv_stdio_container_t stdio[3], uv_exit_cb on_exit, struct kiln_error *err)
+{
+    uv_process_options_t o;
+    memset(&o, 0, sizeof o);
+    o.file = argv[0];
+    o.args = argv;
+    o.cwd = cwd;
+    o.env = env;
+    o.flags = UV_PROCESS_DETACHED; /* setsid(): own session and process group */
+    o.exit_cb = on_exit;
+    o.stdio_count = 3;
+    o.stdio = stdio;
+    int e = uv_spawn(loop, proc, &o);
+    if (e) return kiln_fail(err, KILN_EIO, "cannot start %s: %s", argv[0], uv_strerror(e));
+    return KILN_OK;
+}
