@@ -2,7 +2,8 @@
 # Releases end to end (issue 15): real pushes to a tracked repository, real
 # jobs on `kiln worker`, real store paths (nix-store --add) published by the
 # server. The recipe says `publish: release`: a commit's three variants are
-# shown all at once or not at all.
+# shown all at once or not at all (KILN_TEST_RELEASE_VIA=repo: the tracked
+# repository says so instead).
 #  - one variant fails: nothing of that commit is in the catalog (nor its
 #    narinfo), the release is "held" by that variant with its reason (API,
 #    kiln release ls|show);
@@ -56,8 +57,12 @@ templates:
   command: "sh pkgs/build.sh {v}"
 resources: {cores: 1, ram_mb: 64}
 inputs: ["pkgs/**"]
-publish: release
 Y
+# The recipe says `publish: release` (default), or, with
+# KILN_TEST_RELEASE_VIA=repo, the tracked repository does (and auto_publish
+# is off: a release branch publishes anyway).
+VIA=${KILN_TEST_RELEASE_VIA:-recipe}
+[ "$VIA" = recipe ] && echo "publish: release" >> recipes/rel.yaml
 echo 0 > pkgs/stamp
 git add -A; git commit -qm init; git push -q "$T/origin.git" main
 
@@ -68,9 +73,10 @@ repos:
     branches: main
     recipes: [recipes/rel.yaml]
     poll_s: 1
-    auto_publish: true
     initial_build: false
 Y
+if [ "$VIA" = recipe ]; then echo "    auto_publish: true" >> "$T/kiln.yaml"
+else echo "    publish: {release: [main]}" >> "$T/kiln.yaml"; fi
 WT=$("$KILN" token create --data "$T/d" --role worker | grep -oE 'kiln_[0-9a-f]{48}')
 AT=$("$KILN" token create --data "$T/d" --role admin | grep -oE 'kiln_[0-9a-f]{48}')
 start_serve "$T/d" --config "$T/kiln.yaml" --allow-anonymous-read || fail "serve did not start"
