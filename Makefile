@@ -38,7 +38,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 
-.PHONY: all run check check-unit check-asan check-integration check-fuzz bench format clean deps selftest
+.PHONY: all run chaos check check-unit check-asan check-integration check-fuzz bench format clean deps selftest
 
 all: $(B)/kiln
 
@@ -76,6 +76,12 @@ run: deps
 # the summary the CI reads: "N passed, N failed".
 check: deps
 	@bash scripts/check.sh
+
+# The chaos suite's full form (issue 16); its bounded form runs in the
+# integration step (tests/integration/test_chaos_bounded.sh).
+chaos: all
+	CHAOS_KILLS=25 CHAOS_JOBS=100 KILN_BIN=$(CURDIR)/$(B)/kiln KILN_SRC=$(CURDIR) \
+		bash tests/chaos/test_chaos_serve.sh
 
 check-includes check-unit check-asan check-integration check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)

@@ -59,6 +59,13 @@ static void *worker(void *arg)
     }
     json_decref(in);
     long wid = (long)json_integer_value(json_object_get(out, "worker_id"));
+    /* From now on the worker acts with the credential it was issued. */
+    const char *cred = json_string_value(json_object_get(out, "credential"));
+    if (!cred || strlen(cred) >= sizeof c.token) {
+        fprintf(stderr, "register gave no credential\n");
+        exit(1);
+    }
+    snprintf(c.token, sizeof c.token, "%s", cred);
     json_decref(out);
     char path[128];
     snprintf(path, sizeof path, "/api/v1/workers/%ld/lease?wait=%d", wid, r->long_poll ? 2 : 0);

@@ -123,9 +123,9 @@ int kiln_catalog_gc(struct kiln_catalog *c, double grace_s, uint64_t *removed_fi
  * Handles GET /api/v1/catalog[?name=&sm=&isa=&cuda=&platform=&branch=],
  * GET /api/v1/catalog/{id}, GET /api/v1/catalog/{id}/download (single Range,
  * 206/416), HEAD|GET /api/v1/catalog/blobs/sha256:<hex> (have it?),
- * PUT|POST /api/v1/catalog/blobs/sha256:<hex> (streamed upload, needs worker
- * or admin), POST /api/v1/catalog (publish {"digest":..,"meta":{..}}, worker or
- * admin), GET /nix-cache/nix-cache-info, /nix-cache/<hash>.narinfo,
+ * PUT|POST /api/v1/catalog/blobs/sha256:<hex> (streamed upload, admin only),
+ * POST /api/v1/catalog (manual publish {"digest":..,"meta":{..}}, admin only:
+ * the router leaves an audit row), GET /nix-cache/nix-cache-info, /nix-cache/<hash>.narinfo,
  * /nix-cache/nar/<file>.nar. Returns 1 when it handled (answered or took
  * over) the request, 0 when the path is not the catalog's. role is what the
  * caller's token allows (the router authenticates). Call it from on_headers

@@ -351,18 +351,21 @@ static void up_on_end(struct kiln_http_req *req, void *arg)
     }
 }
 
+/* Only an admin writes here by hand (the server's publish stage signs what
+ * jobs that passed their tests built): a worker's credential must not be
+ * able to plant an entry the farm's key then signs. */
 static int need_writer(struct kiln_http_req *req, enum kiln_role role)
 {
     /* No token at all is 401 even where anonymous reading made role READ. */
-    if (role == KILN_ROLE_NONE || (!kiln_role_allows(role, KILN_ROLE_WORKER) &&
-                                   !kiln_http_req_header(req, "Authorization"))) {
+    if (role == KILN_ROLE_NONE ||
+        (role != KILN_ROLE_ADMIN && !kiln_http_req_header(req, "Authorization"))) {
         kiln_http_respond_error(req, 401, "unauthorized",
-                                "uploading to the catalog needs a worker or admin token");
+                                "uploading to the catalog needs an admin token");
         return 0;
     }
-    if (!kiln_role_allows(role, KILN_ROLE_WORKER)) {
+    if (role != KILN_ROLE_ADMIN) {
         kiln_http_respond_error(req, 403, "forbidden",
-                                "uploading to the catalog needs a worker or admin token, not %s",
+                                "uploading to the catalog needs an admin token, not %s",
                                 kiln_role_name(role));
         return 0;
     }

@@ -4,7 +4,9 @@
  * (hex) is ever stored. Roles are ordered by what they may do:
  *   read   - GET anything
  *   submit - read + submit/cancel/retry jobs
- *   worker - read + worker endpoints (register, lease, heartbeat, log, report)
+ *   worker - read + worker endpoints (register, lease, heartbeat, log, report);
+ *            a worker token made by hand only registers, and the server
+ *            issues each worker its own bound credential (server/auth.h)
  *   admin  - everything (tokens, drain, repos, catalog admin)
  * kiln_role_allows(have, need) says whether a token of role `have` may do
  * what needs role `need`.

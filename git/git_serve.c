@@ -3,7 +3,9 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/json_field.h"
+#include "state/access.h"
 #include "git/gitwatch.h"
 #include "state/jobspec.h"
 #include "state/submit.h"
@@ -14,14 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DELIVERIES 1024
-
 struct kiln_serve_git {
     struct kiln_server *srv;
     struct kiln_gitwatch *gw;
     char hooks_secret[256];
     char state_path[4200];
-    json_t *state; /* {"last":{repo_id:{branch:commit}}, "api_repos":[...], "deliveries":[...]} */
+    json_t *
+        state; /* {"last":{repo_id:{branch:commit}}, "api_repos":[...]} (delivery ids: the store) */
 };
 
 /* --- config --- */
@@ -235,7 +236,7 @@ static int on_push(void *ctx, const struct kiln_push *p)
     }
     json_t *ids = NULL;
     if (!rc && json_array_size(jobs))
-        rc = kiln_jobs_submit(&s->jobs, jobs, 1, kiln_clock_wall(), &ids, &err);
+        rc = kiln_jobs_submit(&s->jobs, jobs, KILN_SUPERSEDE_OWN, kiln_clock_wall(), &ids, &err);
     if (rc) {
         kiln_log(&s->log, KILN_LOG_ERROR, "repo %s %s@%.12s: cannot enqueue: %s", p->repo_name,
                  p->branch, p->new_commit, err.msg);
@@ -267,22 +268,41 @@ static const char *req_header(void *arg, const char *name)
     return kiln_http_req_header(arg, name);
 }
 
-static int seen_delivery(struct kiln_serve_git *g, const char *id)
+/* Replays are caught by the signed content, not only by the delivery id a
+ * forge sends beside it (unsigned, so anyone replaying a captured hook can
+ * change it): the body's digest and the delivery id are both remembered in
+ * the store, which outlives restarts, for HOOK_REPLAY_KEEP_S. None of the
+ * supported forges signs a timestamp, so there is no time window to check.
+ * Returns KILN_OK for a fresh hook, KILN_EEXIST for a replay. */
+#define HOOK_REPLAY_KEEP_S (30 * 86400.0)
+static int hook_replayed(struct kiln_server *s, enum kiln_forge forge, const char *delivery,
+                         const char *body, size_t len, struct kiln_error *err)
 {
-    json_t *d = json_object_get(g->state, "deliveries");
-    size_t i;
-    json_t *v;
-    json_array_foreach(d, i, v) if (!strcmp(json_string_value(v), id)) return 1;
-    json_array_append_new(d, json_string(id));
-    while (json_array_size(d) > MAX_DELIVERIES)
-        json_array_remove(d, 0);
-    return 0;
+    char key[8 + KILN_SHA256_HEX];
+    memcpy(key, "sha256:", 7);
+    int rc = kiln_sha256_hex(body, len, key + 7);
+    if (rc) return kiln_fail(err, rc, "cannot hash the hook body");
+    double now = kiln_clock_wall();
+    rc =
+        kiln_access_delivery_seen(s->st, kiln_forge_name(forge), key, now, HOOK_REPLAY_KEEP_S, err);
+    if (!rc && delivery[0])
+        rc = kiln_access_delivery_seen(s->st, kiln_forge_name(forge), delivery, now,
+                                       HOOK_REPLAY_KEEP_S, err);
+    return rc;
 }
 
 static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
 {
     struct kiln_serve_git *g = ctx;
-    const char *rest = kiln_http_req_path(req) + strlen("/api/v1/hooks/");
+    const char *path = kiln_http_req_path(req);
+    /* The route is a prefix: "/api/v1/hooks" alone names no forge. */
+    if (strncmp(path, "/api/v1/hooks/", 14) || !path[14]) {
+        kiln_http_respond_error(req, 404, "not_found",
+                                "post hooks to /api/v1/hooks/<forge>[/<repository>] (forge: "
+                                "github, gitea, forgejo, gitlab, generic)");
+        return;
+    }
+    const char *rest = path + strlen("/api/v1/hooks/");
     char forge_s[32] = "", repo_name[256] = "";
     const char *slash = strchr(rest, '/');
     snprintf(forge_s, sizeof forge_s, "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)),
@@ -313,17 +333,32 @@ static void h_hook(struct kiln_server *s, struct kiln_http_req *req, void *ctx)
         kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
         return;
     }
-    if (ev.delivery[0] && seen_delivery(g, ev.delivery)) {
+    int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
+    const struct kiln_repo_conf *mc = id && !by_path ? kiln_gitwatch_conf(g->gw, id) : NULL;
+    if (mc && mc->secret[0]) {
+        /* Verified with the global secret only: a repository with its own
+         * secret is checked against that one alone. */
+        s->m.auth_failures++;
+        kiln_http_respond_error(req, 401, "unauthorized",
+                                "repository %s has its own secret; send its hooks to "
+                                "/api/v1/hooks/%s/<its name>",
+                                ev.repo_name[0] ? ev.repo_name : ev.repo_url, forge_s);
+        return;
+    }
+    rc = hook_replayed(s, forge, ev.delivery, body ? body : "", len, &err);
+    if (rc == KILN_EEXIST) {
         kiln_http_respond_json(req, 200,
                                json_pack("{s:b,s:s}", "duplicate", 1, "delivery", ev.delivery));
         return;
     }
-    if (ev.delivery[0]) save_state(g);
+    if (rc) {
+        kiln_http_respond_error(req, kiln_err_http_status(rc), kiln_code_name(rc), "%s", err.msg);
+        return;
+    }
     if (ev.is_ping || !ev.is_push) {
         kiln_http_respond_json(req, 200, json_pack("{s:b}", "ok", 1));
         return;
     }
-    int64_t id = by_path ? by_path : kiln_gitwatch_match(g->gw, ev.repo_url, ev.repo_name);
     if (!id) {
         kiln_http_respond_error(req, 404, "not_found", "the pushed repository (%s) is not tracked",
                                 ev.repo_url[0] ? ev.repo_url : ev.repo_name);
@@ -409,8 +444,8 @@ static int git_init(struct kiln_server *s, json_t *config, struct kiln_serve_git
         json_decref(g->state);
         g->state = json_object();
     }
-    static const char *parts[] = {"last", "api_repos", "deliveries"};
-    for (int i = 0; i < 3; i++)
+    static const char *parts[] = {"last", "api_repos"};
+    for (int i = 0; i < 2; i++)
         if (!json_object_get(g->state, parts[i]))
             json_object_set_new(g->state, parts[i], i == 0 ? json_object() : json_array());
     struct kiln_gitwatch_callbacks cb = {.on_push = on_push, .on_error = on_error, .ctx = g};

@@ -31,7 +31,12 @@
 /* One timer per connection, in one of these roles:
  * T_HEADER  the next request head must arrive in time (408)
  * T_IDLE    keep-alive wait between requests (quiet close)
- * T_BODY    the request body must keep moving (408)
+ * T_BODY    the request body must arrive in time (408): a buffered body
+ *           whole within body_timeout_ms, so a trickle of a byte now and
+ *           then never keeps a connection alive; a streamed one (uploads,
+ *           which the service takes only from authenticated callers after
+ *           checking the token in on_headers) must not stall for
+ *           idle_timeout_ms
  * T_WRITE   queued response bytes must keep moving (a client that stopped
  *           reading is dropped; on_close runs)
  * T_LINGER  after our FIN, wait a moment for the client's. */
@@ -494,7 +499,10 @@ static void conn_input(struct conn *c, const char *data, size_t n)
 {
     if (c->closing || c->shutting) return;
     if (c->timer_kind == T_IDLE) timer_set(c, T_HEADER, c->srv->lim.header_timeout_ms);
-    if (c->timer_kind == T_BODY) timer_set(c, T_BODY, c->srv->lim.idle_timeout_ms);
+    /* Only a streamed body (an authenticated upload) earns more time, for
+     * any progress; a buffered one has its deadline from the head on. */
+    if (c->timer_kind == T_BODY && c->req && c->req->mode == KILN_HTTP_BODY_STREAM)
+        timer_set(c, T_BODY, c->srv->lim.idle_timeout_ms);
     if (kiln_buf_append(&c->in, data, n) != KILN_OK) {
         send_server_error(c, 503, "out_of_memory", "out of memory while reading the request");
         return;
@@ -548,6 +556,11 @@ static int ps_on_head(void *ctx, const struct kiln_http_head *h)
         r->mode = KILN_HTTP_BODY_DISCARD;
     } else if (r->on_data) {
         r->mode = KILN_HTTP_BODY_STREAM;
+    }
+    if (c->timer_kind == T_BODY) {
+        timer_set(c, T_BODY,
+                  r->mode == KILN_HTTP_BODY_STREAM ? s->lim.idle_timeout_ms
+                                                   : s->lim.body_timeout_ms);
     }
     if (r->mode != KILN_HTTP_BODY_DISCARD && h->expect_continue && body_expected(h) &&
         !(r->mode == KILN_HTTP_BODY_BUFFER && h->has_length &&
@@ -749,6 +762,21 @@ static void on_connection(uv_stream_t *ls, int status)
         send_server_error(c, 503, "unavailable", "too many connections, try again later");
         return;
     }
+    /* One client must not take every slot: count its open connections. */
+    unsigned mine = 0;
+    for (struct conn *o = s->conns; o; o = o->next)
+        if (!o->closing && !strcmp(o->peer, c->peer)) mine++;
+    if (mine > s->lim.max_connections_per_client) {
+        if (c->ssl) {
+            teardown(c);
+            return;
+        }
+        char msg[160];
+        snprintf(msg, sizeof msg, "too many connections from %.64s (at most %u), try again later",
+                 c->peer, s->lim.max_connections_per_client);
+        send_server_error(c, 503, "unavailable", msg);
+        return;
+    }
     timer_set(c, T_HEADER, s->lim.header_timeout_ms);
 }
 
@@ -839,6 +867,8 @@ int kiln_http_server_start(uv_loop_t *loop, const char *addr, int port,
     if (!s->lim.header_timeout_ms) s->lim.header_timeout_ms = 10000;
     if (!s->lim.idle_timeout_ms) s->lim.idle_timeout_ms = 60000;
     if (!s->lim.max_connections) s->lim.max_connections = 1024;
+    if (!s->lim.body_timeout_ms) s->lim.body_timeout_ms = 60000;
+    if (!s->lim.max_connections_per_client) s->lim.max_connections_per_client = 128;
     if (tls && tls->cert_file) {
         if (!tls->key_file) {
             free(s);

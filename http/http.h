@@ -24,8 +24,11 @@
  *   request is not parsed until the previous response is finished.
  * - Server-made errors, all JSON {"error":{"code","message"}} + close: 400
  *   parse_error (malformed, bad version), 408 timeout (header not complete
- *   within header_timeout_ms, or body stalled for idle_timeout_ms), 413
- *   too_large, 431 header_too_large, 503 when max_connections is exceeded.
+ *   within header_timeout_ms; a buffered body not complete within
+ *   body_timeout_ms, whatever trickles in; a streamed body that stalled for
+ *   idle_timeout_ms), 413 too_large, 431
+ *   header_too_large, 503 when max_connections or, for one peer address,
+ *   max_connections_per_client is exceeded (the message says which).
  * - A client that stops reading is dropped once queued response bytes made
  *   no progress for idle_timeout_ms (streams included; on_close runs). A slow
  *   but moving reader is kept.
@@ -55,11 +58,13 @@ struct kiln_http_req;
 
 /* A zero field means its default. */
 struct kiln_http_limits {
-    size_t max_header_bytes;    /* default 16 KiB */
-    size_t max_body_bytes;      /* default 8 MiB (streamed bodies are not capped here) */
-    unsigned header_timeout_ms; /* default 10 s: whole header must arrive in time */
-    unsigned idle_timeout_ms;   /* default 60 s between keep-alive requests */
-    unsigned max_connections;   /* default 1024 */
+    size_t max_header_bytes;             /* default 16 KiB */
+    size_t max_body_bytes;               /* default 8 MiB (streamed bodies are not capped here) */
+    unsigned header_timeout_ms;          /* default 10 s: whole header must arrive in time */
+    unsigned idle_timeout_ms;            /* default 60 s between keep-alive requests */
+    unsigned max_connections;            /* default 1024 */
+    unsigned body_timeout_ms;            /* default 60 s: a buffered body must be whole in time */
+    unsigned max_connections_per_client; /* default 128 open connections per peer address */
 };
 
 struct kiln_http_callbacks {

@@ -8,7 +8,10 @@
 #include "common/json_field.h"
 #include "state/jobspec.h"
 #include "state/registry.h"
+#include "server/auth.h"
+#include "server/secrets.h"
 #include "server/serve.h"
+#include "state/access.h"
 #include "state/submit.h"
 
 #include <ctype.h>
@@ -33,6 +36,7 @@ struct ctx {
     int64_t id;     /* {id} segment */
     char name[128]; /* {name} segment */
     enum kiln_role role;
+    struct kiln_principal who; /* the caller (server/auth.h) */
 };
 
 typedef void (*handler)(struct ctx *c);
@@ -40,6 +44,15 @@ typedef void (*handler)(struct ctx *c);
 static void fail(struct ctx *c, int code, const char *msg)
 {
     kiln_http_respond_error(c->req, kiln_err_http_status(code), kiln_code_name(code), "%s", msg);
+}
+
+/* A long-lived client over its cap: 503 naming the limit (issue 16). */
+static int over_cap(struct ctx *c, int have, unsigned cap, const char *what)
+{
+    if (have < 0 || (unsigned)have < cap) return 0;
+    kiln_http_respond_error(c->req, 503, "unavailable",
+                            "too many %s (the limit is %u); try again later", what, cap);
+    return 1;
 }
 
 static void fail_err(struct ctx *c, const struct kiln_error *err, int code)
@@ -110,6 +123,16 @@ static void h_jobs_submit(struct ctx *c)
     struct kiln_error err = {0};
     int rc = kiln_jobspec_parse(b, len, &spec, &err);
     if (rc) return fail_err(c, &err, rc);
+    if (spec.kind == KILN_JOBSPEC_ADHOC && (rc = kiln_secrets_check(spec.jobs, &err))) {
+        kiln_jobspec_free(&spec);
+        return fail_err(c, &err, rc);
+    }
+    spec.owner = c->who.token_id;
+    spec.owner_is_admin = c->who.role == KILN_ROLE_ADMIN;
+    size_t k;
+    json_t *job;
+    json_array_foreach(spec.jobs, k, job)
+        json_object_set_new(job, "owner", json_integer(spec.owner));
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
         rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_clock_wall(),
@@ -179,7 +202,9 @@ static void h_job_cancel(struct ctx *c)
 {
     int64_t wid = 0;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_clock_wall(), &wid, &err);
+    int rc = kiln_auth_job_owner(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_cancel(&c->srv->jobs, c->id, kiln_clock_wall(), &wid, &err);
     if (rc) return fail_err(c, &err, rc);
     if (wid) kiln_dispatch_wake_cancel(c->srv->dispatch, wid, c->id);
     kiln_logs_finish(c->srv->logs, c->id);
@@ -190,7 +215,9 @@ static void h_job_cancel(struct ctx *c)
 static void h_job_retry(struct ctx *c)
 {
     struct kiln_error err = {0};
-    int rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_clock_wall(), &err);
+    int rc = kiln_auth_job_owner(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_retry(&c->srv->jobs, c->id, kiln_clock_wall(), &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
     respond_job(c, 200);
@@ -205,6 +232,9 @@ static void h_log_get(struct ctx *c)
     int64_t offset = 0, follow = 0;
     if (param_i64(c, "offset", 0, INT64_MAX / 2, &offset, NULL) ||
         param_i64(c, "follow", 0, 1, &follow, NULL))
+        return;
+    if (follow &&
+        over_cap(c, kiln_logs_streams(c->srv->logs), c->srv->cfg.max_streams, "log streams"))
         return;
     kiln_logs_serve(c->srv->logs, c->req, c->id, offset, (int)follow, kiln_job_state_final(state));
 }
@@ -221,7 +251,9 @@ static void h_log_post(struct ctx *c)
     int64_t cur_attempt, base;
     const char *state;
     struct kiln_error err = {0};
-    int rc = kiln_jobs_log_state(&c->srv->jobs, c->id, &cur_attempt, &base, &state, &err);
+    int rc = kiln_auth_job_worker(c->srv->st, &c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    rc = kiln_jobs_log_state(&c->srv->jobs, c->id, &cur_attempt, &base, &state, &err);
     if (rc) return fail_err(c, &err, rc);
     if (attempt != cur_attempt || (strcmp(state, "building") && strcmp(state, "testing")))
         return (void)kiln_http_respond_error(
@@ -234,9 +266,34 @@ static void h_log_post(struct ctx *c)
         return (void)kiln_http_respond_error(
             c->req, 413, "too_large", "job %lld's log would exceed %lld bytes", (long long)c->id,
             (long long)c->srv->cfg.max_log_bytes);
+    if (c->srv->cfg.log_quota_bytes > 0 &&
+        c->srv->log_total + (int64_t)len > c->srv->cfg.log_quota_bytes)
+        return (void)kiln_http_respond_error(
+            c->req, 507, "insufficient_storage",
+            "the server's log quota of %lld bytes is full (finished jobs' logs go first)",
+            (long long)c->srv->cfg.log_quota_bytes);
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
+    /* Secret values never reach the stored log (server/secrets.h). */
+    json_t *sec = NULL, *vals = NULL;
+    char *masked = NULL;
+    if ((rc = kiln_access_job_secrets(c->srv->st, c->id, &sec, &err))) return fail_err(c, &err, rc);
+    if (json_object_size(sec)) {
+        kiln_secrets_resolve(sec, &vals, NULL);
+        masked = malloc(len ? len : 1);
+        if (!masked) {
+            json_decref(sec);
+            json_decref(vals);
+            return fail(c, KILN_ENOMEM, "out of memory");
+        }
+        if (len) memcpy(masked, b, len);
+        kiln_secrets_mask(vals, masked, len);
+        b = masked;
+    }
+    json_decref(sec);
+    json_decref(vals);
     rc = kiln_logs_append_at(c->srv->logs, c->id, base + offset, b ? b : "", len, &size, &err);
+    free(masked);
     if (rc == KILN_ECONFLICT) {
         char msg[200];
         snprintf(msg, sizeof msg,
@@ -251,6 +308,7 @@ static void h_log_post(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     if (size > before) {
         c->srv->m.log_bytes += (uint64_t)(size - before);
+        c->srv->log_total += size - before;
         if ((rc = kiln_jobs_log_grew(&c->srv->jobs, c->id, before, size - before, size,
                                      kiln_clock_wall(), &err)))
             return fail_err(c, &err, rc);
@@ -262,6 +320,9 @@ static void h_log_post(struct ctx *c)
 
 static void h_report(struct ctx *c)
 {
+    struct kiln_error aerr = {0};
+    int arc = kiln_auth_job_worker(c->srv->st, &c->who, c->id, &aerr);
+    if (arc) return fail_err(c, &aerr, arc);
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
@@ -304,7 +365,8 @@ static void h_report(struct ctx *c)
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
-    rc = kiln_jobs_report(&c->srv->jobs, c->id, 0, &r, kiln_clock_wall(), &state, &err);
+    rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
+                          &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     c->srv->m.reports++;
@@ -317,30 +379,50 @@ static void h_report(struct ctx *c)
 
 static void h_register(struct ctx *c)
 {
+    int64_t replace = 0;
+    if (param_i64(c, "replace", 0, 1, &replace, NULL)) return;
     json_t *o = body_json(c, 0);
     if (!o) return;
     int64_t id;
     json_t *cancel;
     struct kiln_error err = {0};
-    int rc = kiln_registry_register(&c->srv->jobs, o, kiln_clock_wall(), &id, &cancel, &err);
+    char name[128] = "";
+    const char *n = json_string_value(json_object_get(o, "name"));
+    if (n && strlen(n) >= sizeof name) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, "name: at most 127 bytes");
+    }
+    if (n) snprintf(name, sizeof name, "%s", n); /* o goes before the name is used */
+    int rc = n ? kiln_auth_register(c->srv->st, &c->who, name, (int)replace, &err) : KILN_OK;
+    if (!rc) rc = kiln_registry_register(&c->srv->jobs, o, kiln_clock_wall(), &id, &cancel, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
+    /* The worker acts with its own credential from now on; a new one each
+     * registration, so a copy taken earlier stops working. */
+    char cred[KILN_TOKEN_LEN];
+    rc = kiln_access_issue_worker_credential(c->srv->st, id, name, kiln_clock_wall(), cred, &err);
     kiln_serve_changed(c->srv);
+    if (rc) {
+        json_decref(cancel);
+        return fail_err(c, &err, rc);
+    }
     kiln_http_respond_json(c->req, 200,
-                           json_pack("{s:I,s:i,s:i,s:o}", "worker_id", (json_int_t)id,
-                                     "heartbeat_s", (int)c->srv->cfg.heartbeat_s, "lost_after_s",
+                           json_pack("{s:I,s:s,s:i,s:i,s:o}", "worker_id", (json_int_t)id,
+                                     "credential", cred, "heartbeat_s",
+                                     (int)c->srv->cfg.heartbeat_s, "lost_after_s",
                                      (int)c->srv->cfg.lost_after_s, "cancel", cancel));
 }
 
 static void h_heartbeat(struct ctx *c)
 {
+    struct kiln_error err = {0};
+    int rc = kiln_auth_worker_self(&c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
     json_t *o = body_json(c, 1);
     if (!o) return;
     json_t *cancel;
     int drain = 0;
-    struct kiln_error err = {0};
-    int rc =
-        kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_clock_wall(), &cancel, &drain, &err);
+    rc = kiln_registry_heartbeat(&c->srv->jobs, c->id, o, kiln_clock_wall(), &cancel, &drain, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     kiln_serve_changed(c->srv);
@@ -355,9 +437,27 @@ struct lease_wait {
     int answered;
 };
 
+/* The one place secret values leave the server: into the leased job's env. */
+static void lease_secrets(struct kiln_server *srv, json_t *job)
+{
+    json_t *sec = NULL, *vals = NULL;
+    struct kiln_error err = {0};
+    int64_t id = json_integer_value(json_object_get(job, "id"));
+    if (kiln_access_job_secrets(srv->st, id, &sec, &err) == KILN_OK && json_object_size(sec)) {
+        if (kiln_secrets_resolve(sec, &vals, &err))
+            kiln_log(&srv->log, KILN_LOG_WARN, "job %lld: %s", (long long)id, err.msg);
+        json_t *env = json_object_get(job, "env");
+        if (json_is_object(env) && vals) json_object_update(env, vals);
+    }
+    json_decref(sec);
+    json_decref(vals);
+}
+
 static void lease_answer(void *arg, int status, json_t *body)
 {
     struct lease_wait *lw = arg;
+    if (status == 200 && json_is_object(json_object_get(body, "job")))
+        lease_secrets(lw->srv, json_object_get(body, "job"));
     lw->answered = 1;
     if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
     if (status == 200 && json_object_get(body, "job")) lw->srv->m.leases++;
@@ -379,6 +479,9 @@ static void lease_closed(struct kiln_http_req *req, void *arg)
 
 static void h_lease(struct ctx *c)
 {
+    struct kiln_error aerr = {0};
+    int arc = kiln_auth_worker_self(&c->who, c->id, &aerr);
+    if (arc) return fail_err(c, &aerr, arc);
     int64_t wait = 0;
     if (param_i64(c, "wait", 0, 3600, &wait, NULL)) return;
     if (wait > c->srv->cfg.max_lease_wait_s) wait = c->srv->cfg.max_lease_wait_s;
@@ -419,6 +522,9 @@ static void h_lease(struct ctx *c)
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
     /* Asking for work is a sign of life, like a heartbeat. */
     kiln_registry_touch(&c->srv->jobs, c->id, kiln_clock_wall());
+    if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
+                             c->srv->cfg.max_lease_waits, "waiting lease requests"))
+        return;
     struct lease_wait *lw = calloc(1, sizeof *lw);
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
@@ -477,6 +583,9 @@ static void h_events(struct ctx *c)
     int64_t q = -1;
     if (param_i64(c, "last_event_id", 0, INT64_MAX / 2, &q, &present)) return;
     if (!h && present) last = q;
+    if (over_cap(c, kiln_events_subscribers(c->srv->events), c->srv->cfg.max_streams,
+                 "event streams"))
+        return;
     kiln_events_subscribe(c->srv->events, c->req, last);
 }
 
@@ -583,6 +692,23 @@ static void h_recipe_expand(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "variants", variants));
 }
 
+/* --- admin: audit log and route table --- */
+
+static void h_audit(struct ctx *c)
+{
+    int64_t limit = 100, before = 0;
+    if (param_i64(c, "limit", 1, 1000, &limit, NULL) ||
+        param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL))
+        return;
+    json_t *out;
+    struct kiln_error err = {0};
+    int rc = kiln_access_audit_list(c->srv->st, before, (int)limit, &out, &err);
+    if (rc) return fail_err(c, &err, rc);
+    kiln_http_respond_json(c->req, 200, out);
+}
+
+static void h_routes(struct ctx *c);
+
 /* --- the page --- */
 
 static const char *content_type(const char *path)
@@ -679,7 +805,31 @@ static const struct route routes[] = {
     {"GET", "/", KILN_ROLE_NONE, h_index},
     {"GET", "/index.html", KILN_ROLE_NONE, h_index},
     {"GET", "/web/*", KILN_ROLE_NONE, h_web},
+    {"GET", "/api/v1/audit", KILN_ROLE_ADMIN, h_audit},
+    {"GET", "/api/v1/routes", KILN_ROLE_ADMIN, h_routes},
 };
+
+/* Every route the server answers: the table above, the features' routes
+ * and their streamed prefixes. tests/security/ builds its table from this,
+ * so a route added without a row there fails that test. */
+static void h_routes(struct ctx *c)
+{
+    json_t *arr = json_array();
+    struct kiln_server *s = c->srv;
+    for (size_t i = 0; arr && i < sizeof routes / sizeof routes[0]; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:s}", "method", routes[i].method, "path",
+                                        routes[i].pattern, "role", kiln_role_name(routes[i].role)));
+    for (int i = 0; arr && i < s->nroutes; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "method", s->routes[i].method, "path",
+                                             s->routes[i].prefix, "role",
+                                             kiln_role_name(s->routes[i].role)));
+    for (int i = 0; arr && i < s->nstreams; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "method", "*", "path",
+                                             s->streams[i].prefix, "role", "stream"));
+    if (!arr) return fail(c, KILN_ENOMEM, "out of memory");
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "routes", arr));
+}
 
 /* 1 if path matches pattern, filling c->id / c->name. */
 static int match(const char *pattern, const char *path, struct ctx *c)
@@ -714,63 +864,61 @@ static int match(const char *pattern, const char *path, struct ctx *c)
     return *p == '\0' && *s == '\0';
 }
 
-/* Role of the bearer token: 0 ok, else the error code (EAUTH) already answered. */
-static int authenticate(struct ctx *c, int *has_token)
+/* Audit a state-changing request once its caller is known: outcome is
+ * "allowed" or the refusal's status. A failed audit write is logged, not
+ * fatal: refusing service because the audit table is busy would let a
+ * noisy client lock everyone out. */
+static void audit(struct kiln_server *srv, struct kiln_http_req *req,
+                  const struct kiln_principal *who, const char *outcome)
 {
-    const char *h = kiln_http_req_header(c->req, "Authorization");
-    *has_token = 0;
-    c->role = KILN_ROLE_NONE;
-    if (!h) return KILN_OK;
-    *has_token = 1;
-    if (strncasecmp(h, "Bearer ", 7)) return KILN_EAUTH;
-    const char *tok = h + 7;
-    while (*tok == ' ')
-        tok++;
-    if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1) return KILN_EAUTH;
-    char hash[KILN_SHA256_HEX];
-    if (kiln_token_hash(tok, hash)) return KILN_EAUTH;
-    enum kiln_role r;
-    if (kiln_store_token_lookup(c->srv->st, hash, &r, NULL)) return KILN_EAUTH;
-    c->role = r;
-    return KILN_OK;
+    const char *method = kiln_http_req_method(req), *path = kiln_http_req_path(req);
+    if (!kiln_auth_audited(method, path)) return;
+    struct kiln_error err = {0};
+    if (kiln_access_audit(srv->st, who, kiln_http_req_peer(req), method, path, outcome,
+                          kiln_clock_wall(), &err))
+        kiln_log(&srv->log, KILN_LOG_WARN, "audit: %s", err.msg);
 }
 
-/* Who is asking, for a route that needs `need`: the token's role, or read
- * access for a request without a token when allow_anonymous_read is on (the
- * one place that rule lives). Answers 401 itself and returns 0 otherwise. */
-static int caller_role(struct ctx *c, enum kiln_role need, enum kiln_role *role)
+/* KILN_OK when the caller may call a route needing `need`; c->who is set. */
+static int check_caller(struct ctx *c, enum kiln_role need, int is_register, struct kiln_error *err)
 {
-    int has_token;
-    if (authenticate(c, &has_token)) {
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 401, "unauthorized",
-                                "the bearer token is not valid (kiln token create makes one)");
+    int rc = need == KILN_ROLE_NONE
+                 ? KILN_OK
+                 : kiln_auth_identify(c->srv->st, kiln_http_req_header(c->req, "Authorization"),
+                                      &c->who, err);
+    if (!rc)
+        rc = kiln_auth_route(&c->who, need, c->srv->cfg.allow_anonymous_read, is_register, err);
+    c->role = c->who.role;
+    return rc;
+}
+
+/* Answer (and audit) a refusal: 401 or 403 with the reason. */
+static void refuse(struct ctx *c, int rc, const struct kiln_error *err)
+{
+    c->srv->m.auth_failures++;
+    int status = kiln_err_http_status(rc);
+    char outcome[8];
+    snprintf(outcome, sizeof outcome, "%d", status);
+    audit(c->srv, c->req, &c->who, outcome);
+    kiln_http_respond_error(c->req, status, kiln_code_name(rc), "%s", err->msg);
+}
+
+/* 1 when the caller may go on; else the refusal is answered (and audited). */
+static int authorize_as(struct ctx *c, enum kiln_role need, int is_register)
+{
+    struct kiln_error err = {0};
+    int rc = check_caller(c, need, is_register, &err);
+    if (rc) {
+        refuse(c, rc, &err);
         return 0;
     }
-    *role = c->role;
-    if (has_token) return 1;
-    if (need == KILN_ROLE_READ && c->srv->cfg.allow_anonymous_read) {
-        *role = KILN_ROLE_READ;
-        return 1;
-    }
-    c->srv->m.auth_failures++;
-    kiln_http_respond_error(c->req, 401, "unauthorized",
-                            "this needs a token: send Authorization: Bearer kiln_...");
-    return 0;
+    audit(c->srv, c->req, &c->who, "allowed");
+    return 1;
 }
 
 static int authorize(struct ctx *c, enum kiln_role need)
 {
-    enum kiln_role role;
-    if (need == KILN_ROLE_NONE) return 1;
-    if (!caller_role(c, need, &role)) return 0;
-    if (!kiln_role_allows(role, need)) {
-        c->srv->m.auth_failures++;
-        kiln_http_respond_error(c->req, 403, "forbidden", "a %s token may not do this (needs %s)",
-                                kiln_role_name(role), kiln_role_name(need));
-        return 0;
-    }
-    return 1;
+    return authorize_as(c, need, 0);
 }
 
 static int dispatch_extra(struct ctx *c, const char *method, const char *path)
@@ -812,7 +960,7 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
             }
             continue;
         }
-        if (authorize(&t, routes[i].role)) routes[i].fn(&t);
+        if (authorize_as(&t, routes[i].role, routes[i].fn == h_register)) routes[i].fn(&t);
         return;
     }
     if (dispatch_extra(&c, m, path)) return;
@@ -836,6 +984,37 @@ void kiln_api_on_request(struct kiln_http_req *req, void *server)
     kiln_http_respond_error(req, 404, "not_found", "no such endpoint: %.200s", path);
 }
 
+/* The token is checked before the body is read (issue 16): a refused caller
+ * costs the server a header, not up to max_body_bytes. Allowed requests are
+ * checked (and audited) again with their body in kiln_api_on_request. */
+static void precheck(struct kiln_server *srv, struct kiln_http_req *req)
+{
+    struct ctx c = {.srv = srv, .req = req};
+    const char *method = kiln_http_req_method(req), *path = kiln_http_req_path(req);
+    const char *m = !strcmp(method, "HEAD") ? "GET" : method;
+    enum kiln_role need = KILN_ROLE_NONE;
+    int found = 0, is_register = 0;
+    for (size_t i = 0; !found && i < sizeof routes / sizeof routes[0]; i++) {
+        struct ctx t = c;
+        if (strcmp(routes[i].method, m) || !match(routes[i].pattern, path, &t)) continue;
+        found = 1;
+        need = routes[i].role;
+        is_register = routes[i].fn == h_register;
+    }
+    for (int i = 0; !found && i < srv->nroutes; i++) {
+        struct kiln_route *r = &srv->routes[i];
+        size_t n = strlen(r->prefix);
+        if (strncmp(path, r->prefix, n) || (path[n] && path[n] != '/') || strcmp(m, r->method))
+            continue;
+        found = 1;
+        need = r->role;
+    }
+    struct kiln_error err = {0};
+    if (!found || need == KILN_ROLE_NONE) return;
+    int rc = check_caller(&c, need, is_register, &err);
+    if (rc) refuse(&c, rc, &err);
+}
+
 int kiln_api_on_headers(struct kiln_http_req *req, void *server)
 {
     struct kiln_server *srv = server;
@@ -844,10 +1023,15 @@ int kiln_api_on_headers(struct kiln_http_req *req, void *server)
     for (int i = 0; i < srv->nstreams && !sr; i++)
         if (!strncmp(path, srv->streams[i].prefix, strlen(srv->streams[i].prefix)))
             sr = &srv->streams[i];
-    if (!sr || srv->stopping) return 0;
+    if (srv->stopping) return 0;
+    if (!sr) {
+        precheck(srv, req);
+        return 0;
+    }
     struct ctx c = {.srv = srv, .req = req};
-    enum kiln_role role;
-    if (!caller_role(&c, KILN_ROLE_READ, &role)) return 0;
+    /* Everyone here needs at least reading; the feature checks writes. */
+    if (!authorize(&c, KILN_ROLE_READ)) return 0;
+    enum kiln_role role = c.who.token_id ? c.who.role : KILN_ROLE_READ;
     if (sr->fn(srv, req, role, sr->ctx) == 1) srv->m.http_requests++;
     return 0;
 }

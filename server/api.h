@@ -9,7 +9,9 @@
  *   store. Requests that change state need a token (401 without or with an
  *   unknown one) of a role allowed by common/token.h (403 otherwise). GETs
  *   need a read token unless allow_anonymous_read; a wrong token is always
- *   401. /healthz and the page need none.
+ *   401. /healthz and the page need none. The finer rules (registration
+ *   tokens, worker credentials, job owners) are server/auth.h's; every
+ *   state-changing request leaves an audit row (GET /api/v1/audit).
  * - Every handler validates its input and answers with the status that
  *   matches the kiln error code (kiln_err_http_status) and a plain sentence.
  */

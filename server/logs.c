@@ -299,3 +299,13 @@ int kiln_logs_streams(const struct kiln_logs *l)
 {
     return l->nstreams;
 }
+
+int kiln_logs_remove(struct kiln_logs *l, int64_t job, struct kiln_error *err)
+{
+    char p[PATH_MAX];
+    if (log_path(l, job, p, sizeof p)) return kiln_fail(err, KILN_ELIMIT, "log path too long");
+    kiln_logs_finish(l, job);
+    if (unlink(p) != 0 && errno != ENOENT)
+        return kiln_fail(err, KILN_EIO, "cannot remove %s: %s", p, strerror(errno));
+    return KILN_OK;
+}

@@ -34,6 +34,9 @@ int kiln_logs_append_at(struct kiln_logs *l, int64_t job, int64_t offset, const 
 int kiln_logs_append_line(struct kiln_logs *l, int64_t job, const char *line, int64_t *size,
                           struct kiln_error *err);
 
+/* Delete job's log file (a missing one is fine); open streams of it end. */
+int kiln_logs_remove(struct kiln_logs *l, int64_t job, struct kiln_error *err);
+
 /* Stream the log of job from offset; follow=1 keeps it open unless final. */
 int kiln_logs_serve(struct kiln_logs *l, struct kiln_http_req *req, int64_t job, int64_t offset,
                     int follow, int final);

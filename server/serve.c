@@ -6,6 +6,7 @@
 #include "common/json_field.h"
 #include "common/yaml_json.h"
 #include "server/api.h"
+#include "server/logquota.h"
 #include "state/registry.h"
 
 #include <errno.h>
@@ -32,6 +33,11 @@ void kiln_serve_config_defaults(struct kiln_serve_config *c)
     c->max_log_bytes = 4LL << 30;
     c->max_body_bytes = 8u << 20;
     c->max_header_bytes = 16u << 10;
+    c->max_connections_per_client = 128;
+    c->max_streams = 256;
+    c->max_lease_waits = 1024;
+    c->log_quota_bytes = 64LL << 30;
+    c->log_retention_days = 90;
     c->log_level = KILN_LOG_INFO;
 }
 
@@ -120,6 +126,21 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
             if (!(rc = cfg_num(v, k, 1024, 1e13, &d, err))) c->max_log_bytes = (int64_t)d;
         } else if (!strcmp(k, "max_body_bytes")) {
             if (!(rc = cfg_num(v, k, 1024, 1e10, &d, err))) c->max_body_bytes = (size_t)d;
+        } else if (!strcmp(k, "max_connections_per_client")) { /* issue 16 */
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err)))
+                c->max_connections_per_client = (unsigned)d;
+        } else if (!strcmp(k, "header_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 600000, &d, err))) c->header_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "body_timeout_ms")) {
+            if (!(rc = cfg_num(v, k, 100, 3600000, &d, err))) c->body_timeout_ms = (unsigned)d;
+        } else if (!strcmp(k, "log_quota_bytes")) {
+            if (!(rc = cfg_num(v, k, 0, 1e15, &d, err))) c->log_quota_bytes = (int64_t)d;
+        } else if (!strcmp(k, "log_retention_days")) {
+            rc = cfg_num(v, k, 0, 36500, &c->log_retention_days, err);
+        } else if (!strcmp(k, "max_streams")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_streams = (unsigned)d;
+        } else if (!strcmp(k, "max_lease_waits")) {
+            if (!(rc = cfg_num(v, k, 1, 65536, &d, err))) c->max_lease_waits = (unsigned)d;
         } else {
             known = 0;
             for (const char **f = foreign; *f; f++)
@@ -283,6 +304,20 @@ int kiln_serve_job_is_final(void *ctx, int64_t job)
     return kiln_job_state_final(state);
 }
 
+static void enforce_log_quota(struct kiln_server *s, double now)
+{
+    struct kiln_error err = {0};
+    int removed = 0;
+    if (kiln_logquota_enforce(s->st, s->logs, s->cfg.log_quota_bytes,
+                              s->cfg.log_retention_days * 86400.0, now, &s->log_total, &removed,
+                              &err))
+        kiln_log(&s->log, KILN_LOG_WARN, "log quota: %s", err.msg);
+    else if (removed)
+        kiln_log(&s->log, KILN_LOG_INFO,
+                 "log quota: removed %d finished job log(s); %lld bytes kept", removed,
+                 (long long)s->log_total);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kiln_server *s = t->data;
@@ -307,6 +342,7 @@ static void on_tick(uv_timer_t *t)
     }
     if (++s->ticks % 600 == 0 && kiln_store_events_prune(s->st, s->cfg.events_keep, &err))
         kiln_log(&s->log, KILN_LOG_WARN, "event pruning: %s", err.msg);
+    if (s->ticks % 60 == 1) enforce_log_quota(s, now);
     if (changed) {
         kiln_logs_finish_if(s->logs, kiln_serve_job_is_final, s);
         kiln_serve_changed(s);
@@ -376,7 +412,10 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     if ((rc = kiln_events_new(loop, s->st, c->keepalive_ms, &s->events, err))) goto fail;
     if ((rc = kiln_dispatch_new(loop, &s->jobs, lease_fn, s, &s->dispatch, err))) goto fail;
     struct kiln_http_limits lim = {.max_header_bytes = c->max_header_bytes,
-                                   .max_body_bytes = c->max_body_bytes};
+                                   .max_body_bytes = c->max_body_bytes,
+                                   .max_connections_per_client = c->max_connections_per_client,
+                                   .header_timeout_ms = c->header_timeout_ms,
+                                   .body_timeout_ms = c->body_timeout_ms};
     struct kiln_http_tls tls = {c->tls_cert, c->tls_key};
     struct kiln_http_callbacks cb = {
         .on_headers = kiln_api_on_headers, .on_request = kiln_api_on_request, .ctx = s};

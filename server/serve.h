@@ -63,6 +63,14 @@ struct kiln_serve_config {
     int64_t max_log_bytes;     /* per job (4 GiB) */
     size_t max_body_bytes;     /* HTTP request body cap (8 MiB) */
     size_t max_header_bytes;   /* (16 KiB) */
+    /* Issue 16's guards: each refusal is a 503 that names its limit. */
+    unsigned max_connections_per_client; /* open connections per peer address (128) */
+    unsigned max_streams;                /* SSE and log-follow clients, each (256) */
+    unsigned max_lease_waits;            /* pending lease long-polls (1024) */
+    unsigned header_timeout_ms;          /* whole request head (0 = http.h's 10 s) */
+    unsigned body_timeout_ms;            /* whole buffered body (0 = http.h's 60 s) */
+    int64_t log_quota_bytes;             /* all job logs together (64 GiB; 0 = none) */
+    double log_retention_days;           /* finished jobs' logs kept (90; 0 = forever) */
     enum kiln_log_level log_level;
     /* NULL-terminated; borrowed. Their config sections pass load untouched. */
     const struct kiln_serve_feature *const *features;
@@ -151,6 +159,7 @@ struct kiln_server {
     int nfeatures; /* those whose init succeeded, in order */
     void *feature_state[KILN_SERVE_MAX_FEATURES];
     kiln_publish_fn publish; /* the publish stage hook (NULL: succeed at once) */
+    int64_t log_total;       /* bytes of all job logs (server/logquota.h) */
     void *publish_ctx;
     /* Job-change hooks read the "job" events past job_cursor (the events
      * table is the one ordered record of what committed). */

@@ -492,7 +492,7 @@ static int resolve_dep(struct kiln_jobs *j, json_t *d, const char *branch, json_
 }
 
 static int supersede_older(struct kiln_jobs *j, const char *name, const char *branch, int64_t keep,
-                           double now, struct kiln_error *err)
+                           int mode, json_t *owner, double now, struct kiln_error *err)
 {
     /* Running attempts are superseded too: the next heartbeat tells the
      * worker that the job is no longer building and it kills the process
@@ -502,12 +502,18 @@ static int supersede_older(struct kiln_jobs *j, const char *name, const char *br
     int n = 0;
     int rc = kiln_store_stmt(j->st,
                              "SELECT id FROM jobs WHERE name = ? AND branch IS ? AND id != ? AND "
-                             "state IN ('queued','built','tested','building','testing') LIMIT 256",
+                             "state IN ('queued','built','tested','building','testing') AND "
+                             "(? OR owner_token IS ?) LIMIT 256",
                              &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, name);
     kiln_store_bind_text(s, 2, branch);
     sqlite3_bind_int64(s, 3, keep);
+    sqlite3_bind_int(s, 4, mode == KILN_SUPERSEDE_ANY);
+    if (json_is_integer(owner))
+        sqlite3_bind_int64(s, 5, json_integer_value(owner));
+    else
+        sqlite3_bind_null(s, 5);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 256)
         ids[n++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
@@ -542,7 +548,8 @@ static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
         "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
         "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
         "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
-        "created_at) VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "created_at, owner_token, secret_env) "
+        "VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         &s, err);
     if (rc) return rc;
     json_t *selftest = json_object_get(job, "selftest");
@@ -582,6 +589,11 @@ static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
                            ? json_integer_value(json_object_get(job, "timeout_s"))
                            : 14400);
     sqlite3_bind_double(s, 22, now);
+    if (json_is_integer(json_object_get(job, "owner")))
+        sqlite3_bind_int64(s, 23, json_integer_value(json_object_get(job, "owner")));
+    else
+        sqlite3_bind_null(s, 23);
+    kiln_store_bind_json(s, 24, json_object_get(job, "secret_env"));
     if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) return rc;
     *id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
     return KILN_OK;
@@ -642,7 +654,7 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
         if ((rc = add_edges(j, job, id, batch, err))) goto fail;
         if (supersede && kiln_json_str(job, "name") &&
             (rc = supersede_older(j, kiln_json_str(job, "name"), kiln_json_str(job, "branch"), id,
-                                  now, err)))
+                                  supersede, json_object_get(job, "owner"), now, err)))
             goto fail;
     }
     /* Events after all edges exist so wait reasons are right; a dependency

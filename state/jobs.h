@@ -71,6 +71,11 @@ int kiln_jobs_needs(struct kiln_jobs *j, int64_t id, struct kiln_stage_needs *ou
  * first within this batch, then to the newest job of that name on the same
  * branch. A recipe batch (supersede=1) supersedes older waiting jobs of the
  * same name and branch. *ids_out = array of the new ids. */
+/* supersede: 0 none; KILN_SUPERSEDE_OWN: older live jobs of the same name,
+ * branch and owner (each job's optional "owner", a token id; none = the
+ * server); KILN_SUPERSEDE_ANY: whoever owns them (an admin's submission). */
+#define KILN_SUPERSEDE_OWN 1
+#define KILN_SUPERSEDE_ANY 2
 int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double now, json_t **ids_out,
                      struct kiln_error *err);
 

@@ -71,11 +71,54 @@ static int check_env(json_t *env, const char *field, struct kiln_error *err)
         if (!valid_env_key(k))
             return kiln_fail(err, KILN_EINVAL, "%s: '%.64s' is not a valid variable name", field,
                              k);
+        /* A secret: {"secret": "value"} or {"secret_ref": "NAME"} (issue 16). */
+        json_t *sv = json_object_get(v, "secret"), *sr = json_object_get(v, "secret_ref");
+        if (json_is_object(v) && json_object_size(v) == 1 && (sv || sr)) {
+            if (sr && (!json_is_string(sr) || !valid_env_key(json_string_value(sr))))
+                return kiln_fail(err, KILN_EINVAL, "%s.%s.secret_ref: must be a secret's name",
+                                 field, k);
+            if (sv && (!json_is_string(sv) || json_string_length(sv) > MAX_ENV_VALUE ||
+                       json_string_length(sv) < 4 ||
+                       strlen(json_string_value(sv)) != json_string_length(sv)))
+                return kiln_fail(err, KILN_EINVAL,
+                                 "%s.%s.secret: must be a string of 4 to %d bytes", field, k,
+                                 MAX_ENV_VALUE);
+            continue;
+        }
         if (!json_is_string(v) || json_string_length(v) > MAX_ENV_VALUE ||
             strlen(json_string_value(v)) != json_string_length(v))
-            return kiln_fail(err, KILN_EINVAL, "%s.%s: must be a string of at most %d bytes", field,
-                             k, MAX_ENV_VALUE);
+            return kiln_fail(err, KILN_EINVAL,
+                             "%s.%s: must be a string of at most %d bytes, or {\"secret\": ...} "
+                             "or {\"secret_ref\": NAME}",
+                             field, k, MAX_ENV_VALUE);
     }
+    return KILN_OK;
+}
+
+/* Move the job's secret env values to "secret_env" (stored apart, handed to
+ * the job only) and leave KILN_JOBSPEC_SECRET_MARK in "env" (shown). */
+static int split_secrets(json_t *job, struct kiln_error *err)
+{
+    json_t *env = json_object_get(job, "env");
+    json_t *pub = json_deep_copy(env), *sec = json_object();
+    if (!pub || !sec) {
+        json_decref(pub);
+        json_decref(sec);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(env, k, v)
+    {
+        if (!json_is_object(v)) continue;
+        json_object_set(sec, k, v);
+        json_object_set_new(pub, k, json_string(KILN_JOBSPEC_SECRET_MARK));
+    }
+    json_object_set_new(job, "env", pub);
+    if (json_object_size(sec))
+        json_object_set_new(job, "secret_env", sec);
+    else
+        json_decref(sec);
     return KILN_OK;
 }
 
@@ -169,6 +212,10 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
         isa, "gpu_sm", gpu_sm, "attrs", attrc, "stages", "build", "branch", branch, "commit",
         commit, "recipe", "selftest", "publish");
     if (!job) return kiln_fail(err, KILN_ENOMEM, "out of memory building the job");
+    if ((rc = split_secrets(job, err))) {
+        json_decref(job);
+        return rc;
+    }
     out->jobs = json_array();
     if (!out->jobs || json_array_append_new(out->jobs, job)) {
         json_decref(job);
@@ -318,6 +365,11 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
         json_is_object(publish) ? json_incref(publish) : json_null(), "est_duration_s", est);
     json_decref(release_spec);
     if (!job) return kiln_fail(err, KILN_ENOMEM, "out of memory building job for %s", name);
+    int rc = split_secrets(job, err);
+    if (rc) {
+        json_decref(job);
+        return rc;
+    }
     *out = job;
     return KILN_OK;
 }

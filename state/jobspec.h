@@ -19,10 +19,17 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum kiln_jobspec_kind { KILN_JOBSPEC_ADHOC = 1, KILN_JOBSPEC_RECIPE = 2 };
 
 #define KILN_JOBSPEC_MAX_BODY (1024 * 1024)
+
+/* Env values may be secrets: {"secret": "value"} or {"secret_ref": "NAME"}
+ * (a secret kept on the server, see server/secrets.h). A normalized job keeps
+ * them in "secret_env" (stored apart, handed to the job only) and shows this
+ * mark in "env" instead. */
+#define KILN_JOBSPEC_SECRET_MARK "(secret)"
 
 struct kiln_jobspec {
     enum kiln_jobspec_kind kind;
@@ -33,6 +40,10 @@ struct kiln_jobspec {
     char *recipe_yaml; /* RECIPE: inline recipe text or NULL */
     json_t *where;     /* RECIPE: object of string filters, never NULL after parse */
     int priority;
+    /* Set by the server, never parsed from the body: the submitting token
+     * (0: the server itself) and whether it may supersede anyone's jobs. */
+    int64_t owner;
+    int owner_is_admin;
 };
 
 int kiln_jobspec_parse(const char *body, size_t len, struct kiln_jobspec *out,

@@ -95,6 +95,29 @@ static const char *migrations[] = {
      * straight from one index (dispatch reads the head of every class). */
     "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
     "sm_compat, driver_min, priority DESC, id);",
+    /* issue 16: who may do what. A token row with worker_id is the
+     * credential issued to that worker at registration (the registration
+     * token itself has none); jobs remember the token that submitted them;
+     * every state-changing request leaves an audit row; webhook delivery
+     * ids survive restarts. */
+    "ALTER TABLE tokens ADD COLUMN worker_id INTEGER;"
+    "CREATE INDEX tokens_worker ON tokens(worker_id);"
+    "ALTER TABLE jobs ADD COLUMN owner_token INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN secret_env TEXT;"
+    "CREATE TABLE audit ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at REAL NOT NULL,"
+    " token_id INTEGER,"
+    " role TEXT NOT NULL,"
+    " peer TEXT NOT NULL DEFAULT '',"
+    " method TEXT NOT NULL,"
+    " path TEXT NOT NULL,"
+    " outcome TEXT NOT NULL);"
+    "CREATE TABLE hook_deliveries ("
+    " forge TEXT NOT NULL,"
+    " delivery TEXT NOT NULL,"
+    " at REAL NOT NULL,"
+    " PRIMARY KEY (forge, delivery)) WITHOUT ROWID;",
     /* issue 15 (releases, forge statuses): the jobs of one commit */
     "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
 };

@@ -5,7 +5,8 @@
  *   the ordered migrations it lacks through common/sqlite_open (WAL, foreign
  *   keys, busy timeout, version in PRAGMA user_version, each migration in
  *   one transaction). Tables: jobs, job_edges (job needs job), workers, tokens
- *   (SHA-256 hex + role), events (append-only; id = SSE event id).
+ *   (SHA-256 hex + role; worker_id for issued worker credentials), events
+ *   (append-only; id = SSE event id), audit, hook_deliveries (state/access.h).
  * - Every query goes through kiln_store_stmt(): prepared once, cached for
  *   the life of the store, handed back reset with bindings cleared.
  * - Every state change runs inside kiln_store_begin()/commit() (BEGIN
@@ -26,7 +27,7 @@
 
 struct kiln_store;
 
-#define KILN_STORE_SCHEMA_VERSION 4
+#define KILN_STORE_SCHEMA_VERSION 5
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
 void kiln_store_close(struct kiln_store *st);

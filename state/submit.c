@@ -262,7 +262,15 @@ int kiln_submit_recipe(struct kiln_jobs *j, const char *recipes_dir,
                                       .pool_name = pool_name};
     json_t *jobs = NULL;
     rc = kiln_submit_plan(j, variants, &o, &jobs, err);
-    if (!rc) rc = kiln_jobs_submit(j, jobs, 1, now, ids_out, err);
+    size_t k;
+    json_t *job;
+    if (!rc && spec->owner)
+        json_array_foreach(jobs, k, job)
+            json_object_set_new(job, "owner", json_integer(spec->owner));
+    if (!rc)
+        rc = kiln_jobs_submit(j, jobs,
+                              spec->owner_is_admin ? KILN_SUPERSEDE_ANY : KILN_SUPERSEDE_OWN, now,
+                              ids_out, err);
     json_decref(jobs);
     json_decref(variants);
     return rc;

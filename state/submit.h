@@ -3,7 +3,8 @@
  * Contract: kiln_submit_recipe() expands spec's recipe (recipes_dir/<name>.yaml
  * or the inline recipe_yaml) for spec's branch and where filter, turns each
  * variant into a job (jobspec.h) and submits them all in one transaction,
- * superseding older waiting jobs of the same name and branch. A variant
+ * owned by spec->owner, superseding older waiting jobs of the same name and
+ * branch that have the same owner (any owner's when spec->owner_is_admin). A variant
  * dependency (a name) resolves to a job in the same batch, else to a live
  * (not failed/cancelled/superseded) job of that name on the branch, else the
  * variant is looked up in the other recipes of recipes_dir and submitted in

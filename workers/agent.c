@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/httpc.h"
+#include "common/token.h"
 #include "workers/limits.h"
 #include "workers/proc.h"
 
@@ -101,6 +102,13 @@ struct agent {
     uv_signal_t sigterm, sigint;
     long worker_id;
     int registered;
+    /* The credential the server issued at registration (docs/API.md): every
+     * call after registering uses it, and so does registering again, which
+     * proves this is the same worker. "" = none yet: the configured token
+     * (a registration token) is used. Kept in cred_path across restarts. */
+    char credential[KILN_TOKEN_LEN];
+    char cred_path[PATH_MAX]; /* "" = not kept */
+    int cred_used;            /* the last register request carried it */
     int backoff_ms;
     int backoff_pending;
     int heartbeat_s;
@@ -202,6 +210,9 @@ static struct req *req_new(struct agent *a, enum chan_id ch, const char *method,
 static int req_submit(struct req *r)
 {
     struct agent *a = r->a;
+    /* The channel is idle, so no thread reads its token while it changes. */
+    snprintf(a->http[r->ch].token, sizeof a->http[r->ch].token, "%s",
+             a->credential[0] ? a->credential : a->cfg->token);
     a->busy[r->ch] = 1;
     int e = uv_queue_work(&a->loop, &r->w, req_work, req_after);
     if (e) {
@@ -669,8 +680,10 @@ static void start_job(struct agent *a, json_t *jo)
             if (!q) q = kiln_buf_puts(&gcmd, " --dir ");
             if (!q) q = sh_quote(&gcmd, dir);
             if (!q) q = kiln_buf_printf(&gcmd, " && { %s\n}", cmd);
-            if (q) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
-            else cmd = gcmd.data;
+            if (q)
+                rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+            else
+                cmd = gcmd.data;
         }
         if (!rc) env = job_env(a, j, json_object_get(jo, "env"), dir);
         if (!rc && !env) {
@@ -730,9 +743,40 @@ static json_t *running_list(struct agent *a, int with_offsets)
     return arr;
 }
 
+/* The issued credential, kept (mode 0600) so a restarted agent can prove it
+ * is the worker the server knows; failures only cost that convenience. */
+static void keep_credential(struct agent *a, const char *cred)
+{
+    snprintf(a->credential, sizeof a->credential, "%s", cred);
+    if (!a->cred_path[0]) return;
+    int rc = cred[0] ? kiln_write_file_atomic(a->cred_path, cred, strlen(cred), 0600)
+                     : (unlink(a->cred_path) == 0 || errno == ENOENT ? KILN_OK : KILN_EIO);
+    if (rc)
+        kiln_log(a->lg, KILN_LOG_WARN, "cannot update %s: the credential lives in memory only",
+                 a->cred_path);
+}
+
+static void load_credential(struct agent *a)
+{
+    struct kiln_buf b = {0};
+    if (a->cred_path[0] && kiln_read_file(a->cred_path, 256, &b) == KILN_OK && b.data &&
+        b.len == KILN_TOKEN_LEN - 1 && !strncmp(b.data, "kiln_", 5))
+        snprintf(a->credential, sizeof a->credential, "%.*s", (int)b.len, b.data);
+    kiln_buf_free(&b);
+}
+
 static void register_done(struct req *r)
 {
     struct agent *a = r->a;
+    if (!r->rc && r->status == 401 && a->cred_used) {
+        /* Revoked or rotated: start over with the registration token. */
+        kiln_log(a->lg, KILN_LOG_WARN,
+                 "the server refused this worker's credential; "
+                 "registering anew with the configured token");
+        keep_credential(a, "");
+        lost_connection(a, "credential refused");
+        return;
+    }
     if (common_status(a, r)) return;
     if (r->status != 200 && r->status != 201) {
         char m[400];
@@ -751,6 +795,12 @@ static void register_done(struct req *r)
         return;
     }
     a->worker_id = (long)json_integer_value(id);
+    const char *cred = json_string_value(json_object_get(r->resp, "credential"));
+    if (!cred || strlen(cred) != KILN_TOKEN_LEN - 1) {
+        lost_connection(a, "registration answer has no credential");
+        return;
+    }
+    keep_credential(a, cred);
     json_t *hb = json_object_get(r->resp, "heartbeat_s");
     a->heartbeat_s = a->cfg->heartbeat_s > 0 ? a->cfg->heartbeat_s
                      : json_is_integer(hb) && json_integer_value(hb) > 0
@@ -771,6 +821,7 @@ static void send_register(struct agent *a)
 {
     struct req *r = req_new(a, CH_CTL, "POST", register_done);
     if (!r) return;
+    a->cred_used = a->credential[0] != '\0';
     snprintf(r->path, sizeof r->path, "/api/v1/workers/register");
     json_t *h = kiln_host_to_json(a->host);
     json_t *run = running_list(a, 1);
@@ -1192,6 +1243,17 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
         free(a);
         return rc;
     }
+    /* One credential file per worker name, so agents sharing a work dir
+     * keep theirs apart; names with other characters are not kept. */
+    int plain = a->name[0] != '\0';
+    for (const char *p = a->name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("-_.+", *p)))
+            plain = 0;
+    if (plain && snprintf(a->cred_path, sizeof a->cred_path, "%s/.kiln-credential-%s",
+                          cfg->work_dir, a->name) >= (int)sizeof a->cred_path)
+        a->cred_path[0] = '\0';
+    load_credential(a);
     ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
     a->exe[n > 0 ? n : 0] = '\0';
     if (cfg->selftest_dir[0]) {

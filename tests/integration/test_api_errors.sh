@@ -29,8 +29,14 @@ r=$(req "$SUB" POST /jobs ''); expect 400 "$r" "empty body"
 r=$(req "$RD" GET /jobs/424242); expect 404 "$r" "unknown job"; is_json_error "$r" unknown
 r=$(req "$RD" GET /jobs/x1); expect 404 "$r" "non-numeric id"
 r=$(req "$SUB" POST /jobs/424242/cancel); expect 404 "$r" "cancel unknown"
-r=$(req "$WK" POST '/jobs/424242/report' '{"attempt":1}'); expect 404 "$r" "report unknown"
-r=$(req "$WK" POST '/jobs/1/log?attempt=1' 'x'); expect 400 "$r" "log without offset"
+# Worker calls need the credential that registration returns.
+r=$(req "$WK" POST /workers/register '{"name":"we","cores":1,"ram_mb":1,"platform":"x86_64-linux"}')
+expect 200 "$r" "register"
+CW=$(echo "$r" | cut -d' ' -f2- | jfield credential)
+[ -n "$CW" ] || fail "no credential: $r"
+r=$(req "$CW" POST '/jobs/424242/report' '{"attempt":1}'); expect 404 "$r" "report unknown"
+r=$(req "$CW" POST '/jobs/1/log?attempt=1' 'x'); expect 400 "$r" "log without offset"
+r=$(req "$WK" POST '/jobs/1/log?attempt=1&offset=0' 'x'); expect 403 "$r" "registration token logs"
 r=$(req "$RD" GET '/jobs?limit=abc'); expect 400 "$r" "bad limit"
 r=$(req "$RD" DELETE /jobs); expect 405 "$r" "bad method"; is_json_error "$r" 405
 r=$(req "$RD" PUT /jobs/1); expect 405 "$r" "PUT job"

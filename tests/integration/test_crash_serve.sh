@@ -11,7 +11,7 @@ trap 'stop_serve; rm -rf "$T"' EXIT
 D=$T/var
 cat >"$T/kiln.yaml" <<EOC
 heartbeat_s: 1
-lost_after_s: 3
+lost_after_s: 8
 retry_backoff_s: 0
 lease_ack_s: 30
 EOC
@@ -25,12 +25,16 @@ for n in a b c d; do
     r=$(req "$SUB" POST /jobs "{\"name\":\"$n\",\"command\":\"sleep 100\",\"cores\":1,\"ram_mb\":100}")
     expect 201 "$r" "submit $n"
 done
-W1=$(req "$WK" POST /workers/register "$REG1" | cut -d' ' -f2- | jfield worker_id)
-W2=$(req "$WK" POST /workers/register "$REG2" | cut -d' ' -f2- | jfield worker_id)
-lease() { req "$WK" POST "/workers/$1/lease?wait=1" '{}' | cut -d' ' -f2- | jfield id; }
+# Each worker acts with the credential its registration returned.
+R1=$(req "$WK" POST /workers/register "$REG1" | cut -d' ' -f2-)
+R2=$(req "$WK" POST /workers/register "$REG2" | cut -d' ' -f2-)
+W1=$(echo "$R1" | jfield worker_id); C1=$(echo "$R1" | jfield credential)
+W2=$(echo "$R2" | jfield worker_id); C2=$(echo "$R2" | jfield credential)
+cred() { if [ "$1" = "$W1" ]; then echo "$C1"; else echo "$C2"; fi; }
+lease() { req "$(cred "$1")" POST "/workers/$1/lease?wait=1" '{}' | cut -d' ' -f2- | jfield id; }
 J1=$(lease "$W1"); J2=$(lease "$W1"); J3=$(lease "$W2")
 [ -n "$J1" ] && [ -n "$J2" ] && [ -n "$J3" ] || fail "leases: $J1 $J2 $J3"
-r=$(req "$WK" POST "/jobs/$J1/log?attempt=1&offset=0" 'before crash
+r=$(req "$C1" POST "/jobs/$J1/log?attempt=1&offset=0" 'before crash
 '); expect 200 "$r" "log before crash"
 
 kill -9 "$SERVE_PID"
@@ -44,14 +48,16 @@ r=$(req "" GET /jobs)
 [ "$(echo "$r" | grep -o '"state":"queued"' | wc -l)" = 1 ] || fail "after restart: $r"
 state() { req "" GET "/jobs/$1" | cut -d' ' -f2- | jfield state; }
 
-# w1 comes back running only J1: J1 stays attached, J2 is requeued.
-r=$(req "$WK" POST /workers/register "${REG1%\}},\"running\":[{\"job\":$J1,\"attempt\":1,\"log_offset\":13}]}")
+# w1 comes back running only J1: J1 stays attached, J2 is requeued. It
+# proves who it is with its credential, which the answer rotates.
+r=$(req "$C1" POST /workers/register "${REG1%\}},\"running\":[{\"job\":$J1,\"attempt\":1,\"log_offset\":13}]}")
 expect 200 "$r" "re-register w1"
+C1=$(echo "$r" | cut -d' ' -f2- | jfield credential)
 echo "$r" | grep -q '"cancel":\[\]' || fail "nothing to cancel expected: $r"
 [ "$(state "$J1")" = building ] || fail "J1 not re-attached: $(state "$J1")"
 [ "$(state "$J2")" = queued ] || fail "J2 not requeued: $(state "$J2")"
 # Its log continues where it was.
-r=$(req "$WK" POST "/jobs/$J1/log?attempt=1&offset=13" 'after restart
+r=$(req "$C1" POST "/jobs/$J1/log?attempt=1&offset=13" 'after restart
 '); expect 200 "$r" "log after restart"
 echo "$r" | grep -q '"size":27' || fail "log size: $r"
 curl -s "$U/jobs/$J1/log" | grep -q 'before crash' || fail "log lost"
@@ -62,14 +68,14 @@ for _ in 1 2; do
     [ "$got" != "$J1" ] || fail "J1 leased twice"
 done
 # A stale attempt of J2 (the one lost in the worker restart) is told to cancel.
-r=$(req "$WK" POST "/workers/$W1/heartbeat" "{\"running\":[{\"job\":$J1,\"attempt\":1},{\"job\":$J2,\"attempt\":1}]}")
+r=$(req "$C1" POST "/workers/$W1/heartbeat" "{\"running\":[{\"job\":$J1,\"attempt\":1},{\"job\":$J2,\"attempt\":1}]}")
 echo "$r" | grep -q "\"cancel\":\[$J2\]" || fail "stale attempt not cancelled: $r"
 
 # w2 never comes back: after lost_after_s its job is requeued as an infra failure.
-for _ in $(seq 1 50); do
+for _ in $(seq 1 300); do
     [ "$(state "$J3")" = queued ] && break
     # keep w1 alive meanwhile
-    req "$WK" POST "/workers/$W1/heartbeat" "{\"running\":[{\"job\":$J1,\"attempt\":1}]}" >/dev/null
+    req "$C1" POST "/workers/$W1/heartbeat" "{\"running\":[{\"job\":$J1,\"attempt\":1}]}" >/dev/null
     sleep 0.2
 done
 [ "$(state "$J3")" = queued ] || fail "J3 not requeued after w2 was lost: $(req "" GET "/jobs/$J3")"
@@ -77,7 +83,7 @@ req "" GET "/jobs/$J3" | grep -q 'w2 was lost' || fail "J3 reason: $(req "" GET 
 req "" GET /workers | grep -q '"name":"w2","state":"lost"' || fail "w2 not lost: $(req "" GET /workers)"
 
 # J1 finishes normally.
-r=$(req "$WK" POST "/jobs/$J1/report" '{"attempt":1,"exit_code":0}'); expect 200 "$r" "report J1"
+r=$(req "$C1" POST "/jobs/$J1/report" '{"attempt":1,"exit_code":0}'); expect 200 "$r" "report J1"
 [ "$(state "$J1")" = succeeded ] || fail "J1: $(state "$J1")"
 
 # Second crash right after a report: the result stays.

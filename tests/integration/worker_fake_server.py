@@ -146,7 +146,9 @@ class H(BaseHTTPRequestHandler):
         data = self.body()
         if p[0] == "test":
             return self.test_ctl(p, data)
-        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+        # Like kiln serve: the registration token, or a credential it issued.
+        auth = self.headers.get("Authorization", "")
+        if auth != "Bearer " + TOKEN and auth[7:] not in st.setdefault("creds", {}):
             return self.err(401, "bad token")
         if p[:2] != ["api", "v1"]:
             return self.err(404, "not found")
@@ -222,9 +224,12 @@ class H(BaseHTTPRequestHandler):
                     cancel.append(r["job"])
                 else:
                     j["reattached"] = j.get("reattached", 0) + 1
+            cred = "kiln_" + os.urandom(24).hex()
+            st.setdefault("creds", {})[cred] = w["id"]
             save()
             lock.notify_all()
-            return self.send(200, {"worker_id": int(w["id"]), "heartbeat_s": HB, "lost_after_s": LOST, "cancel": cancel})
+            return self.send(200, {"worker_id": int(w["id"]), "credential": cred, "heartbeat_s": HB,
+                                   "lost_after_s": LOST, "cancel": cancel})
 
     def lease(self, w, free, wait):
         end = time.time() + wait

@@ -8,6 +8,7 @@
 
 #include "common/httpc.h"
 #include "common/token.h"
+#include "state/jobspec.h"
 #include "catalog/catalog_serve.h"
 #include "git/git_serve.h"
 #include "server/serve.h"
@@ -32,6 +33,10 @@ struct fx {
     char url[64];
     char admin[KILN_TOKEN_LEN], submit[KILN_TOKEN_LEN], worker[KILN_TOKEN_LEN],
         read[KILN_TOKEN_LEN];
+    /* worker starts as the registration token and becomes the credential
+     * the server issues (reg_call); reg keeps the registration token and
+     * submit2 is a second submitter, for ownership checks. */
+    char reg[KILN_TOKEN_LEN], submit2[KILN_TOKEN_LEN];
 };
 
 static void on_stop(uv_async_t *a)
@@ -68,8 +73,10 @@ static int setup(void **state)
     if (kiln_store_open(db, &st, NULL)) return -1;
     add_token(st, KILN_ROLE_ADMIN, f->admin);
     add_token(st, KILN_ROLE_SUBMIT, f->submit);
-    add_token(st, KILN_ROLE_WORKER, f->worker);
+    add_token(st, KILN_ROLE_WORKER, f->reg);
+    memcpy(f->worker, f->reg, sizeof f->worker);
     add_token(st, KILN_ROLE_READ, f->read);
+    add_token(st, KILN_ROLE_SUBMIT, f->submit2);
     kiln_store_close(st);
     struct kiln_serve_config cfg;
     kiln_serve_config_defaults(&cfg);
@@ -143,6 +150,20 @@ static const char *jstr(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
+/* Register (with f->worker: first the registration token, then the worker's
+ * own credential) and keep the credential the answer carries in f->worker. */
+static long reg_call(struct fx *f, const char *body, json_t **out)
+{
+    long st = call(f, f->worker, "POST", "/api/v1/workers/register", body, out);
+    const char *cred = st == 200 ? json_string_value(json_object_get(*out, "credential")) : NULL;
+    if (st == 200) {
+        assert_non_null(cred);
+        assert_int_equal(strlen(cred), KILN_TOKEN_LEN - 1);
+        memcpy(f->worker, cred, KILN_TOKEN_LEN);
+    }
+    return st;
+}
+
 #define REG "{\"name\":\"w1\",\"cores\":4,\"ram_mb\":8192,\"platform\":\"x86_64-linux\"}"
 
 static void test_end_to_end(void **state)
@@ -155,7 +176,7 @@ static void test_end_to_end(void **state)
     json_int_t id =
         json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    assert_int_equal(reg_call(f, REG, &o), 200);
     json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
     assert_int_equal(json_integer_value(json_object_get(o, "heartbeat_s")), 5);
     json_decref(o);
@@ -213,6 +234,279 @@ static void test_end_to_end(void **state)
     json_decref(o);
 }
 
+/* Issue 16, worker identity: each case names the weakness it guards. */
+static void test_worker_identity(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[160];
+    const char *w2 = "{\"name\":\"w2\",\"cores\":4,\"ram_mb\":8192,\"platform\":\"x86_64-linux\"}";
+    /* w2 registers with the registration token and keeps its credential. */
+    assert_int_equal(reg_call(f, w2, &o), 200);
+    json_int_t w2id = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    char cred2[KILN_TOKEN_LEN];
+    memcpy(cred2, f->worker, sizeof cred2);
+    /* w1 registers next (starting again from the registration token). */
+    memcpy(f->worker, f->reg, sizeof f->worker);
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_int_t w1id = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    char cred1[KILN_TOKEN_LEN];
+    memcpy(cred1, f->worker, sizeof cred1);
+    /* A registration token can only register: no lease, heartbeat, report. */
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=0", (long long)w1id);
+    assert_int_equal(call(f, f->reg, "POST", path, "{}", &o), 403);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/heartbeat", (long long)w1id);
+    assert_int_equal(call(f, f->reg, "POST", path, "{}", &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->reg, "GET", "/api/v1/jobs", NULL, &o), 403);
+    json_decref(o);
+    /* Lease and heartbeat accept only the worker's own credential. */
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"j\",\"command\":\"x\",\"cores\":1}", &o),
+                     201);
+    json_int_t job =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=0", (long long)w1id);
+    assert_int_equal(call(f, cred2, "POST", path, "{}", &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->admin, "POST", path, "{}", &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, cred1, "POST", path, "{}", &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "job"), "id")), job);
+    json_decref(o);
+    /* Another worker cannot log into or report w1's job (the old code took
+     * any worker token and passed worker id 0, skipping the check). */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job);
+    assert_int_equal(call(f, cred2, "POST", path, "{\"attempt\":1,\"exit_code\":1}", &o), 409);
+    json_decref(o);
+    assert_int_equal(call(f, f->reg, "POST", path, "{\"attempt\":1,\"exit_code\":1}", &o), 403);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=0", (long long)job);
+    assert_int_equal(call(f, cred2, "POST", path, "forged\n", &o), 409);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)job);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "building");
+    json_decref(o);
+    /* A second registration under the live name is refused, so the job the
+     * empty running list would have failed stays with w1. */
+    assert_int_equal(call(f, f->reg, "POST", "/api/v1/workers/register", REG, &o), 409);
+    json_decref(o);
+    assert_int_equal(call(f, cred2, "POST", "/api/v1/workers/register", REG, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "building");
+    json_decref(o);
+    /* The owner reports; its report counts. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job);
+    assert_int_equal(call(f, cred1, "POST", path, "{\"attempt\":1,\"exit_code\":0}", &o), 200);
+    json_decref(o);
+    /* Re-registration with its own credential rotates it: the old one dies. */
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/heartbeat", (long long)w1id);
+    assert_int_equal(call(f, cred1, "POST", path, "{}", &o), 401);
+    json_decref(o);
+    assert_int_equal(call(f, f->worker, "POST", path, "{}", &o), 200);
+    json_decref(o);
+    /* An admin may replace a live worker; the replaced credential dies. */
+    char path2[96];
+    snprintf(path2, sizeof path2, "/api/v1/workers/register?replace=1");
+    assert_int_equal(call(f, f->admin, "POST", path2, w2, &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "worker_id")), w2id);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/heartbeat", (long long)w2id);
+    assert_int_equal(call(f, cred2, "POST", path, "{}", &o), 401);
+    json_decref(o);
+}
+
+/* Issue 16, ownership and audit. */
+static void test_ownership_and_audit(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[128];
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"a\",\"command\":\"x\"}", &o), 201);
+    json_int_t job =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    /* Another submitter may neither cancel nor retry it. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", (long long)job);
+    assert_int_equal(call(f, f->submit2, "POST", path, NULL, &o), 403);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)job);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "queued");
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", (long long)job);
+    assert_int_equal(call(f, f->submit, "POST", path, NULL, &o), 200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/retry", (long long)job);
+    assert_int_equal(call(f, f->submit2, "POST", path, NULL, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->admin, "POST", path, NULL, &o), 200);
+    json_decref(o);
+    /* Recipe submissions supersede only the same owner's jobs. */
+    const char *rb = "{\"recipe\":\"demo\",\"branch\":\"main\"}";
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", rb, &o), 201);
+    json_int_t first =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    assert_int_equal(call(f, f->submit2, "POST", "/api/v1/jobs", rb, &o), 201);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)first);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "queued");
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", rb, &o), 201);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "superseded");
+    json_decref(o);
+    /* Every state-changing request left an audit row, refusals included;
+     * only admins read them. */
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/audit", NULL, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->admin, "GET", "/api/v1/audit?limit=1000", NULL, &o), 200);
+    json_t *rows = json_object_get(o, "audit");
+    int denied_cancel = 0, allowed_retry = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        const char *pth = jstr(r, "path"), *out = jstr(r, "outcome"), *role = jstr(r, "role");
+        assert_non_null(pth);
+        assert_non_null(out);
+        assert_non_null(role);
+        assert_true(json_real_value(json_object_get(r, "at")) > 0);
+        if (strstr(pth, "/cancel") && !strcmp(role, "submit")) denied_cancel++;
+        if (strstr(pth, "/retry") && !strcmp(role, "admin")) allowed_retry++;
+    }
+    assert_int_equal(denied_cancel, 2);
+    assert_int_equal(allowed_retry, 1);
+    json_decref(o);
+    /* The route table lists itself and the audit log. */
+    assert_int_equal(call(f, f->admin, "GET", "/api/v1/routes", NULL, &o), 200);
+    assert_true(json_array_size(json_object_get(o, "routes")) > 20);
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "GET", "/api/v1/routes", NULL, &o), 403);
+    json_decref(o);
+}
+
+/* Issue 16: the token is checked before the body is read, so a caller
+ * without one is refused 401 at once instead of first being read up to the
+ * body cap (the old code answered 413: it had read the body first). */
+static void test_token_before_body(void **state)
+{
+    struct fx *f = *state;
+    json_t *o = NULL;
+    char *big = malloc(100000);
+    assert_non_null(big);
+    memset(big, 'a', 99999);
+    big[99999] = 0;
+    assert_int_equal(call(f, NULL, "POST", "/api/v1/jobs", big, &o), 401);
+    json_decref(o);
+    assert_int_equal(call(f, f->read, "POST", "/api/v1/jobs", big, &o), 403);
+    json_decref(o);
+    assert_int_equal(call(f, f->reg, "POST", "/api/v1/jobs/1/report", big, &o), 403);
+    json_decref(o);
+    free(big);
+    assert_int_equal(call(f, NULL, "GET", "/healthz", NULL, &o), 200);
+    json_decref(o);
+}
+
+static int on_sse_log(const char *p, size_t n, void *arg)
+{
+    struct kiln_buf *b = arg;
+    kiln_buf_append(b, p, n);
+    return strstr(b->data, "event: log") != NULL;
+}
+
+/* Issue 16, secrets: a secret env value reaches the job's lease only; the
+ * API, the event stream and the log (even when the job echoes it, split
+ * across two chunks) never show it. The old code showed env to every reader. */
+static void test_secrets(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[160];
+    setenv("KILN_SECRET_HF", "hf-from-the-server", 1);
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"s\",\"command\":\"echo $TOKEN\",\"env\":{\"TOKEN\":"
+                          "{\"secret\":\"sup3r-s3cret-value\"},\"HF\":{\"secret_ref\":\"HF\"},"
+                          "\"PLAIN\":\"shown\"}}",
+                          &o),
+                     201);
+    json_t *job = json_array_get(json_object_get(o, "jobs"), 0);
+    json_int_t id = json_integer_value(json_object_get(job, "id"));
+    assert_string_equal(jstr(json_object_get(job, "env"), "TOKEN"), KILN_JOBSPEC_SECRET_MARK);
+    json_decref(o);
+    /* A reference to a secret the server does not have is refused. */
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                          "{\"name\":\"s2\",\"command\":\"x\",\"env\":{\"A\":{\"secret_ref\":"
+                          "\"NOPE\"}}}",
+                          &o),
+                     404);
+    json_decref(o);
+    const char *readers[] = {f->read, f->submit, f->admin};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(call(f, readers[i], "GET", "/api/v1/jobs", NULL, &o), 200);
+        char *text = json_dumps(o, 0);
+        assert_null(strstr(text, "sup3r-s3cret-value"));
+        assert_null(strstr(text, "hf-from-the-server"));
+        assert_non_null(strstr(text, "shown"));
+        free(text);
+        json_decref(o);
+    }
+    snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=1", (long long)wid);
+    assert_int_equal(call(f, f->worker, "POST", path, "{}", &o), 200);
+    json_t *env = json_object_get(json_object_get(o, "job"), "env");
+    assert_string_equal(jstr(env, "TOKEN"), "sup3r-s3cret-value");
+    assert_string_equal(jstr(env, "HF"), "hf-from-the-server");
+    assert_string_equal(jstr(env, "PLAIN"), "shown");
+    json_decref(o);
+    /* The job echoes it, once whole and once cut across two chunks. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=0", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "token=sup3r-s3cret-value\nsup3r-s3", &o),
+                     200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log?attempt=1&offset=33", (long long)id);
+    assert_int_equal(call(f, f->worker, "POST", path, "cret-value done\n", &o), 200);
+    json_decref(o);
+    struct kiln_httpc c;
+    kiln_httpc_init(&c, f->url, f->admin);
+    struct kiln_httpc_resp r = {0};
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/log", (long long)id);
+    assert_int_equal(kiln_httpc_request(&c, "GET", path, NULL, NULL, 0, 0, &r, NULL), KILN_OK);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body.data, "s3cret"));
+    assert_null(strstr(r.body.data, "sup3r"));
+    assert_non_null(strstr(r.body.data, "token=******************\n"));
+    assert_non_null(strstr(r.body.data, " done\n"));
+    kiln_httpc_resp_free(&r);
+    kiln_httpc_cleanup(&c);
+    /* Nor in the event stream's replay (it ends once the log event is in). */
+    kiln_httpc_init(&c, f->url, f->read);
+    struct kiln_buf got = {0};
+    long status = 0;
+    kiln_httpc_stream(&c, "/api/v1/events?last_event_id=0", on_sse_log, &got, &status, NULL);
+    kiln_httpc_cleanup(&c);
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(got.data, "\"TOKEN\":\"" KILN_JOBSPEC_SECRET_MARK "\""));
+    assert_null(strstr(got.data, "s3cret"));
+    assert_null(strstr(got.data, "hf-from-the-server"));
+    kiln_buf_free(&got);
+    unsetenv("KILN_SECRET_HF");
+}
+
 static void test_auth(void **state)
 {
     struct fx *f = *state;
@@ -268,11 +562,11 @@ static void test_errors(void **state)
     json_decref(o);
     assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs/999/cancel", NULL, &o), 404);
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/77/heartbeat", "{}", &o), 404);
+    /* A registration token is no worker: it may not heartbeat as any. */
+    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/77/heartbeat", "{}", &o), 403);
     json_decref(o);
     assert_int_equal(
-        call(f, f->worker, "POST", "/api/v1/workers/register",
-             "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}", &o),
+        reg_call(f, "{\"name\":\"w\",\"cores\":-1,\"ram_mb\":1,\"platform\":\"x86_64-linux\"}", &o),
         400);
     json_decref(o);
     /* Too big a body: 413 (limit is 64 KiB here). */
@@ -314,7 +608,7 @@ static void test_long_poll_wakes(void **state)
 {
     struct fx *f = *state;
     json_t *o;
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    assert_int_equal(reg_call(f, REG, &o), 200);
     json_decref(o);
     /* Nothing queued: 204 after the wait. */
     double t0 = mono();
@@ -427,7 +721,7 @@ static void test_log_follow_and_drain(void **state)
     assert_int_equal(
         call(f, f->submit, "POST", "/api/v1/jobs", "{\"name\":\"f\",\"command\":\"x\"}", &o), 201);
     json_decref(o);
-    assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/register", REG, &o), 200);
+    assert_int_equal(reg_call(f, REG, &o), 200);
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 200);
     json_decref(o);
@@ -491,11 +785,11 @@ static void test_recipe_pipeline(void **state)
     json_decref(o);
     /* A GPU host with SM 90, a new driver and AVX2. */
     assert_int_equal(
-        call(f, f->worker, "POST", "/api/v1/workers/register",
-             "{\"name\":\"g\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
-             "\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\"],\"gpus\":[{\"index\":0,"
-             "\"sm\":\"90\",\"driver\":\"580.65.06\"}]}",
-             &o),
+        reg_call(f,
+                 "{\"name\":\"g\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\","
+                 "\"isa_features\":[\"avx\",\"avx2\",\"fma\",\"f16c\"],\"gpus\":[{\"index\":0,"
+                 "\"sm\":\"90\",\"driver\":\"580.65.06\"}]}",
+                 &o),
         200);
     json_decref(o);
     assert_int_equal(call(f, f->worker, "POST", "/api/v1/workers/1/lease?wait=1", "{}", &o), 200);
@@ -614,6 +908,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_before_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ownership_and_audit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),

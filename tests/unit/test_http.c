@@ -1109,6 +1109,65 @@ static void test_many_clients(void **state)
     free(cs);
 }
 
+/* Issue 16: a body trickled a byte at a time, each byte inside the idle
+ * timeout, still meets the whole-body deadline (the old timer restarted on
+ * every byte, so the request was answered 200 after the last one). */
+static void test_body_trickle_times_out(void **state)
+{
+    (void)state;
+    struct kiln_http_limits lim = {.idle_timeout_ms = 400, .body_timeout_ms = 300};
+    struct tsrv *ts = start(&lim, state);
+    struct client c;
+    client_init(&c, ts);
+    send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n");
+    for (int i = 0; i < 20; i++) {
+        usleep(100000);
+        if (send(c.fd, "a", 1, MSG_NOSIGNAL) != 1) break; /* closed on us: fine */
+    }
+    assert_int_equal(read_resp(&c), 0);
+    assert_int_equal(c.r.status, 408);
+    assert_non_null(strstr(c.r.body, "body"));
+    cclose(&c);
+    stop(ts);
+}
+
+/* Issue 16: one client address may hold only so many connections; the
+ * refusal says why, and others' connections are not affected. */
+static void test_connections_capped_per_client(void **state)
+{
+    (void)state;
+    struct kiln_http_limits lim = {.max_connections_per_client = 3};
+    struct tsrv *ts = start(&lim, state);
+    struct client cs[4];
+    for (int i = 0; i < 3; i++) {
+        client_init(&cs[i], ts);
+        send_str(&cs[i], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_int_equal(read_resp(&cs[i]), 0);
+        assert_int_equal(cs[i].r.status, 200);
+    }
+    client_init(&cs[3], ts);
+    assert_int_equal(read_resp(&cs[3]), 0);
+    assert_int_equal(cs[3].r.status, 503);
+    assert_non_null(strstr(cs[3].r.body, "too many connections from 127.0.0.1"));
+    cclose(&cs[3]);
+    /* A slot freed is a slot again (the close is seen asynchronously). */
+    cclose(&cs[0]);
+    int ok = 0;
+    for (int tries = 0; tries < 100 && !ok; tries++) {
+        client_init(&cs[0], ts);
+        send_str(&cs[0], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        ok = read_resp(&cs[0]) == 0 && cs[0].r.status == 200;
+        if (!ok) {
+            cclose(&cs[0]);
+            usleep(20000);
+        }
+    }
+    assert_true(ok);
+    for (int i = 0; i < 3; i++)
+        cclose(&cs[i]);
+    stop(ts);
+}
+
 static void test_start_errors(void **state)
 {
     (void)state;
@@ -1347,6 +1406,8 @@ int main(void)
         cmocka_unit_test(test_stalled_reader_dropped),
         cmocka_unit_test(test_fixed_length_stream),
         cmocka_unit_test(test_many_clients),
+        cmocka_unit_test(test_body_trickle_times_out),
+        cmocka_unit_test(test_connections_capped_per_client),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_query_params),

@@ -98,7 +98,12 @@ static void test_migrates_old_schema(void **state)
     const char *p = tmpdb();
     /* Make it a version-1 database again. */
     create_then(p, "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
-                   "DROP INDEX jobs_class; PRAGMA user_version = 1");
+                   "DROP INDEX jobs_class; "
+                   /* issue 16's migration */
+                   "DROP INDEX tokens_worker; ALTER TABLE tokens DROP COLUMN worker_id; "
+                   "ALTER TABLE jobs DROP COLUMN owner_token; "
+                   "ALTER TABLE jobs DROP COLUMN secret_env; "
+                   "DROP TABLE audit; DROP TABLE hook_deliveries; PRAGMA user_version = 1");
     assert_int_equal(reopen_count(p, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                      "AND name IN ('jobs_worker_state', 'jobs_state_not_before')"),
                      2);

@@ -1,0 +1,122 @@
+/* auth.c - authorisation rules (server/auth.h). */
+#include "server/auth.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+int kiln_auth_identify(struct kiln_store *st, const char *h, struct kiln_principal *p,
+                       struct kiln_error *err)
+{
+    memset(p, 0, sizeof *p);
+    if (!h) return KILN_OK;
+    if (strncasecmp(h, "Bearer ", 7))
+        return kiln_fail(err, KILN_EAUTH, "the Authorization header must be Bearer kiln_...");
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1)
+        return kiln_fail(err, KILN_EAUTH, "the bearer token is not a kiln token");
+    char hash[KILN_SHA256_HEX];
+    if (kiln_token_hash(tok, hash)) return kiln_fail(err, KILN_EAUTH, "cannot hash the token");
+    struct kiln_error e2 = {0};
+    int rc = kiln_access_identify(st, hash, p, &e2);
+    if (rc == KILN_EAUTH)
+        return kiln_fail(err, KILN_EAUTH,
+                         "the bearer token is not valid (kiln token create makes one)");
+    if (rc && err) *err = e2;
+    return rc;
+}
+
+int kiln_auth_is_registration(const struct kiln_principal *p)
+{
+    return p->token_id && p->role == KILN_ROLE_WORKER && p->worker_id == 0;
+}
+
+int kiln_auth_route(const struct kiln_principal *p, enum kiln_role need, int anon_read,
+                    int is_register, struct kiln_error *err)
+{
+    if (need == KILN_ROLE_NONE) return KILN_OK;
+    if (!p->token_id) {
+        if (need == KILN_ROLE_READ && anon_read) return KILN_OK;
+        return kiln_fail(err, KILN_EAUTH,
+                         "this needs a token: send Authorization: Bearer kiln_...");
+    }
+    if (kiln_auth_is_registration(p) && !is_register)
+        return kiln_fail(err, KILN_EPERM,
+                         "a registration token may only register a worker; use the credential "
+                         "the registration returned");
+    if (!kiln_role_allows(p->role, need))
+        return kiln_fail(err, KILN_EPERM, "a %s token may not do this (needs %s)",
+                         kiln_role_name(p->role), kiln_role_name(need));
+    return KILN_OK;
+}
+
+int kiln_auth_job_owner(struct kiln_store *st, const struct kiln_principal *p, int64_t job,
+                        struct kiln_error *err)
+{
+    int64_t owner = 0;
+    int rc = kiln_access_job(st, job, &owner, NULL, err);
+    if (rc) return rc;
+    if (p->role == KILN_ROLE_ADMIN) return KILN_OK;
+    if (p->role == KILN_ROLE_SUBMIT && owner && owner == p->token_id) return KILN_OK;
+    return kiln_fail(err, KILN_EPERM,
+                     "job %lld was submitted by %s; only that token or an admin may change it",
+                     (long long)job, owner ? "another token" : "the server");
+}
+
+int kiln_auth_worker_self(const struct kiln_principal *p, int64_t worker_id, struct kiln_error *err)
+{
+    if (p->worker_id && p->worker_id == worker_id) return KILN_OK;
+    return kiln_fail(err, KILN_EPERM, "only worker %lld's own credential may act as worker %lld",
+                     (long long)worker_id, (long long)worker_id);
+}
+
+int kiln_auth_job_worker(struct kiln_store *st, const struct kiln_principal *p, int64_t job,
+                         struct kiln_error *err)
+{
+    if (!p->worker_id)
+        return kiln_fail(err, KILN_EPERM, "only a worker's credential may send logs and reports");
+    int64_t holder = 0;
+    int rc = kiln_access_job(st, job, NULL, &holder, err);
+    if (rc) return rc;
+    if (holder != p->worker_id)
+        return kiln_fail(err, KILN_ECONFLICT,
+                         "job %lld's current attempt is not leased to worker %lld", (long long)job,
+                         (long long)p->worker_id);
+    return KILN_OK;
+}
+
+int kiln_auth_register(struct kiln_store *st, const struct kiln_principal *p, const char *name,
+                       int replace, struct kiln_error *err)
+{
+    if (p->role != KILN_ROLE_WORKER && p->role != KILN_ROLE_ADMIN)
+        return kiln_fail(err, KILN_EPERM, "registering a worker needs a worker token");
+    int64_t id;
+    char state[16];
+    int rc = kiln_access_worker_by_name(st, name, &id, state, err);
+    if (rc) return rc;
+    if (p->worker_id && p->worker_id != id)
+        return kiln_fail(err, KILN_EPERM,
+                         "this credential belongs to worker %lld; it may not register as %.128s",
+                         (long long)p->worker_id, name);
+    if (!id || !strcmp(state, "lost") || !strcmp(state, "offline")) return KILN_OK;
+    if (p->worker_id == id) return KILN_OK;
+    if (p->role == KILN_ROLE_ADMIN && replace) return KILN_OK;
+    return kiln_fail(err, KILN_ECONFLICT,
+                     "worker %.128s is %s; a second registration under its name is refused until "
+                     "it is lost (or an admin passes ?replace=1)",
+                     name, state);
+}
+
+int kiln_auth_audited(const char *method, const char *path)
+{
+    if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) return 0;
+    static const char *const quiet[] = {"/heartbeat", "/lease", "/log"};
+    if (!strncmp(path, "/api/v1/workers/", 16) || !strncmp(path, "/api/v1/jobs/", 13)) {
+        const char *last = strrchr(path, '/');
+        for (size_t i = 0; last && i < sizeof quiet / sizeof quiet[0]; i++)
+            if (!strcmp(last, quiet[i])) return 0;
+    }
+    return 1;
+}
