@@ -3,7 +3,8 @@
 #   make            build build/kiln (and the selftest binaries when nvcc exists)
 #   make run        install missing Debian packages, build, start a local farm
 #   make check      unit tests, ASan+UBSan unit tests, integration tests, fuzzers
-#   make bench      build the benchmarks in bench/
+#   make bench      build and run every benchmark (bench/run_all.sh), record in docs/BENCHMARKS.md
+#   make bench-quick the short forms (under 5 minutes); bench-bin only builds
 #   make format     clang-format every C source
 #
 # Sources are discovered by wildcard: every .c under the MODULE_DIRS (one
@@ -27,7 +28,7 @@ SAN ?=
 CFLAGS_ALL = $(WARN) $(DEFS) $(INCS) $(OPT) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS_ALL = $(SAN)
 
-MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git forge workers cli
+MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git slurm forge workers cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach d,$(MODULE_DIRS),$(wildcard $(d)/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 MAIN_OBJ := $(B)/obj/cli/main.o
@@ -38,7 +39,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 
-.PHONY: all run chaos check check-unit check-asan check-integration check-fuzz bench format clean deps selftest
+.PHONY: all run chaos check check-unit check-asan check-integration check-fuzz bench bench-bin bench-quick format clean deps selftest
 
 all: $(B)/kiln
 
@@ -63,7 +64,14 @@ $(B)/bench/%: bench/%.c $(B)/libkiln.a
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(B)/libkiln.a $(PKG_LIBS) $(LDFLAGS_ALL)
 
 tests-bin: $(TEST_BINS)
-bench: $(BENCH_BINS)
+bench-bin: $(B)/kiln $(BENCH_BINS)
+
+# Benchmarks run on demand, never inside make check (no timed tests there).
+bench: bench-bin
+	@B=$(B) bash bench/run_all.sh full
+
+bench-quick: bench-bin
+	@B=$(B) bash bench/run_all.sh quick
 
 deps:
 	@bash scripts/install-deps.sh

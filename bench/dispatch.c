@@ -5,9 +5,10 @@
  * latency (M jobs submitted one at a time while workers are idle), for kiln's
  * event-driven long-poll lease and for a baseline measured in the same run:
  * workers that poll with wait=0 every 50 ms (a periodic dispatcher). The last
- * lines are the ratios kiln/baseline.
+ * lines are the ratios kiln/baseline. With B > 1 a third run uses batch
+ * leases (?max=B: a worker takes up to B jobs in one round trip).
  *
- *   build/bench/dispatch [N=500] [W=4] [M=100]
+ *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1]
  */
 #include "common/clock.h"
 #include "common/httpc.h"
@@ -28,6 +29,7 @@ struct run {
     char url[64];
     char sub[KILN_TOKEN_LEN], wk[KILN_TOKEN_LEN];
     int long_poll;
+    int batch; /* ?max= of each lease */
     int nworkers;
     int maxid;
     double *submit_t, *start_t;
@@ -68,16 +70,23 @@ static void *worker(void *arg)
     snprintf(c.token, sizeof c.token, "%s", cred);
     json_decref(out);
     char path[128];
-    snprintf(path, sizeof path, "/api/v1/workers/%ld/lease?wait=%d", wid, r->long_poll ? 2 : 0);
+    snprintf(path, sizeof path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", wid,
+             r->long_poll ? 2 : 0, r->batch);
     json_t *empty = json_object();
     while (!atomic_load(&r->stop)) {
         out = NULL;
         if (kiln_httpc_json(&c, "POST", path, empty, 10000, &st, &out, NULL)) break;
-        json_t *job = json_object_get(out, "job");
-        if (st == 200 && job) {
+        json_t *jobs = json_object_get(out, "jobs"), *job = json_object_get(out, "job");
+        size_t nj = json_is_array(jobs) ? json_array_size(jobs) : job ? 1 : 0;
+        for (size_t k = 0; st == 200 && k < nj; k++) {
+            if (json_is_array(jobs)) job = json_array_get(jobs, k);
+            int id = (int)json_integer_value(json_object_get(job, "id"));
+            if (id > 0 && id <= r->maxid) r->start_t[id] = kiln_clock_mono();
+        }
+        for (size_t k = 0; st == 200 && k < nj; k++) {
+            if (json_is_array(jobs)) job = json_array_get(jobs, k);
             int id = (int)json_integer_value(json_object_get(job, "id"));
             json_int_t att = json_integer_value(json_object_get(job, "attempt"));
-            if (id > 0 && id <= r->maxid) r->start_t[id] = kiln_clock_mono();
             char rp[96];
             snprintf(rp, sizeof rp, "/api/v1/jobs/%d/report", id);
             json_t *rep =
@@ -88,7 +97,8 @@ static void *worker(void *arg)
             json_decref(rep);
             json_decref(ro);
             atomic_fetch_add(&r->done_jobs, 1);
-        } else if (!r->long_poll) {
+        }
+        if (nj == 0 && !r->long_poll) {
             usleep(50000); /* the baseline: a periodic poller */
         }
         json_decref(out);
@@ -146,18 +156,20 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static struct result one_run(int long_poll, int n, int w, int m)
+static struct result one_run(int long_poll, int batch, int n, int w, int m)
 {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/kiln-bench-XXXXXX");
+    char dir[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/kiln-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir)) exit(1);
     struct run *r = calloc(1, sizeof *r);
     r->long_poll = long_poll;
+    r->batch = batch;
     r->nworkers = w;
     r->maxid = n + m + 16;
     r->submit_t = calloc((size_t)r->maxid + 1, sizeof(double));
     r->start_t = calloc((size_t)r->maxid + 1, sizeof(double));
-    char db[128], h[KILN_SHA256_HEX];
+    char db[300], h[KILN_SHA256_HEX];
     snprintf(db, sizeof db, "%s/kiln.db", dir);
     struct kiln_store *st;
     if (kiln_store_open(db, &st, NULL)) exit(1);
@@ -225,7 +237,7 @@ static struct result one_run(int long_poll, int n, int w, int m)
     uv_run(&v->loop, UV_RUN_DEFAULT);
     kiln_server_cleanup(&v->s);
     uv_loop_close(&v->loop);
-    char cmd[128];
+    char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {
     }
@@ -244,21 +256,29 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 500;
     int w = argc > 2 ? atoi(argv[2]) : 4;
     int m = argc > 3 ? atoi(argv[3]) : 100;
-    if (n < 1 || w < 1 || m < 2) {
-        fprintf(stderr, "usage: dispatch [N>=1] [W>=1] [M>=2]\n");
+    int bt = argc > 4 ? atoi(argv[4]) : 1;
+    if (n < 1 || w < 1 || m < 2 || bt < 1 || bt > 64) {
+        fprintf(stderr, "usage: dispatch [N>=1] [W>=1] [M>=2] [B=1..64]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     printf("dispatch bench: %d no-op jobs, %d workers, %d latency samples (loopback HTTP, real "
            "store)\n",
            n, w, m);
-    struct result k = one_run(1, n, w, m);
+    struct result k = one_run(1, 1, n, w, m);
     printf("kiln (long-poll lease):   %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms\n",
            k.jobs_per_s, k.p50_ms, k.p99_ms);
-    struct result b = one_run(0, n, w, m);
+    struct result b = one_run(0, 1, n, w, m);
     printf("baseline (50 ms polling): %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms\n",
            b.jobs_per_s, b.p50_ms, b.p99_ms);
     printf("ratio throughput kiln/baseline: %.2fx\n", k.jobs_per_s / b.jobs_per_s);
+    if (bt > 1) {
+        struct result kb = one_run(1, bt, n, w, m);
+        printf("kiln batch leases max=%-3d %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f "
+               "ms\n",
+               bt, kb.jobs_per_s, kb.p50_ms, kb.p99_ms);
+        printf("ratio throughput batch/single lease: %.2fx\n", kb.jobs_per_s / k.jobs_per_s);
+    }
     printf("ratio p50 latency baseline/kiln: %.2fx (higher = kiln starts jobs sooner)\n",
            b.p50_ms / (k.p50_ms > 0 ? k.p50_ms : 1e-3));
     return 0;

@@ -4,9 +4,13 @@
  *   kiln worker --server URL --token T [--config FILE] [--name N] [--cores N]
  *               [--ram SIZE] [--max-jobs N] [--work-dir DIR]
  *               [--limit-method auto|cgroup2|cgroup1|poll]
+ *   kiln worker --step JOB:ATTEMPT --step-worker ID [--config FILE] ...
+ *               (inside a Slurm job: run that one lease of the executor's
+ *               worker ID, stream its log, report, exit; see slurm/)
  * The token may also come from KILN_TOKEN, the server from KILN_SERVER. */
 #include "cli/commands.h"
 
+#include "common/httpc.h"
 #include "common/log.h"
 #include "workers/agent.h"
 #include "workers/config.h"
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void worker_usage(FILE *f)
 {
@@ -26,6 +31,7 @@ static void worker_usage(FILE *f)
             "                   [--selftest-dir DIR]\n"
             "                   [--limit-method auto|cgroup2|cgroup1|poll] [--ca-file FILE]\n"
             "                   [--log-level debug|info|warn|error]\n"
+            "       kiln worker --step JOB:ATTEMPT --step-worker ID [same options]\n"
             "The token may come from KILN_TOKEN and the server from KILN_SERVER.\n");
 }
 
@@ -44,7 +50,7 @@ static int set_str(char *dst, size_t n, const char *v, const char *what)
 struct flags {
     int detect, as_json;
     const char *config, *server, *token, *name, *cores, *ram, *maxjobs, *workdir, *method, *ca,
-        *loglevel, *srcdir, *stdir;
+        *loglevel, *srcdir, *stdir, *step, *stepworker;
 };
 
 /* -1: go on; otherwise the exit code (help or a usage error, printed). */
@@ -66,6 +72,8 @@ static int parse_flags(int argc, char **argv, struct flags *f)
         O_METHOD,
         O_CA,
         O_LOGLEVEL,
+        O_STEP,
+        O_STEPWORKER,
         O_HELP
     };
     static const struct option opts[] = {
@@ -84,6 +92,8 @@ static int parse_flags(int argc, char **argv, struct flags *f)
         {"limit-method", required_argument, NULL, O_METHOD},
         {"ca-file", required_argument, NULL, O_CA},
         {"log-level", required_argument, NULL, O_LOGLEVEL},
+        {"step", required_argument, NULL, O_STEP},
+        {"step-worker", required_argument, NULL, O_STEPWORKER},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -137,6 +147,12 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             break;
         case O_LOGLEVEL:
             f->loglevel = optarg;
+            break;
+        case O_STEP:
+            f->step = optarg;
+            break;
+        case O_STEPWORKER:
+            f->stepworker = optarg;
             break;
         case O_HELP:
             worker_usage(stdout);
@@ -235,6 +251,74 @@ static int print_detected(const struct kiln_worker_config *cfg, const struct kil
     return KILN_EXIT_OK;
 }
 
+/* --step JOB:ATTEMPT --step-worker ID: fetch that lease from the server's
+ * executor (it kept the lease when it submitted the Slurm job). A lease that
+ * is no longer current (cancelled, requeued, already run) answers 409 and
+ * the step exits without running anything: a stage never runs twice. */
+#define STEP_NOTHING (-1) /* the lease is not current: exit 0 without running */
+
+static int fetch_step_lease(struct kiln_worker_config *cfg, const char *step, const char *wid)
+{
+    long job = 0, attempt = 0, worker = 0;
+    char tail;
+    if (!step || !wid || sscanf(step, "%ld:%ld%c", &job, &attempt, &tail) != 2 || job <= 0 ||
+        attempt <= 0 || sscanf(wid, "%ld%c", &worker, &tail) != 1 || worker <= 0) {
+        fprintf(stderr, "kiln worker: --step JOB:ATTEMPT and --step-worker ID go together\n");
+        return KILN_EXIT_USAGE;
+    }
+    struct kiln_httpc h;
+    struct kiln_error err = {0};
+    if (kiln_httpc_init(&h, cfg->server, cfg->token)) {
+        fprintf(stderr, "kiln worker: out of memory\n");
+        return KILN_EXIT_INTERNAL;
+    }
+    if (cfg->ca_file[0]) snprintf(h.ca_file, sizeof h.ca_file, "%s", cfg->ca_file);
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/slurm/lease/%ld/%ld", job, attempt);
+    long status = 0;
+    json_t *o = NULL;
+    /* The server may be restarting: keep asking for up to 5 minutes (the
+     * allocation waits; the stage still runs at most once). */
+    int rc = KILN_OK;
+    for (unsigned waited_ms = 0, pause_ms = 250;; waited_ms += pause_ms, pause_ms *= 2) {
+        if (pause_ms > 5000) pause_ms = 5000;
+        json_decref(o);
+        o = NULL;
+        rc = kiln_httpc_json(&h, "GET", path, NULL, 0, &status, &o, &err);
+        if (!rc && status < 500) break;
+        if (waited_ms >= 300000) break;
+        struct timespec ts = {.tv_sec = pause_ms / 1000,
+                              .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    kiln_httpc_cleanup(&h);
+    if (rc) {
+        fprintf(stderr, "kiln worker: step %s: %s\n", step, err.msg);
+        json_decref(o);
+        return KILN_EXIT_UNREACHABLE;
+    }
+    json_t *jo = json_object_get(o, "job");
+    if (status != 200 || !json_is_object(jo)) {
+        fprintf(stderr, "kiln worker: step %s: not run: %s\n", step,
+                kiln_httpc_error_message(o, status));
+        json_decref(o);
+        /* 409: not current (any more): nothing to run, and that is fine */
+        return status == 409 ? STEP_NOTHING : KILN_EXIT_FAIL;
+    }
+    /* From here the step acts as the pool's worker, with its credential. */
+    const char *cred = json_string_value(json_object_get(o, "credential"));
+    if (!cred || strlen(cred) >= sizeof cfg->token) {
+        fprintf(stderr, "kiln worker: step %s: the server sent no credential\n", step);
+        json_decref(o);
+        return KILN_EXIT_FAIL;
+    }
+    snprintf(cfg->token, sizeof cfg->token, "%s", cred);
+    cfg->step_lease = json_incref(jo);
+    cfg->step_worker_id = worker;
+    json_decref(o);
+    return KILN_EXIT_OK;
+}
+
 int cmd_worker(int argc, char **argv)
 {
     struct flags f;
@@ -284,6 +368,10 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     struct kiln_logger lg = {.min = lvl, .component = "worker"};
+    if ((f.step || f.stepworker) && (rc = fetch_step_lease(&cfg, f.step, f.stepworker))) {
+        if (rc == STEP_NOTHING) rc = KILN_EXIT_OK;
+        goto out; /* never fall through to a normal agent */
+    }
     rc = kiln_agent_run(&cfg, &host, &lg, &err);
     if (rc) {
         fprintf(stderr, "kiln worker: %s\n", err.msg);

@@ -6,6 +6,9 @@ pkgs=(build-essential pkg-config clang git curl sqlite3 iproute2 procps
       libuv1-dev libgit2-dev libcurl4-openssl-dev libsqlite3-dev libyaml-dev
       libjansson-dev libhttp-parser-dev libssl-dev libcmocka-dev nix-bin
       python3)
+# The Slurm executor's integration tests start a real Slurm on this host
+# (tests/integration/lib_slurm.sh); KILN_NO_SLURM=1 leaves it out.
+if [ "${KILN_NO_SLURM:-0}" != 1 ]; then pkgs+=(slurm-wlm slurm-client munge); fi
 # Browser tests (web/) need Debian's chromium and node/npm for playwright-core.
 if [ "${KILN_NO_BROWSER:-0}" != 1 ]; then pkgs+=(chromium nodejs npm); fi
 missing=()

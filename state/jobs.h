@@ -44,6 +44,11 @@ struct kiln_jobs {
     struct kiln_jobs_policy policy;
     kiln_wait_reason_fn wait_reason; /* optional */
     void *wait_ctx;
+    /* Optional (issue 17): for a leased job that its executor has not
+     * started yet (a Slurm job still pending), the executor's sentence;
+     * "" = it runs. */
+    kiln_wait_reason_fn exec_reason;
+    void *exec_ctx;
 };
 
 void kiln_jobs_init(struct kiln_jobs *j, struct kiln_store *st);

@@ -118,6 +118,24 @@ static const char *migrations[] = {
     " delivery TEXT NOT NULL,"
     " at REAL NOT NULL,"
     " PRIMARY KEY (forge, delivery)) WITHOUT ROWID;",
+    /* issue 18: jobs per state, kept by triggers, so the counts every job
+     * list carries cost one short read instead of a scan of the history
+     * (GROUP BY state over 1,000,000 jobs took 50-280 ms per request). */
+    "CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO job_counts SELECT state, COUNT(*) FROM jobs GROUP BY state;"
+    "CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN"
+    " INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)"
+    " ON CONFLICT (state) DO UPDATE SET n = n + 1; END;"
+    "CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state; END;"
+    "CREATE TRIGGER job_counts_update AFTER UPDATE OF state ON jobs"
+    " WHEN OLD.state <> NEW.state BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+    " INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)"
+    " ON CONFLICT (state) DO UPDATE SET n = n + 1; END;",
+    /* issue 18: the jobs of one state newest first (GET /jobs?state=), an
+     * index walk instead of a scan of the history. */
+    "CREATE INDEX jobs_state_id ON jobs(state, id);",
     /* issue 15 (releases, forge statuses): the jobs of one commit */
     "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
 };

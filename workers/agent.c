@@ -39,6 +39,7 @@ extern char **environ;
 #define BACKOFF_MAX_MS 10000
 #define CANCEL_HB_MS 1500 /* heartbeat at least this often while jobs run */
 #define HARD_EXIT_MS 10000
+#define MAX_BATCH_LEASE 16 /* jobs one lease answer may carry (?max=N) */
 
 enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
 
@@ -127,9 +128,11 @@ struct agent {
     char name[128];
     char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
     char selftest_dir[PATH_MAX]; /* "" = none found */
+    int step;                    /* step mode: one preset lease, then exit */
 };
 
 static void pump(struct agent *a);
+static void step_explain_oom(struct ajob *j);
 
 static uint64_t now_ns(void)
 {
@@ -240,7 +243,8 @@ static void lost_connection(struct agent *a, const char *why)
 {
     if (a->registered)
         kiln_log(a->lg, KILN_LOG_WARN, "lost the server (%s); reconnecting with backoff", why);
-    a->registered = 0;
+    /* A step has no registration of its own: it only retries its calls. */
+    if (!a->step) a->registered = 0;
     if (a->backoff_pending) return;
     a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (a->backoff_ms > BACKOFF_MAX_MS) a->backoff_ms = BACKOFF_MAX_MS;
@@ -406,6 +410,7 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     j->res = *res;
     read_job_report(a, j);
     read_selftest_doc(a, j);
+    if (a->step) step_explain_oom(j);
     char peak[32];
     kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
@@ -598,6 +603,64 @@ static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const
     return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
 }
 
+/* Step mode: the cluster decided the cores and the GPU; the job sees those
+ * (NIX_BUILD_CORES = the cores Slurm granted), not the lease's numbers. */
+static void step_grant(struct ajob *j)
+{
+    const char *c = getenv("SLURM_CPUS_PER_TASK");
+    if (!c) c = getenv("SLURM_CPUS_ON_NODE");
+    char *e;
+    long v = c ? strtol(c, &e, 10) : 0;
+    if (c && !*e && v > 0 && v < 100000) j->cores = (int)v;
+    const char *g = getenv("CUDA_VISIBLE_DEVICES");
+    if (j->gpu_index >= 0 && g) {
+        v = strtol(g, &e, 10);
+        if (!*e && e != g && v >= 0 && v < KILN_MAX_GPUS) j->gpu_index = (int)v;
+    }
+}
+
+/* Step mode: a SIGKILL (or a shell's 137 for its killed child) with an OOM
+ * kill counted in our own (Slurm's) memory cgroup means the cluster stopped
+ * the job for its memory limit. */
+static void step_explain_oom(struct ajob *j)
+{
+    if (j->res.term_signal != SIGKILL && j->res.exit_code != 128 + SIGKILL) return;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f) return;
+    char line[1024], path[1024] = "";
+    while (fgets(line, sizeof line, f)) {
+        char *m = strstr(line, ":memory:");
+        if (m) {
+            snprintf(path, sizeof path, "%s", m + 8);
+            path[strcspn(path, "\n")] = '\0';
+        }
+    }
+    fclose(f);
+    /* the job's cgroup and its parents up to the step: Slurm counts there */
+    for (int up = 0; path[0] && up < 3; up++) {
+        char file[1200];
+        snprintf(file, sizeof file, "/sys/fs/cgroup/memory%s/memory.oom_control", path);
+        long kills = 0;
+        if ((f = fopen(file, "re"))) {
+            while (fgets(line, sizeof line, f))
+                if (sscanf(line, "oom_kill %ld", &kills) == 1) break;
+            fclose(f);
+        }
+        if (kills > 0) {
+            char peak[32];
+            kiln_size_format(j->res.peak_ram, peak, sizeof peak);
+            snprintf(j->res.reason, sizeof j->res.reason,
+                     "killed by Slurm: it used more memory than its limit of %ld MiB "
+                     "(--mem, enforced by Slurm's cgroup), peak %s",
+                     j->ram_mb, peak);
+            return;
+        }
+        char *slash = strrchr(path, '/');
+        if (!slash || slash == path) break;
+        *slash = '\0';
+    }
+}
+
 static void start_job(struct agent *a, json_t *jo)
 {
     json_int_t id = json_integer_value(json_object_get(jo, "id"));
@@ -628,6 +691,7 @@ static void start_job(struct agent *a, json_t *jo)
     j->ram_mb = json_is_integer(v) && json_integer_value(v) > 0 ? (long)json_integer_value(v) : 0;
     v = json_object_get(jo, "gpu_index");
     j->gpu_index = json_is_integer(v) ? (int)json_integer_value(v) : -1;
+    if (a->step) step_grant(j);
     j->next = a->jobs;
     a->jobs = j;
 
@@ -694,7 +758,8 @@ static void start_job(struct agent *a, json_t *jo)
                                        .cwd = cwd,
                                        .log_path = j->log_path,
                                        .timeout_s = timeout > 0 ? timeout : 0,
-                                       .ram_bytes = (uint64_t)j->ram_mb << 20,
+                                       /* a step's limit is the cluster's (--mem) */
+                                       .ram_bytes = a->step ? 0 : (uint64_t)j->ram_mb << 20,
                                        .name = cg,
                                        .limits = &a->limits};
             rc = kiln_proc_start(&a->loop, &s, on_job_done, j, &j->proc, &err);
@@ -968,11 +1033,17 @@ static void lease_done(struct req *r)
         return;
     }
     cancel_jobs(a, json_object_get(r->resp, "cancel"));
-    json_t *jo = json_object_get(r->resp, "job");
+    json_t *jobs = json_object_get(r->resp, "jobs"), *jo;
+    size_t i;
+    if (json_is_array(jobs)) { /* a batch lease (?max=N) */
+        json_array_foreach(jobs, i, jo) if (json_is_object(jo)) start_job(a, jo);
+        return;
+    }
+    jo = json_object_get(r->resp, "job");
     if (json_is_object(jo)) start_job(a, jo);
 }
 
-static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
+static void send_lease(struct agent *a, int cores, long ram, json_t *gpus, int njobs)
 {
     struct req *r = req_new(a, CH_LEASE, "POST", lease_done);
     if (!r) {
@@ -980,7 +1051,13 @@ static void send_lease(struct agent *a, int cores, long ram, json_t *gpus)
         return;
     }
     int wait = a->cfg->lease_wait_s;
-    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d", a->worker_id, wait);
+    /* Ask for as many jobs as could start now (one core each at least):
+     * on a farm of short jobs one round trip then fills every free slot. */
+    int max = cores < 1 ? 1 : cores > MAX_BATCH_LEASE ? MAX_BATCH_LEASE : cores;
+    if (a->cfg->max_jobs > 0 && max > a->cfg->max_jobs - njobs) max = a->cfg->max_jobs - njobs;
+    if (max < 1) max = 1;
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", a->worker_id,
+             wait, max);
     r->timeout_ms = (long)wait * 1000 + 15000;
     r->body = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
                         "free_gpus", gpus);
@@ -1153,10 +1230,15 @@ static void pump(struct agent *a)
             return;
         }
     }
+    if (a->step && !a->jobs) {
+        stop_loop(a); /* the one job is reported (or was cancelled) */
+        return;
+    }
     if (!a->registered) {
         if (!a->backoff_pending && !a->busy[CH_CTL]) send_register(a);
         return;
     }
+    if (a->step && a->backoff_pending) return;
     if (!a->busy[CH_LOG]) send_log(a);
     if (!a->busy[CH_CTL]) {
         struct ajob *rep = NULL;
@@ -1169,10 +1251,11 @@ static void pump(struct agent *a)
         if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
         if (rep)
             send_report(a, rep);
-        else if (now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
+        else if (!a->step &&
+                 now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
-    if (!a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
+    if (!a->step && !a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
         now_ns() >= a->next_lease_ns) {
         int cores, njobs;
         long ram;
@@ -1184,7 +1267,7 @@ static void pump(struct agent *a)
         }
         int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
         if (room)
-            send_lease(a, cores, ram, gpus);
+            send_lease(a, cores, ram, gpus, njobs);
         else
             json_decref(gpus);
     }
@@ -1306,6 +1389,12 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
+    if (cfg->step_lease) {
+        a->step = 1;
+        a->registered = 1;
+        a->worker_id = cfg->step_worker_id;
+        start_job(a, cfg->step_lease);
+    }
     pump(a);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     /* Everything is closed; handles of finished jobs too. */

@@ -32,6 +32,8 @@ void kiln_worker_config_free(struct kiln_worker_config *c)
 {
     json_decref(c->labels);
     c->labels = NULL;
+    json_decref(c->step_lease);
+    c->step_lease = NULL;
 }
 
 static const char *method_names[] = {"auto", "cgroup2", "cgroup1", "poll"};

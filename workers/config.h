@@ -57,6 +57,14 @@ struct kiln_worker_config {
     int lease_wait_s;      /* long-poll length */
     long min_disk_free_mb; /* take no job below this free space */
     char log_level[16];
+    /* Step mode (issue 17, the Slurm executor): run exactly this one lease
+     * (the object a lease answer carries as "job") for worker step_worker_id,
+     * then exit. No register, heartbeat or lease: the server's executor
+     * speaks for the worker; this process only streams the log and reports.
+     * Cores come from the cluster's grant (SLURM_CPUS_PER_TASK), the RAM limit
+     * is the cluster's to enforce. NULL = the normal agent. Owned. */
+    json_t *step_lease;
+    long step_worker_id;
 };
 
 void kiln_worker_config_defaults(struct kiln_worker_config *c);

@@ -1,25 +1,45 @@
-/* proc.c - one job's process tree under libuv. */
+/* proc.c - one job's process tree under libuv.
+ *
+ * Why not uv_spawn: it fork()s the whole worker (page tables of libcurl,
+ * OpenSSL and every buffer, then copy-on-write faults in the parent), and
+ * joining the job's cgroup before exec needed a shell shim that exec'd a
+ * second /bin/sh. A no-op job then cost the worker about 3x what the job
+ * itself costs (perf, bench/e2e_noop.sh). So the job's first process is
+ * started the way posix_spawn does it, clone(CLONE_VM | CLONE_VFORK): no
+ * copy of the address space, the parent waits until the child has exec'd.
+ * The child joins the cgroups itself (writing "0" to cgroup.procs means
+ * "me"), so no process of the job ever runs outside its limit, and exec's
+ * /bin/sh -c COMMAND once. Its exit arrives on a pidfd watched by the loop
+ * (no SIGCHLD handler, so nothing else's children are reaped by mistake);
+ * where the kernel has no pidfd (before 5.3) a 10 ms timer polls waitpid.
+ */
 #include "workers/proc.h"
 
-#include "common/spawn.h"
 #include "workers/config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SAMPLE_MS 200
 #define REAP_MS 50
-#define REAP_TRIES 60 /* 3 s for stragglers to die after the main process */
+#define REAP_TRIES 60  /* 3 s for stragglers to die after the main process */
+#define WAITPOLL_MS 10 /* only without pidfd */
+#define CHILD_STACK (64 * 1024)
 
 struct kiln_proc {
     uv_loop_t *loop;
-    uv_process_t proc;
-    uv_timer_t sample, timeout, reap;
+    pid_t pid;
+    int pidfd;       /* -1: no pidfd, waitpoll polls waitpid */
+    uv_poll_t exitw; /* readable when the job's first process has exited */
+    uv_timer_t sample, timeout, reap, waitpoll;
     int handles_open;
     int exited, done_called, free_requested;
     int reap_tries;
@@ -37,14 +57,19 @@ struct kiln_proc {
 static void on_close(uv_handle_t *h)
 {
     struct kiln_proc *p = h->data;
-    if (--p->handles_open == 0) free(p);
+    if (--p->handles_open == 0) {
+        if (p->pidfd >= 0) close(p->pidfd);
+        free(p);
+    }
 }
 
 static void close_all(struct kiln_proc *p)
 {
-    uv_handle_t *hs[] = {(uv_handle_t *)&p->proc, (uv_handle_t *)&p->sample,
-                         (uv_handle_t *)&p->timeout, (uv_handle_t *)&p->reap};
-    for (size_t i = 0; i < 4; i++)
+    uv_handle_t *hs[] = {(uv_handle_t *)&p->sample, (uv_handle_t *)&p->timeout,
+                         (uv_handle_t *)&p->reap, (uv_handle_t *)&p->waitpoll,
+                         (uv_handle_t *)&p->exitw};
+    size_t n = p->pidfd >= 0 ? 5 : 4; /* exitw exists only with a pidfd */
+    for (size_t i = 0; i < n; i++)
         if (!uv_is_closing(hs[i])) uv_close(hs[i], on_close);
 }
 
@@ -60,6 +85,8 @@ static void finish(struct kiln_proc *p)
     uv_timer_stop(&p->sample);
     uv_timer_stop(&p->timeout);
     uv_timer_stop(&p->reap);
+    uv_timer_stop(&p->waitpoll);
+    if (p->pidfd >= 0) uv_poll_stop(&p->exitw);
     kiln_limits_job_sample(&p->jl);
     if (p->jl.exceeded && p->jl.ram_limit) p->ram_exceeded = 1;
     kiln_limits_job_destroy(&p->jl);
@@ -106,9 +133,8 @@ static void on_reap(uv_timer_t *t)
     finish(p);
 }
 
-static void on_exit_cb(uv_process_t *h, int64_t status, int sig)
+static void on_exit_cb(struct kiln_proc *p, int64_t status, int sig)
 {
-    struct kiln_proc *p = h->data;
     p->exited = 1;
     p->exit_status = status;
     p->term_signal = sig;
@@ -141,11 +167,127 @@ static void on_timeout(uv_timer_t *t)
     kill_all(p);
 }
 
-/* Joins the cgroups named in "$@" (their cgroup.procs), then execs the
- * command, so that every process of the job starts inside the limit. */
-static const char shim[] = "c=$1; shift; for d do echo $$ > \"$d/cgroup.procs\" || "
-                           "{ echo \"kiln: cannot join cgroup $d\" >&2; exit 125; }; done; "
-                           "exec /bin/sh -c \"$c\"";
+/* Reaps the job's first process if it has exited (never blocks). */
+static void check_exit(struct kiln_proc *p)
+{
+    if (p->exited) return;
+    int st;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) return;
+    uv_timer_stop(&p->waitpoll);
+    if (p->pidfd >= 0) uv_poll_stop(&p->exitw);
+    if (r < 0) { /* cannot happen for our own child; do not hang on it */
+        on_exit_cb(p, 127, 0);
+        return;
+    }
+    on_exit_cb(p, WIFEXITED(st) ? WEXITSTATUS(st) : 0, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static void on_pidfd(uv_poll_t *w, int status, int events)
+{
+    check_exit(w->data);
+}
+
+static void on_waitpoll(uv_timer_t *t)
+{
+    check_exit(t->data);
+}
+
+/* What the child needs; it runs on the parent's memory (CLONE_VM) until it
+ * execs, so everything is prepared by the parent and the child only makes
+ * system calls. */
+struct child_args {
+    char **argv, **env;
+    const char *cwd;
+    int nullfd, logfd;
+    const char *procs[2]; /* cgroup.procs files to join */
+    int nprocs;
+    int err;            /* set by the child when it fails; 0 after exec */
+    const char *failed; /* which step failed */
+};
+
+static int child_fd(int fd, int target)
+{
+    if (fd == target) return fcntl(fd, F_SETFD, 0); /* keep it across exec */
+    return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+static int child_main(void *arg)
+{
+    struct child_args *c = arg;
+    /* The parent's handlers (libuv's, the agent's) must not run here: this
+     * child shares the parent's memory until exec. Signals are blocked by
+     * the parent around clone(); reset every disposition, then unblock. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int n = 1; n < 32; n++)
+        if (n != SIGKILL && n != SIGSTOP) sigaction(n, &dfl, NULL);
+    if (setsid() < 0) {
+        c->failed = "setsid";
+        goto fail;
+    }
+    for (int i = 0; i < c->nprocs; i++) {
+        int fd = open(c->procs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) {
+            c->failed = "joining the job's cgroup";
+            goto fail;
+        }
+        close(fd);
+    }
+    if (child_fd(c->nullfd, 0) || child_fd(c->logfd, 1) || child_fd(c->logfd, 2)) {
+        c->failed = "redirecting output to the log";
+        goto fail;
+    }
+    if (c->cwd && chdir(c->cwd) != 0) {
+        c->failed = "changing to the job's directory";
+        goto fail;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve("/bin/sh", c->argv, c->env ? c->env : environ);
+    c->failed = "exec /bin/sh";
+fail:
+    c->err = errno ? errno : EIO;
+    _exit(127);
+}
+
+/* Starts the job's first process; KILN_OK with p->pid set. */
+static int spawn_job(struct kiln_proc *p, const struct kiln_proc_spec *spec, int nullfd, int logfd,
+                     struct kiln_error *err)
+{
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)spec->command, NULL};
+    struct child_args c = {
+        .argv = argv, .env = spec->env, .cwd = spec->cwd, .nullfd = nullfd, .logfd = logfd};
+    char procs[2][PATH_MAX];
+    const char *dirs[2];
+    int nd = kiln_limits_job_dirs(&p->jl, dirs);
+    for (int i = 0; i < nd; i++) {
+        if (snprintf(procs[i], sizeof procs[i], "%s/cgroup.procs", dirs[i]) >= (int)sizeof procs[i])
+            return kiln_fail(err, KILN_ELIMIT, "the cgroup path %s is too long", dirs[i]);
+        c.procs[c.nprocs++] = procs[i];
+    }
+    char *stack = malloc(CHILD_STACK);
+    if (!stack) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* The parent is suspended until the child execs or exits (CLONE_VFORK). */
+    pid_t pid = clone(child_main, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
+    if (pid < 0) return kiln_fail(err, KILN_EIO, "cannot start /bin/sh: %s", strerror(e));
+    if (c.err) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        return kiln_fail(err, KILN_EIO, "cannot start the job: %s: %s", c.failed, strerror(c.err));
+    }
+    p->pid = pid;
+    return KILN_OK;
+}
 
 int kiln_proc_start(uv_loop_t *loop, const struct kiln_proc_spec *spec, kiln_proc_done_cb done,
                     void *arg, struct kiln_proc **out, struct kiln_error *err)
@@ -158,6 +300,7 @@ int kiln_proc_start(uv_loop_t *loop, const struct kiln_proc_spec *spec, kiln_pro
     p->loop = loop;
     p->done = done;
     p->arg = arg;
+    p->pidfd = -1;
     p->timeout_s = spec->timeout_s;
     int rc = kiln_limits_job_create(spec->limits, &p->jl, spec->name ? spec->name : "job",
                                     spec->ram_bytes, err);
@@ -178,46 +321,37 @@ int kiln_proc_start(uv_loop_t *loop, const struct kiln_proc_spec *spec, kiln_pro
         free(p);
         return kiln_fail(err, KILN_EIO, "cannot open /dev/null: %s", strerror(errno));
     }
-    const char *dirs[2];
-    int nd = kiln_limits_job_dirs(&p->jl, dirs);
-    char *argv[8];
-    int ac = 0;
-    argv[ac++] = (char *)"/bin/sh";
-    argv[ac++] = (char *)"-c";
-    if (nd > 0) {
-        argv[ac++] = (char *)shim;
-        argv[ac++] = (char *)"kiln-job";
-        argv[ac++] = (char *)spec->command;
-        for (int i = 0; i < nd; i++)
-            argv[ac++] = (char *)dirs[i];
-    } else {
-        argv[ac++] = (char *)spec->command;
-    }
-    argv[ac] = NULL;
-
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_INHERIT_FD;
-    stdio[0].data.fd = nullfd;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = logfd;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = logfd;
-    uv_timer_init(loop, &p->sample);
-    uv_timer_init(loop, &p->timeout);
-    uv_timer_init(loop, &p->reap);
-    p->sample.data = p->timeout.data = p->reap.data = p->proc.data = p;
-    p->handles_open = 4;
     p->start_ns = uv_hrtime();
-    rc = kiln_spawn_uv(loop, &p->proc, argv, (char *)spec->cwd, spec->env, stdio, on_exit_cb, err);
+    rc = spawn_job(p, spec, nullfd, logfd, err);
     close(logfd);
     close(nullfd);
     if (rc) {
         kiln_limits_job_destroy(&p->jl);
-        p->done_called = 1;
-        close_all(p); /* a failed spawn still needs uv_close */
+        free(p);
         return rc;
     }
-    p->jl.sid = p->proc.pid;
+    /* From here the child exists: every path below must reap it. */
+    uv_timer_init(loop, &p->sample);
+    uv_timer_init(loop, &p->timeout);
+    uv_timer_init(loop, &p->reap);
+    uv_timer_init(loop, &p->waitpoll);
+    p->sample.data = p->timeout.data = p->reap.data = p->waitpoll.data = p->exitw.data = p;
+    p->handles_open = 4;
+#ifdef SYS_pidfd_open
+    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+#endif
+    if (p->pidfd >= 0) {
+        fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+        if (uv_poll_init(loop, &p->exitw, p->pidfd) == 0) {
+            p->handles_open++;
+            uv_poll_start(&p->exitw, UV_READABLE, on_pidfd);
+        } else {
+            close(p->pidfd);
+            p->pidfd = -1;
+        }
+    }
+    if (p->pidfd < 0) uv_timer_start(&p->waitpoll, on_waitpoll, WAITPOLL_MS, WAITPOLL_MS);
+    p->jl.sid = p->pid;
     uv_timer_start(&p->sample, on_sample, SAMPLE_MS, SAMPLE_MS);
     if (spec->timeout_s > 0) {
         double ms = spec->timeout_s * 1000.0;
@@ -240,7 +374,7 @@ void kiln_proc_kill(struct kiln_proc *p, const char *reason, int infra)
 
 pid_t kiln_proc_pid(const struct kiln_proc *p)
 {
-    return p->proc.pid;
+    return p->pid;
 }
 
 uint64_t kiln_proc_peak(const struct kiln_proc *p)
@@ -257,6 +391,7 @@ void kiln_proc_free(struct kiln_proc *p)
         kill_all(p);
         p->done_called = 1;
         kiln_limits_job_destroy(&p->jl);
+        if (!p->exited) waitpid(p->pid, NULL, WNOHANG); /* SIGKILLed: usually gone */
     }
     close_all(p);
 }

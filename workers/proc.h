@@ -2,12 +2,14 @@
  * group, output appended to a log file, under a timeout and a RAM limit.
  *
  * Contract:
- * - kiln_proc_start() spawns `/bin/sh -c COMMAND` with uv_spawn (detached:
- *   setsid, so the job's process group id is its pid), stdin from
+ * - kiln_proc_start() spawns `/bin/sh -c COMMAND` (clone with CLONE_VM |
+ *   CLONE_VFORK, as posix_spawn does; in its own session, so the job's
+ *   process group id is its pid), stdin from
  *   /dev/null, stdout and stderr appended to spec->log_path (the log is
  *   spooled on disk, never held in memory; the agent uploads it by offset).
- *   Under a cgroup method the first process joins the job's cgroup before it
- *   execs the command.
+ *   Under a cgroup method the first process joins the job's cgroups before
+ *   it execs the shell. The worker must not reap children with a SIGCHLD
+ *   handler of its own (waitpid(-1)): each job's exit is read on its pidfd.
  * - Every 200 ms the job is sampled (workers/limits.h); over its RAM limit or
  *   past its timeout the whole group is SIGKILLed. When the main process
  *   exits, any process left in its group/cgroup is killed too.

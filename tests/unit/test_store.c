@@ -103,7 +103,11 @@ static void test_migrates_old_schema(void **state)
                    "DROP INDEX tokens_worker; ALTER TABLE tokens DROP COLUMN worker_id; "
                    "ALTER TABLE jobs DROP COLUMN owner_token; "
                    "ALTER TABLE jobs DROP COLUMN secret_env; "
-                   "DROP TABLE audit; DROP TABLE hook_deliveries; PRAGMA user_version = 1");
+                   "DROP TABLE audit; DROP TABLE hook_deliveries; "
+                   /* issue 18's migrations */
+                   "DROP TABLE job_counts; DROP TRIGGER job_counts_insert; "
+                   "DROP TRIGGER job_counts_delete; DROP TRIGGER job_counts_update; "
+                   "DROP INDEX jobs_state_id; PRAGMA user_version = 1");
     assert_int_equal(reopen_count(p, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                      "AND name IN ('jobs_worker_state', 'jobs_state_not_before')"),
                      2);

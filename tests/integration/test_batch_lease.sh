@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A batch lease (POST /workers/{id}/lease?max=N, issue 18): one answer
+# carries up to N jobs, never more than the offer's free cores and RAM hold;
+# "job" stays the first of "jobs" for agents that read only that; each job is
+# leased (building) and reported like a single lease.
+set -u
+. "$KILN_SRC/tests/integration/lib_serve.sh"
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+T=$(mktemp -d /tmp/kiln-batch-XXXXXX)
+cleanup() {
+    stop_serve
+    rm -rf "$T"
+}
+trap cleanup EXIT
+D=$T/var
+SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
+WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
+start_serve "$D" --allow-anonymous-read || fail "serve did not start"
+for i in 1 2 3 4 5; do
+    r=$(req "$SUB" POST /jobs '{"name":"n","command":"true","cores":1,"ram_mb":100}')
+    expect 201 "$r" "submit $i"
+done
+r=$(req "$WK" POST /workers/register '{"name":"b1","cores":8,"ram_mb":8192,"platform":"x86_64-linux"}')
+expect 200 "$r" register
+W=$(echo "${r#* }" | jfield worker_id)
+WK=$(echo "${r#* }" | jfield credential) # the worker acts with what it was issued
+[ -n "$WK" ] || fail "register gave no credential: $r"
+count() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(len(d.get("jobs",[])), d["job"]["id"] == d["jobs"][0]["id"])'; }
+# 3 free cores: at most 3 of the 5 jobs, though max asks for 10.
+r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":3,"free_ram_mb":8192}')
+expect 200 "$r" "batch lease"
+[ "$(echo "${r#* }" | count)" = "3 True" ] || fail "wanted 3 jobs, first = job: ${r#* }"
+# RAM bounds it too: 250 MiB free holds two 100 MiB jobs.
+r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":5,"free_ram_mb":250}')
+expect 200 "$r" "batch lease by RAM"
+[ "$(echo "${r#* }" | count)" = "2 True" ] || fail "wanted 2 jobs: ${r#* }"
+r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":3,"free_ram_mb":8192}')
+expect 204 "$r" "nothing left"
+r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=0" '{}')
+expect 400 "$r" "max=0 is refused"
+n=$(req "" GET "/jobs?state=building" | cut -d' ' -f2- | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')
+[ "$n" = 5 ] || fail "wanted 5 building jobs, got $n"
+for id in 1 2 3 4 5; do
+    r=$(req "$WK" POST "/jobs/$id/report" '{"attempt":1,"stage":"build","exit_code":0}')
+    expect 200 "$r" "report $id"
+done
+echo PASS
