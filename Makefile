@@ -39,7 +39,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 
-.PHONY: all run chaos check check-unit check-asan check-integration check-fuzz bench bench-bin bench-quick format clean deps selftest
+.PHONY: all run chaos check check-includes check-unit check-asan check-integration check-fuzz fuzz bench bench-bin bench-quick format clean deps selftest
 
 all: $(B)/kiln
 
@@ -93,6 +93,9 @@ chaos: all
 
 check-includes check-unit check-asan check-integration check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)
+
+fuzz: # long random fuzzing, outside make check: FUZZ_SECONDS (600) per target, see scripts/fuzz.sh
+	@bash scripts/fuzz.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

@@ -56,11 +56,6 @@ uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c)
     return c->loop ? c->loop : uv_default_loop();
 }
 
-sqlite3 *kiln_catalog_db(struct kiln_catalog *c)
-{
-    return c->db;
-}
-
 struct kiln_catalog_upload {
     struct kiln_catalog *c;
     int fd;
@@ -139,6 +134,16 @@ static const char *const migrations[] = {
     " nar_size INTEGER NOT NULL, refs TEXT NOT NULL, deriver TEXT NOT NULL, sig TEXT NOT NULL,"
     " entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE);"
     "CREATE INDEX IF NOT EXISTS narinfo_digest ON narinfo(digest);",
+    /* issue 15: the staging area (catalog/staging.h). A staged row is a
+     * narinfo that is not (yet) a catalog entry: state 'pending' = claimed
+     * by a build, bytes on the way (no signature, never served); 'staged' =
+     * received for that build's attempt, hash checked, signed. */
+    "CREATE TABLE IF NOT EXISTS staged("
+    " hashpart TEXT PRIMARY KEY, store_path TEXT NOT NULL, digest TEXT NOT NULL,"
+    " nar_size INTEGER NOT NULL, refs TEXT NOT NULL, deriver TEXT NOT NULL,"
+    " job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,"
+    " sig TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, staged_at REAL);"
+    "CREATE INDEX IF NOT EXISTS staged_digest ON staged(digest);",
     /* issue 15: releases (catalog/release.h); an entry with a release_id is
      * hidden until that release is complete */
     "CREATE TABLE releases("
@@ -161,8 +166,11 @@ static int digest_referenced(struct kiln_catalog *c, const char *digest)
 {
     sqlite3_stmt *st = NULL;
     int found = 1; /* on error, keep the blob */
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM entries WHERE digest=?1 LIMIT 1", -1, &st, NULL) ==
-        SQLITE_OK) {
+    /* A staged NAR is referenced too: gc must not take it from a test host. */
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT 1 FROM entries WHERE digest=?1 UNION ALL"
+                           " SELECT 1 FROM staged WHERE digest=?1 AND state='staged' LIMIT 1",
+                           -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         int r = sqlite3_step(st);
         found = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : 1;
@@ -1017,12 +1025,17 @@ static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
 {
     memset(ni, 0, sizeof *ni);
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db,
-                           held ? "SELECT store_path, digest, nar_size, refs, deriver, sig"
-                                  " FROM narinfo WHERE hashpart=?1"
-                                : "SELECT store_path, digest, nar_size, refs, deriver, sig"
-                                  " FROM narinfo WHERE hashpart=?1 AND " NAR_VISIBLE,
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db,
+            held ? "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
+                   " WHERE hashpart=?1 UNION ALL"
+                   " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
+                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1"
+                 : "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
+                   " WHERE hashpart=?1 AND " NAR_VISIBLE " UNION ALL"
+                   " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
+                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1",
+            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
     int r = sqlite3_step(st), rc = KILN_OK;
@@ -1086,8 +1099,9 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     sqlite3_stmt *st = NULL;
     int found = 0;
     if (sqlite3_prepare_v2(c->db,
-                           "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " LIMIT 1", -1,
-                           &st, NULL) == SQLITE_OK) {
+                           "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " UNION ALL"
+                           " SELECT 1 FROM staged WHERE digest=?1 AND state='staged' LIMIT 1",
+                           -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
         found = sqlite3_step(st) == SQLITE_ROW;
     }
@@ -1156,12 +1170,18 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
     }
     /* narinfos: signature by the cache key, and the NAR they name exists. */
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT hashpart, entry_id FROM narinfo", -1, &st, NULL) ==
-        SQLITE_OK) {
+    /* Staged paths (entry null) are served as well, so they are checked alike. */
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT hashpart, entry_id FROM narinfo UNION ALL SELECT hashpart, NULL"
+                           " FROM staged WHERE state='staged' AND hashpart NOT IN"
+                           " (SELECT hashpart FROM narinfo)",
+                           -1, &st, NULL) == SQLITE_OK) {
         int have_key = -1; /* loaded on the first narinfo, not created needlessly */
         while (sqlite3_step(st) == SQLITE_ROW) {
             const char *hp = (const char *)sqlite3_column_text(st, 0);
-            json_t *id = json_integer(sqlite3_column_int64(st, 1));
+            json_t *id = sqlite3_column_type(st, 1) == SQLITE_NULL
+                             ? NULL
+                             : json_integer(sqlite3_column_int64(st, 1));
             struct kiln_narinfo ni;
             char digest[KILN_DIGEST_STR];
             struct kiln_error e2 = {0};
@@ -1209,4 +1229,25 @@ int kiln_catalog_gc(struct kiln_catalog *c, double grace_s, uint64_t *removed_fi
     if (removed_files) *removed_files = f;
     if (removed_bytes) *removed_bytes = b;
     return rc;
+}
+
+/* --- for the staging area (catalog/staging.c), which shares this store --- */
+
+sqlite3 *kiln_catalog_db(struct kiln_catalog *c)
+{
+    return c->db;
+}
+
+const char *kiln_catalog_dir(struct kiln_catalog *c)
+{
+    return c->dir;
+}
+
+int kiln_catalog_sign_narinfo(struct kiln_catalog *c, struct kiln_narinfo *ni,
+                              struct kiln_error *err)
+{
+    int rc = nix_key(c, err);
+    if (rc != KILN_OK) return rc;
+    rc = kiln_narinfo_sign(ni, &c->nix_key);
+    return rc == KILN_OK ? KILN_OK : kiln_fail(err, rc, "cannot sign the narinfo");
 }

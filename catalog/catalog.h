@@ -141,8 +141,6 @@ int kiln_catalog_parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t
 /* The loop downloads read files on (default: uv_default_loop()). */
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop);
 uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c);
-/* The catalog's SQLite handle, for its companions (catalog/release.c). */
-struct sqlite3 *kiln_catalog_db(struct kiln_catalog *c);
 int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role);
 
 /* Import a path of this host's Nix store into the blob store (checked
@@ -152,5 +150,15 @@ int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum ki
  * on the libuv thread pool; the publish itself (SQLite) belongs on the loop. */
 int kiln_catalog_import_path(struct kiln_catalog *c, const char *store_path, char digest[72],
                              uint64_t *size, json_t **nix, struct kiln_error *err);
+
+/* For the staging area (catalog/staging.h), which keeps its rows in this
+ * catalog's database and its NARs in this blob store. Loop thread only. */
+struct sqlite3;
+struct kiln_narinfo;
+struct sqlite3 *kiln_catalog_db(struct kiln_catalog *c);
+const char *kiln_catalog_dir(struct kiln_catalog *c); /* DATA/catalog */
+/* Sign ni with the farm's Nix cache key (DATA/keys/nix-cache.sec). */
+int kiln_catalog_sign_narinfo(struct kiln_catalog *c, struct kiln_narinfo *ni,
+                              struct kiln_error *err);
 
 #endif

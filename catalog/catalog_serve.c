@@ -4,13 +4,25 @@
 #include "catalog/catalog.h"
 #include "catalog/publish.h"
 #include "catalog/release_serve.h"
+#include "catalog/staging.h"
+#include "common/clock.h"
+#include "catalog/staging_http.h"
+#include "common/units.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct catalog_feature {
-    struct kiln_catalog *cat;           /* NULL if it could not be opened */
-    struct kiln_publisher *publisher;   /* the publish stage */
+    struct kiln_server *srv;
+    struct kiln_catalog *cat;         /* NULL if it could not be opened */
+    struct kiln_publisher *publisher; /* the publish stage */
+    struct kiln_staging_http *staging;
     struct kiln_release_serve *releases; /* publish: release */
+    uv_timer_t prune;
+    int prune_started;
+    double max_age_s;   /* staging retention (0 = none) */
+    uint64_t max_bytes; /* (0 = none) */
+    char public_key[200];
 };
 
 struct pubctx {
@@ -61,6 +73,85 @@ static void on_catalog_publish(void *arg, int64_t id)
     if (srv->events) kiln_events_notify(srv->events);
 }
 
+/* A test stage fetches its inputs from here by Nix substitution: the lease
+ * names them and the key their narinfos are signed with. */
+static void lease_extra(struct kiln_server *srv, json_t *lease, void *ctx)
+{
+    struct catalog_feature *cf = ctx;
+    (void)srv;
+    json_t *outs = json_object_get(lease, "outputs");
+    const char *stage = json_string_value(json_object_get(lease, "stage"));
+    if (!stage || strcmp(stage, "test") || !json_array_size(outs) || !cf->public_key[0]) return;
+    json_object_set_new(lease, "substitute",
+                        json_pack("{s:O,s:s,s:s}", "paths", outs, "cache", "/nix-cache",
+                                  "public_key", cf->public_key));
+}
+
+/* Staging retention: the outputs of jobs waiting for or running their test
+ * stage are kept (with their closure); everything else ages out. */
+static void prune_tick(uv_timer_t *t)
+{
+    struct catalog_feature *cf = t->data;
+    struct kiln_server *srv = cf->srv;
+    json_t *keep = json_array();
+    /* building: what it staged before its report (kept by job id);
+     * built/testing: its recorded outputs, which the test substitutes. */
+    const char *states[] = {"building", "built", "testing", NULL};
+    for (int s = 0; keep && states[s]; s++) {
+        int64_t ids[1000];
+        int n = 0;
+        if (kiln_jobs_in_state(&srv->jobs, states[s], ids, 1000, &n, NULL) != KILN_OK) continue;
+        for (int i = 0; i < n; i++) {
+            json_t *j = NULL;
+            json_array_append_new(keep, json_integer(ids[i]));
+            if (kiln_jobs_get(&srv->jobs, ids[i], &j, NULL) == KILN_OK)
+                json_array_extend(keep, json_object_get(j, "outputs"));
+            json_decref(j);
+        }
+    }
+    uint64_t n = 0, bytes = 0;
+    struct kiln_error err = {0};
+    if (!keep || kiln_staging_prune(cf->cat, kiln_clock_wall(), cf->max_age_s, cf->max_bytes, keep,
+                                    &n, &bytes, &err) != KILN_OK)
+        kiln_log(&srv->log, KILN_LOG_WARN, "staging retention: %s",
+                 err.msg[0] ? err.msg : "out of memory");
+    else if (n)
+        kiln_log(&srv->log, KILN_LOG_INFO, "staging retention removed %llu paths (%llu bytes)",
+                 (unsigned long long)n, (unsigned long long)bytes);
+    json_decref(keep);
+}
+
+/* staging: {max_age_s: N, max_size: "500 GiB", prune_interval_s: N} */
+static int staging_config(struct catalog_feature *cf, json_t *st, double *interval,
+                          struct kiln_error *err)
+{
+    cf->max_age_s = 7 * 86400.0;
+    cf->max_bytes = 0;
+    *interval = 60;
+    if (!st) return KILN_OK;
+    if (!json_is_object(st)) return kiln_fail(err, KILN_EINVAL, "staging: must be a mapping");
+    const char *k;
+    json_t *v;
+    json_object_foreach(st, k, v)
+    {
+        if (!strcmp(k, "max_age_s") && json_is_number(v) && json_number_value(v) >= 0)
+            cf->max_age_s = json_number_value(v);
+        else if (!strcmp(k, "prune_interval_s") && json_is_number(v) && json_number_value(v) > 0)
+            *interval = json_number_value(v);
+        else if (!strcmp(k, "max_size") && json_is_integer(v) && json_integer_value(v) >= 0)
+            cf->max_bytes = (uint64_t)json_integer_value(v);
+        else if (!strcmp(k, "max_size") && json_is_string(v) &&
+                 kiln_parse_size(json_string_value(v), &cf->max_bytes) == KILN_OK)
+            continue;
+        else
+            return kiln_fail(err, KILN_EINVAL,
+                             "staging.%s: unknown key or bad value (max_age_s: seconds, "
+                             "max_size: bytes or \"500 GiB\", prune_interval_s: seconds)",
+                             k);
+    }
+    return KILN_OK;
+}
+
 static int stream(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role,
                   void *ctx)
 {
@@ -74,6 +165,10 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     struct catalog_feature *cf = calloc(1, sizeof *cf);
     if (!cf) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     *state = cf;
+    cf->srv = srv;
+    double interval = 60;
+    int rc0 = staging_config(cf, json_object_get(config, "staging"), &interval, err);
+    if (rc0) return rc0;
     if (kiln_catalog_open(srv->cfg.data_dir, &cf->cat, err)) {
         kiln_log(&srv->log, KILN_LOG_WARN, "catalog unavailable: %s", err->msg);
         cf->cat = NULL;
@@ -83,7 +178,25 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     kiln_catalog_set_loop(cf->cat, srv->loop);
     int rc = kiln_serve_add_stream_route(srv, "/api/v1/catalog", stream, cf);
     if (!rc) rc = kiln_serve_add_stream_route(srv, "/nix-cache/", stream, cf);
+    if (!rc) rc = kiln_staging_http_new(srv, cf->cat, &cf->staging, err);
+    if (!rc)
+        rc = kiln_serve_add_stream_route(srv, "/api/v1/staging", kiln_staging_http, cf->staging);
     if (rc) return kiln_fail(err, rc, "catalog: cannot register its routes");
+    if (kiln_catalog_nix_public_key(cf->cat, cf->public_key, sizeof cf->public_key, err) ==
+        KILN_OK) {
+        srv->lease_extra = lease_extra;
+        srv->lease_extra_ctx = cf;
+    } else {
+        kiln_log(&srv->log, KILN_LOG_WARN, "no Nix cache key, test stages cannot substitute: %s",
+                 err->msg);
+        kiln_error_clear(err);
+    }
+    if (uv_timer_init(srv->loop, &cf->prune) == 0) {
+        cf->prune.data = cf;
+        cf->prune_started = 1;
+        uv_timer_start(&cf->prune, prune_tick, (uint64_t)(interval * 1000),
+                       (uint64_t)(interval * 1000));
+    }
     rc = kiln_publisher_new(srv->loop, cf->cat, json_object_get(config, "publish"), &cf->publisher,
                             err);
     if (rc) return rc;
@@ -101,6 +214,11 @@ static void feature_stop(struct kiln_server *srv, void *state)
     srv->publish_ctx = NULL;
     if (cf) kiln_release_serve_free(cf->releases);
     if (cf) cf->releases = NULL;
+    srv->lease_extra = NULL;
+    if (cf && cf->prune_started) {
+        uv_timer_stop(&cf->prune);
+        uv_close((uv_handle_t *)&cf->prune, NULL);
+    }
     if (cf && cf->publisher) kiln_publisher_free(cf->publisher);
     if (cf) cf->publisher = NULL;
 }
@@ -109,11 +227,12 @@ static void feature_cleanup(void *state)
 {
     struct catalog_feature *cf = state;
     if (!cf) return;
+    kiln_staging_http_free(cf->staging);
     kiln_catalog_close(cf->cat);
     free(cf);
 }
 
-static const char *const sections[] = {"catalog", "publish", NULL};
+static const char *const sections[] = {"catalog", "publish", "staging", NULL};
 
 const struct kiln_serve_feature kiln_catalog_feature = {
     .name = "catalog",

@@ -11,6 +11,12 @@
  * then to every matching target. The job succeeds when all targets did, and
  * fails at stage "publish" with the first target's message otherwise. A
  * published entry is announced over SSE.
+ * It also runs the staging area (catalog/staging.h, routes in
+ * staging_http.c): outputs staged by build workers are served from
+ * /nix-cache, test leases name them with the farm's public key
+ * (srv->lease_extra), publishing promotes them, and a timer applies the
+ * `staging:` retention (max_age_s, max_size, prune_interval_s), keeping the
+ * outputs of jobs in `built` or `testing`.
  */
 #ifndef KILN_CATALOG_SERVE_H
 #define KILN_CATALOG_SERVE_H

@@ -2,6 +2,8 @@
  * is in the embedded catalog. */
 #include "catalog/publish.h"
 
+#include "catalog/staging.h"
+
 #include "catalog/s3.h"
 #include "catalog/catalog.h"
 #include "common/spawn.h"
@@ -632,11 +634,21 @@ static void pjob_next(struct pjob *pj)
         return;
     }
     const char *path = json_string_value(json_array_get(pj->outputs, pj->next++));
+    /* Staged by the build's worker: promoted as it is, no second upload. */
+    struct kiln_error se = {0};
+    if (path && strlen(path) < sizeof pj->path &&
+        kiln_staging_lookup(pj->p->cat, path, pj->digest, &pj->size, &pj->nix, &se) == 1) {
+        snprintf(pj->path, sizeof pj->path, "%s", path);
+        pj->rc = KILN_OK;
+        pj->work.data = pj;
+        pjob_export_done(&pj->work, 0);
+        return;
+    }
     if (!path || strlen(path) >= sizeof pj->path || access(path, F_OK) != 0) {
         char msg[1200];
         snprintf(msg, sizeof msg,
-                 "output %s is not in this host's Nix store; the worker must upload it "
-                 "(kiln_export_store_path)",
+                 "output %s is neither staged nor in this host's Nix store; the build's "
+                 "worker stages it (workers/stage.h)",
                  path ? path : "(not a string)");
         pjob_finish(pj, KILN_ENOTFOUND, msg, NULL);
         return;

@@ -213,8 +213,8 @@ int cmd_submit(int argc, char **argv)
     }
     struct kiln_buf command = {0};
     const char *recipe = NULL;
-    int i;
-    for (i = 1; i < argc && rc == KILN_EXIT_OK; i++) {
+    int i = 1;
+    while (i < argc && rc == KILN_EXIT_OK) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) {
             i++;
@@ -227,7 +227,7 @@ int cmd_submit(int argc, char **argv)
             break;
         }
         rc = submit_option(a, argv[i + 1], body, env, &recipe);
-        i++;
+        i += 2; /* the option and its value */
     }
     for (; i < argc && rc == KILN_EXIT_OK; i++) {
         if (command.len) kiln_buf_puts(&command, " ");

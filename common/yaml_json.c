@@ -185,7 +185,14 @@ static int parse_node(struct ctx *c, yaml_event_t *ev, int depth, json_t **out, 
                          "document expands to more than 1000000 nodes (alias bomb?)");
         else
             rc = remember_anchor(c, anchor, *out, *weight);
-        if (rc) json_decref(*out);
+        if (rc) {
+            /* The caller owns *out only on success: leaving the freed
+             * pointer there made kiln_yaml_to_json() free the root twice
+             * when the root itself crossed the node limit (fuzz finding,
+             * tests/fuzz/corpus/yaml_json/uaf-root-over-node-limit.yaml). */
+            json_decref(*out);
+            *out = NULL;
+        }
     }
     yaml_event_delete(ev);
     return rc;

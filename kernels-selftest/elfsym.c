@@ -1,18 +1,16 @@
-/* elfsym.c - ELF symbol walking and name matching; see elfsym.h. */
+/* elfsym.c - ELF symbol walking and name matching; see elfsym.h.
+ *
+ * Like fatbin.c, every pointer into the file comes from kiln_bytes_at()
+ * (bytes.h) for the bytes then read: the symbol table, each 24-byte entry
+ * and the string table are checked again here rather than trusted to
+ * kiln_elf_section(), so a change there cannot open a hole here. */
 #include "kernels-selftest/elfsym.h"
+#include "kernels-selftest/bytes.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static uint64_t rd64(const unsigned char *p)
-{
-    return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
-}
+#define SYM_SIZE 24 /* sizeof(Elf64_Sym) */
 
 int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
                         struct kiln_error *err)
@@ -23,7 +21,7 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
         if (rc) return rc;
         if (s.type != 2 /* SHT_SYMTAB */ && s.type != 11 /* SHT_DYNSYM */) continue;
         const char *table = s.type == 2 ? ".symtab" : ".dynsym";
-        if (s.entsize != 24)
+        if (s.entsize != SYM_SIZE)
             return kiln_fail(err, KILN_EPARSE, "%s (section %u) has entry size %llu, expected 24",
                              table, i, (unsigned long long)s.entsize);
         if (s.link == 0 || s.link >= e->shnum)
@@ -35,14 +33,21 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
             return kiln_fail(err, KILN_EPARSE,
                              "%s (section %u) links to section %u, which is not a string table",
                              table, i, s.link);
-        uint64_t count = s.size / 24;
+        uint64_t count = s.size / SYM_SIZE;
         if (count > KILN_ELFSYM_MAX)
             return kiln_fail(err, KILN_ELIMIT, "%s has %llu symbols (limit %d)", table,
                              (unsigned long long)count, KILN_ELFSYM_MAX);
-        const char *strs = (const char *)e->data + str.offset;
+        const char *strs = (const char *)kiln_bytes_at(e->data, e->len, str.offset, str.size);
+        if (!strs || !kiln_bytes_at(e->data, e->len, s.offset, count * SYM_SIZE))
+            return kiln_fail(err, KILN_EPARSE, "%s (section %u) runs past the end of the file",
+                             table, i);
         for (uint64_t k = 1; k < count; k++) {
-            const unsigned char *p = e->data + s.offset + k * 24;
-            uint32_t name = rd32(p);
+            const unsigned char *p =
+                kiln_bytes_at(e->data, e->len, s.offset + k * SYM_SIZE, SYM_SIZE);
+            if (!p) /* inside the table checked above; kept as the one rule */
+                return kiln_fail(err, KILN_EPARSE, "%s symbol %llu lies outside the file", table,
+                                 (unsigned long long)k);
+            uint32_t name = kiln_bytes_le32(p);
             if (name == 0) continue;
             if (name >= str.size)
                 return kiln_fail(err, KILN_EPARSE,
@@ -58,8 +63,8 @@ int kiln_elfsym_foreach(const struct kiln_elf *e, kiln_elfsym_cb cb, void *ctx,
                 .type = p[4] & 0xf,
                 .bind = p[4] >> 4,
                 .defined = (p[6] | (p[7] << 8)) != 0,
-                .value = rd64(p + 8),
-                .size = rd64(p + 16),
+                .value = kiln_bytes_le64(p + 8),
+                .size = kiln_bytes_le64(p + 16),
             };
             rc = cb(ctx, &sym);
             if (rc) return rc;

@@ -1,29 +1,27 @@
-/* fatbin.c - ELF64 reader and CUDA fatbin parser; see fatbin.h. */
+/* fatbin.c - ELF64 reader and CUDA fatbin parser; see fatbin.h.
+ *
+ * Every offset, size and count in the input is hostile until checked: each
+ * pointer into the file comes from kiln_bytes_at() (bytes.h) for exactly the
+ * bytes then read, so a wrong table offset, a wrapped offset + size or a
+ * count past the end gives KILN_EPARSE instead of a read outside the file. */
 #include "kernels-selftest/fatbin.h"
+#include "kernels-selftest/bytes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint16_t rd16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
+#define rd16 kiln_bytes_le16
+#define rd32 kiln_bytes_le32
+#define rd64 kiln_bytes_le64
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
+#define SHT_NOBITS 8
+#define PT_LOAD 1
 
-static uint64_t rd64(const unsigned char *p)
+/* [off, off + n) of the ELF file, or NULL when it is not inside the file. */
+static const unsigned char *elf_at(const struct kiln_elf *e, uint64_t off, uint64_t n)
 {
-    return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
-}
-
-/* 1 if [off, off+n) lies inside a buffer of len bytes, without overflow. */
-static int in_bounds(uint64_t off, uint64_t n, size_t len)
-{
-    return off <= len && n <= len - off;
+    return kiln_bytes_at(e->data, e->len, off, n);
 }
 
 int kiln_elf_is_elf(const void *data, size_t len)
@@ -64,7 +62,7 @@ int kiln_elf_open(struct kiln_elf *e, const void *data, size_t len, struct kiln_
         if (e->shentsize < 64)
             return kiln_fail(err, KILN_EPARSE, "ELF section header size %u is too small",
                              e->shentsize);
-        if (!in_bounds(e->shoff, (uint64_t)e->shnum * e->shentsize, len))
+        if (!kiln_bytes_in(e->shoff, (uint64_t)e->shnum * e->shentsize, len))
             return kiln_fail(err, KILN_EPARSE,
                              "ELF section table (offset %llu, %u entries) runs past the end "
                              "of the file (%zu bytes)",
@@ -76,17 +74,32 @@ int kiln_elf_open(struct kiln_elf *e, const void *data, size_t len, struct kiln_
         if (e->phentsize < 56)
             return kiln_fail(err, KILN_EPARSE, "ELF program header size %u is too small",
                              e->phentsize);
-        if (!in_bounds(e->phoff, (uint64_t)e->phnum * e->phentsize, len))
+        if (!kiln_bytes_in(e->phoff, (uint64_t)e->phnum * e->phentsize, len))
             return kiln_fail(err, KILN_EPARSE,
-                             "ELF program header table runs past the end of the file");
+                             "ELF program header table (offset %llu, %u entries) runs past the "
+                             "end of the file (%zu bytes)",
+                             (unsigned long long)e->phoff, e->phnum, len);
     }
     return KILN_OK;
 }
 
-/* Raw header of section idx without name lookup or content checks. */
-static void raw_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_section *s)
+/* Header of section idx (64 bytes) or program header idx (56 bytes); NULL
+ * only if e was not checked by kiln_elf_open(). */
+static const unsigned char *section_header(const struct kiln_elf *e, unsigned idx)
 {
-    const unsigned char *h = e->data + e->shoff + (uint64_t)idx * e->shentsize;
+    if (idx >= e->shnum) return NULL;
+    return elf_at(e, e->shoff + (uint64_t)idx * e->shentsize, 64);
+}
+
+static const unsigned char *program_header(const struct kiln_elf *e, unsigned idx)
+{
+    if (idx >= e->phnum) return NULL;
+    return elf_at(e, e->phoff + (uint64_t)idx * e->phentsize, 56);
+}
+
+/* Raw fields of a section header, without name lookup or content checks. */
+static void raw_section(const unsigned char *h, struct kiln_elf_section *s)
+{
     memset(s, 0, sizeof *s);
     s->name = "";
     s->type = rd32(h + 4);
@@ -102,26 +115,29 @@ static void raw_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_
 int kiln_elf_section(const struct kiln_elf *e, unsigned idx, struct kiln_elf_section *out,
                      struct kiln_error *err)
 {
-    if (idx >= e->shnum)
+    const unsigned char *h = section_header(e, idx);
+    if (!h)
         return kiln_fail(err, KILN_EINVAL, "ELF section %u does not exist (%u sections)", idx,
                          e->shnum);
-    raw_section(e, idx, out);
-    uint32_t name_off = rd32(e->data + e->shoff + (uint64_t)idx * e->shentsize);
-    if (e->shstrndx) {
+    raw_section(h, out);
+    uint32_t name_off = rd32(h);
+    const unsigned char *sh = e->shstrndx ? section_header(e, e->shstrndx) : NULL;
+    if (sh) {
         struct kiln_elf_section str;
-        raw_section(e, e->shstrndx, &str);
-        if (str.type != 8 /* SHT_NOBITS */ && in_bounds(str.offset, str.size, e->len) &&
-            name_off < str.size) {
-            const char *base = (const char *)e->data + str.offset;
-            if (memchr(base + name_off, 0, str.size - name_off))
-                out->name = base + name_off;
-            else
+        raw_section(sh, &str);
+        const unsigned char *base = str.type != SHT_NOBITS ? elf_at(e, str.offset, str.size) : NULL;
+        if (base && name_off < str.size) {
+            if (!memchr(base + name_off, 0, str.size - name_off))
                 return kiln_fail(err, KILN_EPARSE,
                                  "ELF section %u name is not NUL-terminated inside .shstrtab", idx);
+            out->name = (const char *)base + name_off;
         }
     }
-    if (out->type != 8 /* SHT_NOBITS */ && out->type != 0 &&
-        !in_bounds(out->offset, out->size, e->len))
+    /* Only SHT_NOBITS occupies no file bytes. Every other type, SHT_NULL
+     * included, is checked: a caller looks sections up by name, and a
+     * crafted "SHT_NULL .nv_fatbin" pointing anywhere once crashed the
+     * inspector (tests/fuzz/corpus/fatbin/oob-read-1-null-section.bin). */
+    if (out->type != SHT_NOBITS && !kiln_bytes_in(out->offset, out->size, e->len))
         return kiln_fail(err, KILN_EPARSE,
                          "ELF section %u (%s) at offset %llu size %llu runs past the end of the "
                          "file (%zu bytes)",
@@ -148,13 +164,16 @@ int kiln_elf_find_section(const struct kiln_elf *e, const char *name, struct kil
 int kiln_elf_vaddr_to_offset(const struct kiln_elf *e, uint64_t vaddr, uint64_t size, uint64_t *off)
 {
     for (unsigned i = 0; i < e->phnum; i++) {
-        const unsigned char *h = e->data + e->phoff + (uint64_t)i * e->phentsize;
-        if (rd32(h) != 1 /* PT_LOAD */) continue;
+        const unsigned char *h = program_header(e, i);
+        if (!h) return KILN_EPARSE;
+        if (rd32(h) != PT_LOAD) continue;
         uint64_t p_offset = rd64(h + 8), p_vaddr = rd64(h + 16), p_filesz = rd64(h + 32);
         if (vaddr >= p_vaddr && vaddr - p_vaddr <= p_filesz &&
             size <= p_filesz - (vaddr - p_vaddr)) {
-            uint64_t o = p_offset + (vaddr - p_vaddr);
-            if (!in_bounds(o, size, e->len)) return KILN_EPARSE;
+            uint64_t delta = vaddr - p_vaddr;
+            if (p_offset > UINT64_MAX - delta) return KILN_EPARSE; /* wrapped */
+            uint64_t o = p_offset + delta;
+            if (!elf_at(e, o, size)) return KILN_EPARSE;
             *off = o;
             return KILN_OK;
         }
@@ -176,10 +195,11 @@ unsigned kiln_elf_cubin_sm(const struct kiln_elf *e)
 static char cubin_suffix(const struct kiln_elf *e)
 {
     struct kiln_elf_section s;
-    if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == 8) return 0;
-    /* A truncated or hostile file may claim a note beyond its end. */
-    if (s.offset > e->len || s.size > e->len - s.offset) return 0;
-    const char *p = (const char *)e->data + s.offset, *end = p + s.size;
+    if (kiln_elf_find_section(e, ".note.nv.tkinfo", &s, NULL) != KILN_OK || s.type == SHT_NOBITS)
+        return 0;
+    const char *p = (const char *)elf_at(e, s.offset, s.size);
+    if (!p) return 0;
+    const char *end = p + s.size;
     const char *at = memmem(p, s.size, "-arch sm_", 9);
     if (!at) return 0;
     at += 9;
@@ -222,6 +242,62 @@ static void inspect_cubin_payload(const unsigned char *p, uint64_t n, struct kil
         ent->relocatable = ce.type == 1;
 }
 
+/* Entries of one container, data[p..end); end <= len was checked. */
+static int parse_entries(const unsigned char *d, size_t p, size_t end, uint64_t base_off,
+                         const char *where, struct kiln_fatbin_list *out, struct kiln_error *err)
+{
+    while (p < end) {
+        const unsigned char *h = kiln_bytes_at(d, end, p, 64);
+        if (!h)
+            return kiln_fail(err, KILN_EPARSE,
+                             "%s: truncated fatbin entry header at offset %llu (%zu bytes left, "
+                             "need 64)",
+                             where, (unsigned long long)(base_off + p), end - p);
+        uint32_t ehsize = rd32(h + 4);
+        uint64_t psize = rd64(h + 8);
+        if (ehsize < 64 || ehsize > end - p)
+            return kiln_fail(err, KILN_EPARSE,
+                             "%s: fatbin entry at offset %llu has a bad header size %u", where,
+                             (unsigned long long)(base_off + p), ehsize);
+        const unsigned char *payload = kiln_bytes_at(d, end, p + ehsize, psize);
+        if (!payload)
+            return kiln_fail(err, KILN_EPARSE,
+                             "%s: fatbin entry at offset %llu claims a %llu-byte payload past "
+                             "the end of its container",
+                             where, (unsigned long long)(base_off + p), (unsigned long long)psize);
+        struct kiln_fatbin_entry ent;
+        memset(&ent, 0, sizeof ent);
+        ent.kind = rd16(h);
+        ent.minor = rd16(h + 24);
+        ent.major = rd16(h + 26);
+        ent.sm = rd32(h + 28);
+        ent.flags = rd64(h + 40);
+        ent.offset = base_off + p + ehsize;
+        ent.size = psize;
+        ent.uncompressed_size = rd64(h + 56);
+        if (ent.flags & KILN_FB_FLAG_ZSTD)
+            ent.compression = "zstd";
+        else if (ent.flags & KILN_FB_FLAG_LZ4)
+            ent.compression = "lz4";
+        if (!ent.compression) ent.uncompressed_size = psize;
+        if (ent.flags & KILN_FB_FLAG_ARCH_SPECIFIC)
+            ent.suffix = 'a';
+        else if (ent.flags & KILN_FB_FLAG_FAMILY)
+            ent.suffix = 'f';
+        if (ent.sm > 10000)
+            return kiln_fail(err, KILN_EPARSE,
+                             "%s: fatbin entry at offset %llu names an impossible SM %u", where,
+                             (unsigned long long)(base_off + p), ent.sm);
+        snprintf(ent.where, sizeof ent.where, "%s", where);
+        if (ent.kind == KILN_FB_CUBIN && !ent.compression)
+            inspect_cubin_payload(payload, psize, &ent);
+        int rc = list_push(out, &ent, err);
+        if (rc) return rc;
+        p += ehsize + (size_t)psize; /* <= end, checked by kiln_bytes_at above */
+    }
+    return KILN_OK;
+}
+
 int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const char *where,
                       struct kiln_fatbin_list *out, struct kiln_error *err)
 {
@@ -230,7 +306,8 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
     int seen = 0;
     while (pos < len) {
         /* Containers are 8-byte aligned; sections pad the tail with zeros. */
-        if (len - pos < 16) {
+        const unsigned char *c = kiln_bytes_at(d, len, pos, 16);
+        if (!c) {
             for (size_t i = pos; i < len; i++)
                 if (d[i])
                     return kiln_fail(err, KILN_EPARSE,
@@ -239,7 +316,7 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
                                      where, len - pos, (unsigned long long)(base_off + pos));
             break;
         }
-        uint32_t magic = rd32(d + pos);
+        uint32_t magic = rd32(c);
         if (magic == 0 && seen) {
             pos += 8;
             continue;
@@ -248,13 +325,13 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
             return kiln_fail(err, KILN_EPARSE,
                              "%s: bad fatbin magic 0x%08x at offset %llu (expected 0x%08x)", where,
                              magic, (unsigned long long)(base_off + pos), KILN_FATBIN_MAGIC);
-        uint16_t hsize = rd16(d + pos + 6);
-        uint64_t fsize = rd64(d + pos + 8);
+        uint16_t hsize = rd16(c + 6);
+        uint64_t fsize = rd64(c + 8);
         if (hsize < 16)
             return kiln_fail(err, KILN_EPARSE,
                              "%s: fatbin header size %u at offset %llu is too small", where, hsize,
                              (unsigned long long)(base_off + pos));
-        if (!in_bounds(pos + hsize, fsize, len))
+        if (!kiln_bytes_at(d, len, (uint64_t)pos + hsize, fsize))
             return kiln_fail(err, KILN_EPARSE,
                              "%s: fatbin container at offset %llu claims %llu bytes but only %zu "
                              "remain (truncated?)",
@@ -262,65 +339,21 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
                              len - pos);
         out->containers++;
         seen = 1;
-        size_t p = pos + hsize, end = pos + hsize + (size_t)fsize;
-        while (p < end) {
-            if (end - p < 64)
-                return kiln_fail(
-                    err, KILN_EPARSE,
-                    "%s: truncated fatbin entry header at offset %llu (%zu bytes left, "
-                    "need 64)",
-                    where, (unsigned long long)(base_off + p), end - p);
-            const unsigned char *h = d + p;
-            uint32_t ehsize = rd32(h + 4);
-            uint64_t psize = rd64(h + 8);
-            if (ehsize < 64 || ehsize > end - p)
-                return kiln_fail(err, KILN_EPARSE,
-                                 "%s: fatbin entry at offset %llu has a bad header size %u", where,
-                                 (unsigned long long)(base_off + p), ehsize);
-            if (!in_bounds(p + ehsize, psize, end))
-                return kiln_fail(err, KILN_EPARSE,
-                                 "%s: fatbin entry at offset %llu claims a %llu-byte payload past "
-                                 "the end of its container",
-                                 where, (unsigned long long)(base_off + p),
-                                 (unsigned long long)psize);
-            struct kiln_fatbin_entry ent;
-            memset(&ent, 0, sizeof ent);
-            ent.kind = rd16(h);
-            ent.minor = rd16(h + 24);
-            ent.major = rd16(h + 26);
-            ent.sm = rd32(h + 28);
-            ent.flags = rd64(h + 40);
-            ent.offset = base_off + p + ehsize;
-            ent.size = psize;
-            ent.uncompressed_size = rd64(h + 56);
-            if (ent.flags & KILN_FB_FLAG_ZSTD)
-                ent.compression = "zstd";
-            else if (ent.flags & KILN_FB_FLAG_LZ4)
-                ent.compression = "lz4";
-            if (!ent.compression) {
-                uint32_t csize = rd32(h + 16);
-                ent.uncompressed_size = psize;
-                (void)csize;
-            }
-            if (ent.flags & KILN_FB_FLAG_ARCH_SPECIFIC)
-                ent.suffix = 'a';
-            else if (ent.flags & KILN_FB_FLAG_FAMILY)
-                ent.suffix = 'f';
-            if (ent.sm > 10000)
-                return kiln_fail(err, KILN_EPARSE,
-                                 "%s: fatbin entry at offset %llu names an impossible SM %u", where,
-                                 (unsigned long long)(base_off + p), ent.sm);
-            snprintf(ent.where, sizeof ent.where, "%s", where);
-            if (ent.kind == KILN_FB_CUBIN && !ent.compression)
-                inspect_cubin_payload(h + ehsize, psize, &ent);
-            int rc = list_push(out, &ent, err);
-            if (rc) return rc;
-            p += ehsize + (size_t)psize;
-        }
+        size_t end = pos + hsize + (size_t)fsize;
+        int rc = parse_entries(d, pos + hsize, end, base_off, where, out, err);
+        if (rc) return rc;
         pos = end;
     }
     if (!seen) return kiln_fail(err, KILN_EPARSE, "%s: no fatbin container found", where);
     return KILN_OK;
+}
+
+/* Size of the fatbin container whose 16-byte header is at h, or
+ * UINT64_MAX when the header's size fields wrap. */
+static uint64_t container_size(const unsigned char *h)
+{
+    uint64_t hsize = rd16(h + 6), fsize = rd64(h + 8);
+    return fsize > UINT64_MAX - hsize ? UINT64_MAX : hsize + fsize;
 }
 
 /* Fatbins referenced from .nvFatBinSegment: {u32 magic 0x466243b1, u32
@@ -331,15 +364,20 @@ int kiln_fatbin_parse(const void *data, size_t len, uint64_t base_off, const cha
 static int from_segment_records(const struct kiln_elf *e, const struct kiln_elf_section *seg,
                                 struct kiln_fatbin_list *out, int *found, struct kiln_error *err)
 {
-    for (uint64_t off = 0; off + 24 <= seg->size; off += 24) {
-        const unsigned char *r = e->data + seg->offset + off;
+    for (uint64_t off = 0; seg->size >= 24 && off <= seg->size - 24; off += 24) {
+        const unsigned char *r = elf_at(e, seg->offset + off, 24);
+        if (!r)
+            return kiln_fail(err, KILN_EPARSE,
+                             ".nvFatBinSegment record at offset %llu runs past the end of the "
+                             "file",
+                             (unsigned long long)off);
         if (rd32(r) != 0x466243b1u) continue;
         uint64_t addr = rd64(r + 8), foff;
         if (!addr || kiln_elf_vaddr_to_offset(e, addr, 16, &foff) != KILN_OK) continue;
-        const unsigned char *fb = e->data + foff;
-        if (rd32(fb) != KILN_FATBIN_MAGIC) continue;
-        uint64_t total = rd16(fb + 6) + rd64(fb + 8);
-        if (!in_bounds(foff, total, e->len))
+        const unsigned char *fb = elf_at(e, foff, 16);
+        if (!fb || rd32(fb) != KILN_FATBIN_MAGIC) continue;
+        uint64_t total = container_size(fb);
+        if (!elf_at(e, foff, total))
             return kiln_fail(err, KILN_EPARSE,
                              ".nvFatBinSegment points at a fatbin that runs past the end of the "
                              "file");
@@ -352,17 +390,16 @@ static int from_segment_records(const struct kiln_elf *e, const struct kiln_elf_
 
 /* Scan [off, off+n) for containers at 8-byte alignment, used for ELF
  * files without section headers. */
-static int scan_range(const struct kiln_elf *e, uint64_t off, uint64_t n,
-                      struct kiln_fatbin_list *out, struct kiln_error *err)
+static void scan_range(const struct kiln_elf *e, uint64_t off, uint64_t n,
+                       struct kiln_fatbin_list *out)
 {
-    if (off >= e->len || n > e->len - off)
-        return KILN_OK; /* callers clamp; never trust a wrapped range */
+    if (!elf_at(e, off, n)) return; /* callers clamp; never trust a wrapped range */
     uint64_t start = (off + 7) & ~(uint64_t)7, end = off + n;
     for (uint64_t p = start; p < end && end - p >= 16; p += 8) {
-        const unsigned char *h = e->data + p;
-        if (rd32(h) != KILN_FATBIN_MAGIC || rd16(h + 4) != 1 || rd16(h + 6) < 16) continue;
-        uint64_t total = (uint64_t)rd16(h + 6) + rd64(h + 8);
-        if (rd64(h + 8) > e->len || !in_bounds(p, total, e->len)) continue;
+        const unsigned char *h = elf_at(e, p, 16);
+        if (!h || rd32(h) != KILN_FATBIN_MAGIC || rd16(h + 4) != 1 || rd16(h + 6) < 16) continue;
+        uint64_t total = container_size(h);
+        if (!elf_at(e, p, total)) continue;
         struct kiln_error sub;
         size_t before = out->n;
         if (kiln_fatbin_parse(h, (size_t)total, p, "segment scan", out, &sub) != KILN_OK) {
@@ -371,49 +408,44 @@ static int scan_range(const struct kiln_elf *e, uint64_t off, uint64_t n,
         }
         p = ((p + total + 7) & ~(uint64_t)7) - 8; /* the loop adds 8 */
     }
-    (void)err;
-    return KILN_OK;
 }
 
-int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *out,
+/* A bare cubin: the whole file is one entry. */
+static int inspect_cubin(const struct kiln_elf *e, struct kiln_fatbin_list *out,
+                         struct kiln_error *err)
+{
+    struct kiln_fatbin_entry ent;
+    memset(&ent, 0, sizeof ent);
+    ent.kind = KILN_FB_CUBIN;
+    ent.sm = kiln_elf_cubin_sm(e);
+    ent.suffix = cubin_suffix(e);
+    ent.size = ent.uncompressed_size = e->len;
+    ent.relocatable = e->type == 1;
+    snprintf(ent.where, sizeof ent.where, "cubin file");
+    out->is_cubin = 1;
+    return list_push(out, &ent, err);
+}
+
+/* A host ELF: fatbin sections first, then .nvFatBinSegment records, then
+ * (no section headers at all) a scan of the loadable segments. */
+static int inspect_host(const struct kiln_elf *e, struct kiln_fatbin_list *out,
                         struct kiln_error *err)
 {
-    memset(out, 0, sizeof *out);
-    if (len >= 4 && rd32(data) == KILN_FATBIN_MAGIC) {
-        int rc = kiln_fatbin_parse(data, len, 0, "fatbin file", out, err);
-        if (rc) kiln_fatbin_list_free(out);
-        return rc;
-    }
-    struct kiln_elf e;
-    int rc = kiln_elf_open(&e, data, len, err);
-    if (rc) return rc;
-    if (e.machine == KILN_EM_CUDA) {
-        struct kiln_fatbin_entry ent;
-        memset(&ent, 0, sizeof ent);
-        ent.kind = KILN_FB_CUBIN;
-        ent.sm = kiln_elf_cubin_sm(&e);
-        ent.suffix = cubin_suffix(&e);
-        ent.size = ent.uncompressed_size = len;
-        ent.relocatable = e.type == 1;
-        snprintf(ent.where, sizeof ent.where, "cubin file");
-        out->is_cubin = 1;
-        rc = list_push(out, &ent, err);
-        if (rc) kiln_fatbin_list_free(out);
-        return rc;
-    }
-    int found = 0;
+    int found = 0, have_seg = 0, rc;
     struct kiln_elf_section segrec;
     memset(&segrec, 0, sizeof segrec);
-    int have_seg = 0;
-    for (unsigned i = 1; i < e.shnum; i++) {
+    for (unsigned i = 1; i < e->shnum; i++) {
         struct kiln_elf_section s;
-        rc = kiln_elf_section(&e, i, &s, err);
-        if (rc) goto fail;
-        if (s.type == 8 /* SHT_NOBITS */) continue;
+        rc = kiln_elf_section(e, i, &s, err);
+        if (rc) return rc;
+        if (s.type == SHT_NOBITS) continue;
         if (strcmp(s.name, ".nv_fatbin") == 0 || strcmp(s.name, "__nv_relfatbin") == 0) {
             if (s.size == 0) continue;
-            rc = kiln_fatbin_parse(e.data + s.offset, (size_t)s.size, s.offset, s.name, out, err);
-            if (rc) goto fail;
+            const unsigned char *fb = elf_at(e, s.offset, s.size);
+            if (!fb) /* kiln_elf_section() checked it; kept as the one rule */
+                return kiln_fail(err, KILN_EPARSE, "%s runs past the end of the file", s.name);
+            rc = kiln_fatbin_parse(fb, (size_t)s.size, s.offset, s.name, out, err);
+            if (rc) return rc;
             found = 1;
         } else if (strcmp(s.name, ".nvFatBinSegment") == 0) {
             segrec = s;
@@ -421,23 +453,37 @@ int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *o
         }
     }
     if (!found && have_seg) {
-        rc = from_segment_records(&e, &segrec, out, &found, err);
-        if (rc) goto fail;
+        rc = from_segment_records(e, &segrec, out, &found, err);
+        if (rc) return rc;
     }
-    if (!found && e.shnum == 0) {
-        for (unsigned i = 0; i < e.phnum; i++) {
-            const unsigned char *h = e.data + e.phoff + (uint64_t)i * e.phentsize;
-            if (rd32(h) != 1) continue;
+    if (!found && e->shnum == 0) {
+        for (unsigned i = 0; i < e->phnum; i++) {
+            const unsigned char *h = program_header(e, i);
+            if (!h || rd32(h) != PT_LOAD) continue;
             uint64_t o = rd64(h + 8), n = rd64(h + 32);
-            if (o >= e.len) continue;
-            if (n > e.len - o) n = e.len - o;
-            rc = scan_range(&e, o, n, out, err);
-            if (rc) goto fail;
+            if (o >= e->len) continue;
+            if (n > e->len - o) n = e->len - o;
+            scan_range(e, o, n, out);
         }
     }
     return KILN_OK;
-fail:
-    kiln_fatbin_list_free(out);
+}
+
+int kiln_fatbin_inspect(const void *data, size_t len, struct kiln_fatbin_list *out,
+                        struct kiln_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const unsigned char *head = kiln_bytes_at(data, len, 0, 4);
+    int rc;
+    if (head && rd32(head) == KILN_FATBIN_MAGIC) {
+        rc = kiln_fatbin_parse(data, len, 0, "fatbin file", out, err);
+    } else {
+        struct kiln_elf e;
+        rc = kiln_elf_open(&e, data, len, err);
+        if (rc) return rc;
+        rc = e.machine == KILN_EM_CUDA ? inspect_cubin(&e, out, err) : inspect_host(&e, out, err);
+    }
+    if (rc) kiln_fatbin_list_free(out);
     return rc;
 }
 

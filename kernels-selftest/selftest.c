@@ -10,11 +10,15 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 struct mapped {
@@ -199,17 +203,26 @@ static int file_runs_on(struct jctx *c, json_t *f, const struct kiln_fatbin_list
     return 0;
 }
 
+/* What inspect_files() tells whoever watches it (inspect_isolated()). */
+struct inspect_watch {
+    int progress_fd; /* "F<index>\n" before each file is opened */
+    void (*hook)(const char *path, void *arg);
+    void *hook_arg;
+};
+
 /* One file into f: 1 passed, 0 failed (reasons added), KILN_ENOMEM.
- * found/match collect the expected symbols across files. */
+ * found/match collect the expected symbols across files; w (may be NULL)
+ * gets its hook called once the file is mapped. */
 static int inspect_file(struct jctx *c, json_t *f, const char *path,
-                        const struct kiln_inspect_opts *o, int *found, char **match,
-                        json_t *reasons, int *any_device)
+                        const struct kiln_inspect_opts *o, const struct inspect_watch *w,
+                        int *found, char **match, json_t *reasons, int *any_device)
 {
     jset(c, f, "file", jstr(c, path));
     struct mapped m;
     struct kiln_error fe;
     kiln_error_clear(&fe);
     int frc = map_file(path, &m, &fe);
+    if (frc == KILN_OK && w && w->hook) w->hook(path, w->hook_arg);
     struct kiln_fatbin_list l;
     memset(&l, 0, sizeof l);
     if (frc == KILN_OK) frc = kiln_fatbin_inspect(m.data, m.len, &l, &fe);
@@ -276,9 +289,9 @@ static int symbols_report(struct jctx *c, json_t *doc, const struct kiln_inspect
     return sok;
 }
 
-int kiln_selftest_inspect(const char *const *paths, size_t npaths,
-                          const struct kiln_inspect_opts *opts, json_t **out,
-                          struct kiln_error *err)
+static int inspect_files(const char *const *paths, size_t npaths,
+                         const struct kiln_inspect_opts *opts, const struct inspect_watch *w,
+                         json_t **out, struct kiln_error *err)
 {
     *out = NULL;
     if (npaths == 0) return kiln_fail(err, KILN_EINVAL, "no files to inspect");
@@ -297,7 +310,11 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
         json_t *f = json_object();
         jpush(&c, files, f);
         if (!f) break;
-        int fok = inspect_file(&c, f, paths[i], o, found, match, reasons, &any_device);
+        if (w && dprintf(w->progress_fd, "F%zu\n", i) < 0) {
+            rc = kiln_fail(err, KILN_EIO, "cannot report progress: %s", strerror(errno));
+            goto out;
+        }
+        int fok = inspect_file(&c, f, paths[i], o, w, found, match, reasons, &any_device);
         if (fok < 0) {
             rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
             goto out;
@@ -331,6 +348,177 @@ out:
             free(match[k]);
     free(match);
     free(found);
+    return rc;
+}
+
+int kiln_selftest_inspect(const char *const *paths, size_t npaths,
+                          const struct kiln_inspect_opts *opts, json_t **out,
+                          struct kiln_error *err)
+{
+    return inspect_files(paths, npaths, opts, NULL, out, err);
+}
+
+/* ---- inspection in a child process ----
+ *
+ * The parsers are fuzzed and bounds-checked, but a worker must not take a
+ * missed bug (or a file truncated while it is mapped: SIGBUS) for a broken
+ * machine. kiln_selftest_run() therefore inspects in a forked child that
+ * writes, over a pipe, "F<index>\n" before each file and then either
+ * "J<report JSON>" (exit 0) or "E<code> <sentence>" (exit 1, an error such
+ * as out of memory). A child killed by a signal, or still running at the
+ * timeout, becomes a failed inspection naming the file it was on.
+ * Trade-off: fork without exec from a process that may have other threads;
+ * the child only maps files, parses, and uses malloc and jansson (glibc
+ * keeps malloc usable after fork), then leaves with _exit(). */
+
+#define INSPECT_REPORT_MAX (64u << 20)
+
+static void inspect_child(const struct kiln_selftest_opts *o, int fd)
+{
+    /* Die of a fault here, where the parent sees it: a handler inherited
+     * from the parent (a test runner's longjmp, a daemon's crash report)
+     * would run the parent's code in this child instead. */
+    const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        signal(faults[i], SIG_DFL);
+    struct inspect_watch w = {fd, o->inspect_hook, o->inspect_hook_arg};
+    json_t *doc = NULL;
+    struct kiln_error e;
+    kiln_error_clear(&e);
+    int rc = inspect_files(o->inspect, o->ninspect, &o->inspect_opts, &w, &doc, &e);
+    if (rc) {
+        dprintf(fd, "E%d %s", rc, e.msg);
+        _exit(1);
+    }
+    if (dprintf(fd, "J") < 0 || json_dumpfd(doc, fd, JSON_COMPACT) != 0) _exit(1);
+    _exit(0);
+}
+
+/* Read the child's pipe to EOF or until timeout_ms; 1 if it timed out. */
+static int read_child(int fd, long timeout_ms, struct kiln_buf *b, struct kiln_error *err, int *rc)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char chunk[65536];
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (spent >= timeout_ms) return 1;
+        struct pollfd p = {fd, POLLIN, 0};
+        int n = poll(&p, 1, (int)(timeout_ms - spent));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            *rc = kiln_fail(err, KILN_EIO, "poll failed: %s", strerror(errno));
+            return 0;
+        }
+        if (n == 0) continue; /* the deadline check above ends it */
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            *rc = kiln_fail(err, KILN_EIO, "reading the inspection report: %s", strerror(errno));
+            return 0;
+        }
+        if (r == 0) return 0;
+        if (b->len + (size_t)r > INSPECT_REPORT_MAX) {
+            *rc = kiln_fail(err, KILN_ELIMIT, "the inspection report is larger than %u bytes",
+                            INSPECT_REPORT_MAX);
+            return 0;
+        }
+        if (kiln_buf_append(b, chunk, (size_t)r)) {
+            *rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+}
+
+/* The report for an inspection that did not finish: ok false, one reason. */
+static int unfinished_report(const char *file, const char *reason, int sig, json_t **out,
+                             struct kiln_error *err)
+{
+    *out =
+        json_pack("{s:b,s:[s],s:[{s:s,s:b,s:s}],s:{s:s,s:i}}", "ok", 0, "reasons", reason, "files",
+                  "file", file, "ok", 0, "error", reason, "crashed", "file", file, "signal", sig);
+    return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+static int inspect_isolated(const struct kiln_selftest_opts *o, long timeout_ms, json_t **out,
+                            struct kiln_error *err)
+{
+    *out = NULL;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot create a pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        inspect_child(o, fds[1]);
+    }
+    close(fds[1]);
+    struct kiln_buf b = {0};
+    int rc = KILN_OK;
+    int timed_out = read_child(fds[0], timeout_ms, &b, err, &rc);
+    close(fds[0]);
+    if (timed_out || rc) kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            if (!rc) rc = kiln_fail(err, KILN_EIO, "waitpid failed: %s", strerror(errno));
+            break;
+        }
+    if (rc) goto out;
+    /* Which file it was on: the last "F<index>" before any J or E. */
+    const char *file = NULL, *body = NULL;
+    char kind = 0;
+    for (size_t at = 0; at < b.len && !kind;) {
+        const char *p = b.data + at;
+        if (*p == 'F') {
+            unsigned long idx = strtoul(p + 1, NULL, 10);
+            if (idx < o->ninspect) file = o->inspect[idx];
+            const char *nl = memchr(p, '\n', b.len - at);
+            at = nl ? (size_t)(nl - b.data) + 1 : b.len;
+        } else {
+            kind = *p;
+            body = p + 1;
+        }
+    }
+    size_t body_len = body ? b.len - (size_t)(body - b.data) : 0;
+    char reason[KILN_ERR_MSG_MAX];
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0 && kind == 'J') {
+        json_error_t je;
+        *out = json_loadb(body, body_len, 0, &je);
+        if (json_is_object(*out)) goto out;
+        json_decref(*out);
+        *out = NULL;
+    } else if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 1 && kind == 'E') {
+        /* "E<negative code> <sentence>", as inspect_child() writes it. */
+        char *end = NULL;
+        long code = strtol(body, &end, 10);
+        if (code < 0 && code > -1000 && end < body + body_len && *end == ' ') {
+            size_t n = body_len - (size_t)(end + 1 - body);
+            rc = kiln_fail(err, (int)code, "%.*s", (int)(n < 400 ? n : 400), end + 1);
+        } else {
+            rc = kiln_fail(err, KILN_EIO, "the inspection failed without a readable error");
+        }
+        goto out;
+    }
+    /* No report: killed by a signal, or (under ASan, which turns SIGSEGV
+     * into a report and exit status 1) exited without one. Both are a
+     * crash of the inspector on that file. */
+    const char *name = file ? file : "(before its first file)";
+    if (timed_out)
+        snprintf(reason, sizeof reason, "inspection timed out on %s after %ld s", name,
+                 timeout_ms / 1000);
+    else
+        snprintf(reason, sizeof reason, "inspection crashed on %s", name);
+    rc = unfinished_report(name, reason, WIFSIGNALED(status) ? WTERMSIG(status) : 0, out, err);
+out:
+    kiln_buf_free(&b);
     return rc;
 }
 
@@ -488,7 +676,7 @@ int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct k
     }
     if (o->ninspect) {
         json_t *ins = NULL;
-        rc = kiln_selftest_inspect(o->inspect, o->ninspect, &o->inspect_opts, &ins, err);
+        rc = inspect_isolated(o, timeout, &ins, err);
         if (rc) goto out;
         if (!json_is_true(json_object_get(ins, "ok"))) {
             ok = 0;

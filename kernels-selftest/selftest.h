@@ -21,7 +21,12 @@
  *
  * kiln_selftest_run(): runs `binary --json-file TMP` (kiln-selftest, see
  * kselftest.cu) with a timeout, then each check command, all output appended
- * to log_path, plus kiln_selftest_inspect() when files are given. Document:
+ * to log_path, plus kiln_selftest_inspect() when files are given. The
+ * inspection runs in a child process under the same timeout: if it dies by
+ * a signal or hangs, the document fails with the plain reason "inspection
+ * crashed on FILE" (or "inspection timed out on FILE after N s") and
+ * "inspect":{"crashed":{"file","signal"}} - a verdict on the artifact, not
+ * an error of the machine (KILN_OK is still returned). Document:
  *   {"ok":bool,"reasons":[..],"selftest":{..kiln-selftest JSON..}|null,
  *    "selftest_run":{"exit_code","timed_out","seconds","reason"},
  *    "checks":[{"name","command","ok","exit_code","timed_out","seconds","reason"}],
@@ -59,6 +64,12 @@ struct kiln_selftest_opts {
     const char *const *inspect; /* files to inspect, may be NULL */
     size_t ninspect;
     struct kiln_inspect_opts inspect_opts;
+    /* Test seam, NULL in production: called in the inspection child with
+     * each file's path once the file is mapped, before it is parsed. The
+     * unit test truncates the file there, so the parser meets a real
+     * SIGBUS, and checks the "inspection crashed on FILE" verdict. */
+    void (*inspect_hook)(const char *path, void *arg);
+    void *inspect_hook_arg;
 };
 
 int kiln_selftest_run(const struct kiln_selftest_opts *o, json_t **out, struct kiln_error *err);

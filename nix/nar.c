@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +96,15 @@ int kiln_nar_dump_file(const char *store_path, const char *tmpdir, char *out_fil
     return rc;
 }
 
+/* Everything argv prints (capped at max bytes) into out. */
+static int run_capture(char *const argv[], struct kiln_buf *out, size_t max, struct kiln_error *err)
+{
+    struct kiln_spawn_spec sp = {.argv = argv, .err_fd = 2};
+    struct kiln_spawn_result r;
+    int rc = kiln_spawn_capture(&sp, 0, max, out, &r, err);
+    return rc == KILN_OK ? kiln_spawn_status(&r, argv[0], err) : rc;
+}
+
 static int run_lines(char *const argv[], json_t *arr, struct kiln_error *err)
 {
     struct kiln_spawn_spec sp = {.argv = argv, .err_fd = 2};
@@ -159,5 +169,104 @@ int kiln_nar_hash_size(const char *store_path, char digest[72], uint64_t *size,
     }
     json_decref(h);
     json_decref(z);
+    return rc;
+}
+
+int kiln_nar_parse_dump_db(char *text, json_t **out, struct kiln_error *err)
+{
+    json_t *arr = json_array();
+    if (!arr) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL;
+    int rc = KILN_OK;
+    while (line && rc == KILN_OK) {
+        const char *path = line, *hash = strtok_r(NULL, "\n", &save);
+        const char *size = strtok_r(NULL, "\n", &save);
+        /* An empty deriver is an empty line, which strtok would skip: the
+         * deriver line is told apart by being a store path or not. */
+        char *deriver = strtok_r(NULL, "\n", &save), *count = deriver;
+        if (deriver && kiln_nix_store_path_valid(deriver, 0))
+            count = strtok_r(NULL, "\n", &save);
+        else
+            deriver = "";
+        char *end = NULL;
+        unsigned char raw[32];
+        char hex[65], digest[72];
+        unsigned long long sz = size ? strtoull(size, &end, 10) : 0;
+        long n = count ? strtol(count, NULL, 10) : -1;
+        if (!kiln_nix_store_path_valid(path, 0) || !hash || strlen(hash) != 64 ||
+            kiln_unhex(hash, raw, 32) != KILN_OK || !end || *end || n < 0 ||
+            n > KILN_NIX_MAX_REFS) {
+            rc = kiln_fail(err, KILN_EPARSE, "nix-store --dump-db: unexpected record at %.80s",
+                           path);
+            break;
+        }
+        kiln_hex(raw, 32, hex);
+        snprintf(digest, sizeof digest, "sha256:%s", hex);
+        json_t *refs = json_array();
+        for (long i = 0; i < n && rc == KILN_OK; i++) {
+            const char *r = strtok_r(NULL, "\n", &save);
+            if (!r || !kiln_nix_store_path_valid(r, 0))
+                rc = kiln_fail(err, KILN_EPARSE, "nix-store --dump-db: bad reference of %.80s",
+                               path);
+            else
+                json_array_append_new(refs, json_string(r));
+        }
+        json_t *o = json_pack("{s:s,s:s,s:I,s:o,s:s}", "store_path", path, "nar_hash", digest,
+                              "nar_size", (json_int_t)sz, "references", refs, "deriver", deriver);
+        if (rc == KILN_OK && (!o || json_array_append_new(arr, o)))
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        else if (rc != KILN_OK)
+            json_decref(o);
+        line = strtok_r(NULL, "\n", &save);
+    }
+    if (rc != KILN_OK) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return KILN_OK;
+}
+
+/* argv = {cmd..., paths..., NULL} for every string in paths. */
+static char **argv_with(const char *a0, const char *a1, const char *a2, json_t *paths)
+{
+    size_t n = json_array_size(paths);
+    char **argv = calloc(n + 4, sizeof *argv);
+    if (!argv) return NULL;
+    size_t k = 0;
+    argv[k++] = (char *)a0;
+    argv[k++] = (char *)a1;
+    if (a2) argv[k++] = (char *)a2;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(paths, i));
+        if (!s || !kiln_nix_store_path_valid(s, 0)) {
+            free(argv);
+            return NULL;
+        }
+        argv[k++] = (char *)s;
+    }
+    return argv;
+}
+
+int kiln_nar_closure(json_t *paths, json_t **out, struct kiln_error *err)
+{
+    *out = NULL;
+    if (!json_is_array(paths) || !json_array_size(paths))
+        return kiln_fail(err, KILN_EINVAL, "no store paths to look up");
+    char **argv = argv_with("nix-store", "-q", "-R", paths);
+    if (!argv) return kiln_fail(err, KILN_EINVAL, "outputs must be /nix/store paths");
+    json_t *closure = json_array();
+    int rc = closure ? run_lines(argv, closure, err) : kiln_fail(err, KILN_ENOMEM, "out of memory");
+    free(argv);
+    struct kiln_buf db = {0};
+    if (rc == KILN_OK) {
+        argv = argv_with("nix-store", "--dump-db", NULL, closure);
+        rc = argv ? run_capture(argv, &db, 256u << 20, err)
+                  : kiln_fail(err, KILN_EPARSE, "nix-store -qR printed something odd");
+        free(argv);
+    }
+    if (rc == KILN_OK) rc = kiln_nar_parse_dump_db(db.data, out, err);
+    kiln_buf_free(&db);
+    json_decref(closure);
     return rc;
 }

@@ -33,4 +33,13 @@ int kiln_nar_path_info(const char *store_path, json_t **out, struct kiln_error *
 int kiln_nar_hash_size(const char *store_path, char digest[72], uint64_t *size,
                        struct kiln_error *err);
 
+/* The closure of paths (an array of store paths) as one array of
+ * {"store_path","nar_hash":"sha256:<hex>","nar_size","references":[full
+ * paths],"deriver":"/nix/store/..drv"|""}, from two commands for the whole
+ * closure (`nix-store -qR`, `nix-store --dump-db`), however many paths. */
+int kiln_nar_closure(json_t *paths, json_t **out, struct kiln_error *err);
+/* Parse `nix-store --dump-db` text (path, hex hash, size, deriver, count,
+ * references; repeated) into that array. KILN_EPARSE on anything else. */
+int kiln_nar_parse_dump_db(char *text, json_t **out, struct kiln_error *err);
+
 #endif

@@ -134,11 +134,15 @@ static int load_variant(const json_t *v, size_t vi, const struct kiln_sim_opts *
     t->stage = KILN_PSTAGE_TEST;
     t->variant = vi;
     t->host = t->gpu = -1;
-    t->cores = (int)num_or(st, "cores", o->test_cores, &bad);
-    t->ram_mb = (int64_t)num_or(st, "ram_mb", (double)o->test_ram_mb, &bad);
+    /* Range-checked as doubles, before the conversion (a fuzz finding:
+     * "ram_mb": 2e78 overflowed the cast to int64_t). */
+    double tcores = num_or(st, "cores", o->test_cores, &bad);
+    double tram = num_or(st, "ram_mb", (double)o->test_ram_mb, &bad);
     t->est_s = num_or(st, "est_duration_s", o->test_est_s, &bad);
-    if (bad || t->cores > 1e6 || t->ram_mb > (int64_t)1e12 || t->est_s > 1e9)
+    if (bad || tcores > 1e6 || tram > 1e12 || t->est_s > 1e9)
         return kiln_fail(err, KILN_EINVAL, "%s: selftest numbers must be non-negative", name);
+    t->cores = (int)tcores;
+    t->ram_mb = (int64_t)tram;
     const json_t *smv = json_object_get(st, "sm");
     char smbuf[32] = "";
     if (json_is_string(smv))

@@ -1,6 +1,7 @@
 /* auth.c - authorisation rules (server/auth.h). */
 #include "server/auth.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -10,9 +11,24 @@ int kiln_auth_identify(struct kiln_store *st, const char *h, struct kiln_princip
 {
     memset(p, 0, sizeof *p);
     if (!h) return KILN_OK;
-    if (strncasecmp(h, "Bearer ", 7))
-        return kiln_fail(err, KILN_EAUTH, "the Authorization header must be Bearer kiln_...");
     const char *tok = h + 7;
+    char basic[256];
+    if (!strncasecmp(h, "Basic ", 6)) {
+        /* Nix reaches /nix-cache with a netrc: Basic user:token, the token
+         * as the password (issue 15). */
+        const char *b64 = h + 6;
+        while (*b64 == ' ')
+            b64++;
+        size_t n = strlen(b64);
+        int got = n && n <= 4 * (sizeof basic - 1) / 3
+                      ? EVP_DecodeBlock((unsigned char *)basic, (const unsigned char *)b64, (int)n)
+                      : -1;
+        char *colon = got >= 0 ? (basic[got] = '\0', strchr(basic, ':')) : NULL;
+        if (!colon) return kiln_fail(err, KILN_EAUTH, "the Basic credentials are malformed");
+        tok = colon + 1;
+    } else if (strncasecmp(h, "Bearer ", 7)) {
+        return kiln_fail(err, KILN_EAUTH, "the Authorization header must be Bearer kiln_...");
+    }
     while (*tok == ' ')
         tok++;
     if (strncmp(tok, "kiln_", 5) || strlen(tok) != KILN_TOKEN_LEN - 1)

@@ -24,8 +24,9 @@
 #include "state/access.h"
 #include "state/store.h"
 
-/* Principal from an Authorization header value (NULL: anonymous). A header
- * that is present but not a known bearer token is KILN_EAUTH. */
+/* Principal from an Authorization header value (NULL: anonymous): "Bearer
+ * TOKEN", or "Basic base64(user:TOKEN)" as Nix sends from a netrc. A header
+ * that is present but not a known token is KILN_EAUTH. */
 int kiln_auth_identify(struct kiln_store *st, const char *authorization, struct kiln_principal *p,
                        struct kiln_error *err);
 

@@ -187,6 +187,7 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
         kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)job_id,
                  (long long)(attempt + 1), w.name);
         kiln_logs_notify(s->logs, job_id);
+        if (s->lease_extra) s->lease_extra(s, *lease, s->lease_extra_ctx);
     }
     return rc;
 }

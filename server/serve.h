@@ -161,6 +161,10 @@ struct kiln_server {
     kiln_publish_fn publish; /* the publish stage hook (NULL: succeed at once) */
     int64_t log_total;       /* bytes of all job logs (server/logquota.h) */
     void *publish_ctx;
+    /* Adds feature fields to a committed lease before it is sent (the
+     * catalog names where a test stage substitutes its inputs). NULL: none. */
+    void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
+    void *lease_extra_ctx;
     /* Job-change hooks read the "job" events past job_cursor (the events
      * table is the one ordered record of what committed). */
     int njob_hooks, in_job_hooks;

@@ -18,6 +18,7 @@
 #include "common/token.h"
 #include "workers/limits.h"
 #include "workers/proc.h"
+#include "workers/stage.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +68,21 @@ struct ajob {
     json_t *outputs, *selftest;
     char selftest_doc[PATH_MAX]; /* test stage: where `kiln selftest run` writes its verdict */
     char cwd[PATH_MAX];          /* where the command ran */
+    int staging;                 /* outputs are being staged: report after */
+};
+
+/* Staging a build's outputs on the thread pool (workers/stage.h); the
+ * report waits for it, so `built` means the test host can substitute them. */
+struct stagework {
+    uv_work_t w;
+    struct agent *a;
+    long job, attempt;
+    json_t *outputs; /* a private copy: jansson refcounts are not atomic */
+    char log_path[PATH_MAX];
+    int rc;
+    uint64_t started_ns;
+    struct kiln_stage_result res;
+    struct kiln_error err;
 };
 
 struct req {
@@ -108,6 +124,8 @@ struct agent {
      * proves this is the same worker. "" = none yet: the configured token
      * (a registration token) is used. Kept in cred_path across restarts. */
     char credential[KILN_TOKEN_LEN];
+    /* Staging threads read the credential while the loop may rotate it. */
+    uv_mutex_t cred_lock;
     char cred_path[PATH_MAX]; /* "" = not kept */
     int cred_used;            /* the last register request carried it */
     int backoff_ms;
@@ -401,6 +419,91 @@ static void read_job_report(struct agent *a, struct ajob *j)
     outputs_from_result_link(j);
 }
 
+/* The current credential (rotated by re-registration, e.g. after a cut
+ * link), read from a staging thread. */
+static void current_token(void *arg, char *out, size_t outlen)
+{
+    struct agent *a = arg;
+    uv_mutex_lock(&a->cred_lock);
+    snprintf(out, outlen, "%s", a->credential[0] ? a->credential : a->cfg->token);
+    uv_mutex_unlock(&a->cred_lock);
+}
+
+static void stage_work(uv_work_t *w)
+{
+    struct stagework *sw = w->data;
+    const struct kiln_worker_config *cfg = sw->a->cfg;
+    FILE *log = fopen(sw->log_path, "ae");
+    struct kiln_stage_opts o = {.server = cfg->server,
+                                .token = cfg->token,
+                                .current_token = current_token,
+                                .token_arg = sw->a,
+                                .ca_file = cfg->ca_file,
+                                .job = sw->job,
+                                .attempt = sw->attempt,
+                                .stall_s = cfg->stage_stall_s,
+                                .log = log};
+    sw->rc = kiln_stage_outputs(&o, sw->outputs, &sw->res, &sw->err);
+    if (log) fclose(log);
+}
+
+static void stage_done(uv_work_t *w, int status)
+{
+    struct stagework *sw = w->data;
+    struct agent *a = sw->a;
+    struct ajob *j = find_job(a, sw->job);
+    if (status != 0 && sw->rc == KILN_OK)
+        sw->rc = kiln_fail(&sw->err, KILN_EIO, "staging was cancelled");
+    if (j && j->attempt == sw->attempt) {
+        j->staging = 0;
+        if (sw->rc != KILN_OK) {
+            /* A link that never came back is the farm's fault (retry the
+             * build elsewhere); refused bytes are the build's. */
+            j->res.infra = sw->rc == KILN_ENET || sw->rc == KILN_ETIMEOUT;
+            if (j->res.exit_code == 0) j->res.exit_code = 1;
+            snprintf(j->res.reason, sizeof j->res.reason, "staging: %.235s", sw->err.msg);
+            kiln_log(a->lg, KILN_LOG_WARN, "job %ld: %s", j->id, j->res.reason);
+        } else if (!sw->res.unsupported) {
+            double s = (double)(uv_hrtime() - sw->started_ns) / 1e9;
+            kiln_log(a->lg, KILN_LOG_INFO,
+                     "job %ld: staged %d of %d paths (%llu bytes sent, %d resumes) in %.1f s "
+                     "(%.1f MB/s)",
+                     j->id, sw->res.uploaded, sw->res.paths, (unsigned long long)sw->res.bytes,
+                     sw->res.resumes, s, s > 0 ? (double)sw->res.bytes / s / 1e6 : 0.0);
+        }
+    }
+    json_decref(sw->outputs);
+    free(sw);
+    pump(a);
+}
+
+static void start_staging(struct agent *a, struct ajob *j)
+{
+    struct stagework *sw = calloc(1, sizeof *sw);
+    if (!sw || !(sw->outputs = json_deep_copy(j->outputs))) {
+        free(sw);
+        j->res.exit_code = 1;
+        j->res.infra = 1;
+        snprintf(j->res.reason, sizeof j->res.reason, "out of memory staging the outputs");
+        return;
+    }
+    sw->w.data = sw;
+    sw->a = a;
+    sw->started_ns = uv_hrtime();
+    sw->job = j->id;
+    sw->attempt = j->attempt;
+    snprintf(sw->log_path, sizeof sw->log_path, "%s", j->log_path);
+    j->staging = 1;
+    if (uv_queue_work(&a->loop, &sw->w, stage_work, stage_done) != 0) {
+        j->staging = 0;
+        json_decref(sw->outputs);
+        free(sw);
+        j->res.exit_code = 1;
+        j->res.infra = 1;
+        snprintf(j->res.reason, sizeof j->res.reason, "cannot queue the staging of the outputs");
+    }
+}
+
 static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res, void *arg)
 {
     struct ajob *j = arg;
@@ -415,6 +518,10 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
              j->attempt, j->res.reason[0] ? j->res.reason : "succeeded", peak, j->res.cpu_s);
+    if (!strcmp(j->stage, "build") && j->res.exit_code == 0 && !j->res.term_signal &&
+        !j->res.reason[0] && !j->server_cancelled && json_array_size(j->outputs) &&
+        a->cfg->stage_outputs)
+        start_staging(a, j);
     if (j->res.reason[0] && !j->server_cancelled) {
         /* Say in the log itself why it ended, where people look first. */
         FILE *f = fopen(j->log_path, "ae");
@@ -559,6 +666,77 @@ static int sh_quote(struct kiln_buf *b, const char *text)
     return rc;
 }
 
+/* A test stage on a host that shares no store with the build host fetches
+ * its inputs first, by real Nix substitution from the server's cache
+ * (signatures required, the farm's key from the lease; the token through a
+ * netrc, as Nix sends it): `nix-store -r` is a no-op where they are already
+ * valid. The command is written into cmd, followed by " && ". */
+static int substitute_inputs(struct agent *a, json_t *sub, const char *dir, struct kiln_buf *cmd,
+                             struct kiln_error *err)
+{
+    json_t *paths = json_object_get(sub, "paths");
+    const char *key = json_string_value(json_object_get(sub, "public_key"));
+    const char *cache = json_string_value(json_object_get(sub, "cache"));
+    if (!json_array_size(paths) || !key || !cache) return KILN_OK;
+    const struct kiln_worker_config *cfg = a->cfg;
+    char netrc[PATH_MAX], host[256] = "";
+    const char *h = strstr(cfg->server, "://");
+    h = h ? h + 3 : cfg->server;
+    size_t hl = strcspn(h, ":/");
+    if (hl >= sizeof host) return kiln_fail(err, KILN_ELIMIT, "server host name too long");
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (snprintf(netrc, sizeof netrc, "%s/netrc", dir) >= (int)sizeof netrc)
+        return kiln_fail(err, KILN_ELIMIT, "the work dir path is too long");
+    /* The netrc holds the worker token: gone before the recipe's checks run. */
+    int rc = kiln_buf_puts(cmd, "{ nix-store -r");
+    size_t i;
+    json_t *v;
+    json_array_foreach(paths, i, v)
+    {
+        const char *p = json_string_value(v);
+        if (!p || strncmp(p, "/nix/store/", 11))
+            return kiln_fail(err, KILN_EINVAL,
+                             "the lease names a test input that is not a store path");
+        if (!rc) rc = kiln_buf_puts(cmd, " ");
+        if (!rc) rc = sh_quote(cmd, p);
+    }
+    if (!rc) rc = kiln_buf_printf(cmd, " --option substituters ");
+    if (!rc) {
+        char url[1200];
+        snprintf(url, sizeof url, "%s%s", cfg->server, cache);
+        rc = sh_quote(cmd, url);
+    }
+    if (!rc) rc = kiln_buf_puts(cmd, " --option trusted-public-keys ");
+    if (!rc) rc = sh_quote(cmd, key);
+    /* A lookup made before the path was staged must not be remembered. */
+    if (!rc)
+        rc =
+            kiln_buf_puts(cmd, " --option require-sigs true --option narinfo-cache-negative-ttl 0");
+    if (!rc && cfg->ca_file[0]) {
+        rc = kiln_buf_puts(cmd, " --option ssl-cert-file ");
+        if (!rc) rc = sh_quote(cmd, cfg->ca_file);
+    }
+    char tok[160];
+    current_token(a, tok, sizeof tok);
+    if (!rc && tok[0]) {
+        FILE *f = NULL;
+        int fd = open(netrc, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || !(f = fdopen(fd, "w"))) {
+            if (fd >= 0) close(fd);
+            return kiln_fail(err, KILN_EIO, "cannot write %s: %s", netrc, strerror(errno));
+        }
+        fprintf(f, "machine %s login kiln password %s\n", host, tok);
+        if (fclose(f) != 0) return kiln_fail(err, KILN_EIO, "cannot write %s", netrc);
+        rc = kiln_buf_puts(cmd, " --option netrc-file ");
+        if (!rc) rc = sh_quote(cmd, netrc);
+    }
+    if (!rc) rc = kiln_buf_puts(cmd, "; s=$?; rm -f ");
+    if (!rc) rc = sh_quote(cmd, netrc);
+    if (!rc) rc = kiln_buf_puts(cmd, "; [ $s -eq 0 ]; } && ");
+    return rc ? kiln_fail(err, rc, "out of memory") : KILN_OK;
+}
+
 /* A test stage runs `kiln selftest run` on the build's output: the output
  * is linked as result-NAME where the recipe's checks and artifact_globs look
  * for it, and the lease's selftest spec is handed over in a file. */
@@ -578,6 +756,8 @@ static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const
                                  strerror(errno));
         }
     }
+    int rc = substitute_inputs(a, json_object_get(jo, "substitute"), dir, cmd, err);
+    if (rc) return rc;
     json_t *spec = json_object_get(jo, "selftest");
     if (!json_is_object(spec))
         return kiln_buf_puts(cmd, "echo 'kiln: this job has no selftest spec; nothing to test'");
@@ -589,7 +769,7 @@ static int prepare_test_stage(struct agent *a, struct ajob *j, json_t *jo, const
     unlink(j->selftest_doc);
     if (json_dump_file(spec, specp, JSON_COMPACT) != 0)
         return kiln_fail(err, KILN_EIO, "cannot write %s", specp);
-    int rc = sh_quote(cmd, a->exe);
+    rc = sh_quote(cmd, a->exe);
     if (!rc) rc = kiln_buf_puts(cmd, " selftest run --detect-host --spec ");
     if (!rc) rc = sh_quote(cmd, specp);
     if (!rc) rc = kiln_buf_puts(cmd, " --workdir ");
@@ -812,7 +992,9 @@ static json_t *running_list(struct agent *a, int with_offsets)
  * is the worker the server knows; failures only cost that convenience. */
 static void keep_credential(struct agent *a, const char *cred)
 {
+    uv_mutex_lock(&a->cred_lock);
     snprintf(a->credential, sizeof a->credential, "%s", cred);
+    uv_mutex_unlock(&a->cred_lock);
     if (!a->cred_path[0]) return;
     int rc = cred[0] ? kiln_write_file_atomic(a->cred_path, cred, strlen(cred), 0600)
                      : (unlink(a->cred_path) == 0 || errno == ENOENT ? KILN_OK : KILN_EIO);
@@ -1243,7 +1425,9 @@ static void pump(struct agent *a)
     if (!a->busy[CH_CTL]) {
         struct ajob *rep = NULL;
         for (struct ajob *j = a->jobs; j; j = j->next)
-            if (j->finished && !j->reported && !j->server_cancelled && log_flushed(j)) rep = j;
+            if (j->finished && !j->staging && !j->reported && !j->server_cancelled &&
+                log_flushed(j))
+                rep = j;
         int running = 0;
         for (struct ajob *j = a->jobs; j; j = j->next)
             running += !j->finished;
@@ -1312,6 +1496,10 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
 {
     struct agent *a = calloc(1, sizeof *a);
     if (!a) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (uv_mutex_init(&a->cred_lock)) {
+        free(a);
+        return kiln_fail(err, KILN_ENOMEM, "cannot make a mutex");
+    }
     a->cfg = cfg;
     a->host = host;
     a->lg = lg;
@@ -1412,6 +1600,7 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
 out:
     for (int i = 0; i < inited; i++)
         kiln_httpc_cleanup(&a->http[i]);
+    uv_mutex_destroy(&a->cred_lock);
     free(a);
     return rc;
 }

@@ -2,9 +2,12 @@
  *
  * Contract: kiln_agent_run() registers with the server, long-polls for
  * leases, runs jobs (workers/proc.h) within the host's cores, RAM and GPUs,
- * streams their logs by offset, heartbeats, reports results, and reconnects
- * with exponential backoff (capped at 10 s), re-registering the jobs it still
- * runs. It returns after SIGTERM/SIGINT once running jobs have finished and
+ * streams their logs by offset, heartbeats, stages a successful build's
+ * outputs on the server before reporting it (workers/stage.h, on the
+ * thread pool), has a test stage fetch its inputs by Nix substitution from
+ * the server's cache first (the lease's "substitute"), reports results,
+ * and reconnects with exponential backoff (capped at 10 s), re-registering
+ * the jobs it still runs. It returns after SIGTERM/SIGINT once running jobs have finished and
  * been reported (a second signal kills them and reports them as
  * infrastructure failures so the server requeues them), or with an error
  * when the server rejects the token (KILN_EAUTH/KILN_EPERM). The libuv loop

@@ -23,6 +23,8 @@ void kiln_worker_config_defaults(struct kiln_worker_config *c)
     snprintf(c->work_dir, sizeof c->work_dir, "./var/worker");
     c->reserve_ram_mb = 0;
     c->lease_wait_s = 10;
+    c->stage_outputs = 1;
+    c->stage_stall_s = 20;
     c->min_disk_free_mb = 2048;
     c->limit_method = KILN_LIMIT_AUTO;
     snprintf(c->log_level, sizeof c->log_level, "info");
@@ -278,6 +280,14 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
             c->heartbeat_s = (int)n;
         } else if (!strcmp(k, "min_disk_free")) {
             rc = get_size_mb(v, k, &c->min_disk_free_mb, err);
+        } else if (!strcmp(k, "stage_outputs")) {
+            rc = json_is_boolean(v)
+                     ? KILN_OK
+                     : kiln_fail(err, KILN_EINVAL, "config: stage_outputs must be true or false");
+            c->stage_outputs = json_is_true(v);
+        } else if (!strcmp(k, "stage_stall_s")) {
+            rc = get_int(v, k, 1, 3600, &n, err);
+            c->stage_stall_s = (int)n;
         } else if (!strcmp(k, "lease_wait_s")) {
             rc = get_int(v, k, 0, 300, &n, err);
             c->lease_wait_s = (int)n;

@@ -56,6 +56,8 @@ struct kiln_worker_config {
     int heartbeat_s;       /* 0 = server's */
     int lease_wait_s;      /* long-poll length */
     long min_disk_free_mb; /* take no job below this free space */
+    int stage_outputs;     /* 1 (default): stage build outputs on the server (workers/stage.h) */
+    int stage_stall_s;     /* a staging upload silent this long is retried (20) */
     char log_level[16];
     /* Step mode (issue 17, the Slurm executor): run exactly this one lease
      * (the object a lease answer carries as "job") for worker step_worker_id,

@@ -17,7 +17,7 @@ start_server() {
     python3 "$FAKE" "$PORT" kiln_good "$TMP/srv" 1 6 >>"$TMP/server.log" 2>&1 &
     SP=$!
     PIDS+=("$SP")
-    wait_for 10 curl -sf "$URL/test/workers" || fail "fake server did not start"
+    wait_for 30 curl -sf "$URL/test/workers" || fail "fake server did not start"
 }
 submit() { curl -sf -XPOST "$URL/test/jobs" -d "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
 job() { curl -sf "$URL/test/jobs/$1"; }
@@ -52,10 +52,14 @@ wait_for 15 state_is "$j2" succeeded || fail "worker did not take the next job"
 echo "ok 2 RAM hog failed: $reason; next job ran"
 
 # 3. two jobs at once
-ja=$(submit '{"command":"sleep 2","resources":{"cores":1,"ram_mb":100}}')
-jb=$(submit '{"command":"sleep 2","resources":{"cores":1,"ram_mb":100}}')
+# Each job holds until the test has seen both running, so the property (both
+# at once) does not depend on how fast a busy machine starts the second.
+hold="{\"command\":\"while [ ! -e $TMP/go ]; do sleep 0.1; done\",\"resources\":{\"cores\":1,\"ram_mb\":100}}"
+ja=$(submit "$hold")
+jb=$(submit "$hold")
 both() { state_is "$ja" building && state_is "$jb" building; }
-wait_for 10 both || fail "two 1-core jobs did not run together on 2 cores"
+wait_for 60 both || fail "two 1-core jobs did not run together on 2 cores"
+touch "$TMP/go"
 wait_for 15 state_is "$jb" succeeded || fail "job $jb did not finish"
 echo "ok 3 two jobs ran at once"
 

@@ -302,6 +302,75 @@ static void test_selftest_run_document(void **state)
     assert_int_equal(kiln_selftest_run(&o, &doc, &err), KILN_EINVAL);
 }
 
+/* Inspection runs in a child: a crash there fails the run with a plain
+ * reason and leaves this process running. The crash is real: the hook
+ * truncates the second file after the child mapped it, so the parser's
+ * first read of it raises SIGBUS (a build output rewritten under the
+ * inspector does the same). */
+static void truncate_victim(const char *path, void *arg)
+{
+    if (strcmp(path, (const char *)arg) == 0) assert_int_equal(truncate(path, 0), 0);
+}
+
+static void copy_fixture(const char *name, char *tmpl)
+{
+    struct kiln_buf b = {0};
+    char src[4096];
+    snprintf(src, sizeof src, "%s%stests/fixtures/selftest/%s",
+             getenv("KILN_SRC") ? getenv("KILN_SRC") : "", getenv("KILN_SRC") ? "/" : "", name);
+    assert_int_equal(kiln_read_file(src, 16u << 20, &b), KILN_OK);
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_true(write(fd, b.data, b.len) == (ssize_t)b.len);
+    close(fd);
+    kiln_buf_free(&b);
+}
+
+static void test_inspection_crash_isolated(void **state)
+{
+    (void)state;
+    char good[] = "/tmp/kiln-test-inspect-good-XXXXXX";
+    char victim[] = "/tmp/kiln-test-inspect-victim-XXXXXX";
+    copy_fixture("sm80.cubin", good);
+    copy_fixture("multi.fatbin", victim);
+    const char *files[] = {good, victim};
+    struct kiln_selftest_opts o;
+    memset(&o, 0, sizeof o);
+    o.timeout_ms = 60000;
+    o.log_path = logpath;
+    o.inspect = files;
+    o.ninspect = 2;
+    json_t *doc = NULL;
+    struct kiln_error err;
+
+    /* Without the hook: the child's report comes back whole. */
+    assert_int_equal(kiln_selftest_run(&o, &doc, &err), KILN_OK);
+    assert_true(json_is_true(json_object_get(doc, "ok")));
+    json_t *ins = json_object_get(doc, "inspect");
+    assert_int_equal(json_array_size(json_object_get(ins, "files")), 2);
+    assert_null(json_object_get(ins, "crashed"));
+    json_decref(doc);
+
+    /* With it: a failed artifact, not an error of the run. */
+    o.inspect_hook = truncate_victim;
+    o.inspect_hook_arg = victim;
+    assert_int_equal(kiln_selftest_run(&o, &doc, &err), KILN_OK);
+    assert_false(json_is_true(json_object_get(doc, "ok")));
+    char want[128];
+    snprintf(want, sizeof want, "inspection crashed on %s", victim);
+    json_t *reasons = json_object_get(doc, "reasons");
+    assert_int_equal(json_array_size(reasons), 1);
+    assert_string_equal(json_string_value(json_array_get(reasons, 0)), want);
+    json_t *crashed = json_object_get(json_object_get(doc, "inspect"), "crashed");
+    assert_string_equal(json_string_value(json_object_get(crashed, "file")), victim);
+    /* SIGBUS, unless a sanitizer turned it into its own report and exit. */
+    json_int_t sig = json_integer_value(json_object_get(crashed, "signal"));
+    assert_true(sig == SIGBUS || sig == 0);
+    json_decref(doc);
+    unlink(good);
+    unlink(victim);
+}
+
 static void test_spec_parse(void **state)
 {
     (void)state;
@@ -430,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_hostcheck),
         cmocka_unit_test(test_host_parsers),
         cmocka_unit_test_setup_teardown(test_selftest_run_document, setup_log, teardown_log),
+        cmocka_unit_test_setup_teardown(test_inspection_crash_isolated, setup_log, teardown_log),
         cmocka_unit_test(test_spec_parse),
         cmocka_unit_test_setup_teardown(test_run_spec, setup_log, teardown_log),
     };

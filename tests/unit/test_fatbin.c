@@ -9,7 +9,9 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "kernels-selftest/elfsym.h"
 #include "kernels-selftest/fatbin.h"
+#include "kernels-selftest/selftest.h"
 #include "selftest_fixture.h"
 
 #include <stdlib.h>
@@ -369,14 +371,188 @@ static void test_elf_header_errors(void **state)
     kiln_fatbin_list_free(&l);
 }
 
+/* The input that crashed `kiln selftest inspect` (issue 19): a host ELF
+ * whose section 15 is named .nv_fatbin but typed SHT_NULL, with an offset
+ * far past the end. SHT_NULL skipped the bounds check. Now a sentence. */
+static void test_crash_input_null_section(void **state)
+{
+    (void)state;
+    const char *src = getenv("KILN_SRC");
+    char path[4096];
+    snprintf(path, sizeof path, "%s%stests/fuzz/corpus/fatbin/oob-read-1-null-section.bin",
+             src ? src : "", src ? "/" : "");
+    struct kiln_buf b = {0};
+    assert_int_equal(kiln_read_file(path, 1u << 20, &b), KILN_OK);
+    assert_int_equal(b.len, 43840);
+    /* A private copy of exactly b.len bytes, so ASan sees any read past it. */
+    unsigned char *copy = malloc(b.len);
+    assert_non_null(copy);
+    memcpy(copy, b.data, b.len);
+    struct kiln_fatbin_list l;
+    struct kiln_error err;
+    assert_int_equal(kiln_fatbin_inspect(copy, b.len, &l, &err), KILN_EPARSE);
+    assert_non_null(strstr(err.msg, "ELF section 15 (.nv_fatbin)"));
+    assert_non_null(strstr(err.msg, "runs past the end of the file (43840 bytes)"));
+    assert_null(l.v);
+    free(copy);
+    kiln_buf_free(&b);
+
+    /* The same through the front the CLI and the worker use: a failed file
+     * with that sentence, not a crash. */
+    const char *paths[] = {path};
+    struct kiln_inspect_opts o = {0, NULL, 0};
+    json_t *doc = NULL;
+    assert_int_equal(kiln_selftest_inspect(paths, 1, &o, &doc, &err), KILN_OK);
+    assert_false(json_is_true(json_object_get(doc, "ok")));
+    json_t *f0 = json_array_get(json_object_get(doc, "files"), 0);
+    const char *why = json_string_value(json_object_get(f0, "error"));
+    assert_non_null(why);
+    assert_non_null(strstr(why, ".nv_fatbin"));
+    json_decref(doc);
+}
+
+/* A small host ELF: header, .shstrtab at 256, section table at 512, and
+ * section 2 as the caller sets it (section 3 is a string table). */
+enum { ELF_LEN = 1024, SHOFF = 512 }; /* .shstrtab 256..312, .strtab 350, .symtab 400 */
+static const char shstr[] = "\0.shstrtab\0.nv_fatbin\0.strtab\0.symtab\0.nvFatBinSegment";
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void elf_section(unsigned char *elf, unsigned idx, uint32_t name, uint32_t type,
+                        uint64_t off, uint64_t size, uint32_t link, uint64_t entsize)
+{
+    unsigned char *h = elf + SHOFF + 64 * idx;
+    memset(h, 0, 64);
+    put32(h, name);
+    put32(h + 4, type);
+    put64(h + 24, off);
+    put64(h + 32, size);
+    put32(h + 40, link);
+    put64(h + 56, entsize);
+}
+
+static void elf_build(unsigned char *elf)
+{
+    memset(elf, 0, ELF_LEN);
+    memcpy(elf,
+           "\x7f"
+           "ELF",
+           4);
+    elf[4] = 2;
+    elf[5] = 1;
+    put16(elf + 16, 3);  /* ET_DYN */
+    put16(elf + 18, 62); /* x86-64 */
+    put64(elf + 40, SHOFF);
+    put16(elf + 58, 64);
+    put16(elf + 60, 4);
+    put16(elf + 62, 1);
+    memcpy(elf + 256, shstr, sizeof shstr);
+    elf_section(elf, 1, 1, 3, 256, sizeof shstr, 0, 0);
+    elf_section(elf, 3, 22, 3, 350, 8, 0, 0); /* .strtab: "\0vadd\0\0\0" */
+    memcpy(elf + 351, "vadd", 4);
+}
+
+/* Each offset, size and count a file names is checked, for every section
+ * type (SHT_NULL included) and without overflow of offset + size. */
+static void test_hostile_elf_tables(void **state)
+{
+    (void)state;
+    unsigned char *elf = malloc(ELF_LEN);
+    assert_non_null(elf);
+    struct kiln_fatbin_list l;
+    struct kiln_error err;
+    struct kiln_elf e;
+    struct {
+        uint32_t type;
+        uint64_t off, size;
+    } bad[] = {
+        {0, 1ull << 62, 16},     /* SHT_NULL far away: the crash of issue 19 */
+        {1, UINT64_MAX - 8, 16}, /* offset + size wraps to a small number */
+        {1, 1000, 100},          /* straddles the end */
+        {1, 16, UINT64_MAX},     /* size alone past the end */
+        {7, ELF_LEN + 1, 0},     /* empty, but starts past the end */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        elf_build(elf);
+        elf_section(elf, 2, 11, bad[i].type, bad[i].off, bad[i].size, 0, 0);
+        assert_int_equal(kiln_fatbin_inspect(elf, ELF_LEN, &l, &err), KILN_EPARSE);
+        assert_non_null(strstr(err.msg, "ELF section 2 (.nv_fatbin)"));
+        assert_non_null(strstr(err.msg, "runs past the end of the file"));
+    }
+    /* SHT_NOBITS holds no file bytes: any offset is fine, and it is skipped. */
+    elf_build(elf);
+    elf_section(elf, 2, 11, 8, UINT64_MAX, UINT64_MAX, 0, 0);
+    assert_int_equal(kiln_fatbin_inspect(elf, ELF_LEN, &l, &err), KILN_OK);
+    assert_int_equal(l.n, 0);
+    kiln_fatbin_list_free(&l);
+
+    /* A section name offset past .shstrtab leaves the section unnamed. */
+    elf_build(elf);
+    elf_section(elf, 2, 5000, 1, 0, 16, 0, 0);
+    assert_int_equal(kiln_elf_open(&e, elf, ELF_LEN, &err), KILN_OK);
+    struct kiln_elf_section s;
+    assert_int_equal(kiln_elf_section(&e, 2, &s, &err), KILN_OK);
+    assert_string_equal(s.name, "");
+
+    /* Symbol tables: a good one, then a name past the strings, a table
+     * past the end, and a link to a string table past the end. */
+    elf_build(elf);
+    elf_section(elf, 2, 30, 2, 400, 48, 3, 24); /* .symtab, 2 entries */
+    put32(elf + 400 + 24, 1);                   /* symbol 1: "vadd" */
+    put16(elf + 400 + 24 + 6, 5);               /* defined */
+    assert_int_equal(kiln_elf_open(&e, elf, ELF_LEN, &err), KILN_OK);
+    char *pats[] = {"vadd"};
+    int found[1] = {0};
+    int rc = kiln_elfsym_expect(&e, pats, 1, found, NULL, &err);
+    if (rc) print_error("%s\n", err.msg);
+    assert_int_equal(rc, KILN_OK);
+    assert_int_equal(found[0], 1);
+    put32(elf + 400 + 24, 8);
+    assert_int_equal(kiln_elfsym_expect(&e, pats, 1, (int[]){0}, NULL, &err), KILN_EPARSE);
+    assert_non_null(strstr(err.msg, "outside its string table"));
+    elf_section(elf, 2, 30, 2, UINT64_MAX - 23, 48, 3, 24);
+    assert_int_equal(kiln_elfsym_expect(&e, pats, 1, (int[]){0}, NULL, &err), KILN_EPARSE);
+    assert_non_null(strstr(err.msg, "runs past the end"));
+    elf_section(elf, 2, 30, 2, 400, 48, 3, 24);
+    elf_section(elf, 3, 22, 3, 350, UINT64_MAX - 349, 0, 0);
+    assert_int_equal(kiln_elfsym_expect(&e, pats, 1, (int[]){0}, NULL, &err), KILN_EPARSE);
+    assert_non_null(strstr(err.msg, "runs past the end"));
+
+    /* Program headers: a PT_LOAD whose offset + delta would wrap. */
+    elf_build(elf);
+    put64(elf + 32, 64); /* phoff */
+    put16(elf + 54, 56);
+    put16(elf + 56, 1);
+    unsigned char *ph = elf + 64;
+    put32(ph, 1);
+    put64(ph + 8, UINT64_MAX - 4); /* p_offset */
+    put64(ph + 16, 0x1000);        /* p_vaddr */
+    put64(ph + 32, 0x100);         /* p_filesz */
+    assert_int_equal(kiln_elf_open(&e, elf, ELF_LEN, &err), KILN_OK);
+    uint64_t off = 0;
+    assert_int_equal(kiln_elf_vaddr_to_offset(&e, 0x1010, 16, &off), KILN_EPARSE);
+    free(elf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_multi_arch_fatbin), cmocka_unit_test(test_object_files),
-        cmocka_unit_test(test_shared_objects),    cmocka_unit_test(test_bare_cubins),
-        cmocka_unit_test(test_compat_rules),      cmocka_unit_test(test_parse_sm),
-        cmocka_unit_test(test_truncated_inputs),  cmocka_unit_test(test_corrupted_headers),
-        cmocka_unit_test(test_hostile_sizes),     cmocka_unit_test(test_elf_header_errors),
+        cmocka_unit_test(test_multi_arch_fatbin),
+        cmocka_unit_test(test_object_files),
+        cmocka_unit_test(test_shared_objects),
+        cmocka_unit_test(test_bare_cubins),
+        cmocka_unit_test(test_compat_rules),
+        cmocka_unit_test(test_parse_sm),
+        cmocka_unit_test(test_truncated_inputs),
+        cmocka_unit_test(test_corrupted_headers),
+        cmocka_unit_test(test_hostile_sizes),
+        cmocka_unit_test(test_elf_header_errors),
+        cmocka_unit_test(test_crash_input_null_section),
+        cmocka_unit_test(test_hostile_elf_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

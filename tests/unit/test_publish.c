@@ -265,7 +265,7 @@ static void test_publish_job(void **state)
     run_job(p, job, &r);
     assert_int_equal(r.rc, KILN_ENOTFOUND);
     assert_non_null(strstr(json_string_value(json_object_get(r.results, "message")),
-                           "not in this host's Nix store"));
+                           "neither staged nor in this host's Nix store"));
     json_decref(r.results);
 
     char path[512] = "";

@@ -72,6 +72,27 @@ static void test_alias_bomb_refused_fast(void **state)
     kiln_buf_free(&b);
 }
 
+/* The root itself crosses the node limit (its children stay below it):
+ * refused once, freed once (a fuzz finding: the root was freed twice). */
+static void test_root_over_node_limit(void **state)
+{
+    (void)state;
+    struct kiln_buf b = {0};
+    kiln_buf_puts(&b, "[&a [x, x, x, x, x, x, x, x, x]");
+    for (char c = 'b'; c <= 'e'; c++)
+        kiln_buf_printf(&b, ", &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]", c, c - 1, c - 1,
+                        c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
+    for (int i = 0; i < 12; i++)
+        kiln_buf_puts(&b, ", *e");
+    kiln_buf_puts(&b, "]\n");
+    json_t *j = NULL;
+    struct kiln_error e = {0};
+    assert_int_equal(kiln_yaml_to_json("root.yaml", b.data, b.len, &j, &e), KILN_ELIMIT);
+    assert_null(j);
+    assert_non_null(strstr(e.msg, "root.yaml:1:1: document expands to more than"));
+    kiln_buf_free(&b);
+}
+
 static void test_deep_nesting_refused(void **state)
 {
     (void)state;
@@ -101,6 +122,7 @@ int main(void)
         cmocka_unit_test(test_syntax_error_has_position),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_alias_bomb_refused_fast),
+        cmocka_unit_test(test_root_over_node_limit),
         cmocka_unit_test(test_deep_nesting_refused),
         cmocka_unit_test(test_missing_file),
     };
