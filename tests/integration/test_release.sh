@@ -177,7 +177,7 @@ echo "$out" | grep -E "^$RID1 +held .*rel-b failed" >/dev/null || fail "kiln rel
 out=$("$KILN" release show "$RID1" --server "$B") || fail "kiln release show failed"
 echo "$out" | grep -q "held by:" && echo "$out" | grep -q "rel-b failed at build" ||
     fail "kiln release show does not say rel-b holds it: $out"
-echo "ok: variant b failed: release $RID1 held by rel-b, nothing of ${C1:0:12} visible (catalog, narinfo)"
+echo "ok: variant b failed: release $RID1 held by rel-b, nothing of ${C1:0:12} visible in the catalog"
 
 # --- 2. the retry passes: all appear at once -----------------------------
 rm -f "$T/fail-b"
