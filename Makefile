@@ -28,7 +28,7 @@ SAN ?=
 CFLAGS_ALL = $(WARN) $(DEFS) $(INCS) $(OPT) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS_ALL = $(SAN)
 
-MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git slurm workers cli
+MODULE_DIRS := common nix recipes kernels-selftest scheduler http state server catalog git slurm forge workers cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach d,$(MODULE_DIRS),$(wildcard $(d)/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 MAIN_OBJ := $(B)/obj/cli/main.o

@@ -1,5 +1,6 @@
 /* catalog.c - the embedded catalog: blob store, SQLite index, signatures. */
 #include "catalog/catalog.h"
+#include "catalog/release.h"
 #include "common/clock.h"
 
 #include "common/fsutil.h"
@@ -143,6 +144,16 @@ static const char *const migrations[] = {
     " job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,"
     " sig TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, staged_at REAL);"
     "CREATE INDEX IF NOT EXISTS staged_digest ON staged(digest);",
+    /* issue 15: releases (catalog/release.h); an entry with a release_id is
+     * hidden until that release is complete */
+    "CREATE TABLE releases("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, branch TEXT NOT NULL,"
+    " commit_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',"
+    " created_at REAL NOT NULL, completed_at REAL, superseded_by INTEGER,"
+    " targets TEXT, UNIQUE(branch, commit_id));"
+    "CREATE INDEX releases_state ON releases(state, branch);"
+    "ALTER TABLE entries ADD COLUMN release_id INTEGER REFERENCES releases(id);"
+    "CREATE INDEX entries_release ON entries(release_id);",
 };
 
 static int blob_path_hex(struct kiln_catalog *c, const char *hex, char *out, size_t outlen)
@@ -673,15 +684,15 @@ static int signed_doc(struct kiln_catalog *c, json_t *meta, const char *digest, 
 
 /* INSERT the entry row (inside the caller's transaction). */
 static int insert_entry(struct kiln_catalog *c, json_t *doc, const char *digest, uint64_t size,
-                        const char *canon, const char *sigb64, int64_t *new_id,
+                        const char *canon, const char *sigb64, int64_t release_id, int64_t *new_id,
                         struct kiln_error *err)
 {
     sqlite3_stmt *st = NULL;
     const char *sql =
         "INSERT INTO entries(name, version, recipe, branch, commit_id, platform, sm, capability,"
         " isa, cuda, driver_min, python, store_path, size, digest, log_digest, selftest, meta,"
-        " signature, key, created_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,"
-        "?16,?17,?18,?19,?20,?21)";
+        " signature, key, created_at, release_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,"
+        "?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)";
     int rc = KILN_EDB;
     if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
         bind_opt_text(st, 1, json_object_get(doc, "name"));
@@ -706,6 +717,10 @@ static int insert_entry(struct kiln_catalog *c, json_t *doc, const char *digest,
         sqlite3_bind_text(st, 19, sigb64, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, c->key_line, -1, SQLITE_STATIC);
         sqlite3_bind_double(st, 21, kiln_clock_wall());
+        if (release_id > 0)
+            sqlite3_bind_int64(st, 22, release_id);
+        else
+            sqlite3_bind_null(st, 22);
         if (sqlite3_step(st) == SQLITE_DONE) rc = KILN_OK;
     }
     if (rc != KILN_OK) kiln_fail(err, KILN_EDB, "catalog insert failed: %s", sqlite3_errmsg(c->db));
@@ -765,6 +780,12 @@ static int insert_narinfo(struct kiln_catalog *c, const struct kiln_narinfo *ni,
 int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *digest_in, int64_t *id,
                          int *created, struct kiln_error *err)
 {
+    return kiln_catalog_publish_held(c, meta, digest_in, 0, id, created, err);
+}
+
+int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *digest_in,
+                              int64_t release_id, int64_t *id, int *created, struct kiln_error *err)
+{
     char hex[65], digest[KILN_DIGEST_STR];
     int rc;
     if (created) *created = 0;
@@ -813,7 +834,7 @@ int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *diges
         goto out_doc;
     }
     int64_t new_id;
-    rc = insert_entry(c, doc, digest, size, canon, sigb64, &new_id, err);
+    rc = insert_entry(c, doc, digest, size, canon, sigb64, release_id, &new_id, err);
     crash_point(c, 8);
     if (rc == KILN_OK && have_nix) rc = insert_narinfo(c, &ni, digest, size, new_id, err);
     crash_point(c, 9);
@@ -878,8 +899,9 @@ int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct ki
 {
     *out = NULL;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db, "SELECT " ENTRY_COLS " FROM entries WHERE id=?1 AND " KILN_RELEASE_VISIBLE(""),
+            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_int64(st, 1, id);
     int r = sqlite3_step(st), rc = KILN_OK;
@@ -903,7 +925,10 @@ int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out, str
         {"digest", "digest"}, {"commit", "commit_id"},  {"python", "python"}, {NULL, NULL}};
     *out = NULL;
     struct kiln_buf sql = {0};
-    int rc = kiln_buf_puts(&sql, "SELECT " ENTRY_COLS " FROM entries WHERE 1");
+    int rc = kiln_buf_puts(&sql, json_is_true(json_object_get(filters, "held"))
+                                     ? "SELECT " ENTRY_COLS " FROM entries WHERE 1"
+                                     : "SELECT " ENTRY_COLS
+                                       " FROM entries WHERE " KILN_RELEASE_VISIBLE(""));
     const char *vals[16];
     int nv = 0;
     for (int i = 0; fcols[i][0] && rc == KILN_OK; i++) {
@@ -987,17 +1012,30 @@ int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out)
     return kiln_buf_puts(out, "StoreDir: " KILN_NIX_STORE_DIR "\nWantMassQuery: 1\nPriority: 30\n");
 }
 
-static int load_narinfo(struct kiln_catalog *c, const char *hashpart, struct kiln_narinfo *ni,
-                        char digest[KILN_DIGEST_STR], struct kiln_error *err)
+/* A NAR is served while some visible entry has it: the same store path may
+ * be rebuilt into a release that is still held. */
+#define NAR_VISIBLE                                                                                \
+    "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND " KILN_RELEASE_VISIBLE(   \
+        "e.") ")"
+
+/* held: also narinfos of entries held in unfinished releases (verify). */
+static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
+                        struct kiln_narinfo *ni, char digest[KILN_DIGEST_STR],
+                        struct kiln_error *err)
 {
     memset(ni, 0, sizeof *ni);
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db,
-                           "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
-                           " WHERE hashpart=?1 UNION ALL"
-                           " SELECT store_path, digest, nar_size, refs, deriver, sig FROM staged"
-                           " WHERE hashpart=?1 AND state='staged' LIMIT 1",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db,
+            held ? "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
+                   " WHERE hashpart=?1 UNION ALL"
+                   " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
+                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1"
+                 : "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
+                   " WHERE hashpart=?1 AND " NAR_VISIBLE " UNION ALL"
+                   " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
+                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1",
+            -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
     int r = sqlite3_step(st), rc = KILN_OK;
@@ -1036,7 +1074,7 @@ int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, struct ki
         return kiln_fail(err, KILN_ENOTFOUND, "no narinfo for %s", hashpart);
     struct kiln_narinfo ni;
     char digest[KILN_DIGEST_STR];
-    int rc = load_narinfo(c, hashpart, &ni, digest, err);
+    int rc = load_narinfo(c, hashpart, 0, &ni, digest, err);
     if (rc != KILN_OK) return rc;
     rc = kiln_narinfo_format(&ni, out);
     kiln_narinfo_free(&ni);
@@ -1061,7 +1099,7 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     sqlite3_stmt *st = NULL;
     int found = 0;
     if (sqlite3_prepare_v2(c->db,
-                           "SELECT 1 FROM narinfo WHERE digest=?1 UNION ALL"
+                           "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " UNION ALL"
                            " SELECT 1 FROM staged WHERE digest=?1 AND state='staged' LIMIT 1",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
@@ -1098,7 +1136,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
         rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
         goto out;
     }
-    json_t *filt = json_pack("{s:i}", "limit", 10000);
+    json_t *filt = json_pack("{s:i,s:b}", "limit", 10000, "held", 1);
     rc = kiln_catalog_list(c, filt, &all, err);
     json_decref(filt);
     if (rc != KILN_OK) goto out;
@@ -1147,7 +1185,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
             struct kiln_narinfo ni;
             char digest[KILN_DIGEST_STR];
             struct kiln_error e2 = {0};
-            if (load_narinfo(c, hp, &ni, digest, &e2) != KILN_OK) {
+            if (load_narinfo(c, hp, 1, &ni, digest, &e2) != KILN_OK) {
                 add_problem(problems, id, "narinfo %s: %s", hp, e2.msg);
             } else {
                 if (have_key < 0) have_key = nix_key(c, NULL) == KILN_OK;

@@ -25,6 +25,8 @@
  * - A crash at any point leaves an entry published completely or not at all;
  *   orphaned temp files (and, with gc, unreferenced blobs) are removed at open
  *   and by kiln_catalog_gc().
+ * - Entries held in an unfinished release (catalog/release.h) are invisible
+ *   to get, list, narinfo and NAR lookups until the release completes.
  * - kiln_catalog_verify() rehashes every blob and checks every signature.
  * - Names and versions: 1-200 chars of [A-Za-z0-9._+-], not starting with '.'.
  * - One struct kiln_catalog per thread; several processes may share a data
@@ -81,10 +83,16 @@ int kiln_catalog_blob_drop_unreferenced(struct kiln_catalog *c, const char *dige
 /* --- entries --- */
 int kiln_catalog_publish(struct kiln_catalog *c, json_t *meta, const char *digest, int64_t *id,
                          int *created, struct kiln_error *err);
+/* Same, held in release release_id (catalog/release.h): the entry stays
+ * hidden until that release is complete. 0 = no release. */
+int kiln_catalog_publish_held(struct kiln_catalog *c, json_t *meta, const char *digest,
+                              int64_t release_id, int64_t *id, int *created,
+                              struct kiln_error *err);
 /* Entry as JSON (id, name, version, ..., digest, size, meta, signature, key). */
 int kiln_catalog_get(struct kiln_catalog *c, int64_t id, json_t **out, struct kiln_error *err);
 /* filters: object with optional string members name, version, sm, isa, cuda,
- * platform, branch, recipe, digest; limit (default 1000). */
+ * platform, branch, recipe, digest; limit (default 1000); "held": true also
+ * lists entries held in unfinished releases (maintenance). */
 int kiln_catalog_list(struct kiln_catalog *c, json_t *filters, json_t **out,
                       struct kiln_error *err);
 /* 1 when the entry's stored signature matches its metadata, else 0. */

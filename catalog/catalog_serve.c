@@ -3,6 +3,7 @@
 
 #include "catalog/catalog.h"
 #include "catalog/publish.h"
+#include "catalog/release_serve.h"
 #include "catalog/staging.h"
 #include "common/clock.h"
 #include "catalog/staging_http.h"
@@ -10,6 +11,19 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+struct catalog_feature {
+    struct kiln_server *srv;
+    struct kiln_catalog *cat;         /* NULL if it could not be opened */
+    struct kiln_publisher *publisher; /* the publish stage */
+    struct kiln_staging_http *staging;
+    struct kiln_release_serve *releases; /* publish: release */
+    uv_timer_t prune;
+    int prune_started;
+    double max_age_s;   /* staging retention (0 = none) */
+    uint64_t max_bytes; /* (0 = none) */
+    char public_key[200];
+};
 
 struct pubctx {
     struct kiln_server *srv;
@@ -32,15 +46,18 @@ static void publish_done(void *arg, int rc, json_t *res)
 
 static void publish(struct kiln_server *srv, int64_t job, void *ctx)
 {
+    struct catalog_feature *cf = ctx;
     struct kiln_error err = {0};
     json_t *j = NULL;
+    int64_t release = 0;
     struct pubctx *x = malloc(sizeof *x);
     if (x) {
         x->srv = srv;
         x->job = job;
     }
     if (!x || kiln_jobs_get(&srv->jobs, job, &j, &err) ||
-        kiln_publish_job(ctx, j, publish_done, x, &err)) {
+        kiln_release_serve_for_job(cf->releases, j, &release, &err) ||
+        kiln_publish_job_held(cf->publisher, j, release, publish_done, x, &err)) {
         free(x);
         struct kiln_error e2 = {0};
         kiln_serve_publish_done(srv, job, 0, err.msg[0] ? err.msg : "out of memory", NULL, &e2);
@@ -55,18 +72,6 @@ static void on_catalog_publish(void *arg, int64_t id)
     /* Catalog changes reach the page through the next SSE flush. */
     if (srv->events) kiln_events_notify(srv->events);
 }
-
-struct catalog_feature {
-    struct kiln_server *srv;
-    struct kiln_catalog *cat;         /* NULL if it could not be opened */
-    struct kiln_publisher *publisher; /* the publish stage */
-    struct kiln_staging_http *staging;
-    uv_timer_t prune;
-    int prune_started;
-    double max_age_s;   /* staging retention (0 = none) */
-    uint64_t max_bytes; /* (0 = none) */
-    char public_key[200];
-};
 
 /* A test stage fetches its inputs from here by Nix substitution: the lease
  * names them and the key their narinfos are signed with. */
@@ -195,8 +200,9 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     rc = kiln_publisher_new(srv->loop, cf->cat, json_object_get(config, "publish"), &cf->publisher,
                             err);
     if (rc) return rc;
+    if ((rc = kiln_release_serve_new(srv, cf->cat, cf->publisher, &cf->releases, err))) return rc;
     srv->publish = publish;
-    srv->publish_ctx = cf->publisher;
+    srv->publish_ctx = cf;
     kiln_catalog_on_publish(cf->cat, on_catalog_publish, srv);
     return KILN_OK;
 }
@@ -206,6 +212,8 @@ static void feature_stop(struct kiln_server *srv, void *state)
     struct catalog_feature *cf = state;
     srv->publish = NULL;
     srv->publish_ctx = NULL;
+    if (cf) kiln_release_serve_free(cf->releases);
+    if (cf) cf->releases = NULL;
     srv->lease_extra = NULL;
     if (cf && cf->prune_started) {
         uv_timer_stop(&cf->prune);

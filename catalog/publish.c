@@ -536,6 +536,7 @@ struct pjob {
     int rc;
     struct kiln_error e;
     int64_t first_id;
+    int64_t release_id; /* > 0: held in that release, no targets now */
     kiln_publish_done_cb done;
     void *arg;
 };
@@ -568,6 +569,11 @@ static void pjob_after_entries(struct pjob *pj)
 {
     if (!json_array_size(pj->artifacts)) {
         pjob_finish(pj, KILN_OK, "nothing to publish: the job reported no outputs", NULL);
+        return;
+    }
+    if (pj->release_id > 0) {
+        pjob_finish(pj, KILN_OK, "held for its release: published when every variant passed",
+                    NULL);
         return;
     }
     struct kiln_error e = {0};
@@ -605,7 +611,7 @@ static void pjob_export_done(uv_work_t *w, int status)
     pj->nix = NULL;
     int64_t id = 0;
     struct kiln_error e = {0};
-    int rc = kiln_catalog_publish(pj->p->cat, m, pj->digest, &id, NULL, &e);
+    int rc = kiln_catalog_publish_held(pj->p->cat, m, pj->digest, pj->release_id, &id, NULL, &e);
     if (rc == KILN_OK) {
         json_array_append_new(pj->artifacts,
                               json_pack("{s:I,s:s,s:I,s:O}", "catalog_id", (json_int_t)id, "digest",
@@ -667,6 +673,12 @@ static void pjob_started(uv_work_t *w, int status)
 int kiln_publish_job(struct kiln_publisher *p, json_t *job, kiln_publish_done_cb done, void *arg,
                      struct kiln_error *err)
 {
+    return kiln_publish_job_held(p, job, 0, done, arg, err);
+}
+
+int kiln_publish_job_held(struct kiln_publisher *p, json_t *job, int64_t release_id,
+                          kiln_publish_done_cb done, void *arg, struct kiln_error *err)
+{
     json_t *meta = kiln_publish_job_meta(job);
     if (!meta) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     const char *name = json_string_value(json_object_get(meta, "name"));
@@ -681,6 +693,7 @@ int kiln_publish_job(struct kiln_publisher *p, json_t *job, kiln_publish_done_cb
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
     pj->p = p;
+    pj->release_id = release_id;
     pj->meta = meta;
     pj->done = done;
     pj->arg = arg;

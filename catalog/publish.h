@@ -61,6 +61,11 @@ int kiln_publisher_run(struct kiln_publisher *p, int64_t entry_id, kiln_publish_
  * (for kiln_serve_publish_done). Always completes asynchronously. */
 int kiln_publish_job(struct kiln_publisher *p, json_t *job, kiln_publish_done_cb done, void *arg,
                      struct kiln_error *err);
+/* Same, for a job of a release (catalog/release.h): its entries are held in
+ * release_id (hidden) and no target runs; the release runs them when it
+ * completes (kiln_publisher_run per entry). */
+int kiln_publish_job_held(struct kiln_publisher *p, json_t *job, int64_t release_id,
+                          kiln_publish_done_cb done, void *arg, struct kiln_error *err);
 /* The catalog metadata kiln_publish_job uses (new reference). */
 json_t *kiln_publish_job_meta(json_t *job);
 

@@ -1,6 +1,7 @@
 /* cmd_serve.c - `kiln serve`: parse flags, load the config, run the service. */
 #include "cli/commands.h"
 #include "catalog/catalog_serve.h"
+#include "forge/forge_serve.h"
 #include "git/git_serve.h"
 #include "slurm/slurm_serve.h"
 #include "server/serve.h"
@@ -41,7 +42,7 @@ int cmd_serve(int argc, char **argv)
 {
     /* The features kiln serve runs with; the service knows none by name. */
     static const struct kiln_serve_feature *const features[] = {
-        &kiln_catalog_feature, &kiln_git_feature, &kiln_slurm_feature, NULL};
+        &kiln_catalog_feature, &kiln_git_feature, &kiln_slurm_feature, &kiln_forge_feature, NULL};
     struct kiln_serve_config cfg;
     kiln_serve_config_defaults(&cfg);
     cfg.features = features;

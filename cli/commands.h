@@ -28,5 +28,6 @@ int cmd_catalog(int argc, char **argv);  /* cli/cmd_catalog.c */
 int cmd_selftest(int argc, char **argv); /* cli/cmd_selftest.c */
 int cmd_repo(int argc, char **argv);     /* cli/cmd_repo.c */
 int cmd_source(int argc, char **argv);   /* cli/cmd_source.c */
+int cmd_release(int argc, char **argv);  /* cli/cmd_release.c */
 
 #endif

@@ -29,6 +29,7 @@ static const struct {
     {"catalog", cmd_catalog, "list, show, verify or gc published artifacts"},
     {"selftest", cmd_selftest, "inspect artifacts for GPU code (fatbins, symbols)"},
     {"repo", cmd_repo, "track git repositories for automatic builds"},
+    {"release", cmd_release, "list releases (a commit's variants at once) and what holds them"},
     {"source", cmd_source, "check out a commit for a job (used by the worker)"},
 };
 

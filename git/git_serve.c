@@ -11,6 +11,7 @@
 #include "state/submit.h"
 #include "git/webhook.h"
 
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,11 +60,54 @@ static int64_t stable_id(const char *name)
     return (int64_t)(h & 0x7fffffffffffull) + 1;
 }
 
+/* publish: each (default) | release (every tracked branch) |
+ * {release: glob or [globs]} (those branches). */
+static int parse_publish(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
+{
+    json_t *p = json_object_get(o, "publish");
+    if (!p || json_is_null(p)) return KILN_OK;
+    const char *s = json_string_value(p);
+    if (s && !strcmp(s, "each")) return KILN_OK;
+    if (s && !strcmp(s, "release")) {
+        snprintf(c->release_branches, sizeof c->release_branches, "*");
+        return KILN_OK;
+    }
+    if (json_is_object(p) && json_object_size(p) == 1 && json_object_get(p, "release"))
+        return str_field(p, "release", c->release_branches, sizeof c->release_branches, 1, err);
+    return kiln_fail(err, KILN_EINVAL,
+                     "repos: publish must be 'each', 'release' or {release: [branch globs]}");
+}
+
+static int is_release_branch(const struct kiln_repo_conf *c, const char *branch)
+{
+    char pats[sizeof c->release_branches];
+    snprintf(pats, sizeof pats, "%s", c ? c->release_branches : "");
+    char *save = NULL;
+    for (char *t = strtok_r(pats, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (fnmatch(t, branch, 0) == 0) return 1;
+    return 0;
+}
+
+/* A release branch publishes (whatever auto_publish says), per commit. */
+static int make_release_job(json_t *job)
+{
+    json_t *spec = json_object_get(job, "publish");
+    spec = json_is_object(spec) ? json_deep_copy(spec) : json_object();
+    if (!spec || json_object_set_new(spec, "release", json_true()) ||
+        json_object_set_new(job, "publish", spec))
+        return KILN_ENOMEM;
+    json_t *stages = json_object_get(job, "stages");
+    size_t i;
+    json_t *st;
+    json_array_foreach(stages, i, st) if (!strcmp(json_string_value(st), "publish")) return KILN_OK;
+    return json_array_append_new(stages, json_string("publish")) ? KILN_ENOMEM : KILN_OK;
+}
+
 int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
 {
-    static const char *known[] = {
-        "name",          "url",   "branches", "recipes", "poll_s", "auto_publish",
-        "initial_build", "token", "ssh_key",  "secret",  NULL};
+    static const char *known[] = {"name",    "url",          "branches",      "recipes",
+                                  "poll_s",  "auto_publish", "initial_build", "token",
+                                  "ssh_key", "secret",       "publish",       NULL};
     memset(c, 0, sizeof *c);
     if (!json_is_object(o))
         return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
@@ -75,10 +119,11 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
         for (const char **p = known; *p; p++)
             ok |= !strcmp(*p, k);
         if (!ok)
-            return kiln_fail(err, KILN_EINVAL,
-                             "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
-                             "poll_s, auto_publish, initial_build, token, ssh_key, secret)",
-                             k);
+            return kiln_fail(
+                err, KILN_EINVAL,
+                "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
+                "poll_s, auto_publish, initial_build, token, ssh_key, secret, publish)",
+                k);
     }
     int rc;
     long long poll_s;
@@ -102,6 +147,7 @@ int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_e
     c->poll_s = (int)poll_s; /* 0: webhooks only */
     c->auto_publish = auto_publish;
     c->initial_build = initial_build;
+    if ((rc = parse_publish(o, c, err))) return rc;
     c->id = stable_id(c->name);
     return KILN_OK;
 }
@@ -151,6 +197,7 @@ static int on_push(void *ctx, const struct kiln_push *p)
      * (published), so nothing outside the push is pulled in. */
     json_t *batch = json_array(), *jobs = NULL;
     struct kiln_error err = {0};
+    int release_branch = is_release_branch(kiln_gitwatch_conf(g->gw, p->repo_id), p->branch);
     int rc = batch ? KILN_OK : KILN_ENOMEM;
     size_t i;
     json_t *v;
@@ -176,7 +223,9 @@ static int on_push(void *ctx, const struct kiln_push *p)
             json_object_set_new(attrs, "source_url", json_string(p->repo_url));
             json_object_set_new(v, "attrs", attrs);
         }
-        if (!p->auto_publish) {
+        if (release_branch) {
+            if (make_release_job(v)) rc = kiln_fail(&err, KILN_ENOMEM, "out of memory");
+        } else if (!p->auto_publish) {
             json_t *stages = json_object_get(v, "stages"), *ns = json_array();
             size_t si;
             json_t *st;

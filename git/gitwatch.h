@@ -42,6 +42,9 @@ struct kiln_repo_conf {
     char token[256];    /* https credential, "" = none */
     char ssh_key[512];  /* ssh credential, "" = none */
     char secret[256];   /* webhook secret */
+    /* comma-separated globs of branches published per commit, all variants
+     * at once (`publish: release`; catalog/release_serve.h); "" = none */
+    char release_branches[512];
 };
 
 struct kiln_push {

@@ -864,10 +864,13 @@ static void parse_publish(struct comp *C, const struct node *n)
 {
     int b;
     if (!n || is_null(n)) return;
-    if (n->kind == N_SCALAR) {
+    if (n->kind == N_SCALAR && !strcmp(n->s, "release")) {
+        /* all variants of a commit at once (catalog/release_serve.h) */
+        C->r->publish = parse_gnode(C, n, "publish");
+    } else if (n->kind == N_SCALAR) {
         if (parse_bool(C, n, "publish", &b) && b)
             dg_add(C->d, KILN_EINVAL, n->line, n->col,
-                   "'publish: true' says nowhere to publish; give a mapping (target, ...)");
+                   "'publish: true' says nowhere to publish; give a mapping (target, ...) or 'release'");
     } else if (want(C, n, N_MAP, "publish")) {
         C->r->publish = parse_gnode(C, n, "publish");
     }

@@ -18,10 +18,10 @@ LAYERS = {
     "nix": 1, "recipes": 1, "kernels-selftest": 1, "scheduler": 1, "http": 1,
     "state": 2, "workers": 2,
     "server": 3,
-    "catalog": 4, "git": 4, "slurm": 4,
+    "catalog": 4, "git": 4, "slurm": 4, "forge": 4,
     "cli": 5,
 }
-SERVER_SIDE = {"http", "state", "server", "catalog", "git", "scheduler"}
+SERVER_SIDE = {"http", "state", "server", "catalog", "git", "forge", "scheduler"}
 INC = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 

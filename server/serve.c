@@ -226,12 +226,48 @@ static void start_publishes(struct kiln_server *s)
     }
 }
 
+int kiln_serve_on_job_change(struct kiln_server *s, kiln_job_change_fn fn, void *ctx)
+{
+    if (s->njob_hooks == KILN_SERVE_MAX_JOB_HOOKS) return KILN_ELIMIT;
+    s->job_hooks[s->njob_hooks].fn = fn;
+    s->job_hooks[s->njob_hooks++].ctx = ctx;
+    return KILN_OK;
+}
+
+static int job_event(void *arg, int64_t id, const char *type, const char *data)
+{
+    struct kiln_server *s = arg;
+    s->job_cursor = id;
+    if (strcmp(type, "job")) return 0;
+    json_t *job = json_loads(data ? data : "null", 0, NULL);
+    for (int i = 0; job && i < s->njob_hooks && !s->stopping; i++)
+        s->job_hooks[i].fn(s, job, s->job_hooks[i].ctx);
+    json_decref(job);
+    return 0;
+}
+
+/* Feed the hooks everything committed since they last ran. A hook that
+ * commits appends events: the loop reads on until none are left. */
+static void run_job_hooks(struct kiln_server *s)
+{
+    if (!s->njob_hooks || s->in_job_hooks) return;
+    s->in_job_hooks = 1;
+    for (;;) {
+        int64_t before = s->job_cursor;
+        if (kiln_store_events_after(s->st, s->job_cursor, 256, job_event, s, NULL) ||
+            s->job_cursor == before)
+            break;
+    }
+    s->in_job_hooks = 0;
+}
+
 void kiln_serve_changed(struct kiln_server *s)
 {
     if (s->stopping) return;
     kiln_events_notify(s->events);
     kiln_dispatch_kick(s->dispatch);
     start_publishes(s);
+    run_job_hooks(s);
 }
 
 int kiln_serve_add_route(struct kiln_server *s, const char *method, const char *prefix,
@@ -312,6 +348,7 @@ static void on_tick(uv_timer_t *t)
         kiln_logs_finish_if(s->logs, kiln_serve_job_is_final, s);
         kiln_serve_changed(s);
     }
+    run_job_hooks(s); /* changes committed without a kiln_serve_changed (leases) */
 }
 
 static int parse_listen(const char *listen, char *addr, size_t n, int *port, struct kiln_error *err)
@@ -370,6 +407,7 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
         goto fail;
     }
     if ((rc = kiln_logs_new(path, &s->logs, err))) goto fail;
+    s->job_cursor = kiln_store_last_event_id(s->st); /* hooks see changes from now on */
     if ((rc = kiln_events_new(loop, s->st, c->keepalive_ms, &s->events, err))) goto fail;
     struct kiln_policy pol;
     if ((rc = kiln_dispatch_policy_load(c->raw, &pol, err))) goto fail;

@@ -16,7 +16,9 @@
  *   init registers its routes (kiln_serve_add_route, or
  *   kiln_serve_add_stream_route for bodies it streams itself) and hooks
  *   (srv->publish: the publish stage, which must finish each job with
- *   kiln_serve_publish_done()). The service knows none of them by name.
+ *   kiln_serve_publish_done(); kiln_serve_on_job_change: told of every
+ *   committed job change, in commit order, once each, from the loop
+ *   after the change). The service knows none of them by name.
  *   Without a publisher, publishing succeeds at once.
  */
 #ifndef KILN_SERVE_H
@@ -82,6 +84,9 @@ void kiln_serve_config_free(struct kiln_serve_config *c);
 int kiln_serve_run(const struct kiln_serve_config *c, struct kiln_error *err);
 
 struct kiln_server;
+/* A job changed (job: its object as in the "job" event, borrowed). It may
+ * commit changes of its own; it is not called again from inside itself. */
+typedef void (*kiln_job_change_fn)(struct kiln_server *srv, json_t *job, void *ctx);
 typedef void (*kiln_route_fn)(struct kiln_server *srv, struct kiln_http_req *req, void *ctx);
 /* Called when a request's headers are in, before its body: returns 1 when it
  * took the request (it answers and reads the body itself), 0 to pass. The
@@ -124,6 +129,7 @@ struct kiln_metrics {
 #define KILN_SERVE_MAX_ROUTES 32
 #define KILN_SERVE_MAX_STREAMS 8
 #define KILN_SERVE_MAX_FEATURES 8
+#define KILN_SERVE_MAX_JOB_HOOKS 8
 
 struct kiln_stream_route {
     char prefix[96];
@@ -160,6 +166,14 @@ struct kiln_server {
      * catalog names where a test stage substitutes its inputs). NULL: none. */
     void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
     void *lease_extra_ctx;
+    /* Job-change hooks read the "job" events past job_cursor (the events
+     * table is the one ordered record of what committed). */
+    int njob_hooks, in_job_hooks;
+    struct {
+        kiln_job_change_fn fn;
+        void *ctx;
+    } job_hooks[KILN_SERVE_MAX_JOB_HOOKS];
+    int64_t job_cursor;
 };
 
 void kiln_serve_changed(struct kiln_server *srv);
@@ -169,6 +183,8 @@ int kiln_serve_add_route(struct kiln_server *srv, const char *method, const char
                          enum kiln_role role, kiln_route_fn fn, void *ctx);
 int kiln_serve_add_stream_route(struct kiln_server *srv, const char *prefix, kiln_stream_fn fn,
                                 void *ctx);
+/* Register a job-change hook (features call it from init). */
+int kiln_serve_on_job_change(struct kiln_server *srv, kiln_job_change_fn fn, void *ctx);
 int kiln_serve_publish_done(struct kiln_server *srv, int64_t job, int ok, const char *reason,
                             json_t *artifact, struct kiln_error *err);
 /* Set up everything but the signals and run nothing (tests drive the loop). */

@@ -342,6 +342,10 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
     }
     json_t *stages = json_pack("[s]", "build");
     if (!stages) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    /* `publish: release` (recipes.md): published with the rest of its commit. */
+    json_t *release_spec = NULL;
+    if (json_is_string(publish) && !strcmp(json_string_value(publish), "release"))
+        publish = release_spec = json_pack("{s:b}", "release", 1);
     if (json_is_object(selftest)) json_array_append_new(stages, json_string("test"));
     if (json_is_object(publish)) json_array_append_new(stages, json_string("publish"));
     const char *isa = kiln_json_str(attrs, "isa");
@@ -359,6 +363,7 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
         kiln_json_str(variant, "recipe"), "selftest",
         json_is_object(selftest) ? json_incref(selftest) : json_null(), "publish",
         json_is_object(publish) ? json_incref(publish) : json_null(), "est_duration_s", est);
+    json_decref(release_spec);
     if (!job) return kiln_fail(err, KILN_ENOMEM, "out of memory building job for %s", name);
     int rc = split_secrets(job, err);
     if (rc) {

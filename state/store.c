@@ -136,6 +136,8 @@ static const char *migrations[] = {
     /* issue 18: the jobs of one state newest first (GET /jobs?state=), an
      * index walk instead of a scan of the history. */
     "CREATE INDEX jobs_state_id ON jobs(state, id);",
+    /* issue 15 (releases, forge statuses): the jobs of one commit */
+    "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)

@@ -9,11 +9,13 @@ import * as matrix from './js/matrix.js';
 import * as build from './js/build.js';
 import * as workers from './js/workers.js';
 import * as catalog from './js/catalog.js';
+import * as releases from './js/releases.js';
 import * as submit from './js/submit.js';
 import * as charts from './js/charts.js';
+import { watchForges } from './js/forges.js';
 
-const VIEWS = { queue, matrix, build, workers, catalog, submit, charts };
-const TITLES = { queue: 'Queue', matrix: 'Matrix', build: 'Build', workers: 'Workers', catalog: 'Catalog', submit: 'Submit', charts: 'Charts' };
+const VIEWS = { queue, matrix, build, workers, catalog, releases, submit, charts };
+const TITLES = { queue: 'Queue', matrix: 'Matrix', build: 'Build', workers: 'Workers', catalog: 'Catalog', releases: 'Releases', submit: 'Submit', charts: 'Charts' };
 
 function parseHash() {
   const raw = location.hash.startsWith('#/') ? location.hash.slice(2) : 'queue';
@@ -124,6 +126,7 @@ function main() {
   });
   route();
   live.connect();
+  watchForges(document.getElementById('forge-late'));
   window.kiln = { live }; // for debugging and the browser tests
 }
 

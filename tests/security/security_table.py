@@ -287,6 +287,12 @@ def row_repos_post():
          lambda who: ("POST", "/api/v1/repos", {"bogus": 1}))
 
 
+def row_releases():
+    each("GET /api/v1/releases", READS, lambda who: ("GET", "/api/v1/releases", None))
+    each("GET /api/v1/releases/{id} (none)", exp(401, 404, 404, 404, 403, 404, 404, 404),
+         lambda who: ("GET", "/api/v1/releases/999", None))
+
+
 def row_catalog():
     each("GET /api/v1/catalog", READS, lambda who: ("GET", "/api/v1/catalog", None))
     # Workers cannot create catalog entries (the old code let any worker
@@ -330,6 +336,7 @@ TABLE = {
     "POST /api/v1/hooks": row_hooks,
     "GET /api/v1/repos": row_repos_get,
     "POST /api/v1/repos": row_repos_post,
+    "GET /api/v1/releases": row_releases,
     "* /api/v1/catalog": row_catalog,
     "* /nix-cache/": row_nix_cache,
 }
