@@ -403,8 +403,10 @@ static int srv_headers(struct kiln_http_req *req, void *ctx)
     struct srv *s = ctx;
     enum kiln_role role = KILN_ROLE_READ;
     const char *a = kiln_http_req_header(req, "Authorization");
+    /* A standalone catalog has one writer credential, its operator's: it
+     * writes as an admin does in kiln serve (the only role that may). */
     if (a && !strncmp(a, "Bearer ", 7) && s->token && *s->token && kiln_ct_streq(a + 7, s->token))
-        role = KILN_ROLE_WORKER;
+        role = KILN_ROLE_ADMIN;
     else if (a)
         role = KILN_ROLE_NONE; /* a wrong token is refused, not downgraded */
     if (!kiln_catalog_http(s->c, req, role))
