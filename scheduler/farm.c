@@ -2,6 +2,7 @@
 #include "scheduler/farm.h"
 
 #include "common/isa.h"
+#include "common/json_field.h"
 #include "common/units.h"
 #include "common/yaml_json.h"
 
@@ -72,13 +73,11 @@ static int parse_isa(const json_t *v, uint32_t *out, const char **first_level, c
     return 0;
 }
 
+/* 0 when v is an integer in [lo, hi] (the one reader in common/json_field;
+ * farm.c words its own errors with the host and field names). */
 static int get_int(const json_t *v, long long lo, long long hi, long long *out)
 {
-    if (!json_is_integer(v)) return -1;
-    long long x = json_integer_value(v);
-    if (x < lo || x > hi) return -1;
-    *out = x;
-    return 0;
+    return kiln_json_want_int(v, "value", lo, hi, 0, out, NULL) == KILN_OK ? 0 : -1;
 }
 
 static int parse_gpus(const char *name, size_t hi, const char *hname, const json_t *gpus,
