@@ -305,6 +305,20 @@ def row_catalog():
                       {"Content-Type": "application/octet-stream"}))
 
 
+def row_staging():
+    each("GET /api/v1/staging", READS, lambda who: ("GET", "/api/v1/staging", None))
+    # Only the worker holding the job's current attempt stages its outputs:
+    # another worker's credential is refused, so it cannot plant NARs that
+    # the farm's key would then sign.
+    each("POST /api/v1/staging/{job}/plan", exp(401, 403, 403, 403, 403, 200, 409, 403),
+         lambda who: ("POST", "/api/v1/staging/%d/plan?attempt=1" % fresh_job(True),
+                      {"paths": []}))
+    each("PUT /api/v1/staging/{job}/nar", exp(401, 403, 403, 403, 403, 404, 409, 403),
+         lambda who: ("PUT", "/api/v1/staging/%d/nar/%s?attempt=1&offset=0"
+                      % (fresh_job(True), "0" * 32), "x",
+                      {"Content-Type": "application/octet-stream"}))
+
+
 def row_nix_cache():
     each("GET /nix-cache/", READS, lambda who: ("GET", "/nix-cache/nix-cache-info", None))
 
@@ -339,6 +353,7 @@ TABLE = {
     "GET /api/v1/releases": row_releases,
     "* /api/v1/catalog": row_catalog,
     "* /nix-cache/": row_nix_cache,
+    "* /api/v1/staging": row_staging,
 }
 
 
