@@ -31,7 +31,7 @@ static void print_holder(json_t *v, const char *indent)
 static int release_ls(struct kiln_cli *cli, int argc, char **argv)
 {
     char path[512] = "/api/v1/releases?limit=100";
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) { /* an option and its value */
         if (i + 1 >= argc || (strcmp(argv[i], "--branch") && strcmp(argv[i], "--state"))) {
             fprintf(stderr, "kiln release ls: unknown option %s (see --help)\n", argv[i]);
             return KILN_EXIT_USAGE;
@@ -40,7 +40,6 @@ static int release_ls(struct kiln_cli *cli, int argc, char **argv)
         size_t l = strlen(path);
         snprintf(path + l, sizeof path - l, "&%s=%s", argv[i] + 2, esc ? esc : "");
         curl_free(esc);
-        i++;
     }
     json_t *resp = NULL;
     int rc = kiln_cli_call(cli, "GET", path, NULL, &resp);

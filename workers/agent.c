@@ -315,6 +315,15 @@ static struct ajob *find_job(struct agent *a, long id)
     return NULL;
 }
 
+/* One attempt of a job: a finished attempt may still wait for its report
+ * when the server leases the next one (a hand-back during shutdown). */
+static struct ajob *find_attempt(struct agent *a, long id, long attempt)
+{
+    for (struct ajob *j = a->jobs; j; j = j->next)
+        if (j->id == id && j->attempt == attempt) return j;
+    return NULL;
+}
+
 static void drop_job(struct agent *a, struct ajob *j)
 {
     for (struct ajob **pp = &a->jobs; *pp; pp = &(*pp)->next)
@@ -451,7 +460,7 @@ static void stage_done(uv_work_t *w, int status)
 {
     struct stagework *sw = w->data;
     struct agent *a = sw->a;
-    struct ajob *j = find_job(a, sw->job);
+    struct ajob *j = find_attempt(a, sw->job, sw->attempt);
     if (status != 0 && sw->rc == KILN_OK)
         sw->rc = kiln_fail(&sw->err, KILN_EIO, "staging was cancelled");
     if (j && j->attempt == sw->attempt) {
@@ -848,9 +857,17 @@ static void start_job(struct agent *a, json_t *jo)
         kiln_log(a->lg, KILN_LOG_WARN, "lease answer without a job id; ignored");
         return;
     }
-    if (find_job(a, (long)id)) {
-        kiln_log(a->lg, KILN_LOG_WARN, "job %lld leased again while still here; ignored",
-                 (long long)id);
+    json_t *att = json_object_get(jo, "attempt");
+    long attempt = json_is_integer(att) ? (long)json_integer_value(att) : 1;
+    /* The same attempt again, or a new one while the old still runs, is
+     * ignored (the server's reconcile cancels what is stale). A new attempt
+     * after the old one finished (its report may still be on its way) is
+     * taken: during shutdown it is handed back at once as an infra failure. */
+    struct ajob *old = find_job(a, (long)id);
+    if (find_attempt(a, (long)id, attempt) || (old && !old->finished)) {
+        kiln_log(a->lg, KILN_LOG_WARN,
+                 "job %lld attempt %ld leased again while still here; ignored", (long long)id,
+                 attempt);
         return;
     }
     struct ajob *j = calloc(1, sizeof *j);
@@ -1254,8 +1271,8 @@ static void send_lease(struct agent *a, int cores, long ram, json_t *gpus, int n
 static void log_done(struct req *r)
 {
     struct agent *a = r->a;
-    struct ajob *j = find_job(a, r->job_id);
-    if (!j || j->attempt != r->attempt) return;
+    struct ajob *j = find_attempt(a, r->job_id, r->attempt);
+    if (!j) return;
     if (r->rc) {
         lost_connection(a, r->err.msg);
         return;
@@ -1324,8 +1341,8 @@ static int log_flushed(struct ajob *j)
 static void report_done(struct req *r)
 {
     struct agent *a = r->a;
-    struct ajob *j = find_job(a, r->job_id);
-    if (!j || j->attempt != r->attempt) return;
+    struct ajob *j = find_attempt(a, r->job_id, r->attempt);
+    if (!j) return;
     if (common_status(a, r)) return;
     if (r->status == 200 || r->status == 201) {
         const char *st = json_string_value(json_object_get(r->resp, "state"));
