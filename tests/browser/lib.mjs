@@ -219,24 +219,27 @@ export class FakeWorker {
   }
 
   async register() {
-    const r = await api(this.srv, 'POST', '/workers/register', this.spec, this.srv.worker);
+    const r = await api(this.srv, 'POST', '/workers/register', this.spec, this.cred || this.srv.worker);
     this.id = r.worker_id;
+    // The registration token only registers; the worker acts with the
+    // credential the answer carries (rotated on each registration).
+    this.cred = r.credential;
     return r;
   }
 
   async lease(wait = 0) {
-    const r = await api(this.srv, 'POST', `/workers/${this.id}/lease?wait=${wait}`, { free_cores: 64, free_ram_mb: 262144, free_gpus: [0] }, this.srv.worker);
+    const r = await api(this.srv, 'POST', `/workers/${this.id}/lease?wait=${wait}`, { free_cores: 64, free_ram_mb: 262144, free_gpus: [0] }, this.cred);
     return r && r.job ? r.job : null;
   }
 
   async heartbeat(running) {
-    return api(this.srv, 'POST', `/workers/${this.id}/heartbeat`, { running, disk_free_mb: 500000, mem_pressure: false }, this.srv.worker);
+    return api(this.srv, 'POST', `/workers/${this.id}/heartbeat`, { running, disk_free_mb: 500000, mem_pressure: false }, this.cred);
   }
 
   async log(job, text) {
     const off = this.offsets.get(job.id) || 0;
     const bytes = new TextEncoder().encode(text);
-    const r = await api(this.srv, 'POST', `/jobs/${job.id}/log?attempt=${job.attempt}&offset=${off}`, bytes, this.srv.worker);
+    const r = await api(this.srv, 'POST', `/jobs/${job.id}/log?attempt=${job.attempt}&offset=${off}`, bytes, this.cred);
     this.offsets.set(job.id, r && r.size !== undefined ? r.size : off + bytes.length);
     return r;
   }
@@ -245,7 +248,7 @@ export class FakeWorker {
     return api(this.srv, 'POST', `/jobs/${job.id}/report`, {
       attempt: job.attempt, stage: job.stage, exit_code: exitCode, signal: 0, reason: null, infra: false,
       peak_ram_mb: 1200, cpu_s: 12.5, selftest: null, outputs: [], ...extra,
-    }, this.srv.worker);
+    }, this.cred);
   }
 
   // Lease until the given job id comes out (others are left running).
