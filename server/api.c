@@ -132,8 +132,19 @@ static void h_jobs_submit(struct ctx *c)
     spec.owner_is_admin = c->who.role == KILN_ROLE_ADMIN;
     size_t k;
     json_t *job;
+    if (spec.kind == KILN_JOBSPEC_RECIPE)
+        rc = kiln_auth_scope(c->srv->st, &c->who, spec.recipe, spec.branch, &err);
     json_array_foreach(spec.jobs, k, job)
+    {
+        const char *r = json_string_value(json_object_get(job, "recipe")),
+                   *br = json_string_value(json_object_get(job, "branch"));
+        if (!rc) rc = kiln_auth_scope(c->srv->st, &c->who, r ? r : "", br ? br : "", &err);
         json_object_set_new(job, "owner", json_integer(spec.owner));
+    }
+    if (rc) {
+        kiln_jobspec_free(&spec);
+        return fail_err(c, &err, rc);
+    }
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
         rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_clock_wall(),
