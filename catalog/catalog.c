@@ -154,6 +154,12 @@ static const char *const migrations[] = {
     "CREATE INDEX releases_state ON releases(state, branch);"
     "ALTER TABLE entries ADD COLUMN release_id INTEGER REFERENCES releases(id);"
     "CREATE INDEX entries_release ON entries(release_id);",
+    /* issue 16: every path a build's staging plan named (claimed or already
+     * held), with the deriver it gave, so a report can only name outputs
+     * that its own job planned (kiln_staging_check_outputs). */
+    "CREATE TABLE staged_uses("
+    " job_id INTEGER NOT NULL, hashpart TEXT NOT NULL, deriver TEXT NOT NULL,"
+    " at REAL NOT NULL, PRIMARY KEY(job_id, hashpart)) WITHOUT ROWID;",
 };
 
 static int blob_path_hex(struct kiln_catalog *c, const char *hex, char *out, size_t outlen)

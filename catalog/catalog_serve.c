@@ -87,6 +87,15 @@ static void lease_extra(struct kiln_server *srv, json_t *lease, void *ctx)
                                   "public_key", cf->public_key));
 }
 
+/* A build reports only outputs its own plan staged (catalog/staging.h). */
+static int report_check(struct kiln_server *srv, int64_t job, json_t *outputs, void *ctx,
+                        struct kiln_error *err)
+{
+    struct catalog_feature *cf = ctx;
+    (void)srv;
+    return kiln_staging_check_outputs(cf->cat, job, outputs, err);
+}
+
 /* Staging retention: the outputs of jobs waiting for or running their test
  * stage are kept (with their closure); everything else ages out. */
 static void prune_tick(uv_timer_t *t)
@@ -203,6 +212,8 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     if ((rc = kiln_release_serve_new(srv, cf->cat, cf->publisher, &cf->releases, err))) return rc;
     srv->publish = publish;
     srv->publish_ctx = cf;
+    srv->report_check = report_check;
+    srv->report_check_ctx = cf;
     kiln_catalog_on_publish(cf->cat, on_catalog_publish, srv);
     return KILN_OK;
 }
@@ -215,6 +226,7 @@ static void feature_stop(struct kiln_server *srv, void *state)
     if (cf) kiln_release_serve_free(cf->releases);
     if (cf) cf->releases = NULL;
     srv->lease_extra = NULL;
+    srv->report_check = NULL;
     if (cf && cf->prune_started) {
         uv_timer_stop(&cf->prune);
         uv_close((uv_handle_t *)&cf->prune, NULL);

@@ -85,6 +85,20 @@ void kiln_staging_hash_free(struct kiln_staging_hash *h);
 int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char digest[72],
                         uint64_t *size, json_t **nix, struct kiln_error *err);
 
+/* May job's build report outputs (an array of store paths)? Refused with
+ * KILN_EPERM and a sentence naming the path:
+ * - a path staged (or claimed) for another job that no narinfo publishes,
+ *   unless this job's own plan named it with the same, non-empty deriver
+ *   (two builds of one derivation make one path);
+ * - when this job planned anything, a path its plan did not name.
+ * Published paths pass (Nix builds a derivation once; the server signed
+ * them after their own test), and so do paths unknown here when the job
+ * planned nothing (a farm without staging). The deriver is what the worker
+ * said: the server does not evaluate Nix, so a worker that lies about it is
+ * not caught here (docs/operations.md, trust model). */
+int kiln_staging_check_outputs(struct kiln_catalog *c, int64_t job, json_t *outputs,
+                               struct kiln_error *err);
+
 /* Remove staged paths older than max_age_s (<= 0: no age limit), then the
  * oldest until the staged bytes are at most max_bytes (0: no size limit),
  * sparing keep (an array of store paths, and of job ids: what those jobs

@@ -377,6 +377,11 @@ static void h_report(struct ctx *c)
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
+    if (r.outputs && json_array_size(r.outputs) && c->srv->report_check &&
+        (rc = c->srv->report_check(c->srv, c->id, r.outputs, c->srv->report_check_ctx, &err))) {
+        json_decref(o);
+        return fail_err(c, &err, rc);
+    }
     rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
                           &err);
     json_decref(o);

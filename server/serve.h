@@ -166,6 +166,11 @@ struct kiln_server {
      * catalog names where a test stage substitutes its inputs). NULL: none. */
     void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
     void *lease_extra_ctx;
+    /* Checks a build report's outputs before it is recorded (the catalog
+     * refuses paths staged for another job). NULL: none. */
+    int (*report_check)(struct kiln_server *srv, int64_t job, json_t *outputs, void *ctx,
+                        struct kiln_error *err);
+    void *report_check_ctx;
     /* Job-change hooks read the "job" events past job_cursor (the events
      * table is the one ordered record of what committed). */
     int njob_hooks, in_job_hooks;

@@ -462,6 +462,78 @@ static void test_token_scope(void **state)
     json_decref(o);
 }
 
+/* Issue 16: a worker names as its build's output a path staged for another
+ * job (claiming someone else's output, which publish would then sign under
+ * this job's name). Today's code recorded it (200); the report is refused,
+ * while the job whose plan staged the path reports it. */
+static void test_report_foreign_output(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[160];
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    json_int_t job[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                              "{\"name\":\"j\",\"command\":\"x\",\"cores\":1}", &o),
+                         201);
+        json_decref(o);
+        snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=0", (long long)wid);
+        assert_int_equal(call(f, f->worker, "POST", path, "{}", &o), 200);
+        job[i] = json_integer_value(json_object_get(json_object_get(o, "job"), "id"));
+        json_decref(o);
+    }
+#define OUT_A "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a"
+#define OUT_B "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b"
+    const char *plan_a =
+        "{\"paths\":[{\"store_path\":\"" OUT_A "\",\"nar_hash\":\"sha256:"
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\",\"nar_size\":5,"
+        "\"references\":[],\"deriver\":\"/nix/store/dddddddddddddddddddddddddddddddd-a.drv\"}]}";
+    const char *plan_b =
+        "{\"paths\":[{\"store_path\":\"" OUT_B "\",\"nar_hash\":\"sha256:"
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\",\"nar_size\":5,"
+        "\"references\":[],\"deriver\":\"\"}]}";
+    snprintf(path, sizeof path, "/api/v1/staging/%lld/plan?attempt=1", (long long)job[0]);
+    assert_int_equal(call(f, f->worker, "POST", path, plan_a, &o), 200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/staging/%lld/plan?attempt=1", (long long)job[1]);
+    assert_int_equal(call(f, f->worker, "POST", path, plan_b, &o), 200);
+    json_decref(o);
+    /* Job 2 names job 1's staged path, or one its own plan never named. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job[1]);
+    static const char *const bad[] = {
+        "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_A "\"]}",
+        "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_B "\",\"" OUT_A "\"]}",
+        "{\"attempt\":1,\"exit_code\":0,\"outputs\":"
+        "[\"/nix/store/cccccccccccccccccccccccccccccccc-c\"]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(call(f, f->worker, "POST", path, bad[i], &o), 403);
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "/nix/store/"));
+        json_decref(o);
+    }
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)job[1]);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "building");
+    json_decref(o);
+    /* Each job reports its own output. */
+    for (int i = 0; i < 2; i++) {
+        char body[160];
+        snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job[i]);
+        snprintf(body, sizeof body, "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"%s\"]}",
+                 i ? OUT_B : OUT_A);
+        assert_int_equal(call(f, f->worker, "POST", path, body, &o), 200);
+        json_decref(o);
+    }
+#undef OUT_A
+#undef OUT_B
+}
+
 /* A job the scoped token owns but that lies outside its scope (a recipe
  * submission can pull in dependencies from other recipes): cancel and retry
  * are refused with the scope named, inside the scope they pass. */
@@ -1032,6 +1104,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ownership_and_audit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_scope, setup, teardown),
         cmocka_unit_test(test_scope_own_job_outside),
+        cmocka_unit_test_setup_teardown(test_report_foreign_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),

@@ -245,6 +245,48 @@ static void test_retention(void **state)
     json_decref(paths);
 }
 
+/* Issue 16: which outputs a build may report (kiln_staging_check_outputs). */
+static void test_check_outputs(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_error err = {0};
+    int have = 0;
+    /* Job 7 plans P1 from a named derivation and stages it. (A path still
+     * pending is taken over by the next plan that names it: staging.h.) */
+    json_t *p1 = info(P1, "one", NULL);
+    json_object_set_new(p1, "deriver",
+                        json_string("/nix/store/dddddddddddddddddddddddddddddddd-one.drv"));
+    json_t *paths = json_pack("[O]", p1);
+    json_decref(plan(f->c, paths, 1, &have));
+    assert_int_equal(put(f->c, HP1, 1, "one", 0, 3, 1, &err), KILN_OK);
+    json_t *outs = json_pack("[s]", P1);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 7, outs, &err), KILN_OK);
+    /* Job 8 never planned it: P1 is job 7's. */
+    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_EPERM);
+    assert_non_null(strstr(err.msg, "staged for job 7"));
+    /* Job 8 plans the same path from the same derivation (a second build of
+     * it): P1 is its output too. From another derivation it is not. */
+    json_t *missing = NULL;
+    assert_int_equal(kiln_staging_plan(f->c, 8, 1, paths, 1000.0, &missing, &have, &err), KILN_OK);
+    json_decref(missing);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_OK);
+    json_object_set_new(p1, "deriver",
+                        json_string("/nix/store/ffffffffffffffffffffffffffffffff-other.drv"));
+    assert_int_equal(kiln_staging_plan(f->c, 9, 1, paths, 1000.0, &missing, &have, &err), KILN_OK);
+    json_decref(missing);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 9, outs, &err), KILN_EPERM);
+    /* A job that planned something reports only what it planned; one that
+     * planned nothing (no staging) may name paths staging does not hold. */
+    json_t *p2 = json_pack("[s]", P2);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 7, p2, &err), KILN_EPERM);
+    assert_non_null(strstr(err.msg, "not in job 7's staging plan"));
+    assert_int_equal(kiln_staging_check_outputs(f->c, 10, p2, &err), KILN_OK);
+    json_decref(p2);
+    json_decref(outs);
+    json_decref(paths);
+    json_decref(p1);
+}
+
 static void test_parse_dump_db(void **state)
 {
     (void)state;
@@ -283,6 +325,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hash_carries_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_outputs, setup, teardown),
         cmocka_unit_test(test_parse_dump_db),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
