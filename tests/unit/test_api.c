@@ -506,8 +506,8 @@ static void test_report_foreign_output(void **state)
     static const char *const bad[] = {
         "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_A "\"]}",
         "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_B "\",\"" OUT_A "\"]}",
-        "{\"attempt\":1,\"exit_code\":0,\"outputs\":"
-        "[\"/nix/store/cccccccccccccccccccccccccccccccc-c\"]}",
+        ("{\"attempt\":1,\"exit_code\":0,\"outputs\":"
+         "[\"/nix/store/cccccccccccccccccccccccccccccccc-c\"]}"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(call(f, f->worker, "POST", path, bad[i], &o), 403);
