@@ -15,6 +15,8 @@
  * - kiln_staging_plan(): one call for a build's whole output closure; it
  *   claims what the server lacks for (job, attempt) and says from which
  *   offset each path resumes. Paths already staged or published are skipped.
+ *   Every path it names is remembered for the job (staged_uses), so that
+ *   kiln_staging_check_outputs() can tell a build's own outputs.
  * - An upload: kiln_staging_upload_open() (claim and attempt must match;
  *   any offset up to the bytes held is accepted: the rest is cut off and
  *   resent), _write(), then _finish() on the thread pool (fsync, re-hash the
