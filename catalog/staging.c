@@ -799,12 +799,12 @@ int kiln_staging_check_outputs(struct kiln_catalog *c, int64_t job, json_t *outp
         if (pf.holder == job) continue;
         if (pf.holder && !pf.published &&
             (!pf.planned || strcmp(pf.planned_drv, pf.holder_drv) || !pf.holder_drv[0]))
-            return kiln_fail(err, KILN_EPERM,
+            return kiln_fail(err, KILN_ECONFLICT,
                              "output %.200s is staged for job %lld; job %lld's plan did not name "
                              "it from the same derivation, so it may not claim it",
                              path, (long long)pf.holder, (long long)job);
         if (job_planned && !pf.planned)
-            return kiln_fail(err, KILN_EPERM,
+            return kiln_fail(err, KILN_ECONFLICT,
                              "output %.200s is not in job %lld's staging plan; a build reports "
                              "only the outputs it staged",
                              path, (long long)job);

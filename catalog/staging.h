@@ -88,7 +88,8 @@ int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char dig
                         uint64_t *size, json_t **nix, struct kiln_error *err);
 
 /* May job's build report outputs (an array of store paths)? Refused with
- * KILN_EPERM and a sentence naming the path:
+ * KILN_ECONFLICT (409: the agent drops the job instead of stopping, as it
+ * does on 403) and a sentence naming the path:
  * - a path staged (or claimed) for another job that no narinfo publishes,
  *   unless this job's own plan named it with the same, non-empty deriver
  *   (two builds of one derivation make one path);

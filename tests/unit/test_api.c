@@ -510,7 +510,7 @@ static void test_report_foreign_output(void **state)
          "[\"/nix/store/cccccccccccccccccccccccccccccccc-c\"]}"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(call(f, f->worker, "POST", path, bad[i], &o), 403);
+        assert_int_equal(call(f, f->worker, "POST", path, bad[i], &o), 409);
         const char *msg =
             json_string_value(json_object_get(json_object_get(o, "error"), "message"));
         assert_non_null(msg);

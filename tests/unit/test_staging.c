@@ -262,7 +262,7 @@ static void test_check_outputs(void **state)
     json_t *outs = json_pack("[s]", P1);
     assert_int_equal(kiln_staging_check_outputs(f->c, 7, outs, &err), KILN_OK);
     /* Job 8 never planned it: P1 is job 7's. */
-    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_EPERM);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_ECONFLICT);
     assert_non_null(strstr(err.msg, "staged for job 7"));
     /* Job 8 plans the same path from the same derivation (a second build of
      * it): P1 is its output too. From another derivation it is not. */
@@ -274,11 +274,11 @@ static void test_check_outputs(void **state)
                         json_string("/nix/store/ffffffffffffffffffffffffffffffff-other.drv"));
     assert_int_equal(kiln_staging_plan(f->c, 9, 1, paths, 1000.0, &missing, &have, &err), KILN_OK);
     json_decref(missing);
-    assert_int_equal(kiln_staging_check_outputs(f->c, 9, outs, &err), KILN_EPERM);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 9, outs, &err), KILN_ECONFLICT);
     /* A job that planned something reports only what it planned; one that
      * planned nothing (no staging) may name paths staging does not hold. */
     json_t *p2 = json_pack("[s]", P2);
-    assert_int_equal(kiln_staging_check_outputs(f->c, 7, p2, &err), KILN_EPERM);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 7, p2, &err), KILN_ECONFLICT);
     assert_non_null(strstr(err.msg, "not in job 7's staging plan"));
     assert_int_equal(kiln_staging_check_outputs(f->c, 10, p2, &err), KILN_OK);
     json_decref(p2);
