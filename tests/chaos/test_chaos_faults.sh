@@ -207,8 +207,10 @@ for r in $(seq "$ROUNDS"); do
         i=$((i + 1))
         submit "$i" || fail "submit $i"
     done
-    publish "$r" || fail "publish $r"
-    sleep "0.$((RANDOM % 9 + 1))"
+    # A worker kill or cut link must meet running jobs: it comes first, the
+    # publish after; the other faults meet the publish's traffic too.
+    case $f in build | upload | link) ;; *) publish "$r" || fail "publish $r" ;; esac
+    sleep "0.$((RANDOM % 3))"
     case $f in
     serve)
         kill -KILL "$SERVE" 2>/dev/null
@@ -254,6 +256,7 @@ for r in $(seq "$ROUNDS"); do
         fi
         ;;
     esac
+    case $f in build | upload | link) publish "$r" || fail "publish $r" ;; esac
     done_count[$f]=$(( ${done_count[$f]:-0} + 1 ))
 done
 # The service recovers by itself: one more job, after every fault.
