@@ -25,7 +25,8 @@
 #     runs to the end, and /healthz answers.
 # Bounded (6 rounds, one of each fault, 18 jobs) in make check through
 # tests/integration/test_chaos_faults_bounded.sh; `make chaos` runs
-# CHAOS_ROUNDS=30 CHAOS_JOBS=90. The disk fault needs root (a mount
+# CHAOS_ROUNDS=30 CHAOS_JOBS=90 (CHAOS_FAULTS picks a subset, CHAOS_KEEP=1
+# keeps the run directory). The disk fault needs root (a mount
 # namespace); without it that fault is skipped and said so.
 # Exit 0 pass, 77 skip.
 set -u
@@ -194,7 +195,7 @@ kill_worker() { # the worker that holds a building job, else c1
     if [ "$w" = 1 ]; then kill -KILL "$W1" 2>/dev/null; wait "$W1" 2>/dev/null; else kill -KILL "$W2" 2>/dev/null; wait "$W2" 2>/dev/null; fi
     start_worker "$w"
 }
-FAULTS=(${CHAOS_FAULTS:-serve build upload link sqlite disk})
+read -r -a FAULTS <<<"${CHAOS_FAULTS:-serve build upload link sqlite disk}"
 declare -A done_count=()
 per=$(( (NJOBS + ROUNDS - 1) / ROUNDS ))
 i=0
