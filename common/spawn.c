@@ -57,8 +57,8 @@ struct child_plan {
     char *const *argv;
     char *const *env;
     const char *cwd;
-    int fd[3];        /* where fds 0, 1, 2 come from, in that order */
-    int new_session;  /* setsid() rather than setpgid(0, 0) */
+    int fd[3];       /* where fds 0, 1, 2 come from, in that order */
+    int new_session; /* setsid() rather than setpgid(0, 0) */
     char *const *join;
     int err;            /* set by the child when a step fails; 0 after exec */
     const char *failed; /* which step failed */
