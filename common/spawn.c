@@ -355,6 +355,32 @@ int kiln_spawn_finish(struct kiln_spawn_proc *p, long timeout_ms, const char *wh
     return rc ? rc : kiln_spawn_status(&r, what, err);
 }
 
+int kiln_spawn_fork_fn(void (*fn)(void *arg, int fd), void *arg, pid_t *pid, int *out_fd,
+                       struct kiln_error *err)
+{
+    int fds[2];
+    *pid = -1;
+    *out_fd = -1;
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot create a pipe: %s", strerror(errno));
+    pid_t p = fork();
+    if (p < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
+    }
+    if (p == 0) {
+        close(fds[0]);
+        fn(arg, fds[1]);
+        _exit(127); /* fn must not return; if it does, it is a failure */
+    }
+    close(fds[1]);
+    *pid = p;
+    *out_fd = fds[0];
+    return KILN_OK;
+}
+
 int kiln_spawn_uv(uv_loop_t *loop, uv_process_t *proc, char **argv, const char *cwd, char **env,
                   uv_stdio_container_t stdio[3], uv_exit_cb on_exit, struct kiln_error *err)
 {

@@ -46,6 +46,12 @@
  * it sets UV_PROCESS_DETACHED (setsid: own session and process group) and
  * leaves the timeout timer and the pipes to the caller, whose handles they
  * are. kiln_spawn_kill_group() signals such a group (or a blocking one).
+ *
+ * Isolation form: kiln_spawn_fork_fn() runs a function of this program in a
+ * forked copy of it, so that a crash in it (the selftest's inspection of
+ * untrusted ELF files) cannot take the caller down. It is a fork, not a
+ * clone: the child runs this process's code rather than a program, so it
+ * needs its own copy of the memory.
  */
 #ifndef KILN_SPAWN_H
 #define KILN_SPAWN_H
@@ -103,6 +109,13 @@ int kiln_spawn_finish(struct kiln_spawn_proc *p, long timeout_ms, const char *wh
                       struct kiln_error *err);
 /* Signal the whole group of pid (and pid itself, in case it left the group). */
 void kiln_spawn_kill_group(pid_t pid, int sig);
+
+/* fn(arg, fd) runs in a forked child and must end with _exit(); fd is the
+ * write end of a pipe whose read end is *out_fd (close-on-exec, the
+ * caller's to read and close). The caller reaps *pid. KILN_EIO when the
+ * pipe or the fork fails. */
+int kiln_spawn_fork_fn(void (*fn)(void *arg, int fd), void *arg, pid_t *pid, int *out_fd,
+                       struct kiln_error *err);
 
 /* Event-loop form; see above. argv[0] is a path or looked up in PATH. */
 int kiln_spawn_uv(uv_loop_t *loop, uv_process_t *proc, char **argv, const char *cwd, char **env,
