@@ -17,7 +17,8 @@
 # Sets SERVE_URL, ADMIN, WTOKEN (worker registration), RTOKEN (read), PUBKEY,
 # SRV_PID, BLD_PID, GPU_PID.
 # farm_api METHOD PATH [BODY], farm_job ID, farm_wait_state ID STATE SECONDS.
-# farm_cut_upload JOB BYTES WAIT_S NOTICE_S: a cable pulled mid-upload.
+# farm_cut_upload JOB BYTES WAIT_S NOTICE_S: a cable pulled mid-upload;
+# farm_resumed JOB SECONDS: it succeeded after resuming from an offset.
 # Sourcing it skips the test (exit 77) unless nix-build, nix-store, curl,
 # python3, nvcc (the fixtures build cubins) and the commands named in
 # FARM_NEEDS are here, and traps EXIT to farm_down.
@@ -172,4 +173,15 @@ farm_cut_upload() {
     wait_until "$4" grep -q "asking the server where to resume" "$T/bld/work/logs/$job-1.log" ||
         fail "the worker did not notice the cut link"
     netns_link bld up
+}
+
+# farm_resumed JOB SECONDS: waits (at most SECONDS) until JOB succeeded and
+# checks that its log shows the upload of its output resumed from an offset
+# past 0. Sets VP (the output path), VLOG (the job's log) and RESUMED_AT.
+farm_resumed() {
+    farm_wait_state "$1" succeeded "$2"
+    VP=$(jget "$(farm_job "$1")" 'd["outputs"][0]')
+    VLOG=$(farm_api GET "/jobs/$1/log")
+    RESUMED_AT=$(echo "$VLOG" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
+    [ -n "$RESUMED_AT" ] && [ "$RESUMED_AT" -gt 0 ] || fail "no resume from an offset: $VLOG"
 }

@@ -23,11 +23,8 @@ out=$(farm_api POST /jobs '{"recipe":"vllmlike","branch":"big"}')
 VJ=$(jget "$out" '[j["id"] for j in d["jobs"] if j["name"]=="vllmlike-sm90"][0]') || fail "submit: $out"
 farm_cut_upload "$VJ" $((1 << 30)) 900 120
 echo "ok 2 link cut at $FARM_CUT_AT bytes, healed after the worker noticed"
-farm_wait_state "$VJ" succeeded 2400
-VP=$(jget "$(farm_job "$VJ")" 'd["outputs"][0]')
-vlog=$(farm_api GET "/jobs/$VJ/log")
-off=$(echo "$vlog" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
-[ -n "$off" ] && [ "$off" -gt 0 ] || fail "no resume from an offset: $vlog"
+farm_resumed "$VJ" 2400
+off=$RESUMED_AT vlog=$VLOG
 size=$(host_run bld "$T/bld" nix-store -q --size "$VP")
 [ "$size" -ge $((8 << 30)) ] || fail "NAR is only $size bytes"
 hb=$(host_run bld "$T/bld" nix-store -q --hash "$VP")

@@ -22,11 +22,8 @@ out=$(farm_api POST /jobs '{"recipe":"vllmlike","branch":"mid"}')
 VJ=$(jget "$out" '[j["id"] for j in d["jobs"] if j["name"]=="vllmlike-sm90"][0]') || fail "submit: $out"
 farm_cut_upload "$VJ" $((24 << 20)) 300 60
 echo "ok 2 link cut at $FARM_CUT_AT bytes of the upload, healed after the worker noticed"
-farm_wait_state "$VJ" succeeded 600
-vlog=$(farm_api GET "/jobs/$VJ/log")
-VP=$(jget "$(farm_job "$VJ")" 'd["outputs"][0]')
-off=$(echo "$vlog" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
-[ -n "$off" ] && [ "$off" -gt 0 ] || fail "no resume from an offset: $vlog"
+farm_resumed "$VJ" 600
+off=$RESUMED_AT vlog=$VLOG
 echo "$vlog" | grep -q "\[kiln stage\] staged $VP" || fail "not staged after the resume: $vlog"
 hb=$(host_run bld "$T/bld" nix-store -q --hash "$VP")
 hg=$(host_run gpu "$T/gpu" nix-store -q --hash "$VP")
