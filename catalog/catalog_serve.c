@@ -8,6 +8,8 @@
 #include "common/clock.h"
 #include "catalog/staging_http.h"
 #include "common/units.h"
+#include "http/http.h"
+#include "server/auth.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -152,11 +154,29 @@ static int staging_config(struct catalog_feature *cf, json_t *st, double *interv
     return KILN_OK;
 }
 
+/* Staged paths that are not published (a held release, a variant not yet
+ * tested) are for test hosts only: a worker's own credential, or an admin.
+ * A read token, anonymous reading and a registration token see published
+ * paths only, so nothing leaves the farm before its release does. */
+static int may_fetch_staged(struct kiln_server *srv, struct kiln_http_req *req,
+                            enum kiln_role role)
+{
+    if (role == KILN_ROLE_ADMIN) return 1;
+    if (role != KILN_ROLE_WORKER) return 0;
+    struct kiln_principal p;
+    struct kiln_error e = {0};
+    return kiln_auth_identify(srv->st, kiln_http_req_header(req, "Authorization"), &p, &e) ==
+               KILN_OK &&
+           p.role == KILN_ROLE_WORKER && p.worker_id > 0;
+}
+
 static int stream(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role,
                   void *ctx)
 {
     struct catalog_feature *cf = ctx;
-    return kiln_catalog_http(cf->cat, req, role);
+    int staged = !strncmp(kiln_http_req_path(req), "/nix-cache/", 11) &&
+                 may_fetch_staged(srv, req, role);
+    return kiln_catalog_http(cf->cat, req, role, staged);
 }
 
 static int feature_init(struct kiln_server *srv, json_t *config, void **state,
