@@ -179,6 +179,55 @@ static int stream(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_
     return kiln_catalog_http(cf->cat, req, role, staged);
 }
 
+/* 1 when the job's stages include name. */
+static int has_stage(json_t *job, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(job, "stages"), i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), name)) return 1;
+    }
+    return 0;
+}
+
+/* A successful build whose test or publish stage comes next: every output
+ * must be on the server (staged, or published already), since the test
+ * host substitutes it from there and publishing promotes it. kiln worker
+ * stages before it reports, so a miss is a worker that did not (an old
+ * one, or stage_outputs: false on hosts that do not share a store): the
+ * build fails now and names the path, where the test host would fail later
+ * with a Nix error about a missing narinfo. */
+static int report_check(struct kiln_server *srv, int64_t job, const struct kiln_report *r,
+                        struct kiln_error *err, void *ctx)
+{
+    struct catalog_feature *cf = ctx;
+    if (r->exit_code || r->signal || r->infra || !json_array_size(r->outputs)) return KILN_OK;
+    json_t *j = NULL;
+    /* A job that is gone: the report itself answers for that. */
+    if (kiln_jobs_get(&srv->jobs, job, &j, NULL) != KILN_OK) return KILN_OK;
+    const char *stage = r->stage ? r->stage : json_string_value(json_object_get(j, "stage"));
+    int rc = KILN_OK;
+    if (stage && !strcmp(stage, "build") && (has_stage(j, "test") || has_stage(j, "publish"))) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(r->outputs, i, v)
+        {
+            const char *p = json_string_value(v);
+            if (p && kiln_staging_have(cf->cat, p)) continue;
+            rc = kiln_fail(err, KILN_ECONFLICT,
+                           "output %.300s was not staged on the server, so no test host can "
+                           "substitute it: the worker must upload its outputs before it reports "
+                           "(kiln worker does, unless its config says stage_outputs: false, "
+                           "which is only for hosts that share one Nix store)",
+                           p ? p : "(not a string)");
+            break;
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
 static int feature_init(struct kiln_server *srv, json_t *config, void **state,
                         struct kiln_error *err)
 {
@@ -223,6 +272,8 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     if ((rc = kiln_release_serve_new(srv, cf->cat, cf->publisher, &cf->releases, err))) return rc;
     srv->publish = publish;
     srv->publish_ctx = cf;
+    srv->report_check = report_check;
+    srv->report_check_ctx = cf;
     kiln_catalog_on_publish(cf->cat, on_catalog_publish, srv);
     return KILN_OK;
 }
@@ -232,6 +283,8 @@ static void feature_stop(struct kiln_server *srv, void *state)
     struct catalog_feature *cf = state;
     srv->publish = NULL;
     srv->publish_ctx = NULL;
+    srv->report_check = NULL;
+    srv->report_check_ctx = NULL;
     if (cf) kiln_release_serve_free(cf->releases);
     if (cf) cf->releases = NULL;
     srv->lease_extra = NULL;

@@ -166,6 +166,12 @@ struct kiln_server {
      * catalog names where a test stage substitutes its inputs). NULL: none. */
     void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
     void *lease_extra_ctx;
+    /* Checks a worker's report before it commits (the catalog: a build's
+     * outputs must be staged, since the test host substitutes them from the
+     * server). KILN_OK, or the sentence that fails the stage. NULL: none. */
+    int (*report_check)(struct kiln_server *srv, int64_t job, const struct kiln_report *r,
+                        struct kiln_error *err, void *ctx);
+    void *report_check_ctx;
     /* Job-change hooks read the "job" events past job_cursor (the events
      * table is the one ordered record of what committed). */
     int njob_hooks, in_job_hooks;
