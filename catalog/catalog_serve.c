@@ -158,8 +158,7 @@ static int staging_config(struct catalog_feature *cf, json_t *st, double *interv
  * tested) are for test hosts only: a worker's own credential, or an admin.
  * A read token, anonymous reading and a registration token see published
  * paths only, so nothing leaves the farm before its release does. */
-static int may_fetch_staged(struct kiln_server *srv, struct kiln_http_req *req,
-                            enum kiln_role role)
+static int may_fetch_staged(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role)
 {
     if (role == KILN_ROLE_ADMIN) return 1;
     if (role != KILN_ROLE_WORKER) return 0;
@@ -174,8 +173,8 @@ static int stream(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_
                   void *ctx)
 {
     struct catalog_feature *cf = ctx;
-    int staged = !strncmp(kiln_http_req_path(req), "/nix-cache/", 11) &&
-                 may_fetch_staged(srv, req, role);
+    int staged =
+        !strncmp(kiln_http_req_path(req), "/nix-cache/", 11) && may_fetch_staged(srv, req, role);
     return kiln_catalog_http(cf->cat, req, role, staged);
 }
 
