@@ -100,8 +100,9 @@ int kiln_catalog_entry_signature_ok(struct kiln_catalog *c, json_t *entry);
 
 /* --- Nix cache --- */
 int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out);
-/* The narinfo of a published path (its entry visible); with staged, also of
- * a path that is staged but not published. Only test hosts need those (the
+/* The narinfo of a published path (its entry visible), or of a staged path
+ * in a published path's closure (its references, staged with it); with
+ * staged, also of any other staged path. Only test hosts need those (the
  * farm's worker credentials, and admins): to anyone else a path of a held
  * release, or one no test passed yet, does not exist (404). */
 int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, int staged,

@@ -135,6 +135,27 @@ static void test_resume_sign_serve(void **state)
                      KILN_ENOTFOUND);
     kiln_buf_reset(&b);
     assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_ENOTFOUND);
+    /* Published (promoted), P2 is anyone's; so is P1, which it references
+     * and which stays only staged: a reader needs the whole closure. */
+    char hex2[65], dg2[72];
+    kiln_sha256_hex(d2, strlen(d2), hex2);
+    snprintf(dg2, sizeof dg2, "sha256:%s", hex2);
+    json_t *meta = json_pack("{s:s,s:s,s:{s:s,s:[s],s:s}}", "name", "vllmlike", "version", "1",
+                             "nix", "store_path", P2, "references", P1, "deriver", "");
+    int64_t id = 0;
+    int created = 0;
+    assert_int_equal(kiln_catalog_publish(f->c, meta, dg2, &id, &created, &err), KILN_OK);
+    json_decref(meta);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_OK);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_OK);
+    assert_non_null(strstr(b.data, "StorePath: " P1));
+    url = strstr(b.data, "URL: nar/");
+    assert_non_null(url);
+    snprintf(nar, sizeof nar, "%.*s", (int)strcspn(url + 9, "\n"), url + 9);
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 0, np, sizeof np, &nsz, &err), KILN_OK);
     kiln_buf_free(&b);
     assert_int_equal(kiln_catalog_verify(f->c, NULL, NULL, &err), 0);
     /* Nothing is asked for twice. */
