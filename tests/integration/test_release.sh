@@ -178,7 +178,7 @@ CW=$(jget "$r" 'd["credential"]') || fail "register a worker to peek: $r"
 cache_get() { # TOKEN FILE -> HTTP status (no token: anonymous)
     curl -s -o "$T/cache.out" -w '%{http_code}' ${1:+-H "Authorization: Bearer $1"} "$B/nix-cache/$2"
 }
-[ "$(cache_get "$CW" "$hp.narinfo")" = 200 ] || fail "a worker credential cannot fetch a staged narinfo of a held release"
+c1=$(cache_get "$CW" "$hp.narinfo"); [ "$c1" = 200 ] || fail "a worker credential cannot fetch a staged narinfo of a held release ($c1: $(cat "$T/cache.out"))"
 nar=$(sed -n 's/^URL: //p' "$T/cache.out")
 [ "$(cache_get "$CW" "$nar")" = 200 ] || fail "a worker credential cannot fetch the staged NAR $nar"
 [ "$(cache_get "$AT" "$hp.narinfo")" = 200 ] || fail "an admin cannot fetch a staged narinfo"
