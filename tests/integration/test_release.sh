@@ -67,7 +67,11 @@ VIA=${KILN_TEST_RELEASE_VIA:-recipe}
 echo 0 > pkgs/stamp
 git add -A; git commit -qm init; git push -q "$T/origin.git" main
 
+# Retention would drop the staged rows of promoted paths at its next pass
+# (every 60 s by default); the check of who may fetch a held release's
+# staged paths needs them staged, so retention waits an hour here.
 cat > "$T/kiln.yaml" <<Y
+staging: {prune_interval_s: 3600}
 repos:
   - name: rel
     url: $T/origin.git
