@@ -546,6 +546,14 @@ int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char dig
     return found;
 }
 
+int kiln_staging_have(struct kiln_catalog *c, const char *store_path)
+{
+    char hp[KILN_NIX_HASHPART_LEN + 1];
+    if (!kiln_nix_store_path_valid(store_path, 0)) return 0;
+    kiln_nix_hashpart(store_path, hp);
+    return have_path(c, hp);
+}
+
 /* Mark hashparts (basenames' hash parts in a space-separated list) kept. */
 static int keep_add(json_t *kept, const char *list)
 {

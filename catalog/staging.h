@@ -82,6 +82,10 @@ const char *kiln_staging_hash_part(const struct kiln_staging_hash *h); /* its pa
 const char *kiln_staging_upload_part(const struct kiln_staging_upload *u);
 void kiln_staging_hash_free(struct kiln_staging_hash *h);
 
+/* 1 when store_path is published or staged (a worker's plan need not send
+ * it), else 0. */
+int kiln_staging_have(struct kiln_catalog *c, const char *store_path);
+
 /* 1 and digest, size, nix ({"store_path","references":[basenames],
  * "deriver"}) when store_path is staged; 0 when not; negative on error. */
 int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char digest[72],

@@ -376,12 +376,23 @@ static void h_report(struct ctx *c)
     r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
-    const char *state = NULL;
-    if (r.outputs && json_array_size(r.outputs) && c->srv->report_check &&
-        (rc = c->srv->report_check(c->srv, c->id, r.outputs, c->srv->report_check_ctx, &err))) {
+    /* "staged": false: the worker stages nothing because every host shares
+     * its Nix store (worker config stage_outputs: false). Otherwise outputs
+     * the server lacks fail the stage now, with their names, instead of on
+     * the test host at substitution. */
+    if (r.outputs && json_array_size(r.outputs) && c->srv->report_refuse &&
+        (rc = c->srv->report_refuse(c->srv, c->id, r.outputs, c->srv->report_check_ctx, &err))) {
         json_decref(o);
         return fail_err(c, &err, rc);
     }
+    struct kiln_error cerr = {0};
+    if (c->srv->report_check && !json_is_false(json_object_get(o, "staged")) &&
+        c->srv->report_check(c->srv, c->id, &r, &cerr, c->srv->report_check_ctx) != KILN_OK) {
+        r.exit_code = -1;
+        r.infra = 0;
+        r.reason = cerr.msg;
+    }
+    const char *state = NULL;
     rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
                           &err);
     json_decref(o);

@@ -987,8 +987,12 @@ static void test_recipe_pipeline(void **state)
     json_decref(o);
     char path[96];
     snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)id);
+    /* Nothing is staged here: a worker on a shared store says so (without
+     * "staged": false the report fails the build, test_report_unstaged.sh). */
     assert_int_equal(call(f, f->worker, "POST", path,
-                          "{\"attempt\":1,\"stage\":\"build\",\"outputs\":[\"/nix/store/x\"]}", &o),
+                          "{\"attempt\":1,\"stage\":\"build\",\"staged\":false,"
+                          "\"outputs\":[\"/nix/store/x\"]}",
+                          &o),
                      200);
     assert_string_equal(jstr(o, "state"), "built");
     json_decref(o);

@@ -77,7 +77,7 @@ static void test_resume_sign_serve(void **state)
     /* Not served while pending. */
     struct kiln_buf b = {0};
     struct kiln_error err = {0};
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 1, &b, &err), KILN_ENOTFOUND);
     /* The link is cut after 10 bytes; the plan says where to resume. */
     assert_int_equal(put(f->c, HP2, 1, d2, 0, 10, 0, &err), KILN_OK);
     m = plan(f->c, paths, 1, &have);
@@ -92,10 +92,45 @@ static void test_resume_sign_serve(void **state)
     assert_int_equal(put(f->c, HP2, 1, d2, 10, strlen(d2), 1, &err), KILN_OK);
     assert_int_equal(put(f->c, HP1, 1, d1, 0, strlen(d1), 1, &err), KILN_OK);
     /* Served and signed, with its reference. */
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, &b, &err), KILN_OK);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 1, &b, &err), KILN_OK);
     assert_non_null(strstr(b.data, "StorePath: " P2));
     assert_non_null(strstr(b.data, "References: 11111111111111111111111111111111-torchlike"));
     assert_non_null(strstr(b.data, "Sig: kiln-cache-1:"));
+    /* Staged, not published: test hosts (staged=1) only; a reader gets
+     * neither its narinfo nor its NAR (issue 15: a held release leaks
+     * nothing). */
+    char nar[64], np[4096];
+    uint64_t nsz = 0;
+    const char *url = strstr(b.data, "URL: nar/");
+    assert_non_null(url);
+    snprintf(nar, sizeof nar, "%.*s", (int)strcspn(url + 9, "\n"), url + 9);
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 1, np, sizeof np, &nsz, &err), KILN_OK);
+    assert_int_equal(nsz, strlen(d2));
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 0, np, sizeof np, &nsz, &err),
+                     KILN_ENOTFOUND);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_ENOTFOUND);
+    /* Published (promoted), P2 is anyone's; so is P1, which it references
+     * and which stays only staged: a reader needs the whole closure. */
+    char hex2[65], dg2[72];
+    kiln_sha256_hex(d2, strlen(d2), hex2);
+    snprintf(dg2, sizeof dg2, "sha256:%s", hex2);
+    json_t *meta = json_pack("{s:s,s:s,s:{s:s,s:[s],s:s}}", "name", "vllmlike", "version", "1",
+                             "nix", "store_path", P2, "references", P1, "deriver", "");
+    int64_t id = 0;
+    int created = 0;
+    assert_int_equal(kiln_catalog_publish(f->c, meta, dg2, &id, &created, &err), KILN_OK);
+    json_decref(meta);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_OK);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_OK);
+    assert_non_null(strstr(b.data, "StorePath: " P1));
+    url = strstr(b.data, "URL: nar/");
+    assert_non_null(url);
+    snprintf(nar, sizeof nar, "%.*s", (int)strcspn(url + 9, "\n"), url + 9);
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 0, np, sizeof np, &nsz, &err), KILN_OK);
     kiln_buf_free(&b);
     assert_int_equal(kiln_catalog_verify(f->c, NULL, NULL, &err), 0);
     /* Nothing is asked for twice. */
@@ -164,7 +199,7 @@ static void test_mismatch_leaves_nothing(void **state)
     assert_int_equal(put(f->c, HP1, 1, other, 0, strlen(other), 1, &err), KILN_EINVAL);
     assert_non_null(strstr(err.msg, "does not match the NarHash"));
     struct kiln_buf b = {0};
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 1, &b, &err), KILN_ENOTFOUND);
     char p[256];
     snprintf(p, sizeof p, "%s/catalog/staging", f->dir);
     json_t *list = NULL;
