@@ -273,8 +273,14 @@ static void h_log_post(struct ctx *c)
             c->req, 507, "insufficient_storage",
             "the server's log quota of %lld bytes is full (finished jobs' logs go first)",
             (long long)c->srv->cfg.log_quota_bytes);
+    struct kiln_worker_info w;
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
+    if (before < base && len > 0 &&
+        ((rc = kiln_registry_get(&c->srv->jobs, c->who.worker_id, &w, &err)) ||
+         (rc = kiln_logs_open_attempt(c->srv->logs, c->id, base, attempt,
+                                      !strcmp(state, "testing") ? "test" : "build", w.name, &err))))
+        return fail_err(c, &err, rc);
     /* Secret values never reach the stored log (server/secrets.h). */
     json_t *sec = NULL, *vals = NULL;
     char *masked = NULL;
@@ -319,6 +325,49 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
+/* A report's fields from its JSON (o keeps owning what r borrows). */
+static int parse_report(json_t *o, struct kiln_report *r, struct kiln_error *err)
+{
+    *r = (struct kiln_report){.peak_ram_mb = -1, .cpu_s = -1};
+    long long attempt, code, sig, peak;
+    int infra;
+    const char *stage, *reason;
+    json_t *cpu = json_object_get(o, "cpu_s");
+    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    int rc = 0;
+    if (!json_is_object(o))
+        rc = kiln_fail(err, KILN_EINVAL, "a report must be a JSON object");
+    else if (!json_is_integer(json_object_get(o, "attempt")))
+        rc = kiln_fail(err, KILN_EINVAL, "attempt: is required and must be an integer");
+    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, err)) ||
+             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, err)) ||
+             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, err)) ||
+             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, err)) ||
+             (rc = kiln_json_field_str(o, "stage", 0, &stage, err)) ||
+             (rc = kiln_json_field_str(o, "reason", 0, &reason, err)) ||
+             (rc = kiln_json_field_bool(o, "infra", 0, &infra, err)) ||
+             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, err)))
+        ;
+    else if (reason && strlen(reason) > 4000)
+        rc = kiln_fail(err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
+    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
+        rc = kiln_fail(err, KILN_EINVAL, "cpu_s: must be a number");
+    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
+        rc = kiln_fail(err, KILN_EINVAL, "selftest: must be an object or null");
+    if (rc) return rc;
+    r->attempt = attempt;
+    r->stage = stage;
+    r->exit_code = (int)code;
+    r->signal = (int)sig;
+    r->reason = reason;
+    r->infra = infra;
+    r->peak_ram_mb = peak;
+    r->cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
+    r->selftest = json_is_object(selftest) ? selftest : NULL;
+    r->outputs = json_is_array(outputs) ? outputs : NULL;
+    return KILN_OK;
+}
+
 static void h_report(struct ctx *c)
 {
     struct kiln_error aerr = {0};
@@ -326,45 +375,13 @@ static void h_report(struct ctx *c)
     if (arc) return fail_err(c, &aerr, arc);
     json_t *o = body_json(c, 0);
     if (!o) return;
-    struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
-    long long attempt, code, sig, peak;
-    int infra;
-    const char *stage, *reason;
-    json_t *cpu = json_object_get(o, "cpu_s");
-    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    struct kiln_report r;
     struct kiln_error err = {0};
-    int rc = 0;
-    if (!json_is_integer(json_object_get(o, "attempt")))
-        rc = kiln_fail(&err, KILN_EINVAL, "attempt: is required and must be an integer");
-    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, &err)) ||
-             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, &err)) ||
-             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, &err)) ||
-             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, &err)) ||
-             (rc = kiln_json_field_str(o, "stage", 0, &stage, &err)) ||
-             (rc = kiln_json_field_str(o, "reason", 0, &reason, &err)) ||
-             (rc = kiln_json_field_bool(o, "infra", 0, &infra, &err)) ||
-             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, &err)))
-        ;
-    else if (reason && strlen(reason) > 4000)
-        rc = kiln_fail(&err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
-    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
-        rc = kiln_fail(&err, KILN_EINVAL, "cpu_s: must be a number");
-    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
-        rc = kiln_fail(&err, KILN_EINVAL, "selftest: must be an object or null");
+    int rc = parse_report(o, &r, &err);
     if (rc) {
         json_decref(o);
         return fail_err(c, &err, rc);
     }
-    r.attempt = attempt;
-    r.stage = stage;
-    r.exit_code = (int)code;
-    r.signal = (int)sig;
-    r.reason = reason;
-    r.infra = infra;
-    r.peak_ram_mb = peak;
-    r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
-    r.selftest = json_is_object(selftest) ? selftest : NULL;
-    r.outputs = json_is_array(outputs) ? outputs : NULL;
     const char *state = NULL;
     rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
                           &err);
@@ -374,6 +391,68 @@ static void h_report(struct ctx *c)
     if (kiln_job_state_final(state)) kiln_logs_finish(c->srv->logs, c->id);
     kiln_serve_changed(c->srv);
     kiln_http_respond_json(c->req, 200, json_pack("{s:s}", "state", state));
+}
+
+/* Several finished jobs of one worker in one request and one transaction
+ * (group commit): the answer comes once all of them are durable. Each item
+ * succeeds or fails alone, as its single report would. */
+#define REPORTS_MAX 256
+static void h_reports(struct ctx *c)
+{
+    struct kiln_error err = {0};
+    int rc = kiln_auth_worker_self(&c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    json_t *o = body_json(c, 0);
+    if (!o) return;
+    json_t *list = json_object_get(o, "reports");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n == 0 || n > REPORTS_MAX) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, "reports: must be an array of 1 to 256 reports");
+    }
+    struct kiln_report_item *items = calloc(n, sizeof *items);
+    json_t *results = json_array();
+    if (!items || !results) {
+        free(items);
+        json_decref(results);
+        json_decref(o);
+        return fail(c, KILN_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_report_item *it = &items[i];
+        json_t *rj = json_array_get(list, i);
+        json_t *job = json_object_get(rj, "job");
+        if (!json_is_integer(job) || json_integer_value(job) <= 0)
+            it->rc = kiln_fail(&it->err, KILN_EINVAL, "job: is required and must be a job id");
+        else
+            it->job = json_integer_value(job);
+        if (!it->rc) it->rc = kiln_auth_job_worker(c->srv->st, &c->who, it->job, &it->err);
+        if (!it->rc) it->rc = parse_report(rj, &it->rep, &it->err);
+    }
+    /* Items refused above keep their rc and err: the batch skips them. */
+    rc = kiln_jobs_report_batch(&c->srv->jobs, n, items, c->who.worker_id, kiln_clock_wall(), &err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct kiln_report_item *it = &items[i];
+        json_t *r;
+        if (it->rc) {
+            r = json_pack("{s:I,s:i,s:{s:s,s:s}}", "job", (json_int_t)it->job, "status",
+                          kiln_err_http_status(it->rc), "error", "code", kiln_code_name(it->rc),
+                          "message", it->err.msg[0] ? it->err.msg : kiln_strerror(it->rc));
+        } else {
+            c->srv->m.reports++;
+            if (kiln_job_state_final(it->state)) kiln_logs_finish(c->srv->logs, it->job);
+            r = json_pack("{s:I,s:s}", "job", (json_int_t)it->job, "state", it->state);
+        }
+        if (!r || json_array_append_new(results, r)) rc = KILN_ENOMEM;
+    }
+    free(items);
+    json_decref(o);
+    if (rc) {
+        json_decref(results);
+        return fail_err(c, &err, rc);
+    }
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "results", results));
 }
 
 /* --- workers --- */
@@ -857,6 +936,7 @@ static const struct route routes[] = {
     {"GET", "/api/v1/jobs/{id}/log", KILN_ROLE_READ, h_log_get},
     {"POST", "/api/v1/jobs/{id}/log", KILN_ROLE_WORKER, h_log_post},
     {"POST", "/api/v1/jobs/{id}/report", KILN_ROLE_WORKER, h_report},
+    {"POST", "/api/v1/workers/{id}/reports", KILN_ROLE_WORKER, h_reports},
     {"GET", "/api/v1/events", KILN_ROLE_READ, h_events},
     {"GET", "/api/v1/workers", KILN_ROLE_READ, h_workers},
     {"POST", "/api/v1/workers/register", KILN_ROLE_WORKER, h_register},
