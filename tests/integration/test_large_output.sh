@@ -59,6 +59,14 @@ for p in "$SRV_PID" "$BLD_PID" "$GPU_PID"; do
     echo "   pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" | cut -d' ' -f2)): VmHWM ${HWM0[$p]} -> $h kB (+$grow kB)"
     [ "$grow" -lt $((64 << 10)) ] || bad=1
 done
-[ $bad -eq 0 ] || fail "a kiln process grew by 64 MB or more"
-echo "ok 4 VmHWM of serve, build1 and gpu1 grew by less than 64 MB"
+# Under ASan (make check-integration-asan sets KILN_SANITIZED) resident
+# memory is the sanitizer's (its quarantine keeps freed blocks, its shadow
+# maps an eighth more), not kiln's: the figures are shown, the bound is held
+# by the plain build in make check.
+if [ -n "${KILN_SANITIZED:-}" ]; then
+    echo "ok 4 # skip the 64 MB bound under sanitizers (figures above)"
+else
+    [ $bad -eq 0 ] || fail "a kiln process grew by 64 MB or more"
+    echo "ok 4 VmHWM of serve, build1 and gpu1 grew by less than 64 MB"
+fi
 echo "PASS test_large_output"
