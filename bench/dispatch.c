@@ -6,9 +6,12 @@
  * event-driven long-poll lease and for a baseline measured in the same run:
  * workers that poll with wait=0 every 50 ms (a periodic dispatcher). The last
  * lines are the ratios kiln/baseline. With B > 1 a third run uses batch
- * leases (?max=B: a worker takes up to B jobs in one round trip).
+ * leases (?max=B: a worker takes up to B jobs in one round trip), and a
+ * fourth adds group commit: each worker reports all the jobs of a lease in
+ * one POST /workers/{id}/reports (one request, one transaction), and the
+ * submitter sends S jobs per POST /jobs {"jobs":[...]} (only with S > 1).
  *
- *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1]
+ *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1] [S=1]
  */
 #include "common/clock.h"
 #include "common/httpc.h"
@@ -29,7 +32,8 @@ struct run {
     char url[64];
     char sub[KILN_TOKEN_LEN], wk[KILN_TOKEN_LEN];
     int long_poll;
-    int batch; /* ?max= of each lease */
+    int batch;        /* ?max= of each lease */
+    int batch_report; /* one /reports request per lease */
     int nworkers;
     int maxid;
     double *submit_t, *start_t;
@@ -83,14 +87,19 @@ static void *worker(void *arg)
             int id = (int)json_integer_value(json_object_get(job, "id"));
             if (id > 0 && id <= r->maxid) r->start_t[id] = kiln_clock_mono();
         }
+        json_t *reps = r->batch_report ? json_array() : NULL;
         for (size_t k = 0; st == 200 && k < nj; k++) {
             if (json_is_array(jobs)) job = json_array_get(jobs, k);
             int id = (int)json_integer_value(json_object_get(job, "id"));
             json_int_t att = json_integer_value(json_object_get(job, "attempt"));
+            json_t *rep = json_pack("{s:i,s:I,s:s,s:i}", "job", id, "attempt", att, "stage",
+                                    "build", "exit_code", 0);
+            if (reps) {
+                json_array_append_new(reps, rep);
+                continue;
+            }
             char rp[96];
             snprintf(rp, sizeof rp, "/api/v1/jobs/%d/report", id);
-            json_t *rep =
-                json_pack("{s:I,s:s,s:i}", "attempt", att, "stage", "build", "exit_code", 0);
             json_t *ro = NULL;
             long rs;
             kiln_httpc_json(&c, "POST", rp, rep, 0, &rs, &ro, NULL);
@@ -98,6 +107,20 @@ static void *worker(void *arg)
             json_decref(ro);
             atomic_fetch_add(&r->done_jobs, 1);
         }
+        if (reps && json_array_size(reps)) {
+            char rp[96];
+            snprintf(rp, sizeof rp, "/api/v1/workers/%ld/reports", wid);
+            json_t *rb = json_pack("{s:O}", "reports", reps), *ro = NULL;
+            long rs;
+            if (kiln_httpc_json(&c, "POST", rp, rb, 0, &rs, &ro, NULL) || rs != 200) {
+                fprintf(stderr, "batch report failed (%ld)\n", rs);
+                exit(1);
+            }
+            atomic_fetch_add(&r->done_jobs, (int)json_array_size(reps));
+            json_decref(rb);
+            json_decref(ro);
+        }
+        json_decref(reps);
         if (nj == 0 && !r->long_poll) {
             usleep(50000); /* the baseline: a periodic poller */
         }
@@ -125,6 +148,30 @@ static int submit_one(struct kiln_httpc *c, struct run *r)
     return id;
 }
 
+/* k jobs in one POST /jobs {"jobs":[...]} (one transaction). */
+static void submit_many(struct kiln_httpc *c, struct run *r, int k)
+{
+    double t = kiln_clock_mono();
+    json_t *list = json_array(), *out = NULL;
+    for (int i = 0; i < k; i++)
+        json_array_append_new(list, json_pack("{s:s,s:s}", "name", "noop", "command", "true"));
+    json_t *in = json_pack("{s:o}", "jobs", list);
+    long st;
+    if (kiln_httpc_json(c, "POST", "/api/v1/jobs", in, 0, &st, &out, NULL) || st != 201) {
+        fprintf(stderr, "batch submit failed (%ld)\n", st);
+        exit(1);
+    }
+    json_decref(in);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(out, "jobs"), i, v)
+    {
+        int id = (int)json_integer_value(json_object_get(v, "id"));
+        if (id > 0 && id <= r->maxid) r->submit_t[id] = t;
+    }
+    json_decref(out);
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -133,7 +180,18 @@ static int cmp(const void *a, const void *b)
 
 struct result {
     double jobs_per_s, p50_ms, p99_ms;
+    double srv_cpu_us; /* the server loop thread's CPU per job of the batch */
 };
+
+/* CPU seconds a thread has used: on a shared machine the wall-clock rate
+ * moves with the load, the server's CPU per job much less. */
+static double thread_cpu_s(pthread_t th)
+{
+    clockid_t cid;
+    struct timespec ts;
+    if (pthread_getcpuclockid(th, &cid) || clock_gettime(cid, &ts)) return 0;
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 struct srv {
     uv_loop_t loop;
@@ -156,7 +214,8 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static struct result one_run(int long_poll, int batch, int n, int w, int m)
+static struct result one_run(int long_poll, int batch, int batch_report, int sbatch, int n, int w,
+                             int m)
 {
     char dir[256];
     const char *tmp = getenv("TMPDIR");
@@ -165,6 +224,7 @@ static struct result one_run(int long_poll, int batch, int n, int w, int m)
     struct run *r = calloc(1, sizeof *r);
     r->long_poll = long_poll;
     r->batch = batch;
+    r->batch_report = batch_report;
     r->nworkers = w;
     r->maxid = n + m + 16;
     r->submit_t = calloc((size_t)r->maxid + 1, sizeof(double));
@@ -209,12 +269,17 @@ static struct result one_run(int long_poll, int batch, int n, int w, int m)
     kiln_httpc_init(&c, r->url, r->sub);
     struct result res;
     /* Throughput: a batch of n. */
-    double t0 = kiln_clock_mono();
-    for (int i = 0; i < n; i++)
-        submit_one(&c, r);
+    double t0 = kiln_clock_mono(), c0 = thread_cpu_s(v->th);
+    for (int i = 0; i < n; i += sbatch) {
+        if (sbatch == 1)
+            submit_one(&c, r);
+        else
+            submit_many(&c, r, n - i < sbatch ? n - i : sbatch);
+    }
     while (atomic_load(&r->done_jobs) < n)
         usleep(1000);
     res.jobs_per_s = n / (kiln_clock_mono() - t0);
+    res.srv_cpu_us = (thread_cpu_s(v->th) - c0) * 1e6 / n;
     /* Latency: one at a time onto idle workers. */
     double *lat = calloc((size_t)m, sizeof *lat);
     for (int i = 0; i < m; i++) {
@@ -257,27 +322,39 @@ int main(int argc, char **argv)
     int w = argc > 2 ? atoi(argv[2]) : 4;
     int m = argc > 3 ? atoi(argv[3]) : 100;
     int bt = argc > 4 ? atoi(argv[4]) : 1;
-    if (n < 1 || w < 1 || m < 2 || bt < 1 || bt > 64) {
-        fprintf(stderr, "usage: dispatch [N>=1] [W>=1] [M>=2] [B=1..64]\n");
+    int sb = argc > 5 ? atoi(argv[5]) : 1;
+    if (n < 1 || w < 1 || m < 2 || bt < 1 || bt > 64 || sb < 1 || sb > 1000) {
+        fprintf(stderr, "usage: dispatch [N>=1] [W>=1] [M>=2] [B=1..64] [S=1..1000]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     printf("dispatch bench: %d no-op jobs, %d workers, %d latency samples (loopback HTTP, real "
            "store)\n",
            n, w, m);
-    struct result k = one_run(1, 1, n, w, m);
-    printf("kiln (long-poll lease):   %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms\n",
-           k.jobs_per_s, k.p50_ms, k.p99_ms);
-    struct result b = one_run(0, 1, n, w, m);
-    printf("baseline (50 ms polling): %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms\n",
-           b.jobs_per_s, b.p50_ms, b.p99_ms);
+    struct result k = one_run(1, 1, 0, 1, n, w, m);
+    printf("kiln (long-poll lease):   %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms"
+           "   server CPU %6.0f us/job (%6.0f jobs/s per core)\n",
+           k.jobs_per_s, k.p50_ms, k.p99_ms, k.srv_cpu_us, 1e6 / k.srv_cpu_us);
+    struct result b = one_run(0, 1, 0, 1, n, w, m);
+    printf("baseline (50 ms polling): %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms"
+           "   server CPU %6.0f us/job\n",
+           b.jobs_per_s, b.p50_ms, b.p99_ms, b.srv_cpu_us);
     printf("ratio throughput kiln/baseline: %.2fx\n", k.jobs_per_s / b.jobs_per_s);
     if (bt > 1) {
-        struct result kb = one_run(1, bt, n, w, m);
+        struct result kb = one_run(1, bt, 0, 1, n, w, m);
         printf("kiln batch leases max=%-3d %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f "
-               "ms\n",
-               bt, kb.jobs_per_s, kb.p50_ms, kb.p99_ms);
+               "ms   server CPU %6.0f us/job (%6.0f jobs/s per core)\n",
+               bt, kb.jobs_per_s, kb.p50_ms, kb.p99_ms, kb.srv_cpu_us, 1e6 / kb.srv_cpu_us);
         printf("ratio throughput batch/single lease: %.2fx\n", kb.jobs_per_s / k.jobs_per_s);
+        if (sb > 1) { /* group commit needs the batch routes */
+            struct result kg = one_run(1, bt, 1, sb, n, w, m);
+            printf(
+                "kiln group commit (S=%-4d) %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f "
+                "ms   server CPU %6.0f us/job (%6.0f jobs/s per core)\n",
+                sb, kg.jobs_per_s, kg.p50_ms, kg.p99_ms, kg.srv_cpu_us, 1e6 / kg.srv_cpu_us);
+            printf("ratio throughput group commit/single lease: %.2fx\n",
+                   kg.jobs_per_s / k.jobs_per_s);
+        }
     }
     printf("ratio p50 latency baseline/kiln: %.2fx (higher = kiln starts jobs sooner)\n",
            b.p50_ms / (k.p50_ms > 0 ? k.p50_ms : 1e-3));

@@ -17,7 +17,11 @@ cleanup() {
 trap cleanup EXIT
 SUB=$("$KILN" token create --role submit --data "$T/var" 2>/dev/null)
 ulimit -n $((C + 256)) 2>/dev/null || true
-"$KILN" serve --listen 127.0.0.1:0 --data "$T/var" --allow-anonymous-read >"$T/serve.log" 2>&1 &
+# The per-client caps of issue 16 (256 streams, 128 connections per
+# address) would turn this bench's clients away: raise them for the run.
+printf '{"max_streams":%d,"max_connections_per_client":%d}\n' $((C + 16)) $((C + 64)) >"$T/serve.json"
+"$KILN" serve --listen 127.0.0.1:0 --data "$T/var" --config "$T/serve.json" --allow-anonymous-read \
+    >"$T/serve.log" 2>&1 &
 SPID=$!
 PORT=""
 for _ in $(seq 1 200); do

@@ -18,8 +18,9 @@ mkdir -p "$B/bench"
 if [ "$MODE" = quick ]; then
     steps=(
         "bash bench/e2e_noop.sh 100 2 1"
-        "$B/bench/dispatch 300 4 30 8"
+        "$B/bench/dispatch 300 4 30 8 50"
         "bash bench/live.sh 300 20"
+        "bash bench/page_100k.sh 10000 100"
         "bash bench/scale.sh 10000 1000"
         "bash bench/peers.sh 20 2"
         "$B/bench/placement"
@@ -27,8 +28,9 @@ if [ "$MODE" = quick ]; then
 else
     steps=(
         "bash bench/e2e_noop.sh 300 2 3"
-        "$B/bench/dispatch 1000 4 100 16"
+        "$B/bench/dispatch 1000 4 100 16 100"
         "bash bench/live.sh 1000 100"
+        "bash bench/page_100k.sh 100000 1000"
         "bash bench/scale.sh '10000 100000 1000000' 1000 $B/bench/scale.tsv"
         "python3 bench/plot_scale.py $B/bench/scale.tsv docs/bench-scale.svg"
         "bash bench/peers.sh 200 2"

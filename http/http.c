@@ -1176,6 +1176,41 @@ int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len
     return conn_write_owned(c, kiln_buf_steal(&b), blen);
 }
 
+int kiln_http_stream_write_now(struct kiln_http_req *r, const void *data, size_t len)
+{
+    if (!r || r->gone || r->c->closing || !r->streaming) return KILN_ESTATE;
+    struct conn *c = r->c;
+    if (len == 0 || len > (1u << 30) || r->is_head || r->fixed || !r->chunked || c->ssl ||
+        c->shutting || c->pending)
+        return kiln_http_stream_write(r, data, len);
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+    uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)hl), uv_buf_init((char *)data, (unsigned)len),
+                     uv_buf_init("\r\n", 2)};
+    size_t total = (size_t)hl + len + 2;
+    int n = uv_try_write((uv_stream_t *)&c->tcp, b, 3);
+    if (n == UV_EAGAIN) n = 0;
+    if (n < 0) return KILN_ENET;
+    r->sent += len;
+    c->srv->stats.bytes_out += (size_t)n;
+    if ((size_t)n == total) return KILN_OK;
+    /* The socket took part: queue the rest like any other write. */
+    size_t rest = total - (size_t)n, skip = (size_t)n, off = 0;
+    char *d = malloc(rest);
+    if (!d) return KILN_ENOMEM;
+    for (int i = 0; i < 3; i++) {
+        size_t bl = b[i].len;
+        if (skip >= bl) {
+            skip -= bl;
+            continue;
+        }
+        memcpy(d + off, b[i].base + skip, bl - skip);
+        off += bl - skip;
+        skip = 0;
+    }
+    return write_raw_owned(c, d, rest);
+}
+
 size_t kiln_http_stream_pending(const struct kiln_http_req *r)
 {
     return r ? r->c->pending : 0;

@@ -158,6 +158,11 @@ int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *cod
 int kiln_http_stream_begin(struct kiln_http_req *r, int status, const char *content_type,
                            const char *extra_headers);
 int kiln_http_stream_write(struct kiln_http_req *r, const void *data, size_t len);
+/* The same, for bytes many streams get at once (SSE fan-out): when nothing is
+ * queued on a plain-TCP connection the bytes go to the kernel right away
+ * (uv_try_write), with no copy, no write request and no on_drain for that
+ * write; only what the socket did not take is copied and queued. */
+int kiln_http_stream_write_now(struct kiln_http_req *r, const void *data, size_t len);
 /* Bytes handed to the socket but not yet written (whole connection, headers
  * included): producers pause above a threshold and resume in on_drain. */
 size_t kiln_http_stream_pending(const struct kiln_http_req *r);

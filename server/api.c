@@ -284,8 +284,14 @@ static void h_log_post(struct ctx *c)
             c->req, 507, "insufficient_storage",
             "the server's log quota of %lld bytes is full (finished jobs' logs go first)",
             (long long)c->srv->cfg.log_quota_bytes);
+    struct kiln_worker_info w;
     int64_t before, size;
     if ((rc = kiln_logs_size(c->srv->logs, c->id, &before, &err))) return fail_err(c, &err, rc);
+    if (before < base && len > 0 &&
+        ((rc = kiln_registry_get(&c->srv->jobs, c->who.worker_id, &w, &err)) ||
+         (rc = kiln_logs_open_attempt(c->srv->logs, c->id, base, attempt,
+                                      !strcmp(state, "testing") ? "test" : "build", w.name, &err))))
+        return fail_err(c, &err, rc);
     /* Secret values never reach the stored log (server/secrets.h). */
     json_t *sec = NULL, *vals = NULL;
     char *masked = NULL;
@@ -330,6 +336,71 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
+/* A report's fields from its JSON (o keeps owning what r borrows). */
+static int parse_report(json_t *o, struct kiln_report *r, struct kiln_error *err)
+{
+    *r = (struct kiln_report){.peak_ram_mb = -1, .cpu_s = -1};
+    long long attempt, code, sig, peak;
+    int infra;
+    const char *stage, *reason;
+    json_t *cpu = json_object_get(o, "cpu_s");
+    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    int rc = 0;
+    if (!json_is_object(o))
+        rc = kiln_fail(err, KILN_EINVAL, "a report must be a JSON object");
+    else if (!json_is_integer(json_object_get(o, "attempt")))
+        rc = kiln_fail(err, KILN_EINVAL, "attempt: is required and must be an integer");
+    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, err)) ||
+             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, err)) ||
+             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, err)) ||
+             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, err)) ||
+             (rc = kiln_json_field_str(o, "stage", 0, &stage, err)) ||
+             (rc = kiln_json_field_str(o, "reason", 0, &reason, err)) ||
+             (rc = kiln_json_field_bool(o, "infra", 0, &infra, err)) ||
+             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, err)))
+        ;
+    else if (reason && strlen(reason) > 4000)
+        rc = kiln_fail(err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
+    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
+        rc = kiln_fail(err, KILN_EINVAL, "cpu_s: must be a number");
+    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
+        rc = kiln_fail(err, KILN_EINVAL, "selftest: must be an object or null");
+    if (rc) return rc;
+    r->attempt = attempt;
+    r->stage = stage;
+    r->exit_code = (int)code;
+    r->signal = (int)sig;
+    r->reason = reason;
+    r->infra = infra;
+    r->peak_ram_mb = peak;
+    r->cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
+    r->selftest = json_is_object(selftest) ? selftest : NULL;
+    r->outputs = json_is_array(outputs) ? outputs : NULL;
+    return KILN_OK;
+}
+
+/* The catalog's say on a parsed report: report_refuse refuses it (the
+ * error is the answer), report_check fails the stage with its sentence
+ * (kept in *why, which r->reason then borrows). "staged": false: the
+ * worker stages nothing because every host shares its Nix store (worker
+ * config stage_outputs: false), so unstaged outputs are not held against
+ * it. */
+static int vet_report(struct kiln_server *srv, int64_t job, json_t *o, struct kiln_report *r,
+                      struct kiln_error *why, struct kiln_error *err)
+{
+    if (r->outputs && json_array_size(r->outputs) && srv->report_refuse) {
+        int rc = srv->report_refuse(srv, job, r->outputs, srv->report_check_ctx, err);
+        if (rc) return rc;
+    }
+    if (srv->report_check && !json_is_false(json_object_get(o, "staged")) &&
+        srv->report_check(srv, job, r, why, srv->report_check_ctx) != KILN_OK) {
+        r->exit_code = -1;
+        r->infra = 0;
+        r->reason = why->msg;
+    }
+    return KILN_OK;
+}
+
 static void h_report(struct ctx *c)
 {
     struct kiln_error aerr = {0};
@@ -337,60 +408,14 @@ static void h_report(struct ctx *c)
     if (arc) return fail_err(c, &aerr, arc);
     json_t *o = body_json(c, 0);
     if (!o) return;
-    struct kiln_report r = {.peak_ram_mb = -1, .cpu_s = -1};
-    long long attempt, code, sig, peak;
-    int infra;
-    const char *stage, *reason;
-    json_t *cpu = json_object_get(o, "cpu_s");
-    json_t *selftest = json_object_get(o, "selftest"), *outputs;
+    struct kiln_report r;
     struct kiln_error err = {0};
-    int rc = 0;
-    if (!json_is_integer(json_object_get(o, "attempt")))
-        rc = kiln_fail(&err, KILN_EINVAL, "attempt: is required and must be an integer");
-    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, &err)) ||
-             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, &err)) ||
-             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, &err)) ||
-             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, &err)) ||
-             (rc = kiln_json_field_str(o, "stage", 0, &stage, &err)) ||
-             (rc = kiln_json_field_str(o, "reason", 0, &reason, &err)) ||
-             (rc = kiln_json_field_bool(o, "infra", 0, &infra, &err)) ||
-             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, &err)))
-        ;
-    else if (reason && strlen(reason) > 4000)
-        rc = kiln_fail(&err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
-    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
-        rc = kiln_fail(&err, KILN_EINVAL, "cpu_s: must be a number");
-    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
-        rc = kiln_fail(&err, KILN_EINVAL, "selftest: must be an object or null");
+    struct kiln_error why = {0};
+    int rc = parse_report(o, &r, &err);
+    if (!rc) rc = vet_report(c->srv, c->id, o, &r, &why, &err);
     if (rc) {
         json_decref(o);
         return fail_err(c, &err, rc);
-    }
-    r.attempt = attempt;
-    r.stage = stage;
-    r.exit_code = (int)code;
-    r.signal = (int)sig;
-    r.reason = reason;
-    r.infra = infra;
-    r.peak_ram_mb = peak;
-    r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
-    r.selftest = json_is_object(selftest) ? selftest : NULL;
-    r.outputs = json_is_array(outputs) ? outputs : NULL;
-    /* "staged": false: the worker stages nothing because every host shares
-     * its Nix store (worker config stage_outputs: false). Otherwise outputs
-     * the server lacks fail the stage now, with their names, instead of on
-     * the test host at substitution. */
-    if (r.outputs && json_array_size(r.outputs) && c->srv->report_refuse &&
-        (rc = c->srv->report_refuse(c->srv, c->id, r.outputs, c->srv->report_check_ctx, &err))) {
-        json_decref(o);
-        return fail_err(c, &err, rc);
-    }
-    struct kiln_error cerr = {0};
-    if (c->srv->report_check && !json_is_false(json_object_get(o, "staged")) &&
-        c->srv->report_check(c->srv, c->id, &r, &cerr, c->srv->report_check_ctx) != KILN_OK) {
-        r.exit_code = -1;
-        r.infra = 0;
-        r.reason = cerr.msg;
     }
     const char *state = NULL;
     rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
@@ -401,6 +426,72 @@ static void h_report(struct ctx *c)
     if (kiln_job_state_final(state)) kiln_logs_finish(c->srv->logs, c->id);
     kiln_serve_changed(c->srv);
     kiln_http_respond_json(c->req, 200, json_pack("{s:s}", "state", state));
+}
+
+/* Several finished jobs of one worker in one request and one transaction
+ * (group commit): the answer comes once all of them are durable. Each item
+ * succeeds or fails alone, as its single report would. */
+#define REPORTS_MAX 256
+static void h_reports(struct ctx *c)
+{
+    struct kiln_error err = {0};
+    int rc = kiln_auth_worker_self(&c->who, c->id, &err);
+    if (rc) return fail_err(c, &err, rc);
+    json_t *o = body_json(c, 0);
+    if (!o) return;
+    json_t *list = json_object_get(o, "reports");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n == 0 || n > REPORTS_MAX) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, "reports: must be an array of 1 to 256 reports");
+    }
+    struct kiln_report_item *items = calloc(n, sizeof *items);
+    struct kiln_error *whys = calloc(n, sizeof *whys);
+    json_t *results = json_array();
+    if (!items || !whys || !results) {
+        free(items);
+        free(whys);
+        json_decref(results);
+        json_decref(o);
+        return fail(c, KILN_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_report_item *it = &items[i];
+        json_t *rj = json_array_get(list, i);
+        json_t *job = json_object_get(rj, "job");
+        if (!json_is_integer(job) || json_integer_value(job) <= 0)
+            it->rc = kiln_fail(&it->err, KILN_EINVAL, "job: is required and must be a job id");
+        else
+            it->job = json_integer_value(job);
+        if (!it->rc) it->rc = kiln_auth_job_worker(c->srv->st, &c->who, it->job, &it->err);
+        if (!it->rc) it->rc = parse_report(rj, &it->rep, &it->err);
+        if (!it->rc) it->rc = vet_report(c->srv, it->job, rj, &it->rep, &whys[i], &it->err);
+    }
+    /* Items refused above keep their rc and err: the batch skips them. */
+    rc = kiln_jobs_report_batch(&c->srv->jobs, n, items, c->who.worker_id, kiln_clock_wall(), &err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct kiln_report_item *it = &items[i];
+        json_t *r;
+        if (it->rc) {
+            r = json_pack("{s:I,s:i,s:{s:s,s:s}}", "job", (json_int_t)it->job, "status",
+                          kiln_err_http_status(it->rc), "error", "code", kiln_code_name(it->rc),
+                          "message", it->err.msg[0] ? it->err.msg : kiln_strerror(it->rc));
+        } else {
+            c->srv->m.reports++;
+            if (kiln_job_state_final(it->state)) kiln_logs_finish(c->srv->logs, it->job);
+            r = json_pack("{s:I,s:s}", "job", (json_int_t)it->job, "state", it->state);
+        }
+        if (!r || json_array_append_new(results, r)) rc = KILN_ENOMEM;
+    }
+    free(items);
+    free(whys);
+    json_decref(o);
+    if (rc) {
+        json_decref(results);
+        return fail_err(c, &err, rc);
+    }
+    kiln_serve_changed(c->srv);
+    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "results", results));
 }
 
 /* --- workers --- */
@@ -884,6 +975,7 @@ static const struct route routes[] = {
     {"GET", "/api/v1/jobs/{id}/log", KILN_ROLE_READ, h_log_get},
     {"POST", "/api/v1/jobs/{id}/log", KILN_ROLE_WORKER, h_log_post},
     {"POST", "/api/v1/jobs/{id}/report", KILN_ROLE_WORKER, h_report},
+    {"POST", "/api/v1/workers/{id}/reports", KILN_ROLE_WORKER, h_reports},
     {"GET", "/api/v1/events", KILN_ROLE_READ, h_events},
     {"GET", "/api/v1/workers", KILN_ROLE_READ, h_workers},
     {"POST", "/api/v1/workers/register", KILN_ROLE_WORKER, h_register},

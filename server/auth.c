@@ -190,7 +190,7 @@ int kiln_auth_register(struct kiln_store *st, const struct kiln_principal *p, co
 int kiln_auth_audited(const char *method, const char *path)
 {
     if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) return 0;
-    static const char *const quiet[] = {"/heartbeat", "/lease", "/log"};
+    static const char *const quiet[] = {"/heartbeat", "/lease", "/log", "/reports"};
     if (!strncmp(path, "/api/v1/workers/", 16) || !strncmp(path, "/api/v1/jobs/", 13)) {
         const char *last = strrchr(path, '/');
         for (size_t i = 0; last && i < sizeof quiet / sizeof quiet[0]; i++)

@@ -69,7 +69,7 @@ int kiln_auth_register(struct kiln_store *st, const struct kiln_principal *p, co
 
 /* 1 when a request leaves an audit row: every method but GET and HEAD,
  * except the workers' high-rate protocol calls (heartbeat, lease, log
- * chunks), whose effects are recorded as events instead. */
+ * chunks, batched reports), whose effects are recorded as events instead. */
 int kiln_auth_audited(const char *method, const char *path);
 
 #endif

@@ -196,7 +196,10 @@ static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
     it->est_s = nd->est_s;
 }
 
-#define UNFINISHED "state NOT IN ('succeeded','failed','cancelled','superseded')"
+/* The unfinished states named one by one: "NOT IN (final states)" made
+ * SQLite scan every job ever run on each pass; a list of the live states
+ * searches the state index instead. */
+#define UNFINISHED "state IN ('queued','building','built','testing','tested','publishing')"
 
 static size_t id_index(const int64_t *ids, size_t n, int64_t id)
 {
@@ -617,7 +620,19 @@ static void run_pass(struct kiln_dispatch *d)
     const struct kiln_assignment *as;
     size_t n = 0;
     struct kiln_error err = {0};
-    if (feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err)) {
+    /* The pass only reads, but in autocommit each of its queries took and
+     * dropped SQLite's file locks (fcntl) on its own: one transaction
+     * around it takes them once. */
+    struct kiln_store *st = d->j->st;
+    int own_tx = !kiln_store_in_tx(st) && kiln_store_begin(st, NULL) == KILN_OK;
+    int prc = feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err);
+    if (own_tx) {
+        if (prc)
+            kiln_store_rollback(st);
+        else
+            prc = kiln_store_commit(st, &err);
+    }
+    if (prc) {
         /* The placer and the glue's key sets may disagree now: start over
          * from the store (the trace gets a new policy line: a reset). */
         struct kiln_policy pol = d->feed.pol;

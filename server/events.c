@@ -206,7 +206,7 @@ void kiln_events_notify(struct kiln_events *e)
             next = s->next; /* a failed write may close and unlink s */
             if (s->cursor != head || s->in_pump || kiln_http_stream_pending(s->req) >= HIGH_WATER)
                 continue;
-            if (kiln_http_stream_write(s->req, e->out.data, e->out.len) == KILN_OK)
+            if (kiln_http_stream_write_now(s->req, e->out.data, e->out.len) == KILN_OK)
                 s->cursor = sc.last;
         }
         head = sc.last;

@@ -175,6 +175,27 @@ int kiln_logs_append_line(struct kiln_logs *l, int64_t job, const char *line, in
     return kiln_logs_append_at(l, job, cur, line, strlen(line), size, err);
 }
 
+int kiln_logs_marker(char *out, size_t n, int64_t attempt, const char *stage, const char *worker,
+                     int after_bytes)
+{
+    int w = snprintf(out, n, "%s--- kiln: attempt %lld (%s) on worker %s ---\n",
+                     after_bytes ? "\n" : "", (long long)attempt, stage, worker);
+    return w < 0 || (size_t)w >= n ? -1 : w;
+}
+
+int kiln_logs_open_attempt(struct kiln_logs *l, int64_t job, int64_t base, int64_t attempt,
+                           const char *stage, const char *worker, struct kiln_error *err)
+{
+    int64_t have, size;
+    int rc = kiln_logs_size(l, job, &have, err);
+    if (rc || have >= base) return rc;
+    char line[300];
+    int len = kiln_logs_marker(line, sizeof line, attempt, stage, worker, have > 0);
+    /* Any other gap is not ours to fill: the append answers it as a conflict. */
+    if (len < 0 || have + len != base) return KILN_OK;
+    return kiln_logs_append_at(l, job, have, line, (size_t)len, &size, err);
+}
+
 static void stream_done(struct kiln_logs *l, struct stream *s)
 {
     unlink_stream(l, s);

@@ -30,9 +30,22 @@ void kiln_logs_free(struct kiln_logs *l);
 int kiln_logs_size(struct kiln_logs *l, int64_t job, int64_t *size, struct kiln_error *err);
 int kiln_logs_append_at(struct kiln_logs *l, int64_t job, int64_t offset, const void *data,
                         size_t len, int64_t *size, struct kiln_error *err);
-/* Append a server-written line (attempt markers); *size = new size. */
+/* Append a server-written line; *size = new size. */
 int kiln_logs_append_line(struct kiln_logs *l, int64_t job, const char *line, int64_t *size,
                           struct kiln_error *err);
+
+/* The line that opens an attempt in the job's log ("--- kiln: attempt N
+ * (stage) on worker W ---"), after a blank line when the file has bytes
+ * already. Returns its length, or -1 when it does not fit in n. */
+int kiln_logs_marker(char *out, size_t n, int64_t attempt, const char *stage, const char *worker,
+                     int after_bytes);
+/* Write the attempt's marker if the file still stops where the marker
+ * belongs (base - marker length). The marker is written lazily, just before
+ * the attempt's first byte, so an attempt that prints nothing creates no
+ * file (a file create per lease was the top cost of the lease path on ext4).
+ * The lease already fixed log_base as "size then + marker length". */
+int kiln_logs_open_attempt(struct kiln_logs *l, int64_t job, int64_t base, int64_t attempt,
+                           const char *stage, const char *worker, struct kiln_error *err);
 
 /* Delete job's log file (a missing one is fine); open streams of it end. */
 int kiln_logs_remove(struct kiln_logs *l, int64_t job, struct kiln_error *err);

@@ -173,19 +173,15 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
     if (rc) return rc;
     struct kiln_worker_info w;
     if ((rc = kiln_registry_get(&s->jobs, worker_id, &w, err))) return rc;
-    /* The marker goes in before the lease commits: if we crash in between,
-     * the next lease writes another one and offsets still line up. */
+    /* The attempt's log starts after its marker line, which is written with
+     * the attempt's first byte (kiln_logs_open_attempt): no file per lease. */
     char line[300];
     int64_t size;
-    snprintf(line, sizeof line, "%s--- kiln: attempt %lld (%s) on worker %s ---\n",
-             attempt > 0 ? "\n" : "", (long long)(attempt + 1),
-             !strcmp(state, "built") ? "test" : "build", w.name);
-    if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) {
-        /* The job stays queued and is offered again; say why (a full log
-         * disk stops every lease until space frees, chaos "disk"). */
-        kiln_log(&s->log, KILN_LOG_WARN, "job %lld not leased: %s", (long long)job_id, err->msg);
-        return rc;
-    }
+    if ((rc = kiln_logs_size(s->logs, job_id, &size, err))) return rc;
+    int len = kiln_logs_marker(line, sizeof line, attempt + 1,
+                               !strcmp(state, "built") ? "test" : "build", w.name, size > 0);
+    if (len < 0) return kiln_fail(err, KILN_ELIMIT, "worker name too long for the log marker");
+    size += len;
     rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
                          err);
     if (rc == KILN_OK) {

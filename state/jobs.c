@@ -213,8 +213,12 @@ static int load_depends(struct kiln_jobs *j, int64_t id, json_t *o, struct kiln_
     return KILN_OK;
 }
 
-/* wait_reason for a job object (state already set). */
-static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, struct kiln_error *err)
+/* wait_reason for a job object (state already set). Without `placer` the
+ * placer is not asked (events: asking it costs a placement pass per event,
+ * the largest cost of a batch submit); a job only it could explain then has
+ * wait_reason null, "not placed yet", and GET /jobs/{id} has the reason. */
+static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, int placer,
+                           struct kiln_error *err)
 {
     const char *state = json_string_value(json_object_get(o, "state"));
     if (state && j->exec_reason && (!strcmp(state, "building") || !strcmp(state, "testing"))) {
@@ -247,7 +251,10 @@ static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, struct ki
                      json_string_value(json_object_get(o, "reason"))
                          ? json_string_value(json_object_get(o, "reason"))
                          : "an infrastructure failure");
-        else if (j->wait_reason)
+        else if (j->wait_reason && !placer) {
+            json_object_set_new(o, "wait_reason", json_null());
+            return KILN_OK;
+        } else if (j->wait_reason)
             j->wait_reason(j->wait_ctx, o, reason, sizeof reason);
         else
             snprintf(reason, sizeof reason, "waiting for a worker to ask for work");
@@ -265,14 +272,16 @@ static int job_json(struct kiln_jobs *j, sqlite3_stmt *s, double now, json_t **o
     return KILN_OK;
 }
 
-static int finish_json(struct kiln_jobs *j, json_t *o, double now, struct kiln_error *err)
+static int finish_json(struct kiln_jobs *j, json_t *o, double now, int placer,
+                       struct kiln_error *err)
 {
     int rc = load_depends(j, json_integer_value(json_object_get(o, "id")), o, err);
-    if (!rc) rc = add_wait_reason(j, o, now, err);
+    if (!rc) rc = add_wait_reason(j, o, now, placer, err);
     return rc;
 }
 
-static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, struct kiln_error *err)
+static int get_at(struct kiln_jobs *j, int64_t id, double now, int placer, json_t **out,
+                  struct kiln_error *err)
 {
     sqlite3_stmt *s;
     *out = NULL;
@@ -292,7 +301,7 @@ static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, str
     rc = job_json(j, s, now, &o, err);
     sqlite3_reset(s);
     if (rc) return rc;
-    if ((rc = finish_json(j, o, now, err))) {
+    if ((rc = finish_json(j, o, now, placer, err))) {
         json_decref(o);
         return rc;
     }
@@ -302,13 +311,13 @@ static int get_at(struct kiln_jobs *j, int64_t id, double now, json_t **out, str
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
 {
-    return get_at(j, id, kiln_clock_wall(), out, err);
+    return get_at(j, id, kiln_clock_wall(), 1, out, err);
 }
 
 int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
 {
     json_t *o = NULL;
-    int rc = get_at(j, id, now, &o, err);
+    int rc = get_at(j, id, now, 0, &o, err);
     if (rc) return rc;
     /* Internal bookkeeping stays out of the event stream. */
     rc = kiln_store_event(j->st, "job", o, now, err);
@@ -842,7 +851,7 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
     json_t *o = NULL;
     json_array_foreach(arr, i, o)
     {
-        if ((rc = finish_json(j, o, now, err))) {
+        if ((rc = finish_json(j, o, now, 1, err))) {
             json_decref(arr);
             return rc;
         }
@@ -1088,7 +1097,7 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
     if ((rc = kiln_store_step_done(j->st, s, err, "leasing a job"))) goto fail;
     if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     json_t *o = NULL;
-    if ((rc = get_at(j, id, now, &o, err))) goto fail;
+    if ((rc = get_at(j, id, now, 0, &o, err))) goto fail;
     struct kiln_stage_needs nd;
     if ((rc = kiln_jobs_needs(j, id, &nd, err))) {
         json_decref(o);
@@ -1198,14 +1207,15 @@ int kiln_jobs_infra_fail(struct kiln_jobs *j, int64_t id, const char *reason, do
     return kiln_store_commit(j->st, err);
 }
 
-int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
+/* One report inside the caller's transaction; on failure the caller rolls
+ * back (the whole transaction, or the report's savepoint in a batch). */
+static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
                      const struct kiln_report *rep, double now, const char **new_state,
                      struct kiln_error *err)
 {
-    int rc = kiln_store_begin(j->st, err);
-    if (rc) return rc;
     struct jrow r;
-    if ((rc = load_row(j, id, &r, err))) goto fail;
+    int rc = load_row(j, id, &r, err);
+    if (rc) return rc;
     if (!running_state(r.state) || rep->attempt != r.attempt ||
         (worker_id && r.worker_id != worker_id)) {
         rc = kiln_fail(err, KILN_ECONFLICT,
@@ -1295,11 +1305,47 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     }
     free_row(&r);
-    if ((rc = kiln_store_commit(j->st, err))) return rc;
     if (new_state) *new_state = state;
     return KILN_OK;
 fail:
     free_row(&r);
+    return rc;
+}
+
+int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
+                     const struct kiln_report *rep, double now, const char **new_state,
+                     struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    if ((rc = report_tx(j, id, worker_id, rep, now, new_state, err))) {
+        kiln_store_rollback(j->st);
+        return rc;
+    }
+    return kiln_store_commit(j->st, err);
+}
+
+int kiln_jobs_report_batch(struct kiln_jobs *j, size_t n, struct kiln_report_item *items,
+                           int64_t worker_id, double now, struct kiln_error *err)
+{
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_report_item *it = &items[i];
+        if (it->rc) continue; /* refused before it got here: its err says why */
+        it->state = NULL;
+        if ((rc = kiln_store_savepoint(j->st, err))) goto fail;
+        it->rc = report_tx(j, it->job, worker_id, &it->rep, now, &it->state, &it->err);
+        if (it->rc) {
+            it->state = NULL;
+            kiln_store_rollback_savepoint(j->st);
+        }
+        if ((rc = kiln_store_release_savepoint(j->st, err))) goto fail;
+    }
+    /* Nobody hears of any report before this commit: a crash before it
+     * loses the whole batch, and the worker sends it again. */
+    return kiln_store_commit(j->st, err);
+fail:
     kiln_store_rollback(j->st);
     return rc;
 }

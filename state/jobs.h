@@ -140,6 +140,23 @@ int kiln_jobs_report(struct kiln_jobs *j, int64_t id, int64_t worker_id,
                      const struct kiln_report *r, double now, const char **new_state,
                      struct kiln_error *err);
 
+/* One report of a batch: the caller fills job and rep (and rc with a
+ * negative code to skip an item it refused); the batch fills state (on
+ * success) or rc and err. */
+struct kiln_report_item {
+    int64_t job;
+    struct kiln_report rep;
+    int rc;
+    const char *state;
+    struct kiln_error err;
+};
+/* Several reports of one worker in one transaction (group commit): each runs
+ * under its own savepoint, so a stale one fails alone; all that succeeded
+ * are durable together when this returns KILN_OK. A non-OK return means
+ * none was recorded. */
+int kiln_jobs_report_batch(struct kiln_jobs *j, size_t n, struct kiln_report_item *items,
+                           int64_t worker_id, double now, struct kiln_error *err);
+
 /* Infrastructure failure of the running attempt: back to waiting with
  * backoff, or failed after max_attempts. Caller holds no transaction. */
 int kiln_jobs_infra_fail(struct kiln_jobs *j, int64_t id, const char *reason, double now,

@@ -225,6 +225,43 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
     return KILN_OK;
 }
 
+/* {"jobs":[ad-hoc, ...]}: several ad-hoc jobs in one request, submitted in
+ * one transaction (the control plane's submit side of group commit). */
+static int parse_adhoc_batch(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
+{
+    static const char *const allowed[] = {"jobs", NULL};
+    int rc = check_unknown(o, allowed, err);
+    if (rc) return rc;
+    json_t *list = json_object_get(o, "jobs");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n == 0 || n > KILN_JOBSPEC_MAX_BATCH)
+        return kiln_fail(err, KILN_EINVAL, "jobs: must be an array of 1 to %d ad-hoc jobs",
+                         KILN_JOBSPEC_MAX_BATCH);
+    json_t *all = json_array();
+    if (!all) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_jobspec one = {0};
+        json_t *item = json_array_get(list, i);
+        if (!json_is_object(item))
+            rc = kiln_fail(err, KILN_EINVAL, "jobs[%zu]: must be an ad-hoc job object", i);
+        else if ((rc = parse_adhoc(item, &one, err)) == KILN_OK && json_array_extend(all, one.jobs))
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        json_decref(one.jobs);
+        if (rc) {
+            if (err && strncmp(err->msg, "jobs[", 5)) {
+                char why[sizeof err->msg];
+                snprintf(why, sizeof why, "%s", err->msg);
+                kiln_fail(err, rc, "jobs[%zu]: %s", i, why);
+            }
+            json_decref(all);
+            return rc;
+        }
+    }
+    out->jobs = all;
+    out->kind = KILN_JOBSPEC_ADHOC;
+    return KILN_OK;
+}
+
 static int parse_recipe(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
 {
     static const char *const allowed[] = {"recipe", "recipe_yaml", "branch", "commit",
@@ -295,6 +332,8 @@ int kiln_jobspec_parse(const char *body, size_t len, struct kiln_jobspec *out,
         rc = kiln_fail(err, KILN_EINVAL, "body must be a JSON object");
     else if (json_object_get(o, "recipe") || json_object_get(o, "recipe_yaml"))
         rc = parse_recipe(o, out, err);
+    else if (json_object_get(o, "jobs"))
+        rc = parse_adhoc_batch(o, out, err);
     else
         rc = parse_adhoc(o, out, err);
     json_decref(o);

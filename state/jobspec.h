@@ -7,7 +7,10 @@
  *   ad-hoc  {"name","command",cores,ram_mb,platform,priority,env,timeout_s,
  *            max_attempts,depends:[ids],isa,gpu_sm,attrs}
  *   recipe  {"recipe" | "recipe_yaml", "branch", "commit", "where":{k:v}, "priority"}
+ *   batch   {"jobs":[ad-hoc, ...]} (1 to KILN_JOBSPEC_MAX_BATCH ad-hoc jobs,
+ *            submitted together in one transaction; a bad one fails them all)
  * An ad-hoc submission yields spec->jobs, an array with one normalized job
+ * (a batch: one per item, in order)
  * object (every field present, defaults filled in), the same shape
  * kiln_jobspec_from_variant() makes from a recipe variant, which is what
  * kiln_jobs_submit() consumes.
@@ -24,6 +27,7 @@
 enum kiln_jobspec_kind { KILN_JOBSPEC_ADHOC = 1, KILN_JOBSPEC_RECIPE = 2 };
 
 #define KILN_JOBSPEC_MAX_BODY (1024 * 1024)
+#define KILN_JOBSPEC_MAX_BATCH 1000
 
 /* Env values may be secrets: {"secret": "value"} or {"secret_ref": "NAME"}
  * (a secret kept on the server, see server/secrets.h). A normalized job keeps

@@ -195,13 +195,19 @@ sqlite3 *kiln_store_db(struct kiln_store *st)
 int kiln_store_stmt(struct kiln_store *st, const char *sql, sqlite3_stmt **out,
                     struct kiln_error *err)
 {
-    for (size_t i = 0; i < st->nstmts; i++) {
-        if (st->stmts[i].sql == sql || strcmp(st->stmts[i].sql, sql) == 0) {
-            sqlite3_reset(st->stmts[i].stmt);
-            sqlite3_clear_bindings(st->stmts[i].stmt);
-            *out = st->stmts[i].stmt;
-            return KILN_OK;
-        }
+    /* Callers pass string literals: the pointer finds them without a
+     * strcmp against every cached statement (a lookup ran on each query). */
+    size_t i = 0;
+    while (i < st->nstmts && st->stmts[i].sql != sql)
+        i++;
+    if (i == st->nstmts)
+        for (i = 0; i < st->nstmts && strcmp(st->stmts[i].sql, sql); i++)
+            ;
+    if (i < st->nstmts) {
+        sqlite3_reset(st->stmts[i].stmt);
+        sqlite3_clear_bindings(st->stmts[i].stmt);
+        *out = st->stmts[i].stmt;
+        return KILN_OK;
     }
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
@@ -239,14 +245,37 @@ int kiln_store_commit(struct kiln_store *st, struct kiln_error *err)
     return KILN_OK;
 }
 
-void kiln_store_rollback(struct kiln_store *st)
+static void reset_stmts(struct kiln_store *st)
 {
-    if (!st->in_tx) return;
     /* Statements still mid-step would keep the transaction open. */
     for (size_t i = 0; i < st->nstmts; i++)
         sqlite3_reset(st->stmts[i].stmt);
+}
+
+void kiln_store_rollback(struct kiln_store *st)
+{
+    if (!st->in_tx) return;
+    reset_stmts(st);
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     st->in_tx = 0;
+}
+
+int kiln_store_savepoint(struct kiln_store *st, struct kiln_error *err)
+{
+    if (!st->in_tx)
+        return kiln_fail(err, KILN_EDB, "savepoint outside a transaction (internal error)");
+    return kiln_sqlite_exec(st->db, "SAVEPOINT item", "starting a savepoint", err);
+}
+
+void kiln_store_rollback_savepoint(struct kiln_store *st)
+{
+    reset_stmts(st);
+    sqlite3_exec(st->db, "ROLLBACK TO item", NULL, NULL, NULL);
+}
+
+int kiln_store_release_savepoint(struct kiln_store *st, struct kiln_error *err)
+{
+    return kiln_sqlite_exec(st->db, "RELEASE item", "ending a savepoint", err);
 }
 
 int kiln_store_in_tx(struct kiln_store *st)

@@ -54,6 +54,12 @@ int kiln_store_begin(struct kiln_store *st, struct kiln_error *err);
 int kiln_store_commit(struct kiln_store *st, struct kiln_error *err);
 void kiln_store_rollback(struct kiln_store *st);
 int kiln_store_in_tx(struct kiln_store *st);
+/* A savepoint inside the open transaction, so one part of a batch can fail
+ * alone: rollback_savepoint undoes what came after it, release ends it
+ * (always call release, after a rollback_savepoint too). Not nested. */
+int kiln_store_savepoint(struct kiln_store *st, struct kiln_error *err);
+void kiln_store_rollback_savepoint(struct kiln_store *st);
+int kiln_store_release_savepoint(struct kiln_store *st, struct kiln_error *err);
 
 /* Append an event (type "job", "worker", "log", "catalog"); data is
  * borrowed and serialized compactly. Must run inside a transaction. */

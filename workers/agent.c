@@ -41,6 +41,7 @@ extern char **environ;
 #define CANCEL_HB_MS 1500 /* heartbeat at least this often while jobs run */
 #define HARD_EXIT_MS 10000
 #define MAX_BATCH_LEASE 16 /* jobs one lease answer may carry (?max=N) */
+#define REPORTS_MAX 64     /* finished jobs one POST /workers/{id}/reports carries */
 
 enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
 
@@ -118,6 +119,7 @@ struct agent {
     uv_timer_t tick, backoff;
     uv_signal_t sigterm, sigint;
     long worker_id;
+    int single_reports; /* the server has no POST /workers/{id}/reports */
     int registered;
     /* The credential the server issued at registration (docs/API.md): every
      * call after registering uses it, and so does registering again, which
@@ -1355,6 +1357,33 @@ static void report_done(struct req *r)
     drop_job(a, j);
 }
 
+/* The report of a finished attempt: the body of POST /jobs/{id}/report and,
+ * with "job" added, one item of POST /workers/{id}/reports. */
+static json_t *report_body(struct agent *a, struct ajob *j)
+{
+    const struct kiln_proc_result *s = &j->res;
+    /* outputs only when this stage has some: the server keeps the build's
+     * outputs when a test report leaves them out. */
+    json_t *b =
+        json_pack("{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O}", "attempt", (json_int_t)j->attempt,
+                  "stage", j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
+                  s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra,
+                  "peak_ram_mb", (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest",
+                  j->selftest ? j->selftest : json_null());
+    if (b && j->outputs && json_object_set(b, "outputs", j->outputs)) {
+        json_decref(b);
+        b = NULL;
+    }
+    /* Hosts that share one store stage nothing: the server then takes the
+     * outputs as they are instead of asking where their NARs went. */
+    if (b && !strcmp(j->stage, "build") && !a->cfg->stage_outputs &&
+        json_object_set_new(b, "staged", json_false())) {
+        json_decref(b);
+        b = NULL;
+    }
+    return b;
+}
+
 static void send_report(struct agent *a, struct ajob *j)
 {
     struct req *r = req_new(a, CH_CTL, "POST", report_done);
@@ -1362,26 +1391,65 @@ static void send_report(struct agent *a, struct ajob *j)
     r->job_id = j->id;
     r->attempt = j->attempt;
     snprintf(r->path, sizeof r->path, "/api/v1/jobs/%ld/report", j->id);
-    const struct kiln_proc_result *s = &j->res;
-    /* outputs only when this stage has some: the server keeps the build's
-     * outputs when a test report leaves them out. */
-    r->body = json_pack("{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O}", "attempt", (json_int_t)j->attempt,
-                        "stage", j->stage, "exit_code", s->exit_code, "signal", s->term_signal,
-                        "reason", s->reason[0] ? json_string(s->reason) : json_null(), "infra",
-                        s->infra, "peak_ram_mb", (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s,
-                        "selftest", j->selftest ? j->selftest : json_null());
-    if (r->body && j->outputs && json_object_set(r->body, "outputs", j->outputs)) {
-        json_decref(r->body);
-        r->body = NULL;
+    if (!(r->body = report_body(a, j))) {
+        free(r);
+        return;
     }
-    /* Hosts that share one store stage nothing: the server then takes the
-     * outputs as they are instead of asking where their NARs went. */
-    if (r->body && !strcmp(j->stage, "build") && !a->cfg->stage_outputs &&
-        json_object_set_new(r->body, "staged", json_false())) {
-        json_decref(r->body);
-        r->body = NULL;
+    req_submit(r);
+}
+
+static void reports_done(struct req *r)
+{
+    struct agent *a = r->a;
+    if (common_status(a, r)) return;
+    if (r->status == 404) {
+        /* A server from before the batch route: report one by one. */
+        a->single_reports = 1;
+        return;
     }
-    if (!r->body) {
+    json_t *items = json_object_get(r->body, "reports");
+    json_t *results = json_object_get(r->resp, "results");
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *it = json_array_get(items, i), *res = json_array_get(results, i);
+        struct ajob *j = find_attempt(a, (long)json_integer_value(json_object_get(it, "job")),
+                                      (long)json_integer_value(json_object_get(it, "attempt")));
+        if (!j) continue;
+        const char *st = json_string_value(json_object_get(res, "state"));
+        if (r->status == 200 && st)
+            kiln_log(a->lg, KILN_LOG_INFO, "job %ld reported; server state %s", j->id, st);
+        else
+            kiln_log(a->lg, KILN_LOG_WARN, "job %ld: report answered HTTP %ld (%s); dropping it",
+                     j->id,
+                     r->status == 200 ? (long)json_integer_value(json_object_get(res, "status"))
+                                      : r->status,
+                     kiln_httpc_error_message(r->status == 200 ? res : r->resp,
+                                              r->status == 200 ? 409 : r->status));
+        j->reported = 1;
+        drop_job(a, j);
+    }
+}
+
+/* Several finished jobs in one request and one server transaction. */
+static void send_reports(struct agent *a, struct ajob **js, int n)
+{
+    struct req *r = req_new(a, CH_CTL, "POST", reports_done);
+    json_t *items = json_array();
+    if (!r || !items) {
+        free(r);
+        json_decref(items);
+        return;
+    }
+    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/reports", a->worker_id);
+    for (int i = 0; i < n; i++) {
+        json_t *b = report_body(a, js[i]);
+        if (!b || json_object_set_new(b, "job", json_integer(js[i]->id)) ||
+            json_array_append_new(items, b)) {
+            json_decref(items);
+            free(r);
+            return;
+        }
+    }
+    if (!(r->body = json_pack("{s:o}", "reports", items))) {
         free(r);
         return;
     }
@@ -1447,17 +1515,22 @@ static void pump(struct agent *a)
     if (a->step && a->backoff_pending) return;
     if (!a->busy[CH_LOG]) send_log(a);
     if (!a->busy[CH_CTL]) {
-        struct ajob *rep = NULL;
+        struct ajob *rep = NULL, *ready[REPORTS_MAX];
+        int nready = 0;
         for (struct ajob *j = a->jobs; j; j = j->next)
             if (j->finished && !j->staging && !j->reported && !j->server_cancelled &&
-                log_flushed(j))
+                log_flushed(j)) {
                 rep = j;
+                if (nready < REPORTS_MAX) ready[nready++] = j;
+            }
         int running = 0;
         for (struct ajob *j = a->jobs; j; j = j->next)
             running += !j->finished;
         uint64_t hb_ns = (uint64_t)a->heartbeat_s * 1000000000ull;
         if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
-        if (rep)
+        if (nready > 1 && !a->single_reports)
+            send_reports(a, ready, nready);
+        else if (rep)
             send_report(a, rep);
         else if (!a->step &&
                  now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)

@@ -183,6 +183,22 @@ def row_report():
                       {"attempt": 1, "exit_code": 0}), after)
 
 
+def row_reports():
+    # The batch route is the worker's own (w2 is refused at the door); a job
+    # of another worker inside w2's own batch fails alone, as a single report.
+    each("POST /api/v1/workers/{id}/reports", exp(401, 403, 403, 403, 403, 200, 403, 403),
+         lambda who: ("POST", "/api/v1/workers/%d/reports" % wid["w1"],
+                      {"reports": [{"job": fresh_job(True), "attempt": 1, "exit_code": 0}]}))
+    j = fresh_job(True)
+    st, js, _, _ = request("w2", "POST", "/api/v1/workers/%d/reports" % wid["w2"],
+                           {"reports": [{"job": j, "attempt": 1, "exit_code": 0}]})
+    item = ((js or {}).get("results") or [{}])[0]
+    check("w2 reports w1's job in its own batch", (st, item.get("status")), (200, 409))
+    st, js, _, _ = request("admin", "GET", "/api/v1/jobs/%d" % j)
+    check("w2's batch report left w1's job running", (js or {}).get("state"), "building")
+    clean_queue()
+
+
 def row_events():
     for who in ROLES:
         check("GET /api/v1/events as %s" % who, sse_status(who, "/api/v1/events"), READS[who])
@@ -333,6 +349,7 @@ TABLE = {
     "GET /api/v1/jobs/{id}/log": row_log_get,
     "POST /api/v1/jobs/{id}/log": row_log_post,
     "POST /api/v1/jobs/{id}/report": row_report,
+    "POST /api/v1/workers/{id}/reports": row_reports,
     "GET /api/v1/events": row_events,
     "GET /api/v1/workers": row_workers_get,
     "POST /api/v1/workers/register": row_register,

@@ -121,6 +121,68 @@ static const char *report(struct jobs_fx *f, int64_t job, int64_t wid, int64_t a
 
 #define W8 "{\"name\":\"b1\",\"cores\":8,\"ram_mb\":16384,\"platform\":\"x86_64-linux\"}"
 
+/* Group commit: one transaction for several reports; a stale one (wrong
+ * attempt) fails alone and leaves its job as it was, the others land. */
+static void test_report_batch(void **state)
+{
+    struct jobs_fx *f = *state;
+    int64_t wid = reg(f, W8, NULL);
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"true\"}");
+    int64_t b = submit(f, "{\"name\":\"b\",\"command\":\"true\"}");
+    int64_t c = submit(f, "{\"name\":\"c\",\"command\":\"false\"}");
+    json_decref(lease(f, a, wid, -1));
+    json_decref(lease(f, b, wid, -1));
+    json_decref(lease(f, c, wid, -1));
+    struct kiln_report_item it[3] = {
+        {.job = a, .rep = {.attempt = 1, .peak_ram_mb = -1, .cpu_s = -1}},
+        {.job = b, .rep = {.attempt = 7, .peak_ram_mb = -1, .cpu_s = -1}},
+        {.job = c, .rep = {.attempt = 1, .exit_code = 3, .peak_ram_mb = -1, .cpu_s = -1}}};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_report_batch(&f->j, 3, it, wid, 210.0, &err), KILN_OK);
+    assert_int_equal(it[0].rc, KILN_OK);
+    assert_string_equal(it[0].state, "succeeded");
+    assert_int_equal(it[1].rc, KILN_ECONFLICT);
+    assert_non_null(strstr(it[1].err.msg, "stale"));
+    assert_null(it[1].state);
+    assert_int_equal(it[2].rc, KILN_OK);
+    assert_string_equal(it[2].state, "failed");
+    assert_state(f, a, "succeeded");
+    assert_state(f, b, "building");
+    assert_state(f, c, "failed");
+    assert_false(kiln_store_in_tx(f->st));
+    /* An item refused before the batch is skipped with its reason kept. */
+    struct kiln_report_item pre = {.job = b, .rc = KILN_EPERM};
+    snprintf(pre.err.msg, sizeof pre.err.msg, "not yours");
+    assert_int_equal(kiln_jobs_report_batch(&f->j, 1, &pre, wid, 211.0, &err), KILN_OK);
+    assert_int_equal(pre.rc, KILN_EPERM);
+    assert_string_equal(pre.err.msg, "not yours");
+    assert_state(f, b, "building");
+}
+
+/* {"jobs":[...]}: several ad-hoc jobs in one submission; one bad item fails
+ * the whole batch with its index named. */
+static void test_submit_batch_spec(void **state)
+{
+    (void)state;
+    struct kiln_jobspec spec;
+    struct kiln_error err = {0};
+    const char *ok = "{\"jobs\":[{\"name\":\"a\",\"command\":\"true\"},"
+                     "{\"name\":\"b\",\"command\":\"make\",\"cores\":2}]}";
+    assert_int_equal(kiln_jobspec_parse(ok, strlen(ok), &spec, &err), KILN_OK);
+    assert_int_equal(spec.kind, KILN_JOBSPEC_ADHOC);
+    assert_int_equal(json_array_size(spec.jobs), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(spec.jobs, 1), "name")),
+                        "b");
+    kiln_jobspec_free(&spec);
+    const char *bad = "{\"jobs\":[{\"name\":\"a\",\"command\":\"true\"},{\"name\":\"b\"}]}";
+    assert_int_equal(kiln_jobspec_parse(bad, strlen(bad), &spec, &err), KILN_EINVAL);
+    assert_non_null(strstr(err.msg, "jobs[1]: "));
+    const char *empty = "{\"jobs\":[]}";
+    assert_int_equal(kiln_jobspec_parse(empty, strlen(empty), &spec, &err), KILN_EINVAL);
+    const char *extra = "{\"jobs\":[{\"name\":\"a\",\"command\":\"true\"}],\"x\":1}";
+    assert_int_equal(kiln_jobspec_parse(extra, strlen(extra), &spec, &err), KILN_EINVAL);
+}
+
 static void test_adhoc_end_to_end(void **state)
 {
     struct jobs_fx *f = *state;
@@ -603,6 +665,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_adhoc_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_batch, setup, teardown),
+        cmocka_unit_test(test_submit_batch_spec),
         cmocka_unit_test_setup_teardown(test_build_failure_no_retry_and_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_infra_backoff_and_give_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dependencies, setup, teardown),
