@@ -235,10 +235,10 @@ static struct result one_run(int long_poll, int batch, int batch_report, int sba
     if (kiln_store_open(db, &st, NULL)) exit(1);
     kiln_token_generate(r->sub);
     kiln_token_hash(r->sub, h);
-    kiln_store_token_add(st, KILN_ROLE_SUBMIT, "b", h, 0, NULL);
+    kiln_store_token_add(st, KILN_ROLE_SUBMIT, "b", h, NULL, 0, NULL);
     kiln_token_generate(r->wk);
     kiln_token_hash(r->wk, h);
-    kiln_store_token_add(st, KILN_ROLE_WORKER, "b", h, 0, NULL);
+    kiln_store_token_add(st, KILN_ROLE_WORKER, "b", h, NULL, 0, NULL);
     kiln_store_close(st);
 
     struct srv *v = calloc(1, sizeof *v);

@@ -77,21 +77,7 @@ int kiln_access_token_add(struct kiln_store *st, enum kiln_role role, const char
         if (!(text = json_dumps(scope, JSON_COMPACT | JSON_SORT_KEYS)))
             return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
-    sqlite3_stmt *s;
-    int rc = kiln_store_stmt(
-        st, "INSERT INTO tokens(name, role, hash, created_at, scope) VALUES (?, ?, ?, ?, ?)", &s,
-        err);
-    if (!rc) {
-        kiln_store_bind_text(s, 1, name ? name : "");
-        kiln_store_bind_text(s, 2, kiln_role_name(role));
-        kiln_store_bind_text(s, 3, hash_hex);
-        sqlite3_bind_double(s, 4, now);
-        if (text)
-            kiln_store_bind_text(s, 5, text);
-        else
-            sqlite3_bind_null(s, 5);
-        rc = step_done(st, s, err, "adding a token");
-    }
+    int rc = kiln_store_token_add(st, role, name, hash_hex, text, now, err);
     free(text);
     return rc;
 }

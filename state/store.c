@@ -366,16 +366,22 @@ int kiln_store_events_prune(struct kiln_store *st, int64_t keep, struct kiln_err
 }
 
 int kiln_store_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
-                         const char *hash_hex, double now, struct kiln_error *err)
+                         const char *hash_hex, const char *scope_json, double now,
+                         struct kiln_error *err)
 {
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(
-        st, "INSERT INTO tokens(name, role, hash, created_at) VALUES (?, ?, ?, ?)", &s, err);
+        st, "INSERT INTO tokens(name, role, hash, created_at, scope) VALUES (?, ?, ?, ?, ?)", &s,
+        err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, name ? name : "");
     kiln_store_bind_text(s, 2, kiln_role_name(role));
     kiln_store_bind_text(s, 3, hash_hex);
     sqlite3_bind_double(s, 4, now);
+    if (scope_json)
+        kiln_store_bind_text(s, 5, scope_json);
+    else
+        sqlite3_bind_null(s, 5);
     rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "adding a token");

@@ -74,9 +74,12 @@ int64_t kiln_store_last_event_id(struct kiln_store *st);
 /* Keep only the newest `keep` events. */
 int kiln_store_events_prune(struct kiln_store *st, int64_t keep, struct kiln_error *err);
 
-/* Tokens: only the hash is stored. */
+/* Tokens: only the hash is stored. scope_json: the token's scope as
+ * compact JSON, checked by kiln_access_token_add (state/access.h), or NULL
+ * for none; the one INSERT of a token. */
 int kiln_store_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
-                         const char *hash_hex, double now, struct kiln_error *err);
+                         const char *hash_hex, const char *scope_json, double now,
+                         struct kiln_error *err);
 /* KILN_EAUTH when no token has that hash. */
 int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum kiln_role *role,
                             struct kiln_error *err);

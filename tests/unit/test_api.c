@@ -64,7 +64,7 @@ static void add_token(struct kiln_store *st, enum kiln_role r, char *out)
     char h[KILN_SHA256_HEX];
     assert_int_equal(kiln_token_generate(out), KILN_OK);
     assert_int_equal(kiln_token_hash(out, h), KILN_OK);
-    assert_int_equal(kiln_store_token_add(st, r, "t", h, 1.0, NULL), KILN_OK);
+    assert_int_equal(kiln_store_token_add(st, r, "t", h, NULL, 1.0, NULL), KILN_OK);
 }
 
 static int setup(void **state)

@@ -220,7 +220,7 @@ static void test_tokens(void **state)
     char tok[KILN_TOKEN_LEN], h[KILN_SHA256_HEX];
     assert_int_equal(kiln_token_generate(tok), KILN_OK);
     assert_int_equal(kiln_token_hash(tok, h), KILN_OK);
-    assert_int_equal(kiln_store_token_add(st, KILN_ROLE_SUBMIT, "ci", h, 1.0, &err), KILN_OK);
+    assert_int_equal(kiln_store_token_add(st, KILN_ROLE_SUBMIT, "ci", h, NULL, 1.0, &err), KILN_OK);
     enum kiln_role r = KILN_ROLE_NONE;
     assert_int_equal(kiln_store_token_lookup(st, h, &r, &err), KILN_OK);
     assert_int_equal(r, KILN_ROLE_SUBMIT);
