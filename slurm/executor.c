@@ -337,7 +337,7 @@ int kiln_slurm_node_parse(const char *line, struct kiln_slurm_node *nd)
     if (nf == 9) {
         snprintf(nd->partition, sizeof nd->partition, "%s", f[6]);
         nd->partition[strcspn(nd->partition, "*")] = '\0'; /* the default partition's mark */
-        long a = strtol(f[7], &e, 10); /* "A/I/O/T" */
+        long a = strtol(f[7], &e, 10);                     /* "A/I/O/T" */
         if (e != f[7] && *e == '/' && a >= 0 && a <= c) nd->cpus_alloc = (int)a;
         snprintf(nd->avail, sizeof nd->avail, "%s", f[8]);
     }

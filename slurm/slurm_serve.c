@@ -145,10 +145,18 @@ static void log_pool(struct pool *p, enum kiln_log_level lvl, const char *fmt, .
     kiln_log(&p->ss->srv->log, lvl, "slurm pool %s: %s", p->conf.name, msg);
 }
 
+static void scancel(struct pool *p, struct sjob *s);
+
+/* Requeue (job, attempt) as a new attempt. A Slurm job of the old attempt
+ * that Slurm still counts as live is cancelled first, so the old attempt
+ * never runs beside the new one. (After a node failure Slurm cannot reach
+ * that node's slurmd: the step there notices itself that its attempt is
+ * not current, see workers/agent.c, and stops its command.) */
 static void infra_fail(struct pool *p, struct sjob *s, const char *why)
 {
     struct kiln_error err = {0};
     if (!current(p, s)) return;
+    if (s->slurm_id && !kiln_slurm_state_final(s->state)) scancel(p, s);
     if (kiln_jobs_infra_fail(&p->ss->srv->jobs, s->job, why, kiln_clock_wall(), &err))
         log_pool(p, KILN_LOG_WARN, "job %" PRId64 ": cannot requeue: %s", s->job, err.msg);
     else
@@ -845,7 +853,7 @@ static json_t *partitions_json(const struct pool *p)
     json_t *parts = json_object();
     for (int k = 0; parts && k < p->nnodes; k++) {
         const struct kiln_slurm_node *nd = &p->nodes[k];
-        const char *name = nd->partition[0] ? nd->partition
+        const char *name = nd->partition[0]       ? nd->partition
                            : p->conf.partition[0] ? p->conf.partition
                                                   : "(default)";
         json_t *o = json_object_get(parts, name);
