@@ -3,6 +3,7 @@
 #   make            build build/kiln (and the selftest binaries when nvcc exists)
 #   make run        install missing Debian packages, build, start a local farm
 #   make check      unit tests, ASan+UBSan unit tests, integration tests, fuzzers
+#   make check-integration-asan  the integration tests against an ASan+UBSan+LSan kiln (slow; not in check)
 #   make bench      build and run every benchmark (bench/run_all.sh), record in docs/BENCHMARKS.md
 #   make bench-quick the short forms (under 5 minutes); bench-bin only builds
 #   make format     clang-format every C source
@@ -39,7 +40,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 
-.PHONY: all run chaos check check-includes check-unit check-asan check-integration check-fuzz fuzz bench bench-bin bench-quick format clean deps selftest
+.PHONY: all run chaos check check-includes check-unit check-asan check-integration check-integration-asan check-fuzz fuzz bench bench-bin bench-quick format clean deps selftest
 
 all: $(B)/kiln
 
@@ -91,7 +92,7 @@ chaos: all
 	CHAOS_KILLS=25 CHAOS_JOBS=100 KILN_BIN=$(CURDIR)/$(B)/kiln KILN_SRC=$(CURDIR) \
 		bash tests/chaos/test_chaos_serve.sh
 
-check-includes check-unit check-asan check-integration check-fuzz:
+check-includes check-unit check-asan check-integration check-integration-asan check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)
 
 fuzz: # long random fuzzing, outside make check: FUZZ_SECONDS (600) per target, see scripts/fuzz.sh
