@@ -138,6 +138,13 @@ static const char *migrations[] = {
     "CREATE INDEX jobs_state_id ON jobs(state, id);",
     /* issue 15 (releases, forge statuses): the jobs of one commit */
     "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
+    /* issue 17 (Slurm executor): a job may name the one worker it runs on
+     * (a Slurm pool's, an agent); NULL = any. Part of the resource class,
+     * so the class index carries it before the order columns. */
+    "ALTER TABLE jobs ADD COLUMN want_worker TEXT;"
+    "DROP INDEX jobs_class;"
+    "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
+    "sm_compat, driver_min, want_worker, priority DESC, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
