@@ -548,31 +548,31 @@ static int xfer_cb(void *arg, curl_off_t dlt, curl_off_t dln, curl_off_t ult, cu
     return 0;
 }
 
-static void start_request(struct upload *u)
+static const char empty_hash[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/* The method, query and payload hash of the request for u's state (for
+ * COMPLETE, the XML body that lists the parts, and its hash). KILN_OK or
+ * KILN_ENOMEM. */
+static int request_target(struct upload *u, char *query, size_t qlen, const char **method,
+                          const char **payload)
 {
-    char query[700] = "", idenc[600];
-    const char *method = "PUT";
-    const char *payload = u->part_hash;
-    static const char empty_hash[] =
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    drop_easy(u);
-    kiln_buf_reset(&u->resp);
-    u->etag[0] = 0;
-    u->sent = 0;
+    char idenc[600];
+    *method = "PUT";
+    *payload = u->part_hash;
     if (u->upload_id[0]) kiln_s3_uri_encode(u->upload_id, 0, idenc, sizeof idenc);
     switch (u->st) {
     case ST_PUT:
         break;
     case ST_CREATE:
-        method = "POST";
-        payload = empty_hash;
-        snprintf(query, sizeof query, "uploads=");
+        *method = "POST";
+        *payload = empty_hash;
+        snprintf(query, qlen, "uploads=");
         break;
     case ST_PART:
-        snprintf(query, sizeof query, "partNumber=%u&uploadId=%s", u->part, idenc);
+        snprintf(query, qlen, "partNumber=%u&uploadId=%s", u->part, idenc);
         break;
     case ST_COMPLETE: {
-        method = "POST";
+        *method = "POST";
         kiln_buf_reset(&u->body);
         int rc = kiln_buf_puts(&u->body, "<CompleteMultipartUpload>");
         for (uint32_t i = 0; i < u->nparts && rc == KILN_OK; i++)
@@ -580,34 +580,35 @@ static void start_request(struct upload *u)
                 kiln_buf_printf(&u->body, "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>",
                                 i + 1, u->etags[i]);
         if (rc == KILN_OK) rc = kiln_buf_puts(&u->body, "</CompleteMultipartUpload>");
-        if (rc != KILN_OK) {
-            fail(u, KILN_ENOMEM, "out of memory");
-            return;
-        }
+        if (rc != KILN_OK) return KILN_ENOMEM;
         kiln_sha256_hex(u->body.data, u->body.len, u->part_hash);
-        snprintf(query, sizeof query, "uploadId=%s", idenc);
+        snprintf(query, qlen, "uploadId=%s", idenc);
         break;
     }
     case ST_ABORT:
-        method = "DELETE";
-        payload = empty_hash;
-        snprintf(query, sizeof query, "uploadId=%s", idenc);
+        *method = "DELETE";
+        *payload = empty_hash;
+        snprintf(query, qlen, "uploadId=%s", idenc);
         break;
     }
-    char amz[20], auth[600], url[4700];
+    return KILN_OK;
+}
+
+/* The signed header lines (SigV4, signed now) into *out, for the caller to
+ * free with curl_slist_free_all. KILN_OK or the error in err. */
+static int signed_headers(struct upload *u, const char *method, const char *query,
+                          const char *payload, struct curl_slist **out, struct kiln_error *err)
+{
+    char amz[20], auth[600];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(amz, sizeof amz, "%Y%m%dT%H%M%SZ", &tm);
     struct kiln_s3_header h[] = {
         {"host", u->host}, {"x-amz-content-sha256", payload}, {"x-amz-date", amz}};
-    struct kiln_error err = {0};
-    if (kiln_s3_sign(&u->cfg, method, u->url_path, query, h, 3, payload, amz, auth, sizeof auth,
-                     &err) != KILN_OK) {
-        finish(u, err.code, err.msg);
-        return;
-    }
-    snprintf(url, sizeof url, "%s%s%s%s", u->cfg.endpoint, u->url_path, query[0] ? "?" : "", query);
+    int rc = kiln_s3_sign(&u->cfg, method, u->url_path, query, h, 3, payload, amz, auth,
+                          sizeof auth, err);
+    if (rc != KILN_OK) return rc;
     char ha[700], hd[64], hs[100];
     snprintf(ha, sizeof ha, "Authorization: %s", auth);
     snprintf(hd, sizeof hd, "x-amz-date: %s", amz);
@@ -618,8 +619,7 @@ static void start_request(struct upload *u)
         t = curl_slist_append(l, lines[i]);
         if (!t) {
             curl_slist_free_all(l);
-            finish(u, KILN_ENOMEM, "out of memory");
-            return;
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
         }
         l = t;
     }
@@ -627,15 +627,16 @@ static void start_request(struct upload *u)
         t = curl_slist_append(l, "Content-Type: application/xml");
         if (t) l = t;
     }
-    u->hdrs = l;
-    CURL *e = curl_easy_init();
-    if (!e) {
-        finish(u, KILN_ENOMEM, "out of memory");
-        return;
-    }
-    u->easy = e;
+    *out = l;
+    return KILN_OK;
+}
+
+/* The options of one request on e: callbacks, timeouts, and the body that
+ * u's state sends. */
+static void set_request_options(struct upload *u, CURL *e, const char *url)
+{
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, l);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->hdrs);
     curl_easy_setopt(e, CURLOPT_PRIVATE, u);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
@@ -665,6 +666,34 @@ static void start_request(struct upload *u)
     } else {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
     }
+}
+
+/* Sends the request for u's state (from scratch: a retry sends it again). */
+static void start_request(struct upload *u)
+{
+    char query[700] = "", url[4700];
+    const char *method, *payload;
+    drop_easy(u);
+    kiln_buf_reset(&u->resp);
+    u->etag[0] = 0;
+    u->sent = 0;
+    if (request_target(u, query, sizeof query, &method, &payload) != KILN_OK) {
+        fail(u, KILN_ENOMEM, "out of memory");
+        return;
+    }
+    struct kiln_error err = {0};
+    if (signed_headers(u, method, query, payload, &u->hdrs, &err) != KILN_OK) {
+        finish(u, err.code, err.msg);
+        return;
+    }
+    snprintf(url, sizeof url, "%s%s%s%s", u->cfg.endpoint, u->url_path, query[0] ? "?" : "", query);
+    CURL *e = curl_easy_init();
+    if (!e) {
+        finish(u, KILN_ENOMEM, "out of memory");
+        return;
+    }
+    u->easy = e;
+    set_request_options(u, e, url);
     if (curl_multi_add_handle(u->cl->multi, e) != CURLM_OK) {
         drop_easy(u);
         finish(u, KILN_EIO, "cannot start the transfer");

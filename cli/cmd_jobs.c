@@ -441,7 +441,9 @@ static int job_action(int argc, char **argv, const char *action)
         if (!r) {
             char path[96];
             snprintf(path, sizeof path, "/api/v1/jobs/%lld/%s", id, action);
-            r = kiln_cli_call(&cli, "POST", path, json_object(), &j);
+            json_t *body = json_object(); /* kiln_cli_call borrows it */
+            r = body ? kiln_cli_call(&cli, "POST", path, body, &j) : KILN_EXIT_INTERNAL;
+            json_decref(body);
         }
         if (!r) {
             if (cli.json)

@@ -97,7 +97,9 @@ int cmd_repo(int argc, char **argv)
     } else if (!strcmp(sub, "fetch") && argc >= 3) {
         char path[128];
         snprintf(path, sizeof path, "/api/v1/repos/%s/fetch", argv[2]);
-        rc = kiln_cli_call(&cli, "POST", path, json_object(), &resp);
+        json_t *body = json_object(); /* kiln_cli_call borrows it */
+        rc = body ? kiln_cli_call(&cli, "POST", path, body, &resp) : KILN_EXIT_INTERNAL;
+        json_decref(body);
         if (!rc) printf("fetch of repository %s started\n", argv[2]);
     } else {
         usage(stderr);

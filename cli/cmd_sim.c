@@ -4,7 +4,7 @@
  *            [--branch B] [--where sm=90] [--svg OUT.svg] [--policy kiln|fifo]
  *            [--add HOST[:N]] [--deps-build-only] [--no-backfill]
  *            [--host-policy spread|pack] [--json]
- *   kiln sim --replay TRACE   (a `kiln serve --trace` file)
+ *   kiln sim --replay TRACE [--host-policy spread|pack]   (a `kiln serve --trace` file)
  *
  * Runs the placement code (scheduler/placement.h) on a virtual clock
  * (scheduler/sim.h) once with the chosen policy and once with the other,
@@ -15,7 +15,10 @@
  * for its dependency's build and test; --deps-build-only waits for the build
  * alone.
  * --replay feeds the placer events the service recorded to a fresh placer
- * (scheduler/trace.h) and compares every decision with the service's.
+ * (scheduler/trace.h) and compares every decision with the service's;
+ * with --host-policy the replay runs that policy instead of the recorded one
+ * (would the other policy have decided the same? it must not, or the
+ * replay would prove nothing).
  * Exit: 0 done (replay: all decisions identical), 1 some tasks can never run
  * on this farm (replay: a decision differs), 2 usage, 7 error.
  */
@@ -43,11 +46,12 @@ static void usage(void)
                     "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
                     "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
                     "                [--no-backfill] [--host-policy spread|pack] [--json]\n"
-                    "       kiln sim --replay TRACE\n");
+                    "       kiln sim --replay TRACE [--host-policy spread|pack]\n");
 }
 
-/* Replay a service trace line by line through the same placer. */
-static int replay(const char *path)
+/* Replay a service trace line by line through the same placer; host_policy
+ * -1 keeps the recorded one. */
+static int replay(const char *path, int host_policy)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -57,6 +61,7 @@ static int replay(const char *path)
     struct kiln_replay *r = NULL;
     struct kiln_error err = {0};
     int rc = kiln_replay_new(&r, &err);
+    if (!rc && host_policy >= 0) kiln_replay_set_host_policy(r, host_policy);
     char *line = NULL;
     size_t cap = 0;
     long lineno = 0;
@@ -172,268 +177,330 @@ static void print_hosts(const struct kiln_sim_result *r)
     }
 }
 
-int cmd_sim(int argc, char **argv)
-{
-    const char *farm_path = NULL, *branch = NULL, *where = NULL, *svg = NULL, *add = NULL;
+/* What the command line asks for. */
+struct sim_args {
+    const char *farm_path, *branch, *where, *svg, *add, *replay;
     const char *recipes[MAX_INPUTS], *deps[MAX_INPUTS], *vfiles[MAX_INPUTS];
-    size_t nrec = 0, ndep = 0, nvf = 0;
-    int json_out = 0;
+    size_t nrec, ndep, nvf;
+    int json_out;
+    int host_policy; /* -1: not given */
     struct kiln_sim_opts opts;
-    kiln_sim_opts_default(&opts);
+    int add_n;
+    char add_host[KILN_PLACE_NAME_MAX];
+};
+
+/* One option that takes a value; KILN_EXIT_OK or an exit code. */
+static int parse_valued(struct sim_args *a, const char *opt, const char *val)
+{
+    if (!strcmp(opt, "--replay")) {
+        a->replay = val;
+    } else if (!strcmp(opt, "--host-policy")) {
+        struct kiln_error e = {0};
+        if (kiln_host_policy_parse(val, &a->opts.policy.host_policy, &e)) {
+            fprintf(stderr, "kiln sim: --%s\n", e.msg);
+            return KILN_EXIT_USAGE;
+        }
+        a->host_policy = a->opts.policy.host_policy;
+    } else if (!strcmp(opt, "--farm")) {
+        a->farm_path = val;
+    } else if (!strcmp(opt, "--branch")) {
+        a->branch = val;
+    } else if (!strcmp(opt, "--where")) {
+        a->where = val;
+    } else if (!strcmp(opt, "--svg")) {
+        a->svg = val;
+    } else if (!strcmp(opt, "--add")) {
+        a->add = val;
+    } else if (!strcmp(opt, "--policy")) {
+        if (!strcmp(val, "kiln")) {
+            a->opts.policy.mode = KILN_POLICY_KILN;
+        } else if (!strcmp(val, "fifo")) {
+            a->opts.policy.mode = KILN_POLICY_FIFO;
+        } else {
+            fprintf(stderr, "kiln sim: --policy is kiln or fifo, not %s\n", val);
+            return KILN_EXIT_USAGE;
+        }
+    } else { /* --deps or --variants */
+        int isdep = !strcmp(opt, "--deps");
+        if ((isdep ? a->ndep : a->nvf) >= MAX_INPUTS) {
+            fprintf(stderr, "kiln sim: too many %s files\n", opt);
+            return KILN_EXIT_USAGE;
+        }
+        if (isdep)
+            a->deps[a->ndep++] = val;
+        else
+            a->vfiles[a->nvf++] = val;
+    }
+    return KILN_EXIT_OK;
+}
+
+/* --add HOST or HOST:N into add_host and add_n; KILN_EXIT_OK or usage. */
+static int parse_add(struct sim_args *a)
+{
+    a->add_n = 1;
+    if (!a->add) return KILN_EXIT_OK;
+    const char *colon = strchr(a->add, ':');
+    size_t nl = colon ? (size_t)(colon - a->add) : strlen(a->add);
+    if (!nl || nl >= sizeof a->add_host ||
+        (colon && (sscanf(colon + 1, "%d", &a->add_n) != 1 || a->add_n < 1 || a->add_n > 1000))) {
+        fprintf(stderr, "kiln sim: --add takes HOST or HOST:N (N = 1..1000)\n");
+        return KILN_EXIT_USAGE;
+    }
+    memcpy(a->add_host, a->add, nl);
+    a->add_host[nl] = 0;
+    return KILN_EXIT_OK;
+}
+
+/* The command line into a; -1 to go on, else the exit code to return. */
+static int parse_args(int argc, char **argv, struct sim_args *a)
+{
+    static const char *const valued[] = {"--replay", "--host-policy", "--farm", "--branch",
+                                         "--where",  "--svg",         "--add",  "--policy",
+                                         "--deps",   "--variants",    NULL};
+    memset(a, 0, sizeof *a);
+    a->host_policy = -1;
+    kiln_sim_opts_default(&a->opts);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDVAL                                                                                    \
-    do {                                                                                           \
-        if (!val) {                                                                                \
-            fprintf(stderr, "kiln sim: %s needs a value\n", a);                                    \
-            usage();                                                                               \
-            return KILN_EXIT_USAGE;                                                                \
-        }                                                                                          \
-        i++;                                                                                       \
-    } while (0)
-        if (!strcmp(a, "--replay")) {
-            NEEDVAL;
-            return replay(val);
-        } else if (!strcmp(a, "--host-policy")) {
-            NEEDVAL;
-            struct kiln_error e = {0};
-            if (kiln_host_policy_parse(val, &opts.policy.host_policy, &e)) {
-                fprintf(stderr, "kiln sim: --%s\n", e.msg);
+        const char *opt = argv[i];
+        int takes = 0;
+        for (size_t k = 0; valued[k] && !takes; k++)
+            takes = !strcmp(opt, valued[k]);
+        if (takes) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "kiln sim: %s needs a value\n", opt);
+                usage();
                 return KILN_EXIT_USAGE;
             }
-        } else if (!strcmp(a, "--farm")) {
-            NEEDVAL;
-            farm_path = val;
-        } else if (!strcmp(a, "--branch")) {
-            NEEDVAL;
-            branch = val;
-        } else if (!strcmp(a, "--where")) {
-            NEEDVAL;
-            where = val;
-        } else if (!strcmp(a, "--svg")) {
-            NEEDVAL;
-            svg = val;
-        } else if (!strcmp(a, "--add")) {
-            NEEDVAL;
-            add = val;
-        } else if (!strcmp(a, "--policy")) {
-            NEEDVAL;
-            if (!strcmp(val, "kiln"))
-                opts.policy.mode = KILN_POLICY_KILN;
-            else if (!strcmp(val, "fifo"))
-                opts.policy.mode = KILN_POLICY_FIFO;
-            else {
-                fprintf(stderr, "kiln sim: --policy is kiln or fifo, not %s\n", val);
-                return KILN_EXIT_USAGE;
-            }
-        } else if (!strcmp(a, "--deps") || !strcmp(a, "--variants")) {
-            NEEDVAL;
-            int isdep = !strcmp(a, "--deps");
-            if ((isdep ? ndep : nvf) >= MAX_INPUTS) {
-                fprintf(stderr, "kiln sim: too many %s files\n", a);
-                return KILN_EXIT_USAGE;
-            }
-            if (isdep)
-                deps[ndep++] = val;
-            else
-                vfiles[nvf++] = val;
-        } else if (!strcmp(a, "--no-backfill")) {
-            opts.policy.backfill = 0;
-        } else if (!strcmp(a, "--deps-build-only")) {
-            opts.deps_wait_test = 0;
-        } else if (!strcmp(a, "--json")) {
-            json_out = 1;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            int rc = parse_valued(a, opt, argv[++i]);
+            if (rc != KILN_EXIT_OK) return rc;
+        } else if (!strcmp(opt, "--no-backfill")) {
+            a->opts.policy.backfill = 0;
+        } else if (!strcmp(opt, "--deps-build-only")) {
+            a->opts.deps_wait_test = 0;
+        } else if (!strcmp(opt, "--json")) {
+            a->json_out = 1;
+        } else if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
             usage();
             return KILN_EXIT_OK;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "kiln sim: unknown option %s\n", a);
+        } else if (opt[0] == '-') {
+            fprintf(stderr, "kiln sim: unknown option %s\n", opt);
             usage();
             return KILN_EXIT_USAGE;
+        } else if (a->nrec >= MAX_INPUTS) {
+            fprintf(stderr, "kiln sim: too many recipes\n");
+            return KILN_EXIT_USAGE;
         } else {
-            if (nrec >= MAX_INPUTS) {
-                fprintf(stderr, "kiln sim: too many recipes\n");
-                return KILN_EXIT_USAGE;
-            }
-            recipes[nrec++] = a;
+            a->recipes[a->nrec++] = opt;
         }
-#undef NEEDVAL
     }
-    if (!farm_path || (!nrec && !nvf)) {
+    if (a->replay) return replay(a->replay, a->host_policy);
+    if (!a->farm_path || (!a->nrec && !a->nvf)) {
         fprintf(stderr, "kiln sim: give --farm FARM.yaml and at least one recipe or --variants\n");
         usage();
         return KILN_EXIT_USAGE;
     }
-    int add_n = 1;
-    char add_host[KILN_PLACE_NAME_MAX] = "";
-    if (add) {
-        const char *colon = strchr(add, ':');
-        size_t nl = colon ? (size_t)(colon - add) : strlen(add);
-        if (!nl || nl >= sizeof add_host ||
-            (colon && (sscanf(colon + 1, "%d", &add_n) != 1 || add_n < 1 || add_n > 1000))) {
-            fprintf(stderr, "kiln sim: --add takes HOST or HOST:N (N = 1..1000)\n");
+    int rc = parse_add(a);
+    return rc == KILN_EXIT_OK ? -1 : rc;
+}
+
+/* The recipes' variants into all, the --deps recipes' into depv, then the
+ * --variants files into all. KILN_EXIT_OK or the exit code (reason printed;
+ * KILN_EXIT_INTERNAL silently for out of memory). */
+static int load_variants(const struct sim_args *a, json_t *all, json_t *depv,
+                         struct kiln_error *err)
+{
+    for (size_t i = 0; i < a->nrec + a->ndep; i++) {
+        int main_recipe = i < a->nrec;
+        const char *path = main_recipe ? a->recipes[i] : a->deps[i - a->nrec];
+        json_t *v = NULL;
+        if (kiln_recipe_expand_file(path, a->branch, main_recipe ? a->where : NULL, &v, err)) {
+            fprintf(stderr, "kiln sim: %s\n", err->msg);
+            return KILN_EXIT_FAIL;
+        }
+        int bad = append_all(main_recipe ? all : depv, v);
+        json_decref(v);
+        if (bad) return KILN_EXIT_INTERNAL;
+    }
+    for (size_t i = 0; i < a->nvf; i++) {
+        json_error_t je;
+        json_t *v = json_load_file(a->vfiles[i], 0, &je);
+        if (!v || !json_is_array(v)) {
+            if (v)
+                fprintf(stderr, "kiln sim: %s: expected a JSON array of variants\n", a->vfiles[i]);
+            else
+                fprintf(stderr, "kiln sim: %s:%d:%d: %s\n", a->vfiles[i], je.line, je.column,
+                        je.text);
+            json_decref(v);
             return KILN_EXIT_USAGE;
         }
-        memcpy(add_host, add, nl);
-        add_host[nl] = 0;
+        int bad = append_all(all, v);
+        json_decref(v);
+        if (bad) return KILN_EXIT_INTERNAL;
     }
+    return KILN_EXIT_OK;
+}
 
-    int code = KILN_EXIT_INTERNAL;
+/* runs[0]: the chosen policy; runs[1]: the other one as the comparison;
+ * runs[2] (with --add): the chosen policy on the farm with the added hosts.
+ * KILN_EXIT_OK or the exit code (reason printed). */
+static int run_all(const struct sim_args *a, const struct kiln_farm *farm, json_t *all,
+                   struct kiln_farm *farm2, struct run runs[3], size_t *nruns,
+                   struct kiln_error *err)
+{
+    struct kiln_sim_opts o2 = a->opts;
+    o2.policy.mode = a->opts.policy.mode == KILN_POLICY_KILN ? KILN_POLICY_FIFO : KILN_POLICY_KILN;
+    runs[0].label = a->opts.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
+    runs[1].label = o2.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
+    if (kiln_sim_run(farm, all, &a->opts, &runs[0].r, err) ||
+        kiln_sim_run(farm, all, &o2, &runs[1].r, err)) {
+        fprintf(stderr, "kiln sim: %s\n", err->msg);
+        return err->code == KILN_ENOMEM ? KILN_EXIT_INTERNAL : KILN_EXIT_USAGE;
+    }
+    *nruns = 2;
+    if (!a->add) return KILN_EXIT_OK;
+    farm2->hosts = malloc(farm->nhosts * sizeof *farm2->hosts);
+    if (!farm2->hosts) return KILN_EXIT_INTERNAL;
+    memcpy(farm2->hosts, farm->hosts, farm->nhosts * sizeof *farm2->hosts);
+    farm2->nhosts = farm->nhosts;
+    if (kiln_farm_add_like(farm2, a->add_host, a->add_n, err) ||
+        kiln_sim_run(farm2, all, &a->opts, &runs[2].r, err)) {
+        fprintf(stderr, "kiln sim: %s\n", err->msg);
+        return KILN_EXIT_USAGE;
+    }
+    runs[2].label = "added";
+    *nruns = 3;
+    return KILN_EXIT_OK;
+}
+
+/* The Gantt chart of runs[0] into a->svg; KILN_OK or the reason printed. */
+static int write_svg(const struct sim_args *a, const struct kiln_farm *farm, const struct run *run)
+{
+    struct kiln_buf b = {0};
+    char title[256];
+    snprintf(title, sizeof title, "%zu tasks on %zu hosts, policy %s", run->r.ntasks, farm->nhosts,
+             run->label);
+    int wrc = kiln_sim_svg(farm, &run->r, title, &b);
+    if (!wrc) wrc = kiln_write_file_atomic(a->svg, b.data, b.len, 0644);
+    kiln_buf_free(&b);
+    if (wrc) fprintf(stderr, "kiln sim: cannot write %s: %s\n", a->svg, kiln_strerror(wrc));
+    return wrc;
+}
+
+/* --json: the chosen run with the comparison (and added hosts) inside. */
+static int print_json(const struct sim_args *a, const struct run *runs, size_t nruns,
+                      size_t nvariants)
+{
+    json_t *o = kiln_sim_json(&runs[0].r, 1);
+    json_t *base = kiln_sim_json(&runs[1].r, 0);
+    json_t *more = nruns > 2 ? kiln_sim_json(&runs[2].r, 0) : NULL;
+    if (!o || !base || (nruns > 2 && !more)) {
+        json_decref(o);
+        json_decref(base);
+        json_decref(more);
+        return KILN_ENOMEM;
+    }
+    json_object_set_new(o, "policy", json_string(runs[0].label));
+    json_object_set_new(base, "policy", json_string(runs[1].label));
+    json_object_set_new(o, "comparison", base);
+    if (more) {
+        json_object_set_new(more, "added", json_string(a->add));
+        json_object_set_new(o, "with_added_hosts", more);
+    }
+    json_object_set_new(o, "variants", json_integer((json_int_t)nvariants));
+    char *s = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    if (!s) return KILN_ENOMEM;
+    puts(s);
+    free(s);
+    return KILN_OK;
+}
+
+/* The table for people: both policies against the bound, the hosts, and
+ * what the added hosts would change. */
+static void print_text(const struct sim_args *a, const struct kiln_farm *farm,
+                       const struct run *runs, size_t nruns, size_t nvariants, size_t n_main)
+{
+    const struct kiln_sim_result *r = &runs[0].r;
+    char t1[32], t2[32];
+    printf("kiln sim: %zu variants (%zu requested, %zu dependencies), %zu tasks on %zu hosts\n",
+           nvariants, n_main, nvariants - n_main, r->ntasks, farm->nhosts);
+    printf("\n%-8s %10s %12s %7s\n", "policy", "makespan", "lower bound", "ratio");
+    for (size_t i = 0; i < 2; i++) {
+        hm(runs[i].r.makespan, t1, sizeof t1);
+        hm(runs[i].r.lower_bound, t2, sizeof t2);
+        printf("%-8s %10s %12s %7.3f%s\n", runs[i].label, t1, t2,
+               runs[i].r.lower_bound > 0 ? runs[i].r.makespan / runs[i].r.lower_bound : 1.0,
+               i ? "  (baseline: oldest first, first host that fits)" : "");
+    }
+    hm(r->lb_chain, t1, sizeof t1);
+    hm(r->lb_longest, t2, sizeof t2);
+    printf("lower bound = %s (longest chain %s, longest task %s)\n", r->bound_what, t1, t2);
+    if (r->missing_deps)
+        printf("note: %zu dependencies are not in the set and count as already built\n",
+               r->missing_deps);
+    printf("\n");
+    print_hosts(r);
+    if (nruns > 2) {
+        double d = runs[2].r.makespan - r->makespan;
+        hm(runs[2].r.makespan, t1, sizeof t1);
+        hm(d < 0 ? -d : d, t2, sizeof t2);
+        printf("\nwith %d more host%s like %s: makespan %s (%s%s, %+.1f%%), lower bound ", a->add_n,
+               a->add_n > 1 ? "s" : "", a->add_host, t1, d < 0 ? "-" : "+", t2,
+               r->makespan > 0 ? 100 * d / r->makespan : 0.0);
+        hm(runs[2].r.lower_bound, t1, sizeof t1);
+        printf("%s\n", t1);
+    }
+    if (a->svg) printf("\nGantt chart: %s\n", a->svg);
+}
+
+/* KILN_EXIT_FAIL, with the first 20 named, when some tasks can never run. */
+static int report_unplaceable(const struct kiln_sim_result *r)
+{
+    if (!r->nunplaceable) return KILN_EXIT_OK;
+    fprintf(stderr, "kiln sim: %zu tasks can never run on this farm:\n", r->nunplaceable);
+    size_t shown = 0;
+    for (size_t i = 0; i < r->ntasks && shown < 20; i++)
+        if (r->tasks[i].host < 0) {
+            fprintf(stderr, "  %s %s: %s\n", r->tasks[i].name,
+                    r->tasks[i].stage == KILN_PSTAGE_TEST ? "test" : "build", r->tasks[i].reason);
+            shown++;
+        }
+    return KILN_EXIT_FAIL;
+}
+
+int cmd_sim(int argc, char **argv)
+{
+    struct sim_args a;
+    int code = parse_args(argc, argv, &a);
+    if (code >= 0) return code;
+    code = KILN_EXIT_INTERNAL;
     struct kiln_error err = {0};
     struct kiln_farm farm = {0}, farm2 = {0};
     json_t *all = json_array(), *depv = json_array();
     struct run runs[3];
     memset(runs, 0, sizeof runs);
     size_t nruns = 0;
-    size_t n_main = 0;
     if (!all || !depv) goto out;
-    if (kiln_farm_parse(farm_path, NULL, 0, &farm, &err)) {
+    if (kiln_farm_parse(a.farm_path, NULL, 0, &farm, &err)) {
         fprintf(stderr, "kiln sim: %s\n", err.msg);
         code = KILN_EXIT_USAGE;
         goto out;
     }
-    for (size_t i = 0; i < nrec + ndep; i++) {
-        const char *path = i < nrec ? recipes[i] : deps[i - nrec];
-        json_t *v = NULL;
-        if (kiln_recipe_expand_file(path, branch, i < nrec ? where : NULL, &v, &err)) {
-            fprintf(stderr, "kiln sim: %s\n", err.msg);
-            code = KILN_EXIT_FAIL;
-            goto out;
-        }
-        int bad = append_all(i < nrec ? all : depv, v);
-        json_decref(v);
-        if (bad) goto out;
-    }
-    for (size_t i = 0; i < nvf; i++) {
-        json_error_t je;
-        json_t *v = json_load_file(vfiles[i], 0, &je);
-        if (!v || !json_is_array(v)) {
-            if (v)
-                fprintf(stderr, "kiln sim: %s: expected a JSON array of variants\n", vfiles[i]);
-            else
-                fprintf(stderr, "kiln sim: %s:%d:%d: %s\n", vfiles[i], je.line, je.column, je.text);
-            json_decref(v);
-            code = KILN_EXIT_USAGE;
-            goto out;
-        }
-        int bad = append_all(all, v);
-        json_decref(v);
-        if (bad) goto out;
-    }
-    n_main = json_array_size(all);
+    code = load_variants(&a, all, depv, &err);
+    if (code != KILN_EXIT_OK) goto out;
+    code = KILN_EXIT_INTERNAL;
+    size_t n_main = json_array_size(all);
     if (add_needed(all, depv)) goto out;
-
-    /* the chosen policy first, then the other one as the comparison */
-    struct kiln_sim_opts o2 = opts;
-    o2.policy.mode = opts.policy.mode == KILN_POLICY_KILN ? KILN_POLICY_FIFO : KILN_POLICY_KILN;
-    runs[0].label = opts.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
-    runs[1].label = o2.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
-    if (kiln_sim_run(&farm, all, &opts, &runs[0].r, &err) ||
-        kiln_sim_run(&farm, all, &o2, &runs[1].r, &err)) {
-        fprintf(stderr, "kiln sim: %s\n", err.msg);
-        code = err.code == KILN_ENOMEM ? KILN_EXIT_INTERNAL : KILN_EXIT_USAGE;
-        goto out;
-    }
-    nruns = 2;
-    if (add) {
-        farm2.hosts = malloc(farm.nhosts * sizeof *farm2.hosts);
-        if (!farm2.hosts) goto out;
-        memcpy(farm2.hosts, farm.hosts, farm.nhosts * sizeof *farm2.hosts);
-        farm2.nhosts = farm.nhosts;
-        if (kiln_farm_add_like(&farm2, add_host, add_n, &err) ||
-            kiln_sim_run(&farm2, all, &opts, &runs[2].r, &err)) {
-            fprintf(stderr, "kiln sim: %s\n", err.msg);
-            code = KILN_EXIT_USAGE;
-            goto out;
-        }
-        runs[2].label = "added";
-        nruns = 3;
-    }
-    const struct kiln_sim_result *r = &runs[0].r;
-    if (svg) {
-        struct kiln_buf b = {0};
-        char title[256];
-        snprintf(title, sizeof title, "%zu tasks on %zu hosts, policy %s", r->ntasks, farm.nhosts,
-                 runs[0].label);
-        int wrc = kiln_sim_svg(&farm, r, title, &b);
-        if (!wrc) wrc = kiln_write_file_atomic(svg, b.data, b.len, 0644);
-        if (wrc) {
-            fprintf(stderr, "kiln sim: cannot write %s: %s\n", svg, kiln_strerror(wrc));
-            kiln_buf_free(&b);
-            goto out;
-        }
-        kiln_buf_free(&b);
-    }
-    if (json_out) {
-        json_t *o = kiln_sim_json(r, 1);
-        json_t *base = kiln_sim_json(&runs[1].r, 0);
-        json_t *more = nruns > 2 ? kiln_sim_json(&runs[2].r, 0) : NULL;
-        if (!o || !base || (nruns > 2 && !more)) {
-            json_decref(o);
-            json_decref(base);
-            json_decref(more);
-            goto out;
-        }
-        json_object_set_new(o, "policy", json_string(runs[0].label));
-        json_object_set_new(base, "policy", json_string(runs[1].label));
-        json_object_set_new(o, "comparison", base);
-        if (more) {
-            json_object_set_new(more, "added", json_string(add));
-            json_object_set_new(o, "with_added_hosts", more);
-        }
-        json_object_set_new(o, "variants", json_integer((json_int_t)json_array_size(all)));
-        char *s = json_dumps(o, JSON_INDENT(2));
-        json_decref(o);
-        if (!s) goto out;
-        puts(s);
-        free(s);
+    code = run_all(&a, &farm, all, &farm2, runs, &nruns, &err);
+    if (code != KILN_EXIT_OK) goto out;
+    code = KILN_EXIT_INTERNAL;
+    if (a.svg && write_svg(&a, &farm, &runs[0])) goto out;
+    if (a.json_out) {
+        if (print_json(&a, runs, nruns, json_array_size(all))) goto out;
     } else {
-        char a[32], b[32];
-        printf("kiln sim: %zu variants (%zu requested, %zu dependencies), %zu tasks on %zu hosts\n",
-               json_array_size(all), n_main, json_array_size(all) - n_main, r->ntasks, farm.nhosts);
-        printf("\n%-8s %10s %12s %7s\n", "policy", "makespan", "lower bound", "ratio");
-        for (size_t i = 0; i < 2; i++) {
-            hm(runs[i].r.makespan, a, sizeof a);
-            hm(runs[i].r.lower_bound, b, sizeof b);
-            printf("%-8s %10s %12s %7.3f%s\n", runs[i].label, a, b,
-                   runs[i].r.lower_bound > 0 ? runs[i].r.makespan / runs[i].r.lower_bound : 1.0,
-                   i ? "  (baseline: oldest first, first host that fits)" : "");
-        }
-        char c1[32], c2[32];
-        hm(r->lb_chain, c1, sizeof c1);
-        hm(r->lb_longest, c2, sizeof c2);
-        printf("lower bound = %s (longest chain %s, longest task %s)\n", r->bound_what, c1, c2);
-        if (r->missing_deps)
-            printf("note: %zu dependencies are not in the set and count as already built\n",
-                   r->missing_deps);
-        printf("\n");
-        print_hosts(r);
-        if (nruns > 2) {
-            double d = runs[2].r.makespan - r->makespan;
-            hm(runs[2].r.makespan, a, sizeof a);
-            hm(d < 0 ? -d : d, b, sizeof b);
-            printf("\nwith %d more host%s like %s: makespan %s (%s%s, %+.1f%%), lower bound ",
-                   add_n, add_n > 1 ? "s" : "", add_host, a, d < 0 ? "-" : "+", b,
-                   r->makespan > 0 ? 100 * d / r->makespan : 0.0);
-            hm(runs[2].r.lower_bound, a, sizeof a);
-            printf("%s\n", a);
-        }
-        if (svg) printf("\nGantt chart: %s\n", svg);
+        print_text(&a, &farm, runs, nruns, json_array_size(all), n_main);
     }
-    code = KILN_EXIT_OK;
-    if (r->nunplaceable) {
-        fprintf(stderr, "kiln sim: %zu tasks can never run on this farm:\n", r->nunplaceable);
-        size_t shown = 0;
-        for (size_t i = 0; i < r->ntasks && shown < 20; i++)
-            if (r->tasks[i].host < 0) {
-                fprintf(stderr, "  %s %s: %s\n", r->tasks[i].name,
-                        r->tasks[i].stage == KILN_PSTAGE_TEST ? "test" : "build",
-                        r->tasks[i].reason);
-                shown++;
-            }
-        code = KILN_EXIT_FAIL;
-    }
+    code = report_unplaceable(&runs[0].r);
 out:
     if (code == KILN_EXIT_INTERNAL && !err.msg[0]) fprintf(stderr, "kiln sim: out of memory\n");
     for (size_t i = 0; i < 3; i++)

@@ -7,7 +7,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,16 @@ extern char **environ;
 
 /* Grace between SIGTERM and SIGKILL for a group that ran out of time. */
 #define TERM_GRACE_MS 2000
+/* The child's stack until exec (plus room for argv). */
+#define CHILD_STACK (64 * 1024)
 
-/* environ with env_add laid over it (same key: env_add wins), NULL-terminated;
- * the strings are borrowed, only the array is allocated. */
-static char **merged_env(char *const *add)
+/* base (NULL: environ) with add laid over it (same key: add wins),
+ * NULL-terminated; the strings are borrowed, only the array is allocated. */
+static char **merged_env(char *const *base, char *const *add)
 {
+    if (!base) base = environ;
     size_t n = 0, m = 0;
-    while (environ[n])
+    while (base[n])
         n++;
     while (add && add[m])
         m++;
@@ -33,12 +37,12 @@ static char **merged_env(char *const *add)
     if (!env) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t klen = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+        const char *eq = strchr(base[i], '=');
+        size_t klen = eq ? (size_t)(eq - base[i]) + 1 : strlen(base[i]);
         int replaced = 0;
         for (size_t j = 0; j < m && !replaced; j++)
-            replaced = !strncmp(add[j], environ[i], klen);
-        if (!replaced) env[k++] = environ[i];
+            replaced = !strncmp(add[j], base[i], klen);
+        if (!replaced) env[k++] = base[i];
     }
     for (size_t j = 0; j < m; j++)
         env[k++] = add[j];
@@ -46,12 +50,118 @@ static char **merged_env(char *const *add)
     return env;
 }
 
-/* Where fd `target` of the child comes from: /dev/null or a descriptor. */
-static int route(posix_spawn_file_actions_t *fa, int target, int from, int flags)
+/* What the child does between clone() and exec. It runs on the parent's
+ * memory (CLONE_VM) until it execs, so the parent prepares everything and
+ * the child only makes system calls, on a stack of its own. */
+struct child_plan {
+    char *const *argv;
+    char *const *env;
+    const char *cwd;
+    int fd[3];       /* where fds 0, 1, 2 come from, in that order */
+    int new_session; /* setsid() rather than setpgid(0, 0) */
+    char *const *join;
+    int err;            /* set by the child when a step fails; 0 after exec */
+    const char *failed; /* which step failed */
+    int exec_failed;    /* the failed step was chdir or exec: "cannot run" */
+};
+
+/* The child runs on a heap stack that the sanitizer does not know; it must
+ * not instrument what runs there. */
+#define CHILD_SIDE __attribute__((no_sanitize_address))
+
+/* Points fd `target` at `from` (KILN_SPAWN_NULL: /dev/null), open across exec. */
+CHILD_SIDE static int child_fd(int from, int target)
 {
-    if (from == KILN_SPAWN_NULL)
-        return posix_spawn_file_actions_addopen(fa, target, "/dev/null", flags, 0);
-    return posix_spawn_file_actions_adddup2(fa, from, target);
+    if (from == KILN_SPAWN_NULL) {
+        int fd = open("/dev/null", (target == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+        if (fd < 0) return -1;
+        if (fd == target) return fcntl(fd, F_SETFD, 0);
+        int r = dup2(fd, target);
+        close(fd);
+        return r < 0 ? -1 : 0;
+    }
+    if (from == target) return fcntl(from, F_SETFD, 0); /* dup2 would keep FD_CLOEXEC */
+    return dup2(from, target) < 0 ? -1 : 0;
+}
+
+CHILD_SIDE static int child_main(void *arg)
+{
+    struct child_plan *c = arg;
+    /* The parent's handlers (libuv's, the agent's) must not run here: the
+     * child shares the parent's memory until exec. Signals are blocked by
+     * the parent around clone(); handled ones go back to the default (as
+     * posix_spawn does), ignored ones stay ignored except SIGPIPE. */
+    struct sigaction dfl, old;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int n = 1; n < NSIG; n++) {
+        if (n == SIGKILL || n == SIGSTOP || sigaction(n, NULL, &old) != 0) continue;
+        if (old.sa_handler == SIG_DFL || (old.sa_handler == SIG_IGN && n != SIGPIPE)) continue;
+        sigaction(n, &dfl, NULL);
+    }
+    if (c->new_session ? setsid() < 0 : setpgid(0, 0) != 0) {
+        c->failed = c->new_session ? "setsid" : "setpgid";
+        goto fail;
+    }
+    for (size_t i = 0; c->join && c->join[i]; i++) {
+        /* Writing "0" to a cgroup.procs file means "me". */
+        int fd = open(c->join[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) {
+            c->failed = "joining its cgroup";
+            goto fail;
+        }
+        close(fd);
+    }
+    for (int t = 0; t < 3; t++)
+        if (child_fd(c->fd[t], t) != 0) {
+            c->failed = "redirecting its input and output";
+            goto fail;
+        }
+    c->exec_failed = 1;
+    if (c->cwd && chdir(c->cwd) != 0) goto fail;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvpe(c->argv[0], c->argv, c->env);
+fail:
+    c->err = errno ? errno : EIO;
+    _exit(127);
+}
+
+/* Starts c's program; KILN_OK with *pid set, or the child's failure. The way
+ * posix_spawn does it: clone(CLONE_VM | CLONE_VFORK) copies no address space
+ * (fork of a large agent costs page tables and copy-on-write faults), and
+ * the parent is suspended until the child has exec'd or failed. */
+static int start_child(struct child_plan *c, pid_t *pid, struct kiln_error *err)
+{
+    size_t argc = 0;
+    while (c->argv[argc])
+        argc++;
+    /* execvp may lay a script's argv on the stack (ENOEXEC), as glibc's
+     * posix_spawnp sizes its child stack. */
+    size_t size = (CHILD_STACK + (argc + 2) * sizeof(char *) + 15) & ~(size_t)15;
+    char *stack = malloc(size);
+    if (!stack) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    *pid = clone(child_main, stack + size, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
+    if (*pid < 0) {
+        *pid = -1;
+        return kiln_fail(err, KILN_EIO, "cannot start %s: clone: %s", c->argv[0], strerror(e));
+    }
+    if (!c->err) return KILN_OK;
+    while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    *pid = -1;
+    if (c->exec_failed)
+        return kiln_fail(err, KILN_EUNSUPPORTED, "cannot run %s%s%s: %s", c->argv[0],
+                         c->cwd ? " in " : "", c->cwd ? c->cwd : "", strerror(c->err));
+    return kiln_fail(err, KILN_EIO, "cannot start %s: %s: %s", c->argv[0], c->failed,
+                     strerror(c->err));
 }
 
 int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc *p,
@@ -69,42 +179,27 @@ int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc 
     int pfd[2] = {-1, -1};
     if (spec->out_fd == KILN_SPAWN_PIPE && pipe2(pfd, O_CLOEXEC) != 0)
         return kiln_fail(err, KILN_EIO, "pipe: %s", strerror(errno));
-    int out = spec->out_fd == KILN_SPAWN_PIPE ? pfd[1] : spec->out_fd;
-
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    char **env = merged_env(spec->env_add);
-    int rc = env ? 0 : ENOMEM;
-    int fa_ok = 0, at_ok = 0;
-    if (!rc) fa_ok = !(rc = posix_spawn_file_actions_init(&fa));
-    if (!rc) at_ok = !(rc = posix_spawnattr_init(&at));
-    if (!rc) rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (!rc) rc = route(&fa, 1, out, O_WRONLY);
-    if (!rc && spec->err_fd == KILN_SPAWN_STDOUT) rc = posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (!rc && spec->err_fd != KILN_SPAWN_STDOUT) rc = route(&fa, 2, spec->err_fd, O_WRONLY);
-    if (!rc && spec->cwd) rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    if (!rc) rc = posix_spawnattr_setpgroup(&at, 0);
-    if (!rc) rc = posix_spawnattr_setsigmask(&at, &none);
-    if (!rc) rc = posix_spawnattr_setsigdefault(&at, &dfl);
-    if (!rc)
-        rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                               POSIX_SPAWN_SETSIGDEF);
+    char **env = merged_env(spec->env, spec->env_add);
+    if (!env) {
+        if (pfd[0] >= 0) close(pfd[0]);
+        if (pfd[1] >= 0) close(pfd[1]);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    struct child_plan c = {.argv = argv,
+                           .env = env,
+                           .cwd = spec->cwd,
+                           .new_session = spec->new_session,
+                           .join = spec->join};
+    c.fd[0] = KILN_SPAWN_NULL;
+    c.fd[1] = spec->out_fd == KILN_SPAWN_PIPE ? pfd[1] : spec->out_fd;
+    c.fd[2] = spec->err_fd == KILN_SPAWN_STDOUT ? 1 : spec->err_fd; /* fd 1 is set by then */
     p->t0 = kiln_clock_mono();
-    if (!rc) rc = posix_spawnp(&p->pid, argv[0], &fa, &at, argv, env);
-    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
-    if (at_ok) posix_spawnattr_destroy(&at);
+    int rc = start_child(&c, &p->pid, err);
     free(env);
     if (pfd[1] >= 0) close(pfd[1]);
     if (rc) {
         if (pfd[0] >= 0) close(pfd[0]);
-        p->pid = -1;
-        if (rc == ENOMEM) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-        return kiln_fail(err, KILN_EUNSUPPORTED, "cannot run %s%s%s: %s", argv[0],
-                         spec->cwd ? " in " : "", spec->cwd ? spec->cwd : "", strerror(rc));
+        return rc;
     }
     p->out_fd = pfd[0];
     return KILN_OK;
@@ -258,6 +353,32 @@ int kiln_spawn_finish(struct kiln_spawn_proc *p, long timeout_ms, const char *wh
     struct kiln_spawn_result r;
     int rc = kiln_spawn_wait(p, timeout_ms, &r, err);
     return rc ? rc : kiln_spawn_status(&r, what, err);
+}
+
+int kiln_spawn_fork_fn(void (*fn)(void *arg, int fd), void *arg, pid_t *pid, int *out_fd,
+                       struct kiln_error *err)
+{
+    int fds[2];
+    *pid = -1;
+    *out_fd = -1;
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return kiln_fail(err, KILN_EIO, "cannot create a pipe: %s", strerror(errno));
+    pid_t p = fork();
+    if (p < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
+    }
+    if (p == 0) {
+        close(fds[0]);
+        fn(arg, fds[1]);
+        _exit(127); /* fn must not return; if it does, it is a failure */
+    }
+    close(fds[1]);
+    *pid = p;
+    *out_fd = fds[0];
+    return KILN_OK;
 }
 
 int kiln_spawn_uv(uv_loop_t *loop, uv_process_t *proc, char **argv, const char *cwd, char **env,

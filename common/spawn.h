@@ -9,10 +9,15 @@
  *
  * Contract, blocking form (CLI commands and threads; never on an event loop):
  * - kiln_spawn_start() runs spec->argv (argv[0] looked up in PATH) or, when
- *   argv is NULL, "/bin/sh -c spec->command", through posix_spawn (safe in a
- *   threaded process, unlike fork), with stdin from /dev/null, SIGPIPE and
- *   the signal mask reset to defaults, spec->env_add ("K=V") added to (or
- *   replacing entries of) this process's environment, and in spec->cwd.
+ *   argv is NULL, "/bin/sh -c spec->command", the way posix_spawn does it:
+ *   clone(CLONE_VM | CLONE_VFORK), so no copy of the caller's address space
+ *   is made (safe in a threaded process, unlike fork, and as cheap for a
+ *   large agent as for a small CLI). stdin is /dev/null; handled signals,
+ *   SIGPIPE and the signal mask are reset to defaults; spec->env_add ("K=V")
+ *   is laid over spec->env (NULL: this process's environment); it runs in
+ *   spec->cwd. Before exec the child writes "0" to each file of spec->join
+ *   (a cgroup.procs file: "put me in this cgroup", so no process of a job
+ *   ever runs outside its limits); a step that fails is KILN_EIO.
  *   stdout goes to out_fd: KILN_SPAWN_NULL (/dev/null), KILN_SPAWN_PIPE (a
  *   pipe whose read end is p->out_fd, for the caller to read and close) or
  *   an open descriptor. stderr goes to err_fd the same way, or
@@ -29,14 +34,24 @@
  *   KILN_ELIMIT past it) + wait, all within one timeout.
  * - kiln_spawn_status() turns a result into KILN_OK (exit status 0) or
  *   KILN_EIO "what failed (exit status N)" / "(signal N)" / "timed out".
+ * - The program leads a process group of its own (pid = group id); with
+ *   spec->new_session a session too (setsid: no controlling terminal, as
+ *   the worker's jobs run). The worker watches such a pid on its loop
+ *   through a pidfd and reaps it itself instead of calling kiln_spawn_wait().
  *
  * Event-loop form: kiln_spawn_uv() is the one place that calls uv_spawn.
  * It stays a libuv call rather than a thread running the blocking form
- * because its callers (a job with resource sampling, a publish hook with
- * streamed output) live on the loop and need exit and output callbacks;
+ * because its callers (a publish hook with streamed output, a Slurm command)
+ * live on the loop and need exit and output callbacks;
  * it sets UV_PROCESS_DETACHED (setsid: own session and process group) and
  * leaves the timeout timer and the pipes to the caller, whose handles they
  * are. kiln_spawn_kill_group() signals such a group (or a blocking one).
+ *
+ * Isolation form: kiln_spawn_fork_fn() runs a function of this program in a
+ * forked copy of it, so that a crash in it (the selftest's inspection of
+ * untrusted ELF files) cannot take the caller down. It is a fork, not a
+ * clone: the child runs this process's code rather than a program, so it
+ * needs its own copy of the memory.
  */
 #ifndef KILN_SPAWN_H
 #define KILN_SPAWN_H
@@ -59,6 +74,9 @@ struct kiln_spawn_spec {
     char *const *env_add; /* extra "K=V" entries, NULL-terminated, may be NULL */
     int out_fd;           /* KILN_SPAWN_NULL, KILN_SPAWN_PIPE or a descriptor */
     int err_fd;           /* KILN_SPAWN_NULL, KILN_SPAWN_STDOUT or a descriptor */
+    char *const *env;     /* the whole environment; NULL: this process's */
+    char *const *join;    /* files to write "0" to before exec, NULL-terminated, may be NULL */
+    int new_session;      /* 1: setsid(); 0: a new process group only */
 };
 
 /* One started program; lives from kiln_spawn_start() to kiln_spawn_wait(). */
@@ -91,6 +109,13 @@ int kiln_spawn_finish(struct kiln_spawn_proc *p, long timeout_ms, const char *wh
                       struct kiln_error *err);
 /* Signal the whole group of pid (and pid itself, in case it left the group). */
 void kiln_spawn_kill_group(pid_t pid, int sig);
+
+/* fn(arg, fd) runs in a forked child and must end with _exit(); fd is the
+ * write end of a pipe whose read end is *out_fd (close-on-exec, the
+ * caller's to read and close). The caller reaps *pid. KILN_EIO when the
+ * pipe or the fork fails. */
+int kiln_spawn_fork_fn(void (*fn)(void *arg, int fd), void *arg, pid_t *pid, int *out_fd,
+                       struct kiln_error *err);
 
 /* Event-loop form; see above. argv[0] is a path or looked up in PATH. */
 int kiln_spawn_uv(uv_loop_t *loop, uv_process_t *proc, char **argv, const char *cwd, char **env,

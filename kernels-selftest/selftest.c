@@ -5,6 +5,7 @@
 #include "kernels-selftest/elfsym.h"
 #include "kernels-selftest/fatbin.h"
 #include "common/isa.h"
+#include "common/spawn.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -373,8 +374,9 @@ int kiln_selftest_inspect(const char *const *paths, size_t npaths,
 
 #define INSPECT_REPORT_MAX (64u << 20)
 
-static void inspect_child(const struct kiln_selftest_opts *o, int fd)
+static void inspect_child(void *arg, int fd)
 {
+    const struct kiln_selftest_opts *o = arg;
     /* Die of a fault here, where the parent sees it: a handler inherited
      * from the parent (a test runner's longjmp, a daemon's crash report)
      * would run the parent's code in this child instead. */
@@ -445,25 +447,13 @@ static int inspect_isolated(const struct kiln_selftest_opts *o, long timeout_ms,
                             struct kiln_error *err)
 {
     *out = NULL;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return kiln_fail(err, KILN_EIO, "cannot create a pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(fds[0]);
-        close(fds[1]);
-        return kiln_fail(err, KILN_EIO, "fork failed: %s", strerror(e));
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        inspect_child(o, fds[1]);
-    }
-    close(fds[1]);
+    pid_t pid;
+    int fd;
+    int rc = kiln_spawn_fork_fn(inspect_child, (void *)o, &pid, &fd, err);
+    if (rc) return rc;
     struct kiln_buf b = {0};
-    int rc = KILN_OK;
-    int timed_out = read_child(fds[0], timeout_ms, &b, err, &rc);
-    close(fds[0]);
+    int timed_out = read_child(fd, timeout_ms, &b, err, &rc);
+    close(fd);
     if (timed_out || rc) kill(pid, SIGKILL);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)

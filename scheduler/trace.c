@@ -251,6 +251,7 @@ struct kiln_replay {
     struct kiln_assignment *got; /* the last dispatch's decisions */
     size_t ngot, capgot, next;   /* next: how many DECIDE lines matched so far */
     int in_dispatch;
+    int host_policy; /* -1: the recorded one; else what kiln_replay_set_host_policy set */
     struct kiln_replay_stats st;
 };
 
@@ -258,7 +259,13 @@ int kiln_replay_new(struct kiln_replay **out, struct kiln_error *err)
 {
     *out = calloc(1, sizeof **out);
     if (!*out) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    (*out)->host_policy = -1;
     return KILN_OK;
+}
+
+void kiln_replay_set_host_policy(struct kiln_replay *r, int host_policy)
+{
+    r->host_policy = host_policy;
 }
 
 void kiln_replay_free(struct kiln_replay *r)
@@ -303,6 +310,7 @@ int kiln_replay_line(struct kiln_replay *r, json_t *line, struct kiln_error *err
         close_dispatch(r);
         kiln_placer_free(r->pl);
         r->pl = NULL;
+        if (r->host_policy >= 0) ev.pol.host_policy = r->host_policy;
         return kiln_placer_new(&ev.pol, &r->pl, err);
     }
     if (!r->pl) return kiln_fail(err, KILN_EINVAL, "trace: the first line must be the policy");

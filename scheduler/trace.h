@@ -74,6 +74,11 @@ struct kiln_replay;
 
 int kiln_replay_new(struct kiln_replay **out, struct kiln_error *err);
 void kiln_replay_free(struct kiln_replay *r);
+/* Replay under this host policy (enum kiln_host_policy) instead of the one
+ * the trace records: "would the other policy have decided the same?". A
+ * policy other than the service's must show up as differing decisions,
+ * which is how the replay test proves that it compares anything at all. */
+void kiln_replay_set_host_policy(struct kiln_replay *r, int host_policy);
 /* One trace line. The first must be POLICY (it builds the placer; a later
  * one starts over with a fresh placer, as the service does after an error). A
  * DISPATCH is replayed at once; the DECIDE lines after it are compared with

@@ -143,7 +143,7 @@ for step in "${steps[@]}"; do
             export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$sanlog/asan
             export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$sanlog/ubsan
             export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp:print_suppressions=0
-            export KILN_BIN=$PWD/build/asan/kiln KILN_SRC=$PWD
+            export KILN_BIN=$PWD/build/asan/kiln KILN_SRC=$PWD KILN_SANITIZED=1
         else
             note "integration tests"
             build_variant build || true

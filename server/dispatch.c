@@ -71,7 +71,7 @@ struct asking {
 /* The placer and what the glue knows it holds (sorted key sets). */
 struct feed {
     struct kiln_jobs *j;
-    struct kiln_policy pol; /* the policy the service records it runs */
+    struct kiln_policy pol; /* the policy the placer runs (and the trace records) */
     struct kiln_placer *pl;
     struct keyset queued;  /* added, not yet placed or removed */
     struct keyset running; /* placed, not yet finished */
@@ -88,17 +88,17 @@ struct feed {
 
 static void feed_record(struct feed *f, const struct kiln_trace_event *ev);
 
-static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_policy *recorded,
-                     const struct kiln_policy *runs, FILE *trace, struct kiln_error *err)
+static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_policy *pol,
+                     FILE *trace, struct kiln_error *err)
 {
     memset(f, 0, sizeof *f);
     f->j = j;
-    f->pol = *recorded;
+    f->pol = *pol;
     f->crit_event = -1;
     f->trace = trace;
-    int rc = kiln_placer_new(runs, &f->pl, err);
+    int rc = kiln_placer_new(pol, &f->pl, err);
     if (rc) return rc;
-    struct kiln_trace_event ev = {.kind = KILN_TEV_POLICY, .pol = *recorded};
+    struct kiln_trace_event ev = {.kind = KILN_TEV_POLICY, .pol = *pol};
     feed_record(f, &ev);
     return KILN_OK;
 }
@@ -480,7 +480,7 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
     struct kiln_policy pol;
     kiln_policy_default(&pol);
     struct feed f;
-    int rc = feed_init(&f, j, &pol, &pol, NULL, err);
+    int rc = feed_init(&f, j, &pol, NULL, err);
     struct asking ask = {w->id, o};
     const struct kiln_assignment *as;
     size_t n = 0;
@@ -502,7 +502,7 @@ void kiln_dispatch_reason_once(struct kiln_jobs *j, json_t *job, char *out, size
     const struct kiln_assignment *as;
     size_t n;
     snprintf(out, outlen, "waiting for a worker");
-    if (!feed_init(&f, j, &pol, &pol, NULL, NULL) &&
+    if (!feed_init(&f, j, &pol, NULL, NULL) &&
         !feed_pass(&f, kiln_clock_wall(), NULL, 0, &as, &n, NULL))
         job_reason(&f, json_integer_value(json_object_get(job, "id")), out, outlen);
     feed_fini(&f);
@@ -621,11 +621,9 @@ static void run_pass(struct kiln_dispatch *d)
     if (feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err)) {
         /* The placer and the glue's key sets may disagree now: start over
          * from the store (the trace gets a new policy line: a reset). */
-        struct kiln_policy runs;
-        kiln_placer_policy(d->feed.pl, &runs);
-        struct kiln_policy rec = d->feed.pol;
+        struct kiln_policy pol = d->feed.pol;
         feed_fini(&d->feed);
-        if (feed_init(&d->feed, d->j, &rec, &runs, d->trace, &err)) d->closing = 1;
+        if (feed_init(&d->feed, d->j, &pol, d->trace, &err)) d->closing = 1;
         arm_wakeup(d);
         return;
     }
@@ -689,12 +687,7 @@ int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_po
         free(d);
         return kiln_fail(err, KILN_EIO, "cannot write the trace %s", trace_path);
     }
-    /* Test hook for the replay's negative check: the service runs the other
-     * host policy than the one it records, as a drifted service would. */
-    struct kiln_policy runs = *pol;
-    if (getenv("KILN_TEST_SKEW_HOST_POLICY"))
-        runs.host_policy = pol->host_policy == KILN_HOST_PACK ? KILN_HOST_SPREAD : KILN_HOST_PACK;
-    int rc = feed_init(&d->feed, j, pol, &runs, d->trace, err);
+    int rc = feed_init(&d->feed, j, pol, d->trace, err);
     if (rc) {
         if (d->trace) fclose(d->trace);
         free(d);

@@ -61,9 +61,7 @@ struct kiln_waiter;
 int kiln_dispatch_policy_load(json_t *config, struct kiln_policy *pol, struct kiln_error *err);
 
 /* pol: the placement policy the service runs (copied). trace_path: NULL,
- * or a file to record the placer's events in (truncated). The environment
- * variable KILN_TEST_SKEW_HOST_POLICY (tests only) makes the placer run the
- * other host policy than the one recorded, so the replay must disagree. */
+ * or a file to record the placer's events in (truncated). */
 int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_policy *pol,
                       const char *trace_path, kiln_lease_fn lease_fn, void *lease_ctx,
                       struct kiln_dispatch **out, struct kiln_error *err);

@@ -5,21 +5,20 @@
  * joining the job's cgroup before exec needed a shell shim that exec'd a
  * second /bin/sh. A no-op job then cost the worker about 3x what the job
  * itself costs (perf, bench/e2e_noop.sh). So the job's first process is
- * started the way posix_spawn does it, clone(CLONE_VM | CLONE_VFORK): no
- * copy of the address space, the parent waits until the child has exec'd.
- * The child joins the cgroups itself (writing "0" to cgroup.procs means
- * "me"), so no process of the job ever runs outside its limit, and exec's
- * /bin/sh -c COMMAND once. Its exit arrives on a pidfd watched by the loop
+ * started by common/spawn (clone(CLONE_VM | CLONE_VFORK), as posix_spawn
+ * does: no copy of the address space). The child joins the cgroups itself
+ * before it execs /bin/sh -c COMMAND once, so no process of the job ever
+ * runs outside its limit. Its exit arrives on a pidfd watched by the loop
  * (no SIGCHLD handler, so nothing else's children are reaped by mistake);
  * where the kernel has no pidfd (before 5.3) a 10 ms timer polls waitpid.
  */
 #include "workers/proc.h"
 
+#include "common/spawn.h"
 #include "workers/config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,6 @@
 #define REAP_MS 50
 #define REAP_TRIES 60  /* 3 s for stragglers to die after the main process */
 #define WAITPOLL_MS 10 /* only without pidfd */
-#define CHILD_STACK (64 * 1024)
 
 struct kiln_proc {
     uv_loop_t *loop;
@@ -193,99 +191,33 @@ static void on_waitpoll(uv_timer_t *t)
     check_exit(t->data);
 }
 
-/* What the child needs; it runs on the parent's memory (CLONE_VM) until it
- * execs, so everything is prepared by the parent and the child only makes
- * system calls. */
-struct child_args {
-    char **argv, **env;
-    const char *cwd;
-    int nullfd, logfd;
-    const char *procs[2]; /* cgroup.procs files to join */
-    int nprocs;
-    int err;            /* set by the child when it fails; 0 after exec */
-    const char *failed; /* which step failed */
-};
-
-static int child_fd(int fd, int target)
-{
-    if (fd == target) return fcntl(fd, F_SETFD, 0); /* keep it across exec */
-    return dup2(fd, target) < 0 ? -1 : 0;
-}
-
-static int child_main(void *arg)
-{
-    struct child_args *c = arg;
-    /* The parent's handlers (libuv's, the agent's) must not run here: this
-     * child shares the parent's memory until exec. Signals are blocked by
-     * the parent around clone(); reset every disposition, then unblock. */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int n = 1; n < 32; n++)
-        if (n != SIGKILL && n != SIGSTOP) sigaction(n, &dfl, NULL);
-    if (setsid() < 0) {
-        c->failed = "setsid";
-        goto fail;
-    }
-    for (int i = 0; i < c->nprocs; i++) {
-        int fd = open(c->procs[i], O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "0", 1) != 1) {
-            c->failed = "joining the job's cgroup";
-            goto fail;
-        }
-        close(fd);
-    }
-    if (child_fd(c->nullfd, 0) || child_fd(c->logfd, 1) || child_fd(c->logfd, 2)) {
-        c->failed = "redirecting output to the log";
-        goto fail;
-    }
-    if (c->cwd && chdir(c->cwd) != 0) {
-        c->failed = "changing to the job's directory";
-        goto fail;
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    execve("/bin/sh", c->argv, c->env ? c->env : environ);
-    c->failed = "exec /bin/sh";
-fail:
-    c->err = errno ? errno : EIO;
-    _exit(127);
-}
-
-/* Starts the job's first process; KILN_OK with p->pid set. */
-static int spawn_job(struct kiln_proc *p, const struct kiln_proc_spec *spec, int nullfd, int logfd,
+/* Starts the job's first process through common/spawn (no copy of the
+ * agent's memory; see spawn.h): /bin/sh -c COMMAND in a session of its own,
+ * having joined the job's cgroups before exec. KILN_OK with p->pid set. */
+static int spawn_job(struct kiln_proc *p, const struct kiln_proc_spec *spec, int logfd,
                      struct kiln_error *err)
 {
-    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)spec->command, NULL};
-    struct child_args c = {
-        .argv = argv, .env = spec->env, .cwd = spec->cwd, .nullfd = nullfd, .logfd = logfd};
     char procs[2][PATH_MAX];
+    char *join[3] = {NULL, NULL, NULL};
     const char *dirs[2];
     int nd = kiln_limits_job_dirs(&p->jl, dirs);
     for (int i = 0; i < nd; i++) {
         if (snprintf(procs[i], sizeof procs[i], "%s/cgroup.procs", dirs[i]) >= (int)sizeof procs[i])
             return kiln_fail(err, KILN_ELIMIT, "the cgroup path %s is too long", dirs[i]);
-        c.procs[c.nprocs++] = procs[i];
+        join[i] = procs[i];
     }
-    char *stack = malloc(CHILD_STACK);
-    if (!stack) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    /* The parent is suspended until the child execs or exits (CLONE_VFORK). */
-    pid_t pid = clone(child_main, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
-    int e = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    free(stack);
-    if (pid < 0) return kiln_fail(err, KILN_EIO, "cannot start /bin/sh: %s", strerror(e));
-    if (c.err) {
-        int st;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        return kiln_fail(err, KILN_EIO, "cannot start the job: %s: %s", c.failed, strerror(c.err));
-    }
-    p->pid = pid;
+    struct kiln_spawn_spec s = {.command = spec->command,
+                                .cwd = spec->cwd,
+                                .env = spec->env,
+                                .out_fd = logfd,
+                                .err_fd = KILN_SPAWN_STDOUT,
+                                .join = join,
+                                .new_session = 1};
+    struct kiln_spawn_proc sp;
+    struct kiln_error why = {0};
+    if (kiln_spawn_start(&s, &sp, &why) != KILN_OK)
+        return kiln_fail(err, KILN_EIO, "cannot start the job: %s", why.msg);
+    p->pid = sp.pid;
     return KILN_OK;
 }
 
@@ -314,17 +246,9 @@ int kiln_proc_start(uv_loop_t *loop, const struct kiln_proc_spec *spec, kiln_pro
         free(p);
         return kiln_fail(err, KILN_EIO, "cannot open log %s: %s", spec->log_path, strerror(errno));
     }
-    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (nullfd < 0) {
-        close(logfd);
-        kiln_limits_job_destroy(&p->jl);
-        free(p);
-        return kiln_fail(err, KILN_EIO, "cannot open /dev/null: %s", strerror(errno));
-    }
     p->start_ns = uv_hrtime();
-    rc = spawn_job(p, spec, nullfd, logfd, err);
+    rc = spawn_job(p, spec, logfd, err);
     close(logfd);
-    close(nullfd);
     if (rc) {
         kiln_limits_job_destroy(&p->jl);
         free(p);

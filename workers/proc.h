@@ -2,9 +2,8 @@
  * group, output appended to a log file, under a timeout and a RAM limit.
  *
  * Contract:
- * - kiln_proc_start() spawns `/bin/sh -c COMMAND` (clone with CLONE_VM |
- *   CLONE_VFORK, as posix_spawn does; in its own session, so the job's
- *   process group id is its pid), stdin from
+ * - kiln_proc_start() spawns `/bin/sh -c COMMAND` through common/spawn (in
+ *   its own session, so the job's process group id is its pid), stdin from
  *   /dev/null, stdout and stderr appended to spec->log_path (the log is
  *   spooled on disk, never held in memory; the agent uploads it by offset).
  *   Under a cgroup method the first process joins the job's cgroups before

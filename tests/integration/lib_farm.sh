@@ -17,7 +17,16 @@
 # Sets SERVE_URL, ADMIN, WTOKEN (worker registration), RTOKEN (read), PUBKEY,
 # SRV_PID, BLD_PID, GPU_PID.
 # farm_api METHOD PATH [BODY], farm_job ID, farm_wait_state ID STATE SECONDS.
+# farm_cut_upload JOB BYTES WAIT_S NOTICE_S: a cable pulled mid-upload;
+# farm_resumed JOB SECONDS: it succeeded after resuming from an offset.
+# Sourcing it skips the test (exit 77) unless nix-build, nix-store, curl,
+# python3, nvcc (the fixtures build cubins) and the commands named in
+# FARM_NEEDS are here, and traps EXIT to farm_down.
 : "${KILN_BIN:?set KILN_BIN}" "${KILN_SRC:?set KILN_SRC}"
+for t in nix-build nix-store curl python3 ${FARM_NEEDS:-}; do
+    command -v "$t" >/dev/null || { echo "SKIP $t not installed"; exit 77; }
+done
+[ -x /usr/local/cuda/bin/nvcc ] || { echo "SKIP nvcc not installed (the fixtures build cubins)"; exit 77; }
 . "$KILN_SRC/tests/integration/lib_netns.sh"
 . "$KILN_SRC/tests/integration/lib_stop.sh"
 
@@ -27,6 +36,9 @@ mkdir -p "$T/logs"
 SRV_PID="" BLD_PID="" GPU_PID=""
 # 10.15.<n>: a subnet per run, so two runs never meet.
 FARM_NET=10.15.$(($$ % 250 + 1))
+
+trap farm_down EXIT
+trap "exit 1" TERM INT
 
 farm_down() {
     stop_pid "$GPU_PID"
@@ -140,4 +152,36 @@ farm_substitute() { # HOST PATH...
         --option substituters "$SERVE_URL/nix-cache" --option trusted-public-keys "$PUBKEY" \
         --option require-sigs true --option narinfo-cache-negative-ttl 0 \
         --option netrc-file "$T/$host/netrc"
+}
+
+# farm_cut_upload JOB BYTES WAIT_S NOTICE_S: once a staging upload on the
+# server has passed BYTES (waiting at most WAIT_S), sets the build host's
+# link down (a pulled cable: no error, just silence), waits at most NOTICE_S
+# until JOB's log says that the worker noticed and asks where to resume,
+# then heals the link. Sets FARM_CUT_AT: the upload's size when cut.
+farm_staging_part_size() {
+    local f
+    f=$(ls "$T"/srv/var/catalog/staging/*.part 2>/dev/null | head -1)
+    [ -n "$f" ] && stat -c %s "$f"
+}
+farm_cut_upload() {
+    local job=$1 bytes=$2
+    past() { [ "$(farm_staging_part_size)" -gt "$bytes" ]; }
+    wait_until "$3" past || fail "no staging upload past $bytes bytes in progress"
+    FARM_CUT_AT=$(farm_staging_part_size)
+    netns_link bld down
+    wait_until "$4" grep -q "asking the server where to resume" "$T/bld/work/logs/$job-1.log" ||
+        fail "the worker did not notice the cut link"
+    netns_link bld up
+}
+
+# farm_resumed JOB SECONDS: waits (at most SECONDS) until JOB succeeded and
+# checks that its log shows the upload of its output resumed from an offset
+# past 0. Sets VP (the output path), VLOG (the job's log) and RESUMED_AT.
+farm_resumed() {
+    farm_wait_state "$1" succeeded "$2"
+    VP=$(jget "$(farm_job "$1")" 'd["outputs"][0]')
+    VLOG=$(farm_api GET "/jobs/$1/log")
+    RESUMED_AT=$(echo "$VLOG" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
+    [ -n "$RESUMED_AT" ] && [ "$RESUMED_AT" -gt 0 ] || fail "no resume from an offset: $VLOG"
 }

@@ -12,7 +12,7 @@
 # NODE starts it again.
 SLURM_N1=""
 SLURM_N2=
-: "${KILN_SRC:?set KILN_SRC}"
+export KILN_SRC=${KILN_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 # The real interpreter, not a version manager's shim (a shim costs a second
 # per call on a busy host, and the tests call python often).
 PY=$(python3 -c 'import sys; print(sys.executable)')
@@ -176,4 +176,35 @@ Y
     done
     echo "slurm pool did not register:"; tail -20 "$d/serve.log"
     return 1
+}
+
+# slurm_test_setup NAME: the opening of a test of kiln against this Slurm.
+# Needs KILN_BIN (KILN is set to it) and sources lib_stop.sh. Makes T (/tmp/kiln-NAME-XXXXXX), traps EXIT to stop serve and Slurm and
+# remove T (kept with KEEP=1), starts Slurm (the test exits 77 where it
+# cannot run) and start_serve_slurm, exports KILN_SERVER and KILN_TOKEN for
+# the CLI, and defines: fail MSG (with the end of serve's log), jid (the
+# first job id of `kiln submit --json` on stdin), jget ID EXPR (EXPR on the
+# job's JSON d) and wait_final ID (at most ${WAIT_FINAL_S:-60} s).
+slurm_test_setup() {
+    : "${KILN_BIN:?}"
+    KILN=$KILN_BIN
+    . "$KILN_SRC/tests/integration/lib_stop.sh"
+    T=$(mktemp -d "/tmp/kiln-$1-XXXXXX")
+    SERVE_PID=""
+    trap 'stop_pid "$SERVE_PID"; stop_slurm; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+    fail() { echo "FAIL: $*"; tail -30 "$T/serve.log"; exit 1; }
+    jid() { "$PY" -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
+    jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | "$PY" -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
+    wait_final() {
+        for _ in $(seq 1 $((${WAIT_FINAL_S:-60} * 10))); do
+            case $(jget "$1" 'd["state"]') in succeeded|failed|cancelled) return 0;; esac
+            sleep 0.1
+        done
+        fail "job $1 did not finish: $(jget "$1" 'd')"
+    }
+    start_slurm "$T/slurm"
+    local rc=$?
+    [ $rc -eq 0 ] || exit $rc
+    start_serve_slurm "$T" || fail "serve"
+    export KILN_SERVER=http://127.0.0.1:$PORT KILN_TOKEN=$ADMIN
 }

@@ -10,15 +10,9 @@
 # GPU host's store (the build host's copy stays sparse).
 set -u
 : "${KILN_BIN:?}" "${KILN_SRC:?}"
-for t in nix-build nix-store curl python3; do
-    command -v $t >/dev/null || { echo "SKIP $t not installed"; exit 77; }
-done
-[ -x /usr/local/cuda/bin/nvcc ] || { echo "SKIP nvcc not installed (the fixtures build cubins)"; exit 77; }
 free_kb=$(df -Pk "${FARM_DIR:-/var/tmp}" | awk 'NR==2 {print $4}')
 [ "$free_kb" -gt $((20 << 20)) ] || { echo "SKIP needs 20 GiB free under ${FARM_DIR:-/var/tmp}"; exit 77; }
 . "$KILN_SRC/tests/integration/lib_farm.sh"
-trap farm_down EXIT
-trap "exit 1" TERM INT
 farm_up "" "stage_stall_s: 5"
 hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 declare -A HWM0
@@ -27,20 +21,10 @@ echo "ok 1 farm up; VmHWM kB at start: serve ${HWM0[$SRV_PID]}, build1 ${HWM0[$B
 
 out=$(farm_api POST /jobs '{"recipe":"vllmlike","branch":"big"}')
 VJ=$(jget "$out" '[j["id"] for j in d["jobs"] if j["name"]=="vllmlike-sm90"][0]') || fail "submit: $out"
-part_size() { local f; f=$(ls "$T"/srv/var/catalog/staging/*.part 2>/dev/null | head -1); [ -n "$f" ] && stat -c %s "$f"; }
-past_1g() { [ "$(part_size)" -gt $((1 << 30)) ]; }
-wait_until 900 past_1g || fail "no large staging upload in progress"
-cut_at=$(part_size)
-netns_link bld down
-wait_until 120 grep -q "asking the server where to resume" "$T/bld/work/logs/$VJ-1.log" ||
-    fail "the worker did not notice the cut link"
-netns_link bld up
-echo "ok 2 link cut at $cut_at bytes, healed after the worker noticed"
-farm_wait_state "$VJ" succeeded 2400
-VP=$(jget "$(farm_job "$VJ")" 'd["outputs"][0]')
-vlog=$(farm_api GET "/jobs/$VJ/log")
-off=$(echo "$vlog" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
-[ -n "$off" ] && [ "$off" -gt 0 ] || fail "no resume from an offset: $vlog"
+farm_cut_upload "$VJ" $((1 << 30)) 900 120
+echo "ok 2 link cut at $FARM_CUT_AT bytes, healed after the worker noticed"
+farm_resumed "$VJ" 2400
+off=$RESUMED_AT vlog=$VLOG
 size=$(host_run bld "$T/bld" nix-store -q --size "$VP")
 [ "$size" -ge $((8 << 30)) ] || fail "NAR is only $size bytes"
 hb=$(host_run bld "$T/bld" nix-store -q --hash "$VP")
@@ -59,6 +43,14 @@ for p in "$SRV_PID" "$BLD_PID" "$GPU_PID"; do
     echo "   pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" | cut -d' ' -f2)): VmHWM ${HWM0[$p]} -> $h kB (+$grow kB)"
     [ "$grow" -lt $((64 << 10)) ] || bad=1
 done
-[ $bad -eq 0 ] || fail "a kiln process grew by 64 MB or more"
-echo "ok 4 VmHWM of serve, build1 and gpu1 grew by less than 64 MB"
+# Under ASan (make check-integration-asan sets KILN_SANITIZED) resident
+# memory is the sanitizer's (its quarantine keeps freed blocks, its shadow
+# maps an eighth more), not kiln's: the figures are shown, the bound is held
+# by the plain build in make check.
+if [ -n "${KILN_SANITIZED:-}" ]; then
+    echo "ok 4 # skip the 64 MB bound under sanitizers (figures above)"
+else
+    [ $bad -eq 0 ] || fail "a kiln process grew by 64 MB or more"
+    echo "ok 4 VmHWM of serve, build1 and gpu1 grew by less than 64 MB"
+fi
 echo "PASS test_large_output"

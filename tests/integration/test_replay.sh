@@ -4,9 +4,9 @@
 # run 200 jobs: GPU test stages (one recipe with sm_compat), dependencies, a
 # cancel and a worker that goes silent and is declared lost. kiln sim
 # --replay feeds the trace to a fresh placer and must make every decision the
-# service made, one by one. Negative check: the same run with the service's
-# placer skewed to the other host policy (KILN_TEST_SKEW_HOST_POLICY, the
-# trace still records the configured one) must be reported as different.
+# service made, one by one. Negative check: the same trace replayed under the
+# other host policy (`kiln sim --replay --host-policy`: a simulator whose
+# policy differs from the service's) must be reported as different.
 set -u
 : "${KILN_BIN:?}"
 KILN=$KILN_BIN
@@ -24,16 +24,15 @@ heartbeat_s: 1
 retry_backoff_s: 0
 Y
 
-# run NAME [ENV...]: serve with --trace, the farm, then stop serve.
+# run NAME: serve with --trace, the farm, then stop serve.
 run() {
     local name=$1
-    shift
     local d=$T/$name
     mkdir -p "$d"
     local admin wtok
     admin=$("$KILN" token create --data "$d/data" --role admin | grep -oE 'kiln_[0-9a-f]{48}')
     wtok=$("$KILN" token create --data "$d/data" --role worker | grep -oE 'kiln_[0-9a-f]{48}')
-    env "$@" "$KILN" serve --config "$T/serve.yaml" --listen 127.0.0.1:0 --data "$d/data" \
+    "$KILN" serve --config "$T/serve.yaml" --listen 127.0.0.1:0 --data "$d/data" \
         --trace "$d/trace.jsonl" >"$d/serve.log" 2>&1 &
     local spid=$!
     pids+=("$spid")
@@ -64,11 +63,12 @@ n=$(sed -n 's/.* dispatches, \([0-9]*\) decisions$/\1/p' "$T/same/replay.txt")
 [ "${n:-0}" -ge 262 ] || fail "only ${n:-0} decisions were compared"
 echo "ok: $n decisions of the service replayed identically"
 
-run skewed KILN_TEST_SKEW_HOST_POLICY=1
-"$KILN" sim --replay "$T/skewed/trace.jsonl" >"$T/skewed/replay.txt" 2>&1
+recorded=$(sed -n '1s/.*"host_policy":"\([a-z]*\)".*/\1/p' "$T/same/trace.jsonl")
+case $recorded in spread) other=pack ;; pack) other=spread ;; *) fail "no host policy in the trace" ;; esac
+"$KILN" sim --replay "$T/same/trace.jsonl" --host-policy "$other" >"$T/same/skewed.txt" 2>&1
 rc=$?
-cat "$T/skewed/replay.txt"
-[ $rc = 1 ] || fail "a service running another policy than it records was not caught (exit $rc)"
-grep -q '^DIFFERENT: ' "$T/skewed/replay.txt" || fail "no DIFFERENT line"
+cat "$T/same/skewed.txt"
+[ $rc = 1 ] || fail "a simulator running $other against a service running $recorded was not caught (exit $rc)"
+grep -q '^DIFFERENT: ' "$T/same/skewed.txt" || fail "no DIFFERENT line"
 echo "ok: a service whose policy differs from the simulator's is caught"
 echo PASS

@@ -15,29 +15,9 @@
 #      30-stage run, and restarted: it reconciles with Slurm by job name;
 #      every stage's command ran exactly once and all succeed.
 set -u
-export KILN_SRC=${KILN_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
-: "${KILN_BIN:?}"
-KILN=$KILN_BIN
-. "$(dirname "$0")/lib_stop.sh"
 . "$(dirname "$0")/lib_slurm.sh"
-T=$(mktemp -d /tmp/kiln-slurm-ctl-XXXXXX)
-SERVE_PID=""
-cleanup() { stop_pid "$SERVE_PID"; stop_slurm; [ -n "${KEEP:-}" ] || rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; tail -30 "$T/serve.log"; exit 1; }
-start_slurm "$T/slurm"
-rc=$?; [ $rc -eq 0 ] || exit $rc
-start_serve_slurm "$T" || fail "serve"
-export KILN_SERVER=http://127.0.0.1:$PORT KILN_TOKEN=$ADMIN
-jid() { "$PY" -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
-jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | "$PY" -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
-wait_final() {
-    for _ in $(seq 1 900); do
-        case $(jget "$1" 'd["state"]') in succeeded|failed|cancelled) return 0;; esac
-        sleep 0.1
-    done
-    fail "job $1 did not finish: $(jget "$1" 'd')"
-}
+WAIT_FINAL_S=90
+slurm_test_setup slurm-ctl
 running_on() { squeue -h -t R -n "kiln-it-$1-$2" -o '%i %N'; }
 
 # SLURM_CTL_ONLY=N runs part N alone (while working on it).

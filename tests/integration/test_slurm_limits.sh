@@ -15,29 +15,8 @@
 #      MaxRSS of the batch step, jobacct_gather/cgroup every second), and
 #      `kiln show` prints it like an agent's.
 set -u
-export KILN_SRC=${KILN_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
-: "${KILN_BIN:?}"
-KILN=$KILN_BIN
-. "$(dirname "$0")/lib_stop.sh"
 . "$(dirname "$0")/lib_slurm.sh"
-T=$(mktemp -d /tmp/kiln-slurm-lim-XXXXXX)
-SERVE_PID=""
-cleanup() { stop_pid "$SERVE_PID"; stop_slurm; [ -n "${KEEP:-}" ] || rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; tail -30 "$T/serve.log"; exit 1; }
-start_slurm "$T/slurm"
-rc=$?; [ $rc -eq 0 ] || exit $rc
-start_serve_slurm "$T" || fail "serve"
-export KILN_SERVER=http://127.0.0.1:$PORT KILN_TOKEN=$ADMIN
-jid() { "$PY" -c 'import json,sys;print(json.load(sys.stdin)["jobs"][0]["id"])'; }
-jget() { curl -s -H "Authorization: Bearer $ADMIN" "$U/jobs/$1" | "$PY" -c "import json,sys;d=json.load(sys.stdin);print($2)"; }
-wait_final() {
-    for _ in $(seq 1 600); do
-        case $(jget "$1" 'd["state"]') in succeeded|failed|cancelled) return 0;; esac
-        sleep 0.1
-    done
-    fail "job $1 did not finish: $(jget "$1" 'd')"
-}
+slurm_test_setup slurm-lim
 slurm_id_of() { squeue -h --states=all -n "kiln-it-$1-${2:-1}" -o %i | head -1; }
 
 # 1. resources, nix-build cores

@@ -10,13 +10,8 @@
 #     with a clear reason, the job fails, and nothing is staged or signed.
 set -u
 : "${KILN_BIN:?}" "${KILN_SRC:?}"
-for t in nix-build nix-store curl python3 tc; do
-    command -v $t >/dev/null || { echo "SKIP $t not installed"; exit 77; }
-done
-[ -x /usr/local/cuda/bin/nvcc ] || { echo "SKIP nvcc not installed (the fixtures build cubins)"; exit 77; }
+FARM_NEEDS=tc
 . "$KILN_SRC/tests/integration/lib_farm.sh"
-trap farm_down EXIT
-trap "exit 1" TERM INT
 farm_up "" "stage_stall_s: 3"
 # ~10 MB/s out of the build host, so a 160 MiB NAR takes long enough to cut.
 ip netns exec "$NETNS_PREFIX-bld" tc qdisc add dev eth0 root tbf rate 80mbit burst 256kb latency 100ms ||
@@ -25,20 +20,10 @@ echo "ok 1 farm up, build host shaped to 80 Mbit/s"
 
 out=$(farm_api POST /jobs '{"recipe":"vllmlike","branch":"mid"}')
 VJ=$(jget "$out" '[j["id"] for j in d["jobs"] if j["name"]=="vllmlike-sm90"][0]') || fail "submit: $out"
-part_size() { local f; f=$(ls "$T"/srv/var/catalog/staging/*.part 2>/dev/null | head -1); [ -n "$f" ] && stat -c %s "$f"; }
-big_part() { [ "$(part_size)" -gt $((24 << 20)) ]; }
-wait_until 300 big_part || fail "no staging upload of vllmlike in progress"
-cut_at=$(part_size)
-netns_link bld down
-wait_until 60 grep -q "asking the server where to resume" "$T/bld/work/logs/$VJ-1.log" ||
-    fail "the worker did not notice the cut link"
-netns_link bld up
-echo "ok 2 link cut at $cut_at bytes of the upload, healed after the worker noticed"
-farm_wait_state "$VJ" succeeded 600
-vlog=$(farm_api GET "/jobs/$VJ/log")
-VP=$(jget "$(farm_job "$VJ")" 'd["outputs"][0]')
-off=$(echo "$vlog" | sed -n "s|.*resuming $VP: .* from offset \([0-9]*\)|\1|p" | tail -1)
-[ -n "$off" ] && [ "$off" -gt 0 ] || fail "no resume from an offset: $vlog"
+farm_cut_upload "$VJ" $((24 << 20)) 300 60
+echo "ok 2 link cut at $FARM_CUT_AT bytes of the upload, healed after the worker noticed"
+farm_resumed "$VJ" 600
+off=$RESUMED_AT vlog=$VLOG
 echo "$vlog" | grep -q "\[kiln stage\] staged $VP" || fail "not staged after the resume: $vlog"
 hb=$(host_run bld "$T/bld" nix-store -q --hash "$VP")
 hg=$(host_run gpu "$T/gpu" nix-store -q --hash "$VP")
@@ -51,7 +36,7 @@ size=$(jget "$cat" 'd["entries"][0]["size"]')
 blob="$T/srv/var/catalog/blobs/sha256/${digest:7:2}/${digest:7}"
 [ "$(sha256sum "$blob" | cut -d' ' -f1)" = "${digest:7}" ] || fail "staged blob does not hash to $digest"
 [ "$(stat -c %s "$blob")" = "$size" ] || fail "staged blob size: $(stat -c %s "$blob") bytes, staging says $size"
-echo "ok 3 resumed from offset $off (cut at $cut_at), staged with matching hash, tested and published"
+echo "ok 3 resumed from offset $off (cut at $FARM_CUT_AT), staged with matching hash, tested and published"
 ip netns exec "$NETNS_PREFIX-bld" tc qdisc del dev eth0 root
 
 # (2) the output changes on disk after Nix registered it.

@@ -12,13 +12,7 @@
 # lib_farm.sh.
 set -u
 : "${KILN_BIN:?}" "${KILN_SRC:?}"
-for t in nix-build nix-store curl python3; do
-    command -v $t >/dev/null || { echo "SKIP $t not installed"; exit 77; }
-done
-[ -x /usr/local/cuda/bin/nvcc ] || { echo "SKIP nvcc not installed (the fixtures build cubins)"; exit 77; }
 . "$KILN_SRC/tests/integration/lib_farm.sh"
-trap farm_down EXIT
-trap "exit 1" TERM INT
 # Retention as tight as it gets (1 byte, every second): whatever a queued or
 # running test stage needs must survive it; nothing else does.
 farm_up "staging: {max_size: 1, prune_interval_s: 1}"

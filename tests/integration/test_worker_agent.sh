@@ -77,12 +77,17 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 echo "ok 4 cancel killed the job's group in ${ms} ms"
 
 # 5. server restart mid-job: re-attach, no second run, log complete
-j=$(submit '{"command":"for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done","resources":{"cores":1,"ram_mb":100}}')
+# The job holds until the server is back, so that it is still running when
+# the worker reconnects however slowly a busy machine restarts the server.
+j=$(submit "{\"command\":\"for i in 1 2 3 4 5 6; do echo line \$i; sleep 0.5; done; while [ ! -e $TMP/back ]; do sleep 0.1; done\",\"resources\":{\"cores\":1,\"ram_mb\":100}}")
 wait_for 10 state_is "$j" building || fail "job $j not started"
 sleep 1
 kill -9 "$SP"; wait "$SP" 2>/dev/null
 sleep 2
 start_server
+reregistered() { [ "$(grep -c 'registered as worker' "$TMP/worker.log")" -ge 2 ]; }
+wait_for 30 reregistered || fail "worker did not register again after the restart"
+touch "$TMP/back"
 wait_for 30 state_is "$j" succeeded || fail "job $j not finished after restart: $(job "$j")"
 d=$(job "$j")
 [ "$(jget "$d" 'len(d["runs"])')" = 1 ] || fail "job ran twice: $d"
@@ -102,9 +107,13 @@ wait_for 15 state_is "$j" succeeded || fail "job $j not run after drain lifted"
 echo "ok 6 drain respected and lifted"
 
 # 7. SIGTERM: running job finishes and is reported, then the worker exits
-j=$(submit '{"command":"sleep 2; echo finished","resources":{"cores":1,"ram_mb":100}}')
+# The job holds until the worker has had its SIGTERM, so that it is running
+# then however busy the machine is.
+j=$(submit "{\"command\":\"while [ ! -e $TMP/termed ]; do sleep 0.1; done; echo finished\",\"resources\":{\"cores\":1,\"ram_mb\":100}}")
 wait_for 10 state_is "$j" building || fail "job $j not started"
 kill -TERM "$WP"
+sleep 0.5
+touch "$TMP/termed"
 wait_for 20 state_is "$j" succeeded || fail "job $j not finished after SIGTERM: $(job "$j")"
 wait_for 20 sh -c "! kill -0 $WP" || fail "worker did not exit after SIGTERM"
 wait "$WP"; rc=$?

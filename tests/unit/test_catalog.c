@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "catalog_fixture.h"
+
 #include "common/hash.h"
 #include "catalog/catalog.h"
 
@@ -15,33 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-struct fx {
-    char dir[64];
-    struct kiln_catalog *c;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kiln-cat-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
-    struct kiln_error err = {0};
-    if (kiln_catalog_open(f->dir, &f->c, &err) != KILN_OK) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    kiln_catalog_close(f->c);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd) != 0) return -1;
-    free(f);
-    return 0;
-}
 
 static int count_files(const char *dir)
 {
@@ -85,7 +60,7 @@ static void count_cb(void *arg, int64_t id)
 
 static void test_publish_idempotent_and_conflict(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     int hooks = 0;
     kiln_catalog_on_publish(f->c, count_cb, &hooks);
     struct kiln_error err = {0};
@@ -140,7 +115,7 @@ static void test_publish_idempotent_and_conflict(void **state)
 
 static void test_bad_input_leaves_nothing(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     struct kiln_error err = {0};
     char d[KILN_DIGEST_STR], tmpdir[128], shadir[128];
     snprintf(tmpdir, sizeof tmpdir, "%s/catalog/blobs/tmp", f->dir);
@@ -178,7 +153,7 @@ static void test_bad_input_leaves_nothing(void **state)
 
 static void test_verify_detects_tampering(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     struct kiln_error err = {0};
     char d[KILN_DIGEST_STR], p[512];
     assert_int_equal(upload(f->c, "blob one", NULL, -1, d, &err), KILN_OK);
@@ -221,7 +196,7 @@ static void test_verify_detects_tampering(void **state)
 
 static void test_nix_entry_narinfo(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     struct kiln_error err = {0};
     char d[KILN_DIGEST_STR];
     assert_int_equal(upload(f->c, "nar bytes", NULL, -1, d, &err), KILN_OK);
@@ -283,10 +258,14 @@ static void test_parse_range(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_publish_idempotent_and_conflict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_input_leaves_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_verify_detects_tampering, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nix_entry_narinfo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_idempotent_and_conflict, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input_leaves_nothing, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_detects_tampering, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_nix_entry_narinfo, catalog_fx_setup,
+                                        catalog_fx_teardown),
         cmocka_unit_test(test_parse_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

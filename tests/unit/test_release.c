@@ -7,39 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "catalog_fixture.h"
+
 #include "catalog/catalog.h"
 #include "catalog/release.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct fx {
-    char dir[64];
-    struct kiln_catalog *c;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kiln-rel-XXXXXX");
-    if (!f || !mkdtemp(f->dir)) return -1;
-    struct kiln_error err = {0};
-    if (kiln_catalog_open(f->dir, &f->c, &err) != KILN_OK) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    kiln_catalog_close(f->c);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd) != 0) return -1;
-    free(f);
-    return 0;
-}
 
 /* A blob with text, published as name/ver held in release rel (0: none). */
 static int64_t put(struct kiln_catalog *c, const char *name, const char *ver, int64_t rel)
@@ -71,7 +46,7 @@ static size_t visible(struct kiln_catalog *c)
 
 static void test_held_until_complete(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     struct kiln_error err = {0};
     int64_t r1, again;
     int created, done;
@@ -108,7 +83,7 @@ static void test_held_until_complete(void **state)
 
 static void test_newer_commit_supersedes(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     struct kiln_error err = {0};
     int64_t r1, r2, other;
     int created, done;
@@ -138,8 +113,10 @@ static void test_newer_commit_supersedes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_held_until_complete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_commit_supersedes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_until_complete, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_commit_supersedes, catalog_fx_setup,
+                                        catalog_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "catalog_fixture.h"
+
 #include "catalog/catalog.h"
 #include "catalog/staging.h"
 #include "common/hash.h"
@@ -23,33 +25,6 @@
 #define P2 "/nix/store/22222222222222222222222222222222-vllmlike"
 #define HP1 "11111111111111111111111111111111"
 #define HP2 "22222222222222222222222222222222"
-
-struct fx {
-    char dir[64];
-    struct kiln_catalog *c;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kiln-stg-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
-    struct kiln_error err = {0};
-    if (kiln_catalog_open(f->dir, &f->c, &err) != KILN_OK) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    kiln_catalog_close(f->c);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd) != 0) return -1;
-    free(f);
-    return 0;
-}
 
 static json_t *info(const char *path, const char *data, const char *ref)
 {
@@ -90,7 +65,7 @@ static int put(struct kiln_catalog *c, const char *hp, int64_t attempt, const ch
 
 static void test_resume_sign_serve(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     const char *d1 = "torch NAR bytes", *d2 = "vllm NAR bytes, a little longer";
     json_t *paths = json_pack("[o,o]", info(P1, d1, NULL), info(P2, d2, P1));
     int have = -1;
@@ -144,7 +119,7 @@ static void test_resume_sign_serve(void **state)
  * one that does not fit is dropped and the file is read back instead. */
 static void test_hash_carries_over(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     const char *d = "0123456789abcdefghijklmnopqrstuvwxyz";
     json_t *paths = json_pack("[o,o]", info(P1, d, NULL), info(P2, d, NULL));
     int have = 0;
@@ -179,7 +154,7 @@ static void test_hash_carries_over(void **state)
 
 static void test_mismatch_leaves_nothing(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     json_t *paths = json_pack("[o]", info(P1, "what nix recorded", NULL));
     int have = 0;
     json_decref(plan(f->c, paths, 1, &have));
@@ -207,7 +182,7 @@ static void test_mismatch_leaves_nothing(void **state)
 
 static void test_retention(void **state)
 {
-    struct fx *f = *state;
+    struct catalog_fx *f = *state;
     json_t *paths = json_pack("[o,o]", info(P1, "one", NULL), info(P2, "two!", NULL));
     int have = 0;
     json_decref(plan(f->c, paths, 1, &have));
@@ -279,10 +254,13 @@ static void test_parse_dump_db(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_resume_sign_serve, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hash_carries_over, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_sign_serve, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_hash_carries_over, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, catalog_fx_setup,
+                                        catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_retention, catalog_fx_setup, catalog_fx_teardown),
         cmocka_unit_test(test_parse_dump_db),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
