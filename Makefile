@@ -91,6 +91,8 @@ check: deps
 chaos: all
 	CHAOS_KILLS=25 CHAOS_JOBS=100 KILN_BIN=$(CURDIR)/$(B)/kiln KILN_SRC=$(CURDIR) \
 		bash tests/chaos/test_chaos_serve.sh
+	CHAOS_ROUNDS=30 CHAOS_JOBS=90 CHAOS_BUSY_S=random KILN_BIN=$(CURDIR)/$(B)/kiln \
+		KILN_SRC=$(CURDIR) bash tests/chaos/test_chaos_faults.sh
 
 check-includes check-unit check-asan check-integration check-integration-asan check-fuzz:
 	@bash scripts/check.sh $(@:check-%=%)

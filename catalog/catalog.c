@@ -154,6 +154,12 @@ static const char *const migrations[] = {
     "CREATE INDEX releases_state ON releases(state, branch);"
     "ALTER TABLE entries ADD COLUMN release_id INTEGER REFERENCES releases(id);"
     "CREATE INDEX entries_release ON entries(release_id);",
+    /* issue 16: every path a build's staging plan named (claimed or already
+     * held), with the deriver it gave, so a report can only name outputs
+     * that its own job planned (kiln_staging_check_outputs). */
+    "CREATE TABLE staged_uses("
+    " job_id INTEGER NOT NULL, hashpart TEXT NOT NULL, deriver TEXT NOT NULL,"
+    " at REAL NOT NULL, PRIMARY KEY(job_id, hashpart)) WITHOUT ROWID;",
 };
 
 static int blob_path_hex(struct kiln_catalog *c, const char *hex, char *out, size_t outlen)
@@ -1018,8 +1024,38 @@ int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out)
     "EXISTS (SELECT 1 FROM entries e WHERE e.digest = narinfo.digest AND " KILN_RELEASE_VISIBLE(   \
         "e.") ")"
 
-/* held: also narinfos of entries held in unfinished releases (verify). */
-static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
+/* 1 when the staged path whose `by` column (hashpart or digest) is key is in
+ * the closure of a visible published path: a published path's references
+ * were staged with it and stay only staged (retention keeps them), and a
+ * reader substituting the published path needs them. Walks up from the
+ * path through staged rows that reference it to a visible narinfo that
+ * does: table scans per step (refs are space-separated basenames), run only
+ * for a reader asking for a path that is not published itself. */
+static int staged_in_published_closure(struct kiln_catalog *c, const char *by, const char *key)
+{
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE up(b) AS ("
+             " SELECT substr(store_path, ?2) FROM staged WHERE %s=?1 AND state='staged'"
+             " UNION SELECT substr(s.store_path, ?2) FROM staged s JOIN up ON s.state='staged'"
+             " AND instr(' ' || s.refs || ' ', ' ' || up.b || ' ') > 0)"
+             " SELECT 1 FROM narinfo JOIN up ON instr(' ' || narinfo.refs || ' ', ' ' || up.b"
+             " || ' ') > 0 WHERE " NAR_VISIBLE " LIMIT 1",
+             by);
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)strlen(KILN_NIX_STORE_DIR "/") + 1);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* held: also narinfos of entries held in unfinished releases (verify);
+ * staged: also paths staged and not published (test hosts). */
+static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held, int staged,
                         struct kiln_narinfo *ni, char digest[KILN_DIGEST_STR],
                         struct kiln_error *err)
 {
@@ -1030,14 +1066,15 @@ static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
             held ? "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
                    " WHERE hashpart=?1 UNION ALL"
                    " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
-                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1"
+                   " staged WHERE hashpart=?1 AND state='staged' AND ?2 LIMIT 1"
                  : "SELECT store_path, digest, nar_size, refs, deriver, sig FROM narinfo"
                    " WHERE hashpart=?1 AND " NAR_VISIBLE " UNION ALL"
                    " SELECT store_path, digest, nar_size, refs, deriver, sig FROM"
-                   " staged WHERE hashpart=?1 AND state='staged' LIMIT 1",
+                   " staged WHERE hashpart=?1 AND state='staged' AND ?2 LIMIT 1",
             -1, &st, NULL) != SQLITE_OK)
         return kiln_fail(err, KILN_EDB, "catalog database: %s", sqlite3_errmsg(c->db));
     sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, staged != 0);
     int r = sqlite3_step(st), rc = KILN_OK;
     if (r == SQLITE_ROW) {
         char hex[65];
@@ -1067,22 +1104,25 @@ static int load_narinfo(struct kiln_catalog *c, const char *hashpart, int held,
     return rc;
 }
 
-int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, struct kiln_buf *out,
-                         struct kiln_error *err)
+int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, int staged,
+                         struct kiln_buf *out, struct kiln_error *err)
 {
     if (strlen(hashpart) != KILN_NIX_HASHPART_LEN)
         return kiln_fail(err, KILN_ENOTFOUND, "no narinfo for %s", hashpart);
     struct kiln_narinfo ni;
     char digest[KILN_DIGEST_STR];
-    int rc = load_narinfo(c, hashpart, 0, &ni, digest, err);
+    int rc = load_narinfo(c, hashpart, 0, staged, &ni, digest, err);
+    /* A reader gets a staged path that a published one needs. */
+    if (rc == KILN_ENOTFOUND && !staged && staged_in_published_closure(c, "hashpart", hashpart))
+        rc = load_narinfo(c, hashpart, 0, 1, &ni, digest, err);
     if (rc != KILN_OK) return rc;
     rc = kiln_narinfo_format(&ni, out);
     kiln_narinfo_free(&ni);
     return rc == KILN_OK ? KILN_OK : kiln_fail(err, rc, "out of memory");
 }
 
-int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, size_t outlen,
-                          uint64_t *size, struct kiln_error *err)
+int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, int staged, char *out,
+                          size_t outlen, uint64_t *size, struct kiln_error *err)
 {
     char n32[64];
     size_t len = strlen(file);
@@ -1100,12 +1140,15 @@ int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, s
     int found = 0;
     if (sqlite3_prepare_v2(c->db,
                            "SELECT 1 FROM narinfo WHERE digest=?1 AND " NAR_VISIBLE " UNION ALL"
-                           " SELECT 1 FROM staged WHERE digest=?1 AND state='staged' LIMIT 1",
+                           " SELECT 1 FROM staged WHERE digest=?1 AND state='staged' AND ?2"
+                           " LIMIT 1",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, staged != 0);
         found = sqlite3_step(st) == SQLITE_ROW;
     }
     sqlite3_finalize(st);
+    if (!found && !staged) found = staged_in_published_closure(c, "digest", digest);
     if (!found || blob_path_hex(c, hex, out, outlen) != KILN_OK ||
         !kiln_catalog_blob_have(c, digest, size))
         return kiln_fail(err, KILN_ENOTFOUND, "no such NAR");
@@ -1185,7 +1228,7 @@ int kiln_catalog_verify(struct kiln_catalog *c, json_t **problems_out, json_t **
             struct kiln_narinfo ni;
             char digest[KILN_DIGEST_STR];
             struct kiln_error e2 = {0};
-            if (load_narinfo(c, hp, 1, &ni, digest, &e2) != KILN_OK) {
+            if (load_narinfo(c, hp, 1, 1, &ni, digest, &e2) != KILN_OK) {
                 add_problem(problems, id, "narinfo %s: %s", hp, e2.msg);
             } else {
                 if (have_key < 0) have_key = nix_key(c, NULL) == KILN_OK;

@@ -100,11 +100,17 @@ int kiln_catalog_entry_signature_ok(struct kiln_catalog *c, json_t *entry);
 
 /* --- Nix cache --- */
 int kiln_catalog_nix_cache_info(struct kiln_catalog *c, struct kiln_buf *out);
-int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, struct kiln_buf *out,
-                         struct kiln_error *err);
-/* Blob path for nar/<nix32 filehash>.nar, only for NARs some narinfo names. */
-int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, char *out, size_t outlen,
-                          uint64_t *size, struct kiln_error *err);
+/* The narinfo of a published path (its entry visible), or of a staged path
+ * in a published path's closure (its references, staged with it); with
+ * staged, also of any other staged path. Only test hosts need those (the
+ * farm's worker credentials, and admins): to anyone else a path of a held
+ * release, or one no test passed yet, does not exist (404). */
+int kiln_catalog_narinfo(struct kiln_catalog *c, const char *hashpart, int staged,
+                         struct kiln_buf *out, struct kiln_error *err);
+/* Blob path for nar/<nix32 filehash>.nar, only for NARs some narinfo names
+ * (staged: as in kiln_catalog_narinfo). */
+int kiln_catalog_nar_path(struct kiln_catalog *c, const char *file, int staged, char *out,
+                          size_t outlen, uint64_t *size, struct kiln_error *err);
 /* "name:base64" of the narinfo signing key (for trusted-public-keys). */
 int kiln_catalog_nix_public_key(struct kiln_catalog *c, char *out, size_t outlen,
                                 struct kiln_error *err);
@@ -141,7 +147,10 @@ int kiln_catalog_parse_range(const char *h, uint64_t size, uint64_t *a, uint64_t
 /* The loop downloads read files on (default: uv_default_loop()). */
 void kiln_catalog_set_loop(struct kiln_catalog *c, uv_loop_t *loop);
 uv_loop_t *kiln_catalog_loop(struct kiln_catalog *c);
-int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role);
+/* staged: the caller may fetch staged, unpublished paths from /nix-cache
+ * (kiln_catalog_narinfo). */
+int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role,
+                      int staged);
 
 /* Import a path of this host's Nix store into the blob store (checked
  * against Nix's NarHash; nothing is dumped when the blob is already there),

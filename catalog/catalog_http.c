@@ -530,7 +530,7 @@ static void entry_get(struct kiln_catalog *c, struct kiln_http_req *req, int64_t
 }
 
 static int nix_cache(struct kiln_catalog *c, struct kiln_http_req *req, const char *rest,
-                     uv_loop_t *loop)
+                     int staged, uv_loop_t *loop)
 {
     struct kiln_error e = {0};
     struct kiln_buf b = {0};
@@ -547,7 +547,7 @@ static int nix_cache(struct kiln_catalog *c, struct kiln_http_req *req, const ch
         char hp[KILN_NIX_HASHPART_LEN + 1];
         memcpy(hp, rest, KILN_NIX_HASHPART_LEN);
         hp[KILN_NIX_HASHPART_LEN] = 0;
-        if (kiln_catalog_narinfo(c, hp, &b, &e) == KILN_OK)
+        if (kiln_catalog_narinfo(c, hp, staged, &b, &e) == KILN_OK)
             kiln_http_respond(req, 200, "text/x-nix-narinfo", NULL, b.data, b.len);
         else
             respond_err(req, &e);
@@ -557,7 +557,7 @@ static int nix_cache(struct kiln_catalog *c, struct kiln_http_req *req, const ch
     if (!strncmp(rest, "nar/", 4)) {
         char path[PATH_MAX];
         uint64_t size;
-        if (kiln_catalog_nar_path(c, rest + 4, path, sizeof path, &size, &e) != KILN_OK) {
+        if (kiln_catalog_nar_path(c, rest + 4, staged, path, sizeof path, &size, &e) != KILN_OK) {
             respond_err(req, &e);
             return 1;
         }
@@ -568,7 +568,8 @@ static int nix_cache(struct kiln_catalog *c, struct kiln_http_req *req, const ch
     return 1;
 }
 
-int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role)
+int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum kiln_role role,
+                      int staged)
 {
     const char *path = kiln_http_req_path(req);
     const char *m = kiln_http_req_method(req);
@@ -583,7 +584,7 @@ int kiln_catalog_http(struct kiln_catalog *c, struct kiln_http_req *req, enum ki
             kiln_http_respond_error(req, 401, "unauthorized", "reading the cache needs a token");
             return 1;
         }
-        return nix_cache(c, req, path + 11, loop);
+        return nix_cache(c, req, path + 11, staged, loop);
     }
     if (strncmp(path, API, strlen(API)) || (path[strlen(API)] && path[strlen(API)] != '/'))
         return 0;

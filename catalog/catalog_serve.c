@@ -8,6 +8,8 @@
 #include "common/clock.h"
 #include "catalog/staging_http.h"
 #include "common/units.h"
+#include "http/http.h"
+#include "server/auth.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +89,15 @@ static void lease_extra(struct kiln_server *srv, json_t *lease, void *ctx)
                                   "public_key", cf->public_key));
 }
 
+/* A build reports only outputs its own plan staged (catalog/staging.h). */
+static int report_refuse(struct kiln_server *srv, int64_t job, json_t *outputs, void *ctx,
+                         struct kiln_error *err)
+{
+    struct catalog_feature *cf = ctx;
+    (void)srv;
+    return kiln_staging_check_outputs(cf->cat, job, outputs, err);
+}
+
 /* Staging retention: the outputs of jobs waiting for or running their test
  * stage are kept (with their closure); everything else ages out. */
 static void prune_tick(uv_timer_t *t)
@@ -152,11 +163,77 @@ static int staging_config(struct catalog_feature *cf, json_t *st, double *interv
     return KILN_OK;
 }
 
+/* Staged paths that are not published (a held release, a variant not yet
+ * tested) are for test hosts only: a worker's own credential, or an admin.
+ * A read token, anonymous reading and a registration token see published
+ * paths only, so nothing leaves the farm before its release does. */
+static int may_fetch_staged(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role)
+{
+    if (role == KILN_ROLE_ADMIN) return 1;
+    if (role != KILN_ROLE_WORKER) return 0;
+    struct kiln_principal p;
+    struct kiln_error e = {0};
+    return kiln_auth_identify(srv->st, kiln_http_req_header(req, "Authorization"), &p, &e) ==
+               KILN_OK &&
+           p.role == KILN_ROLE_WORKER && p.worker_id > 0;
+}
+
 static int stream(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role,
                   void *ctx)
 {
     struct catalog_feature *cf = ctx;
-    return kiln_catalog_http(cf->cat, req, role);
+    int staged =
+        !strncmp(kiln_http_req_path(req), "/nix-cache/", 11) && may_fetch_staged(srv, req, role);
+    return kiln_catalog_http(cf->cat, req, role, staged);
+}
+
+/* 1 when the job's stages include name. */
+static int has_stage(json_t *job, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(job, "stages"), i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), name)) return 1;
+    }
+    return 0;
+}
+
+/* A successful build whose test or publish stage comes next: every output
+ * must be on the server (staged, or published already), since the test
+ * host substitutes it from there and publishing promotes it. kiln worker
+ * stages before it reports, so a miss is a worker that did not (an old
+ * one, or stage_outputs: false on hosts that do not share a store): the
+ * build fails now and names the path, where the test host would fail later
+ * with a Nix error about a missing narinfo. */
+static int report_check(struct kiln_server *srv, int64_t job, const struct kiln_report *r,
+                        struct kiln_error *err, void *ctx)
+{
+    struct catalog_feature *cf = ctx;
+    if (r->exit_code || r->signal || r->infra || !json_array_size(r->outputs)) return KILN_OK;
+    json_t *j = NULL;
+    /* A job that is gone: the report itself answers for that. */
+    if (kiln_jobs_get(&srv->jobs, job, &j, NULL) != KILN_OK) return KILN_OK;
+    const char *stage = r->stage ? r->stage : json_string_value(json_object_get(j, "stage"));
+    int rc = KILN_OK;
+    if (stage && !strcmp(stage, "build") && (has_stage(j, "test") || has_stage(j, "publish"))) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(r->outputs, i, v)
+        {
+            const char *p = json_string_value(v);
+            if (p && kiln_staging_have(cf->cat, p)) continue;
+            rc = kiln_fail(err, KILN_ECONFLICT,
+                           "output %.300s was not staged on the server, so no test host can "
+                           "substitute it: the worker must upload its outputs before it reports "
+                           "(kiln worker does, unless its config says stage_outputs: false, "
+                           "which is only for hosts that share one Nix store)",
+                           p ? p : "(not a string)");
+            break;
+        }
+    }
+    json_decref(j);
+    return rc;
 }
 
 static int feature_init(struct kiln_server *srv, json_t *config, void **state,
@@ -203,6 +280,9 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     if ((rc = kiln_release_serve_new(srv, cf->cat, cf->publisher, &cf->releases, err))) return rc;
     srv->publish = publish;
     srv->publish_ctx = cf;
+    srv->report_refuse = report_refuse;
+    srv->report_check = report_check;
+    srv->report_check_ctx = cf;
     kiln_catalog_on_publish(cf->cat, on_catalog_publish, srv);
     return KILN_OK;
 }
@@ -212,9 +292,12 @@ static void feature_stop(struct kiln_server *srv, void *state)
     struct catalog_feature *cf = state;
     srv->publish = NULL;
     srv->publish_ctx = NULL;
+    srv->report_check = NULL;
+    srv->report_check_ctx = NULL;
     if (cf) kiln_release_serve_free(cf->releases);
     if (cf) cf->releases = NULL;
     srv->lease_extra = NULL;
+    srv->report_refuse = NULL;
     if (cf && cf->prune_started) {
         uv_timer_stop(&cf->prune);
         uv_close((uv_handle_t *)&cf->prune, NULL);

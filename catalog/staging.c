@@ -167,6 +167,25 @@ static int claim_store(struct kiln_catalog *c, struct claim *cl, int64_t job, in
     return KILN_OK;
 }
 
+/* Remember that job's plan named cl (kiln_staging_check_outputs reads it). */
+static int record_use(struct kiln_catalog *c, int64_t job, const struct claim *cl, double now,
+                      struct kiln_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(kiln_catalog_db(c),
+                           "INSERT OR REPLACE INTO staged_uses(job_id, hashpart, deriver, at)"
+                           " VALUES(?1,?2,?3,?4)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, err);
+    sqlite3_bind_int64(st, 1, job);
+    sqlite3_bind_text(st, 2, cl->hashpart, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, cl->deriver, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 4, now);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? KILN_OK : db_fail(c, err);
+}
+
 int kiln_staging_plan(struct kiln_catalog *c, int64_t job, int64_t attempt, json_t *paths,
                       double now, json_t **missing, int *have, struct kiln_error *err)
 {
@@ -184,6 +203,10 @@ int kiln_staging_plan(struct kiln_catalog *c, int64_t job, int64_t attempt, json
         if (rc != KILN_OK) break;
         struct claim cl;
         if ((rc = claim_parse(o, i, &cl, err)) != KILN_OK) break;
+        if ((rc = record_use(c, job, &cl, now, err)) != KILN_OK) {
+            kiln_buf_free(&cl.refs);
+            break;
+        }
         if (have_path(c, cl.hashpart)) {
             (*have)++;
         } else {
@@ -523,6 +546,14 @@ int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char dig
     return found;
 }
 
+int kiln_staging_have(struct kiln_catalog *c, const char *store_path)
+{
+    char hp[KILN_NIX_HASHPART_LEN + 1];
+    if (!kiln_nix_store_path_valid(store_path, 0)) return 0;
+    kiln_nix_hashpart(store_path, hp);
+    return have_path(c, hp);
+}
+
 /* Mark hashparts (basenames' hash parts in a space-separated list) kept. */
 static int keep_add(json_t *kept, const char *list)
 {
@@ -609,6 +640,17 @@ int kiln_staging_prune(struct kiln_catalog *c, double now, double max_age_s, uin
                        struct kiln_error *err)
 {
     *removed = *removed_bytes = 0;
+    /* Plans are needed only until their job reports; age them out. */
+    if (max_age_s > 0) {
+        sqlite3_stmt *du = NULL;
+        if (sqlite3_prepare_v2(kiln_catalog_db(c), "DELETE FROM staged_uses WHERE at < ?1", -1, &du,
+                               NULL) != SQLITE_OK)
+            return db_fail(c, err);
+        sqlite3_bind_double(du, 1, now - max_age_s);
+        int r = sqlite3_step(du);
+        sqlite3_finalize(du);
+        if (r != SQLITE_DONE) return db_fail(c, err);
+    }
     json_t *kept = kept_set(c, keep);
     if (!kept) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     sqlite3_stmt *st = NULL;
@@ -697,4 +739,83 @@ int kiln_staging_list(struct kiln_catalog *c, json_t **out, struct kiln_error *e
     sqlite3_finalize(st);
     *out = arr ? json_pack("{s:o,s:I}", "staged", arr, "bytes", bytes) : NULL;
     return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+/* What the staging area knows of hashpart for job: *published (a narinfo
+ * serves it), the job and deriver of its staged row (*holder 0: none), and
+ * whether job's own plan named it (*planned, with the deriver it gave). */
+struct path_facts {
+    int published, planned;
+    int64_t holder;
+    char holder_drv[256], planned_drv[256];
+};
+
+static int path_facts(struct kiln_catalog *c, int64_t job, const char *hashpart,
+                      struct path_facts *pf, struct kiln_error *err)
+{
+    memset(pf, 0, sizeof *pf);
+    sqlite3 *db = kiln_catalog_db(c);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT (SELECT COUNT(*) FROM narinfo WHERE hashpart=?1),"
+                           " (SELECT job_id FROM staged WHERE hashpart=?1),"
+                           " (SELECT deriver FROM staged WHERE hashpart=?1),"
+                           " (SELECT deriver FROM staged_uses WHERE job_id=?2 AND hashpart=?1)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, err);
+    sqlite3_bind_text(st, 1, hashpart, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, job);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return db_fail(c, err);
+    }
+    pf->published = sqlite3_column_int(st, 0) > 0;
+    pf->holder = sqlite3_column_int64(st, 1);
+    snprintf(pf->holder_drv, sizeof pf->holder_drv, "%s",
+             sqlite3_column_text(st, 2) ? (const char *)sqlite3_column_text(st, 2) : "");
+    pf->planned = sqlite3_column_type(st, 3) != SQLITE_NULL;
+    snprintf(pf->planned_drv, sizeof pf->planned_drv, "%s",
+             pf->planned ? (const char *)sqlite3_column_text(st, 3) : "");
+    sqlite3_finalize(st);
+    return KILN_OK;
+}
+
+int kiln_staging_check_outputs(struct kiln_catalog *c, int64_t job, json_t *outputs,
+                               struct kiln_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(kiln_catalog_db(c), "SELECT 1 FROM staged_uses WHERE job_id=?1 LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, err);
+    sqlite3_bind_int64(st, 1, job);
+    int job_planned = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    size_t i;
+    json_t *o;
+    json_array_foreach(outputs, i, o)
+    {
+        const char *path = json_string_value(o);
+        struct path_facts pf = {0};
+        /* Not a store path: staging cannot hold it (nor can a plan name it). */
+        if (path && kiln_nix_store_path_valid(path, 0)) {
+            char hashpart[33];
+            snprintf(hashpart, sizeof hashpart, "%s", path + strlen(KILN_NIX_STORE_DIR "/"));
+            int rc = path_facts(c, job, hashpart, &pf, err);
+            if (rc != KILN_OK) return rc;
+        }
+        if (!path) path = "(not a string)";
+        if (pf.holder == job) continue;
+        if (pf.holder && !pf.published &&
+            (!pf.planned || strcmp(pf.planned_drv, pf.holder_drv) || !pf.holder_drv[0]))
+            return kiln_fail(err, KILN_ECONFLICT,
+                             "output %.200s is staged for job %lld; job %lld's plan did not name "
+                             "it from the same derivation, so it may not claim it",
+                             path, (long long)pf.holder, (long long)job);
+        if (job_planned && !pf.planned)
+            return kiln_fail(err, KILN_ECONFLICT,
+                             "output %.200s is not in job %lld's staging plan; a build reports "
+                             "only the outputs it staged",
+                             path, (long long)job);
+    }
+    return KILN_OK;
 }

@@ -15,6 +15,8 @@
  * - kiln_staging_plan(): one call for a build's whole output closure; it
  *   claims what the server lacks for (job, attempt) and says from which
  *   offset each path resumes. Paths already staged or published are skipped.
+ *   Every path it names is remembered for the job (staged_uses), so that
+ *   kiln_staging_check_outputs() can tell a build's own outputs.
  * - An upload: kiln_staging_upload_open() (claim and attempt must match;
  *   any offset up to the bytes held is accepted: the rest is cut off and
  *   resent), _write(), then _finish() on the thread pool (fsync, re-hash the
@@ -80,10 +82,29 @@ const char *kiln_staging_hash_part(const struct kiln_staging_hash *h); /* its pa
 const char *kiln_staging_upload_part(const struct kiln_staging_upload *u);
 void kiln_staging_hash_free(struct kiln_staging_hash *h);
 
+/* 1 when store_path is published or staged (a worker's plan need not send
+ * it), else 0. */
+int kiln_staging_have(struct kiln_catalog *c, const char *store_path);
+
 /* 1 and digest, size, nix ({"store_path","references":[basenames],
  * "deriver"}) when store_path is staged; 0 when not; negative on error. */
 int kiln_staging_lookup(struct kiln_catalog *c, const char *store_path, char digest[72],
                         uint64_t *size, json_t **nix, struct kiln_error *err);
+
+/* May job's build report outputs (an array of store paths)? Refused with
+ * KILN_ECONFLICT (409: the agent drops the job instead of stopping, as it
+ * does on 403) and a sentence naming the path:
+ * - a path staged (or claimed) for another job that no narinfo publishes,
+ *   unless this job's own plan named it with the same, non-empty deriver
+ *   (two builds of one derivation make one path);
+ * - when this job planned anything, a path its plan did not name.
+ * Published paths pass (Nix builds a derivation once; the server signed
+ * them after their own test), and so do paths unknown here when the job
+ * planned nothing (a farm without staging). The deriver is what the worker
+ * said: the server does not evaluate Nix, so a worker that lies about it is
+ * not caught here (docs/operations.md, trust model). */
+int kiln_staging_check_outputs(struct kiln_catalog *c, int64_t job, json_t *outputs,
+                               struct kiln_error *err);
 
 /* Remove staged paths older than max_age_s (<= 0: no age limit), then the
  * oldest until the staged bytes are at most max_bytes (0: no size limit),

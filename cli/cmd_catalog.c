@@ -409,7 +409,8 @@ static int srv_headers(struct kiln_http_req *req, void *ctx)
         role = KILN_ROLE_ADMIN;
     else if (a)
         role = KILN_ROLE_NONE; /* a wrong token is refused, not downgraded */
-    if (!kiln_catalog_http(s->c, req, role))
+    /* A standalone catalog stages nothing: published paths only. */
+    if (!kiln_catalog_http(s->c, req, role, 0))
         kiln_http_respond_error(req, 404, "not_found", "no such path");
     return 0;
 }

@@ -15,6 +15,7 @@
 
 #define MAX_QUEUED 100000 /* per forge: beyond this the oldest reports go */
 #define MAX_REMEMBERED 50000
+#define MAX_COMMITS 2000 /* commits whose tallies are kept (then rebuilt on demand) */
 
 struct post {
     struct post *next;
@@ -53,6 +54,8 @@ struct forge_feature {
     int n;
     struct forge *forges;
     json_t *last; /* "forge-index sha context" -> the state last queued */
+    /* "forge-index branch sha" -> {"jobs":{"id":forge state},"tally":[n,ok,failed,error]} */
+    json_t *commits;
 };
 
 /* --- the queue --- */
@@ -188,34 +191,75 @@ static void describe_job(json_t *job, const char *state, char *out, size_t n)
         snprintf(out, n, "kiln: %s", st ? st : "?");
 }
 
-static void summary(struct forge *f, json_t *job, const char *sha)
+/* The commit's tally for this forge, built from the store the first time
+ * the commit is seen (and after the map was cleared): one read of the
+ * commit's jobs per commit, not per change. NULL when that read fails. */
+static json_t *commit_tally(struct forge *f, const char *branch, const char *sha)
 {
-    struct kiln_server *srv = f->ff->srv;
-    const char *branch = json_string_value(json_object_get(job, "branch"));
-    json_t *all = NULL, *mine = json_array();
+    struct forge_feature *ff = f->ff;
+    char key[600];
+    snprintf(key, sizeof key, "%d %s %s", (int)(f - ff->forges), branch ? branch : "", sha);
+    json_t *c = json_object_get(ff->commits, key);
+    if (c) return c;
+    json_t *all = NULL;
     struct kiln_error err = {0};
-    if (!mine || kiln_jobs_of_commit(&srv->jobs, branch, sha, &all, &err)) {
-        kiln_log(&srv->log, KILN_LOG_WARN, "forge summary of %.12s: %s", sha, err.msg);
-        json_decref(mine);
-        return;
+    if (kiln_jobs_of_commit(&ff->srv->jobs, branch, sha, &all, &err)) {
+        kiln_log(&ff->srv->log, KILN_LOG_WARN, "forge summary of %.12s: %s", sha, err.msg);
+        return NULL;
     }
+    struct kiln_forge_tally t = {0};
+    json_t *jobs = json_object();
     size_t i;
     json_t *j;
     json_array_foreach(all, i, j)
     {
         const char *u =
             json_string_value(json_object_get(json_object_get(j, "attrs"), "source_url"));
-        if (u && !strcmp(u, f->t.url)) json_array_append(mine, j);
+        if (!u || strcmp(u, f->t.url) || !jobs) continue;
+        const char *st = kiln_forge_job_state(json_string_value(json_object_get(j, "state")));
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(j, "id")));
+        kiln_forge_tally_move(&t, NULL, st);
+        json_object_set_new(jobs, id, json_string(st));
     }
+    json_decref(all);
+    c = jobs ? json_pack("{s:o,s:[I,I,I,I]}", "jobs", jobs, "tally", (json_int_t)t.n,
+                         (json_int_t)t.ok, (json_int_t)t.failed, (json_int_t)t.error)
+             : NULL;
+    if (!c) return NULL;
+    if (json_object_size(ff->commits) >= MAX_COMMITS) json_object_clear(ff->commits);
+    if (json_object_set_new(ff->commits, key, c)) return NULL;
+    return c;
+}
+
+static void summary(struct forge *f, json_t *job, const char *sha)
+{
+    const char *branch = json_string_value(json_object_get(job, "branch"));
+    json_t *c = commit_tally(f, branch, sha);
+    if (!c) return;
+    json_t *jobs = json_object_get(c, "jobs"), *arr = json_object_get(c, "tally");
+    struct kiln_forge_tally t = {
+        (size_t)json_integer_value(json_array_get(arr, 0)),
+        (size_t)json_integer_value(json_array_get(arr, 1)),
+        (size_t)json_integer_value(json_array_get(arr, 2)),
+        (size_t)json_integer_value(json_array_get(arr, 3)),
+    };
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(job, "id")));
+    const char *now = kiln_forge_job_state(json_string_value(json_object_get(job, "state")));
+    kiln_forge_tally_move(&t, json_string_value(json_object_get(jobs, id)), now);
+    json_object_set_new(jobs, id, json_string(now));
+    json_integer_set(json_array_get(arr, 0), (json_int_t)t.n);
+    json_integer_set(json_array_get(arr, 1), (json_int_t)t.ok);
+    json_integer_set(json_array_get(arr, 2), (json_int_t)t.failed);
+    json_integer_set(json_array_get(arr, 3), (json_int_t)t.error);
     char desc[160], url[700];
-    const char *state = kiln_forge_summary_state(mine, desc, sizeof desc);
+    const char *state = kiln_forge_tally_summary(&t, desc, sizeof desc);
     char *esc = branch ? curl_easy_escape(NULL, branch, 0) : NULL;
     snprintf(url, sizeof url, "%s/#/queue%s%s", f->ff->page_url, esc ? "?branch=" : "",
              esc ? esc : "");
     curl_free(esc);
     report(f, sha, "kiln", state, desc, url);
-    json_decref(all);
-    json_decref(mine);
 }
 
 static void on_job_change(struct kiln_server *srv, json_t *job, void *ctx)
@@ -278,7 +322,8 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     struct forge_feature *ff = calloc(1, sizeof *ff);
     size_t n = json_array_size(repos);
     if (!ff || !(ff->forges = calloc(n ? n : 1, sizeof *ff->forges)) ||
-        !(ff->last = json_object())) {
+        !(ff->last = json_object()) || !(ff->commits = json_object())) {
+        if (ff) json_decref(ff->last);
         if (ff) free(ff->forges);
         free(ff);
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -349,6 +394,7 @@ static void feature_cleanup(void *state)
         kiln_httpc_cleanup(&f->http);
     }
     json_decref(ff->last);
+    json_decref(ff->commits);
     free(ff->forges);
     free(ff);
 }

@@ -92,26 +92,46 @@ const char *kiln_forge_job_state(const char *s)
     return "pending";
 }
 
+static size_t *tally_slot(struct kiln_forge_tally *t, const char *state)
+{
+    if (!strcmp(state, "success")) return &t->ok;
+    if (!strcmp(state, "failure")) return &t->failed;
+    if (!strcmp(state, "error")) return &t->error;
+    return NULL; /* pending: n minus the others */
+}
+
+void kiln_forge_tally_move(struct kiln_forge_tally *t, const char *was, const char *now)
+{
+    size_t *s;
+    if (!was)
+        t->n++;
+    else if ((s = tally_slot(t, was)) && *s)
+        (*s)--;
+    if ((s = tally_slot(t, now))) (*s)++;
+}
+
+const char *kiln_forge_tally_summary(const struct kiln_forge_tally *t, char *desc, size_t len)
+{
+    size_t done = t->ok + t->failed + t->error;
+    size_t running = t->n > done ? t->n - done : 0;
+    snprintf(desc, len, "kiln: %zu of %zu variants passed, %zu failed, %zu unfinished", t->ok, t->n,
+             t->failed, running);
+    if (t->failed) return "failure";
+    if (running) return "pending";
+    return t->error ? "error" : "success";
+}
+
 const char *kiln_forge_summary_state(json_t *jobs, char *desc, size_t len)
 {
-    size_t n = json_array_size(jobs), ok = 0, failed = 0, other = 0, i;
+    struct kiln_forge_tally t = {0};
+    size_t i;
     json_t *j;
     json_array_foreach(jobs, i, j)
     {
-        const char *st = kiln_forge_job_state(json_string_value(json_object_get(j, "state")));
-        if (!strcmp(st, "success"))
-            ok++;
-        else if (!strcmp(st, "failure"))
-            failed++;
-        else if (!strcmp(st, "error"))
-            other++;
+        kiln_forge_tally_move(&t, NULL,
+                              kiln_forge_job_state(json_string_value(json_object_get(j, "state"))));
     }
-    size_t running = n - ok - failed - other;
-    snprintf(desc, len, "kiln: %zu of %zu variants passed, %zu failed, %zu unfinished", ok, n,
-             failed, running);
-    if (failed) return "failure";
-    if (running) return "pending";
-    return other ? "error" : "success";
+    return kiln_forge_tally_summary(&t, desc, len);
 }
 
 /* GitLab names the states differently, and takes the project path encoded. */

@@ -45,6 +45,18 @@ const char *kiln_forge_job_state(const char *job_state);
 /* The summary state of a commit's jobs (array of job objects). */
 const char *kiln_forge_summary_state(json_t *jobs, char *description, size_t len);
 
+/* A commit's jobs counted by forge state, kept up to date one job change at
+ * a time (forge_serve.c), so a summary costs O(1) instead of rereading the
+ * commit's jobs on every change. */
+struct kiln_forge_tally {
+    size_t n, ok, failed, error; /* n - ok - failed - error are unfinished */
+};
+/* One job moves from forge state `was` (NULL: not counted yet) to `now`. */
+void kiln_forge_tally_move(struct kiln_forge_tally *t, const char *was, const char *now);
+/* The summary state and description of a tally (the rule above). */
+const char *kiln_forge_tally_summary(const struct kiln_forge_tally *t, char *description,
+                                     size_t len);
+
 /* Path (appended to t->api) and body of one status. */
 int kiln_forge_status_request(const struct kiln_forge_target *t, const char *sha, const char *state,
                               const char *context, const char *description, const char *target_url,

@@ -132,8 +132,19 @@ static void h_jobs_submit(struct ctx *c)
     spec.owner_is_admin = c->who.role == KILN_ROLE_ADMIN;
     size_t k;
     json_t *job;
+    if (spec.kind == KILN_JOBSPEC_RECIPE)
+        rc = kiln_auth_scope(c->srv->st, &c->who, spec.recipe, spec.branch, &err);
     json_array_foreach(spec.jobs, k, job)
+    {
+        const char *r = json_string_value(json_object_get(job, "recipe")),
+                   *br = json_string_value(json_object_get(job, "branch"));
+        if (!rc) rc = kiln_auth_scope(c->srv->st, &c->who, r ? r : "", br ? br : "", &err);
         json_object_set_new(job, "owner", json_integer(spec.owner));
+    }
+    if (rc) {
+        kiln_jobspec_free(&spec);
+        return fail_err(c, &err, rc);
+    }
     json_t *ids;
     if (spec.kind == KILN_JOBSPEC_RECIPE)
         rc = kiln_submit_recipe(&c->srv->jobs, c->srv->cfg.recipes_dir, &spec, kiln_clock_wall(),
@@ -365,6 +376,22 @@ static void h_report(struct ctx *c)
     r.cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
     r.selftest = json_is_object(selftest) ? selftest : NULL;
     r.outputs = json_is_array(outputs) ? outputs : NULL;
+    /* "staged": false: the worker stages nothing because every host shares
+     * its Nix store (worker config stage_outputs: false). Otherwise outputs
+     * the server lacks fail the stage now, with their names, instead of on
+     * the test host at substitution. */
+    if (r.outputs && json_array_size(r.outputs) && c->srv->report_refuse &&
+        (rc = c->srv->report_refuse(c->srv, c->id, r.outputs, c->srv->report_check_ctx, &err))) {
+        json_decref(o);
+        return fail_err(c, &err, rc);
+    }
+    struct kiln_error cerr = {0};
+    if (c->srv->report_check && !json_is_false(json_object_get(o, "staged")) &&
+        c->srv->report_check(c->srv, c->id, &r, &cerr, c->srv->report_check_ctx) != KILN_OK) {
+        r.exit_code = -1;
+        r.infra = 0;
+        r.reason = cerr.msg;
+    }
     const char *state = NULL;
     rc = kiln_jobs_report(&c->srv->jobs, c->id, c->who.worker_id, &r, kiln_clock_wall(), &state,
                           &err);

@@ -1,6 +1,7 @@
 /* auth.c - authorisation rules (server/auth.h). */
 #include "server/auth.h"
 
+#include <fnmatch.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,11 +75,72 @@ int kiln_auth_job_owner(struct kiln_store *st, const struct kiln_principal *p, i
     int64_t owner = 0;
     int rc = kiln_access_job(st, job, &owner, NULL, err);
     if (rc) return rc;
-    if (p->role == KILN_ROLE_ADMIN) return KILN_OK;
-    if (p->role == KILN_ROLE_SUBMIT && owner && owner == p->token_id) return KILN_OK;
+    int mine = p->role == KILN_ROLE_SUBMIT && owner && owner == p->token_id;
+    if (p->role == KILN_ROLE_ADMIN || mine) {
+        if (!p->scoped) return KILN_OK;
+        char recipe[128], branch[128];
+        if ((rc = kiln_access_job_place(st, job, recipe, branch, err))) return rc;
+        return kiln_auth_scope(st, p, recipe, branch, err);
+    }
     return kiln_fail(err, KILN_EPERM,
                      "job %lld was submitted by %s; only that token or an admin may change it",
                      (long long)job, owner ? "another token" : "the server");
+}
+
+/* 1 when name matches one glob of list, or list is absent (no limit). */
+static int scope_admits(const json_t *list, const char *name)
+{
+    if (!list) return 1;
+    size_t i;
+    const json_t *g;
+    json_array_foreach(list, i, g)
+    {
+        const char *pat = json_string_value(g);
+        if (pat && fnmatch(pat, name, 0) == 0) return 1;
+    }
+    return 0;
+}
+
+/* "cuda-*, main" from a list of globs, for the refusal's sentence. */
+static void scope_text(const json_t *list, char *out, size_t cap)
+{
+    size_t used = 0, i;
+    const json_t *g;
+    out[0] = '\0';
+    json_array_foreach(list, i, g)
+    {
+        int n = snprintf(out + used, cap - used, "%s%s", i ? ", " : "", json_string_value(g));
+        if (n < 0 || (size_t)n >= cap - used) break;
+        used += (size_t)n;
+    }
+}
+
+int kiln_auth_scope(struct kiln_store *st, const struct kiln_principal *p, const char *recipe,
+                    const char *branch, struct kiln_error *err)
+{
+    if (!p->scoped) return KILN_OK;
+    json_t *scope;
+    int rc = kiln_access_token_scope(st, p->token_id, &scope, err);
+    if (rc) return rc;
+    if (!scope) return KILN_OK;
+    const json_t *r = json_object_get(scope, "recipes"), *b = json_object_get(scope, "branches");
+    if (!scope_admits(r, recipe)) {
+        char globs[512];
+        scope_text(r, globs, sizeof globs);
+        rc = kiln_fail(err, KILN_EPERM,
+                       "this token is scoped to recipes [%s]; %s%.128s%s is outside its scope",
+                       globs, recipe[0] ? "recipe '" : "a job with no recipe", recipe,
+                       recipe[0] ? "'" : "");
+    } else if (!scope_admits(b, branch)) {
+        char globs[512];
+        scope_text(b, globs, sizeof globs);
+        rc = kiln_fail(err, KILN_EPERM,
+                       "this token is scoped to branches [%s]; %s%.128s%s is outside its scope",
+                       globs, branch[0] ? "branch '" : "a job with no branch", branch,
+                       branch[0] ? "'" : "");
+    }
+    json_decref(scope);
+    return rc;
 }
 
 int kiln_auth_worker_self(const struct kiln_principal *p, int64_t worker_id, struct kiln_error *err)

@@ -3,7 +3,8 @@
  * Who holds what (docs/RELIABILITY.md "Trust model"):
  *   anonymous    - nothing, or what a read token may see with allow_anonymous_read
  *   read         - GET (no secrets)
- *   submit       - read + submit; cancel and retry only the jobs it submitted
+ *   submit       - read + submit; cancel and retry only the jobs it submitted;
+ *                  a scoped one (--recipe/--branch) only inside its scope
  *   registration - a worker-role token made by `kiln token create --role worker`:
  *                  it may register a worker and nothing else
  *   worker       - the credential the server issues at registration, bound to
@@ -39,9 +40,16 @@ int kiln_auth_is_registration(const struct kiln_principal *p);
 int kiln_auth_route(const struct kiln_principal *p, enum kiln_role need, int anon_read,
                     int is_register, struct kiln_error *err);
 
-/* Cancel or retry: the job's submitter or an admin (ENOTFOUND for no job). */
+/* Cancel or retry: the job's submitter or an admin (ENOTFOUND for no job),
+ * and, for a scoped token, a job inside its scope (kiln_auth_scope). */
 int kiln_auth_job_owner(struct kiln_store *st, const struct kiln_principal *p, int64_t job,
                         struct kiln_error *err);
+
+/* May p act on a job of this recipe and branch ("" when the job has none)?
+ * An unscoped token may; a scoped one (state/access.h) only inside its
+ * scope, else KILN_EPERM with a sentence naming the scope. */
+int kiln_auth_scope(struct kiln_store *st, const struct kiln_principal *p, const char *recipe,
+                    const char *branch, struct kiln_error *err);
 
 /* Lease and heartbeat as worker_id: only that worker's own credential. */
 int kiln_auth_worker_self(const struct kiln_principal *p, int64_t worker_id,

@@ -180,7 +180,12 @@ static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
     snprintf(line, sizeof line, "%s--- kiln: attempt %lld (%s) on worker %s ---\n",
              attempt > 0 ? "\n" : "", (long long)(attempt + 1),
              !strcmp(state, "built") ? "test" : "build", w.name);
-    if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) return rc;
+    if ((rc = kiln_logs_append_line(s->logs, job_id, line, &size, err))) {
+        /* The job stays queued and is offered again; say why (a full log
+         * disk stops every lease until space frees, chaos "disk"). */
+        kiln_log(&s->log, KILN_LOG_WARN, "job %lld not leased: %s", (long long)job_id, err->msg);
+        return rc;
+    }
     rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
                          err);
     if (rc == KILN_OK) {

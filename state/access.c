@@ -3,6 +3,7 @@
 #include "state/access.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int step_done(struct kiln_store *st, sqlite3_stmt *s, struct kiln_error *err,
@@ -20,7 +21,8 @@ int kiln_access_identify(struct kiln_store *st, const char *hash_hex, struct kil
     memset(out, 0, sizeof *out);
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(
-        st, "SELECT id, role, COALESCE(worker_id, 0) FROM tokens WHERE hash = ?", &s, err);
+        st, "SELECT id, role, COALESCE(worker_id, 0), scope IS NOT NULL FROM tokens WHERE hash = ?",
+        &s, err);
     if (rc) return rc;
     kiln_store_bind_text(s, 1, hash_hex);
     rc = sqlite3_step(s);
@@ -29,6 +31,7 @@ int kiln_access_identify(struct kiln_store *st, const char *hash_hex, struct kil
         int prc = kiln_role_parse(r ? r : "", &out->role);
         out->token_id = sqlite3_column_int64(s, 0);
         out->worker_id = sqlite3_column_int64(s, 2);
+        out->scoped = sqlite3_column_int(s, 3);
         sqlite3_reset(s);
         if (prc) {
             memset(out, 0, sizeof *out);
@@ -39,6 +42,94 @@ int kiln_access_identify(struct kiln_store *st, const char *hash_hex, struct kil
     sqlite3_reset(s);
     if (rc == SQLITE_DONE) return kiln_fail(err, KILN_EAUTH, "unknown token");
     return kiln_store_fail(st, rc, err, "looking up a token");
+}
+
+/* 1 when l is absent or an array of 1..KILN_ACCESS_SCOPE_MAX short strings. */
+static int scope_list_ok(const json_t *l)
+{
+    if (!l) return 1;
+    if (!json_is_array(l) || !json_array_size(l) || json_array_size(l) > KILN_ACCESS_SCOPE_MAX)
+        return 0;
+    size_t i;
+    const json_t *v;
+    json_array_foreach(l, i, v)
+    {
+        const char *g = json_string_value(v);
+        if (!g || !*g || strlen(g) >= 128) return 0;
+    }
+    return 1;
+}
+
+int kiln_access_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
+                          const char *hash_hex, const json_t *scope, double now,
+                          struct kiln_error *err)
+{
+    char *text = NULL;
+    if (scope) {
+        const json_t *r = json_object_get(scope, "recipes"),
+                     *b = json_object_get(scope, "branches");
+        if (!json_is_object(scope) || json_object_size(scope) != (size_t)(!!r + !!b) || !(r || b) ||
+            !scope_list_ok(r) || !scope_list_ok(b))
+            return kiln_fail(err, KILN_EINVAL,
+                             "a token scope is {\"recipes\":[glob],\"branches\":[glob]} with 1 "
+                             "to %d globs of under 128 characters per list",
+                             KILN_ACCESS_SCOPE_MAX);
+        if (!(text = json_dumps(scope, JSON_COMPACT | JSON_SORT_KEYS)))
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(
+        st, "INSERT INTO tokens(name, role, hash, created_at, scope) VALUES (?, ?, ?, ?, ?)", &s,
+        err);
+    if (!rc) {
+        kiln_store_bind_text(s, 1, name ? name : "");
+        kiln_store_bind_text(s, 2, kiln_role_name(role));
+        kiln_store_bind_text(s, 3, hash_hex);
+        sqlite3_bind_double(s, 4, now);
+        if (text)
+            kiln_store_bind_text(s, 5, text);
+        else
+            sqlite3_bind_null(s, 5);
+        rc = step_done(st, s, err, "adding a token");
+    }
+    free(text);
+    return rc;
+}
+
+int kiln_access_token_scope(struct kiln_store *st, int64_t token_id, json_t **out,
+                            struct kiln_error *err)
+{
+    *out = NULL;
+    sqlite3_stmt *s;
+    int rc = kiln_store_row_by_id(st, "SELECT scope FROM tokens WHERE id = ?", token_id, "token",
+                                  &s, err);
+    if (rc) return rc;
+    int scoped = sqlite3_column_type(s, 0) != SQLITE_NULL;
+    if (scoped) {
+        *out = kiln_store_col_json(s, 0);
+        /* A scope that does not parse must not widen into no scope. */
+        if (!json_is_object(*out)) {
+            json_decref(*out);
+            *out = json_pack("{s:[]}", "recipes");
+        }
+    }
+    sqlite3_reset(s);
+    if (!scoped) return KILN_OK;
+    return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+int kiln_access_job_place(struct kiln_store *st, int64_t job, char recipe[128], char branch[128],
+                          struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_row_by_id(
+        st, "SELECT COALESCE(recipe, ''), COALESCE(branch, '') FROM jobs WHERE id = ?", job, "job",
+        &s, err);
+    if (rc) return rc;
+    snprintf(recipe, 128, "%s", (const char *)sqlite3_column_text(s, 0));
+    snprintf(branch, 128, "%s", (const char *)sqlite3_column_text(s, 1));
+    sqlite3_reset(s);
+    return KILN_OK;
 }
 
 int kiln_access_issue_worker_credential(struct kiln_store *st, int64_t worker_id,

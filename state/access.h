@@ -32,11 +32,32 @@ struct kiln_principal {
     int64_t token_id;    /* 0 = anonymous (no token) */
     enum kiln_role role; /* KILN_ROLE_NONE when anonymous */
     int64_t worker_id;   /* > 0: a credential bound to this worker */
+    int scoped;          /* 1: the token has a scope (kiln_access_token_scope) */
 };
 
 /* KILN_EAUTH when no token has that hash. */
 int kiln_access_identify(struct kiln_store *st, const char *hash_hex, struct kiln_principal *out,
                          struct kiln_error *err);
+
+/* A token scope: {"recipes":[glob...],"branches":[glob...]}, either list
+ * optional, each glob an fnmatch(3) pattern. A scoped token acts only on
+ * jobs whose recipe matches one of its recipe globs (when it has any) and
+ * whose branch matches one of its branch globs (when it has any). */
+#define KILN_ACCESS_SCOPE_MAX 16 /* globs per list */
+
+/* Add a token (only its hash is stored) with a scope (NULL: unscoped);
+ * KILN_EINVAL for a scope that is not of the shape above. */
+int kiln_access_token_add(struct kiln_store *st, enum kiln_role role, const char *name,
+                          const char *hash_hex, const json_t *scope, double now,
+                          struct kiln_error *err);
+
+/* A token's scope (*out NULL when it has none). */
+int kiln_access_token_scope(struct kiln_store *st, int64_t token_id, json_t **out,
+                            struct kiln_error *err);
+
+/* The recipe and branch a job was submitted for ("" when it has none). */
+int kiln_access_job_place(struct kiln_store *st, int64_t job, char recipe[128], char branch[128],
+                          struct kiln_error *err);
 
 /* A fresh credential for worker_id (out gets the clear token, only the hash
  * is stored); the worker's older credentials stop working. */

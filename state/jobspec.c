@@ -359,8 +359,11 @@ int kiln_jobspec_from_variant(json_t *variant, int priority, const char *commit,
     if (json_is_object(selftest)) json_array_append_new(stages, json_string("test"));
     if (json_is_object(publish)) json_array_append_new(stages, json_string("publish"));
     const char *isa = kiln_json_str(attrs, "isa");
-    const char *sm = json_is_object(selftest) ? kiln_json_str(selftest, "sm") : NULL;
-    if (!sm) sm = kiln_json_str(attrs, "sm");
+    /* A selftest's sm says which GPU its test stage needs; null there means
+     * none (a CPU-only variant such as demo's sm=cpu), never the sm
+     * attribute. Without a selftest the attribute is only a label. */
+    const char *sm =
+        json_is_object(selftest) ? kiln_json_str(selftest, "sm") : kiln_json_str(attrs, "sm");
     json_t *job = json_pack(
         "{s:s,s:s,s:I,s:I,s:s,s:I,s:o,s:I,s:I,s:o,s:s?,s:s?,s:o,s:o,s:s?,s:s?,s:s?,s:o,s:o,s:I}",
         "name", name, "command", command, "cores", cores, "ram_mb", ram, "platform", platform,

@@ -138,6 +138,9 @@ static const char *migrations[] = {
     "CREATE INDEX jobs_state_id ON jobs(state, id);",
     /* issue 15 (releases, forge statuses): the jobs of one commit */
     "CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_id, branch);",
+    /* issue 16: a token may be scoped to recipes and branches (JSON
+     * {"recipes":[glob],"branches":[glob]}; NULL: unscoped). */
+    "ALTER TABLE tokens ADD COLUMN scope TEXT;",
     /* issue 17 (Slurm executor): a job may name the one worker it runs on
      * (a Slurm pool's, an agent); NULL = any. Part of the resource class,
      * so the class index carries it before the order columns. */
@@ -380,8 +383,8 @@ int kiln_store_token_lookup(struct kiln_store *st, const char *hash_hex, enum ki
 int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error *err)
 {
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(st, "SELECT id, name, role, created_at, hash FROM tokens ORDER BY id",
-                             &s, err);
+    int rc = kiln_store_stmt(
+        st, "SELECT id, name, role, created_at, hash, scope FROM tokens ORDER BY id", &s, err);
     if (rc) return rc;
     json_t *arr = json_array();
     if (!arr) return kiln_fail(err, KILN_ENOMEM, "out of memory");
@@ -389,11 +392,12 @@ int kiln_store_token_list(struct kiln_store *st, json_t **out, struct kiln_error
         char hp[13];
         const char *h = (const char *)sqlite3_column_text(s, 4);
         snprintf(hp, sizeof hp, "%s", h ? h : "");
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:f,s:s}", "id",
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:f,s:s,s:o}", "id",
                                              (json_int_t)sqlite3_column_int64(s, 0), "name",
                                              (const char *)sqlite3_column_text(s, 1), "role",
                                              (const char *)sqlite3_column_text(s, 2), "created_at",
-                                             sqlite3_column_double(s, 3), "hash_prefix", hp));
+                                             sqlite3_column_double(s, 3), "hash_prefix", hp,
+                                             "scope", kiln_store_col_json(s, 5)));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {

@@ -12,10 +12,11 @@ import * as catalog from './js/catalog.js';
 import * as releases from './js/releases.js';
 import * as submit from './js/submit.js';
 import * as charts from './js/charts.js';
+import * as audit from './js/audit.js';
 import { watchForges } from './js/forges.js';
 
-const VIEWS = { queue, matrix, build, workers, catalog, releases, submit, charts };
-const TITLES = { queue: 'Queue', matrix: 'Matrix', build: 'Build', workers: 'Workers', catalog: 'Catalog', releases: 'Releases', submit: 'Submit', charts: 'Charts' };
+const VIEWS = { queue, matrix, build, workers, catalog, releases, submit, charts, audit };
+const TITLES = { queue: 'Queue', matrix: 'Matrix', build: 'Build', workers: 'Workers', catalog: 'Catalog', releases: 'Releases', submit: 'Submit', charts: 'Charts', audit: 'Audit' };
 
 function parseHash() {
   const raw = location.hash.startsWith('#/') ? location.hash.slice(2) : 'queue';
@@ -90,9 +91,13 @@ function main() {
   // Token box
   const tokenInput = document.getElementById('token-input');
   const tokenSummary = document.getElementById('token-summary');
+  // The Audit link shows only for a token that may read the log (admins);
+  // the server decides, the page asks it.
+  const navAudit = document.getElementById('nav-audit');
   const showToken = () => {
     tokenSummary.textContent = getToken() ? 'Token ✓' : 'Token';
     tokenSummary.title = getToken() ? 'A token is set: actions are enabled' : 'No token: read-only';
+    audit.probe().then((ok) => { navAudit.hidden = !ok; });
   };
   showToken();
   document.getElementById('token-form').addEventListener('submit', (e) => {

@@ -261,6 +261,40 @@ test('xss: job name and log line with markup render as text, no dialog', async (
   }
 });
 
+// Issue 16: the audit log on the page. An admin's token shows the Audit link
+// and a table with allowed and refused requests; a submit token sees no link.
+test('audit: admins see the audit log with refusals; a submit token sees no link', async () => {
+  await withServer({ name: 'audit' }, async (srv) => {
+    if (srv.kind === 'mock') {
+      backends.push('audit: skipped on the mock (it keeps no audit log)');
+      return;
+    }
+    await submitAdhoc(srv, 'audited');
+    let refused = 0;
+    try {
+      await api(srv, 'POST', '/workers/1/drain', {}, srv.submit);
+    } catch (e) {
+      refused = e.status;
+    }
+    assert(refused === 403, `a submit token may not drain (${refused})`);
+    const page = await openPage(browser, srv, '#/audit', { token: srv.admin });
+    await page.waitForFunction(() => !document.getElementById('nav-audit').hidden, null, { timeout: 5000 });
+    await page.waitForSelector('#audit-table tbody tr', { timeout: 5000 });
+    const text = await page.textContent('#audit-table');
+    assert(text.includes('POST /api/v1/jobs'), 'the submit is listed');
+    assert(text.includes('refused 403'), 'the refusal is listed with its status');
+    assert((await page.getAttribute('#nav-audit a', 'aria-current')) === 'page', 'the Audit link is current');
+    noProblems(page);
+    const sub = await openPage(browser, srv, '#/audit', { token: srv.submit });
+    await sub.waitForSelector('#main .error:not([hidden])', { timeout: 5000 });
+    assert(await sub.evaluate(() => document.getElementById('nav-audit').hidden), 'no Audit link for a submit token');
+    assert(await sub.evaluate(() => document.querySelectorAll('#audit-table tbody tr').length === 0), 'no rows for a submit token');
+    noProblems(sub);
+    await page.close();
+    await sub.close();
+  });
+});
+
 // Five reloads. This machine is shared by several engineers (2 cores, load
 // often above 8), so the best run says what the page needs and the median how
 // it fares under that load; both are reported.

@@ -42,9 +42,9 @@ api GET "/jobs/$j/log" >"$TMP/job.log"
 grep -q -- '--- kiln: attempt 2 (test) on worker gpu1 ---' "$TMP/job.log" || fail "no test stage in the log"
 [ "$(jget "$d" 'd["gpu_index"]')" = 0 ] || fail "test stage not on GPU 0: $d"
 [ "$(jget "$d" 'd["selftest"] is not None and "checks" in d["selftest"]')" = True ] || fail "no selftest document: $d"
-cubin=$(jget "$d" '[c["ok"] for c in d["selftest"]["checks"] if c["name"]=="cubin-sm"][0]')
+cubin=$(jget "$d" '[c["ok"] for c in d["selftest"]["checks"] if c["name"]=="built-for"][0]')
 [ "$cubin" = True ] || fail "cubin check failed: $d"
-echo "ok 2 test stage on GPU 0 ran kiln selftest; cubin-sm check passed"
+echo "ok 2 test stage on GPU 0 ran kiln selftest; built-for check (the cubin's SM) passed"
 if [ $real_gpu = 1 ]; then
     [ "$(jget "$d" 'd["state"]')" = succeeded ] || fail "with a real SM 90 GPU the job should succeed: $d"
     echo "ok 3 real GPU: job succeeded"

@@ -21,7 +21,8 @@ import sys
 import time
 
 PORT = int(os.environ["PORT"])
-TOK = {k: os.environ.get("TOK_" + k.upper(), "") for k in ("read", "subA", "subB", "reg", "admin")}
+TOK = {k: os.environ.get("TOK_" + k.upper(), "")
+       for k in ("read", "subA", "subB", "reg", "admin", "scoped")}
 TOK["anon"] = ""
 ROLES = ["anon", "read", "subA", "subB", "reg", "w1", "w2", "admin"]
 WEB = os.environ.get("WEB_DIR", "web")
@@ -540,6 +541,34 @@ def hostile_webhooks():
     check("forged webhook", request("anon", "POST", "/api/v1/hooks/github", body, bad)[0], 401)
 
 
+def scoped_token():
+    """A submit token scoped to recipes "de*" on branch main: inside its
+    scope it submits, cancels and retries; outside it gets a 403 naming the
+    scope. Without the scope check each "outside" case would be 201 (or the
+    recipe's own 404)."""
+    clean_queue()
+    st, js, _, _ = request("scoped", "POST", "/api/v1/jobs", {"recipe": "demo", "branch": "main"})
+    check("scoped token: submit inside its scope", st, 201)
+    mine = js["jobs"][0]["id"] if st == 201 else 0
+    for body, names in (({"recipe": "demo", "branch": "dev"}, "branches [main]"),
+                        ({"recipe": "pytorch", "branch": "main"}, "recipes [de*]"),
+                        ({"recipe": "nosuch", "branch": "main"}, "recipes [de*]"),
+                        ({"name": "adhoc", "command": "true", "branch": "main"}, "recipes [de*]")):
+        st, js, _, _ = request("scoped", "POST", "/api/v1/jobs", body)
+        msg = ((js or {}).get("error") or {}).get("message", "")
+        check("scoped token: submit %s outside its scope" % json.dumps(body), (st, names in msg),
+              (403, True))
+    if mine:
+        check("scoped token: cancel its own job",
+              request("scoped", "POST", "/api/v1/jobs/%d/cancel" % mine)[0], 200)
+        check("scoped token: retry its own job",
+              request("scoped", "POST", "/api/v1/jobs/%d/retry" % mine)[0], 200)
+    other = fresh_job()
+    check("scoped token: cancel another's job",
+          request("scoped", "POST", "/api/v1/jobs/%d/cancel" % other)[0], 403)
+    clean_queue()
+
+
 def main():
     st, js, _, _ = request("admin", "GET", "/api/v1/routes")
     if st != 200:
@@ -554,7 +583,7 @@ def main():
         if key in served:
             TABLE[key]()
     for f in (hostile_paths, hostile_xss, hostile_sql, hostile_http, hostile_slowloris,
-              hostile_caps, hostile_webhooks):
+              hostile_caps, hostile_webhooks, scoped_token):
         f()
     st, js, _, _ = request("admin", "GET", "/api/v1/audit?limit=1000")
     check("refusals are audited",

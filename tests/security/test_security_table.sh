@@ -20,6 +20,10 @@ Y
 tok() { "$KILN_BIN" token create --role "$1" --data "$D" 2>/dev/null | grep -oE 'kiln_[0-9a-f]{48}'; }
 export TOK_READ=$(tok read) TOK_SUBA=$(tok submit) TOK_SUBB=$(tok submit) TOK_REG=$(tok worker)
 export TOK_ADMIN=$(tok admin)
+# A submit token scoped to recipes "de*" on branch main (build point 3).
+export TOK_SCOPED=$("$KILN_BIN" token create --role submit --recipe 'de*' --branch main \
+    --data "$D" 2>/dev/null | grep -oE 'kiln_[0-9a-f]{48}')
+[ -n "$TOK_SCOPED" ] || fail "scoped token create"
 [ -n "$TOK_READ" ] && [ -n "$TOK_SUBA" ] && [ -n "$TOK_ADMIN" ] || fail "token create"
 cd "$KILN_SRC" || exit 1
 start_serve "$D" --config "$T/kiln.yaml" --recipes "$KILN_SRC/recipes" --web "$KILN_SRC/web" ||

@@ -12,7 +12,11 @@
 #include "catalog/catalog_serve.h"
 #include "git/git_serve.h"
 #include "server/serve.h"
+#include "server/auth.h"
+#include "state/access.h"
+#include "state/jobs.h"
 #include "state/store.h"
+#include "jobs_fixture.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -37,6 +41,8 @@ struct fx {
      * the server issues (reg_call); reg keeps the registration token and
      * submit2 is a second submitter, for ownership checks. */
     char reg[KILN_TOKEN_LEN], submit2[KILN_TOKEN_LEN];
+    /* scoped: a submit token scoped to recipes "de*" on branch "main". */
+    char scoped[KILN_TOKEN_LEN];
 };
 
 static void on_stop(uv_async_t *a)
@@ -77,6 +83,14 @@ static int setup(void **state)
     memcpy(f->worker, f->reg, sizeof f->worker);
     add_token(st, KILN_ROLE_READ, f->read);
     add_token(st, KILN_ROLE_SUBMIT, f->submit2);
+    {
+        char h[KILN_SHA256_HEX];
+        json_t *scope = json_pack("{s:[s],s:[s]}", "recipes", "de*", "branches", "main");
+        if (kiln_token_generate(f->scoped) || kiln_token_hash(f->scoped, h) ||
+            kiln_access_token_add(st, KILN_ROLE_SUBMIT, "scoped", h, scope, 1.0, NULL))
+            return -1;
+        json_decref(scope);
+    }
     kiln_store_close(st);
     struct kiln_serve_config cfg;
     kiln_serve_config_defaults(&cfg);
@@ -396,6 +410,182 @@ static void test_ownership_and_audit(void **state)
     json_decref(o);
     assert_int_equal(call(f, f->submit, "GET", "/api/v1/routes", NULL, &o), 403);
     json_decref(o);
+}
+
+/* Issue 16, build point 3: a token scoped to recipes and branches submits,
+ * cancels and retries only inside its scope; each refusal is a 403 whose
+ * sentence names the scope. */
+static void test_token_scope(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[128];
+    /* Inside: recipe demo (matches "de*") on main. */
+    assert_int_equal(
+        call(f, f->scoped, "POST", "/api/v1/jobs", "{\"recipe\":\"demo\",\"branch\":\"main\"}", &o),
+        201);
+    json_int_t job =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    /* Outside: another branch, another recipe, an ad-hoc job (no recipe). */
+    static const struct {
+        const char *body, *names;
+    } outside[] = {
+        {"{\"recipe\":\"demo\",\"branch\":\"dev\"}", "branches [main]"},
+        {"{\"recipe\":\"pytorch\",\"branch\":\"main\"}", "recipes [de*]"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"branch\":\"main\"}", "recipes [de*]"},
+    };
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        assert_int_equal(call(f, f->scoped, "POST", "/api/v1/jobs", outside[i].body, &o), 403);
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, outside[i].names));
+        json_decref(o);
+    }
+    /* Its own job inside the scope: cancel and retry work. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", (long long)job);
+    assert_int_equal(call(f, f->scoped, "POST", path, NULL, &o), 200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/retry", (long long)job);
+    assert_int_equal(call(f, f->scoped, "POST", path, NULL, &o), 200);
+    json_decref(o);
+    /* Another submitter's job inside the scope's recipes stays refused. */
+    assert_int_equal(
+        call(f, f->submit, "POST", "/api/v1/jobs", "{\"recipe\":\"demo\",\"branch\":\"main\"}", &o),
+        201);
+    json_int_t other =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", (long long)other);
+    assert_int_equal(call(f, f->scoped, "POST", path, NULL, &o), 403);
+    json_decref(o);
+}
+
+/* Issue 16: a worker names as its build's output a path staged for another
+ * job (claiming someone else's output, which publish would then sign under
+ * this job's name). Today's code recorded it (200); the report is refused,
+ * while the job whose plan staged the path reports it. */
+static void test_report_foreign_output(void **state)
+{
+    struct fx *f = *state;
+    json_t *o;
+    char path[160];
+    assert_int_equal(reg_call(f, REG, &o), 200);
+    json_int_t wid = json_integer_value(json_object_get(o, "worker_id"));
+    json_decref(o);
+    json_int_t job[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs",
+                              "{\"name\":\"j\",\"command\":\"x\",\"cores\":1}", &o),
+                         201);
+        json_decref(o);
+        snprintf(path, sizeof path, "/api/v1/workers/%lld/lease?wait=0", (long long)wid);
+        assert_int_equal(call(f, f->worker, "POST", path, "{}", &o), 200);
+        job[i] = json_integer_value(json_object_get(json_object_get(o, "job"), "id"));
+        json_decref(o);
+    }
+#define OUT_A "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a"
+#define OUT_B "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b"
+    const char *plan_a =
+        "{\"paths\":[{\"store_path\":\"" OUT_A "\",\"nar_hash\":\"sha256:"
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\",\"nar_size\":5,"
+        "\"references\":[],\"deriver\":\"/nix/store/dddddddddddddddddddddddddddddddd-a.drv\"}]}";
+    const char *plan_b =
+        "{\"paths\":[{\"store_path\":\"" OUT_B "\",\"nar_hash\":\"sha256:"
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\",\"nar_size\":5,"
+        "\"references\":[],\"deriver\":\"\"}]}";
+    snprintf(path, sizeof path, "/api/v1/staging/%lld/plan?attempt=1", (long long)job[0]);
+    assert_int_equal(call(f, f->worker, "POST", path, plan_a, &o), 200);
+    json_decref(o);
+    snprintf(path, sizeof path, "/api/v1/staging/%lld/plan?attempt=1", (long long)job[1]);
+    assert_int_equal(call(f, f->worker, "POST", path, plan_b, &o), 200);
+    json_decref(o);
+    /* Job 2 names job 1's staged path, or one its own plan never named. */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job[1]);
+    static const char *const bad[] = {
+        "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_A "\"]}",
+        "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"" OUT_B "\",\"" OUT_A "\"]}",
+        ("{\"attempt\":1,\"exit_code\":0,\"outputs\":"
+         "[\"/nix/store/cccccccccccccccccccccccccccccccc-c\"]}"),
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(call(f, f->worker, "POST", path, bad[i], &o), 409);
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "/nix/store/"));
+        json_decref(o);
+    }
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)job[1]);
+    assert_int_equal(call(f, f->read, "GET", path, NULL, &o), 200);
+    assert_string_equal(jstr(o, "state"), "building");
+    json_decref(o);
+    /* Each job reports its own output. */
+    for (int i = 0; i < 2; i++) {
+        char body[160];
+        snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)job[i]);
+        snprintf(body, sizeof body, "{\"attempt\":1,\"exit_code\":0,\"outputs\":[\"%s\"]}",
+                 i ? OUT_B : OUT_A);
+        assert_int_equal(call(f, f->worker, "POST", path, body, &o), 200);
+        json_decref(o);
+    }
+#undef OUT_A
+#undef OUT_B
+}
+
+/* A job the scoped token owns but that lies outside its scope (a recipe
+ * submission can pull in dependencies from other recipes): cancel and retry
+ * are refused with the scope named, inside the scope they pass. */
+static void test_scope_own_job_outside(void **state)
+{
+    (void)state;
+    struct jobs_fx f;
+    assert_int_equal(jobs_fx_open(&f), 0);
+    char tok[KILN_TOKEN_LEN], h[KILN_SHA256_HEX];
+    assert_int_equal(kiln_token_generate(tok), KILN_OK);
+    assert_int_equal(kiln_token_hash(tok, h), KILN_OK);
+    json_t *scope = json_pack("{s:[s,s]}", "recipes", "cuda-*", "demo");
+    assert_int_equal(kiln_access_token_add(f.st, KILN_ROLE_SUBMIT, "s", h, scope, 1.0, NULL),
+                     KILN_OK);
+    json_decref(scope);
+    /* A scope of the wrong shape is refused, never stored as no scope. */
+    json_t *bad = json_pack("{s:s}", "recipes", "demo");
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_access_token_add(f.st, KILN_ROLE_SUBMIT, "b", "00", bad, 1.0, &err),
+                     KILN_EINVAL);
+    json_decref(bad);
+    struct kiln_principal p;
+    char auth[128];
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    assert_int_equal(kiln_auth_identify(f.st, auth, &p, NULL), KILN_OK);
+    assert_int_equal(p.scoped, 1);
+    json_int_t ids[2];
+    const char *recipes[2] = {"cuda-12", "vllm"};
+    for (int i = 0; i < 2; i++) {
+        const char *b = "{\"name\":\"n\",\"command\":\"true\",\"branch\":\"main\"}";
+        struct kiln_jobspec spec;
+        assert_int_equal(kiln_jobspec_parse(b, strlen(b), &spec, NULL), KILN_OK);
+        json_t *jobs = json_incref(spec.jobs);
+        kiln_jobspec_free(&spec);
+        json_t *one = json_array_get(jobs, 0);
+        json_object_set_new(one, "recipe", json_string(recipes[i]));
+        json_object_set_new(one, "owner", json_integer(p.token_id));
+        json_t *out;
+        struct kiln_error je = {0};
+        int src = kiln_jobs_submit(&f.j, jobs, 0, 1.0, &out, &je);
+        if (src) fprintf(stderr, "submit: %s\n", je.msg);
+        assert_int_equal(src, KILN_OK);
+        ids[i] = json_integer_value(json_array_get(out, 0));
+        json_decref(out);
+        json_decref(jobs);
+    }
+    assert_int_equal(kiln_auth_job_owner(f.st, &p, ids[0], NULL), KILN_OK);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(kiln_auth_job_owner(f.st, &p, ids[1], &err), KILN_EPERM);
+    assert_non_null(strstr(err.msg, "recipes [cuda-*, demo]"));
+    assert_non_null(strstr(err.msg, "'vllm'"));
+    jobs_fx_close(&f);
 }
 
 /* Issue 16: the token is checked before the body is read, so a caller
@@ -797,8 +987,12 @@ static void test_recipe_pipeline(void **state)
     json_decref(o);
     char path[96];
     snprintf(path, sizeof path, "/api/v1/jobs/%lld/report", (long long)id);
+    /* Nothing is staged here: a worker on a shared store says so (without
+     * "staged": false the report fails the build, test_report_unstaged.sh). */
     assert_int_equal(call(f, f->worker, "POST", path,
-                          "{\"attempt\":1,\"stage\":\"build\",\"outputs\":[\"/nix/store/x\"]}", &o),
+                          "{\"attempt\":1,\"stage\":\"build\",\"staged\":false,"
+                          "\"outputs\":[\"/nix/store/x\"]}",
+                          &o),
                      200);
     assert_string_equal(jstr(o, "state"), "built");
     json_decref(o);
@@ -912,6 +1106,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_before_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ownership_and_audit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_scope, setup, teardown),
+        cmocka_unit_test(test_scope_own_job_outside),
+        cmocka_unit_test_setup_teardown(test_report_foreign_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),

@@ -210,7 +210,7 @@ static void test_nix_entry_narinfo(void **state)
     assert_int_equal(kiln_catalog_publish(f->c, m, d, NULL, NULL, &err), KILN_OK);
     json_decref(m);
     struct kiln_buf t = {0};
-    assert_int_equal(kiln_catalog_narinfo(f->c, "ak0grpkfjcprma2z0ar21lfyjxbv4xbn", &t, &err),
+    assert_int_equal(kiln_catalog_narinfo(f->c, "ak0grpkfjcprma2z0ar21lfyjxbv4xbn", 0, &t, &err),
                      KILN_OK);
     assert_non_null(
         strstr(t.data, "StorePath: /nix/store/ak0grpkfjcprma2z0ar21lfyjxbv4xbn-kiln-fx\n"));
@@ -222,10 +222,10 @@ static void test_nix_entry_narinfo(void **state)
     snprintf(file, sizeof file, "%.56s", url + 9);
     char p[512];
     uint64_t size;
-    assert_int_equal(kiln_catalog_nar_path(f->c, file, p, sizeof p, &size, &err), KILN_OK);
+    assert_int_equal(kiln_catalog_nar_path(f->c, file, 0, p, sizeof p, &size, &err), KILN_OK);
     assert_int_equal(size, 9);
     kiln_buf_free(&t);
-    assert_int_equal(kiln_catalog_narinfo(f->c, "00000000000000000000000000000000", &t, &err),
+    assert_int_equal(kiln_catalog_narinfo(f->c, "00000000000000000000000000000000", 0, &t, &err),
                      KILN_ENOTFOUND);
     kiln_buf_free(&t);
     json_t *problems;

@@ -95,6 +95,24 @@ static void test_states(void **state)
     assert_string_equal(kiln_forge_summary_state(j, d, sizeof d), "success");
     assert_non_null(strstr(d, "2 of 2"));
     json_decref(j);
+    /* The tally forge_serve.c keeps per commit: the same rule, one job
+     * change at a time. */
+    struct kiln_forge_tally t = {0};
+    kiln_forge_tally_move(&t, NULL, "pending");
+    kiln_forge_tally_move(&t, NULL, "pending");
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "pending");
+    kiln_forge_tally_move(&t, "pending", "success");
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "pending");
+    kiln_forge_tally_move(&t, "pending", "failure");
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "failure");
+    assert_string_equal(d, "kiln: 1 of 2 variants passed, 1 failed, 0 unfinished");
+    kiln_forge_tally_move(&t, "failure", "pending"); /* a retry */
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "pending");
+    kiln_forge_tally_move(&t, "pending", "success");
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "success");
+    assert_string_equal(d, "kiln: 2 of 2 variants passed, 0 failed, 0 unfinished");
+    kiln_forge_tally_move(&t, "success", "error"); /* superseded later */
+    assert_string_equal(kiln_forge_tally_summary(&t, d, sizeof d), "error");
 }
 
 int main(void)

@@ -295,7 +295,7 @@ static void test_publish_job(void **state)
         struct kiln_buf ni = {0};
         char hp[33];
         snprintf(hp, sizeof hp, "%.32s", path + strlen("/nix/store/"));
-        assert_int_equal(kiln_catalog_narinfo(cat, hp, &ni, NULL), KILN_OK);
+        assert_int_equal(kiln_catalog_narinfo(cat, hp, 0, &ni, NULL), KILN_OK);
         kiln_buf_free(&ni);
         run_job(p, job, &r); /* again: the entry exists, nothing exported */
         assert_int_equal(r.rc, KILN_OK);

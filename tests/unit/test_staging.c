@@ -77,7 +77,7 @@ static void test_resume_sign_serve(void **state)
     /* Not served while pending. */
     struct kiln_buf b = {0};
     struct kiln_error err = {0};
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 1, &b, &err), KILN_ENOTFOUND);
     /* The link is cut after 10 bytes; the plan says where to resume. */
     assert_int_equal(put(f->c, HP2, 1, d2, 0, 10, 0, &err), KILN_OK);
     m = plan(f->c, paths, 1, &have);
@@ -92,10 +92,45 @@ static void test_resume_sign_serve(void **state)
     assert_int_equal(put(f->c, HP2, 1, d2, 10, strlen(d2), 1, &err), KILN_OK);
     assert_int_equal(put(f->c, HP1, 1, d1, 0, strlen(d1), 1, &err), KILN_OK);
     /* Served and signed, with its reference. */
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, &b, &err), KILN_OK);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 1, &b, &err), KILN_OK);
     assert_non_null(strstr(b.data, "StorePath: " P2));
     assert_non_null(strstr(b.data, "References: 11111111111111111111111111111111-torchlike"));
     assert_non_null(strstr(b.data, "Sig: kiln-cache-1:"));
+    /* Staged, not published: test hosts (staged=1) only; a reader gets
+     * neither its narinfo nor its NAR (issue 15: a held release leaks
+     * nothing). */
+    char nar[64], np[4096];
+    uint64_t nsz = 0;
+    const char *url = strstr(b.data, "URL: nar/");
+    assert_non_null(url);
+    snprintf(nar, sizeof nar, "%.*s", (int)strcspn(url + 9, "\n"), url + 9);
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 1, np, sizeof np, &nsz, &err), KILN_OK);
+    assert_int_equal(nsz, strlen(d2));
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 0, np, sizeof np, &nsz, &err),
+                     KILN_ENOTFOUND);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_ENOTFOUND);
+    /* Published (promoted), P2 is anyone's; so is P1, which it references
+     * and which stays only staged: a reader needs the whole closure. */
+    char hex2[65], dg2[72];
+    kiln_sha256_hex(d2, strlen(d2), hex2);
+    snprintf(dg2, sizeof dg2, "sha256:%s", hex2);
+    json_t *meta = json_pack("{s:s,s:s,s:{s:s,s:[s],s:s}}", "name", "vllmlike", "version", "1",
+                             "nix", "store_path", P2, "references", P1, "deriver", "");
+    int64_t id = 0;
+    int created = 0;
+    assert_int_equal(kiln_catalog_publish(f->c, meta, dg2, &id, &created, &err), KILN_OK);
+    json_decref(meta);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP2, 0, &b, &err), KILN_OK);
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 0, &b, &err), KILN_OK);
+    assert_non_null(strstr(b.data, "StorePath: " P1));
+    url = strstr(b.data, "URL: nar/");
+    assert_non_null(url);
+    snprintf(nar, sizeof nar, "%.*s", (int)strcspn(url + 9, "\n"), url + 9);
+    assert_int_equal(kiln_catalog_nar_path(f->c, nar, 0, np, sizeof np, &nsz, &err), KILN_OK);
     kiln_buf_free(&b);
     assert_int_equal(kiln_catalog_verify(f->c, NULL, NULL, &err), 0);
     /* Nothing is asked for twice. */
@@ -164,7 +199,7 @@ static void test_mismatch_leaves_nothing(void **state)
     assert_int_equal(put(f->c, HP1, 1, other, 0, strlen(other), 1, &err), KILN_EINVAL);
     assert_non_null(strstr(err.msg, "does not match the NarHash"));
     struct kiln_buf b = {0};
-    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, &b, &err), KILN_ENOTFOUND);
+    assert_int_equal(kiln_catalog_narinfo(f->c, HP1, 1, &b, &err), KILN_ENOTFOUND);
     char p[256];
     snprintf(p, sizeof p, "%s/catalog/staging", f->dir);
     json_t *list = NULL;
@@ -220,6 +255,48 @@ static void test_retention(void **state)
     json_decref(paths);
 }
 
+/* Issue 16: which outputs a build may report (kiln_staging_check_outputs). */
+static void test_check_outputs(void **state)
+{
+    struct catalog_fx *f = *state;
+    struct kiln_error err = {0};
+    int have = 0;
+    /* Job 7 plans P1 from a named derivation and stages it. (A path still
+     * pending is taken over by the next plan that names it: staging.h.) */
+    json_t *p1 = info(P1, "one", NULL);
+    json_object_set_new(p1, "deriver",
+                        json_string("/nix/store/dddddddddddddddddddddddddddddddd-one.drv"));
+    json_t *paths = json_pack("[O]", p1);
+    json_decref(plan(f->c, paths, 1, &have));
+    assert_int_equal(put(f->c, HP1, 1, "one", 0, 3, 1, &err), KILN_OK);
+    json_t *outs = json_pack("[s]", P1);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 7, outs, &err), KILN_OK);
+    /* Job 8 never planned it: P1 is job 7's. */
+    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_ECONFLICT);
+    assert_non_null(strstr(err.msg, "staged for job 7"));
+    /* Job 8 plans the same path from the same derivation (a second build of
+     * it): P1 is its output too. From another derivation it is not. */
+    json_t *missing = NULL;
+    assert_int_equal(kiln_staging_plan(f->c, 8, 1, paths, 1000.0, &missing, &have, &err), KILN_OK);
+    json_decref(missing);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 8, outs, &err), KILN_OK);
+    json_object_set_new(p1, "deriver",
+                        json_string("/nix/store/ffffffffffffffffffffffffffffffff-other.drv"));
+    assert_int_equal(kiln_staging_plan(f->c, 9, 1, paths, 1000.0, &missing, &have, &err), KILN_OK);
+    json_decref(missing);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 9, outs, &err), KILN_ECONFLICT);
+    /* A job that planned something reports only what it planned; one that
+     * planned nothing (no staging) may name paths staging does not hold. */
+    json_t *p2 = json_pack("[s]", P2);
+    assert_int_equal(kiln_staging_check_outputs(f->c, 7, p2, &err), KILN_ECONFLICT);
+    assert_non_null(strstr(err.msg, "not in job 7's staging plan"));
+    assert_int_equal(kiln_staging_check_outputs(f->c, 10, p2, &err), KILN_OK);
+    json_decref(p2);
+    json_decref(outs);
+    json_decref(paths);
+    json_decref(p1);
+}
+
 static void test_parse_dump_db(void **state)
 {
     (void)state;
@@ -261,6 +338,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, catalog_fx_setup,
                                         catalog_fx_teardown),
         cmocka_unit_test_setup_teardown(test_retention, catalog_fx_setup, catalog_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_check_outputs, catalog_fx_setup, catalog_fx_teardown),
         cmocka_unit_test(test_parse_dump_db),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

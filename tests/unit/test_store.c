@@ -106,6 +106,7 @@ static void test_migrates_old_schema(void **state)
                    "ALTER TABLE jobs DROP COLUMN owner_token; "
                    "ALTER TABLE jobs DROP COLUMN secret_env; "
                    "DROP TABLE audit; DROP TABLE hook_deliveries; "
+                   "ALTER TABLE tokens DROP COLUMN scope; "
                    /* issue 18's migrations */
                    "DROP TABLE job_counts; DROP TRIGGER job_counts_insert; "
                    "DROP TRIGGER job_counts_delete; DROP TRIGGER job_counts_update; "
