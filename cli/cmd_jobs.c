@@ -127,6 +127,8 @@ static int submit_option(const char *a, const char *v, json_t *body, json_t *env
         json_object_set_new(body, "timeout_s", json_integer(atoll(v)));
     else if (!strcmp(a, "--platform"))
         json_object_set_new(body, "platform", json_string(v));
+    else if (!strcmp(a, "--worker"))
+        json_object_set_new(body, "worker", json_string(v));
     else if (!strcmp(a, "--branch"))
         json_object_set_new(body, "branch", json_string(v));
     else if (!strcmp(a, "--recipe"))
@@ -194,6 +196,7 @@ int cmd_submit(int argc, char **argv)
                "  --cores N      cores (NIX_BUILD_CORES/MAX_JOBS; default 1)\n"
                "  --ram SIZE     RAM limit, e.g. 4G (default 1G)\n"
                "  --platform P   x86_64-linux (default) or aarch64-linux\n"
+               "  --worker W     run only on worker W (a Slurm pool's is slurm-POOL)\n"
                "  --priority N   higher runs first (default 0)\n"
                "  --timeout SEC  kill after SEC seconds\n"
                "  --env K=V      environment (repeatable)\n"

@@ -70,6 +70,7 @@ struct wslot {
 struct pclass {
     int stage;
     char platform[KILN_PLACE_PLATFORM_MAX];
+    char worker[KILN_PLACE_NAME_MAX]; /* "" = any worker */
     int cores;
     int64_t ram_mb;
     uint32_t isa;
@@ -337,6 +338,8 @@ static unsigned class_hash(const struct kiln_pitem *it, int stage)
     MIX(stage);
     for (const char *s = it->platform; *s; s++)
         MIX(*s);
+    for (const char *s = it->worker; *s; s++)
+        MIX(*s);
     MIX(it->cores);
     MIX(it->ram_mb);
     MIX(it->ram_mb >> 32);
@@ -354,7 +357,7 @@ static unsigned class_hash(const struct kiln_pitem *it, int stage)
 static int class_same(const struct pclass *c, const struct kiln_pitem *it)
 {
     if (c->stage != it->stage || c->cores != it->cores || c->ram_mb != it->ram_mb ||
-        c->isa != it->isa || strcmp(c->platform, it->platform))
+        c->isa != it->isa || strcmp(c->platform, it->platform) || strcmp(c->worker, it->worker))
         return 0;
     if (it->stage == KILN_PSTAGE_TEST)
         return !strcmp(c->sm, it->gpu_sm) && c->sm_compat == (it->sm_compat != 0) &&
@@ -376,6 +379,7 @@ static int gpu_ok(const struct pclass *c, const struct kiln_pgpu *g)
 static int compat_static(const struct pclass *c, const struct kiln_pworker *w)
 {
     if (c->platform[0] && strcmp(c->platform, w->platform)) return 0;
+    if (c->worker[0] && strcmp(c->worker, w->name)) return 0;
     if (c->stage == KILN_PSTAGE_BUILD && w->no_builds) return 0;
     if (!kiln_isa_satisfies(w->isa, c->isa)) return 0;
     if (w->cores_total < c->cores || w->ram_total_mb < c->ram_mb) return 0;
@@ -466,6 +470,7 @@ static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *ou
     memset(c, 0, sizeof *c);
     c->stage = it->stage;
     memcpy(c->platform, it->platform, sizeof c->platform);
+    memcpy(c->worker, it->worker, sizeof c->worker);
     c->cores = it->cores;
     c->ram_mb = it->ram_mb;
     c->isa = it->isa;
@@ -650,8 +655,9 @@ static int item_check(const struct kiln_pitem *it, struct kiln_error *err)
     if (it->stage != KILN_PSTAGE_BUILD && it->stage != KILN_PSTAGE_TEST)
         return kiln_fail(err, KILN_EINVAL, "job %lld: unknown stage %d", (long long)it->job_id,
                          it->stage);
-    if (!str_ok(it->platform, sizeof it->platform) || !str_ok(it->gpu_sm, sizeof it->gpu_sm))
-        return kiln_fail(err, KILN_EINVAL, "job %lld: platform or SM is not terminated",
+    if (!str_ok(it->platform, sizeof it->platform) || !str_ok(it->gpu_sm, sizeof it->gpu_sm) ||
+        !str_ok(it->worker, sizeof it->worker))
+        return kiln_fail(err, KILN_EINVAL, "job %lld: platform, SM or worker is not terminated",
                          (long long)it->job_id);
     if (it->cores < 0 || it->ram_mb < 0)
         return kiln_fail(err, KILN_EINVAL, "job %lld: negative cores or RAM",
@@ -1225,9 +1231,12 @@ static void static_reason(const struct kiln_placer *p, const struct pclass *c, c
     int64_t best_ram = 0;
     uint32_t best_missing = c->isa;
     int best_missing_n = 99;
+    int n_named = 0;
     for (size_t s = 0; s < p->nws; s++) {
         const struct kiln_pworker *w = &p->ws[s].w;
         if (!p->ws[s].present) continue;
+        if (c->worker[0] && strcmp(c->worker, w->name)) continue;
+        n_named++;
         if (c->platform[0] && strcmp(c->platform, w->platform)) continue;
         if (c->stage == KILN_PSTAGE_BUILD && w->no_builds) continue;
         n_plat++;
@@ -1259,7 +1268,9 @@ static void static_reason(const struct kiln_placer *p, const struct pclass *c, c
         }
     }
     char gib[32], gib2[32];
-    if (!n_plat) {
+    if (c->worker[0] && !n_named) {
+        snprintf(buf, len, "it asks for worker %s, which is not registered", c->worker);
+    } else if (!n_plat) {
         snprintf(buf, len, "no worker for %s%s", c->stage == KILN_PSTAGE_BUILD ? "builds on " : "",
                  plat);
     } else if (needs_gpu(c) && !n_sm) {

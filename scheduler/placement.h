@@ -17,7 +17,8 @@
  * sm_compat the same major and an equal or newer minor; never for arch-
  * specific targets such as "90a" or "100f"), a driver >= driver_min; one test
  * per GPU. Workers that are not online+healthy take nothing new; a worker
- * with no_builds takes only tests.
+ * with no_builds takes only tests. An item that names a worker (a Slurm
+ * pool's, say) runs only there, and waits while that one cannot take it.
  *
  * Order (policy KILN_POLICY_KILN): effective priority = priority +
  * aging_per_hour * hours waited (so nothing starves; the order is time
@@ -88,6 +89,9 @@ struct kiln_pitem {
     double est_s;  /* expected duration; <= 0 unknown (no backfill) */
     double crit_s; /* critical path from this item to the DAG's end,
                       including est_s; 0 = est_s */
+    /* the one worker (by name) it may run on, e.g. a Slurm pool's
+       "slurm-hpc"; "" = any (the usual placement) */
+    char worker[KILN_PLACE_NAME_MAX];
 };
 
 struct kiln_pgpu {

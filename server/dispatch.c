@@ -194,6 +194,7 @@ static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
     it->sm_compat = nd->sm_compat;
     it->driver_min = nd->driver_min;
     it->est_s = nd->est_s;
+    snprintf(it->worker, sizeof it->worker, "%.*s", (int)sizeof it->worker - 1, nd->worker);
 }
 
 /* The unfinished states named one by one: "NOT IN (final states)" made

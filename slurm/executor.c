@@ -317,14 +317,15 @@ void kiln_slurm_reason_text(const char *r, char *out, size_t n)
 
 int kiln_slurm_node_parse(const char *line, struct kiln_slurm_node *nd)
 {
-    char buf[1024], *f[6];
+    char buf[1024], *f[9];
     memset(nd, 0, sizeof *nd);
     if (strlen(line) >= sizeof buf) return -1;
     snprintf(buf, sizeof buf, "%s", line);
-    if (split(buf, f, 6) != 6 || !f[0][0]) return -1;
+    int nf = split(buf, f, 9);
+    if ((nf != 6 && nf != 9) || !f[0][0]) return -1;
     char *e;
     long c = strtol(f[1], &e, 10);
-    if (e == f[1] || c < 0) return -1;
+    if (e == f[1] || c < 0 || c > 1000000) return -1;
     long long m = strtoll(f[2], &e, 10);
     if (e == f[2] || m < 0) return -1;
     snprintf(nd->name, sizeof nd->name, "%s", f[0]);
@@ -333,7 +334,28 @@ int kiln_slurm_node_parse(const char *line, struct kiln_slurm_node *nd)
     snprintf(nd->gres, sizeof nd->gres, "%s", f[3]);
     snprintf(nd->features, sizeof nd->features, "%s", f[4]);
     snprintf(nd->state, sizeof nd->state, "%s", f[5]);
+    if (nf == 9) {
+        snprintf(nd->partition, sizeof nd->partition, "%s", f[6]);
+        nd->partition[strcspn(nd->partition, "*")] = '\0'; /* the default partition's mark */
+        long a = strtol(f[7], &e, 10);                     /* "A/I/O/T" */
+        if (e != f[7] && *e == '/' && a >= 0 && a <= c) nd->cpus_alloc = (int)a;
+        snprintf(nd->avail, sizeof nd->avail, "%s", f[8]);
+    }
     return 0;
+}
+
+const char *kiln_slurm_node_state_word(const char *st)
+{
+    /* Flags follow the state: '*' not responding, '~' powered off, '#'
+     * powering up, '!' pending power down, '%' powering down, '$'
+     * maintenance, '@' pending reboot, '^' rebooting, '-' planned. */
+    if (!strncmp(st, "drain", 5) || !strncmp(st, "drng", 4)) return "drain";
+    if (strchr(st, '*') || !strncmp(st, "down", 4) || !strncmp(st, "fail", 4)) return "down";
+    if (strchr(st, '~') || strchr(st, '$')) return "other";
+    if (!strncmp(st, "mix", 3)) return "mixed";
+    if (!strncmp(st, "alloc", 5) || !strncmp(st, "comp", 4)) return "alloc";
+    if (!strncmp(st, "idle", 4)) return "idle";
+    return "other";
 }
 
 int kiln_slurm_node_gpus(const struct kiln_slurm_node *nd, const char *gres)

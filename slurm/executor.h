@@ -112,16 +112,27 @@ int kiln_slurm_state_final(const char *state);
  * as a plain sentence. */
 void kiln_slurm_reason_text(const char *reason, char *out, size_t n);
 
-/* One line of `sinfo -h -N -o %N|%c|%m|%G|%f|%T` (node, cpus, MiB, gres, features, state). */
+/* One line of `sinfo -h -N -o %N|%c|%m|%G|%f|%t|%P|%C|%a` (node, cpus, MiB,
+ * gres, features, short state, partition, CPUs allocated/idle/other/total,
+ * partition availability). The last three may be missing (older callers):
+ * then partition and avail are "" and cpus_alloc is 0. */
 struct kiln_slurm_node {
     char name[64];
     int cpus;
     int64_t ram_mb;
     char gres[128];
     char features[256];
-    char state[32];
+    char state[32];     /* Slurm's short state: idle, mix, alloc, down*, drain... */
+    char partition[64]; /* without the default mark '*' */
+    int cpus_alloc;
+    char avail[16]; /* the partition's: up, down, drain, inact */
 };
 int kiln_slurm_node_parse(const char *line, struct kiln_slurm_node *n);
+/* Slurm's short node state as one word people read: "idle", "mixed",
+ * "alloc", "down" (also not responding, '*'), "drain" (draining or
+ * drained), or "other" (maint, reserved, booting, unknown...). A node is
+ * given work only when the word is idle, mixed or alloc. */
+const char *kiln_slurm_node_state_word(const char *state);
 /* How many GPUs of GRES type (e.g. "gpu:h100") the node's gres column lists. */
 int kiln_slurm_node_gpus(const struct kiln_slurm_node *n, const char *gres);
 

@@ -145,10 +145,18 @@ static void log_pool(struct pool *p, enum kiln_log_level lvl, const char *fmt, .
     kiln_log(&p->ss->srv->log, lvl, "slurm pool %s: %s", p->conf.name, msg);
 }
 
+static void scancel(struct pool *p, struct sjob *s);
+
+/* Requeue (job, attempt) as a new attempt. A Slurm job of the old attempt
+ * that Slurm still counts as live is cancelled first, so the old attempt
+ * never runs beside the new one. (After a node failure Slurm cannot reach
+ * that node's slurmd: the step there notices itself that its attempt is
+ * not current, see workers/agent.c, and stops its command.) */
 static void infra_fail(struct pool *p, struct sjob *s, const char *why)
 {
     struct kiln_error err = {0};
     if (!current(p, s)) return;
+    if (s->slurm_id && !kiln_slurm_state_final(s->state)) scancel(p, s);
     if (kiln_jobs_infra_fail(&p->ss->srv->jobs, s->job, why, kiln_clock_wall(), &err))
         log_pool(p, KILN_LOG_WARN, "job %" PRId64 ": cannot requeue: %s", s->job, err.msg);
     else
@@ -413,9 +421,9 @@ static json_t *size_json(struct pool *p)
         char key[80];
         snprintf(key, sizeof key, "node.%s", nd->name);
         json_object_set_new(labels, key, json_string(desc));
-        /* down and drained nodes take no work: leave them out of the size */
-        if (strstr(nd->state, "down") || strstr(nd->state, "drain") || strstr(nd->state, "fail"))
-            continue;
+        /* down, drained and other nodes take no work: leave them out of the size */
+        const char *word = kiln_slurm_node_state_word(nd->state);
+        if (strcmp(word, "idle") && strcmp(word, "mixed") && strcmp(word, "alloc")) continue;
         up++;
         cores += nd->cpus;
         ram += nd->ram_mb;
@@ -581,7 +589,7 @@ static void start_sinfo(struct pool *p)
     argv[n++] = "-h";
     argv[n++] = "-N";
     argv[n++] = "-o";
-    argv[n++] = "%N|%c|%m|%G|%f|%t";
+    argv[n++] = "%N|%c|%m|%G|%f|%t|%P|%C|%a";
     if (p->conf.partition[0]) argv[n++] = "-p", argv[n++] = p->conf.partition;
     argv[n] = NULL;
     run_cmd(p, argv, sinfo_done, p);
@@ -828,6 +836,52 @@ static void h_lease(struct kiln_server *srv, struct kiln_http_req *req, void *ct
                             job, attempt);
 }
 
+/* One node as the Workers view shows it (GET /api/v1/slurm). */
+static json_t *node_json(const struct kiln_slurm_node *nd)
+{
+    return json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:s,s:s,s:s,s:s}", "name", nd->name, "state",
+                     kiln_slurm_node_state_word(nd->state), "slurm_state", nd->state, "cpus",
+                     nd->cpus, "cpus_alloc", nd->cpus_alloc, "ram_mb", (json_int_t)nd->ram_mb,
+                     "gres", strcmp(nd->gres, "(null)") ? nd->gres : "", "features", nd->features,
+                     "partition", nd->partition, "partition_avail", nd->avail);
+}
+
+/* The partitions the pool's nodes belong to, each summed over its nodes
+ * (a node may be in several): what the Workers view's partition rows say. */
+static json_t *partitions_json(const struct pool *p)
+{
+    json_t *parts = json_object();
+    for (int k = 0; parts && k < p->nnodes; k++) {
+        const struct kiln_slurm_node *nd = &p->nodes[k];
+        const char *name = nd->partition[0]       ? nd->partition
+                           : p->conf.partition[0] ? p->conf.partition
+                                                  : "(default)";
+        json_t *o = json_object_get(parts, name);
+        if (!o) {
+            o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:I}", "name", name, "avail",
+                          nd->avail[0] ? nd->avail : "up", "nodes", 0, "nodes_up", 0, "cpus", 0,
+                          "cpus_alloc", 0, "ram_mb", (json_int_t)0);
+            if (!o || json_object_set_new(parts, name, o)) break;
+        }
+        const char *word = kiln_slurm_node_state_word(nd->state);
+        int up = !strcmp(word, "idle") || !strcmp(word, "mixed") || !strcmp(word, "alloc");
+#define ADD(key, v)                                                                                \
+    json_object_set_new(o, key, json_integer(json_integer_value(json_object_get(o, key)) + (v)))
+        ADD("nodes", 1);
+        ADD("nodes_up", up);
+        ADD("cpus", nd->cpus);
+        ADD("cpus_alloc", nd->cpus_alloc);
+        ADD("ram_mb", nd->ram_mb);
+#undef ADD
+    }
+    json_t *arr = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(parts, k, v) json_array_append(arr, v);
+    json_decref(parts);
+    return arr;
+}
+
 static void h_status(struct kiln_server *srv, struct kiln_http_req *req, void *ctx)
 {
     struct kiln_slurm_serve *ss = ctx;
@@ -836,12 +890,8 @@ static void h_status(struct kiln_server *srv, struct kiln_http_req *req, void *c
     for (int i = 0; pools && i < ss->npools; i++) {
         struct pool *p = &ss->pools[i];
         json_t *nodes = json_array(), *jobs = json_array();
-        for (int k = 0; k < p->nnodes; k++)
-            json_array_append_new(
-                nodes, json_pack("{s:s,s:i,s:I,s:s,s:s,s:s}", "name", p->nodes[k].name, "cpus",
-                                 p->nodes[k].cpus, "ram_mb", (json_int_t)p->nodes[k].ram_mb, "gres",
-                                 p->nodes[k].gres, "features", p->nodes[k].features, "state",
-                                 p->nodes[k].state));
+        for (int k = 0; nodes && k < p->nnodes; k++)
+            json_array_append_new(nodes, node_json(&p->nodes[k]));
         for (struct sjob *s = p->jobs; s; s = s->next) {
             char text[300] = "";
             if (!strcmp(s->state, "PENDING")) kiln_slurm_reason_text(s->reason, text, sizeof text);
@@ -851,11 +901,11 @@ static void h_status(struct kiln_server *srv, struct kiln_http_req *req, void *c
                           (json_int_t)s->attempt, "slurm_id", (json_int_t)s->slurm_id, "state",
                           s->state, "reason", s->reason, "reason_text", text, "nodes", s->nodes));
         }
-        json_array_append_new(pools,
-                              json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:s}", "name", p->conf.name,
-                                        "partition", p->conf.partition, "worker", p->worker_name,
-                                        "worker_id", (json_int_t)p->worker_id, "nodes", nodes,
-                                        "jobs", jobs, "last_error", p->last_error));
+        json_array_append_new(
+            pools, json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:o,s:s}", "name", p->conf.name, "partition",
+                             p->conf.partition, "worker", p->worker_name, "worker_id",
+                             (json_int_t)p->worker_id, "partitions", partitions_json(p), "nodes",
+                             nodes, "jobs", jobs, "last_error", p->last_error));
     }
     kiln_http_respond_json(req, 200, json_pack("{s:o}", "pools", pools ? pools : json_array()));
 }

@@ -17,7 +17,7 @@
     "j.exit_code, j.timeout_s, j.created_at, j.started_at, j.finished_at, j.log_size, "            \
     "j.peak_ram_mb, j.cpu_s, j.selftest, j.artifact, j.not_before, j.selftest_spec, "              \
     "j.publish_spec, j.gpu_index, j.est_duration_s, j.stage_started_at, j.infra_failures, "        \
-    "j.outputs, j.sm_compat "
+    "j.outputs, j.sm_compat, j.want_worker "
 #define JOB_FROM " FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id "
 
 enum {
@@ -63,7 +63,8 @@ enum {
     C_STAGE_STARTED,
     C_INFRA,
     C_OUTPUTS,
-    C_SM_COMPAT
+    C_SM_COMPAT,
+    C_WANT_WORKER
 };
 
 static const char *final_states[] = {"succeeded", "failed", "cancelled", "superseded"};
@@ -165,6 +166,8 @@ static json_t *row_to_json(struct kiln_jobs *j, sqlite3_stmt *s, double now)
         json_object_set_new(res, "gpu_sm", col_str_or_null(s, C_GPU_SM));
         json_object_set_new(res, "driver_min", col_int_or_null(s, C_DRIVER_MIN));
         json_object_set_new(res, "est_duration_s", col_int_or_null(s, C_EST));
+        /* the one worker it may run on (null: any) */
+        json_object_set_new(res, "worker", col_str_or_null(s, C_WANT_WORKER));
         json_object_set_new(o, "resources", res);
     }
     json_object_set_new(o, "attrs", kiln_store_col_json(s, C_ATTRS));
@@ -327,7 +330,7 @@ int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_erro
 
 #define NEEDS_COLS                                                                                 \
     "stage, cores, ram_mb, platform, isa, gpu_sm, sm_compat, driver_min, priority, created_at, "   \
-    "est_duration_s, id"
+    "est_duration_s, id, want_worker"
 
 static void needs_from_row(sqlite3_stmt *s, struct kiln_stage_needs *n)
 {
@@ -344,6 +347,7 @@ static void needs_from_row(sqlite3_stmt *s, struct kiln_stage_needs *n)
     n->priority = sqlite3_column_int(s, 8);
     n->created_at = sqlite3_column_double(s, 9);
     n->est_s = sqlite3_column_double(s, 10);
+    snprintf(n->worker, sizeof n->worker, "%s", col_text(s, 12) ? col_text(s, 12) : "");
     if (!strcmp(n->stage, "test")) {
         /* A smoke test loads the artifact and runs kernels: it needs the GPU
          * and the CPU ISA, not the build's parallelism. */
@@ -387,15 +391,16 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
         sqlite3_stmt *cls;
         int rc = kiln_store_stmt(j->st,
                                  "SELECT stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
-                                 "driver_min FROM jobs WHERE state = ? GROUP BY stage, platform, "
-                                 "cores, ram_mb, isa, gpu_sm, sm_compat, driver_min LIMIT ?",
+                                 "driver_min, want_worker FROM jobs WHERE state = ? GROUP BY "
+                                 "stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
+                                 "driver_min, want_worker LIMIT ?",
                                  &cls, err);
         if (rc) return rc;
         sqlite3_bind_text(cls, 1, states[si], -1, SQLITE_STATIC);
         sqlite3_bind_int(cls, 2, MAX_CLASSES);
         struct {
-            char stage[16], platform[64], isa[32], gpu_sm[16];
-            int has_isa, has_sm, has_drv;
+            char stage[16], platform[64], isa[32], gpu_sm[16], worker[64];
+            int has_isa, has_sm, has_drv, has_worker;
             int64_t cores, ram;
             int sm_compat, drv;
         } c[MAX_CLASSES];
@@ -415,6 +420,9 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
             c[nc].sm_compat = sqlite3_column_int(cls, 6);
             c[nc].has_drv = sqlite3_column_type(cls, 7) != SQLITE_NULL;
             c[nc].drv = sqlite3_column_int(cls, 7);
+            c[nc].has_worker = col_text(cls, 8) != NULL;
+            snprintf(c[nc].worker, sizeof c[nc].worker, "%s",
+                     col_text(cls, 8) ? col_text(cls, 8) : "");
             nc++;
         }
         sqlite3_reset(cls);
@@ -427,7 +435,8 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
                      "SELECT " NEEDS_COLS
                      " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND stage = ?2 AND "
                      "platform = ?3 AND cores = ?4 AND ram_mb = ?5 AND isa IS ?6 AND gpu_sm IS ?7 "
-                     "AND sm_compat = ?8 AND driver_min IS ?9 AND not_before <= ?10 AND NOT "
+                     "AND sm_compat = ?8 AND driver_min IS ?9 AND want_worker IS ?12 AND "
+                     "not_before <= ?10 AND NOT "
                      "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE "
                      "e.job = j.id AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT "
                      "?11",
@@ -444,6 +453,7 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
             if (c[k].has_drv) sqlite3_bind_int(s, 9, c[k].drv);
             sqlite3_bind_double(s, 10, now);
             sqlite3_bind_int(s, 11, PER_CLASS);
+            if (c[k].has_worker) sqlite3_bind_text(s, 12, c[k].worker, -1, SQLITE_STATIC);
             while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
                 needs_from_row(s, &out[(*n)++]);
             sqlite3_reset(s);
@@ -563,8 +573,8 @@ static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
         "INSERT INTO jobs(name, recipe, branch, commit_id, state, stage, stages, priority, "
         "max_attempts, command, env, cores, ram_mb, platform, isa, gpu_sm, sm_compat, "
         "driver_min, est_duration_s, attrs, selftest_spec, publish_spec, timeout_s, "
-        "created_at, owner_token, secret_env) "
-        "VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "created_at, owner_token, secret_env, want_worker) "
+        "VALUES (?,?,?,?,'queued','build',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         &s, err);
     if (rc) return rc;
     json_t *selftest = json_object_get(job, "selftest");
@@ -609,6 +619,11 @@ static int insert_job(struct kiln_jobs *j, json_t *job, double now, int64_t *id,
     else
         sqlite3_bind_null(s, 23);
     kiln_store_bind_json(s, 24, json_object_get(job, "secret_env"));
+    const char *want = kiln_json_str(job, "worker");
+    if (want && *want)
+        sqlite3_bind_text(s, 25, want, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, 25); /* any worker: the class stays the one it was */
     if ((rc = kiln_store_step_done(j->st, s, err, "inserting a job"))) return rc;
     *id = sqlite3_last_insert_rowid(kiln_store_db(j->st));
     return KILN_OK;

@@ -64,6 +64,7 @@ struct kiln_stage_needs {
     char gpu_sm[16]; /* "" = no GPU */
     int sm_compat;   /* 1: a newer SM of the same major also fits */
     int driver_min;  /* 0 = any */
+    char worker[64]; /* the one worker it may run on; "" = any */
     int priority;
     double created_at;
     double est_s; /* <= 0 unknown */

@@ -147,11 +147,12 @@ static int check_unknown(json_t *o, const char *const *allowed, struct kiln_erro
 static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
 {
     static const char *const allowed[] = {
-        "name",         "command", "cores", "ram_mb", "platform", "priority", "env",    "timeout_s",
-        "max_attempts", "depends", "isa",   "gpu_sm", "attrs",    "branch",   "commit", NULL};
+        "name",  "command",   "cores",        "ram_mb",  "platform", "priority",
+        "env",   "timeout_s", "max_attempts", "depends", "isa",      "gpu_sm",
+        "attrs", "branch",    "commit",       "worker",  NULL};
     int rc = check_unknown(o, allowed, err);
     if (rc) return rc;
-    const char *name, *command, *platform, *isa, *gpu_sm, *branch, *commit;
+    const char *name, *command, *platform, *isa, *gpu_sm, *branch, *commit, *worker;
     long long cores, ram_mb, priority, timeout_s, max_attempts;
     if ((rc = kiln_json_field_str(o, "name", 1, &name, err)) ||
         (rc = kiln_json_field_str(o, "command", 1, &command, err)) ||
@@ -160,6 +161,7 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
         (rc = kiln_json_field_str(o, "gpu_sm", 0, &gpu_sm, err)) ||
         (rc = kiln_json_field_str(o, "branch", 0, &branch, err)) ||
         (rc = kiln_json_field_str(o, "commit", 0, &commit, err)) ||
+        (rc = kiln_json_field_str(o, "worker", 0, &worker, err)) ||
         (rc = kiln_json_field_int(o, "cores", 1, 4096, 1, &cores, err)) ||
         (rc = kiln_json_field_int(o, "ram_mb", 1, 64LL * 1024 * 1024, 1024, &ram_mb, err)) ||
         (rc = kiln_json_field_int(o, "priority", -1000, 1000, 0, &priority, err)) ||
@@ -184,6 +186,10 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
         return kiln_fail(err, KILN_EINVAL, "branch: must be 1-128 visible characters");
     if (commit && !valid_short(commit, 64))
         return kiln_fail(err, KILN_EINVAL, "commit: must be 1-64 visible characters");
+    if (worker && !valid_short(worker, 63))
+        return kiln_fail(
+            err, KILN_EINVAL,
+            "worker: must be a worker's name (1-63 visible characters), e.g. slurm-hpc");
     json_t *env = json_object_get(o, "env");
     if (env && !json_is_null(env) && (rc = check_env(env, "env", err))) return rc;
     json_t *attrs = json_object_get(o, "attrs");
@@ -212,6 +218,10 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
         isa, "gpu_sm", gpu_sm, "attrs", attrc, "stages", "build", "branch", branch, "commit",
         commit, "recipe", "selftest", "publish");
     if (!job) return kiln_fail(err, KILN_ENOMEM, "out of memory building the job");
+    if (worker && json_object_set_new(job, "worker", json_string(worker))) {
+        json_decref(job);
+        return kiln_fail(err, KILN_ENOMEM, "out of memory building the job");
+    }
     if ((rc = split_secrets(job, err))) {
         json_decref(job);
         return rc;

@@ -141,6 +141,13 @@ static const char *migrations[] = {
     /* issue 16: a token may be scoped to recipes and branches (JSON
      * {"recipes":[glob],"branches":[glob]}; NULL: unscoped). */
     "ALTER TABLE tokens ADD COLUMN scope TEXT;",
+    /* issue 17 (Slurm executor): a job may name the one worker it runs on
+     * (a Slurm pool's, an agent); NULL = any. Part of the resource class,
+     * so the class index carries it before the order columns. */
+    "ALTER TABLE jobs ADD COLUMN want_worker TEXT;"
+    "DROP INDEX jobs_class;"
+    "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
+    "sm_compat, driver_min, want_worker, priority DESC, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)

@@ -19,6 +19,7 @@
 #include "workers/limits.h"
 #include "workers/proc.h"
 #include "workers/stage.h"
+#include "workers/step.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,7 @@ extern char **environ;
 #define HARD_EXIT_MS 10000
 #define MAX_BATCH_LEASE 16 /* jobs one lease answer may carry (?max=N) */
 #define REPORTS_MAX 64     /* finished jobs one POST /workers/{id}/reports carries */
+#define STEP_CHECK_MS 2000 /* a step asks whether its attempt is still current */
 
 enum chan_id { CH_LEASE = 0, CH_CTL, CH_LOG, CH_N };
 
@@ -70,6 +72,19 @@ struct ajob {
     char selftest_doc[PATH_MAX]; /* test stage: where `kiln selftest run` writes its verdict */
     char cwd[PATH_MAX];          /* where the command ran */
     int staging;                 /* outputs are being staged: report after */
+    int acct_pending;            /* step: asking Slurm's accounting; report after */
+    uint64_t slurm_peak;         /* step: MaxRSS Slurm measured (bytes, 0 = none) */
+};
+
+/* Step mode: Slurm's accounting figure, asked on the thread pool (sstat
+ * blocks); the report waits for it. */
+struct acctwork {
+    uv_work_t w;
+    struct agent *a;
+    long job, attempt;
+    uint64_t bytes;
+    int rc;
+    struct kiln_error err;
 };
 
 /* Staging a build's outputs on the thread pool (workers/stage.h); the
@@ -149,10 +164,12 @@ struct agent {
     char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
     char selftest_dir[PATH_MAX]; /* "" = none found */
     int step;                    /* step mode: one preset lease, then exit */
+    uint64_t next_check_ns;      /* step mode: next "is my attempt current?" */
 };
 
 static void pump(struct agent *a);
 static void step_explain_oom(struct ajob *j);
+static void step_ask_accounting(struct agent *a, struct ajob *j);
 
 static uint64_t now_ns(void)
 {
@@ -524,7 +541,10 @@ static void on_job_done(struct kiln_proc *p, const struct kiln_proc_result *res,
     j->res = *res;
     read_job_report(a, j);
     read_selftest_doc(a, j);
-    if (a->step) step_explain_oom(j);
+    if (a->step) {
+        step_explain_oom(j);
+        step_ask_accounting(a, j);
+    }
     char peak[32];
     kiln_size_format(j->res.peak_ram, peak, sizeof peak);
     kiln_log(a->lg, KILN_LOG_INFO, "job %ld (attempt %ld): %s (peak RAM %s, CPU %.1f s)", j->id,
@@ -1368,8 +1388,8 @@ static json_t *report_body(struct agent *a, struct ajob *j)
         json_pack("{s:I,s:s,s:i,s:i,s:o,s:b,s:I,s:f,s:O}", "attempt", (json_int_t)j->attempt,
                   "stage", j->stage, "exit_code", s->exit_code, "signal", s->term_signal, "reason",
                   s->reason[0] ? json_string(s->reason) : json_null(), "infra", s->infra,
-                  "peak_ram_mb", (json_int_t)(s->peak_ram >> 20), "cpu_s", s->cpu_s, "selftest",
-                  j->selftest ? j->selftest : json_null());
+                  "peak_ram_mb", (json_int_t)((j->slurm_peak ? j->slurm_peak : s->peak_ram) >> 20),
+                  "cpu_s", s->cpu_s, "selftest", j->selftest ? j->selftest : json_null());
     if (b && j->outputs && json_object_set(b, "outputs", j->outputs)) {
         json_decref(b);
         b = NULL;
@@ -1456,6 +1476,96 @@ static void send_reports(struct agent *a, struct ajob **js, int n)
     req_submit(r);
 }
 
+/* ---- step mode: the attempt's currency and Slurm's accounting ---- */
+
+/* A step has no heartbeat: it asks the lease route whether its attempt is
+ * still the current one. 409 means kiln requeued it (a node failure: Slurm
+ * cannot reach this node's slurmd to end us) or cancelled it: stop the
+ * command, so an old attempt never runs beside the new one. Errors and 503
+ * (the server reconciling after a start) change nothing. */
+static void step_check_done(struct req *r)
+{
+    struct agent *a = r->a;
+    struct ajob *j = find_attempt(a, r->job_id, r->attempt);
+    if (!j || common_status(a, r) || r->status != 409) return;
+    if (j->server_cancelled) return;
+    kiln_log(a->lg, KILN_LOG_INFO, "job %ld attempt %ld is not current any more (%s); stopping it",
+             j->id, j->attempt, kiln_httpc_error_message(r->resp, r->status));
+    j->server_cancelled = 1;
+    if (!j->finished) kiln_proc_kill(j->proc, "its attempt was requeued or cancelled", 0);
+}
+
+static void send_step_check(struct agent *a)
+{
+    a->next_check_ns = now_ns() + STEP_CHECK_MS * 1000000ull;
+    struct ajob *j = a->jobs;
+    while (j && (j->finished || j->server_cancelled))
+        j = j->next;
+    if (!j) return;
+    struct req *r = req_new(a, CH_CTL, "GET", step_check_done);
+    if (!r) return;
+    r->job_id = j->id;
+    r->attempt = j->attempt;
+    snprintf(r->path, sizeof r->path, "/api/v1/slurm/lease/%ld/%ld", j->id, j->attempt);
+    req_submit(r);
+}
+
+static void acct_work(uv_work_t *w)
+{
+    struct acctwork *aw = w->data;
+    aw->rc = kiln_step_slurm_peak(&aw->bytes, &aw->err);
+}
+
+static void acct_done(uv_work_t *w, int status)
+{
+    struct acctwork *aw = w->data;
+    struct agent *a = aw->a;
+    struct ajob *j = find_attempt(a, aw->job, aw->attempt);
+    (void)status;
+    if (j) {
+        j->acct_pending = 0;
+        char mine[32], theirs[32];
+        kiln_size_format(j->res.peak_ram, mine, sizeof mine);
+        FILE *f = fopen(j->log_path, "ae");
+        if (!aw->rc) {
+            j->slurm_peak = aw->bytes;
+            kiln_size_format(aw->bytes, theirs, sizeof theirs);
+            kiln_log(a->lg, KILN_LOG_INFO, "job %ld: peak RAM by Slurm (sstat MaxRSS) %s", j->id,
+                     theirs);
+            if (f)
+                fprintf(f,
+                        "[kiln worker %s] peak RAM %s as Slurm measured it (sstat MaxRSS of the "
+                        "batch step; kiln's own sampling saw %s)\n",
+                        a->name, theirs, mine);
+        } else {
+            kiln_log(a->lg, KILN_LOG_INFO, "job %ld: no peak RAM from Slurm: %s", j->id,
+                     aw->err.msg);
+            if (f)
+                fprintf(f, "[kiln worker %s] peak RAM %s (kiln's sampling; Slurm gave none: %s)\n",
+                        a->name, mine, aw->err.msg);
+        }
+        if (f) fclose(f);
+    }
+    free(aw);
+    pump(a);
+}
+
+static void step_ask_accounting(struct agent *a, struct ajob *j)
+{
+    if (!getenv("SLURM_JOB_ID") || j->server_cancelled) return;
+    struct acctwork *aw = calloc(1, sizeof *aw);
+    if (!aw) return;
+    aw->a = a;
+    aw->job = j->id;
+    aw->attempt = j->attempt;
+    aw->w.data = aw;
+    j->acct_pending = 1;
+    if (uv_queue_work(&a->loop, &aw->w, acct_work, acct_done)) {
+        j->acct_pending = 0;
+        free(aw);
+    }
+}
+
 /* ---- the scheduler of our own work ---- */
 
 static void stop_loop(struct agent *a)
@@ -1518,8 +1628,8 @@ static void pump(struct agent *a)
         struct ajob *rep = NULL, *ready[REPORTS_MAX];
         int nready = 0;
         for (struct ajob *j = a->jobs; j; j = j->next)
-            if (j->finished && !j->staging && !j->reported && !j->server_cancelled &&
-                log_flushed(j)) {
+            if (j->finished && !j->staging && !j->acct_pending && !j->reported &&
+                !j->server_cancelled && log_flushed(j)) {
                 rep = j;
                 if (nready < REPORTS_MAX) ready[nready++] = j;
             }
@@ -1532,6 +1642,8 @@ static void pump(struct agent *a)
             send_reports(a, ready, nready);
         else if (rep)
             send_report(a, rep);
+        else if (a->step && running && now_ns() >= a->next_check_ns)
+            send_step_check(a);
         else if (!a->step &&
                  now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);

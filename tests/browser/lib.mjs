@@ -87,6 +87,7 @@ export async function startMock(opts = {}) {
   const args = [path.join(HERE, 'mock-server.js'), '--port', String(port), '--web', path.join(SRC, 'web')];
   if (opts.jobs) args.push('--jobs', String(opts.jobs));
   if (opts.workers) args.push('--workers', String(opts.workers));
+  if (opts.slurm) args.push('--slurm');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const stop = track(child);
   await new Promise((resolve, reject) => {

@@ -3,7 +3,11 @@
 // tests when no real server binary is available and for the 10,000-job test
 // (seeding 10,000 jobs through the real API is slower than the test budget).
 //
-//   node mock-server.js --port 0 --web ../../web [--jobs N] [--workers N]
+//   node mock-server.js --port 0 --web ../../web [--jobs N] [--workers N] [--slurm]
+//
+// --slurm serves GET /api/v1/slurm (the Slurm executor's pool, partition and
+// two nodes, the second with a gpu:h100 GRES); POST /api/v1/slurm/_node/NAME
+// {"state": "down"} changes a node's state (a mock-only hook for the tests).
 //
 // Prints "listening PORT" on stdout once bound to 127.0.0.1. Writes need a
 // Bearer token starting with "kiln_"; GETs are anonymous.
@@ -22,6 +26,18 @@ const PORT = Number(args.port || 0);
 const WEB = path.resolve(args.web || path.join(path.dirname(new URL(import.meta.url).pathname), '../../web'));
 const SEED_JOBS = Number(args.jobs || 0);
 const SEED_WORKERS = Number(args.workers || 0);
+const SLURM = args.slurm
+  ? {
+      pools: [{
+        name: 'it', partition: 'kiln', worker: 'slurm-it', worker_id: 0, last_error: '', jobs: [],
+        partitions: [{ name: 'kiln', avail: 'up', nodes: 2, nodes_up: 2, cpus: 8, cpus_alloc: 1, ram_mb: 6000 }],
+        nodes: [
+          { name: 'n1', state: 'idle', slurm_state: 'idle', cpus: 4, cpus_alloc: 0, ram_mb: 3000, gres: '', features: 'x86-64,x86-64-v2,x86-64-v3', partition: 'kiln', partition_avail: 'up' },
+          { name: 'n2', state: 'mixed', slurm_state: 'mix', cpus: 4, cpus_alloc: 1, ram_mb: 3000, gres: 'gpu:h100:1', features: 'x86-64,x86-64-v2,x86-64-v3,sm_90', partition: 'kiln', partition_avail: 'up' },
+        ],
+      }],
+    }
+  : null;
 
 const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
@@ -457,6 +473,20 @@ async function handle(req, res) {
         setState(j, j.stage === 'build' ? 'built' : 'tested', { stage: next, worker: null });
       }
       return send(res, 200, { state: j.state });
+    }
+    return fail(res, 405, 'method_not_allowed', `${m} not allowed here`);
+  }
+  if (parts[0] === 'slurm') {
+    if (!SLURM) return fail(res, 404, 'not_found', `no route ${p}`);
+    if (parts.length === 1 && m === 'GET') return send(res, 200, SLURM);
+    if (parts[1] === '_node' && parts[2] && m === 'POST') {
+      const b = JSON.parse((await readBody(req)).toString('utf8') || '{}');
+      const pool = SLURM.pools[0];
+      const n = pool.nodes.find((x) => x.name === parts[2]);
+      if (!n) return fail(res, 404, 'not_found', `no node ${parts[2]}`);
+      n.state = n.slurm_state = String(b.state || 'down');
+      pool.partitions[0].nodes_up = pool.nodes.filter((x) => ['idle', 'mixed', 'alloc'].includes(x.state)).length;
+      return send(res, 200, n);
     }
     return fail(res, 405, 'method_not_allowed', `${m} not allowed here`);
   }

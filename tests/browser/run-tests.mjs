@@ -547,6 +547,34 @@ test('screenshots: every view at 1280 and 390 px', async () => {
   });
 });
 
+// 7b. The Slurm executor's capacity: the pool stays a worker card, and its
+// partition and nodes are rows of their own (state, CPUs, memory, GRES,
+// features); a node that goes down says so. Against the mock: a real Slurm
+// is tests/integration/test_slurm_control.sh's part (same route).
+test('workers: Slurm partition and node rows, a down node says down', async () => {
+  await withServer({ name: 'slurm-nodes', needMock: true, workers: 1, slurm: true }, async (srv) => {
+    const page = await openPage(browser, srv, '#/workers');
+    await page.waitForSelector('tr.slurm-node[data-node="n2"]');
+    const rows = await page.$$eval('tr.slurm-node', (trs) => trs.map((tr) => ({ node: tr.dataset.node, state: tr.dataset.state, text: tr.textContent })));
+    assert(rows.length === 2, `two node rows: ${JSON.stringify(rows)}`);
+    const n1 = rows.find((r) => r.node === 'n1'), n2 = rows.find((r) => r.node === 'n2');
+    assert(n2 && /gpu:h100:1/.test(n2.text) && /sm_90/.test(n2.text) && /kiln/.test(n2.text), `n2 row: ${n2 && n2.text}`);
+    assert(n1 && !/gpu:h100/.test(n1.text) && n1.state === 'idle', `n1 row: ${n1 && n1.text}`);
+    const part = await page.$eval('tr.slurm-partition[data-partition="kiln"]', (tr) => tr.textContent);
+    assert(/2 of 2/.test(part), `partition row: ${part}`);
+    await page.waitForSelector('[data-name]'); // the worker cards stay
+    await api(srv, 'POST', '/slurm/_node/n1', { state: 'down*' }, srv.admin);
+    await page.reload();
+    await page.waitForSelector('tr.slurm-node[data-node="n1"]');
+    const down = await page.$eval('tr.slurm-node[data-node="n1"]', (tr) => ({ state: tr.dataset.state, text: tr.textContent }));
+    assert(/down/.test(down.state) && /down/.test(down.text), `n1 after going down: ${JSON.stringify(down)}`);
+    const part2 = await page.$eval('tr.slurm-partition[data-partition="kiln"]', (tr) => tr.textContent);
+    assert(/1 of 2/.test(part2), `partition row after: ${part2}`);
+    figures.push('workers view: Slurm partition row and 2 node rows (GRES gpu:h100:1 on n2 only); n1 down -> its row says down, partition 1 of 2 up (mock)');
+    noProblems(page);
+  });
+});
+
 // 8. Reconnect: the stream resumes after the connection drops.
 test('live: a dropped event stream reconnects and the page catches up', async () => {
   await withServer({ name: 'reconnect' }, async (srv) => {

@@ -21,7 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kiln_slurm_state_infra(q.state);
     }
     struct kiln_slurm_node nd;
-    if (!kiln_slurm_node_parse(line, &nd)) kiln_slurm_node_gpus(&nd, "gpu:h100");
+    if (!kiln_slurm_node_parse(line, &nd)) {
+        kiln_slurm_node_gpus(&nd, "gpu:h100");
+        kiln_slurm_node_state_word(nd.state);
+    }
     json_t *o = json_loadb((const char *)data, size, 0, NULL);
     if (o) {
         struct kiln_slurm_pool p;

@@ -5,6 +5,12 @@
 #   2. Killing the slurmd of the node that runs a stage: Slurm marks the node
 #      failed, kiln requeues the stage (an infrastructure failure, attempt 2)
 #      and it finishes on the other node.
+#      The killed node's row in the Workers view's data (GET /api/v1/slurm)
+#      says down; the old attempt's command does not keep running on it
+#      (its step learns that its attempt is not current and stops it).
+#   0. (first) the Workers view's data lists both nodes as rows of their own,
+#      the gpu:h100 GRES on the second only, in partition kiln, and the pool
+#      worker's row stays in GET /api/v1/workers.
 #   3. kiln serve killed with SIGKILL twice while Slurm runs stages of a
 #      30-stage run, and restarted: it reconciles with Slurm by job name;
 #      every stage's command ran exactly once and all succeed.
@@ -16,6 +22,32 @@ running_on() { squeue -h -t R -n "kiln-it-$1-$2" -o '%i %N'; }
 
 # SLURM_CTL_ONLY=N runs part N alone (while working on it).
 part() { [ -z "${SLURM_CTL_ONLY:-}" ] || [ "$SLURM_CTL_ONLY" = "$1" ]; }
+
+# node NAME FIELD: one field of a node row of GET /api/v1/slurm
+node_field() {
+    curl -s -H "Authorization: Bearer $ADMIN" "$U/slurm" | "$PY" -c "
+import json, sys
+for p in json.load(sys.stdin)['pools']:
+    for n in p['nodes']:
+        if n['name'] == '$1': print(n['$2'])"
+}
+
+# 0. capacity in view
+if part 0; then
+for _ in $(seq 100); do [ -n "$(node_field "$SLURM_N2" state)" ] && break; sleep 0.1; done
+rows=$(curl -s -H "Authorization: Bearer $ADMIN" "$U/slurm" | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+p = d["pools"][0]
+print(len(p["nodes"]), [x["name"] + ":" + str(x["nodes"]) for x in p["partitions"]])
+for n in sorted(p["nodes"], key=lambda n: n["name"]):
+    print(n["name"], n["state"], n["cpus"], n["ram_mb"], n["gres"] or "-", n["features"], n["partition"])')
+echo "$rows" | head -1 | grep -q "^2 \['kiln:2'\]" || fail "two nodes in partition kiln: $rows"
+echo "$rows" | grep -qE "^$SLURM_N1 (idle|mixed|alloc) 4 3000 - x86-64,x86-64-v2,x86-64-v3 kiln$" || fail "node 1 row: $rows"
+echo "$rows" | grep -qE "^$SLURM_N2 (idle|mixed|alloc) 4 3000 gpu:h100:1 x86-64,x86-64-v2,x86-64-v3,sm_90 kiln$" || fail "node 2 row: $rows"
+curl -s -H "Authorization: Bearer $ADMIN" "$U/workers" | grep -q '"slurm-it"' || fail "the pool worker's row is gone"
+echo "ok 0 Workers view data: both nodes as rows (state, 4 CPUs, 3000 MiB, features, partition kiln), gpu:h100:1 on $SLURM_N2 only; the pool worker stays"
+fi
 
 # 1. cancel -> scancel within 1 s
 if part 1; then
@@ -41,13 +73,17 @@ fi
 
 # 2. slurmd dies mid-stage -> requeue, finishes on the other node
 if part 2; then
-k=$("$KILN" submit --json --name survive-node --ram 100M -- 'echo "run on $SLURMD_NODENAME"; sleep 40; echo done' | jid)
+# Each attempt leaves its shell's pid at its start and a marker at its end.
+k=$("$KILN" submit --json --name survive-node --ram 100M -- 'echo "run on $SLURMD_NODENAME"; echo $$ > '"$T"'/pid-$SLURMD_NODENAME; sleep 40; echo done; touch '"$T"'/end-$SLURMD_NODENAME' | jid)
 for _ in $(seq 300); do r=$(running_on "$k" 1); [ -n "$r" ] && break; sleep 0.1; done
 [ -n "$r" ] || fail "stage never ran"
 node=${r#* }
 other=$SLURM_N1; [ "$node" = "$SLURM_N1" ] && other=$SLURM_N2
 sleep 1
 slurm_kill_node "$node"
+down=""
+for _ in $(seq 600); do down=$(node_field "$node" state); [ "$down" = down ] && break; sleep 0.1; done
+[ "$down" = down ] || fail "the killed node's row says '$down', not down"
 wait_final "$k"
 [ "$(jget "$k" 'd["state"]')" = succeeded ] || fail "after node loss: $(jget "$k" 'd["state"], d["reason"]')"
 att=$(jget "$k" 'd["attempt"]')
@@ -55,7 +91,14 @@ att=$(jget "$k" 'd["attempt"]')
 last=$(grep "^run on" "$T/data/logs/$k.log" | tail -1)
 [ "$last" = "run on $other" ] || fail "attempt $att ran on '$last', wanted $other"
 grep -q "NODE_FAIL" "$T/data/logs/$k.log" "$T/serve.log" || fail "no NODE_FAIL noted"
-echo "ok 2 slurmd of $node killed mid-stage: Slurm NODE_FAIL, kiln requeued it (attempt $att) and it finished on $other"
+# The old attempt started ~10 s before the new one and sleeps as long: had
+# it kept running, its end marker would be there by now.
+[ -s "$T/pid-$node" ] || fail "the first attempt left no pid"
+oldpid=$(cat "$T/pid-$node")
+[ ! -e "$T/end-$node" ] || fail "the first attempt's command ran to its end on the failed node"
+! kill -0 "$oldpid" 2>/dev/null || fail "the first attempt's shell ($oldpid) still runs on the failed node"
+[ -e "$T/end-$other" ] || fail "the second attempt left no end marker"
+echo "ok 2 slurmd of $node killed mid-stage: its row says down; Slurm NODE_FAIL, kiln requeued it (attempt $att) and it finished on $other; the first attempt's command (pid $oldpid) was stopped, never reached its end"
 slurm_start_node "$node"
 slurm_wait_idle 2 || true
 fi

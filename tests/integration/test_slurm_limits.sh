@@ -10,6 +10,10 @@
 #      `kiln show` says so plainly.
 #   4. A stage Slurm cannot place yet shows Slurm's reason as wait_reason.
 #   5. The live log of a running Slurm stage grows while it runs.
+#   6. kiln sim on the partition as a farm.
+#   7. A stage holding ~200 MiB reports the peak RAM Slurm measured (sstat
+#      MaxRSS of the batch step, jobacct_gather/cgroup every second), and
+#      `kiln show` prints it like an agent's.
 set -u
 . "$(dirname "$0")/lib_slurm.sh"
 slurm_test_setup slurm-lim
@@ -114,4 +118,14 @@ grep "\"name\": \"$SLURM_N2\"" "$T/farm.yaml" | grep -q '"sm": "90"' || fail "GP
 grep -q "^$SLURM_N1 .* 1$" "$T/sim.txt" && grep -q "^$SLURM_N2 " "$T/sim.txt" || fail "sim: $(cat "$T/sim.txt")"
 grep -q "largest host has 4 cores and 2.9 GiB" "$T/sim.txt" || fail "sim: $(cat "$T/sim.txt")"
 echo "ok 6 scripts/slurm-farm.py made a 2-host farm from sinfo ($SLURM_N2 with SM 90); kiln sim planned the demo build on it and said its 16 GiB test fits no node"
+# 7. peak RAM from Slurm's accounting
+pk=$("$KILN" submit --json --name holds-200m --ram 400M -- \
+    ""$PY" -c 'import time; b = bytearray(200 * 1024 * 1024); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(4)'" | jid)
+wait_final "$pk"
+[ "$(jget "$pk" 'd["state"]')" = succeeded ] || fail "200 MiB job: $(jget "$pk" 'd["reason"]')"
+line=$("$KILN" logs "$pk" | grep "as Slurm measured it") || fail "no Slurm figure in the log: $("$KILN" logs "$pk" | tail -3)"
+mb=$(jget "$pk" 'd["peak_ram_mb"]')
+[ "$mb" -ge 200 ] && [ "$mb" -le 320 ] || fail "peak RAM $mb MiB for a 200 MiB stage ($line)"
+"$KILN" show "$pk" | grep -qE "^peak_ram_mb +$mb$" || fail "kiln show: $("$KILN" show "$pk" | grep peak)"
+echo "ok 7 a stage holding 200 MiB: peak_ram_mb $mb from Slurm (kiln show prints it); log: ${line#*] }"
 echo PASS

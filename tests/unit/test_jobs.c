@@ -211,6 +211,29 @@ static void test_adhoc_end_to_end(void **state)
     assert_true(kiln_store_last_event_id(f->st) >= 4);
 }
 
+/* A job that names its worker keeps the name through the store to the
+ * dispatcher's needs; one that names none has "" (any). */
+static void test_named_worker_needs(void **state)
+{
+    struct jobs_fx *f = *state;
+    int64_t a = submit(f, "{\"name\":\"on-pool\",\"command\":\"true\",\"worker\":\"slurm-hpc\"}");
+    int64_t b = submit(f, "{\"name\":\"anywhere\",\"command\":\"true\"}");
+    struct kiln_stage_needs nd;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_jobs_needs(&f->j, a, &nd, &err), KILN_OK);
+    assert_string_equal(nd.worker, "slurm-hpc");
+    assert_int_equal(kiln_jobs_needs(&f->j, b, &nd, &err), KILN_OK);
+    assert_string_equal(nd.worker, "");
+    struct kiln_stage_needs out[8];
+    int n = 0, seen = 0;
+    assert_int_equal(kiln_jobs_runnable_needs(&f->j, 1e9, out, 8, &n, &err), KILN_OK);
+    assert_int_equal(n, 2); /* two classes, both runnable */
+    for (int i = 0; i < n; i++)
+        seen |= (out[i].job == a && !strcmp(out[i].worker, "slurm-hpc")) |
+                (out[i].job == b && !out[i].worker[0]) << 1;
+    assert_int_equal(seen, 3);
+}
+
 static void test_build_failure_no_retry_and_retry(void **state)
 {
     struct jobs_fx *f = *state;
@@ -614,6 +637,8 @@ static void test_jobspec_errors(void **state)
         {"{\"name\":\"a\",\"command\":\"x\",\"colour\":1}", "colour: unknown field"},
         {"{\"name\":\"a\",\"command\":\"x\",\"platform\":\"Linux\"}", "platform"},
         {"{\"name\":\"a\",\"command\":\"x\",\"depends\":[0]}", "depends[0]"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"worker\":\"\"}", "worker:"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"worker\":\"a b\"}", "worker:"},
         {"{\"recipe\":\"demo\",\"where\":[1]}", "where"},
         {"{\"recipe\":\"demo\",\"recipe_yaml\":\"a: 1\"}", "either"},
         {"{\"name\":\"a\",\"name\":\"b\",\"command\":\"x\"}", "JSON"},
@@ -667,6 +692,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_adhoc_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_batch, setup, teardown),
         cmocka_unit_test(test_submit_batch_spec),
+        cmocka_unit_test_setup_teardown(test_named_worker_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_failure_no_retry_and_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_infra_backoff_and_give_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dependencies, setup, teardown),

@@ -252,6 +252,38 @@ static void test_rule_platform(void **state)
     assert_true(fits(&w, &it));
 }
 
+/* A job that names a worker (a Slurm pool's) runs there only, even when
+ * another has more room; a name nobody registered says so. */
+static void test_rule_named_worker(void **state)
+{
+    (void)state;
+    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_error err = {0};
+    struct kiln_pworker big = worker(1, "agent-big", "x86_64-linux", 64, 65536);
+    struct kiln_pworker pool = worker(2, "slurm-hpc", "x86_64-linux", 8, 8192);
+    assert_int_equal(kiln_placer_set_worker(p, &big, &err), 0);
+    assert_int_equal(kiln_placer_set_worker(p, &pool, &err), 0);
+    struct kiln_pitem a = build(1, "x86_64-linux", 2, 1024), b = build(2, "x86_64-linux", 2, 1024),
+                      c = build(3, "x86_64-linux", 2, 1024);
+    snprintf(a.worker, sizeof a.worker, "slurm-hpc");
+    snprintf(c.worker, sizeof c.worker, "slurm-nope");
+    assert_int_equal(kiln_placer_add(p, &a, &err), 0);
+    assert_int_equal(kiln_placer_add(p, &b, &err), 0);
+    assert_int_equal(kiln_placer_add(p, &c, &err), 0);
+    struct kiln_assignment out[4];
+    size_t n = dispatch(p, 0, out, 4);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        if (out[i].job_id == 1)
+            assert_int_equal(out[i].worker_id, 2);
+        else
+            assert_int_equal(out[i].job_id, 2);
+    char why[KILN_PLACE_REASON_MAX];
+    reason_of(p, 3, KILN_PSTAGE_BUILD, why);
+    assert_string_equal(why, "it asks for worker slurm-nope, which is not registered");
+    kiln_placer_free(p);
+}
+
 static void test_rule_cores_and_ram_never_overcommit(void **state)
 {
     (void)state;
@@ -1121,6 +1153,7 @@ int main(void)
         cmocka_unit_test(test_build_never_overcommits_and_best_fit),
         cmocka_unit_test(test_host_policy_spread_pack),
         cmocka_unit_test(test_rule_platform),
+        cmocka_unit_test(test_rule_named_worker),
         cmocka_unit_test(test_rule_cores_and_ram_never_overcommit),
         cmocka_unit_test(test_rule_isa),
         cmocka_unit_test(test_rule_sm_exact),

@@ -162,6 +162,25 @@ static void test_names_and_lines(void **state)
     assert_int_equal(kiln_slurm_node_gpus(&nd, "gpu:h100"), 2);
     assert_int_equal(kiln_slurm_node_gpus(&nd, "gpu:a100"), 1);
     assert_int_equal(kiln_slurm_node_gpus(&nd, "gpu:h10"), 0);
+    assert_string_equal(nd.partition, "");
+    /* the nine-column form the executor asks for */
+    assert_int_equal(
+        kiln_slurm_node_parse("n2|4|3000|gpu:h100:1|x86-64,sm_90|mix|kiln*|3/1/0/4|up\n", &nd), 0);
+    assert_string_equal(nd.partition, "kiln");
+    assert_int_equal(nd.cpus_alloc, 3);
+    assert_string_equal(nd.avail, "up");
+    assert_int_equal(kiln_slurm_node_parse("n2|4|3000|g|f|idle|kiln", &nd), -1);
+    assert_string_equal(kiln_slurm_node_state_word("idle"), "idle");
+    assert_string_equal(kiln_slurm_node_state_word("mix"), "mixed");
+    assert_string_equal(kiln_slurm_node_state_word("alloc"), "alloc");
+    assert_string_equal(kiln_slurm_node_state_word("comp"), "alloc");
+    assert_string_equal(kiln_slurm_node_state_word("down*"), "down");
+    assert_string_equal(kiln_slurm_node_state_word("idle*"), "down");
+    assert_string_equal(kiln_slurm_node_state_word("drain"), "drain");
+    assert_string_equal(kiln_slurm_node_state_word("drng"), "drain");
+    assert_string_equal(kiln_slurm_node_state_word("drain*"), "drain");
+    assert_string_equal(kiln_slurm_node_state_word("idle~"), "other");
+    assert_string_equal(kiln_slurm_node_state_word("maint"), "other");
 
     assert_true(kiln_slurm_state_infra("NODE_FAIL"));
     assert_true(kiln_slurm_state_infra("PREEMPTED"));

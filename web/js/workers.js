@@ -1,5 +1,8 @@
 // workers.js - the Workers view: every host with cores and RAM in use, its
-// GPUs (with SM), current jobs, last heartbeat, and a drain button.
+// GPUs (with SM), current jobs, last heartbeat, and a drain button. Below
+// them, when the server runs the Slurm executor (GET /slurm answers), each
+// pool's partitions and nodes as rows of their own: state, CPUs, memory,
+// GRES, features. The pool itself stays a worker card above.
 import { h, clear, badge, fmtMB, fmtAgo } from './dom.js';
 import * as api from './api.js';
 
@@ -13,13 +16,56 @@ function meter(label, used, total, fmt) {
 }
 
 const W_STATE = { online: 'succeeded', draining: 'tested', lost: 'failed', offline: 'cancelled' };
+// Slurm node states (the server's one-word form) as badge colours.
+const N_STATE = { idle: 'succeeded', mixed: 'building', alloc: 'building', drain: 'tested', down: 'failed', other: 'cancelled' };
+
+function stateBadgeOf(map, word) {
+  const b = badge(map[word] || 'cancelled');
+  b.lastChild.textContent = word;
+  return b;
+}
+
+// One pool's partitions and nodes as two tables.
+function slurmPool(p) {
+  const parts = Array.isArray(p.partitions) ? p.partitions : [];
+  const nodes = Array.isArray(p.nodes) ? p.nodes : [];
+  const th = (...c) => h('thead', {}, h('tr', {}, c.map((x) => h('th', { scope: 'col' }, x))));
+  return h('section', { class: 'slurm-pool card', dataset: { pool: String(p.name) } },
+    h('h2', {}, `Slurm pool ${p.name}`, h('span', { class: 'muted' }, ` · worker ${p.worker || ''}`)),
+    p.last_error ? h('p', { class: 'error' }, String(p.last_error)) : null,
+    h('div', { class: 'table-wrap' }, h('table', { class: 'grid-table compact slurm-partitions' }, th('Partition', 'State', 'Nodes up', 'CPUs in use', 'Memory'),
+      h('tbody', {}, parts.map((x) => h('tr', { class: 'slurm-partition', dataset: { partition: String(x.name) } },
+        h('th', { scope: 'row' }, String(x.name)), h('td', {}, String(x.avail || '')),
+        h('td', {}, `${x.nodes_up ?? 0} of ${x.nodes ?? 0}`), h('td', {}, `${x.cpus_alloc ?? 0} / ${x.cpus ?? 0}`),
+        h('td', {}, fmtMB(x.ram_mb || 0))))))),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'grid-table compact slurm-nodes' }, th('Node', 'State', 'Partition', 'CPUs in use', 'Memory', 'GRES', 'Features'),
+      h('tbody', {}, nodes.map((n) => h('tr', { class: `slurm-node n-${n.state}`, dataset: { node: String(n.name), state: String(n.state) } },
+        h('th', { scope: 'row' }, String(n.name)),
+        h('td', { title: `Slurm says ${n.slurm_state || n.state}` }, stateBadgeOf(N_STATE, String(n.state || 'other'))),
+        h('td', {}, String(n.partition || '')), h('td', {}, `${n.cpus_alloc ?? 0} / ${n.cpus ?? 0}`),
+        h('td', {}, fmtMB(n.ram_mb || 0)), h('td', { class: 'gres' }, n.gres ? String(n.gres) : '—'),
+        h('td', { class: 'features' }, String(n.features || '').split(',').filter(Boolean).join(' '))))))));
+}
 
 export function mount(root, ctx) {
   const byKey = new Map();
+  let slurmT = null;
   const list = h('div', { class: 'workers', id: 'workers' });
   const summary = h('p', { class: 'lead' });
   const errBox = h('p', { class: 'error', role: 'alert', hidden: true });
-  root.append(h('div', { class: 'view-head' }, h('h1', {}, 'Workers'), summary), errBox, list);
+  const slurmBox = h('div', { class: 'slurm', id: 'slurm' });
+  root.append(h('div', { class: 'view-head' }, h('h1', {}, 'Workers'), summary), errBox, list, slurmBox);
+
+  // No Slurm executor: the route is absent (404) and the section stays empty.
+  async function loadSlurm() {
+    try {
+      const r = await api.get('/slurm');
+      clear(slurmBox);
+      for (const p of api.listOf(r, 'pools')) slurmBox.append(slurmPool(p));
+    } catch {
+      clear(slurmBox);
+    }
+  }
 
   function card(w) {
     const now = Date.now() / 1000;
@@ -96,6 +142,11 @@ export function mount(root, ctx) {
     if (focused) el.querySelector('button').focus();
     renderSummary();
     fillNames(w);
+    // A pool re-registers when its nodes change: show the nodes again.
+    if (w.labels && w.labels.executor === 'slurm') {
+      clearTimeout(slurmT);
+      slurmT = setTimeout(loadSlurm, 300);
+    }
   }
 
   function renderSummary() {
@@ -115,6 +166,7 @@ export function mount(root, ctx) {
       for (const w of api.listOf(r, 'workers')) put(w);
       renderSummary();
       errBox.hidden = true;
+      loadSlurm();
     } catch (e) {
       errBox.hidden = false;
       errBox.textContent = `Could not load workers: ${e.message}`;
@@ -146,6 +198,7 @@ export function mount(root, ctx) {
       clearInterval(tick);
       clearInterval(poll);
       clearTimeout(this.t);
+      clearTimeout(slurmT);
     },
   };
 }
