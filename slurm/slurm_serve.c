@@ -200,6 +200,20 @@ static void scancel(struct pool *p, struct sjob *s)
     run_cmd(p, argv, scancel_done, c);
 }
 
+/* An attempt whose stage ended normally: its step has reported and exits
+ * on its own, so its Slurm job is left to complete (a scancel there raced
+ * the step's exit and left Slurm saying CANCELLED). */
+static int reported(struct pool *p, const struct sjob *s)
+{
+    json_t *o = NULL;
+    if (kiln_jobs_get(&p->ss->srv->jobs, s->job, &o, NULL)) return 0;
+    const char *st = json_string_value(json_object_get(o, "state"));
+    int done = st && (!strcmp(st, "built") || !strcmp(st, "testing") || !strcmp(st, "tested") ||
+                      !strcmp(st, "succeeded"));
+    json_decref(o);
+    return done;
+}
+
 /* Cancel the Slurm job of every listed kiln job (heartbeat or lease answer). */
 static void cancel_list(struct pool *p, json_t *list)
 {
@@ -209,7 +223,7 @@ static void cancel_list(struct pool *p, json_t *list)
     {
         int64_t id = json_integer_value(e);
         for (struct sjob *s = p->jobs; s; s = s->next)
-            if (s->job == id && !current(p, s)) scancel(p, s);
+            if (s->job == id && !current(p, s) && !reported(p, s)) scancel(p, s);
     }
 }
 
