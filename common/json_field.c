@@ -124,3 +124,26 @@ int kiln_json_field_array(const json_t *o, const char *key, int required, json_t
     *out = v;
     return KILN_OK;
 }
+
+int kiln_json_only_keys(const json_t *o, const char *const *known, const char *where,
+                        struct kiln_error *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        const char *const *p = known;
+        while (*p && strcmp(*p, k))
+            p++;
+        if (*p) continue;
+        char list[512];
+        size_t n = 0;
+        list[0] = 0;
+        for (p = known; *p && n < sizeof list; p++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", p == known ? "" : ", ", *p);
+        int top = !where || !*where;
+        return kiln_fail(err, KILN_EINVAL, "%s%sunknown key '%.64s' (known: %s)", top ? "" : where,
+                         top ? "" : ": ", k, list);
+    }
+    return KILN_OK;
+}

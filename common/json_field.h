@@ -16,6 +16,8 @@
  * - Strings are rejected when they contain NUL bytes: C code would silently
  *   see a shorter string than the sender meant.
  * - Returned `const char *` point into the JSON value and live as long as it.
+ * - kiln_json_only_keys() is the one unknown-key check for every config and
+ *   API object, so each names the stray key and the keys it knows alike.
  * - kiln_json_str() is the lenient getter for places where a missing or
  *   non-string field simply means "not given" (webhook payloads, rows kiln
  *   wrote itself); it never fails.
@@ -60,5 +62,12 @@ int kiln_json_field_bool(const json_t *o, const char *key, int def, int *out,
 /* o[key] as an array (borrowed); *out = NULL when absent and not required. */
 int kiln_json_field_array(const json_t *o, const char *key, int required, json_t **out,
                           struct kiln_error *err);
+
+/* Every key of object o must be in the NULL-ended list known. The first that
+ * is not fails with KILN_EINVAL and "<where>: unknown key '<key>' (known: a,
+ * b, c)"; where may be NULL or "" for a top-level object. A non-object
+ * passes: its type is the caller's check. */
+int kiln_json_only_keys(const json_t *o, const char *const *known, const char *where,
+                        struct kiln_error *err);
 
 #endif

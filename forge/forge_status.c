@@ -1,6 +1,8 @@
 /* forge_status.c - request shapes and state mapping (see forge_status.h). */
 #include "forge/forge_status.h"
 
+#include "common/json_field.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +25,13 @@ static int copy_str(json_t *o, const char *k, char *out, size_t n, int required,
 int kiln_forge_target_parse(json_t *o, struct kiln_forge_target *t,
                             const char *(*env)(const char *name), struct kiln_error *err)
 {
-    static const char *known[] = {"url", "forge", "api", "repo", "token", "token_env", NULL};
+    static const char *const known[] = {"url", "forge", "api", "repo", "token", "token_env", NULL};
     memset(t, 0, sizeof *t);
     if (!json_is_object(o))
         return kiln_fail(err, KILN_EINVAL, "statuses.repos: each entry must be a mapping");
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v)
-    {
-        int ok = 0;
-        for (const char **p = known; *p; p++)
-            ok |= !strcmp(*p, k);
-        if (!ok)
-            return kiln_fail(err, KILN_EINVAL,
-                             "statuses.repos: unknown key '%.64s' (known: url, forge, api, repo, "
-                             "token, token_env)",
-                             k);
-    }
     char forge[32] = "";
-    int rc;
+    int rc = kiln_json_only_keys(o, known, "statuses.repos", err);
+    if (rc) return rc;
     if ((rc = copy_str(o, "url", t->url, sizeof t->url, 1, err)) ||
         (rc = copy_str(o, "forge", forge, sizeof forge, 1, err)) ||
         (rc = copy_str(o, "api", t->api, sizeof t->api, 0, err)) ||

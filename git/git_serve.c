@@ -105,27 +105,14 @@ static int make_release_job(json_t *job)
 
 int kiln_serve_git_parse_repo(json_t *o, struct kiln_repo_conf *c, struct kiln_error *err)
 {
-    static const char *known[] = {"name",    "url",          "branches",      "recipes",
-                                  "poll_s",  "auto_publish", "initial_build", "token",
-                                  "ssh_key", "secret",       "publish",       NULL};
+    static const char *const known[] = {"name",    "url",          "branches",      "recipes",
+                                        "poll_s",  "auto_publish", "initial_build", "token",
+                                        "ssh_key", "secret",       "publish",       NULL};
     memset(c, 0, sizeof *c);
     if (!json_is_object(o))
         return kiln_fail(err, KILN_EINVAL, "repos: each entry must be a mapping");
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v)
-    {
-        int ok = 0;
-        for (const char **p = known; *p; p++)
-            ok |= !strcmp(*p, k);
-        if (!ok)
-            return kiln_fail(
-                err, KILN_EINVAL,
-                "repos: unknown key '%.64s' (known: name, url, branches, recipes, "
-                "poll_s, auto_publish, initial_build, token, ssh_key, secret, publish)",
-                k);
-    }
-    int rc;
+    int rc = kiln_json_only_keys(o, known, "repos", err);
+    if (rc) return rc;
     long long poll_s;
     int auto_publish, initial_build;
     if ((rc = str_field(o, "url", c->url, sizeof c->url, 1, err)) ||

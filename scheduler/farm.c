@@ -19,23 +19,6 @@ void kiln_farm_free(struct kiln_farm *f)
     f->nhosts = 0;
 }
 
-static int only_keys(const json_t *obj, const char *const *keys, const char **bad)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)obj, k, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; keys[i]; i++)
-            if (!strcmp(keys[i], k)) ok = 1;
-        if (!ok) {
-            *bad = k;
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static int copy_str(char *dst, size_t cap, const char *s)
 {
     size_t n = strlen(s);
@@ -89,13 +72,13 @@ static int parse_gpus(const char *name, size_t hi, const char *hname, const json
                          hname);
     for (size_t g = 0; g < json_array_size(gpus); g++) {
         const json_t *o = json_array_get(gpus, g);
-        const char *bad = NULL;
         if (!json_is_object(o))
             return kiln_fail(err, KILN_EINVAL, "%s: hosts[%zu] (%s): gpus[%zu] must be a mapping",
                              name, hi, hname, g);
-        if (!only_keys(o, keys, &bad))
-            return kiln_fail(err, KILN_EINVAL, "%s: hosts[%zu] (%s): gpus[%zu]: unknown key \"%s\"",
-                             name, hi, hname, g, bad);
+        char where[256];
+        snprintf(where, sizeof where, "%s: hosts[%zu] (%s): gpus[%zu]", name, hi, hname, g);
+        int rc = kiln_json_only_keys(o, keys, where, err);
+        if (rc) return rc;
         const json_t *sm = json_object_get(o, "sm");
         char smbuf[16];
         if (json_is_integer(sm) && json_integer_value(sm) > 0 && json_integer_value(sm) < 10000)
@@ -155,11 +138,9 @@ int kiln_farm_from_json(const char *name, const json_t *root, struct kiln_farm *
     static const char *const keys[] = {"name", "count", "platform", "cores",  "ram", "ram_mb",
                                        "isa",  "speed", "gpus",     "builds", NULL};
     memset(out, 0, sizeof *out);
-    const char *bad = NULL;
     if (!json_is_object(root))
         return kiln_fail(err, KILN_EINVAL, "%s: a farm is a mapping with a hosts list", name);
-    if (!only_keys(root, top_keys, &bad))
-        return kiln_fail(err, KILN_EINVAL, "%s: unknown key \"%s\" (expected hosts)", name, bad);
+    if (kiln_json_only_keys(root, top_keys, name, err)) return KILN_EINVAL;
     const json_t *hosts = json_object_get(root, "hosts");
     if (!json_is_array(hosts) || !json_array_size(hosts))
         return kiln_fail(err, KILN_EINVAL, "%s: hosts must be a non-empty list", name);
@@ -181,11 +162,9 @@ int kiln_farm_from_json(const char *name, const json_t *root, struct kiln_farm *
             break;
         }
         const char *hn = h.kind;
-        if (!only_keys(o, keys, &bad)) {
-            rc = kiln_fail(err, KILN_EINVAL, "%s: hosts[%zu] (%s): unknown key \"%s\"", name, hi,
-                           hn, bad);
-            break;
-        }
+        char where[256];
+        snprintf(where, sizeof where, "%s: hosts[%zu] (%s)", name, hi, hn);
+        if ((rc = kiln_json_only_keys(o, keys, where, err))) break;
         long long count = 1, cores = 0, ram_mb = 0;
         const json_t *v;
         if ((v = json_object_get(o, "count")) && get_int(v, 1, KILN_FARM_MAX_COUNT, &count)) {

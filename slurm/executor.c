@@ -2,6 +2,8 @@
  * reasons (see executor.h). Pure functions. */
 #include "slurm/executor.h"
 
+#include "common/json_field.h"
+
 #include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
@@ -83,18 +85,12 @@ int kiln_slurm_pool_parse(json_t *o, struct kiln_slurm_pool *p, struct kiln_erro
     p->driver = 999;
     p->poll_ms = 1000;
     if (!json_is_object(o)) return kiln_fail(err, KILN_EINVAL, "slurm pool: must be a mapping");
-    static const char *known[] = {"name",    "partition",    "kiln",       "worker_config",
-                                  "out_dir", "platform",     "driver",     "poll_ms",
-                                  "gpus",    "isa_features", "extra_args", NULL};
-    const char *k;
+    static const char *const known[] = {"name",    "partition",    "kiln",       "worker_config",
+                                        "out_dir", "platform",     "driver",     "poll_ms",
+                                        "gpus",    "isa_features", "extra_args", NULL};
+    int rc = kiln_json_only_keys(o, known, "slurm pool", err);
+    if (rc) return rc;
     json_t *v;
-    json_object_foreach(o, k, v)
-    {
-        int ok = 0;
-        for (int i = 0; known[i]; i++)
-            ok |= !strcmp(k, known[i]);
-        if (!ok) return kiln_fail(err, KILN_EINVAL, "slurm pool: unknown key '%s'", k);
-    }
     if (str_key(o, "name", p->name, sizeof p->name, 1, err) ||
         str_key(o, "partition", p->partition, sizeof p->partition, 0, err) ||
         str_key(o, "kiln", p->kiln_bin, sizeof p->kiln_bin, 0, err) ||

@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/isa.h"
+#include "common/json_field.h"
 #include "slurm/executor.h"
 #include "slurm/slurm_cmd.h"
 #include "server/auth.h"
@@ -932,19 +933,15 @@ static int slurm_init(struct kiln_server *srv, json_t *config, void **state, str
     json_t *sec = json_object_get(config, "slurm");
     if (!sec || json_is_null(sec)) return KILN_OK;
     json_t *pools = json_object_get(sec, "pools");
-    const char *k;
-    json_t *v;
-    json_object_foreach(sec, k, v)
-    {
-        if (strcmp(k, "pools"))
-            return kiln_fail(err, KILN_EINVAL, "slurm: unknown key '%s' (only pools:)", k);
-    }
+    static const char *const known[] = {"pools", NULL};
+    if (kiln_json_only_keys(sec, known, "slurm", err)) return KILN_EINVAL;
     if (!json_is_array(pools) || json_array_size(pools) < 1 || json_array_size(pools) > MAX_POOLS)
         return kiln_fail(err, KILN_EINVAL, "slurm: pools must be a list of 1..%d pools", MAX_POOLS);
     struct kiln_slurm_serve *ss = calloc(1, sizeof *ss);
     if (!ss) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     ss->srv = srv;
     size_t i;
+    json_t *v;
     json_array_foreach(pools, i, v)
     {
         struct pool *p = &ss->pools[ss->npools];

@@ -130,27 +130,13 @@ static int check_attrs(json_t *attrs, struct kiln_error *err)
     return KILN_OK;
 }
 
-static int check_unknown(json_t *o, const char *const *allowed, struct kiln_error *err)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v)
-    {
-        int ok = 0;
-        for (const char *const *a = allowed; *a; a++)
-            if (!strcmp(*a, k)) ok = 1;
-        if (!ok) return kiln_fail(err, KILN_EINVAL, "%.64s: unknown field", k);
-    }
-    return KILN_OK;
-}
-
 static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
 {
     static const char *const allowed[] = {
         "name",  "command",   "cores",        "ram_mb",  "platform", "priority",
         "env",   "timeout_s", "max_attempts", "depends", "isa",      "gpu_sm",
         "attrs", "branch",    "commit",       "worker",  NULL};
-    int rc = check_unknown(o, allowed, err);
+    int rc = kiln_json_only_keys(o, allowed, NULL, err);
     if (rc) return rc;
     const char *name, *command, *platform, *isa, *gpu_sm, *branch, *commit, *worker;
     long long cores, ram_mb, priority, timeout_s, max_attempts;
@@ -240,7 +226,7 @@ static int parse_adhoc(json_t *o, struct kiln_jobspec *out, struct kiln_error *e
 static int parse_adhoc_batch(json_t *o, struct kiln_jobspec *out, struct kiln_error *err)
 {
     static const char *const allowed[] = {"jobs", NULL};
-    int rc = check_unknown(o, allowed, err);
+    int rc = kiln_json_only_keys(o, allowed, NULL, err);
     if (rc) return rc;
     json_t *list = json_object_get(o, "jobs");
     size_t n = json_array_size(list);
@@ -276,7 +262,7 @@ static int parse_recipe(json_t *o, struct kiln_jobspec *out, struct kiln_error *
 {
     static const char *const allowed[] = {"recipe", "recipe_yaml", "branch", "commit",
                                           "where",  "priority",    NULL};
-    int rc = check_unknown(o, allowed, err);
+    int rc = kiln_json_only_keys(o, allowed, NULL, err);
     if (rc) return rc;
     const char *recipe, *yaml, *branch, *commit;
     long long priority;

@@ -23,8 +23,8 @@ r=$(req "$SUB" POST /jobs '{"name":"a","command":"x","cores":"8"}'); expect 400 
 echo "$r" | grep -q 'cores' || fail "wrong type names the field: $r"
 r=$(req "$SUB" POST /jobs '{"name":"a","command":"x","ram_mb":-5}'); expect 400 "$r" "negative ram"
 r=$(req "$SUB" POST /jobs '[1,2]'); expect 400 "$r" "array body"
-r=$(req "$SUB" POST /jobs '{"name":"a","command":"x","wat":1}'); expect 400 "$r" "unknown field"
-echo "$r" | grep -q 'wat' || fail "unknown field named: $r"
+r=$(req "$SUB" POST /jobs '{"name":"a","command":"x","wat":1}'); expect 400 "$r" "unknown key"
+echo "$r" | grep -q 'wat' || fail "unknown key named: $r"
 r=$(req "$SUB" POST /jobs ''); expect 400 "$r" "empty body"
 r=$(req "$RD" GET /jobs/424242); expect 404 "$r" "unknown job"; is_json_error "$r" unknown
 r=$(req "$RD" GET /jobs/x1); expect 404 "$r" "non-numeric id"

@@ -634,7 +634,7 @@ static void test_jobspec_errors(void **state)
         {"{\"name\":\"a b\",\"command\":\"x\"}", "name:"},
         {"{\"name\":\"a\",\"command\":\"x\",\"env\":{\"1X\":\"y\"}}", "not a valid variable"},
         {"{\"name\":\"a\",\"command\":\"x\",\"env\":{\"X\":1}}", "env.X"},
-        {"{\"name\":\"a\",\"command\":\"x\",\"colour\":1}", "colour: unknown field"},
+        {"{\"name\":\"a\",\"command\":\"x\",\"colour\":1}", "unknown key 'colour'"},
         {"{\"name\":\"a\",\"command\":\"x\",\"platform\":\"Linux\"}", "platform"},
         {"{\"name\":\"a\",\"command\":\"x\",\"depends\":[0]}", "depends[0]"},
         {"{\"name\":\"a\",\"command\":\"x\",\"worker\":\"\"}", "worker:"},

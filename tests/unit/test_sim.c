@@ -98,13 +98,13 @@ static void test_farm_errors(void **state)
     (void)state;
     expect_farm_error("hosts: []\n", "non-empty list");
     expect_farm_error("- a\n", "mapping");
-    expect_farm_error("hostz: []\n", "unknown key \"hostz\"");
+    expect_farm_error("hostz: []\n", "unknown key 'hostz'");
     expect_farm_error("hosts:\n  - name: a\n    ram: 1G\n", "hosts[0] (a): cores");
     expect_farm_error("hosts:\n  - name: a\n    cores: 0\n    ram: 1G\n", "cores");
     expect_farm_error("hosts:\n  - name: a\n    cores: 4\n", "ram");
     expect_farm_error("hosts:\n  - name: a\n    cores: 4\n    ram: lots\n", "ram must be a size");
     expect_farm_error("hosts:\n  - name: a\n    cores: 4\n    ram: 1G\n    colour: red\n",
-                      "unknown key \"colour\"");
+                      "unknown key 'colour'");
     expect_farm_error("hosts:\n  - name: a\n    cores: 4\n    ram: 1G\n    isa: avx9\n", "avx9");
     expect_farm_error("hosts:\n  - name: a\n    cores: 4\n    ram: 1G\n    gpus: [{sm: nine}]\n",
                       "sm must be like");
