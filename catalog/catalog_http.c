@@ -411,20 +411,10 @@ static void blob_put(struct kiln_catalog *c, struct kiln_http_req *req, const ch
         free(x);
         return;
     }
-    int rc = kiln_http_req_stream_body(req, up_on_data, up_on_end, x);
-    if (rc == KILN_ESTATE) {
-        /* Called after the body was buffered (from on_request). */
-        size_t len = 0;
-        const char *body = kiln_http_req_body(req, &len);
-        if (up_on_data(req, body ? body : "", len, x) == 0) up_on_end(req, x);
-        return;
-    }
-    if (rc != KILN_OK) {
+    if (kiln_http_req_take_body(req, up_on_data, up_on_end, up_on_close, x) != KILN_OK) {
         kiln_http_respond_error(req, 500, "internal", "cannot stream the upload");
         up_free(x);
-        return;
     }
-    kiln_http_req_on_close(req, up_on_close, x);
 }
 
 static void publish_post(struct kiln_catalog *c, struct kiln_http_req *req)
@@ -437,20 +427,10 @@ static void publish_post(struct kiln_catalog *c, struct kiln_http_req *req)
     x->c = c;
     x->publish = 1;
     x->body.max = PUBLISH_MAX;
-    int rc = kiln_http_req_stream_body(req, up_on_data, up_on_end, x);
-    if (rc == KILN_ESTATE) {
-        size_t len = 0;
-        const char *body = kiln_http_req_body(req, &len);
-        free(x);
-        do_publish(c, req, body, len);
-        return;
-    }
-    if (rc != KILN_OK) {
+    if (kiln_http_req_take_body(req, up_on_data, up_on_end, up_on_close, x) != KILN_OK) {
         free(x);
         kiln_http_respond_error(req, 500, "internal", "cannot read the request body");
-        return;
     }
-    kiln_http_req_on_close(req, up_on_close, x);
 }
 
 /* ---------- reads ---------- */

@@ -382,19 +382,10 @@ static void upload_put(struct kiln_staging_http *h, struct kiln_http_req *req, i
     snprintf(x->hashpart, sizeof x->hashpart, "%s", hashpart);
     x->next = h->active;
     h->active = x;
-    int rc = kiln_http_req_stream_body(req, up_on_data, up_on_end, x);
-    if (rc == KILN_ESTATE) {
-        size_t len = 0;
-        const char *body = kiln_http_req_body(req, &len);
-        if (up_on_data(req, body ? body : "", len, x) == 0) up_on_end(req, x);
-        return;
-    }
-    if (rc != KILN_OK) {
+    if (kiln_http_req_take_body(req, up_on_data, up_on_end, up_on_close, x) != KILN_OK) {
         sup_free(x);
         kiln_http_respond_error(req, 500, "internal", "cannot stream the upload");
-        return;
     }
-    kiln_http_req_on_close(req, up_on_close, x);
 }
 
 static void plan_post(struct kiln_staging_http *h, struct kiln_http_req *req, int64_t job)
@@ -419,20 +410,10 @@ static void plan_post(struct kiln_staging_http *h, struct kiln_http_req *req, in
     x->job = job;
     x->attempt = attempt;
     x->body.max = PLAN_MAX;
-    int rc = kiln_http_req_stream_body(req, up_on_data, up_on_end, x);
-    if (rc == KILN_ESTATE) {
-        size_t len = 0;
-        const char *body = kiln_http_req_body(req, &len);
-        free(x);
-        do_plan(h, req, job, attempt, body, len);
-        return;
-    }
-    if (rc != KILN_OK) {
+    if (kiln_http_req_take_body(req, up_on_data, up_on_end, up_on_close, x) != KILN_OK) {
         free(x);
         kiln_http_respond_error(req, 500, "internal", "cannot read the request body");
-        return;
     }
-    kiln_http_req_on_close(req, up_on_close, x);
 }
 
 int kiln_staging_http(struct kiln_server *srv, struct kiln_http_req *req, enum kiln_role role,

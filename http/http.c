@@ -999,6 +999,22 @@ int kiln_http_req_stream_body(struct kiln_http_req *r,
     return KILN_OK;
 }
 
+int kiln_http_req_take_body(struct kiln_http_req *r,
+                            int (*on_data)(struct kiln_http_req *, const char *, size_t, void *),
+                            void (*on_end)(struct kiln_http_req *, void *),
+                            void (*on_close)(struct kiln_http_req *, void *), void *arg)
+{
+    if (kiln_http_req_stream_body(r, on_data, on_end, arg) == KILN_OK) {
+        kiln_http_req_on_close(r, on_close, arg);
+        return KILN_OK;
+    }
+    if (!on_data || r->responded) return KILN_ESTATE;
+    size_t len = 0;
+    const char *body = kiln_http_req_body(r, &len);
+    if (on_data(r, body ? body : "", len, arg) == 0 && on_end) on_end(r, arg);
+    return KILN_OK;
+}
+
 /* ---------- responses ---------- */
 
 /* Decide keep-alive for a response started now. */

@@ -135,6 +135,18 @@ int kiln_http_req_stream_body(struct kiln_http_req *r,
                               int (*on_data)(struct kiln_http_req *, const char *, size_t, void *),
                               void (*on_end)(struct kiln_http_req *, void *), void *arg);
 
+/* The body either way, for a handler that may run from on_headers or from
+ * on_request: where the body can still be streamed, this is
+ * kiln_http_req_stream_body() followed by kiln_http_req_on_close(on_close);
+ * where it was already buffered (on_request), on_data runs once with the
+ * whole body and then, unless it returned non-zero, on_end, both before
+ * this returns, and on_close is not set. KILN_OK, or KILN_ESTATE with
+ * nothing called (no on_data, or the request was already answered). */
+int kiln_http_req_take_body(struct kiln_http_req *r,
+                            int (*on_data)(struct kiln_http_req *, const char *, size_t, void *),
+                            void (*on_end)(struct kiln_http_req *, void *),
+                            void (*on_close)(struct kiln_http_req *, void *), void *arg);
+
 /* Flow control for streamed bodies: pause=1 stops reading the socket (the
  * bytes already read are still delivered to on_data), pause=0 resumes. For
  * handlers that write uploads asynchronously. Cleared with the request. */

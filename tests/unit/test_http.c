@@ -209,6 +209,10 @@ static int on_headers(struct kiln_http_req *r, void *ctx)
         return kiln_http_req_stream_body(r, slow_data, slow_end, sl);
     }
     if (strcmp(p, "/upload-abort") == 0) return kiln_http_req_stream_body(r, abort_data, NULL, ts);
+    if (strcmp(p, "/take") == 0) {
+        atomic_store(&ts->upload_bytes, 0);
+        return kiln_http_req_take_body(r, up_data, up_end, NULL, ts);
+    }
     if (strcmp(p, "/deny") == 0) {
         kiln_http_respond_error(r, 401, "unauthorized", "no token");
         return 0;
@@ -231,6 +235,10 @@ static void on_request(struct kiln_http_req *r, void *ctx)
         size_t len;
         const char *b = kiln_http_req_body(r, &len);
         kiln_http_respond(r, 200, "application/octet-stream", NULL, b, len);
+    } else if (strcmp(p, "/take-buffered") == 0) {
+        /* on_request: the body is already whole, so take_body hands it over */
+        atomic_store(&ts->upload_bytes, 0);
+        assert_int_equal(kiln_http_req_take_body(r, up_data, up_end, NULL, ts), KILN_OK);
     } else if (strcmp(p, "/json") == 0) {
         kiln_http_respond_json(r, 201, json_pack("{s:i}", "id", 7));
     } else if (strcmp(p, "/later") == 0) {
@@ -771,6 +779,29 @@ static void test_chunked_request_body(void **state)
     send_str(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(read_resp(&c), 0);
     assert_int_equal(c.r.status, 200);
+    cclose(&c);
+    stop(ts);
+}
+
+/* kiln_http_req_take_body gives the same answer whether the handler runs
+ * from on_headers (streamed) or from on_request (buffered). */
+static void test_take_body_either_way(void **state)
+{
+    struct tsrv *ts = start(NULL, state);
+    struct client c;
+    client_init(&c, ts);
+    const char *paths[] = {"/take", "/take-buffered"};
+    char body[1000], hdr[160];
+    memset(body, 'q', sizeof body);
+    for (int i = 0; i < 2; i++) {
+        snprintf(hdr, sizeof hdr, "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+                 paths[i], sizeof body);
+        send_str(&c, hdr);
+        send_all(&c, body, sizeof body);
+        assert_int_equal(read_resp(&c), 0);
+        assert_int_equal(c.r.status, 200);
+        assert_string_equal(c.r.body, "1000");
+    }
     cclose(&c);
     stop(ts);
 }
@@ -1399,6 +1430,7 @@ int main(void)
         cmocka_unit_test(test_slow_client_timeout),
         cmocka_unit_test(test_bad_request),
         cmocka_unit_test(test_chunked_request_body),
+        cmocka_unit_test(test_take_body_either_way),
         cmocka_unit_test(test_long_poll_answered_later),
         cmocka_unit_test(test_disconnect_calls_on_close),
         cmocka_unit_test(test_streaming_response),
