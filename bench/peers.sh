@@ -6,8 +6,9 @@
 #
 #   bash bench/peers.sh [N=200] [CORES=2]
 # SLURM_PEER=CMD: a command printing "peer slurm ... jobs/s X" for N jobs on
-# CORES cores (default: bench/peers/slurm.sh, which uses the tuned cluster
-# of tests/integration/lib_slurm.sh when this checkout has it).
+# CORES cores (default: bench/peers/slurm.sh, the tuned cluster of
+# tests/integration/lib_slurm.sh with CORES job slots in all).
+# PEERS_PROFILE=1 adds a whole-machine perf profile of the Slurm run.
 set -u
 N=${1:-200}
 CORES=${2:-2}
@@ -24,7 +25,7 @@ for peer in buildbot laminar slurm; do
         else out="peer laminar: not packaged in this Debian release"; fi ;;
     slurm) out=$(${SLURM_PEER:-bash "$SRC/bench/peers/slurm.sh"} "$N" "$CORES" 2>&1) ;;
     esac
-    echo "$out" | tail -3
+    echo "$out" | grep -E '^(peer|profile) ' || echo "$out" | tail -3
     pr=$(echo "$out" | rate)
     [ -n "$pr" ] && [ -n "$kr" ] &&
         echo "ratio kiln/$peer = $(awk -v a="$kr" -v b="$pr" 'BEGIN{printf "%.1f", a / b}')x"
