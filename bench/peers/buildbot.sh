@@ -10,6 +10,9 @@
 # first started_at) of the builds (whole seconds: about +-1 s).
 #
 #   bash bench/peers/buildbot.sh [N=100] [CORES=2]   -> "peer buildbot N=.. jobs/s X"
+# PEERS_PROFILE=1: perf records the whole machine (-a) from the worker's
+# start to the last build and prints the share of samples per command
+# ("profile buildbot:" lines).
 set -eu
 N=${1:-100}
 CORES=${2:-2}
@@ -70,8 +73,14 @@ if failed:
     raise SystemExit("sendchange: %s" % failed[0])
 PY
 buildbot-worker create-worker "$T/worker" "127.0.0.1:$PB" w1 pass >/dev/null
+prof=
+if [ -n "${PEERS_PROFILE:-}" ] && command -v perf >/dev/null; then
+    perf record -a -F 499 -q -o "$T/perf.data" -- sleep 3600 >/dev/null 2>&1 &
+    prof=$!
+    sleep 1
+fi
 buildbot-worker start "$T/worker" >"$T/worker.start.log" 2>&1 || true
-python3 - "$T/master/state.sqlite" "$N" "$CORES" <<'PY'
+result=$(python3 - "$T/master/state.sqlite" "$N" "$CORES" <<'PY'
 import sqlite3, sys, time
 db, n, cores = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 end = time.time() + 1800
@@ -91,3 +100,10 @@ if bad:
 span = max(r[1] for r in rows) - min(r[0] for r in rows)
 print("peer buildbot N=%d cores=%s jobs/s %.2f (span %d s, whole seconds)" % (len(rows), cores, len(rows) / max(span, 1), span))
 PY
+)
+if [ -n "$prof" ]; then
+    kill -INT "$prof" && wait "$prof" || true
+    perf report -i "$T/perf.data" --sort comm --stdio -q 2>/dev/null | awk 'NF' | head -12 |
+        sed 's/^ */profile buildbot: /'
+fi
+echo "$result"
