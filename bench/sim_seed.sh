@@ -7,8 +7,9 @@
 # host_policy spread) beside the FIFO first-fit baseline (same run), then the
 # pack host policy, the ratio to the lower bound, and "what if I add one
 # build host". Also runs the variant where
-# dependents wait only for the dependency's build, and a 256 GiB-per-host
-# farm where RAM, not cores, is the bottleneck.
+# dependents wait only for the dependency's build, a 256 GiB-per-host
+# farm where RAM, not cores, is the bottleneck, and a few-GPU farm (one
+# GPU per test host model instead of two), with and without backfill.
 #   bash bench/sim_seed.sh            (uses build/kiln, or $KILN_BIN)
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,3 +32,8 @@ sed 's/ram: 512GiB/ram: 256GiB/' bench/farms/seed-farm.yaml >"$tmp/seed-256g.yam
 run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,6p'
 run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml \
     --deps-build-only | sed -n "1,6p"
+# Few GPUs: every GPU test host keeps one GPU per model instead of two.
+sed 's/count: 2}/count: 1}/' bench/farms/seed-farm.yaml >"$tmp/seed-1gpu.yaml"
+run --farm "$tmp/seed-1gpu.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,6p'
+run --farm "$tmp/seed-1gpu.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml \
+    --no-backfill | sed -n '1,6p'
