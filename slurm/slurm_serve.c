@@ -120,18 +120,35 @@ static void drop_sjob(struct pool *p, struct sjob *s)
     free(s);
 }
 
+/* Where (job, attempt) stands, from one read of the job:
+ * - ATT_CURRENT: the store still has it running on this pool;
+ * - ATT_ENDED: its stage ended normally (built, testing, tested,
+ *   succeeded), so its step has reported and exits on its own; a scancel
+ *   there raced the step's exit and left Slurm saying CANCELLED;
+ * - ATT_STALE: anything else (cancelled, superseded, requeued, gone). */
+enum attempt_fate { ATT_STALE, ATT_CURRENT, ATT_ENDED };
+
+static enum attempt_fate fate(struct pool *p, const struct sjob *s)
+{
+    json_t *o = NULL;
+    if (kiln_jobs_get(&p->ss->srv->jobs, s->job, &o, NULL)) return ATT_STALE;
+    const char *st = json_string_value(json_object_get(o, "state"));
+    enum attempt_fate f = ATT_STALE;
+    if (st && (!strcmp(st, "building") || !strcmp(st, "testing")) &&
+        json_integer_value(json_object_get(o, "attempt")) == s->attempt &&
+        json_integer_value(json_object_get(o, "worker_id")) == p->worker_id)
+        f = ATT_CURRENT;
+    else if (st && (!strcmp(st, "built") || !strcmp(st, "testing") || !strcmp(st, "tested") ||
+                    !strcmp(st, "succeeded")))
+        f = ATT_ENDED;
+    json_decref(o);
+    return f;
+}
+
 /* 1 when the store still has (job, attempt) running on this pool. */
 static int current(struct pool *p, const struct sjob *s)
 {
-    json_t *o = NULL;
-    struct kiln_error err = {0};
-    if (kiln_jobs_get(&p->ss->srv->jobs, s->job, &o, &err)) return 0;
-    const char *st = json_string_value(json_object_get(o, "state"));
-    int cur = st && (!strcmp(st, "building") || !strcmp(st, "testing")) &&
-              json_integer_value(json_object_get(o, "attempt")) == s->attempt &&
-              json_integer_value(json_object_get(o, "worker_id")) == p->worker_id;
-    json_decref(o);
-    return cur;
+    return fate(p, s) == ATT_CURRENT;
 }
 
 static void log_pool(struct pool *p, enum kiln_log_level lvl, const char *fmt, ...)
@@ -201,21 +218,8 @@ static void scancel(struct pool *p, struct sjob *s)
     run_cmd(p, argv, scancel_done, c);
 }
 
-/* An attempt whose stage ended normally: its step has reported and exits
- * on its own, so its Slurm job is left to complete (a scancel there raced
- * the step's exit and left Slurm saying CANCELLED). */
-static int reported(struct pool *p, const struct sjob *s)
-{
-    json_t *o = NULL;
-    if (kiln_jobs_get(&p->ss->srv->jobs, s->job, &o, NULL)) return 0;
-    const char *st = json_string_value(json_object_get(o, "state"));
-    int done = st && (!strcmp(st, "built") || !strcmp(st, "testing") || !strcmp(st, "tested") ||
-                      !strcmp(st, "succeeded"));
-    json_decref(o);
-    return done;
-}
-
-/* Cancel the Slurm job of every listed kiln job (heartbeat or lease answer). */
+/* Cancel the Slurm job of every listed kiln job (heartbeat or lease answer)
+ * whose attempt is stale; one that ended normally is left to exit. */
 static void cancel_list(struct pool *p, json_t *list)
 {
     size_t i;
@@ -224,7 +228,7 @@ static void cancel_list(struct pool *p, json_t *list)
     {
         int64_t id = json_integer_value(e);
         for (struct sjob *s = p->jobs; s; s = s->next)
-            if (s->job == id && !current(p, s) && !reported(p, s)) scancel(p, s);
+            if (s->job == id && fate(p, s) == ATT_STALE) scancel(p, s);
     }
 }
 
