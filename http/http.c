@@ -1077,29 +1077,41 @@ static int find_content_length(const char *extra, uint64_t *len)
     return 0;
 }
 
-int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
-                      const char *extra_headers, const void *body, size_t len)
+/* One response. With owned (the body itself, from malloc) the head goes
+ * out in its own write and the body is written without a copy, then freed:
+ * a 3 MB answer was copied once more here (issue 18). */
+static int respond(struct kiln_http_req *r, int status, const char *content_type,
+                   const char *extra_headers, const void *body, size_t len, char *owned)
 {
     int rc = check_req(r);
-    if (rc) return rc;
-    if (status < 200 || status > 999) return KILN_EINVAL;
+    if (!rc && (status < 200 || status > 999)) rc = KILN_EINVAL;
+    if (rc) {
+        free(owned);
+        return rc;
+    }
     struct conn *c = r->c;
     /* A handler's own Content-Length is for HEAD (the size of what GET
      * would send); otherwise it must match. */
     uint64_t given = 0;
     int has_len = find_content_length(extra_headers, &given);
-    if (has_len < 0 || (has_len && !r->is_head && given != len)) return KILN_EINVAL;
+    if (has_len < 0 || (has_len && !r->is_head && given != len)) {
+        free(owned);
+        return KILN_EINVAL;
+    }
     int keep = response_keeps(r);
     int nobody = status == 204 || status == 304;
+    int send_body = !nobody && !r->is_head && len;
     struct kiln_buf b = {0};
     /* one allocation for head and body in the common case */
-    rc = kiln_buf_reserve(&b, 256 + (extra_headers ? strlen(extra_headers) : 0) + len);
+    rc =
+        kiln_buf_reserve(&b, 256 + (extra_headers ? strlen(extra_headers) : 0) + (owned ? 0 : len));
     if (!rc) rc = head_start(r, &b, status, nobody ? NULL : content_type, extra_headers, keep);
     if (!rc && !nobody && !has_len) rc = kiln_buf_printf(&b, "Content-Length: %zu\r\n", len);
     if (!rc) rc = kiln_buf_puts(&b, "\r\n");
-    if (!rc && !nobody && !r->is_head && len) rc = kiln_buf_append(&b, body, len);
+    if (!rc && send_body && !owned) rc = kiln_buf_append(&b, body, len);
     if (rc) {
         kiln_buf_free(&b);
+        free(owned);
         return rc;
     }
     r->responded = 1;
@@ -1108,8 +1120,26 @@ int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_t
     if (!keep) c->close_after = 1;
     size_t blen = b.len;
     rc = conn_write_owned(c, kiln_buf_steal(&b), blen);
+    if (owned) {
+        if (!rc && send_body)
+            rc = conn_write_owned(c, owned, len);
+        else
+            free(owned);
+    }
     response_finished(c);
     return rc;
+}
+
+int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
+                      const char *extra_headers, const void *body, size_t len)
+{
+    return respond(r, status, content_type, extra_headers, body, len, NULL);
+}
+
+int kiln_http_respond_owned(struct kiln_http_req *r, int status, const char *content_type,
+                            char *body, size_t len)
+{
+    return respond(r, status, content_type, NULL, body, len, body);
 }
 
 int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj)
@@ -1118,9 +1148,7 @@ int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj)
     char *s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     if (!s) return kiln_http_respond_error(r, 500, "internal", "response not serializable");
-    int rc = kiln_http_respond(r, status, "application/json", NULL, s, strlen(s));
-    free(s);
-    return rc;
+    return kiln_http_respond_owned(r, status, "application/json", s, strlen(s));
 }
 
 int kiln_http_respond_error(struct kiln_http_req *r, int status, const char *code, const char *fmt,

@@ -157,6 +157,10 @@ void kiln_http_req_pause_body(struct kiln_http_req *r, int pause);
  * them is used as is for HEAD, must equal len otherwise (else KILN_EINVAL). */
 int kiln_http_respond(struct kiln_http_req *r, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t len);
+/* The same, taking body (from malloc; freed whatever happens): it is
+ * written as it is, without a copy. For large answers. */
+int kiln_http_respond_owned(struct kiln_http_req *r, int status, const char *content_type,
+                            char *body, size_t len);
 /* Serializes and decrefs obj. */
 int kiln_http_respond_json(struct kiln_http_req *r, int status, json_t *obj);
 /* {"error":{"code":code,"message":...}} with the given status. */

@@ -170,26 +170,63 @@ static void h_jobs_submit(struct ctx *c)
     kiln_http_respond_json(c->req, 201, json_pack("{s:o}", "jobs", jobs));
 }
 
+/* The text filters of GET /jobs and GET /queue. */
+struct filter_text {
+    char state[32], recipe[128], branch[128], name[256], q[256];
+};
+
+static int read_filter(struct ctx *c, struct filter_text *t, struct kiln_jobs_filter *f)
+{
+    memset(t, 0, sizeof *t);
+    if (kiln_http_req_param(c->req, "state", t->state, sizeof t->state) < 0 ||
+        kiln_http_req_param(c->req, "recipe", t->recipe, sizeof t->recipe) < 0 ||
+        kiln_http_req_param(c->req, "branch", t->branch, sizeof t->branch) < 0 ||
+        kiln_http_req_param(c->req, "name", t->name, sizeof t->name) < 0 ||
+        kiln_http_req_param(c->req, "q", t->q, sizeof t->q) < 0) {
+        fail(c, KILN_EINVAL, "a query parameter is too long or badly escaped");
+        return -1;
+    }
+    *f = (struct kiln_jobs_filter){t->state, t->recipe, t->branch, t->name, t->q, 0, 0, 0};
+    return 0;
+}
+
 static void h_jobs_list(struct ctx *c)
 {
-    char state[32] = "", recipe[128] = "", branch[128] = "", name[256] = "", q[256] = "";
-    if (kiln_http_req_param(c->req, "state", state, sizeof state) < 0 ||
-        kiln_http_req_param(c->req, "recipe", recipe, sizeof recipe) < 0 ||
-        kiln_http_req_param(c->req, "branch", branch, sizeof branch) < 0 ||
-        kiln_http_req_param(c->req, "name", name, sizeof name) < 0 ||
-        kiln_http_req_param(c->req, "q", q, sizeof q) < 0)
-        return fail(c, KILN_EINVAL, "a query parameter is too long or badly escaped");
+    struct filter_text t;
+    struct kiln_jobs_filter f;
+    if (read_filter(c, &t, &f)) return;
     int64_t limit = 100, before = 0, worker = 0;
     if (param_i64(c, "limit", 1, 1000, &limit, NULL) ||
         param_i64(c, "before_id", 0, INT64_MAX / 2, &before, NULL) ||
         param_i64(c, "worker", 0, INT64_MAX / 2, &worker, NULL))
         return;
-    struct kiln_jobs_filter f = {state, recipe, branch, name, q, worker, (int)limit, before};
+    f.limit = (int)limit;
+    f.before_id = before;
+    f.worker_id = worker;
     json_t *out;
     struct kiln_error err = {0};
     int rc = kiln_jobs_list(&c->srv->jobs, &f, &out, &err);
     if (rc) return fail_err(c, &err, rc);
     kiln_http_respond_json(c->req, 200, out);
+}
+
+static void h_queue(struct ctx *c)
+{
+    struct filter_text t;
+    struct kiln_jobs_filter f;
+    if (read_filter(c, &t, &f)) return;
+    int64_t limit = KILN_QUEUE_MAX;
+    if (param_i64(c, "limit", 1, KILN_QUEUE_MAX, &limit, NULL)) return;
+    f.limit = (int)limit;
+    struct kiln_buf b = {0};
+    struct kiln_error err = {0};
+    int rc = kiln_jobs_queue(&c->srv->jobs, &f, &b, &err);
+    if (rc) {
+        kiln_buf_free(&b);
+        return fail_err(c, &err, rc);
+    }
+    size_t len = b.len;
+    kiln_http_respond_owned(c->req, 200, "application/json", kiln_buf_steal(&b), len);
 }
 
 static void h_job_get(struct ctx *c)
@@ -970,6 +1007,7 @@ static const struct route routes[] = {
     {"POST", "/api/v1/jobs", KILN_ROLE_SUBMIT, h_jobs_submit},
     {"GET", "/api/v1/jobs", KILN_ROLE_READ, h_jobs_list},
     {"GET", "/api/v1/jobs/{id}", KILN_ROLE_READ, h_job_get},
+    {"GET", "/api/v1/queue", KILN_ROLE_READ, h_queue},
     {"POST", "/api/v1/jobs/{id}/cancel", KILN_ROLE_SUBMIT, h_job_cancel},
     {"POST", "/api/v1/jobs/{id}/retry", KILN_ROLE_SUBMIT, h_job_retry},
     {"GET", "/api/v1/jobs/{id}/log", KILN_ROLE_READ, h_log_get},

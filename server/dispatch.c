@@ -463,11 +463,17 @@ static int feed_pass(struct feed *f, double now, const struct asking *ask, int n
     return KILN_OK;
 }
 
-static void job_reason(struct feed *f, int64_t id, char *out, size_t outlen)
+/* The placer stage of a job object ("stage" "test" or build). */
+static int job_stage(json_t *job)
 {
-    struct kiln_stage_needs nd;
-    if (kiln_jobs_needs(f->j, id, &nd, NULL) ||
-        kiln_placer_reason(f->pl, id, strcmp(nd.stage, "test") ? 0 : 1, out, outlen))
+    const char *s = json_string_value(json_object_get(job, "stage"));
+    return s && !strcmp(s, "test") ? KILN_PSTAGE_TEST : KILN_PSTAGE_BUILD;
+}
+
+static void job_reason(struct feed *f, json_t *job, char *out, size_t outlen)
+{
+    if (kiln_placer_reason(f->pl, json_integer_value(json_object_get(job, "id")), job_stage(job),
+                           out, outlen))
         /* not in the runnable window jobs.c reads (the head of each class) */
         snprintf(out, outlen, "waiting behind higher-priority jobs");
 }
@@ -507,7 +513,7 @@ void kiln_dispatch_reason_once(struct kiln_jobs *j, json_t *job, char *out, size
     snprintf(out, outlen, "waiting for a worker");
     if (!feed_init(&f, j, &pol, NULL, NULL) &&
         !feed_pass(&f, kiln_clock_wall(), NULL, 0, &as, &n, NULL))
-        job_reason(&f, json_integer_value(json_object_get(job, "id")), out, outlen);
+        job_reason(&f, job, out, outlen);
     feed_fini(&f);
 }
 
@@ -624,15 +630,9 @@ static void run_pass(struct kiln_dispatch *d)
     /* The pass only reads, but in autocommit each of its queries took and
      * dropped SQLite's file locks (fcntl) on its own: one transaction
      * around it takes them once. */
-    struct kiln_store *st = d->j->st;
-    int own_tx = !kiln_store_in_tx(st) && kiln_store_begin(st, NULL) == KILN_OK;
+    int opened = kiln_store_read_begin(d->j->st);
     int prc = feed_pass(&d->feed, kiln_clock_wall(), ask, nask, &as, &n, &err);
-    if (own_tx) {
-        if (prc)
-            kiln_store_rollback(st);
-        else
-            prc = kiln_store_commit(st, &err);
-    }
+    kiln_store_read_end(d->j->st, opened);
     if (prc) {
         /* The placer and the glue's key sets may disagree now: start over
          * from the store (the trace gets a new policy line: a reset). */
@@ -838,14 +838,9 @@ void kiln_dispatch_touch_waiting(struct kiln_dispatch *d, double now)
 void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
 {
     struct kiln_dispatch *d = ctx;
-    int64_t id = json_integer_value(json_object_get(job, "id"));
-    struct kiln_stage_needs nd;
-    if (kiln_jobs_needs(d->j, id, &nd, NULL)) {
-        snprintf(out, outlen, "waiting for a worker");
+    if (!kiln_placer_reason(d->feed.pl, json_integer_value(json_object_get(job, "id")),
+                            job_stage(job), out, outlen))
         return;
-    }
-    int stage = strcmp(nd.stage, "test") ? KILN_PSTAGE_BUILD : KILN_PSTAGE_TEST;
-    if (!kiln_placer_reason(d->feed.pl, id, stage, out, outlen)) return;
     /* Not queued in the placer yet (just submitted, or no pass since the
      * store changed): one pass in which no worker asks brings it up to date
      * and decides nothing; at most one per store change. */
@@ -861,5 +856,5 @@ void kiln_dispatch_wait_reason(void *ctx, json_t *job, char *out, size_t outlen)
         }
         kiln_dispatch_kick(d); /* the waiting workers were left out of that pass */
     }
-    job_reason(&d->feed, id, out, outlen);
+    job_reason(&d->feed, job, out, outlen);
 }

@@ -3,6 +3,7 @@
 
 #include "common/clock.h"
 #include "common/json_field.h"
+#include "common/json_out.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -199,71 +200,57 @@ static json_t *row_to_json(struct kiln_jobs *j, sqlite3_stmt *s, double now)
     return o;
 }
 
-static int load_depends(struct kiln_jobs *j, int64_t id, json_t *o, struct kiln_error *err)
+/* Why a job in a waiting state (queued, built, tested) waits: its pending
+ * dependencies (first, count), its backoff (not_before, reason), else the
+ * placer (wait_reason callback, given job: an object with at least "id" and
+ * "stage"). Returns 0 and leaves out empty when only the placer could say
+ * and placer is 0. */
+static int waiting_text(struct kiln_jobs *j, json_t *job, const char *state, double not_before,
+                        const char *reason, const char *first, int count, double now, int placer,
+                        char *out, size_t len)
 {
-    sqlite3_stmt *s;
-    int rc =
-        kiln_store_stmt(j->st, "SELECT needs FROM job_edges WHERE job = ? ORDER BY needs", &s, err);
-    if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    json_t *arr = json_array();
-    if (!arr) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-        json_array_append_new(arr, json_integer(sqlite3_column_int64(s, 0)));
-    sqlite3_reset(s);
-    json_object_set_new(o, "depends", arr);
-    if (rc != SQLITE_DONE) return kiln_store_fail(j->st, rc, err, "reading dependencies");
-    return KILN_OK;
+    out[0] = '\0';
+    if (!strcmp(state, "tested"))
+        snprintf(out, len, "waiting for the publisher");
+    else if (count == 1)
+        snprintf(out, len, "waiting for %s", first);
+    else if (count > 1)
+        snprintf(out, len, "waiting for %s and %d more dependencies", first, count - 1);
+    else if (not_before > now)
+        snprintf(out, len, "retrying in %.0f s after: %s", ceil(not_before - now),
+                 reason ? reason : "an infrastructure failure");
+    else if (j->wait_reason && !placer)
+        return 0;
+    else if (j->wait_reason)
+        j->wait_reason(j->wait_ctx, job, out, len);
+    else
+        snprintf(out, len, "waiting for a worker to ask for work");
+    return 1;
+}
+
+static int is_waiting(const char *state)
+{
+    return state &&
+           (!strcmp(state, "queued") || !strcmp(state, "built") || !strcmp(state, "tested"));
 }
 
 /* wait_reason for a job object (state already set). Without `placer` the
  * placer is not asked (events: asking it costs a placement pass per event,
  * the largest cost of a batch submit); a job only it could explain then has
  * wait_reason null, "not placed yet", and GET /jobs/{id} has the reason. */
-static int add_wait_reason(struct kiln_jobs *j, json_t *o, double now, int placer,
-                           struct kiln_error *err)
+static void add_wait_reason(struct kiln_jobs *j, json_t *o, double now, int placer,
+                            const char *first, int count)
 {
     const char *state = json_string_value(json_object_get(o, "state"));
-    if (state && j->exec_reason && (!strcmp(state, "building") || !strcmp(state, "testing"))) {
-        char why[512] = "";
+    char why[512] = "";
+    if (state && j->exec_reason && (!strcmp(state, "building") || !strcmp(state, "testing")))
         j->exec_reason(j->exec_ctx, o, why, sizeof why);
-        json_object_set_new(o, "wait_reason", why[0] ? json_string(why) : json_null());
-        return KILN_OK;
-    }
-    if (!state || (strcmp(state, "queued") && strcmp(state, "built") && strcmp(state, "tested"))) {
-        json_object_set_new(o, "wait_reason", json_null());
-        return KILN_OK;
-    }
-    char reason[512] = "";
-    if (!strcmp(state, "tested")) {
-        snprintf(reason, sizeof reason, "waiting for the publisher");
-    } else {
-        char first[256];
-        int count;
-        int rc = pending_deps(j, json_integer_value(json_object_get(o, "id")), first, sizeof first,
-                              &count, NULL, err);
-        if (rc) return rc;
-        double nb = json_real_value(json_object_get(o, "not_before"));
-        if (count == 1)
-            snprintf(reason, sizeof reason, "waiting for %s", first);
-        else if (count > 1)
-            snprintf(reason, sizeof reason, "waiting for %s and %d more dependencies", first,
-                     count - 1);
-        else if (nb > now)
-            snprintf(reason, sizeof reason, "retrying in %.0f s after: %s", ceil(nb - now),
-                     json_string_value(json_object_get(o, "reason"))
-                         ? json_string_value(json_object_get(o, "reason"))
-                         : "an infrastructure failure");
-        else if (j->wait_reason && !placer) {
-            json_object_set_new(o, "wait_reason", json_null());
-            return KILN_OK;
-        } else if (j->wait_reason)
-            j->wait_reason(j->wait_ctx, o, reason, sizeof reason);
-        else
-            snprintf(reason, sizeof reason, "waiting for a worker to ask for work");
-    }
-    json_object_set_new(o, "wait_reason", json_string(reason));
-    return KILN_OK;
+    else if (is_waiting(state) &&
+             !waiting_text(j, o, state, json_real_value(json_object_get(o, "not_before")),
+                           json_string_value(json_object_get(o, "reason")), first, count, now,
+                           placer, why, sizeof why))
+        why[0] = '\0';
+    json_object_set_new(o, "wait_reason", why[0] ? json_string(why) : json_null());
 }
 
 static int job_json(struct kiln_jobs *j, sqlite3_stmt *s, double now, json_t **out,
@@ -275,11 +262,73 @@ static int job_json(struct kiln_jobs *j, sqlite3_stmt *s, double now, json_t **o
     return KILN_OK;
 }
 
-static int finish_json(struct kiln_jobs *j, json_t *o, double now, int placer,
+/* The parts of job objects that are not in their row: "depends" and
+ * "wait_reason". jobs is an array of objects from row_to_json, newest
+ * (highest id) first. One query reads the edges of all of them (a list of
+ * 1,000 jobs used to run three queries per job). */
+static int finish_json(struct kiln_jobs *j, json_t *jobs, double now, int placer,
                        struct kiln_error *err)
 {
-    int rc = load_depends(j, json_integer_value(json_object_get(o, "id")), o, err);
-    if (!rc) rc = add_wait_reason(j, o, now, placer, err);
+    size_t n = json_array_size(jobs);
+    if (n == 0) return KILN_OK;
+    struct pend {
+        int count;
+        char first[256];
+    } *pd = calloc(n, sizeof *pd);
+    json_t *ids = json_array();
+    char *ids_txt = NULL;
+    int rc = KILN_OK;
+    if (!pd || !ids) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_array_get(jobs, i);
+        json_t *deps = json_array();
+        if (!deps || json_object_set_new(o, "depends", deps) ||
+            json_array_append(ids, json_object_get(o, "id"))) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto done;
+        }
+    }
+    if (!(ids_txt = json_dumps(ids, JSON_COMPACT))) {
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+        goto done;
+    }
+    sqlite3_stmt *s;
+    if ((rc = kiln_store_stmt(j->st,
+                              "SELECT e.job, e.needs, d.name, d.state FROM job_edges e "
+                              "LEFT JOIN jobs d ON d.id = e.needs WHERE e.job IN "
+                              "(SELECT value FROM json_each(?1)) ORDER BY e.job DESC, e.needs",
+                              &s, err)))
+        goto done;
+    sqlite3_bind_text(s, 1, ids_txt, -1, SQLITE_STATIC);
+    size_t i = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t job = sqlite3_column_int64(s, 0);
+        while (i < n && json_integer_value(json_object_get(json_array_get(jobs, i), "id")) > job)
+            i++;
+        json_t *o = json_array_get(jobs, i);
+        if (i == n || json_integer_value(json_object_get(o, "id")) != job) continue;
+        json_array_append_new(json_object_get(o, "depends"),
+                              json_integer(sqlite3_column_int64(s, 1)));
+        const char *st = col_text(s, 3);
+        if (!st || !strcmp(st, "succeeded")) continue; /* done, or gone */
+        if (pd[i].count++ == 0)
+            snprintf(pd[i].first, sizeof pd[i].first, "%s", col_text(s, 2) ? col_text(s, 2) : "?");
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        rc = kiln_store_fail(j->st, rc, err, "reading dependencies");
+        goto done;
+    }
+    rc = KILN_OK;
+    for (i = 0; i < n; i++)
+        add_wait_reason(j, json_array_get(jobs, i), now, placer, pd[i].first, pd[i].count);
+done:
+    free(pd);
+    free(ids_txt);
+    json_decref(ids);
     return rc;
 }
 
@@ -304,12 +353,11 @@ static int get_at(struct kiln_jobs *j, int64_t id, double now, int placer, json_
     rc = job_json(j, s, now, &o, err);
     sqlite3_reset(s);
     if (rc) return rc;
-    if ((rc = finish_json(j, o, now, placer, err))) {
-        json_decref(o);
-        return rc;
-    }
-    *out = o;
-    return KILN_OK;
+    json_t *one = json_pack("[o]", o);
+    if (!one) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (!(rc = finish_json(j, one, now, placer, err))) *out = json_incref(o);
+    json_decref(one);
+    return rc;
 }
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err)
@@ -803,7 +851,7 @@ int kiln_jobs_counts(struct kiln_jobs *j, json_t **out, struct kiln_error *err)
     return KILN_OK;
 }
 
-int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t **out,
+static int list_in(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t **out,
                    struct kiln_error *err)
 {
     *out = NULL;
@@ -862,14 +910,9 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
         json_decref(arr);
         return kiln_store_fail(j->st, rc, err, "listing jobs");
     }
-    size_t i;
-    json_t *o = NULL;
-    json_array_foreach(arr, i, o)
-    {
-        if ((rc = finish_json(j, o, now, 1, err))) {
-            json_decref(arr);
-            return rc;
-        }
+    if ((rc = finish_json(j, arr, now, 1, err))) {
+        json_decref(arr);
+        return rc;
     }
     json_t *counts;
     if ((rc = kiln_jobs_counts(j, &counts, err))) {
@@ -881,6 +924,230 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
         next = json_integer(json_integer_value(json_object_get(json_array_get(arr, n - 1), "id")));
     *out = json_pack("{s:o,s:o,s:o}", "jobs", arr, "next_before_id", next, "counts", counts);
     return *out ? KILN_OK : kiln_fail(err, KILN_ENOMEM, "out of memory");
+}
+
+int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t **out,
+                   struct kiln_error *err)
+{
+    int opened = kiln_store_read_begin(j->st);
+    int rc = list_in(j, f, out, err);
+    kiln_store_read_end(j->st, opened);
+    return rc;
+}
+
+/* ---- the whole queue in one answer (kiln_jobs_queue) ---- */
+
+struct pending {
+    int64_t job;
+    int count;
+    char first[256];
+};
+
+struct pending_set {
+    struct pending *v;
+    size_t n, cap;
+};
+
+/* Unfinished dependencies of every waiting job, by job id ascending. */
+static int read_pending(struct kiln_jobs *j, struct pending_set *ps, struct kiln_error *err)
+{
+    sqlite3_stmt *s;
+    int rc = kiln_store_stmt(j->st,
+                             "SELECT e.job, d.name FROM jobs w JOIN job_edges e ON e.job = w.id "
+                             "JOIN jobs d ON d.id = e.needs WHERE w.state IN ('queued','built') "
+                             "AND d.state != 'succeeded' ORDER BY e.job, e.needs",
+                             &s, err);
+    if (rc) return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t job = sqlite3_column_int64(s, 0);
+        if (ps->n && ps->v[ps->n - 1].job == job) {
+            ps->v[ps->n - 1].count++;
+            continue;
+        }
+        if (ps->n == ps->cap) {
+            size_t cap = ps->cap ? ps->cap * 2 : 64;
+            struct pending *v = realloc(ps->v, cap * sizeof *v);
+            if (!v) {
+                sqlite3_reset(s);
+                return kiln_fail(err, KILN_ENOMEM, "out of memory");
+            }
+            ps->v = v;
+            ps->cap = cap;
+        }
+        struct pending *p = &ps->v[ps->n++];
+        p->job = job;
+        p->count = 1;
+        snprintf(p->first, sizeof p->first, "%s", col_text(s, 1) ? col_text(s, 1) : "?");
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? KILN_OK : kiln_store_fail(j->st, rc, err, "reading dependencies");
+}
+
+static const struct pending *find_pending(const struct pending_set *ps, int64_t job)
+{
+    size_t lo = 0, hi = ps->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ps->v[mid].job < job)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ps->n && ps->v[lo].job == job ? &ps->v[lo] : NULL;
+}
+
+enum {
+    Q_ID,
+    Q_NAME,
+    Q_RECIPE,
+    Q_BRANCH,
+    Q_STATE,
+    Q_STAGE,
+    Q_PRIO,
+    Q_PLATFORM,
+    Q_SM,
+    Q_ISA,
+    Q_ATTRS,
+    Q_CREATED,
+    Q_NOT_BEFORE,
+    Q_REASON
+};
+
+/* A time column (seconds) to the millisecond, or null: %.17g cost more
+ * than the rest of a row. */
+static int out_time(struct kiln_buf *b, sqlite3_stmt *s, int col)
+{
+    if (sqlite3_column_type(s, col) == SQLITE_NULL) return kiln_buf_puts(b, "null");
+    double t = sqlite3_column_double(s, col);
+    long long ms = llround(fabs(t) * 1000.0);
+    int rc = t < 0 && ms ? kiln_buf_puts(b, "-") : KILN_OK;
+    if (!rc) rc = kiln_json_out_int(b, ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (!rc && frac) {
+        char f[5] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                     (char)('0' + frac % 10), 0};
+        rc = kiln_buf_puts(b, f);
+    }
+    return rc;
+}
+
+/* One row as a JSON object; probe is the {"id","stage"} object the
+ * placer's wait_reason callback reads, reused row after row. */
+static int queue_row(struct kiln_jobs *j, sqlite3_stmt *s, const struct pending_set *ps,
+                     json_t *probe, double now, struct kiln_buf *b)
+{
+    int64_t id = sqlite3_column_int64(s, Q_ID);
+    const char *state = col_text(s, Q_STATE) ? col_text(s, Q_STATE) : "queued";
+    const char *stage = col_text(s, Q_STAGE);
+    const struct pending *pd = find_pending(ps, id);
+    char why[512];
+    if (json_object_set_new(probe, "id", json_integer(id)) ||
+        json_object_set_new(probe, "stage", stage ? json_string(stage) : json_null()))
+        return KILN_ENOMEM;
+    waiting_text(j, probe, state, sqlite3_column_double(s, Q_NOT_BEFORE), col_text(s, Q_REASON),
+                 pd ? pd->first : "", pd ? pd->count : 0, now, 1, why, sizeof why);
+    const char *attrs = col_text(s, Q_ATTRS);
+    int rc = kiln_buf_puts(b, "{\"id\":");
+    if (!rc) rc = kiln_json_out_int(b, id);
+    if (!rc) rc = kiln_buf_puts(b, ",\"name\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_NAME));
+    if (!rc) rc = kiln_buf_puts(b, ",\"recipe\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_RECIPE));
+    if (!rc) rc = kiln_buf_puts(b, ",\"branch\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_BRANCH));
+    if (!rc) rc = kiln_buf_puts(b, ",\"state\":");
+    if (!rc) rc = kiln_json_out_str(b, state);
+    if (!rc) rc = kiln_buf_puts(b, ",\"stage\":");
+    if (!rc) rc = kiln_json_out_str(b, stage);
+    if (!rc) rc = kiln_buf_puts(b, ",\"priority\":");
+    if (!rc) rc = kiln_json_out_int(b, sqlite3_column_int64(s, Q_PRIO));
+    if (!rc) rc = kiln_buf_puts(b, ",\"resources\":{\"platform\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_PLATFORM));
+    if (!rc) rc = kiln_buf_puts(b, ",\"gpu_sm\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_SM));
+    if (!rc) rc = kiln_buf_puts(b, ",\"isa\":");
+    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_ISA));
+    if (!rc) rc = kiln_buf_puts(b, "}");
+    /* attrs is JSON text that kiln wrote (kiln_store_bind_json) */
+    if (!rc) rc = kiln_buf_puts(b, ",\"attrs\":");
+    if (!rc) rc = kiln_buf_puts(b, attrs && attrs[0] ? attrs : "null");
+    if (!rc) rc = kiln_buf_puts(b, ",\"created_at\":");
+    if (!rc) rc = out_time(b, s, Q_CREATED);
+    if (!rc) rc = kiln_buf_puts(b, ",\"wait_reason\":");
+    if (!rc) rc = kiln_json_out_str(b, why[0] ? why : NULL);
+    if (!rc) rc = kiln_buf_puts(b, "}");
+    return rc;
+}
+
+static int queue_in(struct kiln_jobs *j, const struct kiln_jobs_filter *f, struct kiln_buf *out,
+                    struct kiln_error *err)
+{
+    int limit = f->limit > 0 && f->limit < KILN_QUEUE_MAX ? f->limit : KILN_QUEUE_MAX;
+    struct pending_set ps = {0};
+    json_t *probe = json_object();
+    int rc = probe ? read_pending(j, &ps, err) : kiln_fail(err, KILN_ENOMEM, "out of memory");
+    sqlite3_stmt *s = NULL;
+    /* One state at a time: "state = ?" walks jobs_runnable (state,
+     * priority DESC, id) in order; "state IN (...)" made SQLite sort all
+     * 10,000 rows first. */
+    if (!rc)
+        rc = kiln_store_stmt(
+            j->st,
+            "SELECT id, name, recipe, branch, state, stage, priority, platform, gpu_sm, isa, "
+            "attrs, created_at, not_before, reason FROM jobs INDEXED BY jobs_runnable "
+            "WHERE state = ?1 AND (?2 IS NULL OR recipe = ?2) AND (?3 IS NULL OR branch = ?3) "
+            "AND (?4 IS NULL OR name = ?4) AND "
+            "(?5 IS NULL OR instr(name, ?5) > 0 OR instr(COALESCE(reason,''), ?5) > 0) "
+            "ORDER BY priority DESC, id",
+            &s, err);
+    if (rc) goto done;
+    double now = kiln_clock_wall();
+    long long total = 0;
+    rc = kiln_buf_puts(out, "{\"jobs\":[");
+    static const char *const states[] = {"queued", "built", "tested"};
+    for (size_t k = 0; !rc && k < sizeof states / sizeof states[0]; k++) {
+        if (f->state && f->state[0] && strcmp(f->state, states[k])) continue;
+        sqlite3_bind_text(s, 1, states[k], -1, SQLITE_STATIC);
+        kiln_store_bind_text(s, 2, f->recipe && f->recipe[0] ? f->recipe : NULL);
+        kiln_store_bind_text(s, 3, f->branch && f->branch[0] ? f->branch : NULL);
+        kiln_store_bind_text(s, 4, f->name && f->name[0] ? f->name : NULL);
+        kiln_store_bind_text(s, 5, f->q && f->q[0] ? f->q : NULL);
+        int step = SQLITE_DONE;
+        while (!rc && (step = sqlite3_step(s)) == SQLITE_ROW) {
+            if (total++ >= limit) continue; /* counted, not written */
+            if (total > 1) rc = kiln_buf_puts(out, ",");
+            if (!rc) rc = queue_row(j, s, &ps, probe, now, out);
+        }
+        sqlite3_reset(s);
+        if (rc) {
+            rc = kiln_fail(err, rc, rc == KILN_ELIMIT ? "queue answer too large" : "out of memory");
+            goto done;
+        }
+        if (step != SQLITE_DONE) {
+            rc = kiln_store_fail(j->st, step, err, "reading the queue");
+            goto done;
+        }
+    }
+    if (!rc && kiln_buf_printf(out, "],\"total\":%lld,\"truncated\":%s}", total,
+                               total > limit ? "true" : "false"))
+        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+done:
+    free(ps.v);
+    json_decref(probe);
+    return rc;
+}
+
+int kiln_jobs_queue(struct kiln_jobs *j, const struct kiln_jobs_filter *f, struct kiln_buf *out,
+                    struct kiln_error *err)
+{
+    if (f->state && f->state[0] && !is_waiting(f->state))
+        return kiln_fail(err, KILN_EINVAL,
+                         "state '%.32s' is not a waiting state (queued, built or tested)",
+                         f->state);
+    int opened = kiln_store_read_begin(j->st);
+    int rc = queue_in(j, f, out, err);
+    kiln_store_read_end(j->st, opened);
+    return rc;
 }
 
 /* Current state, stage, attempt and worker of a job. */

@@ -16,6 +16,13 @@ struct cached_stmt {
 struct kiln_store {
     sqlite3 *db;
     int in_tx;
+    /* Inside one transaction nothing but this connection's own event
+     * inserts can move the newest event id, so it is read once per
+     * transaction: serial changes at every begin, end and event write, and
+     * ev_serial says which serial ev_cached was read at (issue 18: listing
+     * 10,000 waiting jobs read it 10,000 times). */
+    uint64_t serial, ev_serial;
+    int64_t ev_cached;
     size_t nstmts;
     struct cached_stmt stmts[STMT_CACHE_MAX];
 };
@@ -237,6 +244,7 @@ int kiln_store_begin(struct kiln_store *st, struct kiln_error *err)
 {
     if (st->in_tx) return kiln_fail(err, KILN_EDB, "nested transaction (internal error)");
     int rc = kiln_sqlite_exec(st->db, "BEGIN IMMEDIATE", "starting a transaction", err);
+    st->serial++;
     if (rc == KILN_OK) st->in_tx = 1;
     return rc;
 }
@@ -244,6 +252,7 @@ int kiln_store_begin(struct kiln_store *st, struct kiln_error *err)
 int kiln_store_commit(struct kiln_store *st, struct kiln_error *err)
 {
     int rc = kiln_sqlite_exec(st->db, "COMMIT", "committing", err);
+    st->serial++;
     if (rc) {
         kiln_store_rollback(st);
         return rc;
@@ -264,6 +273,7 @@ void kiln_store_rollback(struct kiln_store *st)
     if (!st->in_tx) return;
     reset_stmts(st);
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->serial++;
     st->in_tx = 0;
 }
 
@@ -278,11 +288,27 @@ void kiln_store_rollback_savepoint(struct kiln_store *st)
 {
     reset_stmts(st);
     sqlite3_exec(st->db, "ROLLBACK TO item", NULL, NULL, NULL);
+    st->serial++;
 }
 
 int kiln_store_release_savepoint(struct kiln_store *st, struct kiln_error *err)
 {
     return kiln_sqlite_exec(st->db, "RELEASE item", "ending a savepoint", err);
+}
+
+int kiln_store_read_begin(struct kiln_store *st)
+{
+    if (st->in_tx || kiln_sqlite_exec(st->db, "BEGIN", "starting a read", NULL)) return 0;
+    st->serial++;
+    st->in_tx = 1;
+    return 1;
+}
+
+void kiln_store_read_end(struct kiln_store *st, int opened)
+{
+    if (!opened) return;
+    /* Nothing was written: ending the snapshot cannot lose anything. */
+    kiln_store_rollback(st);
 }
 
 int kiln_store_in_tx(struct kiln_store *st)
@@ -324,6 +350,7 @@ int kiln_store_event(struct kiln_store *st, const char *type, json_t *data, doub
     sqlite3_bind_double(s, 3, now);
     rc = sqlite3_step(s);
     sqlite3_reset(s);
+    st->serial++;
     if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "appending an event");
     return KILN_OK;
 }
@@ -351,11 +378,14 @@ int kiln_store_events_after(struct kiln_store *st, int64_t after, int limit,
 
 int64_t kiln_store_last_event_id(struct kiln_store *st)
 {
+    if (st->in_tx && st->ev_serial == st->serial) return st->ev_cached;
     sqlite3_stmt *s;
     if (kiln_store_stmt(st, "SELECT COALESCE(MAX(id), 0) FROM events", &s, NULL)) return 0;
     int64_t id = 0;
     if (sqlite3_step(s) == SQLITE_ROW) id = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
+    st->ev_cached = id;
+    st->ev_serial = st->serial;
     return id;
 }
 
@@ -368,6 +398,7 @@ int kiln_store_events_prune(struct kiln_store *st, int64_t keep, struct kiln_err
     sqlite3_bind_int64(s, 1, keep);
     rc = sqlite3_step(s);
     sqlite3_reset(s);
+    st->serial++;
     if (rc != SQLITE_DONE) return kiln_store_fail(st, rc, err, "pruning events");
     return KILN_OK;
 }

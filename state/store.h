@@ -54,6 +54,13 @@ int kiln_store_begin(struct kiln_store *st, struct kiln_error *err);
 int kiln_store_commit(struct kiln_store *st, struct kiln_error *err);
 void kiln_store_rollback(struct kiln_store *st);
 int kiln_store_in_tx(struct kiln_store *st);
+/* One read snapshot around several queries: in autocommit every query takes
+ * and drops SQLite's file locks (fcntl) on its own, which was most of the
+ * cost of listing 1,000 jobs. Returns 1 if it opened a (deferred) read
+ * transaction, 0 when one is already open or BEGIN failed (the queries then
+ * run in autocommit, as before); pass that to kiln_store_read_end. */
+int kiln_store_read_begin(struct kiln_store *st);
+void kiln_store_read_end(struct kiln_store *st, int opened);
 /* A savepoint inside the open transaction, so one part of a batch can fail
  * alone: rollback_savepoint undoes what came after it, release ends it
  * (always call release, after a rollback_savepoint too). Not nested. */

@@ -317,6 +317,30 @@ function serveStatic(res, rel) {
   });
 }
 
+// GET /queue: every waiting job (the filters of GET /jobs), priority first,
+// then oldest; full job objects stand in for kiln's smaller ones.
+function queueJobs(u) {
+  const p = new URLSearchParams(u.searchParams);
+  const limit = Math.min(Number(p.get('limit') || 100000), 100000);
+  p.set('limit', '1000');
+  const all = [];
+  for (const st of WAITING) {
+    if (u.searchParams.get('state') && u.searchParams.get('state') !== st) continue;
+    let before = null;
+    for (;;) {
+      const q = new URLSearchParams(p);
+      q.set('state', st);
+      if (before) q.set('before_id', String(before));
+      const r = listJobs({ searchParams: q });
+      all.push(...r.jobs);
+      before = r.next_before_id;
+      if (!before) break;
+    }
+  }
+  all.sort((a, b) => (b.priority || 0) - (a.priority || 0) || a.id - b.id);
+  return { jobs: all.slice(0, limit), total: all.length, truncated: all.length > limit };
+}
+
 function listJobs(u) {
   const p = u.searchParams;
   const f = {
@@ -386,6 +410,7 @@ async function handle(req, res) {
     req.on('close', () => { clearInterval(ka); sseClients.delete(res); });
     return;
   }
+  if (parts[0] === 'queue' && parts.length === 1 && m === 'GET') return send(res, 200, queueJobs(u));
   if (parts[0] === 'jobs') {
     if (parts.length === 1 && m === 'GET') return send(res, 200, listJobs(u));
     if (parts.length === 1 && m === 'POST') {

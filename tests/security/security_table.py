@@ -145,6 +145,10 @@ def row_jobs_get():
     each("GET /api/v1/jobs", READS, lambda who: ("GET", "/api/v1/jobs", None))
 
 
+def row_queue_get():
+    each("GET /api/v1/queue", READS, lambda who: ("GET", "/api/v1/queue", None))
+
+
 def row_job_get():
     j = fresh_job()
     each("GET /api/v1/jobs/{id}", READS, lambda who: ("GET", "/api/v1/jobs/%d" % j, None))
@@ -344,6 +348,7 @@ TABLE = {
     "POST /api/v1/jobs": row_jobs_post,
     "GET /api/v1/jobs": row_jobs_get,
     "GET /api/v1/jobs/{id}": row_job_get,
+    "GET /api/v1/queue": row_queue_get,
     "POST /api/v1/jobs/{id}/cancel": row_cancel,
     "POST /api/v1/jobs/{id}/retry": row_retry,
     "GET /api/v1/jobs/{id}/log": row_log_get,

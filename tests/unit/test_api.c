@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -728,6 +729,84 @@ static void test_auth(void **state)
     json_decref(o);
 }
 
+/* GET /queue: every waiting job in one answer, in queue order, each with
+ * the same fields and wait_reason that GET /jobs/{id} gives. */
+static json_int_t submit_one(struct fx *f, const char *body)
+{
+    json_t *o;
+    assert_int_equal(call(f, f->submit, "POST", "/api/v1/jobs", body, &o), 201);
+    json_int_t id =
+        json_integer_value(json_object_get(json_array_get(json_object_get(o, "jobs"), 0), "id"));
+    json_decref(o);
+    return id;
+}
+
+static void test_queue_all(void **state)
+{
+    struct fx *f = *state;
+    json_int_t a = submit_one(f, "{\"name\":\"quoted\",\"command\":\"true\"}");
+    json_int_t b = submit_one(f, "{\"name\":\"urgent\",\"command\":\"true\",\"priority\":5}");
+    char body[160];
+    snprintf(body, sizeof body, "{\"name\":\"after\",\"command\":\"true\",\"depends\":[%lld]}",
+             (long long)a);
+    json_int_t c = submit_one(f, body);
+    json_t *q;
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue", NULL, &q), 200);
+    assert_int_equal(json_integer_value(json_object_get(q, "total")), 3);
+    assert_true(json_is_false(json_object_get(q, "truncated")));
+    json_t *jobs = json_object_get(q, "jobs");
+    assert_int_equal(json_array_size(jobs), 3);
+    /* priority first, then oldest */
+    json_int_t want[3] = {b, a, c};
+    static const char *const keys[] = {"name",  "recipe",   "branch", "state",
+                                       "stage", "priority", "attrs",  "wait_reason"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *x = json_array_get(jobs, i);
+        assert_int_equal(json_integer_value(json_object_get(x, "id")), want[i]);
+        char path[64];
+        snprintf(path, sizeof path, "/api/v1/jobs/%lld", (long long)want[i]);
+        json_t *full;
+        assert_int_equal(call(f, f->read, "GET", path, NULL, &full), 200);
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            if (!json_equal(json_object_get(x, keys[k]), json_object_get(full, keys[k])))
+                fail_msg("job %lld: %s differs from GET /jobs/{id}", (long long)want[i], keys[k]);
+        }
+        json_t *res = json_object_get(full, "resources"), *xres = json_object_get(x, "resources");
+        assert_int_equal(json_object_size(xres), 3);
+        const char *rk;
+        json_t *rv;
+        json_object_foreach(xres, rk, rv) assert_true(json_equal(rv, json_object_get(res, rk)));
+        assert_true(fabs(json_number_value(json_object_get(x, "created_at")) -
+                         json_number_value(json_object_get(full, "created_at"))) < 0.001);
+        json_decref(full);
+    }
+    assert_string_equal(jstr(json_array_get(jobs, 2), "wait_reason"), "waiting for quoted");
+    json_decref(q);
+    /* the cap: the rows stop, the total does not */
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue?limit=1", NULL, &q), 200);
+    assert_int_equal(json_array_size(json_object_get(q, "jobs")), 1);
+    assert_int_equal(json_integer_value(json_object_get(q, "total")), 3);
+    assert_true(json_is_true(json_object_get(q, "truncated")));
+    json_decref(q);
+    /* the filters of GET /jobs */
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue?q=uote", NULL, &q), 200);
+    assert_int_equal(json_integer_value(json_object_get(q, "total")), 1);
+    json_decref(q);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue?state=succeeded", NULL, &q), 400);
+    assert_non_null(strstr(jstr(json_object_get(q, "error"), "message"), "not a waiting state"));
+    json_decref(q);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue?limit=0", NULL, &q), 400);
+    json_decref(q);
+    /* a job that leaves the waiting states leaves the queue */
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", (long long)b);
+    assert_int_equal(call(f, f->submit, "POST", path, NULL, &q), 200);
+    json_decref(q);
+    assert_int_equal(call(f, f->read, "GET", "/api/v1/queue", NULL, &q), 200);
+    assert_int_equal(json_integer_value(json_object_get(q, "total")), 2);
+    json_decref(q);
+}
+
 static void test_errors(void **state)
 {
     struct fx *f = *state;
@@ -1110,6 +1189,7 @@ int main(void)
         cmocka_unit_test(test_scope_own_job_outside),
         cmocka_unit_test_setup_teardown(test_report_foreign_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_follow_and_drain, setup, teardown),

@@ -11,6 +11,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "common/json_field.h"
+#include "common/json_out.h"
 #include "common/spawn.h"
 #include "common/token.h"
 #include "common/units.h"
@@ -32,6 +33,52 @@ static void test_buf_append_and_limit(void **state)
     assert_int_equal(b.len, 7);
     kiln_buf_consume(&b, 4);
     assert_string_equal(b.data, "123");
+    kiln_buf_free(&b);
+}
+
+/* kiln_json_out_*: whatever the bytes, the text parses; valid UTF-8 comes
+ * back as it went in; each byte of an invalid sequence becomes U+FFFD. */
+static void test_json_out(void **state)
+{
+    (void)state;
+    struct kiln_buf b = {0};
+    assert_int_equal(kiln_json_out_str(&b, "a\"b\\c\n\x01\xc3\xa9"), KILN_OK);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\"");
+    kiln_buf_reset(&b);
+    assert_int_equal(kiln_json_out_str(&b, NULL), KILN_OK);
+    assert_string_equal(b.data, "null");
+    kiln_buf_reset(&b);
+    /* overlong '/', a lone continuation byte, a surrogate, a cut sequence */
+    assert_int_equal(kiln_json_out_str(&b, "\xc0\xaf|\x80|\xed\xa0\x80|\xe2\x82"), KILN_OK);
+    assert_string_equal(b.data, "\"\\ufffd\\ufffd|\\ufffd|\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd\"");
+    kiln_buf_reset(&b);
+    long long ints[] = {0, 7, -7, 1234567890123LL, -9223372036854775807LL - 1};
+    const char *want[] = {"0", "7", "-7", "1234567890123", "-9223372036854775808"};
+    for (size_t i = 0; i < 5; i++) {
+        kiln_buf_reset(&b);
+        assert_int_equal(kiln_json_out_int(&b, ints[i]), KILN_OK);
+        assert_string_equal(b.data, want[i]);
+    }
+    uint32_t x = 12345;
+    for (int round = 0; round < 20000; round++) {
+        char in[24];
+        size_t n = 1 + round % 23;
+        for (size_t i = 0; i < n; i++) {
+            x = x * 1103515245u + 12345u;
+            unsigned char c = (unsigned char)(x >> 16);
+            in[i] = (char)(c ? c : 'z');
+        }
+        in[n] = '\0';
+        kiln_buf_reset(&b);
+        assert_int_equal(kiln_json_out_str(&b, in), KILN_OK);
+        json_error_t je;
+        json_t *v = json_loads(b.data, JSON_DECODE_ANY, &je);
+        if (!v) fail_msg("not JSON: %s (%s)", b.data, je.text);
+        json_t *orig = json_stringn(in, n); /* NULL when in is not valid UTF-8 */
+        if (orig) assert_true(json_equal(v, orig));
+        json_decref(orig);
+        json_decref(v);
+    }
     kiln_buf_free(&b);
 }
 
@@ -244,6 +291,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_append_and_limit),
+        cmocka_unit_test(test_json_out),
         cmocka_unit_test(test_sha256_known_vector),
         cmocka_unit_test(test_hmac_rfc4231_case2),
         cmocka_unit_test(test_tokens_and_roles),

@@ -193,9 +193,26 @@ static void test_events_commit_and_rollback(void **state)
     assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
     assert_int_equal(kiln_store_commit(st, &err), KILN_OK);
     assert_int_equal(kiln_store_begin(st, &err), KILN_OK);
+    /* The newest id is read once per transaction, yet always current:
+     * this connection's own writes and a savepoint's undo move it. */
+    assert_int_equal(kiln_store_last_event_id(st), 2);
     assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
+    assert_int_equal(kiln_store_last_event_id(st), 3);
+    assert_int_equal(kiln_store_savepoint(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_event(st, "job", d, 1.0, &err), KILN_OK);
+    assert_int_equal(kiln_store_last_event_id(st), 4);
+    kiln_store_rollback_savepoint(st);
+    assert_int_equal(kiln_store_release_savepoint(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_last_event_id(st), 3);
     kiln_store_rollback(st);
     assert_int_equal(kiln_store_last_event_id(st), 2);
+    /* a read snapshot reads it once too; leaving it forgets */
+    int opened = kiln_store_read_begin(st);
+    assert_int_equal(opened, 1);
+    assert_int_equal(kiln_store_read_begin(st), 0); /* one is open */
+    assert_int_equal(kiln_store_last_event_id(st), 2);
+    kiln_store_read_end(st, opened);
+    assert_false(kiln_store_in_tx(st));
     struct collected c = {0};
     assert_int_equal(kiln_store_events_after(st, 0, 10, collect, &c, &err), KILN_OK);
     assert_int_equal(c.n, 2);

@@ -299,31 +299,24 @@ export function mount(root, ctx, arg, params) {
   }
 
   // The list API is newest first, but the front of the queue is the oldest
-  // work: the first page paints at once, then the rest of the waiting jobs
-  // load in the background so positions are exact (up to MAX_WAITING).
+  // work: the first page paints at once, then every waiting job comes in one
+  // GET /queue (up to MAX_WAITING) so positions are exact.
   const MAX_WAITING = 20000;
-  async function completeWaiting(seq, cursors) {
-    for (const [st, cur0] of Object.entries(cursors)) {
-      let cur = cur0;
-      while (cur && seq === loadSeq && waiting.size < MAX_WAITING) {
-        let r;
-        try {
-          r = await api.get('/jobs', { ...apiParams(f), state: st, limit: 1000, before_id: cur });
-        } catch (e) {
-          break;
-        }
-        if (seq !== loadSeq) return;
-        for (const j of api.listOf(r, 'jobs')) {
-          // A live event may already have moved this job on.
-          if (!matches(j, f) || (known.has(j.id) && known.get(j.id) !== j.state)) continue;
-          if (!waiting.has(j.id)) waiting.set(j.id, j);
-          known.set(j.id, j.state);
-          waitOrderDirty = true;
-        }
-        cur = r && r.next_before_id;
-      }
+  async function completeWaiting(seq) {
+    let r = null;
+    try {
+      r = await api.get('/queue', { ...apiParams(f), limit: MAX_WAITING });
+    } catch (e) {
+      r = null;
     }
     if (seq !== loadSeq) return;
+    for (const j of api.listOf(r, 'jobs')) {
+      // A live event may already have moved this job on.
+      if (!matches(j, f) || (known.has(j.id) && known.get(j.id) !== j.state)) continue;
+      if (!waiting.has(j.id)) waiting.set(j.id, j);
+      known.set(j.id, j.state);
+      waitOrderDirty = true;
+    }
     waitPartial = false;
     render();
   }
@@ -350,7 +343,7 @@ export function mount(root, ctx, arg, params) {
     }
     await fin;
     // The rest of the waiting list only after the first screen is complete.
-    if (waitPartial && seq === loadSeq) await completeWaiting(seq, cursorsBox.c);
+    if (waitPartial && seq === loadSeq) await completeWaiting(seq);
     if (!hist.loaded && seq === loadSeq) hist.load(apiParams({ recipe: f.recipe })).then(() => seq === loadSeq && render());
   }
 
