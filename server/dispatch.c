@@ -78,12 +78,12 @@ struct feed {
     FILE *trace;           /* NULL: not recording */
     struct kiln_assignment *as;
     size_t capas;
-    /* critical paths of the unfinished jobs (ids sorted), as of the store
-     * state crit_event; recomputed only when something is to be added */
+    /* critical paths of the unfinished jobs (ids sorted), computed when
+     * the newest job id was crit_max_id */
     int64_t *crit_ids;
     double *crit;
     size_t ncrit;
-    int64_t crit_event;
+    int64_t crit_max_id;
 };
 
 static void feed_record(struct feed *f, const struct kiln_trace_event *ev);
@@ -94,7 +94,7 @@ static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_poli
     memset(f, 0, sizeof *f);
     f->j = j;
     f->pol = *pol;
-    f->crit_event = -1;
+    f->crit_max_id = -1;
     f->trace = trace;
     int rc = kiln_placer_new(pol, &f->pl, err);
     if (rc) return rc;
@@ -210,11 +210,36 @@ static size_t id_index(const int64_t *ids, size_t n, int64_t id)
 
 /* Critical path of every unfinished job over the dependency DAG (the
  * placer's tie-break after priority): its estimate plus the longest path
- * through the jobs that wait for it. Unknown estimates count 0. */
-static int compute_crit(struct feed *f, struct kiln_error *err)
+ * through the jobs that wait for it. Unknown estimates count 0.
+ *
+ * Read again only when it can have grown: a new job (the newest id moved:
+ * a submission adds dependents to unfinished jobs) or an item to add that
+ * the last read did not have (a retried job). A job that ends after running
+ * changes no other unfinished job's path (its dependencies ended before it
+ * started, its dependents' paths do not include it), so leases and reports
+ * no longer cost a read of every unfinished job and edge (issue 18: 8% of
+ * serve's CPU per no-op job). A waiting job cancelled or superseded leaves
+ * its ancestors' paths too long until the next submission: a tie-break, not
+ * a rule, errs for a while. */
+static int crit_stale(struct feed *f, const struct kiln_stage_needs *nds, int nnd,
+                      int64_t *max_id)
 {
-    int64_t ev = kiln_store_last_event_id(f->j->st);
-    if (ev == f->crit_event) return KILN_OK;
+    sqlite3_stmt *s;
+    *max_id = -1; /* unknown: read again next time too */
+    if (kiln_store_stmt(f->j->st, "SELECT COALESCE(MAX(id), 0) FROM jobs", &s, NULL)) return 1;
+    if (sqlite3_step(s) == SQLITE_ROW) *max_id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (*max_id < 0 || *max_id != f->crit_max_id) return 1;
+    for (int i = 0; i < nnd; i++)
+        if (id_index(f->crit_ids, f->ncrit, nds[i].job) == f->ncrit) return 1;
+    return 0;
+}
+
+static int compute_crit(struct feed *f, const struct kiln_stage_needs *nds, int nnd,
+                        struct kiln_error *err)
+{
+    int64_t max_id;
+    if (!crit_stale(f, nds, nnd, &max_id)) return KILN_OK;
     struct keyset ids = {0}, edges = {0};
     double *est = NULL, *crit = NULL;
     size_t *off = NULL, *deps = NULL;
@@ -280,7 +305,7 @@ static int compute_crit(struct feed *f, struct kiln_error *err)
     f->crit_ids = ids.k;
     f->crit = crit;
     f->ncrit = ids.n;
-    f->crit_event = ev;
+    f->crit_max_id = max_id;
     ids.k = NULL;
     crit = NULL;
 out:
@@ -375,7 +400,7 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
     /* a dependency cycle or a failed read leaves the critical paths out
      * (0: the placer uses the item's own estimate), never the item */
     struct kiln_error ce = {0};
-    if (n && compute_crit(f, &ce) == KILN_ENOMEM) {
+    if (n && compute_crit(f, nds, n, &ce) == KILN_ENOMEM) {
         rc = kiln_fail(err, KILN_ENOMEM, "%s", ce.msg);
         goto out;
     }
