@@ -4,7 +4,8 @@
 # the service's own placer the way the service feeds it (scheduler/trace.h
 # events, one job per worker per pass; `kiln sim --replay` checks a service
 # trace against it). Prints the service's default policy (kiln order,
-# host_policy spread) beside the FIFO first-fit baseline (same run), then the
+# host_policy spread) beside the FIFO first-fit and the Slurm-like EASY
+# backfill baselines (same run), then the
 # pack host policy, the ratio to the lower bound, and "what if I add one
 # build host". Also runs the variant where
 # dependents wait only for the dependency's build, a 256 GiB-per-host
@@ -25,15 +26,15 @@ run() {
 run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
     --host-policy spread --add build --svg "${SVG:-$tmp/seed.svg}"
 run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
-    --host-policy pack | sed -n "1,6p"
+    --host-policy pack | sed -n "1,7p"
 run --farm bench/farms/seed-farm.yaml recipes/vllm.yaml --deps recipes/pytorch.yaml \
-    --deps-build-only | sed -n "1,6p"
+    --deps-build-only | sed -n "1,7p"
 sed 's/ram: 512GiB/ram: 256GiB/' bench/farms/seed-farm.yaml >"$tmp/seed-256g.yaml"
-run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,6p'
+run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,7p'
 run --farm "$tmp/seed-256g.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml \
-    --deps-build-only | sed -n "1,6p"
+    --deps-build-only | sed -n "1,7p"
 # Few GPUs: every GPU test host keeps one GPU per model instead of two.
 sed 's/count: 2}/count: 1}/' bench/farms/seed-farm.yaml >"$tmp/seed-1gpu.yaml"
-run --farm "$tmp/seed-1gpu.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,6p'
+run --farm "$tmp/seed-1gpu.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml | sed -n '1,7p'
 run --farm "$tmp/seed-1gpu.yaml" recipes/vllm.yaml --deps recipes/pytorch.yaml \
-    --no-backfill | sed -n '1,6p'
+    --no-backfill | sed -n '1,7p'

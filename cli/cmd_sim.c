@@ -1,14 +1,16 @@
 /* cmd_sim.c - `kiln sim`: how long will these variants take on my hosts?
  *
  *   kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... [--variants FILE.json]...
- *            [--branch B] [--where sm=90] [--svg OUT.svg] [--policy kiln|fifo]
+ *            [--branch B] [--where sm=90] [--svg OUT.svg] [--policy kiln|fifo|easy]
  *            [--add HOST[:N]] [--deps-build-only] [--no-backfill]
  *            [--host-policy spread|pack] [--json]
  *   kiln sim --replay TRACE [--host-policy spread|pack]   (a `kiln serve --trace` file)
  *
  * Runs the placement code (scheduler/placement.h) on a virtual clock
- * (scheduler/sim.h) once with the chosen policy and once with the other,
- * so the kiln policy is always printed beside the FIFO first-fit baseline.
+ * (scheduler/sim.h) once with each policy, so the kiln policy is always
+ * printed beside the two baselines: FIFO first-fit and Slurm-like EASY
+ * backfill (oldest first; the head that cannot start gets a reservation,
+ * later jobs start only if they do not delay it).
  * --deps RECIPE adds only the variants of RECIPE that the others depend on
  * (e.g. the custom PyTorch builds of the vLLM variants). --add HOST:N
  * answers "what if I add N more hosts like HOST?". A dependent build waits
@@ -41,12 +43,13 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... "
-                    "[--variants FILE.json]...\n"
-                    "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
-                    "                [--policy kiln|fifo] [--add HOST[:N]] [--deps-build-only]\n"
-                    "                [--no-backfill] [--host-policy spread|pack] [--json]\n"
-                    "       kiln sim --replay TRACE [--host-policy spread|pack]\n");
+    fprintf(stderr,
+            "usage: kiln sim --farm FARM.yaml RECIPE... [--deps RECIPE]... "
+            "[--variants FILE.json]...\n"
+            "                [--branch B] [--where sm=90,isa=avx512] [--svg OUT.svg]\n"
+            "                [--policy kiln|fifo|easy] [--add HOST[:N]] [--deps-build-only]\n"
+            "                [--no-backfill] [--host-policy spread|pack] [--json]\n"
+            "       kiln sim --replay TRACE [--host-policy spread|pack]\n");
 }
 
 /* Replay a service trace line by line through the same placer; host_policy
@@ -216,8 +219,10 @@ static int parse_valued(struct sim_args *a, const char *opt, const char *val)
             a->opts.policy.mode = KILN_POLICY_KILN;
         } else if (!strcmp(val, "fifo")) {
             a->opts.policy.mode = KILN_POLICY_FIFO;
+        } else if (!strcmp(val, "easy")) {
+            a->opts.policy.mode = KILN_POLICY_EASY;
         } else {
-            fprintf(stderr, "kiln sim: --policy is kiln or fifo, not %s\n", val);
+            fprintf(stderr, "kiln sim: --policy is kiln, fifo or easy, not %s\n", val);
             return KILN_EXIT_USAGE;
         }
     } else { /* --deps or --variants */
@@ -340,35 +345,47 @@ static int load_variants(const struct sim_args *a, json_t *all, json_t *depv,
     return KILN_EXIT_OK;
 }
 
-/* runs[0]: the chosen policy; runs[1]: the other one as the comparison;
- * runs[2] (with --add): the chosen policy on the farm with the added hosts.
- * KILN_EXIT_OK or the exit code (reason printed). */
+#define NPOLICIES 3 /* kiln, fifo, easy: every run prints all three */
+
+static const char *policy_label(int mode)
+{
+    return mode == KILN_POLICY_KILN ? "kiln" : mode == KILN_POLICY_FIFO ? "fifo" : "easy";
+}
+
+/* runs[0]: the chosen policy; runs[1..2]: the other two, in the order kiln,
+ * fifo, easy; runs[3] (with --add): the chosen policy on the farm with the
+ * added hosts. KILN_EXIT_OK or the exit code (reason printed). */
 static int run_all(const struct sim_args *a, const struct kiln_farm *farm, json_t *all,
-                   struct kiln_farm *farm2, struct run runs[3], size_t *nruns,
+                   struct kiln_farm *farm2, struct run runs[NPOLICIES + 1], size_t *nruns,
                    struct kiln_error *err)
 {
-    struct kiln_sim_opts o2 = a->opts;
-    o2.policy.mode = a->opts.policy.mode == KILN_POLICY_KILN ? KILN_POLICY_FIFO : KILN_POLICY_KILN;
-    runs[0].label = a->opts.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
-    runs[1].label = o2.policy.mode == KILN_POLICY_KILN ? "kiln" : "fifo";
-    if (kiln_sim_run(farm, all, &a->opts, &runs[0].r, err) ||
-        kiln_sim_run(farm, all, &o2, &runs[1].r, err)) {
-        fprintf(stderr, "kiln sim: %s\n", err->msg);
-        return err->code == KILN_ENOMEM ? KILN_EXIT_INTERNAL : KILN_EXIT_USAGE;
+    static const int modes[NPOLICIES] = {KILN_POLICY_KILN, KILN_POLICY_FIFO, KILN_POLICY_EASY};
+    size_t n = 0;
+    for (int k = -1; k < NPOLICIES; k++) {
+        struct kiln_sim_opts o = a->opts;
+        if (k >= 0) {
+            if (modes[k] == a->opts.policy.mode) continue;
+            o.policy.mode = modes[k];
+        }
+        runs[n].label = policy_label(o.policy.mode);
+        if (kiln_sim_run(farm, all, &o, &runs[n++].r, err)) {
+            fprintf(stderr, "kiln sim: %s\n", err->msg);
+            return err->code == KILN_ENOMEM ? KILN_EXIT_INTERNAL : KILN_EXIT_USAGE;
+        }
     }
-    *nruns = 2;
+    *nruns = NPOLICIES;
     if (!a->add) return KILN_EXIT_OK;
     farm2->hosts = malloc(farm->nhosts * sizeof *farm2->hosts);
     if (!farm2->hosts) return KILN_EXIT_INTERNAL;
     memcpy(farm2->hosts, farm->hosts, farm->nhosts * sizeof *farm2->hosts);
     farm2->nhosts = farm->nhosts;
     if (kiln_farm_add_like(farm2, a->add_host, a->add_n, err) ||
-        kiln_sim_run(farm2, all, &a->opts, &runs[2].r, err)) {
+        kiln_sim_run(farm2, all, &a->opts, &runs[NPOLICIES].r, err)) {
         fprintf(stderr, "kiln sim: %s\n", err->msg);
         return KILN_EXIT_USAGE;
     }
-    runs[2].label = "added";
-    *nruns = 3;
+    runs[NPOLICIES].label = "added";
+    *nruns = NPOLICIES + 1;
     return KILN_EXIT_OK;
 }
 
@@ -386,22 +403,32 @@ static int write_svg(const struct sim_args *a, const struct kiln_farm *farm, con
     return wrc;
 }
 
-/* --json: the chosen run with the comparison (and added hosts) inside. */
+/* --json: the chosen run with the comparisons (and added hosts) inside:
+ * "comparison" is the first of the other policies (kiln, else fifo), as
+ * before the EASY baseline came; "comparisons" has both others. */
 static int print_json(const struct sim_args *a, const struct run *runs, size_t nruns,
                       size_t nvariants)
 {
     json_t *o = kiln_sim_json(&runs[0].r, 1);
     json_t *base = kiln_sim_json(&runs[1].r, 0);
-    json_t *more = nruns > 2 ? kiln_sim_json(&runs[2].r, 0) : NULL;
-    if (!o || !base || (nruns > 2 && !more)) {
+    json_t *base2 = kiln_sim_json(&runs[2].r, 0);
+    json_t *list = json_array();
+    json_t *more = nruns > NPOLICIES ? kiln_sim_json(&runs[NPOLICIES].r, 0) : NULL;
+    if (!o || !base || !base2 || !list || (nruns > NPOLICIES && !more)) {
         json_decref(o);
         json_decref(base);
+        json_decref(base2);
+        json_decref(list);
         json_decref(more);
         return KILN_ENOMEM;
     }
     json_object_set_new(o, "policy", json_string(runs[0].label));
     json_object_set_new(base, "policy", json_string(runs[1].label));
+    json_object_set_new(base2, "policy", json_string(runs[2].label));
+    json_array_append(list, base);
+    json_array_append_new(list, base2);
     json_object_set_new(o, "comparison", base);
+    json_object_set_new(o, "comparisons", list);
     if (more) {
         json_object_set_new(more, "added", json_string(a->add));
         json_object_set_new(o, "with_added_hosts", more);
@@ -415,8 +442,17 @@ static int print_json(const struct sim_args *a, const struct run *runs, size_t n
     return KILN_OK;
 }
 
-/* The table for people: both policies against the bound, the hosts, and
- * what the added hosts would change. */
+/* What a policy's line says after its ratio. */
+static const char *policy_note(const char *label)
+{
+    if (!strcmp(label, "fifo")) return "  (baseline: oldest first, first host that fits)";
+    if (!strcmp(label, "easy"))
+        return "  (baseline: Slurm-like EASY backfill, oldest first, head reserved)";
+    return "";
+}
+
+/* The table for people: the three policies against the bound, the hosts,
+ * and what the added hosts would change. */
 static void print_text(const struct sim_args *a, const struct kiln_farm *farm,
                        const struct run *runs, size_t nruns, size_t nvariants, size_t n_main)
 {
@@ -425,12 +461,12 @@ static void print_text(const struct sim_args *a, const struct kiln_farm *farm,
     printf("kiln sim: %zu variants (%zu requested, %zu dependencies), %zu tasks on %zu hosts\n",
            nvariants, n_main, nvariants - n_main, r->ntasks, farm->nhosts);
     printf("\n%-8s %10s %12s %7s\n", "policy", "makespan", "lower bound", "ratio");
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < NPOLICIES; i++) {
         hm(runs[i].r.makespan, t1, sizeof t1);
         hm(runs[i].r.lower_bound, t2, sizeof t2);
         printf("%-8s %10s %12s %7.3f%s\n", runs[i].label, t1, t2,
                runs[i].r.lower_bound > 0 ? runs[i].r.makespan / runs[i].r.lower_bound : 1.0,
-               i ? "  (baseline: oldest first, first host that fits)" : "");
+               policy_note(runs[i].label));
     }
     hm(r->lb_chain, t1, sizeof t1);
     hm(r->lb_longest, t2, sizeof t2);
@@ -440,14 +476,15 @@ static void print_text(const struct sim_args *a, const struct kiln_farm *farm,
                r->missing_deps);
     printf("\n");
     print_hosts(r);
-    if (nruns > 2) {
-        double d = runs[2].r.makespan - r->makespan;
-        hm(runs[2].r.makespan, t1, sizeof t1);
+    if (nruns > NPOLICIES) {
+        const struct kiln_sim_result *r2 = &runs[NPOLICIES].r;
+        double d = r2->makespan - r->makespan;
+        hm(r2->makespan, t1, sizeof t1);
         hm(d < 0 ? -d : d, t2, sizeof t2);
         printf("\nwith %d more host%s like %s: makespan %s (%s%s, %+.1f%%), lower bound ", a->add_n,
                a->add_n > 1 ? "s" : "", a->add_host, t1, d < 0 ? "-" : "+", t2,
                r->makespan > 0 ? 100 * d / r->makespan : 0.0);
-        hm(runs[2].r.lower_bound, t1, sizeof t1);
+        hm(r2->lower_bound, t1, sizeof t1);
         printf("%s\n", t1);
     }
     if (a->svg) printf("\nGantt chart: %s\n", a->svg);
@@ -477,7 +514,7 @@ int cmd_sim(int argc, char **argv)
     struct kiln_error err = {0};
     struct kiln_farm farm = {0}, farm2 = {0};
     json_t *all = json_array(), *depv = json_array();
-    struct run runs[3];
+    struct run runs[NPOLICIES + 1];
     memset(runs, 0, sizeof runs);
     size_t nruns = 0;
     if (!all || !depv) goto out;
@@ -503,7 +540,7 @@ int cmd_sim(int argc, char **argv)
     code = report_unplaceable(&runs[0].r);
 out:
     if (code == KILN_EXIT_INTERNAL && !err.msg[0]) fprintf(stderr, "kiln sim: out of memory\n");
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < NPOLICIES + 1; i++)
         kiln_sim_result_free(&runs[i].r);
     kiln_farm_free(&farm);
     kiln_farm_free(&farm2);

@@ -83,6 +83,10 @@ struct pclass {
     int *compat;
     size_t ncompat, capcompat;
     struct why why;
+    double chain_sum; /* sum of the queued items' critical paths (seconds) */
+    double est_max;   /* longest est_s queued since the class was last empty */
+    double urgent_at; /* this pass: a head with a critical path this long or
+                         longer is urgent (compute_slack) */
 };
 
 struct kiln_placer {
@@ -269,7 +273,8 @@ static void map_del(struct kiln_placer *p, int64_t k)
 
 /* ---------- ordering ---------- */
 
-/* 1 if item a goes before item b. */
+/* 1 if item a goes before item b (inside a class, and for FIFO and EASY
+ * everywhere; the kiln order across classes adds slack, see class_before). */
 static int before(const struct kiln_placer *p, const struct qitem *a, const struct qitem *b)
 {
     if (p->pol.mode == KILN_POLICY_KILN) {
@@ -495,6 +500,23 @@ static int class_get(struct kiln_placer *p, const struct kiln_pitem *it, int *ou
     return KILN_OK;
 }
 
+static double chain_of(const struct kiln_pitem *it)
+{
+    double c = it->crit_s > 0 ? it->crit_s : it->est_s;
+    return c > 0 ? c : 0;
+}
+
+/* Keep the class's queued work as items come and go (after the heap). */
+static void class_work_add(struct pclass *c, const struct kiln_pitem *it, int sign)
+{
+    c->chain_sum += sign * chain_of(it);
+    if (sign > 0 && it->est_s > c->est_max) c->est_max = it->est_s;
+    if (!c->n || c->chain_sum < 0) { /* no drift once empty */
+        c->chain_sum = 0;
+        c->est_max = 0;
+    }
+}
+
 /* ---------- placer lifecycle ---------- */
 
 int kiln_placer_new(const struct kiln_policy *pol, struct kiln_placer **out, struct kiln_error *err)
@@ -506,7 +528,8 @@ int kiln_placer_new(const struct kiln_policy *pol, struct kiln_placer **out, str
         p->pol = *pol;
     else
         kiln_policy_default(&p->pol);
-    if (p->pol.mode != KILN_POLICY_KILN && p->pol.mode != KILN_POLICY_FIFO) {
+    if (p->pol.mode != KILN_POLICY_KILN && p->pol.mode != KILN_POLICY_FIFO &&
+        p->pol.mode != KILN_POLICY_EASY) {
         free(p);
         return kiln_fail(err, KILN_EINVAL, "unknown placement policy mode %d", pol->mode);
     }
@@ -729,6 +752,7 @@ int kiln_placer_add(struct kiln_placer *p, const struct kiln_pitem *it, struct k
     c->heap[c->n] = idx;
     q->hpos = (int)c->n;
     c->n++;
+    class_work_add(c, &q->it, 1);
     iheap_up(p, c, c->n - 1);
     p->nqueued++;
     return KILN_OK;
@@ -749,6 +773,7 @@ int kiln_placer_remove(struct kiln_placer *p, int64_t job_id, int stage)
     if (idx < 0 || p->items[idx].state != Q_QUEUED) return KILN_ENOTFOUND;
     struct qitem *q = &p->items[idx];
     iheap_remove(p, &p->cls[q->cls], (size_t)q->hpos);
+    class_work_add(&p->cls[q->cls], &q->it, -1);
     p->nqueued--;
     item_release(p, idx);
     return KILN_OK;
@@ -1022,10 +1047,91 @@ static void reserve_for(struct kiln_placer *p, struct pclass *c, const struct qi
             if (gpu_ok(c, &ws->w.gpus[g])) ws->res_gpu = g;
 }
 
+/* Slack, per build platform, for this pass. The horizon H: how long the
+ * platform's online build hosts stay busy with what runs there (to its
+ * expected end) and what is queued for them, each queued item counted with
+ * its whole critical path on its own cores and RAM (a stand-in for the work
+ * of its dependents, which are not queued yet); over the hosts' cores or
+ * RAM, whichever is longer. An item that is not started now may wait for
+ * up to the longest queued item, so it is urgent when its critical path
+ * reaches H minus that: urgent_at. Tests, builds without estimates, and
+ * platforms past HZ_PLATFORMS get urgent_at 0: everything urgent, the plain
+ * critical-path order. */
+#define HZ_PLATFORMS 16
+static void compute_slack(struct kiln_placer *p, double now)
+{
+    struct hz {
+        const char *plat;
+        double core_s, ram_s, cores, ram, est_max, at;
+    } g[HZ_PLATFORMS];
+    size_t ng = 0;
+    for (size_t i = 0; i < p->ncls; i++) {
+        struct pclass *c = &p->cls[i];
+        c->urgent_at = 0;
+        if (c->stage != KILN_PSTAGE_BUILD || !c->n || !(c->chain_sum > 0)) continue;
+        size_t k = 0;
+        while (k < ng && strcmp(g[k].plat, c->platform))
+            k++;
+        if (k == ng) {
+            if (ng == HZ_PLATFORMS) continue;
+            memset(&g[ng], 0, sizeof g[ng]);
+            g[ng++].plat = c->platform;
+        }
+        g[k].core_s += c->cores * c->chain_sum;
+        g[k].ram_s += (double)c->ram_mb * c->chain_sum;
+        if (c->est_max > g[k].est_max) g[k].est_max = c->est_max;
+    }
+    if (!ng) return;
+    for (size_t s = 0; s < p->nws; s++) {
+        const struct wslot *ws = &p->ws[s];
+        if (!ws->present || !worker_takes_work(&ws->w) || ws->w.no_builds) continue;
+        for (size_t k = 0; k < ng; k++) {
+            if (g[k].plat[0] && strcmp(g[k].plat, ws->w.platform)) continue;
+            g[k].cores += ws->w.cores_total;
+            g[k].ram += (double)ws->w.ram_total_mb;
+            for (size_t r = 0; r < ws->nrun; r++) {
+                const struct kiln_prun *run = &ws->run[r];
+                if (!(run->end_at < T_INF) || run->end_at <= now) continue;
+                g[k].core_s += run->cores * (run->end_at - now);
+                g[k].ram_s += (double)run->ram_mb * (run->end_at - now);
+            }
+        }
+    }
+    for (size_t k = 0; k < ng; k++) {
+        double hc = g[k].cores > 0 ? g[k].core_s / g[k].cores : 0;
+        double hr = g[k].ram > 0 ? g[k].ram_s / g[k].ram : 0;
+        g[k].at = (hc > hr ? hc : hr) - g[k].est_max;
+    }
+    for (size_t i = 0; i < p->ncls; i++) {
+        struct pclass *c = &p->cls[i];
+        if (c->stage != KILN_PSTAGE_BUILD || !c->n || !(c->chain_sum > 0)) continue;
+        for (size_t k = 0; k < ng; k++)
+            if (!strcmp(g[k].plat, c->platform)) c->urgent_at = g[k].at > 0 ? g[k].at : 0;
+    }
+}
+
+/* Class heads in the kiln order: priority+aging first; then slack. An item
+ * whose critical path reaches urgent_at (compute_slack) is urgent: delaying
+ * it delays the end, so urgent items go first, longest path first. The
+ * others have slack (their chain ends before the hosts run dry anyway), and
+ * among them the longest item goes first (LPT), so the short ones are left
+ * to fill the hosts' last gaps instead of a final wave of long ones running
+ * alone. Without estimates urgent_at is 0 and this is the plain critical-
+ * path order. Inside a class (same resources) the heap keeps the static
+ * order. Trade-off: the horizon guesses dependents' work from the critical
+ * paths; a DAG whose chains share many dependents makes it too long, and
+ * items that looked slack may start later than the critical-path order
+ * would have started them. */
 static int class_before(const struct kiln_placer *p, int a, int b)
 {
     const struct pclass *ca = &p->cls[a], *cb = &p->cls[b];
-    return before(p, &p->items[ca->heap[0]], &p->items[cb->heap[0]]);
+    const struct qitem *x = &p->items[ca->heap[0]], *y = &p->items[cb->heap[0]];
+    if (p->pol.mode == KILN_POLICY_KILN && x->key == y->key) {
+        int ux = chain_of(&x->it) >= ca->urgent_at, uy = chain_of(&y->it) >= cb->urgent_at;
+        if (ux != uy) return ux;
+        if (!ux && x->it.est_s != y->it.est_s) return x->it.est_s > y->it.est_s;
+    }
+    return before(p, x, y);
 }
 
 static void cheap_down(struct kiln_placer *p, size_t n, size_t i)
@@ -1082,9 +1188,13 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
             c->why.code = W_BEHIND;
         }
     }
+    if (p->pol.mode == KILN_POLICY_KILN) compute_slack(p, now);
     for (size_t i = hn / 2; i-- > 0;)
         cheap_down(p, hn, i);
-    int reserving = p->pol.mode == KILN_POLICY_KILN && p->pol.backfill;
+    /* kiln: a reservation for the head of each blocked class; EASY: one,
+       for the first blocked item in submit order (the queue's head) */
+    int reserving =
+        (p->pol.mode == KILN_POLICY_KILN && p->pol.backfill) || p->pol.mode == KILN_POLICY_EASY;
     while (hn) {
         int ci = p->cheap[0];
         struct pclass *c = &p->cls[ci];
@@ -1098,7 +1208,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
                 if (only >= 0 && s != only) continue;
                 int gpu, spare;
                 if (!can_start(p, &p->ws[s], c, q, now, &gpu, &spare)) continue;
-                if (p->pol.mode == KILN_POLICY_FIFO) {
+                if (p->pol.mode != KILN_POLICY_KILN) { /* FIFO, EASY: first fit */
                     bs = s;
                     bgpu = gpu;
                     break;
@@ -1119,6 +1229,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
                 c->why.code = W_BEHIND;
             } else {
                 if (reserving) reserve_for(p, c, q, now);
+                if (p->pol.mode == KILN_POLICY_EASY) reserving = 0;
                 c->why.code = W_BLOCKED;
             }
             p->cheap[0] = p->cheap[--hn];
@@ -1150,6 +1261,7 @@ static int do_pass(struct kiln_placer *p, double now, int only, struct kiln_assi
         a->item = q->user;
         a->worker = (size_t)bs;
         iheap_remove(p, c, 0);
+        class_work_add(c, &q->it, -1);
         p->nqueued--;
         q->state = Q_RUNNING;
         q->worker = bs;

@@ -23,9 +23,16 @@
  * Order (policy KILN_POLICY_KILN): effective priority = priority +
  * aging_per_hour * hours waited (so nothing starves; the order is time
  * invariant, key = priority - aging * enqueued_at, with enqueued_at rounded
- * down to the minute so a batch submitted together is ordered by critical
- * path; pass the job's submission time, not the stage's ready time), then the
- * longer critical path, then the older item, then the lower job id. Each item
+ * down to the minute so a batch submitted together is ordered by slack;
+ * pass the job's submission time, not the stage's ready time), then slack,
+ * then the older item, then the lower job id. Slack, per build platform and
+ * pass: the horizon is how long its online build hosts stay busy with what
+ * runs (to its expected end) and what is queued (each item with its whole
+ * critical path), over their cores or RAM; a build whose critical path
+ * reaches the horizon less the longest queued build is urgent. Urgent items
+ * go first, the longer critical path first; the others longest est_s first,
+ * so short builds are left for the end. Tests and items without estimates
+ * are always urgent (the critical-path order). Each item
  * goes to the feasible worker the host policy prefers: spread (the least
  * loaded one, the default) or pack (the one it leaves the least waste on,
  * best fit); either way builds prefer hosts without GPUs and tests an exact
@@ -38,6 +45,13 @@
  * lower items may use only what it will not need (total minus its needs), so
  * they never push its start out. KILN_POLICY_FIFO is the baseline: oldest
  * first, first worker that fits, no reservation, no backfill limits.
+ * KILN_POLICY_EASY is the Slurm-like baseline (EASY backfill): oldest first
+ * (priority ignored), first worker that fits; only the first item that
+ * cannot start (the queue's head) gets a reservation, where it can start
+ * soonest, and later items start now only if they end before it or fit
+ * beside it (as above). Like the kiln mode, it looks at the head of each
+ * resource class only: a shorter item behind a blocked head of the same
+ * class waits too.
  *
  * Speed: the incremental placer (kiln_placer_*) keeps queued items in heaps
  * per resource class (stage, platform, cores, RAM, SM, ISA, driver) and, per
@@ -150,8 +164,9 @@ enum kiln_host_policy {
 };
 
 enum kiln_policy_mode {
-    KILN_POLICY_KILN = 0, /* priority+aging, critical path, best fit, backfill */
+    KILN_POLICY_KILN = 0, /* priority+aging, slack, host policy, backfill */
     KILN_POLICY_FIFO = 1, /* baseline: oldest first, first fit */
+    KILN_POLICY_EASY = 2, /* baseline: Slurm-like EASY backfill (below) */
 };
 
 struct kiln_policy {

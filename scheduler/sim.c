@@ -5,10 +5,14 @@
 
 #include "common/isa.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define T_TAIL_NONE DBL_MAX
+#define TAIL_WORDS ", then the shortest chain after one"
 
 void kiln_sim_opts_default(struct kiln_sim_opts *o)
 {
@@ -378,7 +382,30 @@ static int sm_cmp(const void *a, const void *b, void *ctx)
     return r ? r : c->sm_compat[x] - c->sm_compat[y];
 }
 
-/* Lower bound terms (see sim.h). */
+/* The shortest chain that must still run after the last task of ix[g..e)
+ * ends: min over them of (crit_s - est_s) / maxspeed. Valid only when every
+ * task ran (an unplaceable dependent is in crit_s but not in the makespan),
+ * so 0 otherwise. */
+static double min_tail(const struct simctx *c, const struct kiln_sim_result *r, const size_t *ix,
+                       size_t g, size_t e, double maxspeed)
+{
+    if (r->nunplaceable || g >= e) return 0;
+    double m = T_TAIL_NONE;
+    for (size_t k = g; k < e; k++) {
+        const struct kiln_sim_task *t = &c->tasks[ix[k]];
+        double tail = t->crit_s - t->est_s;
+        if (tail < m) m = tail;
+    }
+    return m > 0 ? m / maxspeed : 0;
+}
+
+/* Lower bound terms (see sim.h). The work terms: all of a group's work
+ * (a platform's builds, or the tests of one SM) has to be done on the
+ * group's capacity, so the group's last task ends no earlier than work /
+ * capacity; and whichever task ends last, the chain of its dependents
+ * (crit_s - est_s, the longest path after it, at the fastest host's speed)
+ * runs after it. So makespan >= work / capacity + the shortest such chain
+ * in the group (10 minutes in the seed: every build has a GPU smoke test). */
 static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
                         struct kiln_sim_result *r)
 {
@@ -422,24 +449,25 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
             wc += c->tasks[ix[e]].cores * c->tasks[ix[e]].est_s;
             wr += (double)c->tasks[ix[e]].ram_mb * c->tasks[ix[e]].est_s;
         }
+        double tail = min_tail(c, r, ix, g, e, maxspeed);
         g = e;
         for (size_t h = 0; h < f->nhosts; h++)
             if (!f->hosts[h].no_builds && (!plat[0] || !strcmp(f->hosts[h].platform, plat))) {
                 cc += f->hosts[h].cores * f->hosts[h].speed;
                 cr += (double)f->hosts[h].ram_mb * f->hosts[h].speed;
             }
-        double lc = cc > 0 ? wc / cc : 0, lr = cr > 0 ? wr / cr : 0;
+        double lc = cc > 0 ? wc / cc + tail : 0, lr = cr > 0 ? wr / cr + tail : 0;
         if (lc > r->lb_work) r->lb_work = lc;
         if (lr > r->lb_work) r->lb_work = lr;
         if (lc > best) {
             best = lc;
-            snprintf(what, sizeof what, "build core-hours on %s over its cores",
-                     plat[0] ? plat : "any platform");
+            snprintf(what, sizeof what, "build core-hours on %s over its cores%s",
+                     plat[0] ? plat : "any platform", tail > 0 ? TAIL_WORDS : "");
         }
         if (lr > best) {
             best = lr;
-            snprintf(what, sizeof what, "build RAM-hours on %s over its RAM",
-                     plat[0] ? plat : "any platform");
+            snprintf(what, sizeof what, "build RAM-hours on %s over its RAM%s",
+                     plat[0] ? plat : "any platform", tail > 0 ? TAIL_WORDS : "");
         }
     }
     /* per SM requirement: test time over the GPUs that can run it */
@@ -453,16 +481,18 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
         double w = 0, cap = 0;
         for (; e < n && !sm_cmp(&ix[e], &ix[g], (void *)c); e++)
             w += c->tasks[ix[e]].est_s;
+        double tail = min_tail(c, r, ix, g, e, maxspeed);
         g = e;
         for (size_t h = 0; h < f->nhosts; h++)
             for (int k = 0; k < f->hosts[h].ngpus; k++)
                 if (kiln_sm_matches(f->hosts[h].gpus[k].sm, c->sm[i], c->sm_compat[i]))
                     cap += f->hosts[h].speed;
-        double l = cap > 0 ? w / cap : 0;
+        double l = cap > 0 ? w / cap + tail : 0;
         if (l > r->lb_work) r->lb_work = l;
         if (l > best) {
             best = l;
-            snprintf(what, sizeof what, "test hours on sm_%s GPUs", c->sm[i]);
+            snprintf(what, sizeof what, "test hours on sm_%s GPUs%s", c->sm[i],
+                     tail > 0 ? TAIL_WORDS : "");
         }
     }
     free(ix);

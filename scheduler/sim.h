@@ -5,7 +5,7 @@
  * returns) and plays the whole queue out with scheduler/placement.h's placer:
  * no I/O, no wall clock, deterministic.
  *
- * Model (written down in docs/benchmarks-placement.md):
+ * Model (written down in docs/BENCHMARKS.md, "Model"):
  *   - every variant is a build task, then (if it has a selftest) a test task;
  *     both are placed separately through the same placer the service uses.
  *   - a build waits for the variants it depends on (by name; names not in
@@ -26,8 +26,11 @@
  * Lower bound: the max of (a) per platform, build core-seconds over the
  * platform's core capacity and RAM-seconds over its RAM capacity (speed-
  * weighted), (b) per GPU SM, test seconds over the GPUs that can run them,
- * (c) the longest dependency chain, (d) the longest task. No schedule can
- * beat it; makespan / bound says how close placement got.
+ * each of (a) and (b) plus the shortest chain that follows any task of the
+ * group (crit_s - est_s at the fastest speed; the group's last task ends no
+ * earlier than work / capacity and its dependents run after it; 0 when some
+ * task cannot run), (c) the longest dependency chain, (d) the longest task.
+ * No schedule can beat it; makespan / bound says how close placement got.
  */
 #ifndef KILN_SIM_H
 #define KILN_SIM_H

@@ -190,7 +190,7 @@ int kiln_trace_from_json(json_t *o, struct kiln_trace_event *ev, struct kiln_err
     char host[16];
     switch (ev->kind) {
     case KILN_TEV_POLICY:
-        if ((rc = get_int(o, "mode", 0, KILN_POLICY_FIFO, &ev->pol.mode, err)) ||
+        if ((rc = get_int(o, "mode", 0, KILN_POLICY_EASY, &ev->pol.mode, err)) ||
             (rc = get_num(o, "aging_per_hour", &ev->pol.aging_per_hour, err)) ||
             (rc = get_int(o, "backfill", 0, 1, &ev->pol.backfill, err)) ||
             (rc = get_str(o, "host_policy", host, sizeof host, err)))

@@ -559,6 +559,122 @@ static void test_fifo_first_fit(void **state)
     kiln_placer_free(p);
 }
 
+/* Slack (placement.c, compute_slack): builds whose critical path ends well
+ * before the platform's hosts run dry go longest first, so the short ones
+ * fill the end; a build whose chain reaches that horizon goes first. The old
+ * rule (critical path only) started the 3 h build with the longest chain
+ * first in both cases. */
+static void test_slack_longest_first(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_assignment out[8];
+    for (int round = 0; round < 2; round++) {
+        struct kiln_placer *p = placer(KILN_POLICY_KILN);
+        /* two slots of 16 cores */
+        struct kiln_pworker w = worker(1, "b", "x86_64-linux", 32, 262144);
+        assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
+        /* four independent 4 h builds (128 GiB) and one 3 h build (64 GiB,
+           another class) that heads a 5 h chain, or an 8 h one */
+        for (int i = 0; i < 4; i++) {
+            struct kiln_pitem v = build(10 + i, "x86_64-linux", 16, 131072);
+            v.est_s = 4 * 3600;
+            assert_int_equal(kiln_placer_add(p, &v, &err), 0);
+        }
+        struct kiln_pitem pt = build(1, "x86_64-linux", 16, 65536);
+        pt.est_s = 3 * 3600;
+        pt.crit_s = (round ? 8 : 5) * 3600;
+        assert_int_equal(kiln_placer_add(p, &pt, &err), 0);
+        /* horizon: 16 cores x (4 x 4 h + the chain) over 32 cores = 10.5 h
+           (5 h chain) or 12 h (8 h chain); minus the longest item (4 h):
+           6.5 h, so the 5 h chain has slack, or 8 h, so the 8 h one is urgent */
+        size_t n = dispatch(p, 0, out, 8);
+        assert_int_equal(n, 2);
+        int started_pt = out[0].job_id == 1 || out[1].job_id == 1;
+        if (round == 0)
+            assert_false(started_pt); /* slack: the two 4 h builds go first */
+        else
+            assert_int_equal(out[0].job_id, 1); /* urgent: its chain first */
+        kiln_placer_free(p);
+    }
+    /* a chain that would become critical if it waited one item's length is
+       urgent: 3 h build + 2 h dependent beside two 4 h builds on two slots
+       (horizon 6.5 h - 4 h = 2.5 h <= 5 h) - the critical-path order, which
+       ends at 7 h where longest-first would end at 9 h */
+    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_pworker w = worker(1, "b", "x86_64-linux", 32, 262144);
+    assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        struct kiln_pitem v = build(10 + i, "x86_64-linux", 16, 131072);
+        v.est_s = 4 * 3600;
+        assert_int_equal(kiln_placer_add(p, &v, &err), 0);
+    }
+    struct kiln_pitem pt = build(1, "x86_64-linux", 16, 65536);
+    pt.est_s = 3 * 3600;
+    pt.crit_s = 5 * 3600;
+    assert_int_equal(kiln_placer_add(p, &pt, &err), 0);
+    assert_int_equal(dispatch(p, 0, out, 8), 2);
+    assert_int_equal(out[0].job_id, 1);
+    kiln_placer_free(p);
+}
+
+/* The Slurm-like EASY baseline: submit order (priority ignored), first fit;
+ * only the queue's head gets a reservation, and a later job starts now only
+ * if it ends before the head's start or fits beside it. FIFO starts both. */
+static void test_easy_backfill(void **state)
+{
+    (void)state;
+    struct kiln_error err = {0};
+    struct kiln_assignment out[8];
+    for (int mode = KILN_POLICY_FIFO; mode <= KILN_POLICY_EASY; mode++) {
+        struct kiln_placer *p = placer(mode);
+        struct kiln_pworker w = worker(1, "b", "x86_64-linux", 64, 262144);
+        assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
+        struct kiln_pitem run = build(1, "x86_64-linux", 48, 1024);
+        run.est_s = 1000;
+        assert_int_equal(kiln_placer_add(p, &run, &err), 0);
+        assert_int_equal(dispatch(p, 0, out, 8), 1);
+        struct kiln_pitem head = build(2, "x86_64-linux", 64, 1024);
+        head.est_s = 5000;
+        head.priority = -5; /* EASY orders by submission, not priority */
+        head.enqueued_at = 10;
+        struct kiln_pitem longj = build(3, "x86_64-linux", 4, 2048);
+        longj.est_s = 5000;
+        longj.priority = 9;
+        longj.enqueued_at = 20;
+        struct kiln_pitem shortj = build(4, "x86_64-linux", 8, 4096);
+        shortj.est_s = 500;
+        shortj.enqueued_at = 30;
+        struct kiln_pitem head2 = build(5, "x86_64-linux", 60, 8192);
+        head2.est_s = 5000;
+        head2.enqueued_at = 40;
+        assert_int_equal(kiln_placer_add(p, &head, &err), 0);
+        assert_int_equal(kiln_placer_add(p, &longj, &err), 0);
+        assert_int_equal(kiln_placer_add(p, &shortj, &err), 0);
+        assert_int_equal(kiln_placer_add(p, &head2, &err), 0);
+        size_t n = dispatch(p, 0, out, 8);
+        if (mode == KILN_POLICY_FIFO) {
+            assert_int_equal(n, 2); /* no reservation: both small jobs start */
+            assert_int_equal(out[0].job_id, 3);
+            assert_int_equal(out[1].job_id, 4);
+        } else {
+            /* the long job would delay the head (5000 s > its start at 1000 s);
+               the short one ends first */
+            assert_int_equal(n, 1);
+            assert_int_equal(out[0].job_id, 4);
+            char why[KILN_PLACE_REASON_MAX];
+            reason_of(p, 3, KILN_PSTAGE_BUILD, why);
+            assert_non_null(strstr(why, "held for higher-priority job 2"));
+            kiln_placer_finish(p, 1, 0);
+            kiln_placer_finish(p, 4, 0);
+            n = dispatch(p, 1000, out, 8);
+            assert_int_equal(n, 1);
+            assert_int_equal(out[0].job_id, 2); /* the head starts on time */
+        }
+        kiln_placer_free(p);
+    }
+}
+
 static void test_reservation_and_backfill(void **state)
 {
     (void)state;
@@ -1140,7 +1256,9 @@ static void test_property_random_scenarios(void **state)
     long placed = 0;
     const int N = 10000;
     for (int s = 0; s < N; s++)
-        placed += run_scenario((uint64_t)s + 1, s % 5 == 4 ? KILN_POLICY_FIFO : KILN_POLICY_KILN);
+        placed += run_scenario((uint64_t)s + 1, s % 5 == 4    ? KILN_POLICY_FIFO
+                                                : s % 10 == 3 ? KILN_POLICY_EASY
+                                                              : KILN_POLICY_KILN);
     assert_true(placed > N); /* the generator yields real work */
     for (int s = 0; s < 500; s++)
         run_starvation((uint64_t)s + 1);
@@ -1167,6 +1285,8 @@ int main(void)
         cmocka_unit_test(test_one_test_per_gpu_and_compat),
         cmocka_unit_test(test_priority_aging_and_critical_path),
         cmocka_unit_test(test_fifo_first_fit),
+        cmocka_unit_test(test_slack_longest_first),
+        cmocka_unit_test(test_easy_backfill),
         cmocka_unit_test(test_reservation_and_backfill),
         cmocka_unit_test(test_reservation_without_estimates),
         cmocka_unit_test(test_dispatch_worker_and_states),

@@ -260,6 +260,65 @@ static void test_sim_unplaceable_and_errors(void **state)
     kiln_farm_free(&f);
 }
 
+/* A small seed: 7 PyTorch-like builds (3 h, 64 GiB) each needed by a
+ * vLLM-like build (4 h, 128 GiB), 3 vLLM-like builds with no dependency, all
+ * with a 10-minute GPU test; one 4-slot build host, two GPUs. The critical-
+ * path order ran the seven 3 h builds first and left a last wave of 4 h
+ * builds alone: 18h 10m. With slack (placement.c) the independent 4 h builds
+ * go first and the 3 h ones fill in: 17h 10m. The bound is 976 core-hours
+ * over 64 cores, then a 10-minute test: 15h 25m. FIFO and EASY (submit
+ * order: the dependent builds first) take 19h 20m. */
+static void test_sim_slack_small_seed(void **state)
+{
+    (void)state;
+    const char *farm = "hosts:\n"
+                       "  - {name: build, cores: 64, ram: 512GiB, isa: avx2}\n"
+                       "  - name: gpu\n"
+                       "    cores: 32\n"
+                       "    ram: 256GiB\n"
+                       "    isa: avx2\n"
+                       "    builds: false\n"
+                       "    gpus: [{sm: \"90\", driver: \"580.65.06\", count: 2}]\n";
+    struct kiln_farm f;
+    parse_farm(farm, &f);
+    json_t *v = json_array();
+    for (int i = 0; i < 17; i++) {
+        char name[32], dep[32];
+        int indep = i < 3, pt = i >= 10;
+        snprintf(name, sizeof name,
+                 pt      ? "p-%d"
+                 : indep ? "v-free-%d"
+                         : "v-%d",
+                 pt      ? i - 10
+                 : indep ? i
+                         : i - 3);
+        snprintf(dep, sizeof dep, "p-%d", i - 3);
+        json_t *x = json_pack("{s:s,s:s,s:{s:i,s:I,s:i},s:{s:s,s:i}}", "name", name, "platform",
+                              "x86_64-linux", "resources", "cores", 16, "ram_mb",
+                              (json_int_t)(pt ? 65536 : 131072), "est_duration_s",
+                              pt ? 10800 : 14400, "selftest", "sm", "90", "est_duration_s", 600);
+        assert_non_null(x);
+        if (!pt && !indep) json_object_set_new(x, "depends", json_pack("[s]", dep));
+        json_array_append_new(v, x);
+    }
+    struct kiln_sim_opts o;
+    kiln_sim_opts_default(&o);
+    struct kiln_sim_result r;
+    struct kiln_error err = {0};
+    double want[3] = {17 * 3600 + 600, 19 * 3600 + 1200, 19 * 3600 + 1200}; /* kiln, fifo, easy */
+    for (int mode = KILN_POLICY_KILN; mode <= KILN_POLICY_EASY; mode++) {
+        o.policy.mode = mode;
+        assert_int_equal(kiln_sim_run(&f, v, &o, &r, &err), 0);
+        assert_int_equal(r.nplaced, 34);
+        assert_true(fabs(r.lower_bound - (15.25 * 3600 + 600)) < 1e-6);
+        if (fabs(r.makespan - want[mode]) > 1e-6)
+            fail_msg("policy %d: makespan %.0f s, expected %.0f s", mode, r.makespan, want[mode]);
+        kiln_sim_result_free(&r);
+    }
+    json_decref(v);
+    kiln_farm_free(&f);
+}
+
 /* The acceptance check on the real recipes (skipped when they are absent). */
 static void test_sim_seed_within_bound(void **state)
 {
@@ -327,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_farm_errors),
         cmocka_unit_test(test_sim_small),
         cmocka_unit_test(test_sim_unplaceable_and_errors),
+        cmocka_unit_test(test_sim_slack_small_seed),
         cmocka_unit_test(test_sim_seed_within_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
