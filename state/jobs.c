@@ -1031,6 +1031,14 @@ static int out_time(struct kiln_buf *b, sqlite3_stmt *s, int col)
     return rc;
 }
 
+/* ,"key":"value" after an earlier step's rc (nothing once one failed). */
+static int field_str(struct kiln_buf *b, int rc, const char *key, const char *v)
+{
+    if (!rc) rc = kiln_buf_puts(b, key);
+    if (!rc) rc = kiln_json_out_str(b, v);
+    return rc;
+}
+
 /* One row as a JSON object; probe is the {"id","stage"} object the
  * placer's wait_reason callback reads, reused row after row. */
 static int queue_row(struct kiln_jobs *j, sqlite3_stmt *s, const struct pending_set *ps,
@@ -1049,27 +1057,18 @@ static int queue_row(struct kiln_jobs *j, sqlite3_stmt *s, const struct pending_
     const char *attrs = col_text(s, Q_ATTRS);
     int rc = kiln_buf_puts(b, "{\"id\":");
     if (!rc) rc = kiln_json_out_int(b, id);
-    if (!rc) rc = kiln_buf_puts(b, ",\"name\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_NAME));
-    if (!rc) rc = kiln_buf_puts(b, ",\"recipe\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_RECIPE));
-    if (!rc) rc = kiln_buf_puts(b, ",\"branch\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_BRANCH));
-    if (!rc) rc = kiln_buf_puts(b, ",\"state\":");
-    if (!rc) rc = kiln_json_out_str(b, state);
-    if (!rc) rc = kiln_buf_puts(b, ",\"stage\":");
-    if (!rc) rc = kiln_json_out_str(b, stage);
+    rc = field_str(b, rc, ",\"name\":", col_text(s, Q_NAME));
+    rc = field_str(b, rc, ",\"recipe\":", col_text(s, Q_RECIPE));
+    rc = field_str(b, rc, ",\"branch\":", col_text(s, Q_BRANCH));
+    rc = field_str(b, rc, ",\"state\":", state);
+    rc = field_str(b, rc, ",\"stage\":", stage);
     if (!rc) rc = kiln_buf_puts(b, ",\"priority\":");
     if (!rc) rc = kiln_json_out_int(b, sqlite3_column_int64(s, Q_PRIO));
-    if (!rc) rc = kiln_buf_puts(b, ",\"resources\":{\"platform\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_PLATFORM));
-    if (!rc) rc = kiln_buf_puts(b, ",\"gpu_sm\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_SM));
-    if (!rc) rc = kiln_buf_puts(b, ",\"isa\":");
-    if (!rc) rc = kiln_json_out_str(b, col_text(s, Q_ISA));
-    if (!rc) rc = kiln_buf_puts(b, "}");
+    rc = field_str(b, rc, ",\"resources\":{\"platform\":", col_text(s, Q_PLATFORM));
+    rc = field_str(b, rc, ",\"gpu_sm\":", col_text(s, Q_SM));
+    rc = field_str(b, rc, ",\"isa\":", col_text(s, Q_ISA));
     /* attrs is JSON text that kiln wrote (kiln_store_bind_json) */
-    if (!rc) rc = kiln_buf_puts(b, ",\"attrs\":");
+    if (!rc) rc = kiln_buf_puts(b, "},\"attrs\":");
     if (!rc) rc = kiln_buf_puts(b, attrs && attrs[0] ? attrs : "null");
     if (!rc) rc = kiln_buf_puts(b, ",\"created_at\":");
     if (!rc) rc = out_time(b, s, Q_CREATED);
