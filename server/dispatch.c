@@ -221,8 +221,7 @@ static size_t id_index(const int64_t *ids, size_t n, int64_t id)
  * serve's CPU per no-op job). A waiting job cancelled or superseded leaves
  * its ancestors' paths too long until the next submission: a tie-break, not
  * a rule, errs for a while. */
-static int crit_stale(struct feed *f, const struct kiln_stage_needs *nds, int nnd,
-                      int64_t *max_id)
+static int crit_stale(struct feed *f, const struct kiln_stage_needs *nds, int nnd, int64_t *max_id)
 {
     sqlite3_stmt *s;
     *max_id = -1; /* unknown: read again next time too */
