@@ -89,15 +89,6 @@ static void lease_extra(struct kiln_server *srv, json_t *lease, void *ctx)
                                   "public_key", cf->public_key));
 }
 
-/* A build reports only outputs its own plan staged (catalog/staging.h). */
-static int report_refuse(struct kiln_server *srv, int64_t job, json_t *outputs, void *ctx,
-                         struct kiln_error *err)
-{
-    struct catalog_feature *cf = ctx;
-    (void)srv;
-    return kiln_staging_check_outputs(cf->cat, job, outputs, err);
-}
-
 /* Staging retention: the outputs of jobs waiting for or running their test
  * stage are kept (with their closure); everything else ages out. */
 static void prune_tick(uv_timer_t *t)
@@ -199,23 +190,28 @@ static int has_stage(json_t *job, const char *name)
     return 0;
 }
 
-/* A successful build whose test or publish stage comes next: every output
- * must be on the server (staged, or published already), since the test
- * host substitutes it from there and publishing promotes it. kiln worker
- * stages before it reports, so a miss is a worker that did not (an old
- * one, or stage_outputs: false on hosts that do not share a store): the
- * build fails now and names the path, where the test host would fail later
- * with a Nix error about a missing narinfo. */
-static int report_check(struct kiln_server *srv, int64_t job, const struct kiln_report *r,
-                        struct kiln_error *err, void *ctx)
+/* A report's outputs, before the report is applied (serve.h, report_vet):
+ * - a build names only outputs its own plan staged (catalog/staging.h),
+ *   else the report is refused;
+ * - a successful build whose test or publish stage comes next has every
+ *   output on the server (staged, or published already), since the test
+ *   host substitutes it from there and publishing promotes it. kiln worker
+ *   stages before it reports, so a miss is a worker that did not (an old
+ *   one, or stage_outputs: false on hosts that do not share a store): the
+ *   build fails now and names the path, where the test host would fail
+ *   later with a Nix error about a missing narinfo. */
+static int report_vet(struct kiln_server *srv, int64_t job, const struct kiln_report *r, int staged,
+                      struct kiln_error *fail, void *ctx, struct kiln_error *err)
 {
     struct catalog_feature *cf = ctx;
-    if (r->exit_code || r->signal || r->infra || !json_array_size(r->outputs)) return KILN_OK;
+    if (!json_array_size(r->outputs)) return KILN_OK;
+    int rc = kiln_staging_check_outputs(cf->cat, job, r->outputs, err);
+    if (rc || !staged || r->exit_code || r->signal || r->infra) return rc;
+    const char *stage = r->stage;
     json_t *j = NULL;
     /* A job that is gone: the report itself answers for that. */
     if (kiln_jobs_get(&srv->jobs, job, &j, NULL) != KILN_OK) return KILN_OK;
-    const char *stage = r->stage ? r->stage : json_string_value(json_object_get(j, "stage"));
-    int rc = KILN_OK;
+    if (!stage) stage = json_string_value(json_object_get(j, "stage"));
     if (stage && !strcmp(stage, "build") && (has_stage(j, "test") || has_stage(j, "publish"))) {
         size_t i;
         json_t *v;
@@ -223,17 +219,17 @@ static int report_check(struct kiln_server *srv, int64_t job, const struct kiln_
         {
             const char *p = json_string_value(v);
             if (p && kiln_staging_have(cf->cat, p)) continue;
-            rc = kiln_fail(err, KILN_ECONFLICT,
-                           "output %.300s was not staged on the server, so no test host can "
-                           "substitute it: the worker must upload its outputs before it reports "
-                           "(kiln worker does, unless its config says stage_outputs: false, "
-                           "which is only for hosts that share one Nix store)",
-                           p ? p : "(not a string)");
+            kiln_fail(fail, KILN_ECONFLICT,
+                      "output %.300s was not staged on the server, so no test host can "
+                      "substitute it: the worker must upload its outputs before it reports "
+                      "(kiln worker does, unless its config says stage_outputs: false, "
+                      "which is only for hosts that share one Nix store)",
+                      p ? p : "(not a string)");
             break;
         }
     }
     json_decref(j);
-    return rc;
+    return KILN_OK;
 }
 
 static int feature_init(struct kiln_server *srv, json_t *config, void **state,
@@ -280,9 +276,8 @@ static int feature_init(struct kiln_server *srv, json_t *config, void **state,
     if ((rc = kiln_release_serve_new(srv, cf->cat, cf->publisher, &cf->releases, err))) return rc;
     srv->publish = publish;
     srv->publish_ctx = cf;
-    srv->report_refuse = report_refuse;
-    srv->report_check = report_check;
-    srv->report_check_ctx = cf;
+    srv->report_vet = report_vet;
+    srv->report_vet_ctx = cf;
     kiln_catalog_on_publish(cf->cat, on_catalog_publish, srv);
     return KILN_OK;
 }
@@ -292,12 +287,11 @@ static void feature_stop(struct kiln_server *srv, void *state)
     struct catalog_feature *cf = state;
     srv->publish = NULL;
     srv->publish_ctx = NULL;
-    srv->report_check = NULL;
-    srv->report_check_ctx = NULL;
+    srv->report_vet = NULL;
+    srv->report_vet_ctx = NULL;
     if (cf) kiln_release_serve_free(cf->releases);
     if (cf) cf->releases = NULL;
     srv->lease_extra = NULL;
-    srv->report_refuse = NULL;
     if (cf && cf->prune_started) {
         uv_timer_stop(&cf->prune);
         uv_close((uv_handle_t *)&cf->prune, NULL);

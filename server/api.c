@@ -416,21 +416,19 @@ static int parse_report(json_t *o, struct kiln_report *r, struct kiln_error *err
     return KILN_OK;
 }
 
-/* The catalog's say on a parsed report: report_refuse refuses it (the
- * error is the answer), report_check fails the stage with its sentence
- * (kept in *why, which r->reason then borrows). "staged": false: the
- * worker stages nothing because every host shares its Nix store (worker
- * config stage_outputs: false), so unstaged outputs are not held against
- * it. */
+/* The catalog's say on a parsed report (serve.h, report_vet): a refusal
+ * is the answer; a failed check fails the stage with its sentence (kept in
+ * *why, which r->reason then borrows). "staged": false: the worker stages
+ * nothing because every host shares its Nix store (worker config
+ * stage_outputs: false). */
 static int vet_report(struct kiln_server *srv, int64_t job, json_t *o, struct kiln_report *r,
                       struct kiln_error *why, struct kiln_error *err)
 {
-    if (r->outputs && json_array_size(r->outputs) && srv->report_refuse) {
-        int rc = srv->report_refuse(srv, job, r->outputs, srv->report_check_ctx, err);
-        if (rc) return rc;
-    }
-    if (srv->report_check && !json_is_false(json_object_get(o, "staged")) &&
-        srv->report_check(srv, job, r, why, srv->report_check_ctx) != KILN_OK) {
+    if (!srv->report_vet) return KILN_OK;
+    int rc = srv->report_vet(srv, job, r, !json_is_false(json_object_get(o, "staged")), why,
+                             srv->report_vet_ctx, err);
+    if (rc) return rc;
+    if (why->msg[0]) {
         r->exit_code = -1;
         r->infra = 0;
         r->reason = why->msg;

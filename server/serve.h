@@ -166,16 +166,16 @@ struct kiln_server {
      * catalog names where a test stage substitutes its inputs). NULL: none. */
     void (*lease_extra)(struct kiln_server *srv, json_t *lease, void *ctx);
     void *lease_extra_ctx;
-    /* Two report hooks of the catalog, one context (report_check_ctx):
-     * report_refuse refuses a report outright (its error becomes the HTTP
-     * answer: a build naming outputs staged for another job); report_check
-     * fails the stage with its sentence (a build's outputs must be staged,
-     * since the test host substitutes them from the server). NULL: none. */
-    int (*report_refuse)(struct kiln_server *srv, int64_t job, json_t *outputs, void *ctx,
-                         struct kiln_error *err);
-    int (*report_check)(struct kiln_server *srv, int64_t job, const struct kiln_report *r,
-                        struct kiln_error *err, void *ctx);
-    void *report_check_ctx;
+    /* The catalog's say on a parsed report, before it is applied (ctx:
+     * report_vet_ctx). A return other than KILN_OK refuses the report: its
+     * error is the HTTP answer (a build naming outputs staged for another
+     * job). KILN_OK with fail->msg set fails the stage with that sentence (a
+     * build whose outputs are not on the server, since the test host
+     * substitutes them from there; not held against a worker that stages
+     * nothing, staged = 0). NULL: none. */
+    int (*report_vet)(struct kiln_server *srv, int64_t job, const struct kiln_report *r, int staged,
+                      struct kiln_error *fail, void *ctx, struct kiln_error *err);
+    void *report_vet_ctx;
     /* Job-change hooks read the "job" events past job_cursor (the events
      * table is the one ordered record of what committed). */
     int njob_hooks, in_job_hooks;
