@@ -108,6 +108,7 @@ function parseWhere(s) {
 
 // ---- store ----
 const jobs = new Map();
+const auditLog = [];
 const events = [];
 let nextEventId = 1;
 let nextJobId = 1;
@@ -341,6 +342,25 @@ function queueJobs(u) {
   return { jobs: all.slice(0, limit), total: all.length, truncated: all.length > limit };
 }
 
+// Releases (docs/API.md "Releases"): the vllm jobs of main at the mock's
+// commit make the open one, held while any of them failed; two older ones
+// stand for a published and a superseded commit.
+function releases() {
+  const mine = [...jobs.values()].filter((j) => j.recipe === 'vllm' && j.branch === 'main' && j.commit);
+  const failed = mine.filter((j) => j.state === 'failed' || j.state === 'cancelled');
+  const passed = mine.filter((j) => j.state === 'succeeded').length;
+  const t0 = Date.now() / 1000;
+  const open = {
+    id: 3, branch: 'main', commit: mine.length ? mine[0].commit : '6232e786755296bd0c4f1d1e3b7a92f0aa11c3d4', state: 'open',
+    status: failed.length ? 'held' : passed === mine.length ? 'complete' : 'pending', created_at: t0 - 3600, completed_at: null,
+    superseded_by: null, targets: null, variants_total: mine.length, variants_passed: passed,
+    held_by: failed.slice(0, 3).map((j) => ({ job: j.id, name: j.name, state: j.state, failed_stage: j.failed_stage || null, reason: j.reason || null, recipe: j.recipe })),
+  };
+  return [open,
+    { id: 2, branch: 'main', commit: '1f0c9e2b7d4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e', state: 'complete', status: 'complete', created_at: t0 - 86400 * 2, completed_at: t0 - 86400 * 2 + 30000, superseded_by: null, targets: null, variants_total: 98, variants_passed: 98, held_by: [] },
+    { id: 1, branch: 'main', commit: '9a8b7c6d5e4f30211f0e9d8c7b6a5f4e3d2c1b0a', state: 'superseded', status: 'superseded', created_at: t0 - 86400 * 3, completed_at: null, superseded_by: 2, targets: null, variants_total: 98, variants_passed: 61, held_by: [] }];
+}
+
 function listJobs(u) {
   const p = u.searchParams;
   const f = {
@@ -397,7 +417,20 @@ async function handle(req, res) {
   }
   if (!p.startsWith('/api/v1/')) return fail(res, 404, 'not_found', `no route ${p}`);
   const parts = p.slice(8).split('/').filter(Boolean);
+  // The audit log records every state-changing request, refused ones too.
+  if (m !== 'GET') {
+    const ok = authed(req);
+    auditLog.push({ id: auditLog.length + 1, at: Date.now() / 1000, token_id: ok ? 1 : null, role: ok ? 'admin' : null, peer: '127.0.0.1', method: m, path: p, outcome: ok ? 'allowed' : '401' });
+  }
   if (m !== 'GET' && !authed(req)) return fail(res, 401, 'unauthorized', 'this action needs a token');
+  if (parts[0] === 'audit' && m === 'GET') {
+    if (!authed(req)) return fail(res, 401, 'unauthorized', 'the audit log needs an admin token');
+    const limit = Math.min(Number(u.searchParams.get('limit') || 100), 1000);
+    const before = Number(u.searchParams.get('before_id') || Infinity);
+    const rows = auditLog.filter((a) => a.id < before).reverse();
+    return send(res, 200, { audit: rows.slice(0, limit), next_before_id: rows.length > limit ? rows[limit - 1].id : null });
+  }
+  if (parts[0] === 'releases' && parts.length === 1 && m === 'GET') return send(res, 200, { releases: releases() });
 
   // events
   if (parts[0] === 'events' && m === 'GET') {

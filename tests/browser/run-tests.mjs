@@ -516,7 +516,7 @@ test('screenshots: every view at 1280 and 390 px', async () => {
     if (leased) {
       await w.log(leased, Array.from({ length: 40 }, (_, i) => `[${String(i * 7).padStart(4, '0')}s] building ${['torch', 'xformers', 'flashinfer', 'vllm'][i % 4]}: [${i * 12}/480] nvcc -gencode arch=compute_90,code=sm_90 csrc/attention/kernel_${i}.cu`).join('\n') + '\n');
     }
-    const views = [['queue', '#/queue'], ['matrix', '#/matrix?recipe=vllm&branch=main'], ['build', `#/build/${job.id}`], ['build-failed', '#/build/8'], ['workers', '#/workers'], ['catalog', '#/catalog'], ['submit', '#/submit?recipe=vllm&sm=90'], ['charts', '#/charts']];
+    const views = [['queue', '#/queue'], ['matrix', '#/matrix?recipe=vllm&branch=main'], ['build', `#/build/${job.id}`], ['build-failed', '#/build/8'], ['workers', '#/workers'], ['catalog', '#/catalog'], ['submit', '#/submit?recipe=vllm&sm=90'], ['charts', '#/charts'], ['releases', '#/releases']];
     let bytes = 0;
     for (const [wd, ht] of [[1280, 860], [390, 844]]) {
       const page = await openPage(browser, srv, '#/queue', { viewport: { width: wd, height: ht } });
@@ -543,7 +543,20 @@ test('screenshots: every view at 1280 and 390 px', async () => {
       noProblems(page);
       await page.close();
     }
-    figures.push(`screenshots: ${views.length * 2 + 2} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
+    // The audit log is an admin's view: its page holds a token.
+    for (const [wd, ht] of [[1280, 860], [390, 844]]) {
+      const page = await openPage(browser, srv, '#/audit', { viewport: { width: wd, height: ht }, token: 'kiln_screenshotadmin' });
+      await page.waitForSelector('#audit-table tbody tr', { timeout: 5000 });
+      await page.waitForTimeout(300);
+      const file = path.join(SHOTS, `audit-${wd}.png`);
+      await page.screenshot({ path: file, fullPage: false });
+      bytes += fs.statSync(file).size;
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(overflow <= 1, `audit: no horizontal page scroll at ${wd}px (${overflow})`);
+      noProblems(page);
+      await page.close();
+    }
+    figures.push(`screenshots: ${views.length * 2 + 4} PNGs, ${Math.round(bytes / 1024)} KiB total, in docs/screenshots/`);
   });
 });
 
