@@ -110,34 +110,20 @@ static json_t *col_real_or_null(sqlite3_stmt *s, int c)
                                                     : json_real(sqlite3_column_double(s, c));
 }
 
-/* First unfinished dependency's name, and how many there are. */
-static int pending_deps(struct kiln_jobs *j, int64_t id, char *first, size_t n, int *count,
-                        const char **first_state, struct kiln_error *err)
+/* The unfinished dependencies of one job, for its wait_reason: how many,
+ * and the first one's name. pending_note() takes its edges one by one in
+ * dependency-id order; the one rule of what counts: a dependency that is
+ * gone or succeeded does not. */
+struct pending {
+    int64_t job;
+    int count;
+    char first[256];
+};
+
+static void pending_note(struct pending *p, const char *name, const char *state)
 {
-    sqlite3_stmt *s;
-    int rc =
-        kiln_store_stmt(j->st,
-                        "SELECT d.name, d.state FROM job_edges e JOIN jobs d ON d.id = e.needs "
-                        "WHERE e.job = ? AND d.state != 'succeeded' ORDER BY d.id",
-                        &s, err);
-    if (rc) return rc;
-    sqlite3_bind_int64(s, 1, id);
-    *count = 0;
-    first[0] = '\0';
-    if (first_state) *first_state = NULL;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count == 0) {
-            snprintf(first, n, "%s", col_text(s, 0) ? col_text(s, 0) : "?");
-            if (first_state) {
-                const char *st = col_text(s, 1) ? col_text(s, 1) : "";
-                *first_state = kiln_job_state_final(st) ? "final" : "waiting";
-            }
-        }
-        (*count)++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return kiln_store_fail(j->st, rc, err, "reading dependencies");
-    return KILN_OK;
+    if (!state || !strcmp(state, "succeeded")) return;
+    if (p->count++ == 0) snprintf(p->first, sizeof p->first, "%s", name ? name : "?");
 }
 
 static json_t *row_to_json(struct kiln_jobs *j, sqlite3_stmt *s, double now)
@@ -271,10 +257,7 @@ static int finish_json(struct kiln_jobs *j, json_t *jobs, double now, int placer
 {
     size_t n = json_array_size(jobs);
     if (n == 0) return KILN_OK;
-    struct pend {
-        int count;
-        char first[256];
-    } *pd = calloc(n, sizeof *pd);
+    struct pending *pd = calloc(n, sizeof *pd);
     json_t *ids = json_array();
     char *ids_txt = NULL;
     int rc = KILN_OK;
@@ -312,10 +295,7 @@ static int finish_json(struct kiln_jobs *j, json_t *jobs, double now, int placer
         if (i == n || json_integer_value(json_object_get(o, "id")) != job) continue;
         json_array_append_new(json_object_get(o, "depends"),
                               json_integer(sqlite3_column_int64(s, 1)));
-        const char *st = col_text(s, 3);
-        if (!st || !strcmp(st, "succeeded")) continue; /* done, or gone */
-        if (pd[i].count++ == 0)
-            snprintf(pd[i].first, sizeof pd[i].first, "%s", col_text(s, 2) ? col_text(s, 2) : "?");
+        pending_note(&pd[i], col_text(s, 2), col_text(s, 3));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
@@ -739,12 +719,7 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
      * that already failed fails the new job at once. */
     json_array_foreach(ids, i, job)
     {
-        int64_t id = json_integer_value(job);
-        char first[256];
-        int count;
-        const char *fst;
-        if ((rc = pending_deps(j, id, first, sizeof first, &count, &fst, err))) goto fail;
-        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+        if ((rc = kiln_jobs_emit(j, json_integer_value(job), now, err))) goto fail;
     }
     json_array_foreach(ids, i, job)
     {
@@ -937,47 +912,38 @@ int kiln_jobs_list(struct kiln_jobs *j, const struct kiln_jobs_filter *f, json_t
 
 /* ---- the whole queue in one answer (kiln_jobs_queue) ---- */
 
-struct pending {
-    int64_t job;
-    int count;
-    char first[256];
-};
-
 struct pending_set {
     struct pending *v;
     size_t n, cap;
 };
 
-/* Unfinished dependencies of every waiting job, by job id ascending. */
+/* The unfinished dependencies of every waiting job that has any
+ * dependency, by job id ascending. */
 static int read_pending(struct kiln_jobs *j, struct pending_set *ps, struct kiln_error *err)
 {
     sqlite3_stmt *s;
     int rc = kiln_store_stmt(j->st,
-                             "SELECT e.job, d.name FROM jobs w JOIN job_edges e ON e.job = w.id "
-                             "JOIN jobs d ON d.id = e.needs WHERE w.state IN ('queued','built') "
-                             "AND d.state != 'succeeded' ORDER BY e.job, e.needs",
+                             "SELECT e.job, d.name, d.state FROM jobs w JOIN job_edges e ON "
+                             "e.job = w.id LEFT JOIN jobs d ON d.id = e.needs WHERE w.state IN "
+                             "('queued','built') ORDER BY e.job, e.needs",
                              &s, err);
     if (rc) return rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int64_t job = sqlite3_column_int64(s, 0);
-        if (ps->n && ps->v[ps->n - 1].job == job) {
-            ps->v[ps->n - 1].count++;
-            continue;
-        }
-        if (ps->n == ps->cap) {
-            size_t cap = ps->cap ? ps->cap * 2 : 64;
-            struct pending *v = realloc(ps->v, cap * sizeof *v);
-            if (!v) {
-                sqlite3_reset(s);
-                return kiln_fail(err, KILN_ENOMEM, "out of memory");
+        if (!ps->n || ps->v[ps->n - 1].job != job) {
+            if (ps->n == ps->cap) {
+                size_t cap = ps->cap ? ps->cap * 2 : 64;
+                struct pending *v = realloc(ps->v, cap * sizeof *v);
+                if (!v) {
+                    sqlite3_reset(s);
+                    return kiln_fail(err, KILN_ENOMEM, "out of memory");
+                }
+                ps->v = v;
+                ps->cap = cap;
             }
-            ps->v = v;
-            ps->cap = cap;
+            ps->v[ps->n++] = (struct pending){.job = job};
         }
-        struct pending *p = &ps->v[ps->n++];
-        p->job = job;
-        p->count = 1;
-        snprintf(p->first, sizeof p->first, "%s", col_text(s, 1) ? col_text(s, 1) : "?");
+        pending_note(&ps->v[ps->n - 1], col_text(s, 1), col_text(s, 2));
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? KILN_OK : kiln_store_fail(j->st, rc, err, "reading dependencies");

@@ -559,6 +559,27 @@ static void test_fifo_first_fit(void **state)
     kiln_placer_free(p);
 }
 
+/* One host with two slots of 16 cores; n independent 4 h builds (128 GiB,
+ * ids 10..) and one 3 h build (64 GiB, another class, id 1) that heads a
+ * chain of chain_h hours. */
+static struct kiln_placer *slack_farm(int n, int chain_h)
+{
+    struct kiln_error err = {0};
+    struct kiln_placer *p = placer(KILN_POLICY_KILN);
+    struct kiln_pworker w = worker(1, "b", "x86_64-linux", 32, 262144);
+    assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
+    for (int i = 0; i < n; i++) {
+        struct kiln_pitem v = build(10 + i, "x86_64-linux", 16, 131072);
+        v.est_s = 4 * 3600;
+        assert_int_equal(kiln_placer_add(p, &v, &err), 0);
+    }
+    struct kiln_pitem pt = build(1, "x86_64-linux", 16, 65536);
+    pt.est_s = 3 * 3600;
+    pt.crit_s = chain_h * 3600;
+    assert_int_equal(kiln_placer_add(p, &pt, &err), 0);
+    return p;
+}
+
 /* Slack (placement.c, compute_slack): builds whose critical path ends well
  * before the platform's hosts run dry go longest first, so the short ones
  * fill the end; a build whose chain reaches that horizon goes first. The old
@@ -567,24 +588,10 @@ static void test_fifo_first_fit(void **state)
 static void test_slack_longest_first(void **state)
 {
     (void)state;
-    struct kiln_error err = {0};
     struct kiln_assignment out[8];
     for (int round = 0; round < 2; round++) {
-        struct kiln_placer *p = placer(KILN_POLICY_KILN);
-        /* two slots of 16 cores */
-        struct kiln_pworker w = worker(1, "b", "x86_64-linux", 32, 262144);
-        assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
-        /* four independent 4 h builds (128 GiB) and one 3 h build (64 GiB,
-           another class) that heads a 5 h chain, or an 8 h one */
-        for (int i = 0; i < 4; i++) {
-            struct kiln_pitem v = build(10 + i, "x86_64-linux", 16, 131072);
-            v.est_s = 4 * 3600;
-            assert_int_equal(kiln_placer_add(p, &v, &err), 0);
-        }
-        struct kiln_pitem pt = build(1, "x86_64-linux", 16, 65536);
-        pt.est_s = 3 * 3600;
-        pt.crit_s = (round ? 8 : 5) * 3600;
-        assert_int_equal(kiln_placer_add(p, &pt, &err), 0);
+        /* four 4 h builds beside a 5 h chain, or an 8 h one */
+        struct kiln_placer *p = slack_farm(4, round ? 8 : 5);
         /* horizon: 16 cores x (4 x 4 h + the chain) over 32 cores = 10.5 h
            (5 h chain) or 12 h (8 h chain); minus the longest item (4 h):
            6.5 h, so the 5 h chain has slack, or 8 h, so the 8 h one is urgent */
@@ -601,18 +608,7 @@ static void test_slack_longest_first(void **state)
        urgent: 3 h build + 2 h dependent beside two 4 h builds on two slots
        (horizon 6.5 h - 4 h = 2.5 h <= 5 h) - the critical-path order, which
        ends at 7 h where longest-first would end at 9 h */
-    struct kiln_placer *p = placer(KILN_POLICY_KILN);
-    struct kiln_pworker w = worker(1, "b", "x86_64-linux", 32, 262144);
-    assert_int_equal(kiln_placer_set_worker(p, &w, &err), 0);
-    for (int i = 0; i < 2; i++) {
-        struct kiln_pitem v = build(10 + i, "x86_64-linux", 16, 131072);
-        v.est_s = 4 * 3600;
-        assert_int_equal(kiln_placer_add(p, &v, &err), 0);
-    }
-    struct kiln_pitem pt = build(1, "x86_64-linux", 16, 65536);
-    pt.est_s = 3 * 3600;
-    pt.crit_s = 5 * 3600;
-    assert_int_equal(kiln_placer_add(p, &pt, &err), 0);
+    struct kiln_placer *p = slack_farm(2, 5);
     assert_int_equal(dispatch(p, 0, out, 8), 2);
     assert_int_equal(out[0].job_id, 1);
     kiln_placer_free(p);
