@@ -12,6 +12,8 @@
  * submitter sends S jobs per POST /jobs {"jobs":[...]} (only with S > 1).
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1] [S=1]
+ *
+ * DISPATCH_ONLY_GROUP=1 runs only the group-commit run (for a profile).
  */
 #include "common/clock.h"
 #include "common/httpc.h"
@@ -257,6 +259,7 @@ static struct result one_run(int long_poll, int batch, int batch_report, int sba
     uv_async_init(&v->loop, &v->stop, on_stop);
     v->stop.data = v;
     pthread_create(&v->th, NULL, loop_main, v);
+    pthread_setname_np(v->th, "kiln-serve"); /* perf report --comm kiln-serve */
 
     pthread_t *ths = calloc((size_t)w, sizeof *ths);
     struct wctx *wc = calloc((size_t)w, sizeof *wc);
@@ -331,6 +334,12 @@ int main(int argc, char **argv)
     printf("dispatch bench: %d no-op jobs, %d workers, %d latency samples (loopback HTTP, real "
            "store)\n",
            n, w, m);
+    if (getenv("DISPATCH_ONLY_GROUP") && bt > 1 && sb > 1) { /* for perf: the last run only */
+        struct result kg = one_run(1, bt, 1, sb, n, w, m);
+        printf("kiln group commit (S=%-4d) %8.1f jobs/s   server CPU %6.0f us/job\n", sb,
+               kg.jobs_per_s, kg.srv_cpu_us);
+        return 0;
+    }
     struct result k = one_run(1, 1, 0, 1, n, w, m);
     printf("kiln (long-poll lease):   %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f ms"
            "   server CPU %6.0f us/job (%6.0f jobs/s per core)\n",

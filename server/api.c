@@ -589,7 +589,6 @@ struct lease_wait {
     struct kiln_waiter *w;
     int64_t worker_id;
     struct kiln_offer offer;
-    int max; /* ?max=N: up to N jobs in one answer (issue 18) */
     int in_call;
     int answered;
 };
@@ -610,70 +609,19 @@ static void lease_secrets(struct kiln_server *srv, json_t *job)
     json_decref(vals);
 }
 
-static void take_answer(void *arg, int status, json_t *body)
-{
-    json_t **out = arg;
-    if (status == 200)
-        *out = body;
-    else
-        json_decref(body);
-}
-
-/* A batch lease: after the first job, what is left of the offer is matched
- * again at once (no waiting), up to lw->max jobs, each committed like a
- * single lease. One round trip then starts several jobs; the answer keeps
- * "job" (the first) for agents that read only that, and lists all in "jobs". */
-static void lease_more(struct lease_wait *lw, json_t *body)
-{
-    json_t *jobs = json_array(), *first = json_object_get(body, "job");
-    if (!jobs || json_array_append(jobs, first)) {
-        json_decref(jobs);
-        return;
-    }
-    struct kiln_offer off = lw->offer;
-    json_t *job = first;
-    for (int k = 1; k < lw->max && job; k++) {
-        int64_t cores = json_integer_value(json_object_get(job, "cores"));
-        int64_t ram = json_integer_value(json_object_get(job, "ram_mb"));
-        json_t *g = json_object_get(job, "gpu_index");
-        if (off.free_cores >= 0)
-            off.free_cores = off.free_cores > cores ? off.free_cores - (int)cores : 0;
-        if (off.free_ram_mb >= 0)
-            off.free_ram_mb = off.free_ram_mb > ram ? off.free_ram_mb - ram : 0;
-        if (json_is_integer(g) && off.gpus_given) {
-            int n = 0;
-            for (int i = 0; i < off.nfree_gpus; i++)
-                if (off.free_gpus[i] != (int)json_integer_value(g))
-                    off.free_gpus[n++] = off.free_gpus[i];
-            off.nfree_gpus = n;
-        }
-        if (off.free_cores == 0 || off.free_ram_mb == 0) break;
-        json_t *more = NULL;
-        kiln_dispatch_wait(lw->srv->dispatch, lw->worker_id, &off, 0, take_answer, &more);
-        job = json_object_get(more, "job");
-        if (json_is_object(job)) lease_secrets(lw->srv, job); /* as for the first */
-        if (job && !json_array_append(jobs, job))
-            lw->srv->m.leases++;
-        else
-            job = NULL;
-        json_decref(more);
-    }
-    /* A nested lease may take a job the current placement pass meant for
-     * another waiter: that waiter gets the next pass instead of waiting. */
-    if (json_array_size(jobs) > 1) kiln_dispatch_kick(lw->srv->dispatch);
-    json_object_set_new(body, "jobs", jobs);
-}
-
 static void lease_answer(void *arg, int status, json_t *body)
 {
     struct lease_wait *lw = arg;
-    if (status == 200 && json_is_object(json_object_get(body, "job")))
-        lease_secrets(lw->srv, json_object_get(body, "job"));
     lw->answered = 1;
     if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
-    if (status == 200 && json_object_get(body, "job")) {
-        lw->srv->m.leases++;
-        if (lw->max > 1) lease_more(lw, body);
+    if (status == 200 && json_is_object(json_object_get(body, "job"))) {
+        /* "jobs" (a batch lease, ?max= > 1) holds "job" too */
+        json_t *jobs = json_object_get(body, "jobs");
+        size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
+        if (!n) lease_secrets(lw->srv, json_object_get(body, "job"));
+        for (size_t i = 0; i < n; i++)
+            lease_secrets(lw->srv, json_array_get(jobs, i));
+        lw->srv->m.leases += n ? n : 1;
     }
     if (status == 204)
         kiln_http_respond(lw->req, 204, NULL, NULL, NULL, 0);
@@ -746,10 +694,9 @@ static void h_lease(struct ctx *c)
     lw->req = c->req;
     lw->worker_id = c->id;
     lw->offer = off;
-    lw->max = (int)max;
     lw->in_call = 1;
-    struct kiln_waiter *wt =
-        kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (unsigned)wait * 1000u, lease_answer, lw);
+    struct kiln_waiter *wt = kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (int)max,
+                                                (unsigned)wait * 1000u, lease_answer, lw);
     lw->in_call = 0;
     if (!wt) {
         free(lw);

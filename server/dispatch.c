@@ -66,6 +66,7 @@ static void keyset_sort(struct keyset *s)
 struct asking {
     int64_t worker_id;
     const struct kiln_offer *offer;
+    int max; /* jobs it takes in this pass */
 };
 
 /* The placer and what the glue knows it holds (sorted key sets). */
@@ -144,7 +145,7 @@ static int feed_event(struct feed *f, const struct kiln_trace_event *ev, size_t 
 }
 
 static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer *o, int asking,
-                       struct kiln_pworker *pw)
+                       int max, struct kiln_pworker *pw)
 {
     memset(pw, 0, sizeof *pw);
     pw->id = w->id;
@@ -174,9 +175,9 @@ static void to_pworker(const struct kiln_worker_info *w, const struct kiln_offer
                                                 : KILN_PW_OFFLINE;
     pw->healthy = !w->mem_pressure;
     /* Only a worker asking now takes work (an agent keeps a lease request
-     * open whenever it has room), and one job per request: the next item in
-     * the same pass goes to another asking worker, not to this one later. */
-    pw->max_new = asking ? 1 : -1;
+     * open whenever it has room), and at most the jobs it asked for (?max=,
+     * 1 by default): the rest of the pass goes to other asking workers. */
+    pw->max_new = asking ? (max > 0 ? max : 1) : -1;
 }
 
 static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
@@ -367,14 +368,15 @@ static int sync_workers(struct feed *f, double now, const struct asking *ask, in
     int rc = kiln_registry_all(f->j, &ws, &nw, err);
     for (int i = 0; !rc && i < nw; i++) {
         const struct kiln_offer *o = NULL;
-        int asking = 0;
+        int asking = 0, max = 1;
         for (int k = 0; k < nask; k++)
             if (ask[k].worker_id == ws[i].id) {
                 o = ask[k].offer;
                 asking = 1;
+                max = ask[k].max;
             }
         struct kiln_trace_event ev = {.kind = KILN_TEV_WORKER, .t = now};
-        to_pworker(&ws[i], o, asking, &ev.w);
+        to_pworker(&ws[i], o, asking, max, &ev.w);
         rc = feed_event(f, &ev, NULL, err);
     }
     free(ws);
@@ -514,7 +516,7 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
     kiln_policy_default(&pol);
     struct feed f;
     int rc = feed_init(&f, j, &pol, NULL, err);
-    struct asking ask = {w->id, o};
+    struct asking ask = {w->id, o, 1};
     const struct kiln_assignment *as;
     size_t n = 0;
     if (!rc) rc = feed_pass(&f, now, &ask, 1, &as, &n, err);
@@ -546,6 +548,7 @@ struct kiln_waiter {
     struct kiln_waiter *next, *prev;
     int64_t worker_id;
     struct kiln_offer offer;
+    int max;
     kiln_waiter_cb cb;
     void *arg;
     uv_timer_t timer;
@@ -647,7 +650,7 @@ static void run_pass(struct kiln_dispatch *d)
     struct asking ask[256];
     int nask = 0;
     for (struct kiln_waiter *w = d->head; w && nask < 256; w = w->next)
-        ask[nask++] = (struct asking){w->worker_id, &w->offer};
+        ask[nask++] = (struct asking){w->worker_id, &w->offer, w->max};
     const struct kiln_assignment *as;
     size_t n = 0;
     struct kiln_error err = {0};
@@ -666,19 +669,47 @@ static void run_pass(struct kiln_dispatch *d)
         arm_wakeup(d);
         return;
     }
-    for (size_t k = 0; k < n; k++) {
+    /* Each asking worker's share of the decisions: one transaction leases
+     * them all, and one answer carries them. */
+    struct kiln_lease_item *items = n ? calloc(n, sizeof *items) : NULL;
+    for (size_t k = 0; items && k < n; k++) {
+        int seen = 0;
+        for (size_t p = 0; p < k && !seen; p++)
+            seen = as[p].worker_id == as[k].worker_id;
         struct kiln_waiter *w = d->head;
         while (w && w->worker_id != as[k].worker_id)
             w = w->next;
-        if (!w) continue; /* cannot happen: only asking workers take work */
-        json_t *l = NULL;
+        if (seen || !w) continue; /* !w cannot happen: only asking workers take work */
+        size_t ni = 0;
+        for (size_t p = k; p < n; p++)
+            if (as[p].worker_id == w->worker_id)
+                items[ni++] =
+                    (struct kiln_lease_item){.job = as[p].job_id, .gpu_index = as[p].gpu_index};
         struct kiln_error e2 = {0};
         /* A failed lease (raced with a cancel) is seen as ended next pass. */
-        if (d->lease_fn(d->lease_ctx, as[k].job_id, w->worker_id, as[k].gpu_index, &l, &e2))
+        if (d->lease_fn(d->lease_ctx, w->worker_id, ni, items, &e2)) continue;
+        json_t *jobs = json_array();
+        for (size_t i = 0; i < ni; i++) {
+            if (!items[i].lease) continue;
+            if (jobs)
+                json_array_append_new(jobs, items[i].lease); /* takes it, even on failure */
+            else
+                json_decref(items[i].lease);
+        }
+        if (!json_array_size(jobs)) { /* every lease failed: the worker keeps waiting */
+            json_decref(jobs);
             continue;
-        json_t *lease = json_pack("{s:o}", "job", l);
-        if (lease) answer(d, w, 200, lease);
+        }
+        json_t *first = json_array_get(jobs, 0), *body;
+        if (w->max > 1) {
+            body = json_pack("{s:O,s:o}", "job", first, "jobs", jobs);
+        } else {
+            body = json_pack("{s:O}", "job", first);
+            json_decref(jobs);
+        }
+        if (body) answer(d, w, 200, body);
     }
+    free(items);
     arm_wakeup(d);
 }
 
@@ -778,7 +809,7 @@ int kiln_dispatch_waiting(const struct kiln_dispatch *d)
 }
 
 struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_id,
-                                       const struct kiln_offer *o, unsigned wait_ms,
+                                       const struct kiln_offer *o, int max, unsigned wait_ms,
                                        kiln_waiter_cb cb, void *arg)
 {
     struct kiln_worker_info wi;
@@ -804,6 +835,7 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     w->d = d;
     w->worker_id = worker_id;
     w->offer = *o;
+    w->max = max < 1 ? 1 : max;
     w->cb = cb;
     w->arg = arg;
     w->timer.data = w;

@@ -45,9 +45,11 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
                         const struct kiln_offer *o, double now, int64_t *job_id, int *gpu_index,
                         struct kiln_error *err);
 
-/* Commit a lease (store transaction) and build the response object. */
-typedef int (*kiln_lease_fn)(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index,
-                             json_t **lease, struct kiln_error *err);
+/* Commit the leases of n jobs to one worker (one store transaction,
+ * kiln_jobs_lease_batch): each item gets its response object or its own
+ * rc and err. */
+typedef int (*kiln_lease_fn)(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_item *items,
+                             struct kiln_error *err);
 /* Result for a waiter: status 200 with body (ownership passes), or 204 and
  * NULL when the wait expired. Called exactly once unless unwaited. */
 typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
@@ -68,10 +70,13 @@ int kiln_dispatch_new(uv_loop_t *loop, struct kiln_jobs *j, const struct kiln_po
 /* Answers no waiter; closes handles (memory freed once the loop runs them). */
 void kiln_dispatch_free(struct kiln_dispatch *d);
 
-/* Returns NULL when cb has already been called (matched at once, wait_ms 0,
+/* A worker asks for up to max jobs (1..64) that fit its offer. One
+ * placement pass decides them all and one transaction leases them; the
+ * answer is {"job": first} and, with max > 1, also "jobs": [all].
+ * Returns NULL when cb has already been called (matched at once, wait_ms 0,
  * or an error: 503). Otherwise the waiter handle for kiln_dispatch_unwait. */
 struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_id,
-                                       const struct kiln_offer *o, unsigned wait_ms,
+                                       const struct kiln_offer *o, int max, unsigned wait_ms,
                                        kiln_waiter_cb cb, void *arg);
 /* The client went away: drop the waiter without calling cb. */
 void kiln_dispatch_unwait(struct kiln_dispatch *d, struct kiln_waiter *w);

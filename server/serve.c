@@ -163,34 +163,43 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
 
 /* --- glue --- */
 
-static int lease_fn(void *ctx, int64_t job_id, int64_t worker_id, int gpu_index, json_t **lease,
+static int lease_fn(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_item *items,
                     struct kiln_error *err)
 {
     struct kiln_server *s = ctx;
-    int64_t attempt;
-    const char *state;
-    int rc = kiln_jobs_log_state(&s->jobs, job_id, &attempt, NULL, &state, err);
-    if (rc) return rc;
     struct kiln_worker_info w;
-    if ((rc = kiln_registry_get(&s->jobs, worker_id, &w, err))) return rc;
-    /* The attempt's log starts after its marker line, which is written with
-     * the attempt's first byte (kiln_logs_open_attempt): no file per lease. */
-    char line[300];
-    int64_t size;
-    if ((rc = kiln_logs_size(s->logs, job_id, &size, err))) return rc;
-    int len = kiln_logs_marker(line, sizeof line, attempt + 1,
-                               !strcmp(state, "built") ? "test" : "build", w.name, size > 0);
-    if (len < 0) return kiln_fail(err, KILN_ELIMIT, "worker name too long for the log marker");
-    size += len;
-    rc = kiln_jobs_lease(&s->jobs, job_id, worker_id, gpu_index, size, kiln_clock_wall(), lease,
-                         err);
-    if (rc == KILN_OK) {
-        kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)job_id,
-                 (long long)(attempt + 1), w.name);
-        kiln_logs_notify(s->logs, job_id);
-        if (s->lease_extra) s->lease_extra(s, *lease, s->lease_extra_ctx);
+    int rc = kiln_registry_get(&s->jobs, worker_id, &w, err);
+    if (rc) return rc;
+    /* Each attempt's log starts after its marker line, which is written
+     * with the attempt's first byte (kiln_logs_open_attempt): no file per
+     * lease. The reads share one snapshot. */
+    int opened = kiln_store_read_begin(s->jobs.st);
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_lease_item *it = &items[i];
+        int64_t attempt, size;
+        const char *state;
+        char line[300];
+        if ((it->rc = kiln_jobs_log_state(&s->jobs, it->job, &attempt, NULL, &state, &it->err)) ||
+            (it->rc = kiln_logs_size(s->logs, it->job, &size, &it->err)))
+            continue;
+        int len = kiln_logs_marker(line, sizeof line, attempt + 1,
+                                   !strcmp(state, "built") ? "test" : "build", w.name, size > 0);
+        if (len < 0)
+            it->rc = kiln_fail(&it->err, KILN_ELIMIT, "worker name too long for the log marker");
+        it->log_base = size + len;
     }
-    return rc;
+    kiln_store_read_end(s->jobs.st, opened);
+    if ((rc = kiln_jobs_lease_batch(&s->jobs, n, items, worker_id, kiln_clock_wall(), err)))
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].lease) continue;
+        kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s",
+                 (long long)items[i].job,
+                 (long long)json_integer_value(json_object_get(items[i].lease, "attempt")), w.name);
+        kiln_logs_notify(s->logs, items[i].job);
+        if (s->lease_extra) s->lease_extra(s, items[i].lease, s->lease_extra_ctx);
+    }
+    return KILN_OK;
 }
 
 static void default_publish(struct kiln_server *srv, int64_t job, void *ctx)

@@ -394,7 +394,7 @@ static void rearm_pool(struct pool *p)
         p->want_wait = 0;
         struct kiln_offer off = {.free_cores = -1, .free_ram_mb = -1};
         p->waiter =
-            kiln_dispatch_wait(srv->dispatch, p->worker_id, &off, LEASE_WAIT_MS, on_lease, p);
+            kiln_dispatch_wait(srv->dispatch, p->worker_id, &off, 1, LEASE_WAIT_MS, on_lease, p);
     }
     if (guard) kiln_events_notify(srv->events);
 }

@@ -345,15 +345,25 @@ int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_err
     return get_at(j, id, kiln_clock_wall(), 1, out, err);
 }
 
-int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+/* The job's event; *keep (if not NULL) gets the job object it carries. */
+static int emit_keep(struct kiln_jobs *j, int64_t id, double now, json_t **keep,
+                     struct kiln_error *err)
 {
     json_t *o = NULL;
     int rc = get_at(j, id, now, 0, &o, err);
     if (rc) return rc;
     /* Internal bookkeeping stays out of the event stream. */
     rc = kiln_store_event(j->st, "job", o, now, err);
-    json_decref(o);
+    if (!rc && keep)
+        *keep = o;
+    else
+        json_decref(o);
     return rc;
+}
+
+int kiln_jobs_emit(struct kiln_jobs *j, int64_t id, double now, struct kiln_error *err)
+{
+    return emit_keep(j, id, now, NULL, err);
 }
 
 #define NEEDS_COLS                                                                                 \
@@ -411,47 +421,31 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
     *n = 0;
     /* The head (best PER_CLASS runnable jobs) of every resource class: that
      * is all placement needs - the rest of a class waits behind its head -
-     * and a class no host can run never hides the others behind it. Both
-     * queries read the jobs_class index in order (no sort, no table scan of
-     * finished jobs). */
+     * and a class no host can run never hides the others behind it. The
+     * classes come from skipping through the jobs_class index (state,
+     * class_key, ...) one class at a time, so the cost grows with the
+     * number of classes, not with the queue; each head is an index walk in
+     * priority order. */
     static const char *states[] = {"built", "queued"};
     for (int si = 0; si < 2 && *n < max; si++) {
         sqlite3_stmt *cls;
-        int rc = kiln_store_stmt(j->st,
-                                 "SELECT stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
-                                 "driver_min, want_worker FROM jobs WHERE state = ? GROUP BY "
-                                 "stage, platform, cores, ram_mb, isa, gpu_sm, sm_compat, "
-                                 "driver_min, want_worker LIMIT ?",
-                                 &cls, err);
+        int rc = kiln_store_stmt(
+            j->st,
+            "WITH RECURSIVE k(key) AS (SELECT (SELECT class_key FROM jobs INDEXED BY jobs_class "
+            "WHERE state = ?1 ORDER BY class_key LIMIT 1) UNION ALL SELECT (SELECT class_key FROM "
+            "jobs INDEXED BY jobs_class WHERE state = ?1 AND class_key > k.key ORDER BY class_key "
+            "LIMIT 1) FROM k WHERE k.key IS NOT NULL LIMIT ?2) SELECT key FROM k WHERE key IS NOT "
+            "NULL",
+            &cls, err);
         if (rc) return rc;
         sqlite3_bind_text(cls, 1, states[si], -1, SQLITE_STATIC);
-        sqlite3_bind_int(cls, 2, MAX_CLASSES);
-        struct {
-            char stage[16], platform[64], isa[32], gpu_sm[16], worker[64];
-            int has_isa, has_sm, has_drv, has_worker;
-            int64_t cores, ram;
-            int sm_compat, drv;
-        } c[MAX_CLASSES];
+        sqlite3_bind_int(cls, 2, MAX_CLASSES + 1);
+        char key[MAX_CLASSES][512]; /* a key is at most ~400 bytes (jobspec.c bounds) */
         int nc = 0;
         while (nc < MAX_CLASSES && (rc = sqlite3_step(cls)) == SQLITE_ROW) {
-            snprintf(c[nc].stage, sizeof c[nc].stage, "%s",
-                     col_text(cls, 0) ? col_text(cls, 0) : "");
-            snprintf(c[nc].platform, sizeof c[nc].platform, "%s",
-                     col_text(cls, 1) ? col_text(cls, 1) : "");
-            c[nc].cores = sqlite3_column_int64(cls, 2);
-            c[nc].ram = sqlite3_column_int64(cls, 3);
-            c[nc].has_isa = col_text(cls, 4) != NULL;
-            snprintf(c[nc].isa, sizeof c[nc].isa, "%s", col_text(cls, 4) ? col_text(cls, 4) : "");
-            c[nc].has_sm = col_text(cls, 5) != NULL;
-            snprintf(c[nc].gpu_sm, sizeof c[nc].gpu_sm, "%s",
-                     col_text(cls, 5) ? col_text(cls, 5) : "");
-            c[nc].sm_compat = sqlite3_column_int(cls, 6);
-            c[nc].has_drv = sqlite3_column_type(cls, 7) != SQLITE_NULL;
-            c[nc].drv = sqlite3_column_int(cls, 7);
-            c[nc].has_worker = col_text(cls, 8) != NULL;
-            snprintf(c[nc].worker, sizeof c[nc].worker, "%s",
-                     col_text(cls, 8) ? col_text(cls, 8) : "");
-            nc++;
+            const char *k = col_text(cls, 0);
+            /* never true with jobspec's bounds; a cut key would match nothing */
+            if (k && strlen(k) < sizeof key[nc]) snprintf(key[nc++], sizeof key[0], "%s", k);
         }
         sqlite3_reset(cls);
         if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -461,27 +455,16 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
             if ((rc = kiln_store_stmt(
                      j->st,
                      "SELECT " NEEDS_COLS
-                     " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND stage = ?2 AND "
-                     "platform = ?3 AND cores = ?4 AND ram_mb = ?5 AND isa IS ?6 AND gpu_sm IS ?7 "
-                     "AND sm_compat = ?8 AND driver_min IS ?9 AND want_worker IS ?12 AND "
-                     "not_before <= ?10 AND NOT "
-                     "EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE "
-                     "e.job = j.id AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT "
-                     "?11",
+                     " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND class_key = ?2 AND "
+                     "not_before <= ?3 AND NOT EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON "
+                     "d.id = e.needs WHERE e.job = j.id AND d.state != 'succeeded') ORDER BY "
+                     "priority DESC, id LIMIT ?4",
                      &s, err)))
                 return rc;
             sqlite3_bind_text(s, 1, states[si], -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 2, c[k].stage, -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 3, c[k].platform, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 4, c[k].cores);
-            sqlite3_bind_int64(s, 5, c[k].ram);
-            if (c[k].has_isa) sqlite3_bind_text(s, 6, c[k].isa, -1, SQLITE_STATIC);
-            if (c[k].has_sm) sqlite3_bind_text(s, 7, c[k].gpu_sm, -1, SQLITE_STATIC);
-            sqlite3_bind_int(s, 8, c[k].sm_compat);
-            if (c[k].has_drv) sqlite3_bind_int(s, 9, c[k].drv);
-            sqlite3_bind_double(s, 10, now);
-            sqlite3_bind_int(s, 11, PER_CLASS);
-            if (c[k].has_worker) sqlite3_bind_text(s, 12, c[k].worker, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, key[k], -1, SQLITE_STATIC);
+            sqlite3_bind_double(s, 3, now);
+            sqlite3_bind_int(s, 4, PER_CLASS);
             while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
                 needs_from_row(s, &out[(*n)++]);
             sqlite3_reset(s);
@@ -1307,14 +1290,15 @@ double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now)
     return t;
 }
 
-int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_index,
+/* One lease inside the caller's transaction: the state change, its event,
+ * and the lease object built from the same job object the event carries. */
+static int lease_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_index,
                     int64_t log_base, double now, json_t **lease_out, struct kiln_error *err)
 {
     *lease_out = NULL;
-    int rc = kiln_store_begin(j->st, err);
-    if (rc) return rc;
     struct jrow r;
-    if ((rc = load_row(j, id, &r, err))) goto fail;
+    int rc = load_row(j, id, &r, err);
+    if (rc) return rc;
     const char *next;
     if (!strcmp(r.state, "queued"))
         next = "building";
@@ -1322,15 +1306,17 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
         next = "testing";
     else {
         rc = kiln_fail(err, KILN_ESTATE, "job %lld is %s, not waiting", (long long)id, r.state);
-        goto fail;
+        free_row(&r);
+        return rc;
     }
+    free_row(&r);
     sqlite3_stmt *s;
     if ((rc = kiln_store_stmt(j->st,
                               "UPDATE jobs SET state = ?, attempt = attempt + 1, worker_id = ?, "
                               "gpu_index = ?, started_at = COALESCE(started_at, ?), "
                               "stage_started_at = ?, log_base = ? WHERE id = ?",
                               &s, err)))
-        goto fail;
+        return rc;
     sqlite3_bind_text(s, 1, next, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, worker_id);
     if (gpu_index >= 0)
@@ -1341,14 +1327,13 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
     sqlite3_bind_double(s, 5, now);
     sqlite3_bind_int64(s, 6, log_base);
     sqlite3_bind_int64(s, 7, id);
-    if ((rc = kiln_store_step_done(j->st, s, err, "leasing a job"))) goto fail;
-    if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    if ((rc = kiln_store_step_done(j->st, s, err, "leasing a job"))) return rc;
     json_t *o = NULL;
-    if ((rc = get_at(j, id, now, 0, &o, err))) goto fail;
+    if ((rc = emit_keep(j, id, now, &o, err))) return rc;
     struct kiln_stage_needs nd;
     if ((rc = kiln_jobs_needs(j, id, &nd, err))) {
         json_decref(o);
-        goto fail;
+        return rc;
     }
     json_t *lease = json_pack(
         "{s:O,s:O,s:O,s:O,s:O,s:O,s:i,s:I,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "id",
@@ -1362,21 +1347,50 @@ int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_
         json_object_get(json_object_get(o, "resources"), "platform"), "commit",
         json_object_get(o, "commit"));
     json_decref(o);
-    if (!lease) {
-        rc = kiln_fail(err, KILN_ENOMEM, "out of memory building the lease");
-        goto fail;
-    }
-    if ((rc = kiln_store_commit(j->st, err))) {
-        json_decref(lease);
-        free_row(&r);
-        return rc;
-    }
-    free_row(&r);
+    if (!lease) return kiln_fail(err, KILN_ENOMEM, "out of memory building the lease");
     *lease_out = lease;
     return KILN_OK;
+}
+
+int kiln_jobs_lease_batch(struct kiln_jobs *j, size_t n, struct kiln_lease_item *items,
+                          int64_t worker_id, double now, struct kiln_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        items[i].lease = NULL;
+    int rc = kiln_store_begin(j->st, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_lease_item *it = &items[i];
+        if (it->rc) continue; /* refused before it got here: its err says why */
+        if ((rc = kiln_store_savepoint(j->st, err))) goto fail;
+        it->rc =
+            lease_tx(j, it->job, worker_id, it->gpu_index, it->log_base, now, &it->lease, &it->err);
+        if (it->rc) kiln_store_rollback_savepoint(j->st);
+        if ((rc = kiln_store_release_savepoint(j->st, err))) goto fail;
+    }
+    /* The worker hears of no lease before this commit. */
+    if ((rc = kiln_store_commit(j->st, err))) goto drop;
+    return KILN_OK;
 fail:
-    free_row(&r);
     kiln_store_rollback(j->st);
+drop:
+    for (size_t i = 0; i < n; i++) {
+        json_decref(items[i].lease);
+        items[i].lease = NULL;
+    }
+    return rc;
+}
+
+int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_index,
+                    int64_t log_base, double now, json_t **lease_out, struct kiln_error *err)
+{
+    struct kiln_lease_item it = {.job = id, .gpu_index = gpu_index, .log_base = log_base};
+    int rc = kiln_jobs_lease_batch(j, 1, &it, worker_id, now, err);
+    if (!rc && it.rc) {
+        *err = it.err;
+        rc = it.rc;
+    }
+    *lease_out = it.lease;
     return rc;
 }
 

@@ -140,6 +140,24 @@ double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now);
 int kiln_jobs_lease(struct kiln_jobs *j, int64_t id, int64_t worker_id, int gpu_index,
                     int64_t log_base, double now, json_t **lease_out, struct kiln_error *err);
 
+/* One job of a batch lease: job, gpu_index (-1: none) and log_base in; rc,
+ * err and lease (the response object, owned by the caller) out. An item
+ * with rc already set is skipped. */
+struct kiln_lease_item {
+    int64_t job;
+    int gpu_index;
+    int64_t log_base;
+    json_t *lease;
+    int rc;
+    struct kiln_error err;
+};
+/* Several leases to one worker in one transaction (a savepoint each, so a
+ * job that raced with a cancel fails alone, with its rc and err). Returns
+ * an error only when the transaction itself failed: then no item is
+ * leased and every lease is NULL. */
+int kiln_jobs_lease_batch(struct kiln_jobs *j, size_t n, struct kiln_lease_item *items,
+                          int64_t worker_id, double now, struct kiln_error *err);
+
 struct kiln_report {
     int64_t attempt;
     const char *stage; /* NULL = the job's current stage */

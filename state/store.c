@@ -155,6 +155,18 @@ static const char *migrations[] = {
     "DROP INDEX jobs_class;"
     "CREATE INDEX jobs_class ON jobs(state, stage, platform, cores, ram_mb, isa, gpu_sm, "
     "sm_compat, driver_min, want_worker, priority DESC, id);",
+    /* issue 18: a job's resource class as one value, so the classes of a
+     * state are found by skipping from one to the next in the index (a few
+     * probes per class) instead of reading every waiting job on each
+     * placement pass: the GROUP BY over the old nine-column index was a
+     * quarter of serve's CPU with 2,000 jobs queued. quote() keeps NULL
+     * apart from '' and makes the parts unambiguous. */
+    "ALTER TABLE jobs ADD COLUMN class_key TEXT GENERATED ALWAYS AS ("
+    "quote(stage) || ',' || quote(platform) || ',' || cores || ',' || ram_mb || ',' || "
+    "quote(isa) || ',' || quote(gpu_sm) || ',' || sm_compat || ',' || quote(driver_min) || ',' "
+    "|| quote(want_worker)) VIRTUAL;"
+    "DROP INDEX jobs_class;"
+    "CREATE INDEX jobs_class ON jobs(state, class_key, priority DESC, id);",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)

@@ -27,7 +27,7 @@
 
 struct kiln_store;
 
-#define KILN_STORE_SCHEMA_VERSION 9
+#define KILN_STORE_SCHEMA_VERSION 10
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
 void kiln_store_close(struct kiln_store *st);

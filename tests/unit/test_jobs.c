@@ -282,6 +282,39 @@ static void test_infra_backoff_and_give_up(void **state)
     json_decref(o);
 }
 
+/* A batch lease is one transaction with a savepoint per job: a job that
+ * raced with a cancel fails alone, with its own error, and the others are
+ * leased. */
+static void test_lease_batch_item_fails_alone(void **state)
+{
+    struct jobs_fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
+    int64_t b = submit(f, "{\"name\":\"b\",\"command\":\"x\"}");
+    int64_t c = submit(f, "{\"name\":\"c\",\"command\":\"x\"}");
+    int64_t w = reg(f, W8, NULL), wid = 0;
+    assert_int_equal(kiln_jobs_cancel(&f->j, b, 150.0, &wid, &err), KILN_OK);
+    struct kiln_lease_item it[3] = {{.job = a, .gpu_index = -1, .log_base = 7},
+                                    {.job = b, .gpu_index = -1},
+                                    {.job = c, .gpu_index = -1}};
+    assert_int_equal(kiln_jobs_lease_batch(&f->j, 3, it, w, 200.0, &err), KILN_OK);
+    assert_int_equal(it[0].rc, KILN_OK);
+    assert_int_equal(it[1].rc, KILN_ESTATE);
+    assert_non_null(strstr(it[1].err.msg, "not waiting"));
+    assert_null(it[1].lease);
+    assert_int_equal(it[2].rc, KILN_OK);
+    assert_int_equal(json_integer_value(json_object_get(it[0].lease, "id")), a);
+    assert_int_equal(json_integer_value(json_object_get(it[2].lease, "attempt")), 1);
+    const int64_t ids[3] = {a, b, c};
+    const char *want[3] = {"building", "cancelled", "building"};
+    for (int i = 0; i < 3; i++) {
+        json_t *o = get(f, ids[i]);
+        assert_string_equal(json_string_value(json_object_get(o, "state")), want[i]);
+        json_decref(o);
+        json_decref(it[i].lease);
+    }
+}
+
 static void test_dependencies(void **state)
 {
     struct jobs_fx *f = *state;
@@ -707,6 +740,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_placement_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_head_of_line_blocking, setup, teardown),
         cmocka_unit_test(test_jobspec_errors),
+        cmocka_unit_test_setup_teardown(test_lease_batch_item_fails_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
