@@ -156,12 +156,14 @@ static void h_jobs_submit(struct ctx *c)
     json_t *jobs = json_array();
     size_t i;
     json_t *v;
+    int opened = kiln_store_read_begin(c->srv->jobs.st); /* one snapshot for the answer */
     json_array_foreach(ids, i, v)
     {
         json_t *o;
         if (kiln_jobs_get(&c->srv->jobs, json_integer_value(v), &o, NULL) == KILN_OK)
             json_array_append_new(jobs, o);
     }
+    kiln_store_read_end(c->srv->jobs.st, opened);
     c->srv->m.jobs_submitted += json_array_size(ids);
     json_decref(ids);
     /* A recipe batch may have superseded running jobs: end their follows. */

@@ -166,7 +166,10 @@ static const char *migrations[] = {
     "quote(isa) || ',' || quote(gpu_sm) || ',' || sm_compat || ',' || quote(driver_min) || ',' "
     "|| quote(want_worker)) VIRTUAL;"
     "DROP INDEX jobs_class;"
-    "CREATE INDEX jobs_class ON jobs(state, class_key, priority DESC, id);",
+    "CREATE INDEX jobs_class ON jobs(state, class_key, priority DESC, id);"
+    /* jobs_worker_state (worker_id, state) serves every use of it, foreign
+     * key checks included: one index less to write on each lease */
+    "DROP INDEX IF EXISTS jobs_worker;",
 };
 
 int kiln_store_fail(struct kiln_store *st, int rc, struct kiln_error *err, const char *what)
@@ -197,6 +200,15 @@ int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error
     int rc = kiln_sqlite_open(path, KILN_SQLITE_ONE_THREAD, migrations,
                               (int)(sizeof migrations / sizeof migrations[0]), &st->db, err);
     if (rc) {
+        free(st);
+        return rc;
+    }
+    /* Checkpoint every 4,000 pages (16 MB of WAL) rather than SQLite's
+     * 1,000: the hot pages (the live jobs, their indexes) are copied back
+     * to the database a quarter as often. */
+    if ((rc = kiln_sqlite_exec(st->db, "PRAGMA wal_autocheckpoint=4000", "tuning checkpoints",
+                               err))) {
+        sqlite3_close(st->db);
         free(st);
         return rc;
     }
