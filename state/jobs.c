@@ -432,10 +432,10 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
         int rc = kiln_store_stmt(
             j->st,
             "WITH RECURSIVE k(key) AS (SELECT (SELECT class_key FROM jobs INDEXED BY jobs_class "
-            "WHERE state = ?1 ORDER BY class_key LIMIT 1) UNION ALL SELECT (SELECT class_key FROM "
-            "jobs INDEXED BY jobs_class WHERE state = ?1 AND class_key > k.key ORDER BY class_key "
-            "LIMIT 1) FROM k WHERE k.key IS NOT NULL LIMIT ?2) SELECT key FROM k WHERE key IS NOT "
-            "NULL",
+            "WHERE " KILN_SQL_RUNNABLE " AND state = ?1 ORDER BY class_key LIMIT 1) UNION ALL "
+            "SELECT (SELECT class_key FROM jobs INDEXED BY jobs_class WHERE " KILN_SQL_RUNNABLE
+            " AND state = ?1 AND class_key > k.key ORDER BY class_key LIMIT 1) FROM k WHERE k.key "
+            "IS NOT NULL LIMIT ?2) SELECT key FROM k WHERE key IS NOT NULL",
             &cls, err);
         if (rc) return rc;
         sqlite3_bind_text(cls, 1, states[si], -1, SQLITE_STATIC);
@@ -455,7 +455,8 @@ int kiln_jobs_runnable_needs(struct kiln_jobs *j, double now, struct kiln_stage_
             if ((rc = kiln_store_stmt(
                      j->st,
                      "SELECT " NEEDS_COLS
-                     " FROM jobs j INDEXED BY jobs_class WHERE state = ?1 AND class_key = ?2 AND "
+                     " FROM jobs j INDEXED BY jobs_class WHERE " KILN_SQL_RUNNABLE
+                     " AND state = ?1 AND class_key = ?2 AND "
                      "not_before <= ?3 AND NOT EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON "
                      "d.id = e.needs WHERE e.job = j.id AND d.state != 'succeeded') ORDER BY "
                      "priority DESC, id LIMIT ?4",
@@ -1043,7 +1044,8 @@ static int queue_in(struct kiln_jobs *j, const struct kiln_jobs_filter *f, struc
             j->st,
             "SELECT id, name, recipe, branch, state, stage, priority, platform, gpu_sm, isa, "
             "attrs, created_at, not_before, reason FROM jobs INDEXED BY jobs_runnable "
-            "WHERE state = ?1 AND (?2 IS NULL OR recipe = ?2) AND (?3 IS NULL OR branch = ?3) "
+            "WHERE " KILN_SQL_WAITING
+            " AND state = ?1 AND (?2 IS NULL OR recipe = ?2) AND (?3 IS NULL OR branch = ?3) "
             "AND (?4 IS NULL OR name = ?4) AND "
             "(?5 IS NULL OR instr(name, ?5) > 0 OR instr(COALESCE(reason,''), ?5) > 0) "
             "ORDER BY priority DESC, id",
@@ -1254,7 +1256,7 @@ int kiln_jobs_runnable(struct kiln_jobs *j, double now, int64_t *ids, int max, i
     *n = 0;
     int rc = kiln_store_stmt(
         j->st,
-        "SELECT id FROM jobs j WHERE state IN ('queued','built') AND not_before <= ? AND "
+        "SELECT id FROM jobs j WHERE " KILN_SQL_RUNNABLE " AND not_before <= ? AND "
         "NOT EXISTS (SELECT 1 FROM job_edges e JOIN jobs d ON d.id = e.needs WHERE e.job = j.id "
         "AND d.state != 'succeeded') ORDER BY priority DESC, id LIMIT ?",
         &s, err);
@@ -1276,7 +1278,8 @@ double kiln_jobs_next_wakeup(struct kiln_jobs *j, double now)
     for (int i = 0; i < 2; i++) {
         sqlite3_stmt *s;
         if (kiln_store_stmt(j->st,
-                            "SELECT MIN(not_before) FROM jobs WHERE state = ? AND not_before > ?",
+                            "SELECT MIN(not_before) FROM jobs INDEXED BY jobs_state_not_before "
+                            "WHERE " KILN_SQL_RUNNABLE " AND state = ? AND not_before > ?",
                             &s, NULL))
             return 0;
         sqlite3_bind_text(s, 1, states[i], -1, SQLITE_STATIC);
@@ -1490,11 +1493,21 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         goto fail;
     }
     sqlite3_stmt *s;
-    if ((rc = kiln_store_stmt(j->st,
-                              "UPDATE jobs SET exit_code = ?, peak_ram_mb = COALESCE(?, "
-                              "peak_ram_mb), cpu_s = COALESCE(?, cpu_s), selftest = COALESCE(?, "
-                              "selftest), outputs = COALESCE(?, outputs) WHERE id = ?",
-                              &s, err)))
+    const char *state;
+    int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
+    const char *nx = ok ? next_stage(r.stages, r.stage) : NULL;
+    /* What the worker measured, and on success the next state too: one
+     * write of the row (a failure takes its own path below). */
+    if ((rc = kiln_store_stmt(
+             j->st,
+             "UPDATE jobs SET exit_code = ?1, peak_ram_mb = COALESCE(?2, peak_ram_mb), cpu_s = "
+             "COALESCE(?3, cpu_s), selftest = COALESCE(?4, selftest), outputs = COALESCE(?5, "
+             "outputs), state = COALESCE(?7, state), stage = CASE WHEN ?7 IS NULL THEN stage ELSE "
+             "COALESCE(?8, stage) END, reason = CASE WHEN ?7 IS NULL THEN reason END, not_before = "
+             "CASE WHEN ?7 IS NULL THEN not_before ELSE 0 END, finished_at = CASE WHEN ?7 IS NULL "
+             "THEN finished_at WHEN ?8 IS NULL THEN ?9 END, infra_failures = CASE WHEN ?7 IS NULL "
+             "THEN infra_failures ELSE 0 END WHERE id = ?6",
+             &s, err)))
         goto fail;
     sqlite3_bind_int(s, 1, rep->signal ? 128 + rep->signal : rep->exit_code);
     if (rep->peak_ram_mb >= 0)
@@ -1508,10 +1521,15 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     kiln_store_bind_json(s, 4, rep->selftest);
     kiln_store_bind_json(s, 5, rep->outputs);
     sqlite3_bind_int64(s, 6, id);
+    state = !ok ? NULL : !nx ? "succeeded" : !strcmp(nx, "test") ? "built" : "tested";
+    /* "tested": next is publish, which the server's publisher takes */
+    kiln_store_bind_text(s, 7, state);
+    kiln_store_bind_text(s, 8, nx);
+    sqlite3_bind_double(s, 9, now);
     if ((rc = kiln_store_step_done(j->st, s, err, "recording a report"))) goto fail;
-    const char *state;
-    int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
-    if (!ok && rep->infra) {
+    if (ok) {
+        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
+    } else if (rep->infra) {
         char why[600];
         snprintf(why, sizeof why, "%s",
                  rep->reason && rep->reason[0] ? rep->reason
@@ -1523,7 +1541,7 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
                 : !strcmp(r2.state, "built") ? "built"
                                              : "failed";
         free_row(&r2);
-    } else if (!ok) {
+    } else {
         char why[600];
         if (rep->reason && rep->reason[0])
             snprintf(why, sizeof why, "%s", rep->reason);
@@ -1543,27 +1561,6 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
         if ((rc = fail_dependents(j, id, now, err))) goto fail;
         state = "failed";
-    } else {
-        const char *nx = next_stage(r.stages, r.stage);
-        if (!nx)
-            state = "succeeded";
-        else if (!strcmp(nx, "test"))
-            state = "built";
-        else
-            state = "tested"; /* next is publish: the server's publisher takes it */
-        if ((rc = kiln_store_stmt(j->st,
-                                  "UPDATE jobs SET state = ?, stage = COALESCE(?, stage), reason = "
-                                  "NULL, not_before = 0, finished_at = CASE WHEN ? THEN ? ELSE "
-                                  "NULL END, infra_failures = 0 WHERE id = ?",
-                                  &s, err)))
-            goto fail;
-        sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
-        kiln_store_bind_text(s, 2, nx);
-        sqlite3_bind_int(s, 3, nx == NULL);
-        sqlite3_bind_double(s, 4, now);
-        sqlite3_bind_int64(s, 5, id);
-        if ((rc = kiln_store_step_done(j->st, s, err, "advancing a job"))) goto fail;
-        if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
     }
     free_row(&r);
     if (new_state) *new_state = state;

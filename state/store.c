@@ -166,7 +166,15 @@ static const char *migrations[] = {
     "quote(isa) || ',' || quote(gpu_sm) || ',' || sm_compat || ',' || quote(driver_min) || ',' "
     "|| quote(want_worker)) VIRTUAL;"
     "DROP INDEX jobs_class;"
-    "CREATE INDEX jobs_class ON jobs(state, class_key, priority DESC, id);"
+    "CREATE INDEX jobs_class ON jobs(state, class_key, priority DESC, id) WHERE " KILN_SQL_RUNNABLE
+    ";"
+    /* The indexes only placement and the queue read hold only waiting
+     * jobs: a running or finished job's writes skip them, and they stay
+     * the size of the queue, not of the history. */
+    "DROP INDEX jobs_runnable;"
+    "CREATE INDEX jobs_runnable ON jobs(state, priority DESC, id) WHERE " KILN_SQL_WAITING ";"
+    "DROP INDEX jobs_state_not_before;"
+    "CREATE INDEX jobs_state_not_before ON jobs(state, not_before) WHERE " KILN_SQL_RUNNABLE ";"
     /* jobs_worker_state (worker_id, state) serves every use of it, foreign
      * key checks included: one index less to write on each lease */
     "DROP INDEX IF EXISTS jobs_worker;",

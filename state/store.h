@@ -29,6 +29,13 @@ struct kiln_store;
 
 #define KILN_STORE_SCHEMA_VERSION 10
 
+/* The conditions of the partial indexes over waiting jobs: a query that
+ * wants jobs_class, jobs_state_not_before (runnable) or jobs_runnable
+ * (waiting) must carry the same text, which is how SQLite sees that the
+ * index holds every row the query can match. */
+#define KILN_SQL_RUNNABLE "state IN ('queued','built')"
+#define KILN_SQL_WAITING "state IN ('queued','built','tested')"
+
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
 void kiln_store_close(struct kiln_store *st);
 sqlite3 *kiln_store_db(struct kiln_store *st);
