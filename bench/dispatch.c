@@ -13,7 +13,11 @@
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1] [S=1]
  *
- * DISPATCH_ONLY_GROUP=1 runs only the group-commit run (for a profile).
+ * DISPATCH_ONLY_GROUP=1 runs only the group-commit run (for a profile);
+ * DISPATCH_KEEP=1 keeps each run's data directory (for a look at the store).
+ * Each worker registers max(4, B) cores (1-core jobs: a lease of B needs B
+ * cores); DISPATCH_CORES=C sets it (C=4 is what the bench used before
+ * 2026-12-07 10:45).
  */
 #include "common/clock.h"
 #include "common/httpc.h"
@@ -37,6 +41,7 @@ struct run {
     int batch;        /* ?max= of each lease */
     int batch_report; /* one /reports request per lease */
     int nworkers;
+    int cores; /* each worker's size: how many 1-core no-op jobs it holds */
     int maxid;
     double *submit_t, *start_t;
     atomic_int done_jobs;
@@ -56,8 +61,8 @@ static void *worker(void *arg)
     kiln_httpc_init(&c, r->url, r->wk);
     char body[256];
     snprintf(body, sizeof body,
-             "{\"name\":\"bench-%d\",\"cores\":4,\"ram_mb\":8192,\"platform\":\"x86_64-linux\"}",
-             w->idx);
+             "{\"name\":\"bench-%d\",\"cores\":%d,\"ram_mb\":%d,\"platform\":\"x86_64-linux\"}",
+             w->idx, r->cores, r->cores * 2048);
     json_t *in = json_loads(body, 0, NULL), *out = NULL;
     long st;
     if (kiln_httpc_json(&c, "POST", "/api/v1/workers/register", in, 0, &st, &out, NULL) ||
@@ -228,6 +233,10 @@ static struct result one_run(int long_poll, int batch, int batch_report, int sba
     r->batch = batch;
     r->batch_report = batch_report;
     r->nworkers = w;
+    /* A worker holds as many 1-core jobs as it has cores, so a lease of B
+     * needs B cores: 4-core workers cap a batch lease at 4 jobs. */
+    const char *ce = getenv("DISPATCH_CORES");
+    r->cores = ce && atoi(ce) > 0 ? atoi(ce) : batch > 4 ? batch : 4;
     r->maxid = n + m + 16;
     r->submit_t = calloc((size_t)r->maxid + 1, sizeof(double));
     r->start_t = calloc((size_t)r->maxid + 1, sizeof(double));
@@ -307,7 +316,9 @@ static struct result one_run(int long_poll, int batch, int batch_report, int sba
     uv_loop_close(&v->loop);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
+    if (getenv("DISPATCH_KEEP"))
+        fprintf(stderr, "kept %s\n", dir);
+    else if (system(cmd)) {
     }
     free(lat);
     free(ths);

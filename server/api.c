@@ -686,7 +686,7 @@ static void h_lease(struct ctx *c)
     if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
         return fail(c, KILN_ESTATE, "worker is marked lost; register again");
     /* Asking for work is a sign of life, like a heartbeat. */
-    kiln_registry_touch(&c->srv->jobs, c->id, kiln_clock_wall());
+    kiln_registry_touch(&c->srv->jobs, c->id, w.last_seen, kiln_clock_wall());
     if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
                              c->srv->cfg.max_lease_waits, "waiting lease requests"))
         return;

@@ -58,8 +58,9 @@ int kiln_registry_heartbeat(struct kiln_jobs *j, int64_t id, json_t *body, doubl
                             json_t **cancel_out, int *drain_out, struct kiln_error *err);
 int kiln_registry_check_lost(struct kiln_jobs *j, double now, double lost_after_s, int *n,
                              struct kiln_error *err);
-/* The worker is alive (a lease request). */
-void kiln_registry_touch(struct kiln_jobs *j, int64_t id, double now);
+/* The worker is alive (a lease request). last_seen: what the caller just
+ * read; a mark under a second old is left as it is (no write). */
+void kiln_registry_touch(struct kiln_jobs *j, int64_t id, double last_seen, double now);
 int kiln_registry_grace(struct kiln_jobs *j, double now, struct kiln_error *err);
 int kiln_registry_drain(struct kiln_jobs *j, int64_t id, int drain, double now,
                         struct kiln_error *err);
