@@ -153,16 +153,9 @@ static void h_jobs_submit(struct ctx *c)
         rc = kiln_jobs_submit(&c->srv->jobs, spec.jobs, 0, kiln_clock_wall(), &ids, &err);
     kiln_jobspec_free(&spec);
     if (rc) return fail_err(c, &err, rc);
-    json_t *jobs = json_array();
-    size_t i;
-    json_t *v;
+    json_t *jobs = NULL;
     int opened = kiln_store_read_begin(c->srv->jobs.st); /* one snapshot for the answer */
-    json_array_foreach(ids, i, v)
-    {
-        json_t *o;
-        if (kiln_jobs_get(&c->srv->jobs, json_integer_value(v), &o, NULL) == KILN_OK)
-            json_array_append_new(jobs, o);
-    }
+    if (kiln_jobs_get_many(&c->srv->jobs, ids, &jobs, NULL)) jobs = json_array();
     kiln_store_read_end(c->srv->jobs.st, opened);
     c->srv->m.jobs_submitted += json_array_size(ids);
     json_decref(ids);

@@ -345,6 +345,63 @@ int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_err
     return get_at(j, id, kiln_clock_wall(), 1, out, err);
 }
 
+static int cmp_i64_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x < y) - (x > y);
+}
+
+int kiln_jobs_get_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err)
+{
+    *out = NULL;
+    double now = kiln_clock_wall();
+    char *txt = json_dumps(ids, JSON_COMPACT);
+    json_t *rows = json_array();
+    sqlite3_stmt *s = NULL;
+    int rc = txt && rows ? kiln_store_stmt(j->st,
+                                           "SELECT " JOB_COLS JOB_FROM
+                                           "WHERE j.id IN (SELECT value FROM json_each(?1)) "
+                                           "ORDER BY j.id DESC",
+                                           &s, err)
+                         : kiln_fail(err, KILN_ENOMEM, "out of memory");
+    if (!rc) {
+        sqlite3_bind_text(s, 1, txt, -1, SQLITE_STATIC);
+        json_t *o = NULL;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+            if (job_json(j, s, now, &o, err) || json_array_append_new(rows, o)) break;
+        sqlite3_reset(s);
+        rc = rc == SQLITE_DONE  ? KILN_OK
+             : rc == SQLITE_ROW ? kiln_fail(err, KILN_ENOMEM, "out of memory")
+                                : kiln_store_fail(j->st, rc, err, "reading jobs");
+    }
+    /* the parts not in the row, for all of them in one query */
+    if (!rc) rc = finish_json(j, rows, now, 1, err);
+    json_t *res = rc ? NULL : json_array();
+    if (!rc && !res) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    size_t n = json_array_size(rows), i;
+    int64_t *by_id = n ? malloc(n * sizeof *by_id) : NULL; /* the rows' ids, newest first */
+    if (!rc && n && !by_id) rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    for (i = 0; !rc && i < n; i++)
+        by_id[i] = json_integer_value(json_object_get(json_array_get(rows, i), "id"));
+    json_t *v;
+    json_array_foreach(rc ? NULL : ids, i, v)
+    { /* in the order asked; an id with no job is left out */
+        int64_t id = json_integer_value(v);
+        int64_t *hit = n ? bsearch(&id, by_id, n, sizeof id, cmp_i64_desc) : NULL;
+        if (hit && json_array_append(res, json_array_get(rows, (size_t)(hit - by_id))))
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+    }
+    free(by_id);
+    free(txt);
+    json_decref(rows);
+    if (rc) {
+        json_decref(res);
+        return rc;
+    }
+    *out = res;
+    return KILN_OK;
+}
+
 /* The job's event; *keep (if not NULL) gets the job object it carries. */
 static int emit_keep(struct kiln_jobs *j, int64_t id, double now, json_t **keep,
                      struct kiln_error *err)

@@ -87,6 +87,10 @@ int kiln_jobs_submit(struct kiln_jobs *j, json_t *jobs, int supersede, double no
                      struct kiln_error *err);
 
 int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_error *err);
+/* The objects of the jobs in ids (a JSON array of ids), in that order, as
+ * kiln_jobs_get gives them, read in two queries; ids with no job are left
+ * out. */
+int kiln_jobs_get_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err);
 
 struct kiln_jobs_filter {
     const char *state, *recipe, *branch, *name, *q; /* NULL or "" = any */

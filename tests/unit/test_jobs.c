@@ -315,6 +315,36 @@ static void test_lease_batch_item_fails_alone(void **state)
     }
 }
 
+/* kiln_jobs_get_many: the objects GET /jobs/{id} gives, in the order asked,
+ * with ids that name no job left out. */
+static void test_get_many_order(void **state)
+{
+    struct jobs_fx *f = *state;
+    struct kiln_error err = {0};
+    int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
+    char body[96];
+    snprintf(body, sizeof body, "{\"name\":\"b\",\"command\":\"x\",\"depends\":[%lld]}",
+             (long long)a);
+    int64_t b = submit(f, body);
+    int64_t c = submit(f, "{\"name\":\"c\",\"command\":\"x\"}");
+    json_t *ids =
+               json_pack("[I,I,I,I]", (json_int_t)c, (json_int_t)a, (json_int_t)999, (json_int_t)b),
+           *out = NULL;
+    assert_int_equal(kiln_jobs_get_many(&f->j, ids, &out, &err), KILN_OK);
+    assert_int_equal(json_array_size(out), 3);
+    const int64_t want[3] = {c, a, b};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *one = get(f, want[i]);
+        assert_true(json_equal(json_array_get(out, i), one));
+        json_decref(one);
+    }
+    assert_int_equal(
+        json_integer_value(json_array_get(json_object_get(json_array_get(out, 2), "depends"), 0)),
+        a);
+    json_decref(ids);
+    json_decref(out);
+}
+
 static void test_dependencies(void **state)
 {
     struct jobs_fx *f = *state;
@@ -741,6 +771,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_head_of_line_blocking, setup, teardown),
         cmocka_unit_test(test_jobspec_errors),
         cmocka_unit_test_setup_teardown(test_lease_batch_item_fails_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_many_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters_and_paging, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
