@@ -485,6 +485,7 @@ static void h_reports(struct ctx *c)
         json_decref(o);
         return fail(c, KILN_ENOMEM, "out of memory");
     }
+    int opened = kiln_store_read_begin(c->srv->jobs.st); /* the checks share one snapshot */
     for (size_t i = 0; i < n; i++) {
         struct kiln_report_item *it = &items[i];
         json_t *rj = json_array_get(list, i);
@@ -497,6 +498,7 @@ static void h_reports(struct ctx *c)
         if (!it->rc) it->rc = parse_report(rj, &it->rep, &it->err);
         if (!it->rc) it->rc = vet_report(c->srv, it->job, rj, &it->rep, &whys[i], &it->err);
     }
+    kiln_store_read_end(c->srv->jobs.st, opened);
     /* Items refused above keep their rc and err: the batch skips them. */
     rc = kiln_jobs_report_batch(&c->srv->jobs, n, items, c->who.worker_id, kiln_clock_wall(), &err);
     for (size_t i = 0; !rc && i < n; i++) {
@@ -613,9 +615,11 @@ static void lease_answer(void *arg, int status, json_t *body)
         /* "jobs" (a batch lease, ?max= > 1) holds "job" too */
         json_t *jobs = json_object_get(body, "jobs");
         size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
+        int opened = kiln_store_read_begin(lw->srv->jobs.st);
         if (!n) lease_secrets(lw->srv, json_object_get(body, "job"));
         for (size_t i = 0; i < n; i++)
             lease_secrets(lw->srv, json_array_get(jobs, i));
+        kiln_store_read_end(lw->srv->jobs.st, opened);
         lw->srv->m.leases += n ? n : 1;
     }
     if (status == 204)
