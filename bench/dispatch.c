@@ -21,6 +21,7 @@
  */
 #include "common/clock.h"
 #include "common/httpc.h"
+#include "common/sqlite_open.h"
 #include "common/token.h"
 #include "server/serve.h"
 #include "state/store.h"
@@ -342,6 +343,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    kiln_sqlite_process_init(); /* as kiln's main() does */
     printf("dispatch bench: %d no-op jobs, %d workers, %d latency samples (loopback HTTP, real "
            "store)\n",
            n, w, m);

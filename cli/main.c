@@ -1,5 +1,6 @@
 /* main.c - the kiln entry point: dispatches to a subcommand. */
 #include "cli/commands.h"
+#include "common/sqlite_open.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    kiln_sqlite_process_init();
     if (argc < 2) {
         usage(stderr);
         return KILN_EXIT_USAGE;

@@ -90,6 +90,13 @@ fail:
     return rc;
 }
 
+void kiln_sqlite_process_init(void)
+{
+    /* SQLITE_MISUSE after sqlite3_initialize (a second call): then it is
+     * only slower, never wrong. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int kiln_sqlite_open(const char *path, int flags, const char *const *migrations, int nmigrations,
                      sqlite3 **out, struct kiln_error *err)
 {
