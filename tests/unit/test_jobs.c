@@ -49,6 +49,15 @@ static int64_t submit(struct jobs_fx *f, const char *body)
     return id;
 }
 
+/* An ad-hoc job named name, command "x", that depends on job dep. */
+static int64_t submit_after(struct jobs_fx *f, const char *name, int64_t dep)
+{
+    char body[200];
+    snprintf(body, sizeof body, "{\"name\":\"%s\",\"command\":\"x\",\"depends\":[%lld]}", name,
+             (long long)dep);
+    return submit(f, body);
+}
+
 static json_t *get(struct jobs_fx *f, int64_t id)
 {
     json_t *o;
@@ -322,10 +331,7 @@ static void test_get_many_order(void **state)
     struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"a\",\"command\":\"x\"}");
-    char body[96];
-    snprintf(body, sizeof body, "{\"name\":\"b\",\"command\":\"x\",\"depends\":[%lld]}",
-             (long long)a);
-    int64_t b = submit(f, body);
+    int64_t b = submit_after(f, "b", a);
     int64_t c = submit(f, "{\"name\":\"c\",\"command\":\"x\"}");
     json_t *ids =
                json_pack("[I,I,I,I]", (json_int_t)c, (json_int_t)a, (json_int_t)999, (json_int_t)b),
@@ -350,13 +356,8 @@ static void test_dependencies(void **state)
     struct jobs_fx *f = *state;
     struct kiln_error err = {0};
     int64_t a = submit(f, "{\"name\":\"torch\",\"command\":\"x\"}");
-    char body[200];
-    snprintf(body, sizeof body, "{\"name\":\"vllm\",\"command\":\"y\",\"depends\":[%lld]}",
-             (long long)a);
-    int64_t b = submit(f, body);
-    snprintf(body, sizeof body, "{\"name\":\"app\",\"command\":\"z\",\"depends\":[%lld]}",
-             (long long)b);
-    int64_t c = submit(f, body);
+    int64_t b = submit_after(f, "vllm", a);
+    int64_t c = submit_after(f, "app", b);
     json_t *o = get(f, b);
     assert_string_equal(json_string_value(json_object_get(o, "wait_reason")), "waiting for torch");
     json_decref(o);
