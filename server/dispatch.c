@@ -198,11 +198,6 @@ static void to_pitem(const struct kiln_stage_needs *nd, struct kiln_pitem *it)
     snprintf(it->worker, sizeof it->worker, "%.*s", (int)sizeof it->worker - 1, nd->worker);
 }
 
-/* The unfinished states named one by one: "NOT IN (final states)" made
- * SQLite scan every job ever run on each pass; a list of the live states
- * searches the state index instead. */
-#define UNFINISHED "state IN ('queued','building','built','testing','tested','publishing')"
-
 static size_t id_index(const int64_t *ids, size_t n, int64_t id)
 {
     const int64_t *p = n ? bsearch(&id, ids, n, sizeof id, cmp_i64) : NULL;
@@ -244,10 +239,11 @@ static int compute_crit(struct feed *f, const struct kiln_stage_needs *nds, int 
     double *est = NULL, *crit = NULL;
     size_t *off = NULL, *deps = NULL;
     sqlite3_stmt *s;
-    int rc = kiln_store_stmt(f->j->st,
-                             "SELECT id, COALESCE(est_duration_s, 0) FROM jobs WHERE " UNFINISHED
-                             " ORDER BY id",
-                             &s, err);
+    int rc = kiln_store_stmt(
+        f->j->st,
+        "SELECT id, COALESCE(est_duration_s, 0) FROM jobs WHERE " KILN_SQL_UNFINISHED
+        " ORDER BY id",
+        &s, err);
     if (rc) return rc;
     size_t cap = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -269,8 +265,8 @@ static int compute_crit(struct feed *f, const struct kiln_stage_needs *nds, int 
     /* edges between unfinished jobs, grouped by the job that waits */
     if ((rc = kiln_store_stmt(f->j->st,
                               "SELECT e.job, e.needs FROM job_edges e JOIN jobs j ON j.id = e.job "
-                              "JOIN jobs d ON d.id = e.needs WHERE j." UNFINISHED
-                              " AND d." UNFINISHED " ORDER BY e.job",
+                              "JOIN jobs d ON d.id = e.needs WHERE j." KILN_SQL_UNFINISHED
+                              " AND d." KILN_SQL_UNFINISHED " ORDER BY e.job",
                               &s, err)))
         goto out;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

@@ -35,6 +35,14 @@ struct kiln_store;
  * index holds every row the query can match. */
 #define KILN_SQL_RUNNABLE "state IN ('queued','built')"
 #define KILN_SQL_WAITING "state IN ('queued','built','tested')"
+/* The live states named one by one: "NOT IN (final states)" made SQLite
+ * scan every job ever run; a list of the live states searches the state
+ * index instead. */
+#define KILN_SQL_UNFINISHED "state IN ('queued','building','built','testing','tested','publishing')"
+/* jobs_logs: the finished jobs that still have a log, oldest first (log
+ * retention and the log quota, server/logquota.c) */
+#define KILN_SQL_FINAL_LOGS                                                                        \
+    "log_size > 0 AND state IN ('succeeded','failed','cancelled','superseded')"
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
 void kiln_store_close(struct kiln_store *st);

@@ -99,8 +99,8 @@ static void test_migrates_old_schema(void **state)
     /* Make it a version-1 database again. */
     create_then(p, "DROP INDEX jobs_worker_state; DROP INDEX jobs_state_not_before; "
                    "DROP INDEX jobs_class; "
-                   /* issue 18's class key */
-                   "ALTER TABLE jobs DROP COLUMN class_key; "
+                   /* issue 18's class key and log index */
+                   "DROP INDEX jobs_logs; ALTER TABLE jobs DROP COLUMN class_key; "
                    /* issue 17's migration */
                    "ALTER TABLE jobs DROP COLUMN want_worker; "
                    /* issue 16's migration */
