@@ -179,9 +179,11 @@ static int lease_fn(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_it
         int64_t attempt, size;
         const char *state;
         char line[300];
-        if ((it->rc = kiln_jobs_log_state(&s->jobs, it->job, &attempt, NULL, &state, &it->err)) ||
-            (it->rc = kiln_logs_size(s->logs, it->job, &size, &it->err)))
+        if ((it->rc = kiln_jobs_log_state(&s->jobs, it->job, &attempt, NULL, &state, &it->err)))
             continue;
+        /* a job never leased has written no log: no stat() for its file */
+        size = 0;
+        if (attempt > 0 && (it->rc = kiln_logs_size(s->logs, it->job, &size, &it->err))) continue;
         int len = kiln_logs_marker(line, sizeof line, attempt + 1,
                                    !strcmp(state, "built") ? "test" : "build", w.name, size > 0);
         if (len < 0)
