@@ -15,7 +15,7 @@ trap cleanup EXIT
 D=$T/var
 SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
 WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
-start_serve "$D" --allow-anonymous-read || fail "serve did not start"
+start_serve "$D" --allow-anonymous-read --trace "$T/trace.jsonl" || fail "serve did not start"
 for i in 1 2 3 4 5; do
     r=$(req "$SUB" POST /jobs '{"name":"n","command":"true","cores":1,"ram_mb":100}')
     expect 201 "$r" "submit $i"
@@ -30,6 +30,15 @@ count() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(len
 r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":3,"free_ram_mb":8192}')
 expect 200 "$r" "batch lease"
 [ "$(echo "${r#* }" | count)" = "3 True" ] || fail "wanted 3 jobs, first = job: ${r#* }"
+# One placement pass decided all three (the trace: no "dispatch" between
+# the first and the last "decide"), not one pass per job.
+python3 - "$T/trace.jsonl" <<'PY' || fail "a batch lease took more than one placement pass"
+import json, sys
+ev = [json.loads(l).get("ev") for l in open(sys.argv[1]) if l.strip()]
+d = [i for i, e in enumerate(ev) if e == "decide"]
+assert len(d) == 3, ev
+assert "dispatch" not in ev[d[0]:d[-1]], ev
+PY
 # RAM bounds it too: 250 MiB free holds two 100 MiB jobs.
 r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":5,"free_ram_mb":250}')
 expect 200 "$r" "batch lease by RAM"
