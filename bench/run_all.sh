@@ -63,7 +63,16 @@ done
 if [ "${RECORD:-1}" = 1 ]; then
     grep -q '^## Recorded runs' docs/BENCHMARKS.md ||
         printf '\n## Recorded runs\n\nAppended by `make bench` / `make bench-quick` (bench/run_all.sh); newest last.\n\n' >>docs/BENCHMARKS.md
-    cat "$OUT" >>docs/BENCHMARKS.md
+    # at the end of that section (sections after it stay after it)
+    python3 - docs/BENCHMARKS.md "$OUT" <<'PY'
+import re, sys
+doc, rec = open(sys.argv[1]).read(), open(sys.argv[2]).read().rstrip("\n") + "\n\n"
+start = doc.index("\n## Recorded runs") + len("\n## Recorded runs")
+nxt = re.search(r"^## ", doc[start:], re.M)
+end = start + nxt.start() if nxt else len(doc)
+head = doc[:end].rstrip("\n") + "\n\n"
+open(sys.argv[1], "w").write(head + rec + doc[end:])
+PY
     echo "recorded in docs/BENCHMARKS.md (and $OUT)"
 fi
 [ $fails = 0 ]
