@@ -584,10 +584,7 @@ struct lease_wait {
     struct kiln_server *srv;
     struct kiln_http_req *req;
     struct kiln_waiter *w;
-    int64_t worker_id;
-    struct kiln_offer offer;
     int in_call;
-    int answered;
 };
 
 /* The one place secret values leave the server: into the leased job's env. */
@@ -609,7 +606,6 @@ static void lease_secrets(struct kiln_server *srv, json_t *job)
 static void lease_answer(void *arg, int status, json_t *body)
 {
     struct lease_wait *lw = arg;
-    lw->answered = 1;
     if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
     if (status == 200 && json_is_object(json_object_get(body, "job"))) {
         /* "jobs" (a batch lease, ?max= > 1) holds "job" too */
@@ -691,8 +687,6 @@ static void h_lease(struct ctx *c)
     if (!lw) return fail(c, KILN_ENOMEM, "out of memory");
     lw->srv = c->srv;
     lw->req = c->req;
-    lw->worker_id = c->id;
-    lw->offer = off;
     lw->in_call = 1;
     struct kiln_waiter *wt = kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (int)max,
                                                 (unsigned)wait * 1000u, lease_answer, lw);
