@@ -1553,19 +1553,20 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     const char *state;
     int ok = rep->exit_code == 0 && rep->signal == 0 && !rep->infra;
     const char *nx = ok ? next_stage(r.stages, r.stage) : NULL;
-    /* What the worker measured, and on success the next state too: one
+    /* What the worker measured; on success the next state too, in the same
      * write of the row (a failure takes its own path below). */
-    if ((rc = kiln_store_stmt(
-             j->st,
-             "UPDATE jobs SET exit_code = ?1, peak_ram_mb = COALESCE(?2, peak_ram_mb), cpu_s = "
-             "COALESCE(?3, cpu_s), selftest = COALESCE(?4, selftest), outputs = COALESCE(?5, "
-             "outputs), state = COALESCE(?7, state), stage = CASE WHEN ?7 IS NULL THEN stage ELSE "
-             "COALESCE(?8, stage) END, reason = CASE WHEN ?7 IS NULL THEN reason END, not_before = "
-             "CASE WHEN ?7 IS NULL THEN not_before ELSE 0 END, finished_at = CASE WHEN ?7 IS NULL "
-             "THEN finished_at WHEN ?8 IS NULL THEN ?9 END, infra_failures = CASE WHEN ?7 IS NULL "
-             "THEN infra_failures ELSE 0 END WHERE id = ?6",
-             &s, err)))
+#define REPORT_SET                                                                                 \
+    "UPDATE jobs SET exit_code = ?1, peak_ram_mb = COALESCE(?2, peak_ram_mb), cpu_s = "            \
+    "COALESCE(?3, cpu_s), selftest = COALESCE(?4, selftest), outputs = COALESCE(?5, outputs)"
+    if ((rc =
+             kiln_store_stmt(j->st,
+                             ok ? REPORT_SET ", state = ?7, stage = COALESCE(?8, stage), reason = "
+                                             "NULL, not_before = 0, finished_at = CASE WHEN ?8 "
+                                             "IS NULL THEN ?9 END, infra_failures = 0 WHERE id = ?6"
+                                : REPORT_SET " WHERE id = ?6",
+                             &s, err)))
         goto fail;
+#undef REPORT_SET
     sqlite3_bind_int(s, 1, rep->signal ? 128 + rep->signal : rep->exit_code);
     if (rep->peak_ram_mb >= 0)
         sqlite3_bind_int64(s, 2, rep->peak_ram_mb);
@@ -1580,9 +1581,11 @@ static int report_tx(struct kiln_jobs *j, int64_t id, int64_t worker_id,
     sqlite3_bind_int64(s, 6, id);
     state = !ok ? NULL : !nx ? "succeeded" : !strcmp(nx, "test") ? "built" : "tested";
     /* "tested": next is publish, which the server's publisher takes */
-    kiln_store_bind_text(s, 7, state);
-    kiln_store_bind_text(s, 8, nx);
-    sqlite3_bind_double(s, 9, now);
+    if (ok) {
+        sqlite3_bind_text(s, 7, state, -1, SQLITE_STATIC);
+        kiln_store_bind_text(s, 8, nx);
+        sqlite3_bind_double(s, 9, now);
+    }
     if ((rc = kiln_store_step_done(j->st, s, err, "recording a report"))) goto fail;
     if (ok) {
         if ((rc = kiln_jobs_emit(j, id, now, err))) goto fail;
