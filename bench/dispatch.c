@@ -10,10 +10,15 @@
  * fourth adds group commit: each worker reports all the jobs of a lease in
  * one POST /workers/{id}/reports (one request, one transaction), and the
  * submitter sends S jobs per POST /jobs {"jobs":[...]} (only with S > 1).
+ * A fifth run is the fourth with the agent's protocol since 2026-12-07:
+ * the report asks for the next lease in the same round trip
+ * (/reports?lease=B), so a worker that keeps getting work sends one request
+ * per batch instead of two.
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1] [S=1]
  *
- * DISPATCH_ONLY_GROUP=1 runs only the group-commit run (for a profile);
+ * DISPATCH_ONLY_GROUP=1 runs only the group-commit runs (for a profile;
+ * =2: only the report+lease run);
  * DISPATCH_KEEP=1 keeps each run's data directory (for a look at the store).
  * Each worker registers max(4, B) cores (1-core jobs: a lease of B needs B
  * cores); DISPATCH_CORES=C sets it (C=4 is what the bench used before
@@ -40,7 +45,7 @@ struct run {
     char sub[KILN_TOKEN_LEN], wk[KILN_TOKEN_LEN];
     int long_poll;
     int batch;        /* ?max= of each lease */
-    int batch_report; /* one /reports request per lease */
+    int batch_report; /* one /reports request per lease; 2: it asks for the next lease too */
     int nworkers;
     int cores; /* each worker's size: how many 1-core no-op jobs it holds */
     int maxid;
@@ -84,10 +89,15 @@ static void *worker(void *arg)
     char path[128];
     snprintf(path, sizeof path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", wid,
              r->long_poll ? 2 : 0, r->batch);
-    json_t *empty = json_object();
+    json_t *empty = json_object(), *next = NULL; /* next: a lease a report's answer carried */
     while (!atomic_load(&r->stop)) {
         out = NULL;
-        if (kiln_httpc_json(&c, "POST", path, empty, 10000, &st, &out, NULL)) break;
+        if (next) {
+            out = next;
+            next = NULL;
+            st = 200;
+        } else if (kiln_httpc_json(&c, "POST", path, empty, 10000, &st, &out, NULL))
+            break;
         json_t *jobs = json_object_get(out, "jobs"), *job = json_object_get(out, "job");
         size_t nj = json_is_array(jobs) ? json_array_size(jobs) : job ? 1 : 0;
         for (size_t k = 0; st == 200 && k < nj; k++) {
@@ -117,7 +127,10 @@ static void *worker(void *arg)
         }
         if (reps && json_array_size(reps)) {
             char rp[96];
-            snprintf(rp, sizeof rp, "/api/v1/workers/%ld/reports", wid);
+            if (r->batch_report == 2) /* as the agent does: the freed room asks at once */
+                snprintf(rp, sizeof rp, "/api/v1/workers/%ld/reports?lease=%d", wid, r->batch);
+            else
+                snprintf(rp, sizeof rp, "/api/v1/workers/%ld/reports", wid);
             json_t *rb = json_pack("{s:O}", "reports", reps), *ro = NULL;
             long rs;
             if (kiln_httpc_json(&c, "POST", rp, rb, 0, &rs, &ro, NULL) || rs != 200) {
@@ -125,6 +138,8 @@ static void *worker(void *arg)
                 exit(1);
             }
             atomic_fetch_add(&r->done_jobs, (int)json_array_size(reps));
+            json_t *l = json_object_get(ro, "lease");
+            if (json_is_object(l)) next = json_incref(l);
             json_decref(rb);
             json_decref(ro);
         }
@@ -135,6 +150,7 @@ static void *worker(void *arg)
         json_decref(out);
     }
     json_decref(empty);
+    json_decref(next);
     kiln_httpc_cleanup(&c);
     return NULL;
 }
@@ -347,10 +363,16 @@ int main(int argc, char **argv)
     printf("dispatch bench: %d no-op jobs, %d workers, %d latency samples (loopback HTTP, real "
            "store)\n",
            n, w, m);
-    if (getenv("DISPATCH_ONLY_GROUP") && bt > 1 && sb > 1) { /* for perf: the last run only */
-        struct result kg = one_run(1, bt, 1, sb, n, w, m);
-        printf("kiln group commit (S=%-4d) %8.1f jobs/s   server CPU %6.0f us/job\n", sb,
-               kg.jobs_per_s, kg.srv_cpu_us);
+    if (getenv("DISPATCH_ONLY_GROUP") && bt > 1 && sb > 1) { /* for perf: the last runs only */
+        int mode = atoi(getenv("DISPATCH_ONLY_GROUP"));
+        if (mode != 2) {
+            struct result kg = one_run(1, bt, 1, sb, n, w, m);
+            printf("kiln group commit (S=%-4d) %8.1f jobs/s   server CPU %6.0f us/job\n", sb,
+                   kg.jobs_per_s, kg.srv_cpu_us);
+        }
+        struct result kr = one_run(1, bt, 2, sb, n, w, m);
+        printf("kiln report+lease (S=%-4d) %8.1f jobs/s   server CPU %6.0f us/job\n", sb,
+               kr.jobs_per_s, kr.srv_cpu_us);
         return 0;
     }
     struct result k = one_run(1, 1, 0, 1, n, w, m);
@@ -376,6 +398,13 @@ int main(int argc, char **argv)
                 sb, kg.jobs_per_s, kg.p50_ms, kg.p99_ms, kg.srv_cpu_us, 1e6 / kg.srv_cpu_us);
             printf("ratio throughput group commit/single lease: %.2fx\n",
                    kg.jobs_per_s / k.jobs_per_s);
+            struct result kr = one_run(1, bt, 2, sb, n, w, m);
+            printf(
+                "kiln report+lease (S=%-4d) %8.1f jobs/s   submit->start p50 %7.2f ms  p99 %7.2f "
+                "ms   server CPU %6.0f us/job (%6.0f jobs/s per core)\n",
+                sb, kr.jobs_per_s, kr.p50_ms, kr.p99_ms, kr.srv_cpu_us, 1e6 / kr.srv_cpu_us);
+            printf("ratio throughput report+lease/group commit: %.2fx\n",
+                   kr.jobs_per_s / kg.jobs_per_s);
         }
     }
     printf("ratio p50 latency baseline/kiln: %.2fx (higher = kiln starts jobs sooner)\n",

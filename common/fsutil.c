@@ -15,6 +15,10 @@ int kiln_mkdir_p(const char *path, mode_t mode)
     char tmp[PATH_MAX];
     size_t n = strlen(path);
     if (n == 0 || n >= sizeof tmp) return KILN_EINVAL;
+    /* Most calls find the parents there already: one mkdir, not one per
+     * component (a worker makes a directory for every job). */
+    if (mkdir(path, mode) == 0 || errno == EEXIST) return KILN_OK;
+    if (errno != ENOENT) return KILN_EIO;
     memcpy(tmp, path, n + 1);
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;

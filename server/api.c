@@ -368,6 +368,35 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
+/* What a worker offers in a lease request's body: free_cores, free_ram_mb
+ * and free_gpus, each optional. NULL, or the sentence naming the bad field. */
+static const char *parse_offer(json_t *o, struct kiln_offer *off)
+{
+    *off = (struct kiln_offer){.free_cores = -1, .free_ram_mb = -1};
+    json_t *fc = json_object_get(o, "free_cores"), *fr = json_object_get(o, "free_ram_mb");
+    json_t *fg = json_object_get(o, "free_gpus");
+    if (fc && !json_is_null(fc) && (!json_is_integer(fc) || json_integer_value(fc) < 0))
+        return "free_cores: must be a non-negative integer";
+    if (fr && !json_is_null(fr) && (!json_is_integer(fr) || json_integer_value(fr) < 0))
+        return "free_ram_mb: must be a non-negative integer";
+    if (fg && !json_is_null(fg) && (!json_is_array(fg) || json_array_size(fg) > KILN_MAX_GPUS))
+        return "free_gpus: must be an array of GPU indexes";
+    if (json_is_array(fg)) {
+        size_t i;
+        json_t *g;
+        off->gpus_given = 1;
+        json_array_foreach(fg, i, g)
+        {
+            if (!json_is_integer(g) || json_integer_value(g) < 0 || json_integer_value(g) > 31)
+                return "free_gpus: must be an array of GPU indexes";
+            off->free_gpus[off->nfree_gpus++] = (int)json_integer_value(g);
+        }
+    }
+    if (json_is_integer(fc)) off->free_cores = (int)json_integer_value(fc);
+    if (json_is_integer(fr)) off->free_ram_mb = json_integer_value(fr);
+    return NULL;
+}
+
 /* A report's fields from its JSON (o keeps owning what r borrows). */
 static int parse_report(json_t *o, struct kiln_report *r, struct kiln_error *err)
 {
@@ -460,15 +489,28 @@ static void h_report(struct ctx *c)
 
 /* Several finished jobs of one worker in one request and one transaction
  * (group commit): the answer comes once all of them are durable. Each item
- * succeeds or fails alone, as its single report would. */
+ * succeeds or fails alone, as its single report would. With ?lease=N the
+ * body also carries a lease's offer, and the answer the lease of up to N
+ * jobs decided after the reports (no wait): a worker whose job ended gets
+ * its next one in the same round trip. */
 #define REPORTS_MAX 256
+static json_t *lease_now(struct kiln_server *srv, int64_t worker, const struct kiln_offer *off,
+                         int max);
 static void h_reports(struct ctx *c)
 {
     struct kiln_error err = {0};
     int rc = kiln_auth_worker_self(&c->who, c->id, &err);
     if (rc) return fail_err(c, &err, rc);
+    int64_t lease_max = 0;
+    if (param_i64(c, "lease", 0, 64, &lease_max, NULL)) return;
     json_t *o = body_json(c, 0);
     if (!o) return;
+    struct kiln_offer off;
+    const char *bad = lease_max ? parse_offer(o, &off) : NULL;
+    if (bad) {
+        json_decref(o);
+        return fail(c, KILN_EINVAL, bad);
+    }
     json_t *list = json_object_get(o, "reports");
     size_t n = json_array_size(list);
     if (!json_is_array(list) || n == 0 || n > REPORTS_MAX) {
@@ -523,7 +565,14 @@ static void h_reports(struct ctx *c)
         return fail_err(c, &err, rc);
     }
     kiln_serve_changed(c->srv);
-    kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "results", results));
+    if (!lease_max) {
+        kiln_http_respond_json(c->req, 200, json_pack("{s:o}", "results", results));
+        return;
+    }
+    json_t *lease = lease_now(c->srv, c->id, &off, (int)lease_max);
+    kiln_http_respond_json(
+        c->req, 200,
+        json_pack("{s:o,s:o}", "results", results, "lease", lease ? lease : json_null()));
 }
 
 /* --- workers --- */
@@ -603,21 +652,27 @@ static void lease_secrets(struct kiln_server *srv, json_t *job)
     json_decref(vals);
 }
 
+/* A lease answer on its way out (200): its jobs get their secret values,
+ * and the leases are counted. */
+static void lease_deliver(struct kiln_server *srv, json_t *body)
+{
+    if (!json_is_object(json_object_get(body, "job"))) return; /* {"cancel":[...]} */
+    /* "jobs" (a batch lease, ?max= > 1) holds "job" too */
+    json_t *jobs = json_object_get(body, "jobs");
+    size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
+    int opened = kiln_store_read_begin(srv->jobs.st);
+    if (!n) lease_secrets(srv, json_object_get(body, "job"));
+    for (size_t i = 0; i < n; i++)
+        lease_secrets(srv, json_array_get(jobs, i));
+    kiln_store_read_end(srv->jobs.st, opened);
+    srv->m.leases += n ? n : 1;
+}
+
 static void lease_answer(void *arg, int status, json_t *body)
 {
     struct lease_wait *lw = arg;
     if (!lw->in_call) kiln_http_req_on_close(lw->req, NULL, NULL);
-    if (status == 200 && json_is_object(json_object_get(body, "job"))) {
-        /* "jobs" (a batch lease, ?max= > 1) holds "job" too */
-        json_t *jobs = json_object_get(body, "jobs");
-        size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
-        int opened = kiln_store_read_begin(lw->srv->jobs.st);
-        if (!n) lease_secrets(lw->srv, json_object_get(body, "job"));
-        for (size_t i = 0; i < n; i++)
-            lease_secrets(lw->srv, json_array_get(jobs, i));
-        kiln_store_read_end(lw->srv->jobs.st, opened);
-        lw->srv->m.leases += n ? n : 1;
-    }
+    if (status == 200) lease_deliver(lw->srv, body);
     if (status == 204)
         kiln_http_respond(lw->req, 204, NULL, NULL, NULL, 0);
     else
@@ -634,6 +689,50 @@ static void lease_closed(struct kiln_http_req *req, void *arg)
     free(lw);
 }
 
+/* A lease's check of the asking worker: known and not marked lost. Asking
+ * for work is a sign of life, like a heartbeat. */
+static int lease_worker_check(struct kiln_server *srv, int64_t id, struct kiln_error *err)
+{
+    struct kiln_worker_info w;
+    int rc = kiln_registry_get(&srv->jobs, id, &w, err);
+    if (rc) return rc;
+    if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
+        return kiln_fail(err, KILN_ESTATE, "worker is marked lost; register again");
+    kiln_registry_touch(&srv->jobs, id, w.last_seen, kiln_clock_wall());
+    return KILN_OK;
+}
+
+struct lease_now {
+    int status;
+    json_t *body;
+};
+
+static void lease_now_cb(void *arg, int status, json_t *body)
+{
+    struct lease_now *g = arg;
+    g->status = status;
+    g->body = body;
+}
+
+/* The lease a batch report asks for (?lease=N): one placement pass and one
+ * transaction now, no waiting. The lease answer's object, or NULL when
+ * nothing fits or the worker may not take work. */
+static json_t *lease_now(struct kiln_server *srv, int64_t worker, const struct kiln_offer *off,
+                         int max)
+{
+    struct kiln_error err = {0};
+    if (lease_worker_check(srv, worker, &err)) return NULL;
+    struct lease_now g = {0};
+    kiln_dispatch_wait(srv->dispatch, worker, off, max, 0, lease_now_cb, &g); /* answers in call */
+    if (g.status != 200 || !json_is_object(json_object_get(g.body, "job"))) {
+        json_decref(g.body);
+        return NULL;
+    }
+    lease_deliver(srv, g.body);
+    kiln_events_notify(srv->events);
+    return g.body;
+}
+
 static void h_lease(struct ctx *c)
 {
     struct kiln_error aerr = {0};
@@ -645,41 +744,13 @@ static void h_lease(struct ctx *c)
     if (wait > c->srv->cfg.max_lease_wait_s) wait = c->srv->cfg.max_lease_wait_s;
     json_t *o = body_json(c, 1);
     if (!o) return;
-    struct kiln_offer off = {.free_cores = -1, .free_ram_mb = -1};
-    json_t *fc = json_object_get(o, "free_cores"), *fr = json_object_get(o, "free_ram_mb");
-    json_t *fg = json_object_get(o, "free_gpus");
-    const char *bad = NULL;
-    if (fc && !json_is_null(fc) && (!json_is_integer(fc) || json_integer_value(fc) < 0))
-        bad = "free_cores: must be a non-negative integer";
-    else if (fr && !json_is_null(fr) && (!json_is_integer(fr) || json_integer_value(fr) < 0))
-        bad = "free_ram_mb: must be a non-negative integer";
-    else if (fg && !json_is_null(fg) && (!json_is_array(fg) || json_array_size(fg) > KILN_MAX_GPUS))
-        bad = "free_gpus: must be an array of GPU indexes";
-    if (!bad && json_is_array(fg)) {
-        size_t i;
-        json_t *g;
-        off.gpus_given = 1;
-        json_array_foreach(fg, i, g)
-        {
-            if (!json_is_integer(g) || json_integer_value(g) < 0 || json_integer_value(g) > 31) {
-                bad = "free_gpus: must be an array of GPU indexes";
-                break;
-            }
-            off.free_gpus[off.nfree_gpus++] = (int)json_integer_value(g);
-        }
-    }
-    if (json_is_integer(fc)) off.free_cores = (int)json_integer_value(fc);
-    if (json_is_integer(fr)) off.free_ram_mb = json_integer_value(fr);
+    struct kiln_offer off;
+    const char *bad = parse_offer(o, &off);
     json_decref(o);
     if (bad) return fail(c, KILN_EINVAL, bad);
-    struct kiln_worker_info w;
     struct kiln_error err = {0};
-    int rc = kiln_registry_get(&c->srv->jobs, c->id, &w, &err);
+    int rc = lease_worker_check(c->srv, c->id, &err);
     if (rc) return fail_err(c, &err, rc);
-    if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
-        return fail(c, KILN_ESTATE, "worker is marked lost; register again");
-    /* Asking for work is a sign of life, like a heartbeat. */
-    kiln_registry_touch(&c->srv->jobs, c->id, w.last_seen, kiln_clock_wall());
     if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
                              c->srv->cfg.max_lease_waits, "waiting lease requests"))
         return;

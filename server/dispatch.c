@@ -711,7 +711,8 @@ static void run_pass(struct kiln_dispatch *d)
 
 static void on_kick(uv_timer_t *t)
 {
-    run_pass(t->data);
+    struct kiln_dispatch *d = t->data;
+    if (d->kick_pending) run_pass(d); /* else a pass since the kick saw its change */
 }
 
 static void on_wake(uv_timer_t *t)

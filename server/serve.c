@@ -250,7 +250,9 @@ static int job_event(void *arg, int64_t id, const char *type, const char *data)
 {
     struct kiln_server *s = arg;
     s->job_cursor = id;
-    if (strcmp(type, "job")) return 0;
+    /* Hooks hear only of jobs of a commit (serve.h): the compact JSON of
+     * any other job lacks this text, and skips the parse. */
+    if (strcmp(type, "job") || !data || !strstr(data, "\"commit\":\"")) return 0;
     json_t *job = json_loads(data ? data : "null", 0, NULL);
     for (int i = 0; job && i < s->njob_hooks && !s->stopping; i++)
         s->job_hooks[i].fn(s, job, s->job_hooks[i].ctx);

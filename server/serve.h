@@ -17,8 +17,10 @@
  *   kiln_serve_add_stream_route for bodies it streams itself) and hooks
  *   (srv->publish: the publish stage, which must finish each job with
  *   kiln_serve_publish_done(); kiln_serve_on_job_change: told of every
- *   committed job change, in commit order, once each, from the loop
- *   after the change). The service knows none of them by name.
+ *   committed change of a job that has a commit (a job of a tracked
+ *   branch or a recipe at a commit: both hooks, releases and forge
+ *   statuses, are about commits), in commit order, once each, from the
+ *   loop after the change). The service knows none of them by name.
  *   Without a publisher, publishing succeeds at once.
  */
 #ifndef KILN_SERVE_H

@@ -151,6 +151,7 @@ struct agent {
     uint64_t next_hb_ns;
     uint64_t next_lease_ns; /* a server that answers 204 at once is not hammered */
     uint64_t lease_sent_ns;
+    int lease_in_reports; /* a batch report in flight asks for a lease too */
     int draining;
     int low_resources, low_logged; /* disk nearly full or memory pressure */
     int shutting;                  /* 1 after the first signal, 2 after the second */
@@ -1234,6 +1235,20 @@ static int free_capacity(struct agent *a, int *cores, long *ram, json_t *gpus, i
     return KILN_OK;
 }
 
+/* A lease's answer (200): jobs to cancel, and the jobs leased. */
+static void take_lease(struct agent *a, json_t *ans)
+{
+    cancel_jobs(a, json_object_get(ans, "cancel"));
+    json_t *jobs = json_object_get(ans, "jobs"), *jo;
+    size_t i;
+    if (json_is_array(jobs)) { /* a batch lease (?max=N) */
+        json_array_foreach(jobs, i, jo) if (json_is_object(jo)) start_job(a, jo);
+        return;
+    }
+    jo = json_object_get(ans, "job");
+    if (json_is_object(jo)) start_job(a, jo);
+}
+
 static void lease_done(struct req *r)
 {
     struct agent *a = r->a;
@@ -1253,39 +1268,46 @@ static void lease_done(struct req *r)
                  kiln_httpc_error_message(r->resp, r->status));
         return;
     }
-    cancel_jobs(a, json_object_get(r->resp, "cancel"));
-    json_t *jobs = json_object_get(r->resp, "jobs"), *jo;
-    size_t i;
-    if (json_is_array(jobs)) { /* a batch lease (?max=N) */
-        json_array_foreach(jobs, i, jo) if (json_is_object(jo)) start_job(a, jo);
-        return;
-    }
-    jo = json_object_get(r->resp, "job");
-    if (json_is_object(jo)) start_job(a, jo);
+    take_lease(a, r->resp);
 }
 
-static void send_lease(struct agent *a, int cores, long ram, json_t *gpus, int njobs)
+/* What a lease asks for now: *max jobs (at least one core each, so on a
+ * farm of short jobs one round trip fills every free slot) and the offer
+ * {free_cores, free_ram_mb, free_gpus}. 0 with *offer NULL: no room. */
+static int lease_offer(struct agent *a, int *max, json_t **offer)
+{
+    int cores, njobs;
+    long ram;
+    *offer = NULL;
+    json_t *gpus = json_array();
+    if (!gpus || free_capacity(a, &cores, &ram, gpus, &njobs)) {
+        json_decref(gpus);
+        return KILN_ENOMEM;
+    }
+    if (cores <= 0 || ram <= 0 || (a->cfg->max_jobs > 0 && njobs >= a->cfg->max_jobs)) {
+        json_decref(gpus);
+        return KILN_OK;
+    }
+    int m = cores > MAX_BATCH_LEASE ? MAX_BATCH_LEASE : cores;
+    if (a->cfg->max_jobs > 0 && m > a->cfg->max_jobs - njobs) m = a->cfg->max_jobs - njobs;
+    *max = m < 1 ? 1 : m;
+    *offer = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
+                       "free_gpus", gpus);
+    return *offer ? KILN_OK : KILN_ENOMEM;
+}
+
+static void send_lease(struct agent *a, int max, json_t *offer)
 {
     struct req *r = req_new(a, CH_LEASE, "POST", lease_done);
     if (!r) {
-        json_decref(gpus);
+        json_decref(offer);
         return;
     }
     int wait = a->cfg->lease_wait_s;
-    /* Ask for as many jobs as could start now (one core each at least):
-     * on a farm of short jobs one round trip then fills every free slot. */
-    int max = cores < 1 ? 1 : cores > MAX_BATCH_LEASE ? MAX_BATCH_LEASE : cores;
-    if (a->cfg->max_jobs > 0 && max > a->cfg->max_jobs - njobs) max = a->cfg->max_jobs - njobs;
-    if (max < 1) max = 1;
     snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/lease?wait=%d&max=%d", a->worker_id,
              wait, max);
     r->timeout_ms = (long)wait * 1000 + 15000;
-    r->body = json_pack("{s:i,s:I,s:o}", "free_cores", cores, "free_ram_mb", (json_int_t)ram,
-                        "free_gpus", gpus);
-    if (!r->body) {
-        free(r);
-        return;
-    }
+    r->body = offer;
     a->lease_sent_ns = now_ns();
     req_submit(r);
 }
@@ -1421,6 +1443,7 @@ static void send_report(struct agent *a, struct ajob *j)
 static void reports_done(struct req *r)
 {
     struct agent *a = r->a;
+    a->lease_in_reports = 0;
     if (common_status(a, r)) return;
     if (r->status == 404) {
         /* A server from before the batch route: report one by one. */
@@ -1447,33 +1470,52 @@ static void reports_done(struct req *r)
         j->reported = 1;
         drop_job(a, j);
     }
+    /* ?lease=N: the jobs leased after the reports ("lease": null when none
+     * fit; absent from a server without it, and the next pump asks). */
+    json_t *lease = json_object_get(r->resp, "lease");
+    if (r->status == 200 && json_is_object(lease)) take_lease(a, lease);
 }
 
-/* Several finished jobs in one request and one server transaction. */
-static void send_reports(struct agent *a, struct ajob **js, int n)
+/* Several finished jobs in one request and one server transaction. With an
+ * offer (lease_offer), the same round trip asks for up to lease_max jobs
+ * to take their place. */
+static void send_reports(struct agent *a, struct ajob **js, int n, int lease_max, json_t *offer)
 {
     struct req *r = req_new(a, CH_CTL, "POST", reports_done);
     json_t *items = json_array();
     if (!r || !items) {
         free(r);
         json_decref(items);
+        json_decref(offer);
         return;
     }
-    snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/reports", a->worker_id);
+    if (offer)
+        snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/reports?lease=%d", a->worker_id,
+                 lease_max);
+    else
+        snprintf(r->path, sizeof r->path, "/api/v1/workers/%ld/reports", a->worker_id);
     for (int i = 0; i < n; i++) {
         json_t *b = report_body(a, js[i]);
         if (!b || json_object_set_new(b, "job", json_integer(js[i]->id)) ||
             json_array_append_new(items, b)) {
             json_decref(items);
+            json_decref(offer);
             free(r);
             return;
         }
     }
-    if (!(r->body = json_pack("{s:o}", "reports", items))) {
+    r->body = offer ? offer : json_object();
+    if (!r->body || json_object_set_new(r->body, "reports", items)) {
+        json_decref(r->body);
         free(r);
         return;
     }
-    req_submit(r);
+    if (offer && req_submit(r) == 0) {
+        a->lease_in_reports = 1;
+        a->lease_sent_ns = now_ns();
+    } else if (!offer) {
+        req_submit(r);
+    }
 }
 
 /* ---- step mode: the attempt's currency and Slurm's accounting ---- */
@@ -1624,6 +1666,8 @@ static void pump(struct agent *a)
     }
     if (a->step && a->backoff_pending) return;
     if (!a->busy[CH_LOG]) send_log(a);
+    int may_lease = !a->step && !a->busy[CH_LEASE] && !a->lease_in_reports && !a->draining &&
+                    !a->shutting && !a->low_resources && now_ns() >= a->next_lease_ns;
     if (!a->busy[CH_CTL]) {
         struct ajob *rep = NULL, *ready[REPORTS_MAX];
         int nready = 0;
@@ -1638,9 +1682,13 @@ static void pump(struct agent *a)
             running += !j->finished;
         uint64_t hb_ns = (uint64_t)a->heartbeat_s * 1000000000ull;
         if (running && hb_ns > CANCEL_HB_MS * 1000000ull) hb_ns = CANCEL_HB_MS * 1000000ull;
-        if (nready > 1 && !a->single_reports)
-            send_reports(a, ready, nready);
-        else if (rep)
+        if (nready && !a->single_reports && (nready > 1 || may_lease)) {
+            /* The freed room asks for work in the same round trip. */
+            int max = 0;
+            json_t *offer = NULL;
+            if (may_lease && lease_offer(a, &max, &offer)) return;
+            send_reports(a, ready, nready, max, offer);
+        } else if (rep)
             send_report(a, rep);
         else if (a->step && running && now_ns() >= a->next_check_ns)
             send_step_check(a);
@@ -1648,21 +1696,11 @@ static void pump(struct agent *a)
                  now_ns() + (uint64_t)a->heartbeat_s * 1000000000ull - hb_ns >= a->next_hb_ns)
             send_heartbeat(a);
     }
-    if (!a->step && !a->busy[CH_LEASE] && !a->draining && !a->shutting && !a->low_resources &&
-        now_ns() >= a->next_lease_ns) {
-        int cores, njobs;
-        long ram;
-        json_t *gpus = json_array();
-        if (!gpus) return;
-        if (free_capacity(a, &cores, &ram, gpus, &njobs)) {
-            json_decref(gpus);
-            return;
-        }
-        int room = cores > 0 && ram > 0 && (a->cfg->max_jobs <= 0 || njobs < a->cfg->max_jobs);
-        if (room)
-            send_lease(a, cores, ram, gpus, njobs);
-        else
-            json_decref(gpus);
+    if (may_lease && !a->lease_in_reports) {
+        int max = 0;
+        json_t *offer = NULL;
+        if (lease_offer(a, &max, &offer)) return;
+        if (offer) send_lease(a, max, offer);
     }
 }
 

@@ -85,9 +85,8 @@ static void finish(struct kiln_proc *p)
     uv_timer_stop(&p->reap);
     uv_timer_stop(&p->waitpoll);
     if (p->pidfd >= 0) uv_poll_stop(&p->exitw);
-    kiln_limits_job_sample(&p->jl);
+    kiln_limits_job_sample(&p->jl); /* the last word on peak RAM and CPU */
     if (p->jl.exceeded && p->jl.ram_limit) p->ram_exceeded = 1;
-    kiln_limits_job_destroy(&p->jl);
 
     struct kiln_proc_result r;
     memset(&r, 0, sizeof r);
@@ -119,6 +118,10 @@ static void finish(struct kiln_proc *p)
         snprintf(r.reason, sizeof r.reason, "exited with status %d", r.exit_code);
     }
     p->done(p, &r, p->arg);
+    /* Every process is gone: the empty cgroup goes after the caller has
+     * sent the report, off the way to the next job (p lives until its
+     * handles close, even if done freed it). */
+    kiln_limits_job_destroy(&p->jl);
 }
 
 static void on_reap(uv_timer_t *t)
@@ -136,7 +139,6 @@ static void on_exit_cb(struct kiln_proc *p, int64_t status, int sig)
     p->exited = 1;
     p->exit_status = status;
     p->term_signal = sig;
-    kiln_limits_job_sample(&p->jl);
     /* A job ends with its main process: stragglers in the group would keep
      * writing to the log and hold RAM the next job was promised. */
     kill_all(p);
