@@ -691,14 +691,14 @@ static void lease_closed(struct kiln_http_req *req, void *arg)
 
 /* A lease's check of the asking worker: known and not marked lost. Asking
  * for work is a sign of life, like a heartbeat. */
-static int lease_worker_check(struct kiln_server *srv, int64_t id, struct kiln_error *err)
+static int lease_worker_check(struct kiln_server *srv, int64_t id, struct kiln_worker_info *w,
+                              struct kiln_error *err)
 {
-    struct kiln_worker_info w;
-    int rc = kiln_registry_get(&srv->jobs, id, &w, err);
+    int rc = kiln_registry_get(&srv->jobs, id, w, err);
     if (rc) return rc;
-    if (!strcmp(w.state, "lost") || !strcmp(w.state, "offline"))
+    if (!strcmp(w->state, "lost") || !strcmp(w->state, "offline"))
         return kiln_fail(err, KILN_ESTATE, "worker is marked lost; register again");
-    kiln_registry_touch(&srv->jobs, id, w.last_seen, kiln_clock_wall());
+    kiln_registry_touch(&srv->jobs, id, w->last_seen, kiln_clock_wall());
     return KILN_OK;
 }
 
@@ -721,9 +721,10 @@ static json_t *lease_now(struct kiln_server *srv, int64_t worker, const struct k
                          int max)
 {
     struct kiln_error err = {0};
-    if (lease_worker_check(srv, worker, &err)) return NULL;
+    struct kiln_worker_info w;
+    if (lease_worker_check(srv, worker, &w, &err)) return NULL;
     struct lease_now g = {0};
-    kiln_dispatch_wait(srv->dispatch, worker, off, max, 0, lease_now_cb, &g); /* answers in call */
+    kiln_dispatch_wait(srv->dispatch, worker, &w, off, max, 0, lease_now_cb, &g); /* in call */
     if (g.status != 200 || !json_is_object(json_object_get(g.body, "job"))) {
         json_decref(g.body);
         return NULL;
@@ -749,7 +750,8 @@ static void h_lease(struct ctx *c)
     json_decref(o);
     if (bad) return fail(c, KILN_EINVAL, bad);
     struct kiln_error err = {0};
-    int rc = lease_worker_check(c->srv, c->id, &err);
+    struct kiln_worker_info w;
+    int rc = lease_worker_check(c->srv, c->id, &w, &err);
     if (rc) return fail_err(c, &err, rc);
     if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
                              c->srv->cfg.max_lease_waits, "waiting lease requests"))
@@ -759,7 +761,7 @@ static void h_lease(struct ctx *c)
     lw->srv = c->srv;
     lw->req = c->req;
     lw->in_call = 1;
-    struct kiln_waiter *wt = kiln_dispatch_wait(c->srv->dispatch, c->id, &off, (int)max,
+    struct kiln_waiter *wt = kiln_dispatch_wait(c->srv->dispatch, c->id, &w, &off, (int)max,
                                                 (unsigned)wait * 1000u, lease_answer, lw);
     lw->in_call = 0;
     if (!wt) {

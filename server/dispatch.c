@@ -543,6 +543,7 @@ struct kiln_waiter {
     struct kiln_dispatch *d;
     struct kiln_waiter *next, *prev;
     int64_t worker_id;
+    char worker_name[128]; /* for lease_fn (its log marker) */
     struct kiln_offer offer;
     int max;
     kiln_waiter_cb cb;
@@ -683,7 +684,7 @@ static void run_pass(struct kiln_dispatch *d)
                     (struct kiln_lease_item){.job = as[p].job_id, .gpu_index = as[p].gpu_index};
         struct kiln_error e2 = {0};
         /* A failed lease (raced with a cancel) is seen as ended next pass. */
-        if (d->lease_fn(d->lease_ctx, w->worker_id, ni, items, &e2)) continue;
+        if (d->lease_fn(d->lease_ctx, w->worker_id, w->worker_name, ni, items, &e2)) continue;
         json_t *jobs = json_array();
         for (size_t i = 0; i < ni; i++) {
             if (!items[i].lease) continue;
@@ -806,12 +807,17 @@ int kiln_dispatch_waiting(const struct kiln_dispatch *d)
 }
 
 struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_id,
+                                       const struct kiln_worker_info *wi,
                                        const struct kiln_offer *o, int max, unsigned wait_ms,
                                        kiln_waiter_cb cb, void *arg)
 {
-    struct kiln_worker_info wi;
+    struct kiln_worker_info own;
     struct kiln_error err = {0};
-    int rc = kiln_registry_get(d->j, worker_id, &wi, &err);
+    int rc = KILN_OK;
+    if (!wi) {
+        rc = kiln_registry_get(d->j, worker_id, &own, &err);
+        wi = &own;
+    }
     if (rc == KILN_ENOTFOUND || d->closing) {
         cb(arg, 204, NULL);
         return NULL;
@@ -831,6 +837,7 @@ struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_i
     }
     w->d = d;
     w->worker_id = worker_id;
+    snprintf(w->worker_name, sizeof w->worker_name, "%s", wi->name);
     w->offer = *o;
     w->max = max < 1 ? 1 : max;
     w->cb = cb;

@@ -48,8 +48,8 @@ int kiln_dispatch_match(struct kiln_jobs *j, const struct kiln_worker_info *w,
 /* Commit the leases of n jobs to one worker (one store transaction,
  * kiln_jobs_lease_batch): each item gets its response object or its own
  * rc and err. */
-typedef int (*kiln_lease_fn)(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_item *items,
-                             struct kiln_error *err);
+typedef int (*kiln_lease_fn)(void *ctx, int64_t worker_id, const char *worker_name, size_t n,
+                             struct kiln_lease_item *items, struct kiln_error *err);
 /* Result for a waiter: status 200 with body (ownership passes), or 204 and
  * NULL when the wait expired. Called exactly once unless unwaited. */
 typedef void (*kiln_waiter_cb)(void *arg, int status, json_t *body);
@@ -73,9 +73,11 @@ void kiln_dispatch_free(struct kiln_dispatch *d);
 /* A worker asks for up to max jobs (1..64) that fit its offer. One
  * placement pass decides them all and one transaction leases them; the
  * answer is {"job": first} and, with max > 1, also "jobs": [all].
+ * wi: the worker's row as the caller just read it, or NULL (read here).
  * Returns NULL when cb has already been called (matched at once, wait_ms 0,
  * or an error: 503). Otherwise the waiter handle for kiln_dispatch_unwait. */
 struct kiln_waiter *kiln_dispatch_wait(struct kiln_dispatch *d, int64_t worker_id,
+                                       const struct kiln_worker_info *wi,
                                        const struct kiln_offer *o, int max, unsigned wait_ms,
                                        kiln_waiter_cb cb, void *arg);
 /* The client went away: drop the waiter without calling cb. */

@@ -163,13 +163,11 @@ int kiln_serve_config_load(struct kiln_serve_config *c, const char *path, struct
 
 /* --- glue --- */
 
-static int lease_fn(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_item *items,
-                    struct kiln_error *err)
+static int lease_fn(void *ctx, int64_t worker_id, const char *worker_name, size_t n,
+                    struct kiln_lease_item *items, struct kiln_error *err)
 {
     struct kiln_server *s = ctx;
-    struct kiln_worker_info w;
-    int rc = kiln_registry_get(&s->jobs, worker_id, &w, err);
-    if (rc) return rc;
+    int rc;
     /* Each attempt's log starts after its marker line, which is written
      * with the attempt's first byte (kiln_logs_open_attempt): no file per
      * lease. The reads share one snapshot. */
@@ -184,8 +182,9 @@ static int lease_fn(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_it
         /* a job never leased has written no log: no stat() for its file */
         size = 0;
         if (attempt > 0 && (it->rc = kiln_logs_size(s->logs, it->job, &size, &it->err))) continue;
-        int len = kiln_logs_marker(line, sizeof line, attempt + 1,
-                                   !strcmp(state, "built") ? "test" : "build", w.name, size > 0);
+        int len =
+            kiln_logs_marker(line, sizeof line, attempt + 1,
+                             !strcmp(state, "built") ? "test" : "build", worker_name, size > 0);
         if (len < 0)
             it->rc = kiln_fail(&it->err, KILN_ELIMIT, "worker name too long for the log marker");
         it->log_base = size + len;
@@ -195,9 +194,9 @@ static int lease_fn(void *ctx, int64_t worker_id, size_t n, struct kiln_lease_it
         return rc;
     for (size_t i = 0; i < n; i++) {
         if (!items[i].lease) continue;
-        kiln_log(&s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s",
-                 (long long)items[i].job,
-                 (long long)json_integer_value(json_object_get(items[i].lease, "attempt")), w.name);
+        kiln_log(
+            &s->log, KILN_LOG_INFO, "job %lld attempt %lld leased to %s", (long long)items[i].job,
+            (long long)json_integer_value(json_object_get(items[i].lease, "attempt")), worker_name);
         kiln_logs_notify(s->logs, items[i].job);
         if (s->lease_extra) s->lease_extra(s, items[i].lease, s->lease_extra_ctx);
     }

@@ -393,8 +393,8 @@ static void rearm_pool(struct pool *p)
            guard++ < 1000) {
         p->want_wait = 0;
         struct kiln_offer off = {.free_cores = -1, .free_ram_mb = -1};
-        p->waiter =
-            kiln_dispatch_wait(srv->dispatch, p->worker_id, &off, 1, LEASE_WAIT_MS, on_lease, p);
+        p->waiter = kiln_dispatch_wait(srv->dispatch, p->worker_id, NULL, &off, 1, LEASE_WAIT_MS,
+                                       on_lease, p);
     }
     if (guard) kiln_events_notify(srv->events);
 }
