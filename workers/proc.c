@@ -140,9 +140,10 @@ static void on_exit_cb(struct kiln_proc *p, int64_t status, int sig)
     p->exit_status = status;
     p->term_signal = sig;
     /* A job ends with its main process: stragglers in the group would keep
-     * writing to the log and hold RAM the next job was promised. */
-    kill_all(p);
+     * writing to the log and hold RAM the next job was promised. Mostly
+     * there are none, which one read of the job's cgroup says. */
     if (kiln_limits_job_alive(&p->jl)) {
+        kill_all(p);
         uv_timer_start(&p->reap, on_reap, REAP_MS, REAP_MS);
         return;
     }
