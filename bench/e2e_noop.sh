@@ -20,7 +20,7 @@ KILN=${KILN_BIN:-$SRC/build/kiln}
 RAW=${SPAWN_RAW:-$SRC/build/bench/spawn_raw}
 CLIENT="python3 $SRC/bench/lib/kiln_client.py"
 [ -x "$KILN" ] && [ -x "$RAW" ] || { echo "build first: make && make bench" >&2; exit 2; }
-T=$(mktemp -d /tmp/kiln-e2e-bench-XXXXXX)
+T=$(mktemp -d "${TMPDIR:-/tmp}/kiln-e2e-bench-XXXXXX")
 SPID="" WPID=""
 cleanup() {
     for p in $WPID $SPID; do kill -TERM "$p" 2>/dev/null || true; done

@@ -19,6 +19,7 @@
 #include "workers/limits.h"
 #include "workers/proc.h"
 #include "workers/stage.h"
+#include "workers/spare.h"
 #include "workers/step.h"
 
 #include <errno.h>
@@ -67,6 +68,7 @@ struct ajob {
     int reported;
     uint64_t sent; /* bytes the server confirmed */
     char log_path[PATH_MAX];
+    char dir[PATH_MAX];         /* work_dir/jobs/<id>-<attempt> ("" until made) */
     char report_path[PATH_MAX]; /* $KILN_REPORT_FILE: outputs + selftest from the job */
     json_t *outputs, *selftest;
     char selftest_doc[PATH_MAX]; /* test stage: where `kiln selftest run` writes its verdict */
@@ -160,6 +162,7 @@ struct agent {
     int fatal;
     struct kiln_error fatal_err;
     struct ajob *jobs;
+    struct kiln_spare spare; /* recycled job dirs and logs (off in step mode) */
     unsigned log_rr;
     char name[128];
     char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
@@ -346,6 +349,12 @@ static struct ajob *find_attempt(struct agent *a, long id, long attempt)
 
 static void drop_job(struct agent *a, struct ajob *j)
 {
+    /* Reported, so its log is all sent: the log, and the directory if the
+     * job left it empty, serve a later job (spare.h). */
+    if (j->reported && j->finished && !j->staging && !j->acct_pending && j->dir[0]) {
+        kiln_spare_give_dir(&a->spare, j->dir);
+        kiln_spare_give_log(&a->spare, j->log_path);
+    }
     for (struct ajob **pp = &a->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
             *pp = j->next;
@@ -935,10 +944,13 @@ static void start_job(struct agent *a, json_t *jo)
         rc = kiln_fail(&err, KILN_ESTATE, "worker is shutting down");
     } else if (!cmd || !*cmd) {
         rc = kiln_fail(&err, KILN_EINVAL, "the job has no command");
-    } else if (kiln_mkdir_p(dir, 0755) || kiln_mkdir_p(logs, 0755)) {
+    } else if ((!kiln_spare_take_dir(&a->spare, dir) && kiln_mkdir_p(dir, 0755)) ||
+               kiln_mkdir_p(logs, 0755)) {
         rc = kiln_fail(&err, KILN_EIO, "cannot create %s: %s", dir, strerror(errno));
     } else {
-        unlink(j->log_path); /* a fresh attempt starts a fresh log */
+        snprintf(j->dir, sizeof j->dir, "%s", dir);
+        /* a fresh attempt starts a fresh log: a spare one, or none */
+        if (!kiln_spare_take_log(&a->spare, j->log_path)) unlink(j->log_path);
         unlink(j->report_path);
         /* A job from a tracked repository builds its own commit: the job
          * first checks that commit out into its directory (in the job's
@@ -1824,6 +1836,8 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
+    /* Step mode runs one job: nothing to recycle. */
+    if (!cfg->step_lease) kiln_spare_init(&a->spare, cfg->work_dir, plain ? a->name : NULL);
     if (cfg->step_lease) {
         a->step = 1;
         a->registered = 1;

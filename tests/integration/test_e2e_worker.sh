@@ -50,6 +50,14 @@ req "" GET "/jobs/$C" | grep -q '"failed_stage":"build"' || fail "C failed_stage
 a_end=$(req "" GET "/jobs/$A" | cut -d' ' -f2- | jfield finished_at)
 b_start=$(req "" GET "/jobs/$B" | cut -d' ' -f2- | jfield started_at)
 awk -v a="$a_end" -v b="$b_start" 'BEGIN{exit !(b >= a)}' || fail "B started ($b_start) before A ended ($a_end)"
+# Their directories (left empty) and sent logs went to the worker's pool
+# (workers/spare.h) once reported, for later jobs to rename into place.
+recycled() {
+    for j in "$A" "$B" "$C"; do [ -e "$T/work/jobs/$j-1" ] && return 1; done
+    ls "$T/work/spare-e2e-w" | grep -q '^d' && ls "$T/work/spare-e2e-w" | grep -q '^l'
+}
+for _ in $(seq 1 100); do recycled && break; sleep 0.1; done
+recycled || fail "finished jobs' dirs and logs were not recycled: jobs/: $(ls "$T/work/jobs") spare: $(ls "$T/work/spare-e2e-w" 2>&1)"
 
 # Cancel a running job: the worker stops it quickly.
 L=$(submit '{"name":"long","command":"sleep 60"}')
