@@ -1,6 +1,6 @@
 # Shared helpers for the core integration tests (sourced, not run).
 # start_serve DATA [ARGS...]: starts kiln serve on a free loopback port,
-# sets SERVE_PID, PORT and U (API base URL).
+# sets SERVE_PID, PORT and U (API base URL). fixture NAME: see below.
 : "${KILN_BIN:?set KILN_BIN}"
 SERVE_PID=""
 
@@ -19,6 +19,16 @@ start_serve() {
     done
     [ -n "$PORT" ] || { echo "serve did not start"; cat "$data.serve.log"; return 1; }
     U=http://127.0.0.1:$PORT/api/v1
+}
+
+# fixture NAME: T, a fresh directory removed on exit (serve stopped first),
+# D=$T/var, and in it a submit token SUB and a worker token WK.
+fixture() {
+    T=$(mktemp -d "/tmp/kiln-$1-XXXXXX")
+    trap 'stop_serve; rm -rf "$T"' EXIT
+    D=$T/var
+    SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
+    WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
 }
 
 stop_serve() {

@@ -6,15 +6,7 @@
 set -u
 . "$KILN_SRC/tests/integration/lib_serve.sh"
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-T=$(mktemp -d /tmp/kiln-replease-XXXXXX)
-cleanup() {
-    stop_serve
-    rm -rf "$T"
-}
-trap cleanup EXIT
-D=$T/var
-SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
-WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
+fixture replease
 start_serve "$D" --allow-anonymous-read || fail "serve did not start"
 submit() {
     r=$(req "$SUB" POST /jobs '{"name":"n","command":"true","cores":1,"ram_mb":100}')
