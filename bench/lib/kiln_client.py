@@ -3,8 +3,11 @@ over one keep-alive connection (a curl process per call would cost the
 machine more than the job it submits).
 
   python3 kiln_client.py URL TOKEN submit N [JSON]   -> prints first and last id
-  python3 kiln_client.py URL TOKEN wait N TIMEOUT_S  -> waits until N jobs are
-      final, prints "done N first_start last_finish" from the jobs' own times
+  python3 kiln_client.py URL TOKEN wait N TIMEOUT_S [READY_FILE]
+      -> waits until N jobs are final, prints "done N first_start
+      last_finish" from the jobs' own times; creates READY_FILE after its
+      first answer, so a bench can start the work once this client (and
+      the interpreter's start, which is not free) is out of the way
   python3 kiln_client.py URL TOKEN pages STATE       -> reads every job in STATE
       page by page (limit 1000), prints the count
   python3 kiln_client.py URL TOKEN time PATH K        -> GETs PATH K times on one
@@ -67,10 +70,14 @@ def main():
         print(ids[0], ids[-1])
     elif cmd == "wait":
         n, timeout = int(sys.argv[4]), float(sys.argv[5])
+        ready = sys.argv[6] if len(sys.argv) > 6 else None
         end = time.time() + timeout
         final = ("succeeded", "failed", "cancelled", "superseded")
         while True:
             st, d = api.call("GET", "/jobs?limit=1")
+            if ready:
+                open(ready, "w").close()
+                ready = None
             c = d.get("counts", {})
             done = sum(c.get(k, 0) for k in final)
             if done >= n:
