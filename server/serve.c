@@ -405,6 +405,10 @@ int kiln_server_init(struct kiln_server *s, uv_loop_t *loop, const struct kiln_s
     if (kiln_path_join(path, sizeof path, c->data_dir, "kiln.db"))
         return kiln_fail(err, KILN_ELIMIT, "data directory path is too long");
     if ((rc = kiln_store_open(path, &s->st, err))) return rc;
+    /* A checkpoint and its fsync on the loop stalled every request. */
+    struct kiln_error cerr = {0};
+    if (kiln_store_checkpoints_start(s->st, &cerr))
+        kiln_log(&s->log, KILN_LOG_WARN, "%s; checkpoints stay on the loop", cerr.msg);
     kiln_jobs_init(&s->jobs, s->st);
     s->jobs.policy.backoff_base_s = c->backoff_base_s;
     s->jobs.policy.backoff_max_s = c->backoff_max_s;

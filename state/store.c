@@ -3,6 +3,7 @@
 
 #include "common/sqlite_open.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,8 +14,22 @@ struct cached_stmt {
     sqlite3_stmt *stmt;
 };
 
+#define CKPT_PAGES 4000         /* the thread's turn (and the inline period) */
+#define CKPT_INLINE_PAGES 64000 /* the thread is behind: the commit does it */
+
+/* The checkpoint thread (kiln_store_checkpoints_start). */
+struct checkpointer {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int want, stop;
+    unsigned long done;
+    sqlite3 *db; /* the thread's own connection */
+};
+
 struct kiln_store {
     sqlite3 *db;
+    struct checkpointer *ck;
     int in_tx;
     /* Inside one transaction nothing but this connection's own event
      * inserts can move the newest event id, so it is read once per
@@ -231,9 +246,109 @@ int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error
     return KILN_OK;
 }
 
+static void *ckpt_main(void *arg)
+{
+    struct checkpointer *ck = arg;
+    pthread_mutex_lock(&ck->mu);
+    for (;;) {
+        while (!ck->want && !ck->stop)
+            pthread_cond_wait(&ck->cv, &ck->mu);
+        if (ck->stop) break;
+        ck->want = 0;
+        pthread_mutex_unlock(&ck->mu);
+        /* SQLITE_BUSY (another checkpoint running) is fine: it is done. */
+        int rc = sqlite3_wal_checkpoint_v2(ck->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&ck->mu);
+        if (rc == SQLITE_OK) ck->done++;
+    }
+    pthread_mutex_unlock(&ck->mu);
+    return NULL;
+}
+
+/* After each commit of the owner's connection (it replaces SQLite's own
+ * autocheckpoint): pages = frames now in the WAL. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct checkpointer *ck = arg;
+    if (pages >= CKPT_INLINE_PAGES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (pages >= CKPT_PAGES) {
+        pthread_mutex_lock(&ck->mu);
+        ck->want = 1;
+        pthread_cond_signal(&ck->cv);
+        pthread_mutex_unlock(&ck->mu);
+    }
+    return SQLITE_OK;
+}
+
+int kiln_store_checkpoints_start(struct kiln_store *st, struct kiln_error *err)
+{
+    if (st->ck) return KILN_OK;
+    const char *path = sqlite3_db_filename(st->db, "main");
+    if (!path || !*path) return kiln_fail(err, KILN_EDB, "the store has no file to checkpoint");
+    struct checkpointer *ck = calloc(1, sizeof *ck);
+    if (!ck) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    int rc = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        kiln_fail(err, KILN_EDB, "cannot open %s for checkpoints: %s", path,
+                  ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
+        sqlite3_close(ck->db);
+        free(ck);
+        return KILN_EDB;
+    }
+    if (pthread_mutex_init(&ck->mu, NULL)) {
+        sqlite3_close(ck->db);
+        free(ck);
+        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
+    }
+    if (pthread_cond_init(&ck->cv, NULL)) {
+        pthread_mutex_destroy(&ck->mu);
+        sqlite3_close(ck->db);
+        free(ck);
+        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
+    }
+    if (pthread_create(&ck->th, NULL, ckpt_main, ck)) {
+        pthread_cond_destroy(&ck->cv);
+        pthread_mutex_destroy(&ck->mu);
+        sqlite3_close(ck->db);
+        free(ck);
+        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
+    }
+    st->ck = ck;
+    sqlite3_wal_hook(st->db, on_wal_commit, ck);
+    return KILN_OK;
+}
+
+unsigned long kiln_store_checkpoints_done(struct kiln_store *st)
+{
+    if (!st->ck) return 0;
+    pthread_mutex_lock(&st->ck->mu);
+    unsigned long n = st->ck->done;
+    pthread_mutex_unlock(&st->ck->mu);
+    return n;
+}
+
+static void checkpoints_stop(struct kiln_store *st)
+{
+    struct checkpointer *ck = st->ck;
+    if (!ck) return;
+    sqlite3_wal_hook(st->db, NULL, NULL);
+    pthread_mutex_lock(&ck->mu);
+    ck->stop = 1;
+    pthread_cond_signal(&ck->cv);
+    pthread_mutex_unlock(&ck->mu);
+    pthread_join(ck->th, NULL);
+    pthread_cond_destroy(&ck->cv);
+    pthread_mutex_destroy(&ck->mu);
+    sqlite3_close(ck->db);
+    free(ck);
+    st->ck = NULL;
+}
+
 void kiln_store_close(struct kiln_store *st)
 {
     if (!st) return;
+    checkpoints_stop(st); /* first: the owner's close is then the last, and cleans the WAL up */
     for (size_t i = 0; i < st->nstmts; i++)
         sqlite3_finalize(st->stmts[i].stmt);
     if (st->db) sqlite3_close(st->db);

@@ -14,6 +14,9 @@
  *   transaction so the change and its event commit together or not at all.
  * - Single-threaded: one store belongs to one thread (the serve loop, or a
  *   CLI command). Other processes may open the same file (WAL + busy timeout).
+ * - Checkpoints: the committing thread copies the WAL back every 4,000
+ *   pages, unless kiln_store_checkpoints_start() gave that work to a
+ *   thread of the store's own (see there).
  */
 #ifndef KILN_STORE_H
 #define KILN_STORE_H
@@ -45,7 +48,18 @@ struct kiln_store;
     "log_size > 0 AND state IN ('succeeded','failed','cancelled','superseded')"
 
 int kiln_store_open(const char *path, struct kiln_store **out, struct kiln_error *err);
+/* Stops the checkpoint thread, if any, then closes. */
 void kiln_store_close(struct kiln_store *st);
+/* For a long-running owner (serve): from now on a commit that leaves 4,000
+ * pages or more in the WAL wakes a thread with its own connection, which
+ * copies them back (PASSIVE: it never waits for, nor blocks, the owner's
+ * reads and writes), so the owner's loop no longer stalls for a checkpoint
+ * and its fsync. Past 64,000 pages (the thread not keeping up) the commit
+ * checkpoints inline, as without it. KILN_EIO/KILN_EDB when the thread or
+ * its connection cannot start; the store then checkpoints inline. */
+int kiln_store_checkpoints_start(struct kiln_store *st, struct kiln_error *err);
+/* How many checkpoints the thread has run (tests). */
+unsigned long kiln_store_checkpoints_done(struct kiln_store *st);
 sqlite3 *kiln_store_db(struct kiln_store *st);
 int kiln_store_schema_version(struct kiln_store *st, int *version, struct kiln_error *err);
 

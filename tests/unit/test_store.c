@@ -165,6 +165,42 @@ static void test_stmt_cache_reuses(void **state)
     cleanup(p);
 }
 
+/* With the checkpoint thread started, commits past 4,000 WAL pages wake
+ * it and it copies them back (its count goes up: with the hook set and no
+ * thread, nothing would checkpoint until 64,000 pages), and closing stops
+ * it so that the last close still removes the WAL. */
+static void test_checkpoints_off_the_loop(void **state)
+{
+    (void)state;
+    const char *p = tmpdb();
+    struct kiln_store *st;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_open(p, &st, &err), KILN_OK);
+    assert_int_equal(kiln_store_checkpoints_start(st, &err), KILN_OK);
+    assert_int_equal(kiln_store_checkpoints_start(st, &err), KILN_OK); /* once is enough */
+    sqlite3 *db = kiln_store_db(st);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE scratch(b BLOB)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_stmt *ins;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "INSERT INTO scratch VALUES (zeroblob(1048576))", -1, &ins, NULL),
+        SQLITE_OK);
+    for (int i = 0; i < 40; i++) { /* 40 commits of 1 MiB: 10,000+ pages */
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+        if (i % 8 == 7)
+            assert_int_equal(sqlite3_exec(db, "DELETE FROM scratch", 0, 0, 0), SQLITE_OK);
+    }
+    sqlite3_finalize(ins);
+    for (int i = 0; i < 1000 && kiln_store_checkpoints_done(st) == 0; i++)
+        usleep(10000);
+    assert_true(kiln_store_checkpoints_done(st) >= 1);
+    kiln_store_close(st); /* stops the thread, then the last close removes the WAL */
+    char wal[128];
+    snprintf(wal, sizeof wal, "%s-wal", p);
+    assert_int_equal(access(wal, F_OK), -1);
+    cleanup(p);
+}
+
 struct collected {
     int n;
     int64_t last;
@@ -270,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_adopts_old_version_table),
         cmocka_unit_test(test_stmt_cache_reuses),
+        cmocka_unit_test(test_checkpoints_off_the_loop),
         cmocka_unit_test(test_events_commit_and_rollback),
         cmocka_unit_test(test_tokens),
     };
