@@ -18,7 +18,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,32 +371,30 @@ static void h_log_post(struct ctx *c)
 }
 
 /* What a worker offers in a lease request's body: free_cores, free_ram_mb
- * and free_gpus, each optional. NULL, or the sentence naming the bad field. */
-static const char *parse_offer(json_t *o, struct kiln_offer *off)
+ * and free_gpus, each optional (absent or null: not given). KILN_EINVAL
+ * with the sentence naming the bad field. */
+static int parse_offer(json_t *o, struct kiln_offer *off, struct kiln_error *err)
 {
     *off = (struct kiln_offer){.free_cores = -1, .free_ram_mb = -1};
-    json_t *fc = json_object_get(o, "free_cores"), *fr = json_object_get(o, "free_ram_mb");
-    json_t *fg = json_object_get(o, "free_gpus");
-    if (fc && !json_is_null(fc) && (!json_is_integer(fc) || json_integer_value(fc) < 0))
-        return "free_cores: must be a non-negative integer";
-    if (fr && !json_is_null(fr) && (!json_is_integer(fr) || json_integer_value(fr) < 0))
-        return "free_ram_mb: must be a non-negative integer";
-    if (fg && !json_is_null(fg) && (!json_is_array(fg) || json_array_size(fg) > KILN_MAX_GPUS))
-        return "free_gpus: must be an array of GPU indexes";
-    if (json_is_array(fg)) {
-        size_t i;
-        json_t *g;
-        off->gpus_given = 1;
-        json_array_foreach(fg, i, g)
-        {
-            if (!json_is_integer(g) || json_integer_value(g) < 0 || json_integer_value(g) > 31)
-                return "free_gpus: must be an array of GPU indexes";
-            off->free_gpus[off->nfree_gpus++] = (int)json_integer_value(g);
-        }
+    long long cores, ram, g;
+    json_t *gpus, *v;
+    size_t i;
+    int rc;
+    if ((rc = kiln_json_field_int(o, "free_cores", 0, INT_MAX, -1, &cores, err)) ||
+        (rc = kiln_json_field_int(o, "free_ram_mb", 0, INT64_MAX, -1, &ram, err)) ||
+        (rc = kiln_json_field_array(o, "free_gpus", 0, &gpus, err)))
+        return rc;
+    if (json_array_size(gpus) > KILN_MAX_GPUS)
+        return kiln_fail(err, KILN_EINVAL, "free_gpus: at most %d GPU indexes", KILN_MAX_GPUS);
+    json_array_foreach(gpus, i, v)
+    {
+        if ((rc = kiln_json_want_int(v, "free_gpus[]", 0, 31, 0, &g, err))) return rc;
+        off->free_gpus[off->nfree_gpus++] = (int)g;
     }
-    if (json_is_integer(fc)) off->free_cores = (int)json_integer_value(fc);
-    if (json_is_integer(fr)) off->free_ram_mb = json_integer_value(fr);
-    return NULL;
+    off->gpus_given = gpus != NULL;
+    off->free_cores = (int)cores;
+    off->free_ram_mb = ram;
+    return KILN_OK;
 }
 
 /* A report's fields from its JSON (o keeps owning what r borrows). */
@@ -506,10 +506,10 @@ static void h_reports(struct ctx *c)
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_offer off;
-    const char *bad = lease_max ? parse_offer(o, &off) : NULL;
-    if (bad) {
+    int orc = lease_max ? parse_offer(o, &off, &err) : KILN_OK;
+    if (orc) {
         json_decref(o);
-        return fail(c, KILN_EINVAL, bad);
+        return fail_err(c, &err, orc);
     }
     json_t *list = json_object_get(o, "reports");
     size_t n = json_array_size(list);
@@ -746,13 +746,12 @@ static void h_lease(struct ctx *c)
     json_t *o = body_json(c, 1);
     if (!o) return;
     struct kiln_offer off;
-    const char *bad = parse_offer(o, &off);
-    json_decref(o);
-    if (bad) return fail(c, KILN_EINVAL, bad);
     struct kiln_error err = {0};
-    struct kiln_worker_info w;
-    int rc = lease_worker_check(c->srv, c->id, &w, &err);
+    int rc = parse_offer(o, &off, &err);
+    json_decref(o);
     if (rc) return fail_err(c, &err, rc);
+    struct kiln_worker_info w;
+    if ((rc = lease_worker_check(c->srv, c->id, &w, &err))) return fail_err(c, &err, rc);
     if (wait > 0 && over_cap(c, kiln_dispatch_waiting(c->srv->dispatch),
                              c->srv->cfg.max_lease_waits, "waiting lease requests"))
         return;

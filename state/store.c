@@ -288,35 +288,30 @@ int kiln_store_checkpoints_start(struct kiln_store *st, struct kiln_error *err)
     if (!path || !*path) return kiln_fail(err, KILN_EDB, "the store has no file to checkpoint");
     struct checkpointer *ck = calloc(1, sizeof *ck);
     if (!ck) return kiln_fail(err, KILN_ENOMEM, "out of memory");
-    int rc = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        kiln_fail(err, KILN_EDB, "cannot open %s for checkpoints: %s", path,
-                  ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
-        sqlite3_close(ck->db);
-        free(ck);
-        return KILN_EDB;
+    int rc = KILN_EDB;
+    int src = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (src != SQLITE_OK) {
+        kiln_fail(err, rc, "cannot open %s for checkpoints: %s", path,
+                  ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(src));
+        goto fail;
     }
-    if (pthread_mutex_init(&ck->mu, NULL)) {
-        sqlite3_close(ck->db);
-        free(ck);
-        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
-    }
-    if (pthread_cond_init(&ck->cv, NULL)) {
-        pthread_mutex_destroy(&ck->mu);
-        sqlite3_close(ck->db);
-        free(ck);
-        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
-    }
-    if (pthread_create(&ck->th, NULL, ckpt_main, ck)) {
-        pthread_cond_destroy(&ck->cv);
-        pthread_mutex_destroy(&ck->mu);
-        sqlite3_close(ck->db);
-        free(ck);
-        return kiln_fail(err, KILN_EIO, "cannot start the checkpoint thread");
-    }
+    rc = KILN_EIO;
+    if (pthread_mutex_init(&ck->mu, NULL)) goto fail_thread;
+    if (pthread_cond_init(&ck->cv, NULL)) goto fail_mutex;
+    if (pthread_create(&ck->th, NULL, ckpt_main, ck)) goto fail_cond;
     st->ck = ck;
     sqlite3_wal_hook(st->db, on_wal_commit, ck);
     return KILN_OK;
+fail_cond:
+    pthread_cond_destroy(&ck->cv);
+fail_mutex:
+    pthread_mutex_destroy(&ck->mu);
+fail_thread:
+    kiln_fail(err, rc, "cannot start the checkpoint thread");
+fail:
+    sqlite3_close(ck->db);
+    free(ck);
+    return rc;
 }
 
 unsigned long kiln_store_checkpoints_done(struct kiln_store *st)

@@ -1522,11 +1522,9 @@ static void send_reports(struct agent *a, struct ajob **js, int n, int lease_max
         free(r);
         return;
     }
-    if (offer && req_submit(r) == 0) {
+    if (req_submit(r) == KILN_OK && offer) {
         a->lease_in_reports = 1;
         a->lease_sent_ns = now_ns();
-    } else if (!offer) {
-        req_submit(r);
     }
 }
 
