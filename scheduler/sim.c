@@ -1,6 +1,7 @@
 /* sim.c - discrete-event simulation of a farm (see sim.h for the model). */
 #include "scheduler/sim.h"
 
+#include "scheduler/slot_bound.h"
 #include "scheduler/trace.h"
 
 #include "common/isa.h"
@@ -13,6 +14,7 @@
 
 #define T_TAIL_NONE DBL_MAX
 #define TAIL_WORDS ", then the shortest chain after one"
+#define SLOT_WORDS " in whole tasks per slot"
 
 void kiln_sim_opts_default(struct kiln_sim_opts *o)
 {
@@ -399,6 +401,37 @@ static double min_tail(const struct simctx *c, const struct kiln_sim_result *r, 
     return m > 0 ? m / maxspeed : 0;
 }
 
+/* The slot term (slot_bound.h) of the group of tasks ix[g..e) on the hosts
+ * with ok[h]: res 0 their cores, 1 their RAM, 2 their GPUs (ok[h] of them,
+ * one test each). Seconds at the fastest speed, or 0 (no term). */
+static double slot_term(const struct kiln_farm *f, const struct simctx *c, const size_t *ix,
+                        size_t g, size_t e, int res, const int *ok, double maxspeed)
+{
+    size_t n = e - g, ncap = 0;
+    for (size_t h = 0; h < f->nhosts; h++)
+        ncap += res == 2 ? (size_t)ok[h] : ok[h] != 0;
+    double *dur = malloc((n ? n : 1) * sizeof *dur);
+    int64_t *demand = malloc((n ? n : 1) * sizeof *demand);
+    int64_t *cap = malloc((ncap ? ncap : 1) * sizeof *cap);
+    double out = 0;
+    if (dur && demand && cap) {
+        for (size_t k = 0; k < n; k++) {
+            const struct kiln_sim_task *t = &c->tasks[ix[g + k]];
+            dur[k] = t->est_s;
+            demand[k] = res == 0 ? t->cores : res == 1 ? t->ram_mb : 1;
+        }
+        size_t m = 0;
+        for (size_t h = 0; h < f->nhosts; h++)
+            for (int k = 0; k < (res == 2 ? ok[h] : ok[h] != 0); k++)
+                cap[m++] = res == 0 ? f->hosts[h].cores : res == 1 ? f->hosts[h].ram_mb : 1;
+        out = kiln_slot_bound(dur, demand, n, cap, ncap) / maxspeed;
+    }
+    free(dur);
+    free(demand);
+    free(cap);
+    return out;
+}
+
 /* Lower bound terms (see sim.h). The work terms: all of a group's work
  * (a platform's builds, or the tests of one SM) has to be done on the
  * group's capacity, so the group's last task ends no earlier than work /
@@ -432,7 +465,10 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
     /* per platform: build work over capacity. Placed builds only name
        platforms some host has, so the groups are few: sort, then scan. */
     size_t *ix = malloc((c->nt ? c->nt : 1) * sizeof *ix);
-    if (!ix) {
+    int *ok = calloc(f->nhosts ? f->nhosts : 1, sizeof *ok);
+    if (!ix || !ok) {
+        free(ix);
+        free(ok);
         r->lower_bound = best; /* still a valid (weaker) bound */
         snprintf(r->bound_what, sizeof r->bound_what, "%s", what);
         return;
@@ -450,24 +486,34 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
             wr += (double)c->tasks[ix[e]].ram_mb * c->tasks[ix[e]].est_s;
         }
         double tail = min_tail(c, r, ix, g, e, maxspeed);
-        g = e;
-        for (size_t h = 0; h < f->nhosts; h++)
-            if (!f->hosts[h].no_builds && (!plat[0] || !strcmp(f->hosts[h].platform, plat))) {
+        for (size_t h = 0; h < f->nhosts; h++) {
+            ok[h] = !f->hosts[h].no_builds && (!plat[0] || !strcmp(f->hosts[h].platform, plat));
+            if (ok[h]) {
                 cc += f->hosts[h].cores * f->hosts[h].speed;
                 cr += (double)f->hosts[h].ram_mb * f->hosts[h].speed;
             }
+        }
         double lc = cc > 0 ? wc / cc + tail : 0, lr = cr > 0 ? wr / cr + tail : 0;
+        /* the busiest slot's whole builds (slot_bound.h), then the tail */
+        double sc = slot_term(f, c, ix, g, e, 0, ok, maxspeed);
+        double sr = slot_term(f, c, ix, g, e, 1, ok, maxspeed);
+        g = e;
+        int slot_c = sc > 0 && sc + tail > lc, slot_r = sr > 0 && sr + tail > lr;
+        if (slot_c) lc = sc + tail;
+        if (slot_r) lr = sr + tail;
         if (lc > r->lb_work) r->lb_work = lc;
         if (lr > r->lb_work) r->lb_work = lr;
         if (lc > best) {
             best = lc;
-            snprintf(what, sizeof what, "build core-hours on %s over its cores%s",
-                     plat[0] ? plat : "any platform", tail > 0 ? TAIL_WORDS : "");
+            snprintf(what, sizeof what, "build core-hours on %s over its cores%s%s",
+                     plat[0] ? plat : "any platform", slot_c ? SLOT_WORDS : "",
+                     tail > 0 ? TAIL_WORDS : "");
         }
         if (lr > best) {
             best = lr;
-            snprintf(what, sizeof what, "build RAM-hours on %s over its RAM%s",
-                     plat[0] ? plat : "any platform", tail > 0 ? TAIL_WORDS : "");
+            snprintf(what, sizeof what, "build RAM-hours on %s over its RAM%s%s",
+                     plat[0] ? plat : "any platform", slot_r ? SLOT_WORDS : "",
+                     tail > 0 ? TAIL_WORDS : "");
         }
     }
     /* per SM requirement: test time over the GPUs that can run it */
@@ -482,20 +528,28 @@ static void lower_bound(const struct kiln_farm *f, const struct simctx *c,
         for (; e < n && !sm_cmp(&ix[e], &ix[g], (void *)c); e++)
             w += c->tasks[ix[e]].est_s;
         double tail = min_tail(c, r, ix, g, e, maxspeed);
-        g = e;
-        for (size_t h = 0; h < f->nhosts; h++)
+        for (size_t h = 0; h < f->nhosts; h++) {
+            ok[h] = 0;
             for (int k = 0; k < f->hosts[h].ngpus; k++)
-                if (kiln_sm_matches(f->hosts[h].gpus[k].sm, c->sm[i], c->sm_compat[i]))
+                if (kiln_sm_matches(f->hosts[h].gpus[k].sm, c->sm[i], c->sm_compat[i])) {
                     cap += f->hosts[h].speed;
+                    ok[h]++;
+                }
+        }
         double l = cap > 0 ? w / cap + tail : 0;
+        double sg = slot_term(f, c, ix, g, e, 2, ok, maxspeed);
+        g = e;
+        int slot_g = sg > 0 && sg + tail > l;
+        if (slot_g) l = sg + tail;
         if (l > r->lb_work) r->lb_work = l;
         if (l > best) {
             best = l;
-            snprintf(what, sizeof what, "test hours on sm_%s GPUs%s", c->sm[i],
-                     tail > 0 ? TAIL_WORDS : "");
+            snprintf(what, sizeof what, "test hours on sm_%s GPUs%s%s", c->sm[i],
+                     slot_g ? SLOT_WORDS : "", tail > 0 ? TAIL_WORDS : "");
         }
     }
     free(ix);
+    free(ok);
     r->lower_bound = best;
     snprintf(r->bound_what, sizeof r->bound_what, "%s", what);
 }

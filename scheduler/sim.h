@@ -30,6 +30,10 @@
  * group (crit_s - est_s at the fastest speed; the group's last task ends no
  * earlier than work / capacity and its dependents run after it; 0 when some
  * task cannot run), (c) the longest dependency chain, (d) the longest task.
+ * In (a) and (b), work / capacity is raised to what the busiest slot must
+ * carry in whole tasks (scheduler/slot_bound.h: the smallest sum of the
+ * group's durations that reaches the group's slot-seconds over its slots),
+ * at the fastest speed.
  * No schedule can beat it; makespan / bound says how close placement got.
  */
 #ifndef KILN_SIM_H
