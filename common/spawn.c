@@ -2,9 +2,11 @@
 #include "common/spawn.h"
 
 #include "common/clock.h"
+#include "common/plain_cmd.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
@@ -22,6 +24,10 @@ extern char **environ;
 #define TERM_GRACE_MS 2000
 /* The child's stack until exec (plus room for argv). */
 #define CHILD_STACK (64 * 1024)
+/* A command of plain words runs without sh up to this length and word count;
+   a longer one goes through sh as any other. */
+#define PLAIN_CMD_MAX 1024
+#define PLAIN_CMD_ARGS 64
 
 /* base (NULL: environ) with add laid over it (same key: add wins),
  * NULL-terminated; the strings are borrowed, only the array is allocated. */
@@ -54,6 +60,7 @@ static char **merged_env(char *const *base, char *const *add)
  * memory (CLONE_VM) until it execs, so the parent prepares everything and
  * the child only makes system calls, on a stack of its own. */
 struct child_plan {
+    const char *file; /* what to exec; NULL: argv[0], looked up in PATH */
     char *const *argv;
     char *const *env;
     const char *cwd;
@@ -122,7 +129,7 @@ CHILD_SIDE static int child_main(void *arg)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execvpe(c->argv[0], c->argv, c->env);
+    execvpe(c->file ? c->file : c->argv[0], c->argv, c->env);
 fail:
     c->err = errno ? errno : EIO;
     _exit(127);
@@ -174,7 +181,6 @@ int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc 
     if (spec->argv && !spec->argv[0]) return kiln_fail(err, KILN_EINVAL, "empty argv");
     char *sh[] = {"/bin/sh", "-c", (char *)spec->command, NULL};
     char *const *argv = spec->argv ? spec->argv : sh;
-    snprintf(p->what, sizeof p->what, "%s", argv[0]);
 
     int pfd[2] = {-1, -1};
     if (spec->out_fd == KILN_SPAWN_PIPE && pipe2(pfd, O_CLOEXEC) != 0)
@@ -185,7 +191,17 @@ int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc 
         if (pfd[1] >= 0) close(pfd[1]);
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
-    struct child_plan c = {.argv = argv,
+    /* a command of plain words runs without sh (plain_cmd.h) */
+    char words[PLAIN_CMD_MAX], file[PATH_MAX], *wargv[PLAIN_CMD_ARGS];
+    const char *exe = NULL;
+    if (!spec->argv && kiln_plain_cmd(spec->command, env, words, sizeof words, wargv,
+                                      PLAIN_CMD_ARGS, file, sizeof file) == 1) {
+        argv = wargv;
+        exe = file;
+    }
+    snprintf(p->what, sizeof p->what, "%s", argv[0]);
+    struct child_plan c = {.file = exe,
+                           .argv = argv,
                            .env = env,
                            .cwd = spec->cwd,
                            .new_session = spec->new_session,

@@ -9,7 +9,9 @@
  *
  * Contract, blocking form (CLI commands and threads; never on an event loop):
  * - kiln_spawn_start() runs spec->argv (argv[0] looked up in PATH) or, when
- *   argv is NULL, "/bin/sh -c spec->command", the way posix_spawn does it:
+ *   argv is NULL, "/bin/sh -c spec->command" (a command of plain words, as
+ *   common/plain_cmd.h defines them, runs as its own program: what sh
+ *   would run, one process start less), the way posix_spawn does it:
  *   clone(CLONE_VM | CLONE_VFORK), so no copy of the caller's address space
  *   is made (safe in a threaded process, unlike fork, and as cheap for a
  *   large agent as for a small CLI). stdin is /dev/null; handled signals,
@@ -69,7 +71,7 @@
 
 struct kiln_spawn_spec {
     char *const *argv;    /* argv[0] looked up in PATH; NULL: use command */
-    const char *command;  /* run as /bin/sh -c command when argv is NULL */
+    const char *command;  /* run as /bin/sh -c command when argv is NULL (plain_cmd.h) */
     const char *cwd;      /* NULL: inherit */
     char *const *env_add; /* extra "K=V" entries, NULL-terminated, may be NULL */
     int out_fd;           /* KILN_SPAWN_NULL, KILN_SPAWN_PIPE or a descriptor */
