@@ -17,6 +17,9 @@
  *
  *   build/bench/dispatch [N=500] [W=4] [M=100] [B=1] [S=1]
  *
+ * Batch submits (S > 1) ask for the brief answer (POST /jobs?brief=1: ids,
+ * names and states, not whole jobs) since 2026-12-07 16:10;
+ * DISPATCH_FULL_SUBMIT=1 asks for whole jobs, as before.
  * DISPATCH_ONLY_GROUP=1 runs only the group-commit runs (for a profile;
  * =2: only the report+lease run);
  * DISPATCH_KEEP=1 keeps each run's data directory (for a look at the store).
@@ -181,7 +184,10 @@ static void submit_many(struct kiln_httpc *c, struct run *r, int k)
         json_array_append_new(list, json_pack("{s:s,s:s}", "name", "noop", "command", "true"));
     json_t *in = json_pack("{s:o}", "jobs", list);
     long st;
-    if (kiln_httpc_json(c, "POST", "/api/v1/jobs", in, 0, &st, &out, NULL) || st != 201) {
+    /* the brief answer (ids, names, states) unless DISPATCH_FULL_SUBMIT=1 */
+    const char *full = getenv("DISPATCH_FULL_SUBMIT");
+    const char *path = full && !strcmp(full, "1") ? "/api/v1/jobs" : "/api/v1/jobs?brief=1";
+    if (kiln_httpc_json(c, "POST", path, in, 0, &st, &out, NULL) || st != 201) {
         fprintf(stderr, "batch submit failed (%ld)\n", st);
         exit(1);
     }

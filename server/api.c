@@ -124,6 +124,8 @@ static void h_jobs_submit(struct ctx *c)
     const char *b = kiln_http_req_body(c->req, &len);
     struct kiln_jobspec spec;
     struct kiln_error err = {0};
+    int64_t brief = 0;
+    if (param_i64(c, "brief", 0, 1, &brief, NULL)) return;
     int rc = kiln_jobspec_parse(b, len, &spec, &err);
     if (rc) return fail_err(c, &err, rc);
     if (spec.kind == KILN_JOBSPEC_ADHOC && (rc = kiln_secrets_check(spec.jobs, &err))) {
@@ -157,7 +159,8 @@ static void h_jobs_submit(struct ctx *c)
     if (rc) return fail_err(c, &err, rc);
     json_t *jobs = NULL;
     int opened = kiln_store_read_begin(c->srv->jobs.st); /* one snapshot for the answer */
-    if (kiln_jobs_get_many(&c->srv->jobs, ids, &jobs, NULL)) jobs = json_array();
+    if ((brief ? kiln_jobs_brief_many : kiln_jobs_get_many)(&c->srv->jobs, ids, &jobs, NULL))
+        jobs = json_array();
     kiln_store_read_end(c->srv->jobs.st, opened);
     c->srv->m.jobs_submitted += json_array_size(ids);
     json_decref(ids);

@@ -274,18 +274,28 @@ static int finish_json(struct kiln_jobs *j, json_t *jobs, double now, int placer
             goto done;
         }
     }
-    if (!(ids_txt = json_dumps(ids, JSON_COMPACT))) {
-        rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
-        goto done;
-    }
     sqlite3_stmt *s;
-    if ((rc = kiln_store_stmt(j->st,
-                              "SELECT e.job, e.needs, d.name, d.state FROM job_edges e "
-                              "LEFT JOIN jobs d ON d.id = e.needs WHERE e.job IN "
-                              "(SELECT value FROM json_each(?1)) ORDER BY e.job DESC, e.needs",
-                              &s, err)))
-        goto done;
-    sqlite3_bind_text(s, 1, ids_txt, -1, SQLITE_STATIC);
+    if (n == 1) { /* one job (an event's): no id list to build and unpack */
+        if ((rc = kiln_store_stmt(j->st,
+                                  "SELECT e.job, e.needs, d.name, d.state FROM job_edges e "
+                                  "LEFT JOIN jobs d ON d.id = e.needs WHERE e.job = ?1 "
+                                  "ORDER BY e.needs",
+                                  &s, err)))
+            goto done;
+        sqlite3_bind_int64(s, 1, json_integer_value(json_array_get(ids, 0)));
+    } else {
+        if (!(ids_txt = json_dumps(ids, JSON_COMPACT))) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto done;
+        }
+        if ((rc = kiln_store_stmt(j->st,
+                                  "SELECT e.job, e.needs, d.name, d.state FROM job_edges e "
+                                  "LEFT JOIN jobs d ON d.id = e.needs WHERE e.job IN "
+                                  "(SELECT value FROM json_each(?1)) ORDER BY e.job DESC, e.needs",
+                                  &s, err)))
+            goto done;
+        sqlite3_bind_text(s, 1, ids_txt, -1, SQLITE_STATIC);
+    }
     size_t i = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int64_t job = sqlite3_column_int64(s, 0);
@@ -349,6 +359,35 @@ static int cmp_i64_desc(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x < y) - (x > y);
+}
+
+int kiln_jobs_brief_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err)
+{
+    *out = NULL;
+    json_t *res = json_array();
+    if (!res) return kiln_fail(err, KILN_ENOMEM, "out of memory");
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        sqlite3_stmt *s;
+        int rc = kiln_store_row_by_id(j->st, "SELECT name, state FROM jobs WHERE id = ?",
+                                      json_integer_value(v), "job", &s, err);
+        if (rc == KILN_ENOTFOUND) continue; /* left out, as get_many does */
+        if (rc) {
+            json_decref(res);
+            return rc;
+        }
+        json_t *o = json_pack("{s:I,s:s?,s:s?}", "id", (json_int_t)json_integer_value(v), "name",
+                              col_text(s, 0), "state", col_text(s, 1));
+        sqlite3_reset(s);
+        if (!o || json_array_append_new(res, o)) {
+            json_decref(res);
+            return kiln_fail(err, KILN_ENOMEM, "out of memory");
+        }
+    }
+    *out = res;
+    return KILN_OK;
 }
 
 int kiln_jobs_get_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err)

@@ -91,6 +91,9 @@ int kiln_jobs_get(struct kiln_jobs *j, int64_t id, json_t **out, struct kiln_err
  * kiln_jobs_get gives them, read in two queries; ids with no job are left
  * out. */
 int kiln_jobs_get_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err);
+/* The brief form of the same: [{"id","name","state"}, ...] in the order of
+ * ids (POST /jobs?brief=1 answers with it), one indexed lookup per id. */
+int kiln_jobs_brief_many(struct kiln_jobs *j, json_t *ids, json_t **out, struct kiln_error *err);
 
 struct kiln_jobs_filter {
     const char *state, *recipe, *branch, *name, *q; /* NULL or "" = any */
