@@ -9,8 +9,9 @@
  *     quote, expand, glob, redirect, pipe, chain or comment;
  *   - no '=' in the first word (an assignment, not a program);
  *   - the first word is no shell reserved word and no builtin of dash
- *     except true and false (cd, echo, printf, pwd, kill, test and the
- *     rest behave differently from, or have no, programs of their name);
+ *     except true and false without arguments (cd, echo, printf, pwd,
+ *     kill, test and the rest behave differently from, or have no,
+ *     programs of their name; `true --help` prints coreutils' help);
  *   - the program exists and may be executed (otherwise sh runs the
  *     command, so its error message and exit status stay sh's);
  *   - no relative name is involved (a "./x" program, or an empty or
