@@ -11,6 +11,7 @@
 #include "server/auth.h"
 #include "server/secrets.h"
 #include "server/serve.h"
+#include "server/worker_body.h"
 #include "state/access.h"
 #include "state/submit.h"
 
@@ -373,76 +374,6 @@ static void h_log_post(struct ctx *c)
     kiln_http_respond_json(c->req, 200, json_pack("{s:I}", "size", (json_int_t)(size - base)));
 }
 
-/* What a worker offers in a lease request's body: free_cores, free_ram_mb
- * and free_gpus, each optional (absent or null: not given). KILN_EINVAL
- * with the sentence naming the bad field. */
-static int parse_offer(json_t *o, struct kiln_offer *off, struct kiln_error *err)
-{
-    *off = (struct kiln_offer){.free_cores = -1, .free_ram_mb = -1};
-    long long cores, ram, g;
-    json_t *gpus, *v;
-    size_t i;
-    int rc;
-    if ((rc = kiln_json_field_int(o, "free_cores", 0, INT_MAX, -1, &cores, err)) ||
-        (rc = kiln_json_field_int(o, "free_ram_mb", 0, INT64_MAX, -1, &ram, err)) ||
-        (rc = kiln_json_field_array(o, "free_gpus", 0, &gpus, err)))
-        return rc;
-    if (json_array_size(gpus) > KILN_MAX_GPUS)
-        return kiln_fail(err, KILN_EINVAL, "free_gpus: at most %d GPU indexes", KILN_MAX_GPUS);
-    json_array_foreach(gpus, i, v)
-    {
-        if ((rc = kiln_json_want_int(v, "free_gpus[]", 0, 31, 0, &g, err))) return rc;
-        off->free_gpus[off->nfree_gpus++] = (int)g;
-    }
-    off->gpus_given = gpus != NULL;
-    off->free_cores = (int)cores;
-    off->free_ram_mb = ram;
-    return KILN_OK;
-}
-
-/* A report's fields from its JSON (o keeps owning what r borrows). */
-static int parse_report(json_t *o, struct kiln_report *r, struct kiln_error *err)
-{
-    *r = (struct kiln_report){.peak_ram_mb = -1, .cpu_s = -1};
-    long long attempt, code, sig, peak;
-    int infra;
-    const char *stage, *reason;
-    json_t *cpu = json_object_get(o, "cpu_s");
-    json_t *selftest = json_object_get(o, "selftest"), *outputs;
-    int rc = 0;
-    if (!json_is_object(o))
-        rc = kiln_fail(err, KILN_EINVAL, "a report must be a JSON object");
-    else if (!json_is_integer(json_object_get(o, "attempt")))
-        rc = kiln_fail(err, KILN_EINVAL, "attempt: is required and must be an integer");
-    else if ((rc = kiln_json_field_int(o, "attempt", INT64_MIN, INT64_MAX, 0, &attempt, err)) ||
-             (rc = kiln_json_field_int(o, "exit_code", -1, 255, 0, &code, err)) ||
-             (rc = kiln_json_field_int(o, "signal", 0, 128, 0, &sig, err)) ||
-             (rc = kiln_json_field_int(o, "peak_ram_mb", INT64_MIN, INT64_MAX, -1, &peak, err)) ||
-             (rc = kiln_json_field_str(o, "stage", 0, &stage, err)) ||
-             (rc = kiln_json_field_str(o, "reason", 0, &reason, err)) ||
-             (rc = kiln_json_field_bool(o, "infra", 0, &infra, err)) ||
-             (rc = kiln_json_field_array(o, "outputs", 0, &outputs, err)))
-        ;
-    else if (reason && strlen(reason) > 4000)
-        rc = kiln_fail(err, KILN_EINVAL, "reason: must be a string of at most 4000 bytes");
-    else if (cpu && !json_is_null(cpu) && !json_is_number(cpu))
-        rc = kiln_fail(err, KILN_EINVAL, "cpu_s: must be a number");
-    else if (selftest && !json_is_null(selftest) && !json_is_object(selftest))
-        rc = kiln_fail(err, KILN_EINVAL, "selftest: must be an object or null");
-    if (rc) return rc;
-    r->attempt = attempt;
-    r->stage = stage;
-    r->exit_code = (int)code;
-    r->signal = (int)sig;
-    r->reason = reason;
-    r->infra = infra;
-    r->peak_ram_mb = peak;
-    r->cpu_s = cpu && json_is_number(cpu) ? json_number_value(cpu) : -1;
-    r->selftest = json_is_object(selftest) ? selftest : NULL;
-    r->outputs = json_is_array(outputs) ? outputs : NULL;
-    return KILN_OK;
-}
-
 /* The catalog's say on a parsed report (serve.h, report_vet): a refusal
  * is the answer; a failed check fails the stage with its sentence (kept in
  * *why, which r->reason then borrows). "staged": false: the worker stages
@@ -473,7 +404,7 @@ static void h_report(struct ctx *c)
     struct kiln_report r;
     struct kiln_error err = {0};
     struct kiln_error why = {0};
-    int rc = parse_report(o, &r, &err);
+    int rc = kiln_report_parse(o, &r, &err);
     if (!rc) rc = vet_report(c->srv, c->id, o, &r, &why, &err);
     if (rc) {
         json_decref(o);
@@ -509,7 +440,7 @@ static void h_reports(struct ctx *c)
     json_t *o = body_json(c, 0);
     if (!o) return;
     struct kiln_offer off;
-    int orc = lease_max ? parse_offer(o, &off, &err) : KILN_OK;
+    int orc = lease_max ? kiln_offer_parse(o, &off, &err) : KILN_OK;
     if (orc) {
         json_decref(o);
         return fail_err(c, &err, orc);
@@ -540,7 +471,7 @@ static void h_reports(struct ctx *c)
         else
             it->job = json_integer_value(job);
         if (!it->rc) it->rc = kiln_auth_job_worker(c->srv->st, &c->who, it->job, &it->err);
-        if (!it->rc) it->rc = parse_report(rj, &it->rep, &it->err);
+        if (!it->rc) it->rc = kiln_report_parse(rj, &it->rep, &it->err);
         if (!it->rc) it->rc = vet_report(c->srv, it->job, rj, &it->rep, &whys[i], &it->err);
     }
     kiln_store_read_end(c->srv->jobs.st, opened);
@@ -750,7 +681,7 @@ static void h_lease(struct ctx *c)
     if (!o) return;
     struct kiln_offer off;
     struct kiln_error err = {0};
-    int rc = parse_offer(o, &off, &err);
+    int rc = kiln_offer_parse(o, &off, &err);
     json_decref(o);
     if (rc) return fail_err(c, &err, rc);
     struct kiln_worker_info w;
