@@ -85,6 +85,7 @@ struct feed {
     double *crit;
     size_t ncrit;
     int64_t crit_max_id;
+    int64_t crit_gone; /* failed+cancelled+superseded jobs then (-1: unknown) */
 };
 
 static void feed_record(struct feed *f, const struct kiln_trace_event *ev);
@@ -96,6 +97,7 @@ static int feed_init(struct feed *f, struct kiln_jobs *j, const struct kiln_poli
     f->j = j;
     f->pol = *pol;
     f->crit_max_id = -1;
+    f->crit_gone = -1;
     f->trace = trace;
     int rc = kiln_placer_new(pol, &f->pl, err);
     if (rc) return rc;
@@ -204,37 +206,63 @@ static size_t id_index(const int64_t *ids, size_t n, int64_t id)
     return p ? (size_t)(p - ids) : n;
 }
 
+/* A job's critical path in a set (0: not in it, as the placer reads it). */
+static double crit_in(const int64_t *ids, const double *crit, size_t n, int64_t job)
+{
+    size_t i = id_index(ids, n, job);
+    return i < n ? crit[i] : 0;
+}
+
 /* Critical path of every unfinished job over the dependency DAG (the
  * placer's tie-break after priority): its estimate plus the longest path
  * through the jobs that wait for it. Unknown estimates count 0.
  *
- * Read again only when it can have grown: a new job (the newest id moved:
- * a submission adds dependents to unfinished jobs) or an item to add that
- * the last read did not have (a retried job). A job that ends after running
- * changes no other unfinished job's path (its dependencies ended before it
- * started, its dependents' paths do not include it), so leases and reports
- * no longer cost a read of every unfinished job and edge (issue 18: 8% of
- * serve's CPU per no-op job). A waiting job cancelled or superseded leaves
- * its ancestors' paths too long until the next submission: a tie-break, not
- * a rule, errs for a while. */
-static int crit_stale(struct feed *f, const struct kiln_stage_needs *nds, int nnd, int64_t *max_id)
+ * Read again only when it can have changed: a new job (the newest id
+ * moved: a submission adds dependents to unfinished jobs), a job that
+ * failed, was cancelled or superseded (the count of those moved: a waiting
+ * job that leaves takes its length off its ancestors' paths), or an item to
+ * add that the last read did not have (a retried job). A job that succeeds
+ * after running changes no other unfinished job's path (its dependencies
+ * ended before it started, its dependents' paths do not include it), so
+ * leases and reports do not cost a read of every unfinished job and edge
+ * (issue 18: 8% of serve's CPU per no-op job). Items already queued in the
+ * placer whose path changed are removed and added again (sync_items). */
+static int crit_stale(struct feed *f, const struct kiln_stage_needs *nds, int nnd, int64_t *max_id,
+                      int64_t *gone)
 {
     sqlite3_stmt *s;
     *max_id = -1; /* unknown: read again next time too */
+    *gone = -1;
     if (kiln_store_stmt(f->j->st, "SELECT COALESCE(MAX(id), 0) FROM jobs", &s, NULL)) return 1;
     if (sqlite3_step(s) == SQLITE_ROW) *max_id = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
-    if (*max_id < 0 || *max_id != f->crit_max_id) return 1;
+    if (kiln_store_stmt(f->j->st,
+                        "SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE state IN "
+                        "('failed','cancelled','superseded')",
+                        &s, NULL))
+        return 1;
+    if (sqlite3_step(s) == SQLITE_ROW) *gone = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (*max_id < 0 || *max_id != f->crit_max_id || *gone < 0 || *gone != f->crit_gone) return 1;
     for (int i = 0; i < nnd; i++)
         if (id_index(f->crit_ids, f->ncrit, nds[i].job) == f->ncrit) return 1;
     return 0;
 }
 
+/* *old gets the paths before, when they were read again (the caller frees
+ * old->ids and old->crit), else stays empty. */
+struct crit_set {
+    int64_t *ids;
+    double *crit;
+    size_t n;
+};
+
 static int compute_crit(struct feed *f, const struct kiln_stage_needs *nds, int nnd,
-                        struct kiln_error *err)
+                        struct crit_set *old, struct kiln_error *err)
 {
-    int64_t max_id;
-    if (!crit_stale(f, nds, nnd, &max_id)) return KILN_OK;
+    int64_t max_id, gone;
+    memset(old, 0, sizeof *old);
+    if (!crit_stale(f, nds, nnd, &max_id, &gone)) return KILN_OK;
     struct keyset ids = {0}, edges = {0};
     double *est = NULL, *crit = NULL;
     size_t *off = NULL, *deps = NULL;
@@ -296,12 +324,12 @@ static int compute_crit(struct feed *f, const struct kiln_stage_needs *nds, int 
     for (size_t e = 0; e < ne; e++) /* already grouped by job, in order */
         deps[e] = (size_t)edges.k[2 * e + 1];
     if ((rc = kiln_dag_critical_paths(ids.n, est, off, deps, crit, err))) goto out;
-    free(f->crit_ids);
-    free(f->crit);
+    *old = (struct crit_set){f->crit_ids, f->crit, f->ncrit};
     f->crit_ids = ids.k;
     f->crit = crit;
     f->ncrit = ids.n;
     f->crit_max_id = max_id;
+    f->crit_gone = gone;
     ids.k = NULL;
     crit = NULL;
 out:
@@ -384,7 +412,8 @@ static int sync_workers(struct feed *f, double now, const struct asking *ask, in
 static int sync_items(struct feed *f, double now, struct kiln_error *err)
 {
     struct kiln_stage_needs *nds = malloc(MAX_CANDIDATES * sizeof *nds);
-    struct keyset snap = {0}, next = {0};
+    struct keyset snap = {0}, next = {0}, readd = {0};
+    struct crit_set old = {0};
     int n = 0, rc;
     if (!nds) return kiln_fail(err, KILN_ENOMEM, "out of memory");
     if ((rc = kiln_jobs_runnable_needs(f->j, now, nds, MAX_CANDIDATES, &n, err))) goto out;
@@ -397,13 +426,20 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
     /* a dependency cycle or a failed read leaves the critical paths out
      * (0: the placer uses the item's own estimate), never the item */
     struct kiln_error ce = {0};
-    if (n && compute_crit(f, nds, n, &ce) == KILN_ENOMEM) {
+    if (n && compute_crit(f, nds, n, &old, &ce) == KILN_ENOMEM) {
         rc = kiln_fail(err, KILN_ENOMEM, "%s", ce.msg);
         goto out;
     }
     for (size_t i = 0; i < f->queued.n; i++) {
         int64_t k = f->queued.k[i];
-        if (has_key(snap.k, snap.n, k)) {
+        /* a queued item whose path changed goes out and back in with it */
+        int moved = old.ids && crit_in(old.ids, old.crit, old.n, k / 2) !=
+                                   crit_in(f->crit_ids, f->crit, f->ncrit, k / 2);
+        if (has_key(snap.k, snap.n, k) && moved && keyset_push(&readd, k)) {
+            rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (has_key(snap.k, snap.n, k) && !moved) {
             if (keyset_push(&next, k)) {
                 rc = kiln_fail(err, KILN_ENOMEM, "out of memory");
                 goto out;
@@ -421,7 +457,8 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
         size_t ci = id_index(f->crit_ids, f->ncrit, ev.it.job_id);
         if (ci < f->ncrit) ev.it.crit_s = f->crit[ci];
         int64_t k = ikey(ev.it.job_id, ev.it.stage);
-        if (has_key(f->queued.k, f->queued.n, k) || has_key(f->running.k, f->running.n, k))
+        if ((has_key(f->queued.k, f->queued.n, k) && !has_key(readd.k, readd.n, k)) ||
+            has_key(f->running.k, f->running.n, k))
             continue;
         struct kiln_error e2 = {0};
         rc = feed_event(f, &ev, NULL, &e2);
@@ -444,6 +481,9 @@ static int sync_items(struct feed *f, double now, struct kiln_error *err)
 out:
     free(next.k);
     free(snap.k);
+    free(readd.k);
+    free(old.ids);
+    free(old.crit);
     free(nds);
     return rc;
 }
