@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,7 +31,8 @@ extern char **environ;
 #define PLAIN_CMD_ARGS 64
 
 /* base (NULL: environ) with add laid over it (same key: add wins),
- * NULL-terminated; the strings are borrowed, only the array is allocated. */
+ * NULL-terminated, with room for one entry more (PWD, see child_pwd); the
+ * strings are borrowed, only the array is allocated. */
 static char **merged_env(char *const *base, char *const *add)
 {
     if (!base) base = environ;
@@ -39,7 +41,7 @@ static char **merged_env(char *const *base, char *const *add)
         n++;
     while (add && add[m])
         m++;
-    char **env = calloc(n + m + 1, sizeof *env);
+    char **env = calloc(n + m + 2, sizeof *env);
     if (!env) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -62,7 +64,9 @@ static char **merged_env(char *const *base, char *const *add)
 struct child_plan {
     const char *file; /* what to exec; NULL: argv[0], looked up in PATH */
     char *const *argv;
-    char *const *env;
+    char **env;
+    int pwd_idx;   /* >= 0: env[pwd_idx] is PWD's slot (child_pwd) */
+    char *pwd_buf; /* PATH_MAX + 4 bytes for "PWD=..." */
     const char *cwd;
     int fd[3];       /* where fds 0, 1, 2 come from, in that order */
     int new_session; /* setsid() rather than setpgid(0, 0) */
@@ -89,6 +93,20 @@ CHILD_SIDE static int child_fd(int from, int target)
     }
     if (from == target) return fcntl(from, F_SETFD, 0); /* dup2 would keep FD_CLOEXEC */
     return dup2(from, target) < 0 ? -1 : 0;
+}
+
+/* A program run without sh gets the PWD sh would have exported: the
+ * environment's own if it names the working directory (a logical path),
+ * else the physical one (dash does the same at start). */
+CHILD_SIDE static void child_pwd(struct child_plan *c)
+{
+    const char *cur = c->env[c->pwd_idx];
+    struct stat a, b;
+    if (cur && cur[4] == '/' && stat(cur + 4, &a) == 0 && stat(".", &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return;
+    c->pwd_buf[0] = 'P', c->pwd_buf[1] = 'W', c->pwd_buf[2] = 'D', c->pwd_buf[3] = '=';
+    if (getcwd(c->pwd_buf + 4, PATH_MAX)) c->env[c->pwd_idx] = c->pwd_buf;
 }
 
 CHILD_SIDE static int child_main(void *arg)
@@ -126,6 +144,7 @@ CHILD_SIDE static int child_main(void *arg)
         }
     c->exec_failed = 1;
     if (c->cwd && chdir(c->cwd) != 0) goto fail;
+    if (c->pwd_idx >= 0) child_pwd(c);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -192,15 +211,21 @@ int kiln_spawn_start(const struct kiln_spawn_spec *spec, struct kiln_spawn_proc 
         return kiln_fail(err, KILN_ENOMEM, "out of memory");
     }
     /* a command of plain words runs without sh (plain_cmd.h) */
-    char words[PLAIN_CMD_MAX], file[PATH_MAX], *wargv[PLAIN_CMD_ARGS];
+    char words[PLAIN_CMD_MAX], file[PATH_MAX], *wargv[PLAIN_CMD_ARGS], pwd[PATH_MAX + 4];
     const char *exe = NULL;
+    int pwd_idx = -1;
     if (!spec->argv && kiln_plain_cmd(spec->command, env, words, sizeof words, wargv,
                                       PLAIN_CMD_ARGS, file, sizeof file) == 1) {
         argv = wargv;
         exe = file;
+        /* PWD's slot: its entry, or the spare one at the end */
+        for (pwd_idx = 0; env[pwd_idx] && strncmp(env[pwd_idx], "PWD=", 4); pwd_idx++) {
+        }
     }
     snprintf(p->what, sizeof p->what, "%s", argv[0]);
     struct child_plan c = {.file = exe,
+                           .pwd_idx = pwd_idx,
+                           .pwd_buf = pwd,
                            .argv = argv,
                            .env = env,
                            .cwd = spec->cwd,

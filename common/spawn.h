@@ -11,7 +11,8 @@
  * - kiln_spawn_start() runs spec->argv (argv[0] looked up in PATH) or, when
  *   argv is NULL, "/bin/sh -c spec->command" (a command of plain words, as
  *   common/plain_cmd.h defines them, runs as its own program: what sh
- *   would run, one process start less), the way posix_spawn does it:
+ *   would run, with the PWD sh would export, one process start less),
+ *   the way posix_spawn does it:
  *   clone(CLONE_VM | CLONE_VFORK), so no copy of the caller's address space
  *   is made (safe in a threaded process, unlike fork, and as cheap for a
  *   large agent as for a small CLI). stdin is /dev/null; handled signals,

@@ -12,7 +12,10 @@
 #include "common/spawn.h"
 
 #include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int plain(const char *cmd, char *const *env, char **argv, char *path)
@@ -111,12 +114,58 @@ static void test_spawn_plain(void **state)
     kiln_buf_free(&out);
 }
 
+/* What a program run without sh sees of PWD is what it sees through sh:
+   the environment's PWD when it names the working directory (a symlink's
+   path is kept), else the physical directory, also when PWD is absent. */
+static void spawn_out(const char *cmd, const char *cwd, char **env, char *out, size_t n)
+{
+    struct kiln_error err = {0};
+    struct kiln_spawn_result r;
+    struct kiln_buf b = {0};
+    struct kiln_spawn_spec s = {.command = cmd, .cwd = cwd, .env = env, .err_fd = KILN_SPAWN_NULL};
+    assert_int_equal(kiln_spawn_capture(&s, 10000, 4096, &b, &r, &err), KILN_OK);
+    assert_int_equal(r.exit_code, 0);
+    snprintf(out, n, "%s", b.data ? b.data : "");
+    kiln_buf_free(&b);
+}
+
+static void test_pwd_as_sh(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-plain-XXXXXX", real[PATH_MAX], link[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    snprintf(real, sizeof real, "%s/real", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    assert_int_equal(mkdir(real, 0755), 0);
+    assert_int_equal(symlink(real, link), 0);
+    char pwd_link[PATH_MAX + 4], pwd_stale[] = "PWD=/nonexistent";
+    snprintf(pwd_link, sizeof pwd_link, "PWD=%s", link);
+    char *none[] = {"PATH=/usr/bin:/bin", NULL};
+    char *stale[] = {"PATH=/usr/bin:/bin", pwd_stale, NULL};
+    char *logical[] = {"PATH=/usr/bin:/bin", pwd_link, NULL};
+    char **envs[] = {none, stale, logical};
+    const char *want[] = {real, real, link};
+    for (int i = 0; i < 3; i++) {
+        char direct[PATH_MAX + 8], viash[PATH_MAX + 8], w[PATH_MAX + 8];
+        spawn_out("printenv PWD", link, envs[i], direct, sizeof direct);
+        spawn_out("printenv PWD;", link, envs[i], viash, sizeof viash); /* ';': through sh */
+        snprintf(w, sizeof w, "%s\n", want[i]);
+        if (strcmp(direct, viash) || strcmp(direct, w))
+            fail_msg("env %d: without sh \"%s\", through sh \"%s\", want \"%s\"", i, direct, viash,
+                     w);
+    }
+    unlink(link);
+    rmdir(real);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_words),
         cmocka_unit_test(test_needs_sh),
         cmocka_unit_test(test_spawn_plain),
+        cmocka_unit_test(test_pwd_as_sh),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
