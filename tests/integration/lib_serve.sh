@@ -68,3 +68,15 @@ expect() {
     local want=$1 got=$2 what=$3
     [ "${got%% *}" = "$want" ] || fail "$what: wanted $want, got: $got"
 }
+
+# register_worker BODY: POST /workers/register with the fixture's worker
+# token; sets W (the worker's id) and WK (the credential it was issued,
+# which the worker then acts with).
+register_worker() {
+    local r
+    r=$(req "$WK" POST /workers/register "$1")
+    expect 200 "$r" register
+    W=$(echo "${r#* }" | jfield worker_id)
+    WK=$(echo "${r#* }" | jfield credential)
+    [ -n "$W" ] && [ -n "$WK" ] || fail "register gave no worker id or credential: $r"
+}

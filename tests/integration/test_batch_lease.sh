@@ -12,11 +12,7 @@ for i in 1 2 3 4 5; do
     r=$(req "$SUB" POST /jobs '{"name":"n","command":"true","cores":1,"ram_mb":100}')
     expect 201 "$r" "submit $i"
 done
-r=$(req "$WK" POST /workers/register '{"name":"b1","cores":8,"ram_mb":8192,"platform":"x86_64-linux"}')
-expect 200 "$r" register
-W=$(echo "${r#* }" | jfield worker_id)
-WK=$(echo "${r#* }" | jfield credential) # the worker acts with what it was issued
-[ -n "$WK" ] || fail "register gave no credential: $r"
+register_worker '{"name":"b1","cores":8,"ram_mb":8192,"platform":"x86_64-linux"}'
 count() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(len(d.get("jobs",[])), d["job"]["id"] == d["jobs"][0]["id"])'; }
 # 3 free cores: at most 3 of the 5 jobs, though max asks for 10.
 r=$(req "$WK" POST "/workers/$W/lease?wait=0&max=10" '{"free_cores":3,"free_ram_mb":8192}')

@@ -34,10 +34,7 @@ expect 201 "$r" "recipe submit"
 ids=$(echo "${r#* }" | python3 -c 'import json,sys; print(" ".join(str(j["id"]) for j in sorted(json.load(sys.stdin)["jobs"], key=lambda j: j["name"])))')
 A=${ids% *} B=${ids#* }
 [ -n "$A" ] && [ "$A" != "$B" ] || fail "no ids: ${r#* }"
-r=$(req "$WK" POST /workers/register '{"name":"c1","cores":4,"ram_mb":4096,"platform":"x86_64-linux"}')
-expect 200 "$r" register
-W=$(echo "${r#* }" | jfield worker_id)
-WK=$(echo "${r#* }" | jfield credential)
+register_worker '{"name":"c1","cores":4,"ram_mb":4096,"platform":"x86_64-linux"}'
 # A pass that places nothing (no free cores) still brings the placer up to date.
 r=$(req "$WK" POST "/workers/$W/lease?wait=0" '{"free_cores":0}')
 expect 204 "$r" "lease with no room"

@@ -13,10 +13,7 @@ submit() {
     expect 201 "$r" "submit"
 }
 submit
-r=$(req "$WK" POST /workers/register '{"name":"r1","cores":1,"ram_mb":1024,"platform":"x86_64-linux"}')
-expect 200 "$r" register
-W=$(echo "${r#* }" | jfield worker_id)
-WK=$(echo "${r#* }" | jfield credential)
+register_worker '{"name":"r1","cores":1,"ram_mb":1024,"platform":"x86_64-linux"}'
 r=$(req "$WK" POST "/workers/$W/lease?wait=0" '{"free_cores":1,"free_ram_mb":1024}')
 expect 200 "$r" "first lease"
 submit # job 2 waits: the worker's one core is taken by job 1
