@@ -19,6 +19,7 @@
 #include "workers/limits.h"
 #include "workers/proc.h"
 #include "workers/stage.h"
+#include "workers/retain.h"
 #include "workers/spare.h"
 #include "workers/step.h"
 
@@ -162,7 +163,8 @@ struct agent {
     int fatal;
     struct kiln_error fatal_err;
     struct ajob *jobs;
-    struct kiln_spare spare; /* recycled job dirs and logs (off in step mode) */
+    struct kiln_spare spare;   /* recycled job dirs and logs (off in step mode) */
+    struct kiln_retain retain; /* finished jobs' dirs with files: the newest kept */
     unsigned log_rr;
     char name[128];
     char exe[PATH_MAX];          /* this kiln binary, for `kiln selftest run` */
@@ -347,6 +349,12 @@ static struct ajob *find_attempt(struct agent *a, long id, long attempt)
     return NULL;
 }
 
+static void retain_error(void *arg, const char *dir, int e)
+{
+    struct agent *a = arg;
+    kiln_log(a->lg, KILN_LOG_WARN, "cannot remove the old job directory %s: %s", dir, strerror(e));
+}
+
 static void drop_job(struct agent *a, struct ajob *j)
 {
     /* Reported, so its log is all sent: the log, and the directory if the
@@ -354,6 +362,8 @@ static void drop_job(struct agent *a, struct ajob *j)
     if (j->reported && j->finished && !j->staging && !j->acct_pending && j->dir[0]) {
         kiln_spare_give_dir(&a->spare, j->dir);
         kiln_spare_give_log(&a->spare, j->log_path);
+        /* left where it was: the job left files in it (retain.h) */
+        if (!a->step && access(j->dir, F_OK) == 0) kiln_retain_add(&a->retain, j->dir);
     }
     for (struct ajob **pp = &a->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
@@ -1836,6 +1846,9 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
     uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
     /* Step mode runs one job: nothing to recycle. */
     if (!cfg->step_lease) kiln_spare_init(&a->spare, cfg->work_dir, plain ? a->name : NULL);
+    kiln_retain_init(&a->retain, &a->loop, cfg->keep_job_dirs);
+    a->retain.on_error = retain_error;
+    a->retain.arg = a;
     if (cfg->step_lease) {
         a->step = 1;
         a->registered = 1;
@@ -1849,6 +1862,7 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
         drop_job(a, a->jobs);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop)) kiln_log(lg, KILN_LOG_WARN, "event loop closed with handles open");
+    kiln_retain_free(&a->retain);
     kiln_limits_cleanup(&a->limits);
     if (a->fatal) {
         rc = a->fatal;

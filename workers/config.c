@@ -26,6 +26,7 @@ void kiln_worker_config_defaults(struct kiln_worker_config *c)
     c->stage_outputs = 1;
     c->stage_stall_s = 20;
     c->min_disk_free_mb = 2048;
+    c->keep_job_dirs = 20;
     c->limit_method = KILN_LIMIT_AUTO;
     snprintf(c->log_level, sizeof c->log_level, "info");
 }
@@ -278,6 +279,9 @@ int kiln_worker_config_from_json(struct kiln_worker_config *c, json_t *doc, stru
         } else if (!strcmp(k, "heartbeat_s")) {
             rc = get_int(v, k, 1, 3600, &n, err);
             c->heartbeat_s = (int)n;
+        } else if (!strcmp(k, "keep_job_dirs")) {
+            rc = get_int(v, k, -1, 1000000, &n, err);
+            c->keep_job_dirs = (int)n;
         } else if (!strcmp(k, "min_disk_free")) {
             rc = get_size_mb(v, k, &c->min_disk_free_mb, err);
         } else if (!strcmp(k, "stage_outputs")) {

@@ -10,6 +10,8 @@
  * driver: ..}] labels: {rack: a1}   limit_method: auto|cgroup2|cgroup1|poll   ca_file: ..
  *     heartbeat_s: 5   lease_wait_s: 10   reserve_ram: 2G   log_level: info
  *     min_disk_free: 2G   (no new job while work_dir or /nix/store has less)
+ *     keep_job_dirs: 20   (finished jobs' directories with files kept, newest
+ *       first; older ones are removed; -1 keeps all; workers/retain.h)
  *     source_dir: /srv/recipes-checkout  (commands run from here: recipe
  *       commands are relative to their repository root)
  *     selftest_dir: /usr/local/lib/kiln/selftest  (kiln-selftest-smNN)
@@ -56,6 +58,7 @@ struct kiln_worker_config {
     int heartbeat_s;       /* 0 = server's */
     int lease_wait_s;      /* long-poll length */
     long min_disk_free_mb; /* take no job below this free space */
+    int keep_job_dirs;     /* finished jobs' dirs with files kept (20); -1 all */
     int stage_outputs;     /* 1 (default): stage build outputs on the server (workers/stage.h) */
     int stage_stall_s;     /* a staging upload silent this long is retried (20) */
     char log_level[16];

@@ -331,7 +331,8 @@ static void test_config_overrides(void **state)
     json_t *doc = json_loads(
         "{\"name\":\"gpu-7\",\"cores\":16,\"ram\":\"64G\",\"isa\":[\"avx512\"],"
         "\"gpus\":[{\"index\":0,\"name\":\"NVIDIA L40S\",\"sm\":\"89\",\"memory_mb\":46068}],"
-        "\"labels\":{\"rack\":\"a1\"},\"limit_method\":\"poll\",\"max_jobs\":2}",
+        "\"labels\":{\"rack\":\"a1\"},\"limit_method\":\"poll\",\"max_jobs\":2,"
+        "\"keep_job_dirs\":5}",
         0, &je);
     assert_non_null(doc);
     assert_int_equal(kiln_worker_config_from_json(&c, doc, &err), KILN_OK);
@@ -348,6 +349,7 @@ static void test_config_overrides(void **state)
     assert_int_equal(h.ngpus, 1);
     assert_string_equal(h.gpus[0].sm, "89");
     assert_int_equal(c.limit_method, KILN_LIMIT_POLL);
+    assert_int_equal(c.keep_job_dirs, 5);
     kiln_worker_config_free(&c);
 
     const char *bad[] = {"{\"cores\":0}",
@@ -357,7 +359,9 @@ static void test_config_overrides(void **state)
                          "{\"gpus\":[{\"name\":\"x\"}]}",
                          "{\"limit_method\":\"magic\"}",
                          "[1,2]",
-                         "{\"gpus\":[{\"sm\":\"9.0\"}]}"};
+                         "{\"gpus\":[{\"sm\":\"9.0\"}]}",
+                         "{\"keep_job_dirs\":-2}",
+                         "{\"keep_job_dirs\":\"many\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kiln_worker_config_defaults(&c);
         doc = json_loads(bad[i], 0, &je);
