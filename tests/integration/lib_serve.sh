@@ -21,14 +21,35 @@ start_serve() {
     U=http://127.0.0.1:$PORT/api/v1
 }
 
-# fixture NAME: T, a fresh directory removed on exit (serve stopped first),
-# D=$T/var, and in it a submit token SUB and a worker token WK.
+# fixture NAME: T, a fresh directory removed on exit (the worker and serve
+# stopped first), D=$T/var, and in it a submit token SUB and a worker token
+# WK.
 fixture() {
     T=$(mktemp -d "/tmp/kiln-$1-XXXXXX")
-    trap 'stop_serve; rm -rf "$T"' EXIT
+    trap 'stop_worker; stop_serve; rm -rf "$T"' EXIT
     D=$T/var
     SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
     WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
+}
+
+# start_worker NAME [ARGS...]: a real `kiln worker` named NAME against the
+# serve started last, with the token WK, work dir $T/work, log
+# $T/worker.log; sets WPID. ARGS come after the defaults, so they win.
+WPID=""
+start_worker() {
+    local name=$1
+    shift
+    "$KILN_BIN" worker --server "http://127.0.0.1:$PORT" --token "$WK" --name "$name" \
+        --cores 2 --ram 2G --work-dir "$T/work" --log-level warn "$@" >"$T/worker.log" 2>&1 &
+    WPID=$!
+}
+
+stop_worker() {
+    if [ -n "$WPID" ]; then
+        kill -TERM "$WPID" 2>/dev/null
+        wait "$WPID" 2>/dev/null
+        WPID=""
+    fi
 }
 
 stop_serve() {

@@ -6,21 +6,9 @@
 set -u
 . "$KILN_SRC/tests/integration/lib_serve.sh"
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-T=$(mktemp -d /tmp/kiln-e2e-XXXXXX)
-WPID=""
-cleanup() {
-    [ -n "$WPID" ] && { kill -TERM "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; }
-    stop_serve
-    rm -rf "$T"
-}
-trap cleanup EXIT
-D=$T/var
-SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
-WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
+fixture e2e
 start_serve "$D" --allow-anonymous-read || fail "serve did not start"
-"$KILN_BIN" worker --server "http://127.0.0.1:$PORT" --token "$WK" --name e2e-w \
-    --cores 2 --ram 2G --work-dir "$T/work" --log-level warn >"$T/worker.log" 2>&1 &
-WPID=$!
+start_worker e2e-w
 
 state() { req "" GET "/jobs/$1" | cut -d' ' -f2- | jfield state; }
 wait_state() { # id state...

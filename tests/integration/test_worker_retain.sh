@@ -7,22 +7,10 @@
 set -u
 . "$KILN_SRC/tests/integration/lib_serve.sh"
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-T=$(mktemp -d /tmp/kiln-retain-XXXXXX)
-WPID=""
-cleanup() {
-    [ -n "$WPID" ] && { kill -TERM "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; }
-    stop_serve
-    rm -rf "$T"
-}
-trap cleanup EXIT
-D=$T/var
-SUB=$("$KILN_BIN" token create --role submit --data "$D" 2>/dev/null)
-WK=$("$KILN_BIN" token create --role worker --data "$D" 2>/dev/null)
+fixture retain
 start_serve "$D" --allow-anonymous-read || fail "serve did not start"
 printf 'keep_job_dirs: 2\n' >"$T/worker.yaml"
-"$KILN_BIN" worker --config "$T/worker.yaml" --server "http://127.0.0.1:$PORT" --token "$WK" \
-    --name ret-w --cores 1 --ram 2G --work-dir "$T/work" --log-level warn >"$T/worker.log" 2>&1 &
-WPID=$!
+start_worker ret-w --config "$T/worker.yaml" --cores 1
 ids=""
 for i in 1 2 3 4 5; do
     id=$(req "$SUB" POST /jobs "{\"name\":\"leave-$i\",\"command\":\"touch made-$i\"}" | cut -d' ' -f2- | jfield id)
