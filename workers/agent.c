@@ -360,10 +360,9 @@ static void drop_job(struct agent *a, struct ajob *j)
     /* Reported, so its log is all sent: the log, and the directory if the
      * job left it empty, serve a later job (spare.h). */
     if (j->reported && j->finished && !j->staging && !j->acct_pending && j->dir[0]) {
-        kiln_spare_give_dir(&a->spare, j->dir);
+        /* a directory the pool does not take stays for a while (retain.h) */
+        if (!kiln_spare_give_dir(&a->spare, j->dir)) kiln_retain_add(&a->retain, j->dir);
         kiln_spare_give_log(&a->spare, j->log_path);
-        /* left where it was: the job left files in it (retain.h) */
-        if (!a->step && access(j->dir, F_OK) == 0) kiln_retain_add(&a->retain, j->dir);
     }
     for (struct ajob **pp = &a->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
@@ -1846,7 +1845,8 @@ int kiln_agent_run(const struct kiln_worker_config *cfg, const struct kiln_host 
     uv_timer_start(&a->tick, on_tick, TICK_MS, TICK_MS);
     /* Step mode runs one job: nothing to recycle. */
     if (!cfg->step_lease) kiln_spare_init(&a->spare, cfg->work_dir, plain ? a->name : NULL);
-    kiln_retain_init(&a->retain, &a->loop, cfg->keep_job_dirs);
+    /* ...and its one directory stays */
+    kiln_retain_init(&a->retain, &a->loop, cfg->step_lease ? -1 : cfg->keep_job_dirs);
     a->retain.on_error = retain_error;
     a->retain.arg = a;
     if (cfg->step_lease) {

@@ -32,11 +32,13 @@ static int take(struct kiln_spare *s, char kind, int *count, const char *path)
     return 1;
 }
 
-static void give(struct kiln_spare *s, char kind, int *count, const char *path)
+static int give(struct kiln_spare *s, char kind, int *count, const char *path)
 {
     char to[PATH_MAX + 16];
-    if (!s->dir[0] || *count == KILN_SPARE_MAX || !entry(s, kind, *count, to, sizeof to)) return;
-    if (rename(path, to) == 0) (*count)++;
+    if (!s->dir[0] || *count == KILN_SPARE_MAX || !entry(s, kind, *count, to, sizeof to)) return 0;
+    if (rename(path, to) != 0) return 0;
+    (*count)++;
+    return 1;
 }
 
 int kiln_spare_take_dir(struct kiln_spare *s, const char *path)
@@ -61,9 +63,9 @@ static int dir_empty(const char *path)
     return empty;
 }
 
-void kiln_spare_give_dir(struct kiln_spare *s, const char *path)
+int kiln_spare_give_dir(struct kiln_spare *s, const char *path)
 {
-    if (dir_empty(path)) give(s, 'd', &s->ndirs, path);
+    return dir_empty(path) && give(s, 'd', &s->ndirs, path);
 }
 
 void kiln_spare_give_log(struct kiln_spare *s, const char *path)

@@ -13,7 +13,8 @@
  *   the pool, 0 when the pool had none or the rename failed (the caller
  *   makes one as before; what the pool held stays in it).
  * - give: never loses anything: a directory that is not empty, a full pool
- *   or a failed rename leaves path where it is, as before the pool existed.
+ *   or a failed rename leaves path where it is, as before the pool existed;
+ *   give_dir returns 1 when the pool took the directory, 0 when it is left.
  * - Pool entries are named by their place in the pool (d0.., l0..), so a
  *   restarted worker renames over what an earlier one left (at most
  *   KILN_SPARE_MAX of each).
@@ -36,7 +37,7 @@ struct kiln_spare {
 void kiln_spare_init(struct kiln_spare *s, const char *work_dir, const char *tag);
 int kiln_spare_take_dir(struct kiln_spare *s, const char *path);
 int kiln_spare_take_log(struct kiln_spare *s, const char *path);
-void kiln_spare_give_dir(struct kiln_spare *s, const char *path);
+int kiln_spare_give_dir(struct kiln_spare *s, const char *path);
 void kiln_spare_give_log(struct kiln_spare *s, const char *path);
 
 #endif
